@@ -1,0 +1,77 @@
+import { fields, loadConfig } from '@hyperfarm/api';
+import { z } from 'zod';
+
+const MIB = 1024 * 1024;
+
+export const agentConfigSchema = z.object({
+  id: fields.id('host id, unique in the farm').default('agent-1'),
+  name: z.string().min(1).max(63).optional().describe('display name (defaults to the id)'),
+  grpcAddress: fields.address('gRPC listen address host:port (port 0 picks one)').default('127.0.0.1:7100'),
+  metricsAddress: fields.address('Prometheus metrics listen address host:port').default('127.0.0.1:9100'),
+  dataDir: z
+    .string()
+    .min(1)
+    .default('.hyperfarm/agent-1')
+    .describe('folder for VM configuration, disks and saved state'),
+  logicalProcessors: z
+    .number()
+    .int()
+    .min(1)
+    .max(1024)
+    .default(8)
+    .describe('logical processors of the simulated host'),
+  memoryMib: z
+    .number()
+    .int()
+    .min(512)
+    .max(64 * 1024 * 1024)
+    .default(32 * 1024)
+    .describe('memory of the simulated host, in MiB'),
+  rootReserveMib: z
+    .number()
+    .int()
+    .min(0)
+    .default(2048)
+    .describe('memory kept for the root partition, in MiB'),
+  perVmOverheadMib: z
+    .number()
+    .int()
+    .min(0)
+    .max(4096)
+    .default(32)
+    .describe('memory each running VM costs beyond its own, in MiB'),
+  limitsProfile: z.enum(['2008', '2012', '2016']).default('2008').describe('per-VM limits profile'),
+  macPoolStart: z
+    .string()
+    .regex(/^00-15-5D(-[0-9A-F]{2}){3}$/, 'expected 00-15-5D-XX-XX-XX (uppercase hex)')
+    .default('00-15-5D-00-00-00')
+    .describe('first MAC address of the dynamic pool'),
+  macPoolSize: z.number().int().min(1).max(65536).default(256).describe('MAC addresses in the dynamic pool'),
+  leaseMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(600_000)
+    .default(10_000)
+    .describe('host lease: VMs are turned off after this long without a renewal'),
+  tlsCa: z.string().optional().describe('CA certificate file for mutual TLS'),
+  tlsCert: z.string().optional().describe('certificate file for mutual TLS'),
+  tlsKey: z.string().optional().describe('private key file for mutual TLS'),
+  readyFile: z.string().optional().describe('write {pid, grpcAddress, metricsAddress} here once serving'),
+  logLevel: fields.logLevel(),
+});
+
+export type AgentConfig = z.infer<typeof agentConfigSchema> & { memoryBytes: number };
+
+export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): AgentConfig {
+  const c = loadConfig({
+    program: 'hyperfarm-agent',
+    envPrefix: 'HYPERFARM_AGENT',
+    schema: agentConfigSchema,
+    argv,
+    env,
+  });
+  return { ...c, memoryBytes: c.memoryMib * MIB };
+}
+
+export const mib = (n: number): number => n * MIB;

@@ -1,0 +1,13 @@
+export * from './proto.js';
+export * from './errors.js';
+export * from './grpc.js';
+export * from './handlers.js';
+export * from './promise-client.js';
+export * from './runtime/config.js';
+export * from './runtime/logger.js';
+export * from './runtime/metrics.js';
+export * from './runtime/lifecycle.js';
+export * as pb from './generated/pb.js';
+export * from './services.js';
+export * from './health.js';
+export * from './runtime/data-dir.js';

@@ -1,0 +1,45 @@
+import * as grpc from '@grpc/grpc-js';
+
+/**
+ * A promise view of a generated client's unary methods: `await p.getHostInfo({})`.
+ * TypeScript infers from the last overload of each method, which for unary methods is
+ * `(argument, callback)`; streaming methods do not match and are left out.
+ */
+export type PromiseClient<C> = {
+  [K in keyof C as C[K] extends UnaryLast<never, never> ? K : never]: C[K] extends UnaryLast<
+    infer Req,
+    infer Res
+  >
+    ? (request: Req, options?: CallOptions) => Promise<Res>
+    : never;
+};
+
+type UnaryLast<Req, Res> = (argument: Req, callback: grpc.requestCallback<Res>) => grpc.ClientUnaryCall;
+
+export interface CallOptions {
+  /** Milliseconds from now until the call fails with DEADLINE_EXCEEDED. */
+  timeoutMs?: number;
+  metadata?: grpc.Metadata;
+}
+
+export function promiseClient<C extends grpc.Client>(client: C): PromiseClient<C> {
+  return new Proxy({} as PromiseClient<C>, {
+    get(_target, prop: string | symbol) {
+      const method = (client as unknown as Record<string | symbol, unknown>)[prop];
+      if (typeof method !== 'function') return undefined;
+      return (request: unknown, options: CallOptions = {}) =>
+        new Promise((resolve, reject) => {
+          const callOptions: grpc.CallOptions = {};
+          if (options.timeoutMs !== undefined) callOptions.deadline = Date.now() + options.timeoutMs;
+          const metadata = options.metadata ?? new grpc.Metadata();
+          (method as (...args: unknown[]) => unknown).call(
+            client,
+            request,
+            metadata,
+            callOptions,
+            (err: grpc.ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res)),
+          );
+        });
+    },
+  });
+}

@@ -1,0 +1,71 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ProtoGrpcType as AgentProto } from './generated/agent.js';
+import type { ProtoGrpcType as ClusterProto } from './generated/cluster.js';
+import type { ProtoGrpcType as MigrationProto } from './generated/migration.js';
+import type { ProtoGrpcType as RaftProto } from './generated/raft.js';
+
+/** The proto files of the public API, in the order they are loaded. */
+export const PROTO_FILES = [
+  'hyperfarm/v1/common.proto',
+  'hyperfarm/v1/cluster.proto',
+  'hyperfarm/v1/agent.proto',
+  'hyperfarm/v1/migration.proto',
+  'hyperfarm/v1/raft.proto',
+] as const;
+
+/**
+ * How messages are decoded everywhere. These must match the flags of `npm run gen` so the
+ * generated `__Output` types describe what handlers actually receive. 64-bit integers become
+ * `number`: every 64-bit field in the API (bytes, milliseconds, indexes, revisions) stays below
+ * 2^53, and numbers spare every caller a Long or string conversion.
+ */
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+/** The folder holding `hyperfarm/v1/*.proto`: the repository's, or the copy shipped in the package. */
+export function protoRoot(): string {
+  const candidates = [
+    fileURLToPath(new URL('../../../proto', import.meta.url)),
+    fileURLToPath(new URL('../proto', import.meta.url)),
+  ];
+  const found = candidates.find((dir) => existsSync(`${dir}/hyperfarm/v1/common.proto`));
+  if (!found) throw new Error(`hyperfarm proto files not found; looked in ${candidates.join(', ')}`);
+  return found;
+}
+
+let cachedDefinition: protoLoader.PackageDefinition | undefined;
+
+/** The package definition of every hyperfarm service, loaded once per process. */
+export function packageDefinition(): protoLoader.PackageDefinition {
+  cachedDefinition ??= protoLoader.loadSync([...PROTO_FILES], {
+    ...LOADER_OPTIONS,
+    includeDirs: [protoRoot()],
+  });
+  return cachedDefinition;
+}
+
+export type HyperfarmProto = AgentProto & ClusterProto & MigrationProto & RaftProto;
+
+let cachedProto: HyperfarmProto | undefined;
+
+/** Service constructors and message types, typed by the generated code. */
+export function hyperfarmProto(): HyperfarmProto {
+  cachedProto ??= grpc.loadPackageDefinition(packageDefinition()) as unknown as HyperfarmProto;
+  return cachedProto;
+}
+
+/** Fully qualified names of the services every hyperfarm server may offer. */
+export const SERVICE_NAMES = {
+  cluster: 'hyperfarm.v1.ClusterService',
+  agent: 'hyperfarm.v1.AgentService',
+  migration: 'hyperfarm.v1.MigrationService',
+  raft: 'hyperfarm.v1.RaftService',
+} as const;

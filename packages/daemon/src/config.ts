@@ -1,0 +1,53 @@
+import { ConfigError, fields, loadConfig } from '@hyperfarm/api';
+import { z } from 'zod';
+
+const peer = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}=(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected id=host:port');
+
+export const daemonConfigSchema = z.object({
+  id: fields.id('daemon replica id, unique in the cluster').default('daemon-1'),
+  grpcAddress: fields.address('gRPC listen address host:port (port 0 picks one)').default('127.0.0.1:7000'),
+  metricsAddress: fields.address('Prometheus metrics listen address host:port').default('127.0.0.1:9000'),
+  dataDir: z
+    .string()
+    .min(1)
+    .default('.hyperfarm/daemon-1')
+    .describe('folder for the Raft log, snapshots and state'),
+  peers: z
+    .array(peer)
+    .default([])
+    .describe('initial cluster members as id=host:port, comma separated, this daemon included'),
+  tlsCa: z.string().optional().describe('CA certificate file for mutual TLS'),
+  tlsCert: z.string().optional().describe('certificate file for mutual TLS'),
+  tlsKey: z.string().optional().describe('private key file for mutual TLS'),
+  readyFile: z.string().optional().describe('write {pid, grpcAddress, metricsAddress} here once serving'),
+  logLevel: fields.logLevel(),
+});
+
+export interface DaemonConfig extends Omit<z.infer<typeof daemonConfigSchema>, 'peers'> {
+  /** Initial members, id to address; this daemon is always among them. */
+  peers: Map<string, string>;
+}
+
+export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
+  const c = loadConfig({
+    program: 'hyperfarm-daemon',
+    envPrefix: 'HYPERFARM_DAEMON',
+    schema: daemonConfigSchema,
+    argv,
+    env,
+  });
+  const peers = new Map<string, string>();
+  for (const p of c.peers) {
+    const [id, address] = [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)];
+    if (peers.has(id)) throw configError(`peers: member '${id}' is listed twice`);
+    peers.set(id, address);
+  }
+  if (peers.size > 0 && !peers.has(c.id))
+    throw configError(`peers: this daemon's id '${c.id}' is not among them`);
+  if (peers.size === 0) peers.set(c.id, c.grpcAddress);
+  return { ...c, peers };
+}
+
+const configError = (m: string) => new ConfigError(`invalid configuration: ${m}`);
