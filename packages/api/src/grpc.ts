@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { packageDefinition } from './proto.js';
+import { reflectionDefinition } from './proto.js';
 import { ConfigError } from './runtime/config.js';
 
 /**
@@ -100,7 +100,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   const health = new HealthImplementation({ '': 'NOT_SERVING' });
   health.addToServer(server);
-  new ReflectionService(packageDefinition()).addToServer(server);
+  // Reflection lists only what this server answers, so `grpcurl list` tells the truth.
+  new ReflectionService(reflectionDefinition(), {
+    services: [
+      ...opts.services.map((s) => s.name),
+      'grpc.health.v1.Health',
+      'grpc.reflection.v1.ServerReflection',
+    ],
+  }).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(opts.address, serverCredentials(opts.tls), (err, bound) =>

@@ -4,7 +4,8 @@ import { toServiceError } from './errors.js';
 /**
  * Adapters from promise-returning functions to grpc-js handlers: whatever a handler throws
  * becomes a gRPC status (ApiError keeps its code; anything else is INTERNAL), and the server
- * keeps serving.
+ * keeps serving. A stream handler reports its error by emitting 'error' on the call, which is how
+ * grpc-js turns it into the status that ends the stream.
  */
 
 export function unary<Req, Res>(
@@ -28,7 +29,7 @@ export function serverStream<Req, Res>(
       .then(() => fn(call.request, call))
       .then(
         () => call.end(),
-        (err: unknown) => call.destroy(toServiceError(err)),
+        (err: unknown) => call.emit('error', toServiceError(err)),
       );
   };
 }
@@ -54,7 +55,7 @@ export function bidiStream<Req, Res>(
       .then(() => fn(call))
       .then(
         () => call.end(),
-        (err: unknown) => call.destroy(toServiceError(err)),
+        (err: unknown) => call.emit('error', toServiceError(err)),
       );
   };
 }

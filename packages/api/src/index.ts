@@ -11,3 +11,4 @@ export * as pb from './generated/pb.js';
 export * from './services.js';
 export * from './health.js';
 export * from './runtime/data-dir.js';
+export * from './reflection.js';

@@ -1,7 +1,10 @@
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
 import type { ProtoGrpcType as AgentProto } from './generated/agent.js';
 import type { ProtoGrpcType as ClusterProto } from './generated/cluster.js';
 import type { ProtoGrpcType as MigrationProto } from './generated/migration.js';
@@ -69,3 +72,26 @@ export const SERVICE_NAMES = {
   migration: 'hyperfarm.v1.MigrationService',
   raft: 'hyperfarm.v1.RaftService',
 } as const;
+
+/** Every hyperfarm message and service, plus the standard health and reflection services. */
+export function reflectionDefinition(): protoLoader.PackageDefinition {
+  return { ...packageDefinition(), ...standardDefinition() };
+}
+
+let cachedStandard: protoLoader.PackageDefinition | undefined;
+
+/** grpc.health.v1 and grpc.reflection.v1, from the protos their packages ship. */
+export function standardDefinition(): protoLoader.PackageDefinition {
+  if (!cachedStandard) {
+    const require = createRequire(import.meta.url);
+    const reflectionProtoDir = join(
+      dirname(require.resolve('@grpc/reflection/package.json')),
+      'build',
+      'proto',
+    );
+    cachedStandard = protoLoader.loadSync([healthProtoPath, 'grpc/reflection/v1/reflection.proto'], {
+      includeDirs: [reflectionProtoDir],
+    });
+  }
+  return cachedStandard;
+}

@@ -21,7 +21,7 @@ export function withUnimplemented(
     const error = toServiceError(unimplemented(`${serviceName}.${method}`, plannedIn));
     impl[method] = ((call: unknown, callback?: grpc.sendUnaryData<unknown>) => {
       if (!def.responseStream) callback!(error);
-      else (call as grpc.ServerWritableStream<unknown, unknown>).destroy(error);
+      else (call as grpc.ServerWritableStream<unknown, unknown>).emit('error', error);
     }) as grpc.UntypedHandleCall;
   }
   return impl;

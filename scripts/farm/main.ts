@@ -1,0 +1,258 @@
+/**
+ * The local farm launcher, run by `npm start`: daemons and agents as separate processes on free
+ * loopback ports, data under one folder, healthy before it says so, and all of it stopped on
+ * Ctrl-C. See docs/operations.md.
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { checkHealth, processAlive, writeJsonAtomic } from '@hyperfarm/api';
+import { Command, InvalidArgumentError } from 'commander';
+import { startChild, stopChildren, tail, type Child } from './children.js';
+import { farmFilePath, farmLockPath, readFarmFile, type FarmFile } from './farm-file.js';
+import { freePorts } from './ports.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const BINARIES = {
+  daemon: join(root, 'packages/daemon/dist/bin/hyperfarm-daemon.js'),
+  agent: join(root, 'packages/agent/dist/bin/hyperfarm-agent.js'),
+};
+
+const count = (max: number) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > max)
+    throw new InvalidArgumentError(`expected a whole number from 1 to ${max}`);
+  return n;
+};
+
+const program = new Command('npm start --')
+  .description('Start a local hyperfarm: daemons and agents on loopback, stopped by Ctrl-C.')
+  .option('--daemons <n>', 'control daemon replicas (3 or 5 for fault tolerance)', count(7), 3)
+  .option('--agents <n>', 'host agents', count(255), 3)
+  .option('--data <dir>', 'data folder', '.hyperfarm')
+  .option('--host <ip>', 'loopback address to listen on', '127.0.0.1')
+  .option('--log-level <level>', 'children log level', 'info')
+  .option('--ready-timeout <ms>', 'how long to wait for every process to be healthy', count(600_000), 60_000)
+  .showHelpAfterError()
+  .parse();
+
+const opts = program.opts<{
+  daemons: number;
+  agents: number;
+  data: string;
+  host: string;
+  logLevel: string;
+  readyTimeout: number;
+}>();
+const dataDir = resolve(opts.data);
+const shown = relative(process.cwd(), dataDir) || '.';
+const say = (line = '') => process.stdout.write(`${line}\n`);
+
+mkdirSync(dataDir, { recursive: true });
+for (const bin of Object.values(BINARIES)) {
+  if (!existsSync(bin)) fail(`${bin} is missing: run \`npm run build\` first`);
+}
+const releaseLock = takeFarmLock();
+
+const total = opts.daemons + opts.agents;
+const ports = await freePorts(opts.host, total * 2);
+const addr = (i: number) => `${opts.host}:${ports[i]}`;
+const daemonIds = Array.from({ length: opts.daemons }, (_, i) => `daemon-${i + 1}`);
+const peers = daemonIds.map((id, i) => `${id}=${addr(2 * i)}`).join(',');
+
+const children: Child[] = [];
+daemonIds.forEach((id, i) => {
+  const spec = {
+    role: 'daemon' as const,
+    id,
+    grpcAddress: addr(2 * i),
+    metricsAddress: addr(2 * i + 1),
+    dataDir: join(dataDir, id),
+    log: join(dataDir, 'logs', `${id}.log`),
+  };
+  children.push(
+    startChild(spec, BINARIES.daemon, [
+      '--id',
+      id,
+      '--grpc-address',
+      spec.grpcAddress,
+      '--metrics-address',
+      spec.metricsAddress,
+      '--data-dir',
+      spec.dataDir,
+      '--peers',
+      peers,
+      '--log-level',
+      opts.logLevel,
+    ]),
+  );
+});
+for (let i = 0; i < opts.agents; i++) {
+  const id = `agent-${i + 1}`;
+  const slot = opts.daemons + i;
+  const spec = {
+    role: 'agent' as const,
+    id,
+    grpcAddress: addr(2 * slot),
+    metricsAddress: addr(2 * slot + 1),
+    dataDir: join(dataDir, id),
+    log: join(dataDir, 'logs', `${id}.log`),
+  };
+  // Each agent gets its own slice of the 00-15-5D MAC space so MACs never collide in the farm.
+  const macPoolStart = `00-15-5D-${hex(i + 1)}-00-00`;
+  children.push(
+    startChild(spec, BINARIES.agent, [
+      '--id',
+      id,
+      '--grpc-address',
+      spec.grpcAddress,
+      '--metrics-address',
+      spec.metricsAddress,
+      '--data-dir',
+      spec.dataDir,
+      '--mac-pool-start',
+      macPoolStart,
+      '--log-level',
+      opts.logLevel,
+    ]),
+  );
+}
+
+let stopping = false;
+async function shutdown(reason: string, exitCode: number): Promise<never> {
+  if (stopping) process.exit(exitCode);
+  stopping = true;
+  say(`\nhyperfarm: ${reason}; stopping ${children.filter((c) => c.running).length} processes...`);
+  await stopChildren(children, 10_000);
+  rmSync(farmFilePath(dataDir), { force: true });
+  releaseLock();
+  say('hyperfarm: stopped.');
+  process.exit(exitCode);
+}
+process.on('SIGINT', () => void shutdown('Ctrl-C', 0));
+process.on('SIGTERM', () => void shutdown('SIGTERM', 0));
+process.on('SIGHUP', () => void shutdown('SIGHUP', 0));
+
+for (const c of children) {
+  void c.exited.then(({ code, signal }) => {
+    if (!stopping)
+      say(
+        `hyperfarm: ${c.spec.id} (pid ${c.spec.pid}) exited with ${signal ?? `code ${code}`}; see ${relative(process.cwd(), c.spec.log)}`,
+      );
+  });
+}
+
+say(`hyperfarm: starting ${opts.daemons} daemons and ${opts.agents} agents in ${shown}/ ...`);
+const started = Date.now();
+try {
+  await Promise.all(children.map((c) => waitHealthy(c, started + opts.readyTimeout)));
+} catch (err) {
+  say(`hyperfarm: ${(err as Error).message}`);
+  await shutdown('start-up failed', 1);
+}
+
+const farm: FarmFile = {
+  version: 1,
+  dataDir,
+  launcherPid: process.pid,
+  startedAt: new Date().toISOString(),
+  processes: children.map((c) => c.spec),
+};
+writeJsonAtomic(farmFilePath(dataDir), farm);
+printSummary(farm, Date.now() - started);
+
+async function waitHealthy(child: Child, deadline: number): Promise<void> {
+  while (Date.now() < deadline) {
+    if (!child.running)
+      throw new Error(`${child.spec.id} exited during start-up. Its log ends with:\n${tail(child.spec.log)}`);
+    try {
+      if ((await checkHealth(child.spec.grpcAddress, '', 500)) === 'SERVING') return;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${child.spec.id} was not healthy within ${opts.readyTimeout} ms; see ${child.spec.log}`);
+}
+
+function printSummary(f: FarmFile, ms: number): void {
+  say(`hyperfarm is up in ${(ms / 1000).toFixed(1)} s: ${opts.daemons} daemons, ${opts.agents} agents.`);
+  say();
+  for (const p of f.processes) {
+    say(
+      `  ${p.id.padEnd(10)} gRPC ${p.grpcAddress.padEnd(16)} metrics http://${p.metricsAddress}/metrics  pid ${p.pid}`,
+    );
+  }
+  const d = f.processes.find((p) => p.role === 'daemon')!;
+  const a = f.processes.find((p) => p.role === 'agent');
+  say();
+  say('Try:');
+  say(`  grpcurl -plaintext ${d.grpcAddress} list                       # reflection on any process`);
+  say(`  grpcurl -plaintext ${d.grpcAddress} grpc.health.v1.Health/Check`);
+  if (a) say(`  grpcurl -plaintext ${a.grpcAddress} hyperfarm.v1.AgentService/GetHostInfo`);
+  say(`  curl -s http://${d.metricsAddress}/metrics | head`);
+  say();
+  say(
+    `Farm description: ${relative(process.cwd(), farmFilePath(dataDir))}; logs: ${shown}/logs/. Press Ctrl-C to stop.`,
+  );
+}
+
+/**
+ * One launcher per data folder. A live launcher means the farm is running: say where to reach
+ * it and refuse, touching nothing. A dead one left a stale lock: stop its orphaned children (they
+ * still hold their data folders), then take over.
+ */
+function takeFarmLock(): () => void {
+  const path = farmLockPath(dataDir);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx');
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return () => rmSync(path, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const pid = Number(readFileSync(path, 'utf8').trim());
+    const previous = readFarmFile(dataDir);
+    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
+      say(`hyperfarm: a farm is already running from ${shown}/ (launcher pid ${pid}).`);
+      for (const p of previous?.processes ?? [])
+        say(`  ${p.id.padEnd(10)} gRPC ${p.grpcAddress}  pid ${p.pid}`);
+      say(
+        `Use it as it is (see ${relative(process.cwd(), farmFilePath(dataDir))}), or stop it with Ctrl-C in its terminal or \`kill -INT ${pid}\`,`,
+      );
+      say('or start another farm in another folder with `npm start -- --data <dir>`.');
+      process.exit(1);
+    }
+    const orphans = (previous?.processes ?? []).filter((p) => processAlive(p.pid) && isFarmProcess(p.pid));
+    for (const p of orphans) {
+      say(`hyperfarm: stopping ${p.id} (pid ${p.pid}), left running by a launcher that died`);
+      process.kill(p.pid, 'SIGTERM');
+    }
+    // They hold their data folders until they exit.
+    const deadline = Date.now() + 10_000;
+    while (orphans.some((p) => processAlive(p.pid)) && Date.now() < deadline) Atomics.wait(SLEEPER, 0, 0, 50);
+    rmSync(path, { force: true });
+  }
+  fail(`could not take ${path}`);
+}
+
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
+function isFarmProcess(pid: number): boolean {
+  try {
+    return /hyperfarm-(daemon|agent)/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+function hex(n: number): string {
+  return n.toString(16).toUpperCase().padStart(2, '0');
+}
+
+function fail(message: string): never {
+  process.stderr.write(`hyperfarm: ${message}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,105 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { checkHealth, listServices, processAlive } from '@hyperfarm/api';
+import type { FarmFile } from '../farm/farm-file.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const launcher = ['--import', 'tsx', join(root, 'scripts/farm/main.ts')];
+
+/** Polls `check` until it returns a value, failing after `ms`. */
+async function until<T>(what: string, ms: number, check: () => T | undefined): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function exitOf(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+describe('the local farm launcher', function () {
+  this.timeout(90_000);
+  const data = mkdtempSync(join(tmpdir(), 'hf-farm-'));
+  let proc: ChildProcess;
+  let output = '';
+  let farm: FarmFile;
+
+  before(async () => {
+    proc = spawn(process.execPath, [...launcher, '--daemons', '1', '--agents', '1', '--data', data], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    proc.stdout!.on('data', (b: Buffer) => (output += b.toString()));
+    proc.stderr!.on('data', (b: Buffer) => (output += b.toString()));
+    const file = join(data, 'farm.json');
+    farm = await until('farm.json', 60_000, () => {
+      if (proc.exitCode !== null) throw new Error(`launcher exited early:\n${output}`);
+      return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as FarmFile) : undefined;
+    });
+  });
+
+  after(() => {
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+    for (const p of farm?.processes ?? []) if (processAlive(p.pid)) process.kill(p.pid, 'SIGKILL');
+  });
+
+  it('writes farm.json listing every process with its role, id, addresses and pid', () => {
+    expect(farm.version).to.equal(1);
+    expect(farm.dataDir).to.equal(data);
+    expect(farm.launcherPid).to.equal(proc.pid);
+    expect(farm.processes.map((p) => [p.role, p.id])).to.deep.equal([
+      ['daemon', 'daemon-1'],
+      ['agent', 'agent-1'],
+    ]);
+    for (const p of farm.processes) {
+      expect(p.grpcAddress).to.match(/^127\.0\.0\.1:\d+$/);
+      expect(p.metricsAddress).to.match(/^127\.0\.0\.1:\d+$/);
+      expect(processAlive(p.pid), `${p.id} alive`).to.equal(true);
+      expect(p.dataDir).to.equal(join(data, p.id));
+    }
+    expect(output).to.match(/hyperfarm is up in [\d.]+ s: 1 daemons, 1 agents/);
+  });
+
+  it('has every process answer health checks and reflection', async () => {
+    const expected: Record<string, string[]> = {
+      daemon: ['hyperfarm.v1.ClusterService', 'hyperfarm.v1.RaftService'],
+      agent: ['hyperfarm.v1.AgentService', 'hyperfarm.v1.MigrationService'],
+    };
+    for (const p of farm.processes) {
+      expect(await checkHealth(p.grpcAddress), p.id).to.equal('SERVING');
+      expect(await listServices(p.grpcAddress)).to.include.members(expected[p.role]!);
+      const metrics = await fetch(`http://${p.metricsAddress}/metrics`);
+      expect(metrics.status).to.equal(200);
+      expect(await metrics.text()).to.include('process_cpu_user_seconds_total');
+    }
+  });
+
+  it('refuses a second launcher on the same folder with a clear message, touching nothing', () => {
+    const second = spawnSync(process.execPath, [...launcher, '--data', data], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    expect(second.status).to.equal(1);
+    expect(second.stdout).to.include(`a farm is already running`);
+    expect(second.stdout).to.include(`launcher pid ${proc.pid}`);
+    for (const p of farm.processes) expect(processAlive(p.pid)).to.equal(true);
+  });
+
+  it('stops every child and exits 0 on Ctrl-C (SIGINT)', async () => {
+    const exited = exitOf(proc);
+    proc.kill('SIGINT');
+    expect(await exited).to.equal(0);
+    for (const p of farm.processes)
+      expect(processAlive(p.pid), `${p.id} (pid ${p.pid}) still running`).to.equal(false);
+    expect(existsSync(join(data, 'farm.lock'))).to.equal(false);
+    expect(existsSync(join(data, 'farm.json'))).to.equal(false);
+  });
+});
