@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
  * `(argument, callback)`; streaming methods do not match and are left out.
  */
 export type PromiseClient<C> = {
-  [K in keyof C as C[K] extends UnaryLast<never, never> ? K : never]: C[K] extends UnaryLast<
+  [K in keyof C as C[K] extends UnaryLast<infer _Req, infer _Res> ? K : never]: C[K] extends UnaryLast<
     infer Req,
     infer Res
   >
