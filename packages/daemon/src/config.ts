@@ -1,4 +1,4 @@
-import { ConfigError, fields, loadConfig } from '@hyperfarm/api';
+import { ConfigError, fields, loadConfig, tlsFromConfig, type TlsFiles } from '@hyperfarm/api';
 import { z } from 'zod';
 
 const peer = z
@@ -28,6 +28,8 @@ export const daemonConfigSchema = z.object({
 export interface DaemonConfig extends Omit<z.infer<typeof daemonConfigSchema>, 'peers'> {
   /** Initial members, id to address; this daemon is always among them. */
   peers: Map<string, string>;
+  /** Mutual TLS files, when all three are configured. */
+  tls: TlsFiles | undefined;
 }
 
 export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
@@ -47,7 +49,7 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (peers.size > 0 && !peers.has(c.id))
     throw configError(`peers: this daemon's id '${c.id}' is not among them`);
   if (peers.size === 0) peers.set(c.id, c.grpcAddress);
-  return { ...c, peers };
+  return { ...c, peers, tls: tlsFromConfig(c) };
 }
 
 const configError = (m: string) => new ConfigError(`invalid configuration: ${m}`);

@@ -5,7 +5,6 @@ import {
   SERVICE_NAMES,
   startMetricsServer,
   startServer,
-  tlsFromConfig,
   withUnimplemented,
   writeJsonAtomic,
   type Logger,
@@ -29,7 +28,7 @@ export async function startDaemon(
   const metrics = await startMetricsServer(config.metricsAddress, { role: 'daemon', daemon_id: config.id });
   const server = await startServer({
     address: config.grpcAddress,
-    tls: tlsFromConfig(config),
+    tls: config.tls,
     services: [
       {
         name: SERVICE_NAMES.cluster,
