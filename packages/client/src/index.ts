@@ -1,1 +1,1 @@
-export {};
+export { vhdCommand, runVhd, runProgram, processIo, UsageError, type CliIo } from './cli/vhd.js';

@@ -1,1 +1,16 @@
-export {};
+export * from './constants.js';
+export * from './errors.js';
+export * from './storage.js';
+export * from './memory-storage.js';
+export * from './geometry.js';
+export * from './footer.js';
+export * from './dynamic-header.js';
+export * from './parent-locator.js';
+export { type Issue, type Layout } from './layout.js';
+export * from './disk.js';
+export * from './create.js';
+export * from './merge.js';
+export * from './compact.js';
+export * from './resize.js';
+export * from './check.js';
+export * from './size.js';

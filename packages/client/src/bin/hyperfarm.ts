@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { processIo, runProgram, vhdCommand } from '../cli/vhd.js';
+
+/** The `hyperfarm` command. Each area adds its subcommand group here. */
+export function hyperfarmProgram(): Command {
+  const program = new Command('hyperfarm').description('manage a hyperfarm: a Hyper-V-style server farm');
+  program.addCommand(vhdCommand(processIo));
+  return program;
+}
+
+process.exitCode = await runProgram(hyperfarmProgram(), process.argv.slice(2), processIo);

@@ -1,0 +1,228 @@
+import {
+  type CheckReport,
+  type DiskKind,
+  FileSystemProvider,
+  type StorageProvider,
+  VhdArgumentError,
+  VhdDisk,
+  checkVhd,
+  compactVhd,
+  createVhd,
+  formatSize,
+  mergeVhd,
+  parseSize,
+  resizeVhd,
+} from '@hyperfarm/vhd';
+import { Command, CommanderError, Option } from 'commander';
+import { renderCheck, renderInfo } from './vhd-output.js';
+
+/** Where a command writes, and the file system it uses: injected by tests. */
+export interface CliIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  provider?: StorageProvider;
+}
+
+export const processIo: CliIo = {
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+};
+
+/** A bad command line: exit code 2. Every other failure exits 1. */
+export class UsageError extends Error {}
+
+/** A finished operation that must still exit non-zero (e.g. `check` found problems). */
+export class ExitCode extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
+
+const OPTION_FOR_FIELD: Record<string, string> = {
+  size: '--size',
+  blockSize: '--block-size',
+  parent: '--parent',
+  type: '--type',
+};
+
+/** Our library names fields as the API does; say them as the command line does. */
+function asUsage(err: VhdArgumentError): UsageError {
+  return new UsageError(`${OPTION_FOR_FIELD[err.field] ?? err.field}: ${err.reason}`);
+}
+
+function sizeOption(text: string | undefined, option: string): number | undefined {
+  if (text === undefined) return undefined;
+  try {
+    return parseSize(text, option);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** `hyperfarm vhd ...`: create, inspect, check, merge, compact and resize VHD files. */
+export function vhdCommand(io: CliIo = processIo): Command {
+  const provider = io.provider ?? new FileSystemProvider();
+  const vhd = new Command('vhd').description(
+    'create and maintain VHD virtual disk files (fixed, dynamic, differencing)',
+  );
+
+  vhd
+    .command('new')
+    .description('create a VHD, like Hyper-V New-VHD')
+    .argument('<file>', 'path of the new disk')
+    .addOption(
+      new Option('--type <type>', 'disk type')
+        .choices(['fixed', 'dynamic', 'differencing'])
+        .makeOptionMandatory(),
+    )
+    .option('--size <size>', 'virtual size, e.g. 10G or 512M (not for differencing disks)')
+    .option('--parent <file>', 'parent disk of a differencing disk')
+    .option('--block-size <size>', 'block size of dynamic and differencing disks (default 2M)')
+    .option('--exact-size', 'keep the size exactly instead of rounding up to a CHS geometry')
+    .action(
+      async (
+        file: string,
+        opts: { type: DiskKind; size?: string; parent?: string; blockSize?: string; exactSize?: boolean },
+      ) => {
+        const size = sizeOption(opts.size, '--size');
+        const blockSize = sizeOption(opts.blockSize, '--block-size');
+        if (opts.type === 'differencing' && !opts.parent)
+          throw new UsageError('--parent: is required for a differencing disk');
+        if (opts.type !== 'differencing' && size === undefined) {
+          throw new UsageError(`--size: is required for a ${opts.type} disk`);
+        }
+        const disk = await createVhd(file, {
+          type: opts.type,
+          provider,
+          ...(size !== undefined ? { size } : {}),
+          ...(blockSize !== undefined ? { blockSize } : {}),
+          ...(opts.parent ? { parentPath: opts.parent } : {}),
+          ...(opts.exactSize ? { exactSize: true } : {}),
+        });
+        const info = await disk.info();
+        await disk.close();
+        io.stdout(
+          `created ${info.type} disk ${info.path}: virtual size ${formatSize(info.virtualSize)} (${info.virtualSize} bytes)` +
+            (info.parentPath ? `, parent ${info.parentPath}` : '') +
+            '\n',
+        );
+      },
+    );
+
+  vhd
+    .command('info')
+    .description('show type, virtual size, allocated size and parent chain')
+    .argument('<file>', 'disk to describe')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action(async (file: string, opts: { output: 'text' | 'json' }) => {
+      const disk = await VhdDisk.open(file, { provider, readOnly: true });
+      try {
+        const info = await disk.info();
+        const parents = [];
+        for (let p = disk.parent; p; p = p.parent) parents.push(await p.info());
+        io.stdout(
+          opts.output === 'json'
+            ? JSON.stringify({ ...info, parents }, null, 2) + '\n'
+            : renderInfo(info, parents),
+        );
+      } finally {
+        await disk.close();
+      }
+    });
+
+  vhd
+    .command('check')
+    .description('list every inconsistency; exits 1 if there is any')
+    .argument('<file>', 'disk to check')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action(async (file: string, opts: { output: 'text' | 'json' }) => {
+      const report: CheckReport = await checkVhd(file, { provider });
+      io.stdout(opts.output === 'json' ? JSON.stringify(report, null, 2) + '\n' : renderCheck(report));
+      if (!report.ok) throw new ExitCode(1);
+    });
+
+  vhd
+    .command('merge')
+    .description('merge a differencing disk into its parent, then delete it')
+    .argument('<file>', 'differencing disk to merge')
+    .option('--keep-child', 'keep the differencing disk after merging')
+    .action(async (file: string, opts: { keepChild?: boolean }) => {
+      const r = await mergeVhd(file, { provider, deleteChild: !opts.keepChild });
+      io.stdout(
+        `merged ${file} into ${r.parentPath}: ${r.blocksMerged} blocks, ${formatSize(r.bytesMerged)}\n`,
+      );
+    });
+
+  vhd
+    .command('compact')
+    .description('drop the empty blocks of a dynamic or differencing disk')
+    .argument('<file>', 'disk to compact')
+    .action(async (file: string) => {
+      const r = await compactVhd(file, { provider });
+      io.stdout(
+        `compacted ${file}: ${r.blocksBefore} -> ${r.blocksAfter} blocks, ` +
+          `${formatSize(r.fileSizeBefore)} -> ${formatSize(r.fileSizeAfter)}\n`,
+      );
+    });
+
+  vhd
+    .command('resize')
+    .description('grow a fixed or dynamic disk, or shrink a dynamic one over unallocated space')
+    .argument('<file>', 'disk to resize')
+    .requiredOption('--size <size>', 'new virtual size, e.g. 20G')
+    .option('--exact-size', 'keep the size exactly instead of rounding up to a CHS geometry')
+    .action(async (file: string, opts: { size: string; exactSize?: boolean }) => {
+      const size = sizeOption(opts.size, '--size')!;
+      const r = await resizeVhd(file, size, { provider, exactSize: opts.exactSize ?? false });
+      io.stdout(
+        `resized ${file}: ${formatSize(r.oldSize)} -> ${formatSize(r.newSize)} (${r.newSize} bytes)\n`,
+      );
+    });
+
+  return vhd;
+}
+
+/**
+ * Runs a commander program to completion and returns the process exit code: 0 on
+ * success, 2 for a bad command line, 1 for a failed operation. Output goes to `io`.
+ */
+export async function runProgram(program: Command, argv: string[], io: CliIo = processIo): Promise<number> {
+  const configure = (cmd: Command): void => {
+    cmd.exitOverride();
+    cmd.configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
+    cmd.commands.forEach(configure);
+  };
+  configure(program);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander has already printed its message (or the help) through writeErr/writeOut.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof ExitCode) return err.code;
+    if (err instanceof UsageError) {
+      io.stderr(`error: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof VhdArgumentError) {
+      io.stderr(`error: ${asUsage(err).message}\n`);
+      return 2;
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR') {
+      const e = err as NodeJS.ErrnoException;
+      io.stderr(`error: ${e.path ?? 'file'}: ${code === 'ENOENT' ? 'no such file' : e.message}\n`);
+      return 1;
+    }
+    io.stderr(`error: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+/** `hyperfarm vhd <argv...>` on its own, for tests and embedding. */
+export function runVhd(argv: string[], io: CliIo = processIo): Promise<number> {
+  const program = new Command('hyperfarm').addCommand(vhdCommand(io));
+  return runProgram(program, ['vhd', ...argv], io);
+}
