@@ -4,7 +4,8 @@
  *   node --import tsx scripts/bench/vhd.ts [--size 64M] [--rounds 3] [--dir /tmp]
  *
  * Sequential and random 4 KiB writes and reads, for fixed and dynamic VHDs and a plain
- * file; then merging a fully written differencing disk into its parent. Writes end with
+ * file; then merging a fully written differencing disk into its parent, and one into its
+ * child (re-linking the child to the base, as deleting a snapshot does). Writes end with
  * one flush (fsync), as a guest's flush would. Every round uses fresh files (so dynamic
  * disks pay for allocating their blocks). Shared VMs are noisy: the three targets run
  * interleaved in small chunks, each round is repeated `--rounds` times, and the median is
@@ -13,7 +14,7 @@
 import { promises as fsp } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
-import { VhdDisk, createVhd, mergeVhd, parseSize } from '@hyperfarm/vhd';
+import { VhdDisk, createVhd, mergeIntoChildVhd, mergeVhd, parseSize } from '@hyperfarm/vhd';
 
 const IO = 4096;
 
@@ -158,6 +159,27 @@ const check = await VhdDisk.open(base, { readOnly: true });
 if (!(await check.read(size - IO, IO)).equals(chunk.subarray(0, IO)))
   throw new Error('merge produced wrong data');
 await check.close();
+
+// Merge into the child (how a snapshot is deleted): a fully written snapshot disk folded
+// into the empty disk above it, which is then re-linked to the base.
+const snap = join(dir, 'snap.vhd');
+const now = join(dir, 'now.vhd');
+await (await createVhd(join(dir, 'base2.vhd'), { type: 'dynamic', size, exactSize: true })).close();
+const s = await createVhd(snap, { type: 'differencing', parentPath: join(dir, 'base2.vhd') });
+for (let o = 0; o < size; o += MB) await s.write(o, chunk.subarray(0, Math.min(MB, size - o)));
+await s.close();
+await (await createVhd(now, { type: 'differencing', parentPath: snap })).close();
+let mergedIntoChild = 0;
+const intoChildMs = await timed(async () => {
+  mergedIntoChild = (await mergeIntoChildVhd(now)).bytesMerged;
+});
+const checkChild = await VhdDisk.open(now, { readOnly: true });
+if (
+  checkChild.parent?.path !== join(dir, 'base2.vhd') ||
+  !(await checkChild.read(size - IO, IO)).equals(chunk.subarray(0, IO))
+)
+  throw new Error('merge into the child produced the wrong chain');
+await checkChild.close();
 await fsp.rm(dir, { recursive: true, force: true });
 
 const row = (name: string, r: { write: number; read: number }) =>
@@ -167,6 +189,9 @@ console.log(
 );
 for (const [k, v] of Object.entries(results)) console.log(row(k, v));
 console.log(`merge          ${mbps(merged, mergeMs).toFixed(1)} MB/s (${merged / MB} MiB)`);
+console.log(
+  `merge->child   ${mbps(mergedIntoChild, intoChildMs).toFixed(1)} MB/s (${mergedIntoChild / MB} MiB)`,
+);
 
 const ratio = (a: number, b: number) => Number((a / b).toFixed(3));
 const r = results as Record<string, { write: number; read: number }>;
@@ -184,6 +209,7 @@ const summary = {
   fixed_seq_read_ratio: ratio(r.fixed_seq!.read, r.raw_seq!.read),
   fixed_rand_write_ratio: ratio(r.fixed_rand!.write, r.raw_rand!.write),
   merge_mb_s: Number(mbps(merged, mergeMs).toFixed(1)),
+  merge_into_child_mb_s: Number(mbps(mergedIntoChild, intoChildMs).toFixed(1)),
   mb_s: Object.fromEntries(
     Object.entries(results).map(([k, v]) => [
       k,

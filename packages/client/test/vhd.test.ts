@@ -136,6 +136,60 @@ describe('hyperfarm vhd', () => {
     await b.close();
   });
 
+  it('merge --into child folds the parent into FILE, re-links FILE and shows progress on a terminal', async () => {
+    const MiB = 1024 * 1024;
+    await vhd('new', '--type', 'dynamic', '--size', '8M', '--exact-size', file('base.vhd'));
+    await vhd('new', '--type', 'differencing', '--parent', file('base.vhd'), file('snap.vhd'));
+    await vhd('new', '--type', 'differencing', '--parent', file('snap.vhd'), file('now.vhd'));
+    const write = async (path: string, offset: number, length: number, value: number) => {
+      const d = await VhdDisk.open(file(path));
+      await d.write(offset, Buffer.alloc(length, value));
+      await d.close();
+    };
+    await write('base.vhd', 0, 8 * MiB, 1);
+    await write('snap.vhd', 1 * MiB, 4 * MiB, 2); // three 2 MiB blocks of the grid
+    await write('now.vhd', 2 * MiB, 1 * MiB, 3);
+    let out = '';
+    let err = '';
+    const code = await runVhd(['merge', '--into', 'child', file('now.vhd')], {
+      stdout: (t) => (out += t),
+      stderr: (t) => (err += t),
+      progress: true,
+    });
+    expect(code, err).to.equal(0);
+    expect(out).to.equal(
+      `merged ${file('snap.vhd')} into ${file('now.vhd')}: 3 blocks, 3 MiB; its parent is now ${file('base.vhd')}\n`,
+    );
+    const lines = err.split('\r').map((l) => l.trimEnd());
+    expect(lines).to.deep.equal([
+      '',
+      'merging into the child: 0/3 blocks (0%), 0 B of 4 MiB',
+      'merging into the child: 1/3 blocks (25%), 1 MiB of 4 MiB',
+      'merging into the child: 2/3 blocks (75%), 3 MiB of 4 MiB',
+      'merging into the child: 3/3 blocks (100%), 4 MiB of 4 MiB',
+      'merging into the child: re-linking',
+      'merging into the child: done',
+    ]);
+    expect(existsSync(file('snap.vhd'))).to.equal(false);
+    expect(existsSync(`${file('now.vhd')}.merge-state`)).to.equal(false);
+    const d = await VhdDisk.open(file('now.vhd'), { readOnly: true });
+    const all = await d.read(0, 8 * MiB);
+    await d.close();
+    const expected = Buffer.alloc(8 * MiB, 1);
+    expected.fill(2, 1 * MiB, 5 * MiB);
+    expected.fill(3, 2 * MiB, 3 * MiB);
+    expect(all.equals(expected)).to.equal(true);
+    // Without a terminal: no progress lines. A dynamic disk has no parent to merge.
+    const r = await vhd('merge', '--into', 'child', file('now.vhd'));
+    expect(r.code).to.equal(0);
+    expect(r.err).to.equal('');
+    expect(r.out).to.match(/into .*now\.vhd: 4 blocks, 4 MiB; it is now a dynamic disk\n$/);
+    expect((await vhd('merge', '--into', 'sideways', file('now.vhd'))).code).to.equal(2);
+    expect((await vhd('merge', '--into', 'child', '--keep-child', file('now.vhd'))).err).to.equal(
+      'error: --keep-child: only with --into parent\n',
+    );
+  });
+
   it('the built hyperfarm binary runs the same commands and exit codes', function () {
     const here = dirname(fileURLToPath(import.meta.url));
     const bin = join(here, '..', 'dist', 'bin', 'hyperfarm.js');

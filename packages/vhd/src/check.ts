@@ -67,6 +67,14 @@ export async function checkVhd(
     if (isLayout(layout) && layout.footer.diskType === DiskType.Differencing) {
       try {
         const disk = await VhdDisk.open(resolved, { provider, readOnly: true });
+        for (const message of disk.warnings) {
+          issues.push({
+            structure: 'parent timestamp',
+            offset: Number(layout.footer.dataOffset) + 56,
+            message,
+            fatal: false,
+          });
+        }
         await disk.close();
       } catch (err) {
         issues.push({

@@ -33,3 +33,24 @@ export class VhdOperationError extends Error {
     this.name = 'VhdOperationError';
   }
 }
+
+/**
+ * The file system ran out of space (ENOSPC, or EDQUOT for a quota) in the middle of an
+ * operation. Nothing on disk is corrupt: what was written is either durable and
+ * referenced, or unreferenced; retry the same operation once space is back.
+ */
+export class VhdNoSpaceError extends Error {
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
+    super(`no space left for ${path}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.name = 'VhdNoSpaceError';
+  }
+}
+
+/** Whether `err` is the file system saying it is full. */
+export function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}

@@ -14,3 +14,4 @@ export * from './compact.js';
 export * from './resize.js';
 export * from './check.js';
 export * from './size.js';
+export * from './merge-job.js';

@@ -69,6 +69,7 @@ export class MemoryFileSystem implements StorageProvider {
   private operations = 0;
   private plan: CrashPlan | undefined;
   private crashed = false;
+  private capacity: number | undefined;
 
   /** Number of mutating operations so far (use it to enumerate crash points). */
   get operationCount(): number {
@@ -77,6 +78,31 @@ export class MemoryFileSystem implements StorageProvider {
 
   planCrash(plan: CrashPlan | undefined): void {
     this.plan = plan;
+  }
+
+  /**
+   * Limits the bytes all files may hold together; a write or truncate that would grow
+   * past it fails with ENOSPC, changing nothing. `undefined` removes the limit.
+   */
+  setCapacity(bytes: number | undefined): void {
+    this.capacity = bytes;
+  }
+
+  /** Bytes held by all files (their visible length). */
+  get usedBytes(): number {
+    let n = 0;
+    for (const f of this.files.values()) n += f.visible.length;
+    return n;
+  }
+
+  /** Throws ENOSPC if growing by `growth` bytes would exceed the capacity. */
+  checkSpace(growth: number): void {
+    if (this.capacity === undefined || growth <= 0) return;
+    if (this.usedBytes + growth > this.capacity) {
+      const err = new Error('ENOSPC: no space left on device') as NodeJS.ErrnoException;
+      err.code = 'ENOSPC';
+      throw err;
+    }
   }
 
   get hasCrashed(): boolean {
@@ -189,6 +215,7 @@ class MemoryStorage implements Storage {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkWritable();
+    this.fs.checkSpace(offset + data.length - this.file.visible.length);
     const copy = Buffer.from(data);
     this.fs.step(
       () => this.file.visible.write(offset, copy),
@@ -211,6 +238,7 @@ class MemoryStorage implements Storage {
 
   async truncate(length: number): Promise<void> {
     this.checkWritable();
+    this.fs.checkSpace(length - this.file.visible.length);
     this.fs.step(() => this.file.visible.truncate(length));
   }
 

@@ -1,21 +1,12 @@
-import { getBit, runLength } from './bitmap.js';
-import { SECTOR_SIZE } from './constants.js';
-import { VhdDisk } from './disk.js';
-import { VhdOperationError } from './errors.js';
-import { FileSystemProvider, type StorageProvider } from './storage.js';
+import { type MergeDirection, MergeJob, type MergeProgress, type MergeResult } from './merge-job.js';
+import type { StorageProvider } from './storage.js';
 
 export interface MergeOptions {
   provider?: StorageProvider;
   /** Remove the child once merged, as Hyper-V's Merge-VHD does (default true). */
   deleteChild?: boolean;
-  /** Called after each block with bytes merged so far and the total to merge. */
+  /** Called after each block with the child's bytes merged so far and in all. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
-}
-
-export interface MergeResult {
-  parentPath: string;
-  blocksMerged: number;
-  bytesMerged: number;
 }
 
 /**
@@ -26,53 +17,71 @@ export interface MergeResult {
  * parent's single child.
  */
 export async function mergeVhd(childPath: string, options: MergeOptions = {}): Promise<MergeResult> {
-  const provider = options.provider ?? new FileSystemProvider();
-  const probe = await VhdDisk.open(childPath, { provider, readOnly: true });
-  const parentPath = probe.parent?.path;
-  const type = probe.type;
-  await probe.close();
-  if (!parentPath)
-    throw new VhdOperationError(`${probe.path} is a ${type} disk: only differencing disks merge`);
+  return runMerge(childPath, 'parent', {
+    ...(options.provider ? { provider: options.provider } : {}),
+    deleteMerged: options.deleteChild ?? true,
+    ...(options.onProgress ? { onProgress: afterEachBlock(options.onProgress) } : {}),
+  });
+}
 
-  const parent = await VhdDisk.open(parentPath, { provider });
-  let blocksMerged = 0;
-  let bytesMerged = 0;
+/** Reports (bytesDone, bytesTotal) once per merged block, as this API always has. */
+function afterEachBlock(report: (done: number, total: number) => void): (p: MergeProgress) => void {
+  let blocks = 0;
+  return (p) => {
+    if (p.blocksDone === blocks) return;
+    blocks = p.blocksDone;
+    report(p.bytesDone, p.bytesTotal);
+  };
+}
+
+export interface MergeIntoChildOptions {
+  provider?: StorageProvider;
+  /** Remove the parent once merged (default true). Only right when this child is its only one. */
+  deleteParent?: boolean;
+  /** Keep the job's state here so a run interrupted by a crash resumes (see MergeJob). */
+  stateFile?: string;
+  onProgress?: (progress: MergeProgress) => void;
+}
+
+/**
+ * Merges the parent of the differencing disk at `childPath` into it: the child gets every
+ * sector its parent holds that it does not, then names the grandparent as its parent (or
+ * becomes a dynamic disk when the parent was the base), then the parent is removed. This
+ * is how Hyper-V deletes a snapshot whose disk has exactly one child.
+ */
+export async function mergeIntoChildVhd(
+  childPath: string,
+  options: MergeIntoChildOptions = {},
+): Promise<MergeResult> {
+  return runMerge(childPath, 'child', {
+    ...(options.provider ? { provider: options.provider } : {}),
+    deleteMerged: options.deleteParent ?? true,
+    ...(options.stateFile ? { stateFile: options.stateFile } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+}
+
+async function runMerge(
+  childPath: string,
+  into: MergeDirection,
+  options: {
+    provider?: StorageProvider;
+    deleteMerged: boolean;
+    stateFile?: string;
+    onProgress?: (p: MergeProgress) => void;
+  },
+): Promise<MergeResult> {
+  const job = await MergeJob.open({
+    childPath,
+    into,
+    deleteMerged: options.deleteMerged,
+    ...(options.provider ? { provider: options.provider } : {}),
+    ...(options.stateFile ? { stateFile: options.stateFile } : {}),
+  });
   try {
-    const child = await VhdDisk.open(childPath, { provider, readOnly: true, parent });
-    try {
-      const layout = child.layoutForTools;
-      const blockSize = layout.header!.blockSize;
-      const storage = child.storageForTools;
-      const blocks: number[] = [];
-      for (let b = 0; b < layout.bat!.length; b++) if (child.isAllocated(b)) blocks.push(b);
-      const total = blocks.length * blockSize;
-      const sectorsPerBlock = blockSize / SECTOR_SIZE;
-      for (const b of blocks) {
-        const bitmap = await child.blockBitmap(b);
-        const dataStart = child.blockOffset(b) + layout.bitmapSize;
-        const limit = Math.min(sectorsPerBlock, Math.ceil((child.virtualSize - b * blockSize) / SECTOR_SIZE));
-        let s = 0;
-        while (s < limit) {
-          const run = runLength(bitmap, s, limit - s);
-          if (getBit(bitmap, s)) {
-            const data = await storage.read(dataStart + s * SECTOR_SIZE, run * SECTOR_SIZE);
-            const at = b * blockSize + s * SECTOR_SIZE;
-            const len = Math.min(data.length, parent.virtualSize - at);
-            if (len > 0) await parent.write(at, data.subarray(0, len));
-            bytesMerged += Math.max(0, len);
-          }
-          s += run;
-        }
-        blocksMerged++;
-        options.onProgress?.(blocksMerged * blockSize, total);
-      }
-      await parent.flush();
-    } finally {
-      await child.close();
-    }
+    await job.run(options.onProgress);
+    return job.result();
   } finally {
-    await parent.close();
+    await job.close();
   }
-  if (options.deleteChild ?? true) await provider.remove(provider.resolve(childPath));
-  return { parentPath, blocksMerged, bytesMerged };
 }

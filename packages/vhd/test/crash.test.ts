@@ -6,6 +6,7 @@ import {
   checkVhd,
   compactVhd,
   createVhd,
+  mergeIntoChildVhd,
   mergeVhd,
   resizeVhd,
 } from '../src/index.js';
@@ -186,6 +187,68 @@ describe('crash safety (a crash at every step)', () => {
       },
     );
   });
+
+  for (const withGrandparent of [true, false]) {
+    it(`merge into the child${withGrandparent ? '' : ' of the base'}: every crash leaves a chain that reads the same, and the merge resumes`, async () => {
+      const source = pattern(SIZE, 8);
+      const content = Buffer.alloc(SIZE); // what the chain reads: built as the layers are written
+      const put = (from: number, to: number) => source.copy(content, from, from, to);
+      const steps = await crashEverywhere(
+        async (fs) => {
+          const d = await createVhd('/base.vhd', {
+            type: 'dynamic',
+            size: SIZE,
+            exactSize: true,
+            blockSize: BLOCK,
+            provider: fs,
+          });
+          await d.write(0, source.subarray(0, 2 * BLOCK));
+          put(0, 2 * BLOCK);
+          await d.close();
+          const layers = withGrandparent ? ['/mid.vhd', '/top.vhd'] : ['/top.vhd'];
+          let parentPath = '/base.vhd';
+          for (const [i, path] of layers.entries()) {
+            const c = await createVhd(path, { type: 'differencing', parentPath, provider: fs });
+            // Each layer overrides a stretch, unaligned, so sectors come from all of them.
+            const from = BLOCK + 1000 + i * 2 * BLOCK;
+            await c.write(from, source.subarray(from, from + BLOCK + 3000));
+            put(from, from + BLOCK + 3000);
+            await c.close();
+            parentPath = path;
+          }
+          // And a block of its own, which the merge leaves alone.
+          const t = await VhdDisk.open('/top.vhd', { provider: fs });
+          await t.write(5 * BLOCK, source.subarray(5 * BLOCK, 6 * BLOCK));
+          put(5 * BLOCK, 6 * BLOCK);
+          await t.close();
+          const all = Buffer.alloc(SIZE);
+          const check = await VhdDisk.open('/top.vhd', { provider: fs, readOnly: true });
+          (await check.read(0, SIZE)).copy(all);
+          await check.close();
+          expect(all.equals(content), 'setup').to.equal(true);
+        },
+        (fs) => mergeIntoChildVhd('/top.vhd', { provider: fs, stateFile: '/merge.state' }),
+        async (fs, label) => {
+          const merged = withGrandparent ? '/mid.vhd' : '/base.vhd';
+          expect((await openCheckRead(fs, '/top.vhd', label)).equals(content), label).to.equal(true);
+          // Unfinished (the merged file or the state is still there): running it again
+          // finishes it, whatever step the crash interrupted.
+          if ((await fs.exists(merged)) || (await fs.exists('/merge.state'))) {
+            await mergeIntoChildVhd('/top.vhd', { provider: fs, stateFile: '/merge.state' });
+          }
+          expect(await fs.exists(merged), `${label}: ${merged} removed`).to.equal(false);
+          expect(await fs.exists('/merge.state'), `${label}: state removed`).to.equal(false);
+          expect((await openCheckRead(fs, '/top.vhd', `${label}, resumed`)).equals(content), label).to.equal(
+            true,
+          );
+          const top = await VhdDisk.open('/top.vhd', { provider: fs, readOnly: true });
+          expect(top.type).to.equal(withGrandparent ? 'differencing' : 'dynamic');
+          await top.close();
+        },
+      );
+      expect(steps).to.be.at.least(20);
+    });
+  }
 
   it('resize past the BAT: old size or new, same data', async () => {
     const data = pattern(BLOCK, 6);

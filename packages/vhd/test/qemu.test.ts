@@ -3,7 +3,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VhdDisk, checkVhd, createVhd, resizeVhd } from '../src/index.js';
+import { VhdDisk, checkVhd, createVhd, mergeIntoChildVhd, resizeVhd } from '../src/index.js';
 import { KiB, MiB, pattern } from './helpers.js';
 
 /** Interop with Debian's qemu-utils (qemu-img, qemu-io). CI installs them; elsewhere these skip. */
@@ -87,6 +87,28 @@ describe('qemu-img interop', function () {
       expect(readFileSync(raw).equals(expected)).to.equal(true);
     });
   }
+
+  it('a child that absorbed its base (merge into the child: header moved to the end) reads right in qemu', async () => {
+    const base = join(dir, 'absorbed-base.vhd');
+    const child = join(dir, 'absorbed.vhd');
+    const b = await createVhd(base, { type: 'dynamic', size: 6 * MiB, blockSize: 512 * KiB });
+    const expected = Buffer.alloc(b.virtualSize);
+    const first = pattern(2 * MiB, 4);
+    await b.write(MiB, first);
+    first.copy(expected, MiB);
+    await b.close();
+    const c = await createVhd(child, { type: 'differencing', parentPath: base });
+    const second = pattern(MiB, 5);
+    await c.write(2 * MiB + 512, second);
+    second.copy(expected, 2 * MiB + 512);
+    await c.close();
+    await mergeIntoChildVhd(child);
+    const info = JSON.parse(qemu('qemu-img', 'info', '--output=json', '-f', 'vpc', child));
+    expect(info['virtual-size']).to.equal(expected.length);
+    const raw = join(dir, 'absorbed.raw');
+    qemu('qemu-img', 'convert', '-f', 'vpc', '-O', 'raw', child, raw);
+    expect(readFileSync(raw).equals(expected)).to.equal(true);
+  });
 
   it('a dynamic disk grown past its BAT (table moved to the end) still reads right in qemu', async () => {
     const file = join(dir, 'grown.vhd');

@@ -25,8 +25,14 @@ describe('merge, compact, resize', () => {
     expected.fill(0xee, BLOCK - 700, BLOCK + 800);
     const progress: number[] = [];
     const r = await mergeVhd('/c.vhd', { provider: fs, onProgress: (done) => progress.push(done) });
-    expect(r).to.deep.equal({ parentPath: '/p.vhd', blocksMerged: 2, bytesMerged: 2048 });
-    expect(progress).to.deep.equal([BLOCK, 2 * BLOCK]);
+    expect(r).to.deep.equal({
+      targetPath: '/p.vhd',
+      mergedPath: '/c.vhd',
+      parentPath: '/p.vhd',
+      blocksMerged: 2,
+      bytesMerged: 2048,
+    });
+    expect(progress).to.deep.equal([1024, 2048]); // the child's sectors, block by block
     expect(await fs.exists('/c.vhd')).to.equal(false);
     const merged = await VhdDisk.open('/p.vhd', { provider: fs, readOnly: true });
     expect((await merged.read(0, SIZE)).equals(expected)).to.equal(true);

@@ -1,4 +1,4 @@
-import { type CheckReport, type DiskInfo, formatSize } from '@hyperfarm/vhd';
+import { type CheckReport, type DiskInfo, type MergeProgress, formatSize } from '@hyperfarm/vhd';
 
 /** Human-readable renderings for `hyperfarm vhd`; `-o json` prints the objects instead. */
 
@@ -35,4 +35,15 @@ export function renderCheck(report: CheckReport): string {
   );
   lines.push(`${report.path}: ${report.issues.length} problem${report.issues.length === 1 ? '' : 's'} found`);
   return lines.join('\n') + '\n';
+}
+
+/** One progress line of a merge, e.g. "merging into the child: 12/40 blocks (30%), 24.0 MiB of 80.0 MiB". */
+export function renderMergeProgress(p: MergeProgress): string {
+  if (p.phase === 'relink') return `merging into the ${p.direction}: re-linking`.padEnd(72);
+  if (p.phase === 'cleanup' || p.phase === 'done') return `merging into the ${p.direction}: done`.padEnd(72);
+  const pct = p.bytesTotal > 0 ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
+  return (
+    `merging into the ${p.direction}: ${p.blocksDone}/${p.blocksTotal} blocks (${pct}%), ` +
+    `${formatSize(p.bytesDone)} of ${formatSize(p.bytesTotal)}`
+  ).padEnd(72);
 }

@@ -5,27 +5,31 @@ import {
   type StorageProvider,
   VhdArgumentError,
   VhdDisk,
+  MergeJob,
+  type MergeProgress,
   checkVhd,
   compactVhd,
   createVhd,
   formatSize,
-  mergeVhd,
   parseSize,
   resizeVhd,
 } from '@hyperfarm/vhd';
 import { Command, CommanderError, Option } from 'commander';
-import { renderCheck, renderInfo } from './vhd-output.js';
+import { renderCheck, renderInfo, renderMergeProgress } from './vhd-output.js';
 
 /** Where a command writes, and the file system it uses: injected by tests. */
 export interface CliIo {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
   provider?: StorageProvider;
+  /** Show a progress line on stderr during long operations (a terminal is watching). */
+  progress?: boolean;
 }
 
 export const processIo: CliIo = {
   stdout: (t) => process.stdout.write(t),
   stderr: (t) => process.stderr.write(t),
+  progress: process.stderr.isTTY === true,
 };
 
 /** A bad command line: exit code 2. Every other failure exits 1. */
@@ -143,15 +147,62 @@ export function vhdCommand(io: CliIo = processIo): Command {
 
   vhd
     .command('merge')
-    .description('merge a differencing disk into its parent, then delete it')
-    .argument('<file>', 'differencing disk to merge')
-    .option('--keep-child', 'keep the differencing disk after merging')
-    .action(async (file: string, opts: { keepChild?: boolean }) => {
-      const r = await mergeVhd(file, { provider, deleteChild: !opts.keepChild });
-      io.stdout(
-        `merged ${file} into ${r.parentPath}: ${r.blocksMerged} blocks, ${formatSize(r.bytesMerged)}\n`,
-      );
-    });
+    .description(
+      'merge a differencing disk into its parent (then delete it), or its parent into it (then delete the parent)',
+    )
+    .argument('<file>', 'the differencing disk of the pair')
+    .addOption(
+      new Option(
+        '--into <which>',
+        'where the data goes: parent (FILE goes away) or child (FILE absorbs its parent, which goes away)',
+      )
+        .choices(['parent', 'child'])
+        .default('parent'),
+    )
+    .option('--keep-child', 'with --into parent: keep FILE after merging')
+    .option('--keep-parent', "with --into child: keep FILE's old parent after merging")
+    .action(
+      async (file: string, opts: { into: 'parent' | 'child'; keepChild?: boolean; keepParent?: boolean }) => {
+        if (opts.into === 'child' && opts.keepChild)
+          throw new UsageError('--keep-child: only with --into parent');
+        if (opts.into === 'parent' && opts.keepParent)
+          throw new UsageError('--keep-parent: only with --into child');
+        // The state file lets a merge interrupted by a crash resume: run the same command again.
+        const stateFile = `${provider.resolve(file)}.merge-state`;
+        const resuming = await provider.exists(stateFile);
+        const job = await MergeJob.open({
+          childPath: file,
+          into: opts.into,
+          provider,
+          stateFile,
+          deleteMerged: !(opts.keepChild || opts.keepParent),
+        });
+        let shown = '';
+        const show = (p: MergeProgress) => {
+          const line = renderMergeProgress(p);
+          if (line === shown) return;
+          shown = line;
+          io.stderr(`\r${line}`);
+        };
+        try {
+          if (resuming) io.stderr(`resuming the merge recorded in ${stateFile}\n`);
+          await job.run(io.progress ? show : undefined);
+          if (shown) io.stderr('\n');
+        } finally {
+          await job.close();
+        }
+        const r = job.result();
+        const moved = `${r.blocksMerged} blocks, ${formatSize(r.bytesMerged)}`;
+        if (opts.into === 'parent') {
+          io.stdout(`merged ${file} into ${r.parentPath}: ${moved}\n`);
+        } else {
+          const after = await VhdDisk.open(file, { provider, readOnly: true });
+          const now = after.parent ? `its parent is now ${after.parent.path}` : 'it is now a dynamic disk';
+          await after.close();
+          io.stdout(`merged ${r.mergedPath} into ${file}: ${moved}; ${now}\n`);
+        }
+      },
+    );
 
   vhd
     .command('compact')
