@@ -58,6 +58,18 @@ export const agentConfigSchema = z.object({
   tlsCert: z.string().optional().describe('certificate file for mutual TLS'),
   tlsKey: z.string().optional().describe('private key file for mutual TLS'),
   readyFile: z.string().optional().describe('write {pid, grpcAddress, metricsAddress} here once serving'),
+  hosts: z
+    .number()
+    .int()
+    .min(1)
+    .max(10_000)
+    .default(1)
+    .describe('host agents to run in this process (multi-host mode when above 1)'),
+  idPrefix: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,50}$/, 'expected lowercase letters, digits or dashes')
+    .default('agent')
+    .describe('multi-host mode: hosts are named <prefix>-1 ... <prefix>-N'),
   logLevel: fields.logLevel(),
 });
 

@@ -6,7 +6,7 @@ const GIB = 1024 ** 3;
  * Per-VM and per-host limits of each Hyper-V generation. `2008` is Hyper-V 1.0 as shipped with
  * Windows Server 2008; the others are data for trying later generations' limits.
  */
-export const LIMITS_PROFILES: Record<'2008' | '2012' | '2016', pb.LimitsProfile> = {
+export const LIMITS_PROFILES: Record<'2008' | '2012' | '2016', pb.LimitsProfile__Output> = {
   '2008': {
     name: '2008',
     maxVcpusPerVm: 4,

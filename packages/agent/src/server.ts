@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import {
   createLogger,
   hyperfarmProto,
@@ -6,87 +7,162 @@ import {
   startMetricsServer,
   startServer,
   tlsFromConfig,
-  unary,
-  withUnimplemented,
   writeJsonAtomic,
   type Logger,
-  type pb,
+  type RunningServer,
 } from '@hyperfarm/api';
 import { mib, type AgentConfig } from './config.js';
+import { AgentHost, type AgentHostOptions, type HostSettings } from './edge/agent-host.js';
+import { agentServiceImpl, migrationServiceImpl } from './edge/agent-service.js';
+import { registerAgentMetrics } from './edge/metrics.js';
 import { LIMITS_PROFILES } from './limits.js';
 
 export interface RunningAgent {
   logger: Logger;
   grpcAddress: string;
   metricsAddress: string;
+  /** Every host this process runs (one unless in multi-host mode). */
+  hosts: RunningHost[];
   stop(): Promise<void>;
 }
 
-/** Starts one host agent: its gRPC server, metrics endpoint and data folder. */
+export interface RunningHost {
+  id: string;
+  grpcAddress: string;
+  host: AgentHost;
+  stop(): Promise<void>;
+}
+
+export function hostSettings(config: AgentConfig, id: string, dataDir: string): HostSettings {
+  return {
+    id,
+    dataDir,
+    logicalProcessors: config.logicalProcessors,
+    memoryBytes: config.memoryBytes,
+    rootReserveBytes: mib(config.rootReserveMib),
+    perVmOverheadBytes: mib(config.perVmOverheadMib),
+    limits: LIMITS_PROFILES[config.limitsProfile],
+    macPoolStart: config.macPoolStart,
+    macPoolSize: config.macPoolSize,
+    leaseMs: config.leaseMs,
+  };
+}
+
+/** Starts one host: its data folder lock, engine, LevelDB and gRPC server. */
+export async function startHost(
+  config: AgentConfig,
+  id: string,
+  dataDir: string,
+  grpcAddress: string,
+  logger: Logger,
+  extra: Partial<AgentHostOptions> = {},
+): Promise<RunningHost> {
+  const unlock = lockDataDir(dataDir);
+  let host: AgentHost;
+  try {
+    host = await AgentHost.open({ settings: hostSettings(config, id, dataDir), logger, ...extra });
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+  const proto = hyperfarmProto().hyperfarm.v1;
+  const tls = tlsFromConfig(config);
+  let bound = grpcAddress;
+  let server: RunningServer;
+  try {
+    server = await startServer({
+      address: grpcAddress,
+      tls,
+      services: [
+        {
+          name: SERVICE_NAMES.agent,
+          definition: proto.AgentService.service,
+          implementation: agentServiceImpl(host, {
+            address: () => bound,
+            ...(tls ? { client: { tls } } : {}),
+          }),
+        },
+        {
+          name: SERVICE_NAMES.migration,
+          definition: proto.MigrationService.service,
+          implementation: migrationServiceImpl(host),
+        },
+      ],
+    });
+  } catch (err) {
+    await host.stop();
+    unlock();
+    throw err;
+  }
+  bound = server.address;
+  return {
+    id,
+    grpcAddress: bound,
+    host,
+    async stop() {
+      await server.shutdown();
+      await host.stop();
+      unlock();
+    },
+  };
+}
+
+/** The gRPC address of the i-th host (0-based): port 0 stays 0, a fixed port counts up. */
+function addressFor(base: string, i: number): string {
+  const at = base.lastIndexOf(':');
+  const port = Number(base.slice(at + 1));
+  return port === 0 ? base : `${base.slice(0, at)}:${port + i}`;
+}
+
+/**
+ * Starts the agent program: one host, or with `hosts` above 1 that many hosts in this process,
+ * each with its own id (<idPrefix>-1...), data folder (<dataDir>/<id>) and gRPC port, sharing
+ * one metrics endpoint.
+ */
 export async function startAgent(
   config: AgentConfig,
   logger = createLogger({ program: 'hyperfarm-agent', id: config.id, level: config.logLevel }),
 ): Promise<RunningAgent> {
-  const unlock = lockDataDir(config.dataDir);
-  const proto = hyperfarmProto().hyperfarm.v1;
-  const metrics = await startMetricsServer(config.metricsAddress, { role: 'agent', host_id: config.id });
-
-  let grpcAddress = config.grpcAddress;
-  const hostInfo = (): pb.Host => ({
-    id: config.id,
-    name: config.name ?? config.id,
-    address: grpcAddress,
-    capacity: {
-      logicalProcessors: config.logicalProcessors,
-      memoryBytes: config.memoryBytes,
-      rootReserveBytes: mib(config.rootReserveMib),
-      perVmOverheadBytes: mib(config.perVmOverheadMib),
-    },
-    limits: LIMITS_PROFILES[config.limitsProfile],
-    macPoolStart: config.macPoolStart,
-    macPoolSize: config.macPoolSize,
+  const multi = config.hosts > 1;
+  const metrics = await startMetricsServer(config.metricsAddress, {
+    role: 'agent',
+    host_id: multi ? config.idPrefix : config.id,
   });
-
-  const server = await startServer({
-    address: config.grpcAddress,
-    tls: tlsFromConfig(config),
-    services: [
-      {
-        name: SERVICE_NAMES.agent,
-        definition: proto.AgentService.service,
-        implementation: withUnimplemented(
-          SERVICE_NAMES.agent,
-          proto.AgentService.service,
-          { GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => hostInfo()) },
-          'the hypervisor engine, issue #4',
-        ),
-      },
-      {
-        name: SERVICE_NAMES.migration,
-        definition: proto.MigrationService.service,
-        implementation: withUnimplemented(
-          SERVICE_NAMES.migration,
-          proto.MigrationService.service,
-          {},
-          'migration endpoints, issue #4',
-        ),
-      },
-    ],
-  });
-  grpcAddress = server.address;
-  logger.info({ grpcAddress, metricsAddress: metrics.address, dataDir: config.dataDir }, 'agent ready');
-  if (config.readyFile) {
-    writeJsonAtomic(config.readyFile, { pid: process.pid, grpcAddress, metricsAddress: metrics.address });
+  const hosts: RunningHost[] = [];
+  registerAgentMetrics(metrics.registry, () => hosts.map((h) => h.host));
+  try {
+    for (let i = 0; i < config.hosts; i++) {
+      const id = multi ? `${config.idPrefix}-${i + 1}` : config.id;
+      const dataDir = multi ? join(config.dataDir, id) : config.dataDir;
+      const hostLogger = multi ? logger.child({ host: id }) : logger;
+      hosts.push(await startHost(config, id, dataDir, addressFor(config.grpcAddress, i), hostLogger));
+    }
+  } catch (err) {
+    for (const h of hosts) await h.stop();
+    await metrics.close();
+    throw err;
   }
-
+  const grpcAddress = hosts[0]!.grpcAddress;
+  logger.info(
+    { grpcAddress, hosts: hosts.length, metricsAddress: metrics.address, dataDir: config.dataDir },
+    'agent ready',
+  );
+  if (config.readyFile) {
+    writeJsonAtomic(config.readyFile, {
+      pid: process.pid,
+      grpcAddress,
+      metricsAddress: metrics.address,
+      hosts: hosts.map((h) => ({ id: h.id, grpcAddress: h.grpcAddress })),
+    });
+  }
   return {
     logger,
     grpcAddress,
     metricsAddress: metrics.address,
+    hosts,
     async stop() {
-      await server.shutdown();
+      await Promise.all(hosts.map((h) => h.stop()));
       await metrics.close();
-      unlock();
     },
   };
 }

@@ -1,0 +1,182 @@
+import type * as grpc from '@grpc/grpc-js';
+import {
+  failedPrecondition,
+  invalidArgument,
+  serverStream,
+  unary,
+  clientStream,
+  withUnimplemented,
+  SERVICE_NAMES,
+  hyperfarmProto,
+  type ClientOptions,
+  type pb,
+} from '@hyperfarm/api';
+import { guestOsList } from '../engine/catalog.js';
+import type { AgentHost } from './agent-host.js';
+import { Checkpoints } from './checkpoints.js';
+import { exportVm, importVm, migrateOut } from './migration.js';
+
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_PAGE_SIZE = 1000;
+
+export interface HostAddressing {
+  /** The gRPC address this host answers on, once bound. */
+  address(): string;
+  /** Transport options for calls to other agents (migration). */
+  client?: ClientOptions;
+}
+
+export function hostInfo(host: AgentHost, address: string): pb.Host {
+  const s = host.settings;
+  const lease = host.read((e) => e.leaseState());
+  return {
+    id: s.id,
+    name: s.id,
+    address,
+    state: lease?.expired ? 'HOST_STATE_DOWN' : 'HOST_STATE_UP',
+    capacity: {
+      logicalProcessors: s.logicalProcessors,
+      memoryBytes: s.memoryBytes,
+      rootReserveBytes: s.rootReserveBytes,
+      perVmOverheadBytes: s.perVmOverheadBytes,
+    },
+    usage: host.read((e) => e.hostUsage()),
+    limits: s.limits,
+    macPoolStart: s.macPoolStart,
+    macPoolSize: s.macPoolSize,
+  };
+}
+
+/** AgentService over one host. */
+export function agentServiceImpl(host: AgentHost, net: HostAddressing): grpc.UntypedServiceImplementation {
+  const proto = hyperfarmProto().hyperfarm.v1;
+  const checkpoints = new Checkpoints(host);
+  const implemented: Partial<grpc.UntypedServiceImplementation> = {
+    GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => hostInfo(host, net.address())),
+    ListGuestOs: unary<pb.ListGuestOsRequest__Output, pb.ListGuestOsResponse>(() => ({
+      guestOs: guestOsList(),
+    })),
+    CreateVm: unary<pb.AgentCreateVmRequest__Output, pb.Vm>((req) => {
+      if (!req.config) throw invalidArgument('config', 'is required');
+      return host.createVm(req.vmId, req.config, req.generation);
+    }),
+    GetVm: unary<pb.AgentGetVmRequest__Output, pb.Vm>((req) => host.read((e) => e.getVm(req.vmId))),
+    ListVms: unary<pb.AgentListVmsRequest__Output, pb.AgentListVmsResponse>((req) => {
+      const size = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
+      if (size > MAX_PAGE_SIZE) throw invalidArgument('page_size', `at most ${MAX_PAGE_SIZE}`);
+      let after = '';
+      if (req.pageToken) {
+        after = Buffer.from(req.pageToken, 'base64url').toString('utf8');
+        if (!after.startsWith('vm:')) throw invalidArgument('page_token', 'not a token this host issued');
+        after = after.slice(3);
+      }
+      const all = host.read((e) => e.listVms()).filter((v) => v.id > after);
+      const vms = all.slice(0, size);
+      const more = all.length > size;
+      return {
+        vms,
+        nextPageToken: more ? Buffer.from(`vm:${vms[vms.length - 1]!.id}`).toString('base64url') : '',
+      };
+    }),
+    UpdateVm: unary<pb.AgentUpdateVmRequest__Output, pb.Vm>((req) => {
+      if (!req.config) throw invalidArgument('config', 'is required');
+      return host.updateVm(req.vmId, req.config, req.updateMask?.paths ?? [], req.generation);
+    }),
+    DeleteVm: unary<pb.AgentDeleteVmRequest__Output, pb.AgentDeleteVmResponse>(async (req) => {
+      const id = host.read((e) => e.getVm(req.vmId)).id;
+      await host.mutate((e) => e.deleteVm(id, req.generation));
+      await checkpoints.forgetVm(id);
+      return {};
+    }),
+    CreateCheckpoint: unary<pb.AgentCreateCheckpointRequest__Output, pb.Checkpoint>((req) =>
+      checkpoints.create(req.vmId, req.name, req.generation, req.checkpointId),
+    ),
+    ListCheckpoints: unary<pb.AgentListCheckpointsRequest__Output, pb.AgentListCheckpointsResponse>(
+      async (req) => {
+        const id = host.read((e) => e.getVm(req.vmId)).id;
+        const { checkpoints: list, currentId } = await checkpoints.list(id);
+        return { checkpoints: list.map((c) => checkpoints.view(c)), currentId };
+      },
+    ),
+    ApplyCheckpoint: unary<pb.AgentApplyCheckpointRequest__Output, pb.Vm>((req) =>
+      checkpoints.apply(req.checkpointId, req.generation, req.turnOffFirst, req.saveCurrentFirst),
+    ),
+    DeleteCheckpoint: unary<pb.AgentDeleteCheckpointRequest__Output, pb.AgentDeleteCheckpointResponse>(
+      (req) => checkpoints.delete(req.checkpointId, req.generation, req.subtree),
+    ),
+    ChangeVmState: unary<pb.AgentChangeVmStateRequest__Output, pb.Vm>((req) =>
+      host.mutate((e) => e.changeState(req.vmId, req.action, req.generation)),
+    ),
+    GetVmStateHash: unary<pb.GetVmStateHashRequest__Output, pb.GetVmStateHashResponse>((req) =>
+      host.read((e) => e.stateHash(req.vmId)),
+    ),
+    GrantLease: unary<pb.GrantLeaseRequest__Output, pb.GrantLeaseResponse>(async (req) => {
+      if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
+      const r = await host.mutate((e) => e.grantLease(req.daemonId, req.term, req.durationMs));
+      return { expiresAtMs: r.expiresAtMs, host: hostInfo(host, net.address()) };
+    }),
+    MigrateOut: serverStream<pb.MigrateOutRequest__Output, pb.MigrationProgress>(async (req, call) => {
+      const vm = host.read((e) => e.getVm(req.vmId));
+      if (await checkpoints.hasCheckpoints(vm.id)) {
+        throw failedPrecondition(
+          `cannot migrate VM '${vm.config!.name}': it has checkpoints, which do not travel; delete them first`,
+        );
+      }
+      await migrateOut(
+        host,
+        {
+          vmId: req.vmId,
+          generation: req.generation,
+          targetAddress: req.targetAddress,
+          kind: req.kind,
+          targetGeneration: req.targetGeneration,
+          maxRounds: req.maxRounds,
+          stopCopyThresholdPages: req.stopCopyThresholdPages,
+          ...(net.client ? { client: net.client } : {}),
+        },
+        (p) => call.write(p),
+      );
+    }),
+    WatchEvents: serverStream<pb.WatchAgentEventsRequest__Output, pb.AgentEvent>(
+      (req, call) =>
+        new Promise<void>((resolve) => {
+          if (req.initialState) {
+            for (const vm of host.read((e) => e.listVms())) {
+              call.write({
+                sequence: 0,
+                timeMs: host.now(),
+                type: 'state_changed',
+                vmId: vm.id,
+                vm,
+                message: 'initial state',
+              });
+            }
+          }
+          const unsubscribe = host.onEvent((event) => call.write(event));
+          const end = () => {
+            unsubscribe();
+            resolve();
+          };
+          call.on('cancelled', end);
+          call.on('close', end);
+          call.on('error', end);
+        }),
+    ),
+  };
+  return withUnimplemented(SERVICE_NAMES.agent, proto.AgentService.service, implemented, 'issue #4');
+}
+
+export function migrationServiceImpl(host: AgentHost): grpc.UntypedServiceImplementation {
+  const proto = hyperfarmProto().hyperfarm.v1;
+  return withUnimplemented(
+    SERVICE_NAMES.migration,
+    proto.MigrationService.service,
+    {
+      ImportVm: clientStream<pb.MigrationChunk__Output, pb.ImportVmResponse>((call) => importVm(host, call)),
+      ExportVm: serverStream<pb.ExportVmRequest__Output, pb.MigrationChunk>((req, call) =>
+        exportVm(host, req, call),
+      ),
+    },
+    'issue #4',
+  );
+}

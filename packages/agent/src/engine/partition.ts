@@ -1,0 +1,83 @@
+import type { VmConfig } from './validate.js';
+
+/**
+ * The partition model. The root partition hosts one virtualization service provider (VSP) per
+ * device class; each running VM has a child partition whose virtualization service clients
+ * (VSCs) talk to them over VMBus channels. Channels are offered when the child partition is
+ * created; the guest opens them once it has booted, and only if it has integration services.
+ * Without them the guest uses emulated devices (IDE, the legacy DEC 21140 NIC, S3 video), which
+ * the root partition serves by trapping and emulating each access: much more CPU per I/O.
+ */
+export const ROOT_VSPS = ['storvsp', 'netvsp', 'vidvsp', 'icvsp'] as const;
+
+export interface VmbusChannel {
+  /** What the channel carries: "storvsc", "netvsc/0", "synthvid", "heartbeat"... */
+  name: string;
+  /** The root partition's provider at the other end. */
+  vsp: (typeof ROOT_VSPS)[number];
+  open: boolean;
+}
+
+/** Channels the root offers a new child partition for this configuration. */
+export function offeredChannels(c: VmConfig): VmbusChannel[] {
+  const ch: VmbusChannel[] = [{ name: 'storvsc', vsp: 'storvsp', open: false }];
+  c.networkAdapters.forEach((n, i) => {
+    if (n.kind === 'NIC_KIND_SYNTHETIC') ch.push({ name: `netvsc/${i}`, vsp: 'netvsp', open: false });
+  });
+  ch.push({ name: 'synthvid', vsp: 'vidvsp', open: false });
+  for (const ic of ['heartbeat', 'shutdown', 'timesync', 'kvp'])
+    ch.push({ name: ic, vsp: 'icvsp', open: false });
+  return ch;
+}
+
+/** The devices a guest ends up using: emulated ones when it has no integration services. */
+export interface DevicePaths {
+  /** Disk I/O is trapped and emulated by the root (IDE without the integration-services filter). */
+  emulatedDisk: boolean;
+  /** Legacy adapters present (each packet emulated). */
+  legacyNics: number;
+  syntheticNics: number;
+}
+
+export function devicePaths(c: VmConfig): DevicePaths {
+  return {
+    emulatedDisk: !c.integrationServices,
+    legacyNics: c.networkAdapters.filter((n) => n.kind === 'NIC_KIND_LEGACY').length,
+    syntheticNics: c.networkAdapters.filter((n) => n.kind === 'NIC_KIND_SYNTHETIC').length,
+  };
+}
+
+/**
+ * Host CPU cost, in logical-processor seconds, of one I/O on each path. Model constants, chosen
+ * so the emulated path costs several times the synthetic one, as Microsoft's guidance describes.
+ */
+export const IO_COST_LP_SECONDS = {
+  syntheticDisk: 20e-6,
+  emulatedDisk: 150e-6,
+  syntheticPacket: 8e-6,
+  legacyPacket: 50e-6,
+} as const;
+
+/**
+ * Device state as saved and migrated: deterministic bytes (sorted keys, no clocks), so the hash
+ * before a save equals the hash after a restore.
+ */
+export interface DeviceStateModel {
+  version: 1;
+  vcpus: number;
+  integrationServices: boolean;
+  channels: VmbusChannel[];
+  nics: { kind: string; mac: string; vlan: number }[];
+  disks: { controller: string; number: number; location: number }[];
+  boots: number;
+}
+
+export function encodeDeviceState(d: DeviceStateModel): Buffer {
+  return Buffer.from(JSON.stringify(d), 'utf8');
+}
+
+export function decodeDeviceState(data: Buffer): DeviceStateModel {
+  const d = JSON.parse(data.toString('utf8')) as DeviceStateModel;
+  if (d.version !== 1 || !Array.isArray(d.channels)) throw new Error('unknown device state format');
+  return d;
+}

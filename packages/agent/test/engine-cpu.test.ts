@@ -1,0 +1,106 @@
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { shareCpu } from '../src/engine/scheduler.js';
+import { makeEngine, vmConfig } from './helpers.js';
+
+describe('CPU shares under contention', () => {
+  it('without contention every VM gets its demand', () => {
+    const s = shareCpu(8, [
+      { id: 'a', demand: 2, reserve: 0, limit: 2, weight: 100 },
+      { id: 'b', demand: 1, reserve: 0, limit: 4, weight: 100 },
+    ]);
+    expect(s.get('a')).to.be.closeTo(2, 1e-9);
+    expect(s.get('b')).to.be.closeTo(1, 1e-9);
+  });
+
+  it('equal weights share equally; a double weight gets double', () => {
+    const s = shareCpu(3, [
+      { id: 'a', demand: 4, reserve: 0, limit: 4, weight: 200 },
+      { id: 'b', demand: 4, reserve: 0, limit: 4, weight: 100 },
+    ]);
+    expect(s.get('a')).to.be.closeTo(2, 1e-9);
+    expect(s.get('b')).to.be.closeTo(1, 1e-9);
+  });
+
+  it('reserves come first, then weight, and a limit caps a VM while others take the rest', () => {
+    const s = shareCpu(4, [
+      { id: 'reserved', demand: 4, reserve: 2, limit: 4, weight: 100 },
+      { id: 'limited', demand: 4, reserve: 0, limit: 0.5, weight: 10_000 },
+      { id: 'plain', demand: 4, reserve: 0, limit: 4, weight: 100 },
+    ]);
+    // 2 reserved; 2 left by weight: limited would get ~1.96 but is capped at 0.5; the 1.5 left splits 1:1.
+    expect(s.get('limited')).to.be.closeTo(0.5, 1e-9);
+    expect(s.get('reserved')).to.be.closeTo(2.75, 1e-9);
+    expect(s.get('plain')).to.be.closeTo(0.75, 1e-9);
+  });
+
+  it('properties: never more than capacity, demand or limit; reserves honoured when they fit', () => {
+    const claim = fc.record({
+      demand: fc.double({ min: 0, max: 4, noNaN: true }),
+      reserve: fc.double({ min: 0, max: 4, noNaN: true }),
+      limit: fc.double({ min: 0, max: 4, noNaN: true }),
+      weight: fc.integer({ min: 1, max: 10_000 }),
+    });
+    fc.assert(
+      fc.property(
+        fc.double({ min: 0.5, max: 16, noNaN: true }),
+        fc.array(claim, { maxLength: 12 }),
+        (capacity, raw) => {
+          const claims = raw.map((c, i) => ({ ...c, id: `v${i}`, reserve: Math.min(c.reserve, c.limit) }));
+          const s = shareCpu(capacity, claims);
+          let total = 0;
+          let reserves = 0;
+          for (const c of claims) {
+            const got = s.get(c.id)!;
+            total += got;
+            reserves += Math.min(c.reserve, c.demand, c.limit);
+            expect(got).to.be.at.most(Math.min(c.demand, c.limit) + 1e-9);
+          }
+          expect(total).to.be.at.most(capacity + 1e-9);
+          const wanted = claims.reduce((a, c) => a + Math.min(c.demand, c.limit), 0);
+          // Work-conserving: the host is only left idle when every VM has what it can use.
+          expect(total).to.be.closeTo(Math.min(capacity, wanted), 1e-6);
+          if (reserves <= capacity) {
+            for (const c of claims)
+              expect(s.get(c.id)!).to.be.at.least(Math.min(c.reserve, c.demand, c.limit) - 1e-9);
+          }
+        },
+      ),
+      { seed: 7, numRuns: 300 },
+    );
+  });
+
+  it('the engine reports CPU % per VM and for the host, and emulated I/O costs the root more', () => {
+    const e = makeEngine({ logicalProcessors: 2 });
+    const disk = [{ controller: 'DISK_CONTROLLER_IDE' as const, path: 'd.vhd', createSizeBytes: 8 << 20 }];
+    const workload = { bootMs: 10, cpuDemandPercent: 100, diskIops: 1000 };
+    e.createVm('syn', vmConfig('syn', { processor: { count: 2 }, disks: disk, workload }));
+    e.createVm(
+      'emu',
+      vmConfig('emu', {
+        guestOs: 'other-x86',
+        integrationServices: false,
+        processor: { count: 1 },
+        disks: disk,
+        workload,
+      }),
+    );
+    e.changeState('syn', 'VM_ACTION_START');
+    e.changeState('emu', 'VM_ACTION_START');
+    e.tick(1000);
+    e.takeEffects();
+    e.tick(1000);
+    const cpu = e.cpuReport();
+    expect(cpu.hostPercent).to.be.closeTo(100, 1e-6);
+    const syn = e.ioStats('syn');
+    const emu = e.ioStats('emu');
+    expect(emu.rootCpuLp).to.be.greaterThan(syn.rootCpuLp * 5);
+    expect(emu.emulatedIos).to.be.greaterThan(0);
+    expect(syn.emulatedIos).to.equal(0);
+    // Contention: demand is 3 LPs on 2 LPs minus the root's I/O work, shared by weight (equal).
+    const left = 2 - cpu.rootLp;
+    expect(cpu.vms.get('syn')!.lp + cpu.vms.get('emu')!.lp).to.be.closeTo(left, 1e-9);
+    expect(cpu.vms.get('emu')!.lp).to.be.closeTo(Math.min(1, left / 2), 1e-9);
+    expect(e.getVm('syn').status!.cpuPercent).to.be.greaterThan(0);
+  });
+});

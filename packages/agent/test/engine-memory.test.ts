@@ -1,0 +1,90 @@
+import { expect } from 'chai';
+import { GuestMemory, pageContent } from '../src/engine/memory.js';
+import { decodeDeviceState } from '../src/engine/partition.js';
+import { makeEngine, mib, vmConfig } from './helpers.js';
+
+describe('guest memory', () => {
+  it('page content is a function of (VM, page, version); version 0 is zero', () => {
+    const a = pageContent(1, 5, 1);
+    expect(pageContent(1, 5, 1).equals(a)).to.equal(true);
+    expect(pageContent(1, 5, 2).equals(a)).to.equal(false);
+    expect(pageContent(2, 5, 1).equals(a)).to.equal(false);
+    expect(pageContent(1, 6, 1).equals(a)).to.equal(false);
+    expect(pageContent(1, 5, 0).every((b) => b === 0)).to.equal(true);
+  });
+
+  it('tracks dirty pages sparsely and the hash follows every write', () => {
+    const m = new GuestMemory('vm-1', 1 << 20);
+    const dev = Buffer.from('d');
+    const empty = m.stateHash(dev);
+    m.write(7);
+    m.write(1_000_000);
+    m.write(7);
+    expect(m.residentPages).to.equal(2);
+    expect(m.versionOf(7)).to.equal(2);
+    const h = m.stateHash(dev);
+    expect(h).to.not.equal(empty);
+    expect(m.takeDirty()).to.deep.equal([7, 1_000_000]);
+    expect(m.takeDirty()).to.deep.equal([]);
+    const copy = new GuestMemory('vm-1', 1 << 20);
+    copy.install(7, 2);
+    copy.install(1_000_000, 1);
+    expect(copy.stateHash(dev)).to.equal(h);
+    expect(copy.stateHash(Buffer.from('e'))).to.not.equal(h);
+  });
+
+  it('a running workload dirties pages at its rate, deterministically for a seed', () => {
+    const run = (seed: number) => {
+      const e = makeEngine({ seed });
+      e.createVm(
+        'v',
+        vmConfig('v', {
+          workload: {
+            bootMs: 100,
+            workingSetBytes: mib(64),
+            dirtyPagesPerSecond: 1000,
+            cpuDemandPercent: 10,
+          },
+        }),
+      );
+      e.changeState('v', 'VM_ACTION_START');
+      e.tick(100);
+      const m = e.memoryOf('v')!;
+      m.takeDirty();
+      e.tick(500);
+      return { dirty: m.takeDirty().length, hash: e.stateHash('v').sha256 };
+    };
+    const a = run(1);
+    expect(a.dirty).to.be.within(450, 500);
+    expect(run(1)).to.deep.equal(a);
+    expect(run(2).hash).to.not.equal(a.hash);
+  });
+
+  it('save then restore (engine side) keeps the state hash', () => {
+    const e = makeEngine();
+    e.createVm(
+      'v',
+      vmConfig('v', { workload: { bootMs: 100, workingSetBytes: mib(16), dirtyPagesPerSecond: 5000 } }),
+    );
+    e.changeState('v', 'VM_ACTION_START');
+    e.tick(1_000);
+    const before = e.stateHash('v').sha256;
+    e.changeState('v', 'VM_ACTION_SAVE');
+    const save = e.takeEffects().find((x) => x.kind === 'save')!;
+    if (save.kind !== 'save') throw new Error('no save');
+    // What the saver writes: every resident page with its version, and the device state.
+    const pages = save.memory.residentPageNumbers().map((p) => [p, save.memory.versionOf(p)] as const);
+    e.completeSave('v', save.token, save.memory.stateHash(save.deviceState));
+    expect(e.getVm('v').status!.state).to.equal('VM_STATE_SAVED');
+    expect(e.stateHash('v').sha256).to.equal(before);
+    e.tick(5_000);
+    e.changeState('v', 'VM_ACTION_START');
+    const restore = e.takeEffects().find((x) => x.kind === 'restore')!;
+    if (restore.kind !== 'restore') throw new Error('no restore');
+    const m = new GuestMemory('v', restore.totalPages);
+    for (const [p, v] of pages) m.install(p, v);
+    e.completeRestore('v', restore.token, m, decodeDeviceState(save.deviceState));
+    expect(e.getVm('v').status!.state).to.equal('VM_STATE_RUNNING');
+    expect(e.stateHash('v').sha256).to.equal(before);
+  });
+});

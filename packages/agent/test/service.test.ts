@@ -1,0 +1,171 @@
+import { expect } from 'chai';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient, createLogger, hyperfarmProto, status, type pb } from '@hyperfarm/api';
+import { agentConfigSchema, type AgentConfig } from '../src/config.js';
+import { startAgent, type RunningAgent } from '../src/server.js';
+import { mib } from './helpers.js';
+import { agentClient, collect, waitForState } from './process-helpers.js';
+
+function testConfig(dataDir: string, over: Partial<AgentConfig> = {}): AgentConfig {
+  const base = agentConfigSchema.parse({
+    grpcAddress: '127.0.0.1:0',
+    metricsAddress: '127.0.0.1:0',
+    dataDir,
+    logLevel: 'silent',
+  });
+  return { ...base, memoryBytes: base.memoryMib * 1024 * 1024, ...over };
+}
+
+const config = (name: string, over: Partial<pb.VmConfig> = {}): pb.VmConfig => ({
+  name,
+  processor: { count: 1 },
+  memoryBytes: mib(64),
+  guestOs: 'windows-server-2003-sp2-x86',
+  integrationServices: true,
+  workload: { bootMs: 20 },
+  ...over,
+});
+
+describe('AgentService and MigrationService in one process', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let agent: RunningAgent | undefined;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'hf-agent-svc-'));
+  });
+  afterEach(async () => {
+    await agent?.stop();
+    agent = undefined;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('multi-host mode: N hosts in one process, each with its id, folder and port', async () => {
+    agent = await startAgent(
+      testConfig(dir, { hosts: 3, idPrefix: 'sim' }),
+      createLogger({ program: 't', id: 't', level: 'silent' }),
+    );
+    expect(agent.hosts.map((h) => h.id)).to.deep.equal(['sim-1', 'sim-2', 'sim-3']);
+    expect(new Set(agent.hosts.map((h) => h.grpcAddress)).size).to.equal(3);
+    for (const h of agent.hosts) {
+      const c = agentClient(h.grpcAddress);
+      const info = await c.p.getHostInfo({});
+      expect(info.id).to.equal(h.id);
+      expect(info.limits!.maxVcpusPerVm).to.equal(4);
+      c.raw.close();
+    }
+    expect(agent.hosts[1]!.host.settings.dataDir).to.equal(join(dir, 'sim-2'));
+  });
+
+  it('lists in pages, streams events with the initial state, refuses hardware changes while running, exports a Saved VM', async () => {
+    agent = await startAgent(testConfig(dir), createLogger({ program: 't', id: 't', level: 'silent' }));
+    const c = agentClient(agent.grpcAddress);
+    const guests = await c.p.listGuestOs({});
+    expect(guests.guestOs.map((g) => g.id)).to.include('sles-10-sp1-x64');
+    for (let i = 0; i < 5; i++)
+      await c.p.createVm({ vmId: `vm-${i}`, config: config(`web-${i}`), generation: 1 });
+    const page1 = await c.p.listVms({ pageSize: 2 });
+    const page2 = await c.p.listVms({ pageSize: 2, pageToken: page1.nextPageToken });
+    const page3 = await c.p.listVms({ pageSize: 2, pageToken: page2.nextPageToken });
+    expect([...page1.vms, ...page2.vms, ...page3.vms].map((v) => v.id)).to.deep.equal([
+      'vm-0',
+      'vm-1',
+      'vm-2',
+      'vm-3',
+      'vm-4',
+    ]);
+    expect(page3.nextPageToken).to.equal('');
+
+    const events: pb.AgentEvent__Output[] = [];
+    const watch = c.raw.watchEvents({ initialState: true });
+    watch.on('data', (e: pb.AgentEvent__Output) => events.push(e));
+    watch.on('error', () => undefined);
+
+    await c.p.changeVmState({ vmId: 'vm-0', action: 'VM_ACTION_START', generation: 1 });
+    await waitForState(c, 'vm-0', 'VM_STATE_RUNNING');
+    const refused = await c.p
+      .updateVm({
+        vmId: 'vm-0',
+        config: config('web-0', { memoryBytes: mib(128) }),
+        updateMask: { paths: ['memory_bytes'] },
+        generation: 1,
+      })
+      .catch((e: { code: number; details: string }) => e);
+    expect(refused).to.include({ code: status.FAILED_PRECONDITION });
+    expect((refused as { details: string }).details).to.equal(
+      "cannot change memory_bytes of VM 'web-0': it is Running; turn it off first",
+    );
+    const renamed = await c.p.updateVm({
+      vmId: 'vm-0',
+      config: config('front-0'),
+      updateMask: { paths: ['name'] },
+      generation: 1,
+    });
+    expect(renamed.config!.name).to.equal('front-0');
+
+    await c.p.changeVmState({ vmId: 'vm-0', action: 'VM_ACTION_SAVE', generation: 1 });
+    await waitForState(c, 'vm-0', 'VM_STATE_SAVED');
+    const hash = (await c.p.getVmStateHash({ vmId: 'vm-0' })).sha256;
+    const proto = hyperfarmProto().hyperfarm.v1;
+    const mig = createClient(proto.MigrationService, agent.grpcAddress);
+    const chunks = await collect(mig.exportVm({ vmId: 'vm-0', generation: 1 }));
+    expect(chunks[0]!.header!.vmId).to.equal('vm-0');
+    expect(chunks[chunks.length - 1]!.trailer!.sha256).to.equal(hash);
+    mig.close();
+
+    const scrape = await (await fetch(`http://${agent.metricsAddress}/metrics`)).text();
+    expect(scrape).to.match(/hyperfarm_agent_vms\{[^}]*host="agent-1"[^}]*state="saved"[^}]*\} 1/);
+    expect(scrape).to.match(/hyperfarm_agent_vms\{[^}]*state="off"[^}]*\} 4/);
+
+    watch.cancel();
+    expect(events.filter((e) => e.message === 'initial state')).to.have.length(5);
+    const types = events.map((e) => e.type);
+    expect(types).to.include('state_changed');
+    expect(events.some((e) => /Starting -> Running/.test(e.message))).to.equal(true);
+    c.raw.close();
+  });
+
+  it('quick migration of a Saved VM moves its saved state; the target keeps it Saved with the same hash', async () => {
+    const logger = createLogger({ program: 't', id: 't', level: 'silent' });
+    agent = await startAgent(testConfig(join(dir, 'a'), { id: 'src' }), logger);
+    const target = await startAgent(testConfig(join(dir, 'b'), { id: 'dst' }), logger);
+    try {
+      const c = agentClient(agent.grpcAddress);
+      const disks = [
+        { controller: 'DISK_CONTROLLER_IDE' as const, path: 'boot.vhd', createSizeBytes: mib(2) },
+      ];
+      await c.p.createVm({ vmId: 'vm-s', config: config('saved-1', { disks }), generation: 3 });
+      await c.p.changeVmState({ vmId: 'vm-s', action: 'VM_ACTION_START', generation: 3 });
+      await waitForState(c, 'vm-s', 'VM_STATE_RUNNING');
+      await c.p.changeVmState({ vmId: 'vm-s', action: 'VM_ACTION_SAVE', generation: 3 });
+      await waitForState(c, 'vm-s', 'VM_STATE_SAVED');
+      const hash = (await c.p.getVmStateHash({ vmId: 'vm-s' })).sha256;
+      const progress = await collect(
+        c.raw.migrateOut({
+          vmId: 'vm-s',
+          generation: 3,
+          targetAddress: target.grpcAddress,
+          kind: 'MIGRATION_KIND_QUICK',
+        }),
+      );
+      expect(progress[progress.length - 1]!.verifiedSha256).to.equal(hash);
+      const t = agentClient(target.grpcAddress);
+      const moved = await t.p.getVm({ vmId: 'vm-s' });
+      expect(moved.status!.state).to.equal('VM_STATE_SAVED');
+      expect(moved.status!.generation).to.equal(4);
+      expect((await t.p.getVmStateHash({ vmId: 'vm-s' })).sha256).to.equal(hash);
+      expect(existsSync(join(dir, 'b', 'vms', 'vm-s', 'boot.vhd'))).to.equal(true);
+      expect(await c.p.getVm({ vmId: 'vm-s' }).catch((e: { code: number }) => e.code)).to.equal(
+        status.NOT_FOUND,
+      );
+      await t.p.changeVmState({ vmId: 'vm-s', action: 'VM_ACTION_START', generation: 4 });
+      await waitForState(t, 'vm-s', 'VM_STATE_RUNNING');
+      expect((await t.p.getVmStateHash({ vmId: 'vm-s' })).sha256).to.equal(hash);
+      c.raw.close();
+      t.raw.close();
+    } finally {
+      await target.stop();
+    }
+  });
+});
