@@ -6,11 +6,10 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { checkHealth, processAlive, writeJsonAtomic } from '@hyperfarm/api';
+import { checkHealth, freePorts, processAlive, writeJsonAtomic } from '@hyperfarm/api';
 import { Command, InvalidArgumentError } from 'commander';
 import { startChild, stopChildren, tail, type Child } from './children.js';
 import { farmFilePath, farmLockPath, readFarmFile, type FarmFile } from './farm-file.js';
-import { freePorts } from './ports.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const BINARIES = {

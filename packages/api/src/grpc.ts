@@ -147,12 +147,15 @@ export type ClientConstructor<C> = new (
 
 export interface ClientOptions extends TransportOptions {
   interceptors?: grpc.Interceptor[];
+  /** Extra channel options, merged over the shared ones (e.g. reconnect backoff for Raft peers). */
+  channelOptions?: grpc.ChannelOptions;
 }
 
 /** Makes a client for one service, with the shared credentials, limits and interceptors. */
 export function createClient<C>(ctor: ClientConstructor<C>, address: string, opts: ClientOptions = {}): C {
   return new ctor(address, channelCredentials(opts.tls), {
     ...channelOptions(opts),
+    ...opts.channelOptions,
     interceptors: opts.interceptors ?? [],
   });
 }

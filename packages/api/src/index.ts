@@ -12,3 +12,4 @@ export * from './services.js';
 export * from './health.js';
 export * from './runtime/data-dir.js';
 export * from './reflection.js';
+export * from './runtime/ports.js';

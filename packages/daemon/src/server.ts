@@ -4,21 +4,34 @@ import {
   lockDataDir,
   SERVICE_NAMES,
   startMetricsServer,
-  startServer,
   withUnimplemented,
   writeJsonAtomic,
   type Logger,
 } from '@hyperfarm/api';
+import { RaftNode, type StateMachine } from '@hyperfarm/raft';
+import { join } from 'node:path';
 import type { DaemonConfig } from './config.js';
+import { membershipHandlers } from './membership.js';
 
 export interface RunningDaemon {
   logger: Logger;
+  raft: RaftNode;
   grpcAddress: string;
   metricsAddress: string;
   stop(): Promise<void>;
 }
 
-/** Starts one control daemon replica. */
+/**
+ * The replicated state until the farm state machine exists: nothing beyond Raft's own
+ * membership, which Raft keeps itself. Every farm command answers UNIMPLEMENTED meanwhile.
+ */
+const membershipOnly: StateMachine = {
+  apply: () => new Uint8Array(),
+  snapshot: () => new Uint8Array(),
+  restore: () => undefined,
+};
+
+/** Starts one control daemon replica: Raft and ClusterService on one gRPC server. */
 export async function startDaemon(
   config: DaemonConfig,
   logger = createLogger({ program: 'hyperfarm-daemon', id: config.id, level: config.logLevel }),
@@ -26,9 +39,17 @@ export async function startDaemon(
   const unlock = lockDataDir(config.dataDir);
   const proto = hyperfarmProto().hyperfarm.v1;
   const metrics = await startMetricsServer(config.metricsAddress, { role: 'daemon', daemon_id: config.id });
-  const server = await startServer({
-    address: config.grpcAddress,
-    tls: config.tls,
+  // ClusterService rides on the server Raft starts, so each daemon has one gRPC address.
+  let raft: RaftNode | undefined = undefined;
+  raft = await RaftNode.start({
+    id: config.id,
+    dataDir: join(config.dataDir, 'raft'),
+    listen: config.grpcAddress,
+    peers: Object.fromEntries(config.peers),
+    stateMachine: membershipOnly,
+    registry: metrics.registry,
+    forwardProposals: true,
+    ...(config.tls ? { tls: config.tls } : {}),
     services: [
       {
         name: SERVICE_NAMES.cluster,
@@ -36,25 +57,15 @@ export async function startDaemon(
         implementation: withUnimplemented(
           SERVICE_NAMES.cluster,
           proto.ClusterService.service,
-          {},
+          membershipHandlers(() => raft),
           'the farm state machine',
-        ),
-      },
-      {
-        name: SERVICE_NAMES.raft,
-        definition: proto.RaftService.service,
-        implementation: withUnimplemented(
-          SERVICE_NAMES.raft,
-          proto.RaftService.service,
-          {},
-          'Raft, issue #3',
         ),
       },
     ],
   });
   logger.info(
     {
-      grpcAddress: server.address,
+      grpcAddress: raft.address,
       metricsAddress: metrics.address,
       dataDir: config.dataDir,
       peers: Object.fromEntries(config.peers),
@@ -64,16 +75,17 @@ export async function startDaemon(
   if (config.readyFile) {
     writeJsonAtomic(config.readyFile, {
       pid: process.pid,
-      grpcAddress: server.address,
+      grpcAddress: raft.address,
       metricsAddress: metrics.address,
     });
   }
   return {
     logger,
-    grpcAddress: server.address,
+    raft,
+    grpcAddress: raft.address,
     metricsAddress: metrics.address,
     async stop() {
-      await server.shutdown();
+      await raft.stop();
       await metrics.close();
       unlock();
     },

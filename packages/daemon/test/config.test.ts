@@ -19,7 +19,10 @@ describe('daemon configuration', () => {
   });
 
   it('refuses malformed, duplicate or foreign peer lists', () => {
-    expect(() => loadDaemonConfig(['--peers', 'daemon-1@127.0.0.1:1'], {})).to.throw(ConfigError, /peers .*id=host:port/);
+    expect(() => loadDaemonConfig(['--peers', 'daemon-1@127.0.0.1:1'], {})).to.throw(
+      ConfigError,
+      /peers .*id=host:port/,
+    );
     expect(() => loadDaemonConfig(['--peers', 'daemon-1=127.0.0.1:1,daemon-1=127.0.0.1:2'], {})).to.throw(
       ConfigError,
       /member 'daemon-1' is listed twice/,

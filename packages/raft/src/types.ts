@@ -138,6 +138,12 @@ export interface Ready {
   messages: Message[];
   committedEntries: Entry[];
   readStates: ReadState[];
+  /**
+   * Whether step 1 needs an fsync: true when the Ready carries entries, a snapshot, or a new term
+   * or vote. When only the commit index changed it may be written without an fsync (a lost
+   * commit index is learned again from the leader). Absent means true.
+   */
+  mustSync?: boolean;
 }
 
 /** A deterministic source of randomness: returns integers in [0, n). */

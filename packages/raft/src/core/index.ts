@@ -1,0 +1,10 @@
+export * from './config.js';
+export { decodeConfChange, encodeConfChange, CAMPAIGN_TRANSFER } from './entries.js';
+export * from './errors.js';
+export * from './memory-storage.js';
+export { ProgressState } from './progress.js';
+export * from './quorum.js';
+export type { ProposeResult } from './raft.js';
+export * from './raw-node.js';
+export * from './rng.js';
+export * from './conf-change.js';

@@ -1,0 +1,567 @@
+import { randomInt } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { ApiError, type ServiceBinding, type TlsFiles } from '@hyperfarm/api';
+import { Registry } from 'prom-client';
+import { decodeConfChange } from '../core/entries.js';
+import { NotLeaderError, ProposalDroppedError, RaftArgumentError } from '../core/errors.js';
+import { type MemoryStorage } from '../core/memory-storage.js';
+import { RawNode, type RaftStatus } from '../core/raw-node.js';
+import { SeededRng } from '../core/rng.js';
+import { LevelStorage, type LevelStorageOptions } from '../storage/level-storage.js';
+import { GrpcTransport } from '../transport/grpc-transport.js';
+import {
+  type ConfChange,
+  ConfChangeType,
+  type Entry,
+  EntryType,
+  type Message,
+  type NodeId,
+  type Ready,
+  Role,
+  type Snapshot,
+} from '../types.js';
+import { NodeStoppedError, RequestTimeoutError } from './errors.js';
+import { bootstrapIfNew, loadMemory } from './startup-state.js';
+import { withTimeout } from './with-timeout.js';
+import { RaftMetrics } from './metrics.js';
+import { decodeSnapshotEnvelope, encodeSnapshotEnvelope } from './snapshot-envelope.js';
+
+/** The application replicated by Raft. Calls come one at a time, in log order. */
+export interface StateMachine {
+  /** Applies a committed command; the result goes back to whoever proposed it. */
+  apply(data: Uint8Array, index: number): Uint8Array;
+  /** The whole state, for a snapshot. */
+  snapshot(): Uint8Array;
+  /** Replaces the whole state with a snapshot's (empty data: the initial state). */
+  restore(data: Uint8Array): void;
+}
+
+export interface RaftNodeOptions {
+  id: NodeId;
+  /** Folder for the log (LevelDB) and snapshot files. */
+  dataDir: string;
+  /** host:port RaftService listens on. */
+  listen: string;
+  /**
+   * RaftService addresses of the founding members, this node included; with `join`, of the
+   * running members this node may hear from, so it can answer them before it has their log.
+   */
+  peers: Record<NodeId, string>;
+  /** Join a running cluster (after addMember on its leader) instead of founding one: start empty. */
+  join?: boolean;
+  stateMachine: StateMachine;
+  /** Milliseconds per tick. Default 100. */
+  tickMs?: number;
+  /** Ticks without a leader before campaigning: the timeout is random in [e, 2e) ticks. Default 10. */
+  electionTick?: number;
+  /** Ticks between heartbeats. Default 1. */
+  heartbeatTick?: number;
+  /** Take a snapshot and compact the log every this many applied entries. Default 100,000 (etcd 3.4's). */
+  snapshotEvery?: number;
+  /** Entries kept before a snapshot, so briefly lagging followers avoid a snapshot. Default 5,000. */
+  snapshotKeep?: number;
+  /** On a follower, forward proposals to the leader over ForwardPropose instead of refusing them. */
+  forwardProposals?: boolean;
+  /** How long propose(), read() and membership calls wait. Default 10 s. */
+  requestTimeoutMs?: number;
+  /** Prometheus registry for the node's metrics; a private one when absent. */
+  registry?: Registry;
+  /** Seed of the election-timeout randomness; random when absent. */
+  seed?: number;
+  tls?: TlsFiles;
+  /** Other services to serve on RaftService's gRPC server, so a daemon needs one address. */
+  services?: ServiceBinding[];
+  maxSizePerMsg?: number;
+  maxInflightMsgs?: number;
+  /**
+   * Largest command accepted by propose(), in bytes. Default 1 MiB: an entry must fit in one
+   * append message, and messages must stay under gRPC's 4 MiB limit.
+   */
+  maxProposalBytes?: number;
+  /**
+   * A leader sends its appends while it writes them to its own disk (default true); false
+   * writes first and sends after, doubling commit latency.
+   */
+  leaderParallelPersist?: boolean;
+  /** Test hook: runs before each storage batch; may stall it (a slow disk) or throw (a crash). */
+  beforeWrite?: LevelStorageOptions['beforeWrite'];
+  /** Called when this node's view of the leader or its own role changes (for logs). */
+  onRoleChange?: (change: { leader: NodeId; role: Role; term: number }) => void;
+  /** Called once if the node fails for good (a disk write failed): it has stopped. */
+  onFatal?: (err: unknown) => void;
+}
+
+interface ProposalWaiter {
+  term: number;
+  started: number;
+  resolve(v: { index: number; result: Uint8Array }): void;
+  reject(err: unknown): void;
+}
+
+interface IndexWaiter {
+  index: number;
+  resolve(): void;
+}
+
+/**
+ * Drives the sans-I/O core with a real clock, LevelDB storage and the gRPC transport.
+ *
+ * One loop handles Readies strictly in order: persist (one synced batch), then send, then apply,
+ * then advance. While a batch is being synced, proposals and messages keep arriving and pile up
+ * in the core, so the next Ready carries them all: that is what makes many entries per fsync.
+ */
+export class RaftNode {
+  readonly metrics: RaftMetrics;
+  private readonly raw: RawNode;
+  private readonly addresses: Record<NodeId, string>;
+  private transport!: GrpcTransport;
+  private ticker: NodeJS.Timeout | undefined;
+  private wakeup: (() => void) | undefined;
+  private loopDone: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private failure: unknown;
+  private applied: number;
+  private snapshotIndex: number;
+  private leader: NodeId = '';
+  private role: Role = Role.Follower;
+  private readCounter = 0;
+  private readonly proposals = new Map<number, ProposalWaiter>();
+  private readonly reads = new Map<string, { resolve(index: number): void; reject(err: unknown): void }>();
+  private appliedWaiters: IndexWaiter[] = [];
+  private leaderWaiters: Array<() => void> = [];
+  private readonly timeoutMs: number;
+
+  private constructor(
+    private readonly opts: RaftNodeOptions,
+    private readonly storage: LevelStorage,
+    private readonly mem: MemoryStorage,
+    addresses: Record<NodeId, string>,
+  ) {
+    this.addresses = addresses;
+    this.metrics = new RaftMetrics(opts.registry ?? new Registry());
+    this.timeoutMs = opts.requestTimeoutMs ?? 10_000;
+    const snap = mem.snapshot();
+    this.applied = snap.meta.index;
+    this.snapshotIndex = snap.meta.index;
+    this.raw = new RawNode({
+      id: opts.id,
+      storage: mem,
+      rng: new SeededRng(opts.seed ?? randomInt(2 ** 31)),
+      electionTick: opts.electionTick ?? 10,
+      heartbeatTick: opts.heartbeatTick ?? 1,
+      // RaftNode forwards itself (ForwardPropose) so the caller learns the index and result.
+      forwardProposals: false,
+      maxSizePerMsg: opts.maxSizePerMsg ?? 1024 * 1024,
+      maxInflightMsgs: opts.maxInflightMsgs ?? 256,
+    });
+  }
+
+  /** Opens the data folder, restores the state machine, starts the transport, clock and loop. */
+  static async start(opts: RaftNodeOptions): Promise<RaftNode> {
+    let metrics: RaftMetrics | undefined;
+    const storage = await LevelStorage.open(opts.dataDir, {
+      beforeWrite: opts.beforeWrite,
+      onFsync: (seconds, entries) => {
+        metrics?.fsyncSeconds.observe(seconds);
+        metrics?.entriesPerFsync.observe(entries);
+      },
+    });
+    try {
+      const state = await bootstrapIfNew(storage, opts);
+      const { mem, addresses } = loadMemory(state, opts);
+      const node = new RaftNode(opts, storage, mem, addresses);
+      metrics = node.metrics;
+      opts.stateMachine.restore(decodeSnapshotEnvelope(mem.snapshot().data).app);
+      node.transport = await GrpcTransport.start({
+        id: opts.id,
+        listen: opts.listen,
+        peers: addresses,
+        tls: opts.tls,
+        services: opts.services ?? [],
+        handlers: {
+          onMessages: (messages) => node.onMessages(messages),
+          onUnreachable: (peer) => node.guard(() => node.raw.reportUnreachable(peer)),
+          onSnapshotStatus: (peer, ok) => node.guard(() => node.raw.reportSnapshot(peer, ok)),
+          forwardPropose: (data) => node.proposeLocal(data).catch(toApiError),
+          forwardReadIndex: () => node.readIndex().catch(toApiError),
+        },
+      });
+      node.ticker = setInterval(() => node.guard(() => node.raw.tick()), opts.tickMs ?? 100);
+      node.loopDone = node.loop();
+      return node;
+    } catch (err) {
+      await storage.close();
+      throw err;
+    }
+  }
+
+  get id(): NodeId {
+    return this.opts.id;
+  }
+
+  /** The address RaftService is bound to. */
+  get address(): string {
+    return this.transport.address;
+  }
+
+  status(): RaftStatus & { addresses: Record<NodeId, string>; snapshotIndex: number } {
+    return { ...this.raw.status(), addresses: { ...this.addresses }, snapshotIndex: this.snapshotIndex };
+  }
+
+  isLeader(): boolean {
+    return this.raw.status().role === Role.Leader;
+  }
+
+  /**
+   * Replicates a command; resolves with its index and the state machine's result once it is
+   * applied here. On a follower: NotLeaderError naming the leader, or forwarded to the leader
+   * when `forwardProposals` is on.
+   */
+  async propose(data: Uint8Array): Promise<{ index: number; result: Uint8Array }> {
+    try {
+      return await this.proposeLocal(data);
+    } catch (err) {
+      if (err instanceof NotLeaderError && this.opts.forwardProposals && err.leader !== '') {
+        return this.transport.forwardPropose(err.leader, data, this.timeoutMs);
+      }
+      throw err;
+    }
+  }
+
+  /** A linearizable read barrier: resolves once this node has applied everything committed before the call. */
+  async read(): Promise<void> {
+    const index = await this.readIndex();
+    await this.waitApplied(index);
+  }
+
+  /** Adds a member as a voter or (with `learner`) a learner; resolves once the change is applied here. */
+  async addMember(id: NodeId, address: string, options: { learner?: boolean } = {}): Promise<void> {
+    await this.changeMembership({
+      type: options.learner ? ConfChangeType.AddLearner : ConfChangeType.AddVoter,
+      node: id,
+      address,
+    });
+  }
+
+  async promoteMember(id: NodeId): Promise<void> {
+    await this.changeMembership({ type: ConfChangeType.PromoteLearner, node: id });
+  }
+
+  async removeMember(id: NodeId): Promise<void> {
+    await this.changeMembership({ type: ConfChangeType.RemoveNode, node: id });
+  }
+
+  /** Hands leadership to `to`; resolves when this node sees `to` lead. */
+  async transferLeadership(to: NodeId): Promise<void> {
+    this.assertRunning();
+    this.raw.transferLeader(to);
+    this.notify();
+    await withTimeout<void>(
+      `transfer of leadership to '${to}'`,
+      this.timeoutMs,
+      (resolve, _reject, onCancel) => {
+        const check = (): void => {
+          if (this.leader === to) resolve();
+          else this.leaderWaiters.push(check);
+        };
+        onCancel(() => (this.leaderWaiters = this.leaderWaiters.filter((w) => w !== check)));
+        check();
+      },
+    );
+  }
+
+  /** Stops the clock, the loop, the transport and the storage; pending requests fail. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.ticker);
+    this.notify();
+    await this.loopDone;
+    this.failAll(new NodeStoppedError(this.opts.id, this.failure));
+    await this.transport.close();
+    await this.storage.close();
+  }
+
+  // --- requests ---
+
+  private async proposeLocal(data: Uint8Array): Promise<{ index: number; result: Uint8Array }> {
+    this.assertRunning();
+    const max = this.opts.maxProposalBytes ?? 1024 * 1024;
+    if (data.byteLength > max) {
+      throw new RaftArgumentError(
+        'data',
+        `is ${data.byteLength} bytes, above the ${max}-byte limit for one command`,
+      );
+    }
+    const started = performance.now();
+    const res = this.raw.propose(data);
+    if (res.forwarded) throw new Error('the core forwarded a proposal although forwarding is off');
+    this.notify();
+    return withTimeout('proposal', this.timeoutMs, (resolve, reject, onCancel) => {
+      this.proposals.set(res.index, { term: res.term, started, resolve, reject });
+      onCancel(() => this.proposals.delete(res.index));
+    });
+  }
+
+  private async changeMembership(cc: ConfChange): Promise<void> {
+    this.assertRunning();
+    const started = performance.now();
+    // A new leader refuses a change until it has committed an entry of its term, and a change
+    // waits for the previous one: both clear within a few heartbeats, so retry until the deadline.
+    let res: { index: number; term: number };
+    for (;;) {
+      try {
+        res = this.raw.proposeConfChange(cc);
+        break;
+      } catch (err) {
+        if (!(err instanceof ProposalDroppedError) || performance.now() - started > this.timeoutMs) throw err;
+        await new Promise((resolve) => setTimeout(resolve, this.opts.tickMs ?? 100));
+        this.assertRunning();
+      }
+    }
+    this.notify();
+    await withTimeout('membership change', this.timeoutMs, (resolve, reject, onCancel) => {
+      this.proposals.set(res.index, { term: res.term, started, resolve, reject });
+      onCancel(() => this.proposals.delete(res.index));
+    });
+  }
+
+  /** Asks the core for a read index (the leader confirms it still leads). */
+  private async readIndex(): Promise<number> {
+    this.assertRunning();
+    const context = `${this.opts.id}/${++this.readCounter}`;
+    this.raw.readIndex(new TextEncoder().encode(context));
+    this.notify();
+    return withTimeout<number>('read index', this.timeoutMs, (resolve, reject, onCancel) => {
+      this.reads.set(context, { resolve, reject });
+      onCancel(() => this.reads.delete(context));
+    });
+  }
+
+  private waitApplied(index: number): Promise<void> {
+    if (this.applied >= index) return Promise.resolve();
+    return withTimeout<void>(`apply up to index ${index}`, this.timeoutMs, (resolve, _reject, onCancel) => {
+      const w: IndexWaiter = { index, resolve };
+      this.appliedWaiters.push(w);
+      onCancel(() => (this.appliedWaiters = this.appliedWaiters.filter((x) => x !== w)));
+    });
+  }
+
+  // --- the loop ---
+
+  private onMessages(messages: Message[]): void {
+    for (const m of messages) {
+      this.guard(() => this.raw.step(m));
+    }
+  }
+
+  /** Runs an input to the core, ignoring bad input from peers, and wakes the loop. */
+  private guard(fn: () => void): void {
+    if (this.stopped) return;
+    try {
+      fn();
+    } catch {
+      // A message the core refuses (wrong recipient, a removed member...) is dropped.
+    }
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.wakeup;
+    if (w) {
+      this.wakeup = undefined;
+      w();
+    }
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      if (!this.raw.hasReady()) {
+        await new Promise<void>((resolve) => (this.wakeup = resolve));
+        // Let the event loop take in what already arrived (client requests, peers' messages)
+        // before cutting the Ready, so one synced batch carries all of it.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        continue;
+      }
+      const rd = this.raw.ready();
+      try {
+        await this.handleReady(rd);
+        this.raw.advance(rd);
+        await this.maybeSnapshot();
+      } catch (err) {
+        this.fatal(err);
+        return;
+      }
+    }
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    if (rd.softState) this.onSoftState(rd.softState.leader, rd.softState.role);
+    // A leader may send its appends while it writes them itself (Raft thesis §10.2.1; etcd does
+    // the same): it counts its own copy towards a commit, but a commit only takes effect in a
+    // later Ready, which this loop handles after this Ready's write is durable. Every other
+    // message (votes, acknowledgements) promises what this Ready writes, so it waits.
+    const sendFirst = this.role === Role.Leader && this.opts.leaderParallelPersist !== false;
+    if (sendFirst && rd.messages.length > 0) this.transport.send(rd.messages);
+    // 1. Durable before anything that depends on it leaves this node.
+    const termOrVote = rd.hardState !== undefined && this.termOrVoteChanged(rd.hardState);
+    if (rd.snapshot || rd.entries.length > 0 || termOrVote || rd.mustSync === true) {
+      await this.storage.persist({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot });
+      if (rd.snapshot) this.mem.applySnapshot(rd.snapshot);
+      this.mem.append(rd.entries);
+    }
+    // A Ready that only moves the commit index writes nothing: a commit index lost in a crash
+    // is learned again from the leader (etcd's MustSync makes the same call). The next synced
+    // batch carries it anyway.
+    if (rd.hardState) {
+      this.mem.setHardState(rd.hardState);
+      this.metrics.term.set(rd.hardState.term);
+    }
+    // 2. Send.
+    if (!sendFirst && rd.messages.length > 0) this.transport.send(rd.messages);
+    // 3. Apply.
+    if (rd.snapshot) this.installSnapshot(rd.snapshot);
+    for (const e of rd.committedEntries) this.applyEntry(e);
+    if (rd.committedEntries.length > 0) this.metrics.appliedIndex.set(this.applied);
+    for (const rs of rd.readStates) {
+      const key = new TextDecoder().decode(rs.context);
+      const waiter = this.reads.get(key);
+      if (waiter) {
+        this.reads.delete(key);
+        waiter.resolve(rs.index);
+      }
+    }
+    this.releaseAppliedWaiters();
+  }
+
+  private lastHard = { term: -1, vote: '' };
+  private termOrVoteChanged(hs: { term: number; vote: NodeId }): boolean {
+    const changed = hs.term !== this.lastHard.term || hs.vote !== this.lastHard.vote;
+    this.lastHard = { term: hs.term, vote: hs.vote };
+    return changed;
+  }
+
+  private onSoftState(leader: NodeId, role: Role): void {
+    this.role = role;
+    this.opts.onRoleChange?.({ leader, role, term: this.raw.status().term });
+    if (leader !== this.leader) {
+      this.leader = leader;
+      if (leader !== '') this.metrics.leaderChanges.inc();
+      // A read index asked of the old leader may never be answered: fail it now so the caller
+      // retries against the new one instead of waiting out its timeout.
+      const reads = [...this.reads.values()];
+      this.reads.clear();
+      for (const r of reads)
+        r.reject(new ProposalDroppedError('the leader changed before the read was confirmed; retry'));
+      const waiters = this.leaderWaiters;
+      this.leaderWaiters = [];
+      for (const w of waiters) w();
+    }
+    this.metrics.isLeader.set(role === Role.Leader ? 1 : 0);
+  }
+
+  private installSnapshot(snapshot: Snapshot): void {
+    const env = decodeSnapshotEnvelope(snapshot.data);
+    for (const [id, address] of Object.entries(env.addresses)) this.learnAddress(id, address);
+    this.opts.stateMachine.restore(env.app);
+    this.applied = snapshot.meta.index;
+    this.snapshotIndex = snapshot.meta.index;
+    // Proposals at or below the snapshot can no longer be matched to their entries.
+    for (const [index, w] of this.proposals) {
+      if (index <= snapshot.meta.index) {
+        this.proposals.delete(index);
+        w.reject(new ProposalDroppedError('replaced by a snapshot from the leader; outcome unknown'));
+      }
+    }
+  }
+
+  private applyEntry(e: Entry): void {
+    let result: Uint8Array = new Uint8Array();
+    if (e.type === EntryType.Normal) {
+      result = this.opts.stateMachine.apply(e.data, e.index);
+    } else if (e.type === EntryType.ConfChange) {
+      const cc = decodeConfChange(e.data);
+      if (cc.type === ConfChangeType.RemoveNode) {
+        delete this.addresses[cc.node];
+        if (cc.node !== this.opts.id) this.transport.removePeer(cc.node);
+      } else if (cc.address) {
+        this.learnAddress(cc.node, cc.address);
+      }
+    }
+    this.applied = e.index;
+    const waiter = this.proposals.get(e.index);
+    if (waiter) {
+      this.proposals.delete(e.index);
+      if (waiter.term === e.term) {
+        this.metrics.commitLatency.observe((performance.now() - waiter.started) / 1000);
+        waiter.resolve({ index: e.index, result });
+      } else {
+        waiter.reject(
+          new ProposalDroppedError(
+            `index ${e.index} was taken by an entry of term ${e.term}: a new leader overwrote it`,
+          ),
+        );
+      }
+    }
+  }
+
+  private learnAddress(id: NodeId, address: string): void {
+    this.addresses[id] = address;
+    if (id !== this.opts.id) this.transport.addPeer(id, address);
+  }
+
+  private releaseAppliedWaiters(): void {
+    if (this.appliedWaiters.length === 0) return;
+    const ready = this.appliedWaiters.filter((w) => w.index <= this.applied);
+    if (ready.length === 0) return;
+    this.appliedWaiters = this.appliedWaiters.filter((w) => w.index > this.applied);
+    for (const w of ready) w.resolve();
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    const every = this.opts.snapshotEvery ?? 100_000;
+    if (this.applied - this.snapshotIndex < every) return;
+    const index = this.applied;
+    const data = encodeSnapshotEnvelope({
+      addresses: this.addresses,
+      app: this.opts.stateMachine.snapshot(),
+    });
+    const snapshot = this.mem.createSnapshot(index, this.raw.status().conf, data);
+    const compactThrough = Math.max(this.mem.firstIndex() - 1, index - (this.opts.snapshotKeep ?? 5_000));
+    await this.storage.saveSnapshot(snapshot, compactThrough);
+    if (compactThrough >= this.mem.firstIndex()) this.mem.compact(compactThrough);
+    this.snapshotIndex = index;
+  }
+
+  private fatal(err: unknown): void {
+    this.failure = err;
+    this.stopped = true;
+    clearInterval(this.ticker);
+    this.failAll(new NodeStoppedError(this.opts.id, err));
+    void this.transport.close();
+    void this.storage.close();
+    this.opts.onFatal?.(err);
+  }
+
+  private failAll(err: Error): void {
+    for (const w of this.proposals.values()) w.reject(err);
+    this.proposals.clear();
+    for (const r of this.reads.values()) r.reject(err);
+    this.reads.clear();
+  }
+
+  private assertRunning(): void {
+    if (this.stopped) throw new NodeStoppedError(this.opts.id, this.failure);
+  }
+}
+
+/** Gives a forwarded request's failure a meaningful gRPC status instead of INTERNAL. */
+function toApiError(err: unknown): never {
+  if (err instanceof NotLeaderError) throw new ApiError(grpc.status.FAILED_PRECONDITION, err.message);
+  if (err instanceof RaftArgumentError)
+    throw new ApiError(grpc.status.INVALID_ARGUMENT, err.message, err.field);
+  if (err instanceof ProposalDroppedError) throw new ApiError(grpc.status.ABORTED, err.message);
+  if (err instanceof RequestTimeoutError) throw new ApiError(grpc.status.DEADLINE_EXCEEDED, err.message);
+  if (err instanceof NodeStoppedError) throw new ApiError(grpc.status.UNAVAILABLE, err.message);
+  throw err;
+}

@@ -1,0 +1,290 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { freePorts } from '@hyperfarm/api';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { NotLeaderError, RaftArgumentError } from '../../src/core/errors.js';
+import { encodeKvCommand, KvStateMachine } from '../../src/node/kv-state-machine.js';
+import { RaftNode } from '../../src/node/raft-node.js';
+import type { PersistRequest } from '../../src/storage/level-storage.js';
+import { EntryType } from '../../src/types.js';
+import { waitFor } from '../transport/helpers.js';
+
+const freePort = async (): Promise<number> => (await freePorts('127.0.0.1', 1))[0]!;
+
+const put = (key: string, value: string): Uint8Array => encodeKvCommand({ op: 'put', key, value });
+
+interface Member {
+  id: string;
+  dir: string;
+  sm: KvStateMachine;
+  node: RaftNode | undefined;
+  registry: Registry;
+  /** Runs before each of this member's storage batches (stall or fail its disk). */
+  beforeWrite?: (request: PersistRequest) => Promise<void>;
+}
+
+class Cluster {
+  members: Member[] = [];
+  peers: Record<string, string> = {};
+  root = mkdtempSync(join(tmpdir(), 'raft-node-'));
+
+  async start(
+    n: number,
+    opts: { snapshotEvery?: number; forward?: boolean; electionTick?: number } = {},
+  ): Promise<void> {
+    for (let i = 1; i <= n; i++) this.peers[`n${i}`] = `127.0.0.1:${await freePort()}`;
+    this.opts = opts;
+    for (const id of Object.keys(this.peers)) {
+      const m: Member = {
+        id,
+        dir: join(this.root, id),
+        sm: new KvStateMachine(),
+        node: undefined,
+        registry: new Registry(),
+      };
+      this.members.push(m);
+    }
+    await Promise.all(this.members.map((m) => this.boot(m)));
+  }
+
+  private opts: { snapshotEvery?: number; forward?: boolean; electionTick?: number } = {};
+
+  /** A member that is not among the founders: it starts empty and waits for the leader. */
+  async join(id: string): Promise<Member> {
+    const m: Member = {
+      id,
+      dir: join(this.root, id),
+      sm: new KvStateMachine(),
+      node: undefined,
+      registry: new Registry(),
+    };
+    this.members.push(m);
+    await this.boot(m, `127.0.0.1:${await freePort()}`);
+    return m;
+  }
+
+  async boot(m: Member, joinAt?: string): Promise<void> {
+    m.sm = new KvStateMachine();
+    m.registry = new Registry();
+    const founder = m.id in this.peers;
+    m.node = await RaftNode.start({
+      id: m.id,
+      dataDir: m.dir,
+      listen: founder ? this.peers[m.id]! : (joinAt ?? m.node?.address ?? '127.0.0.1:0'),
+      peers: founder ? this.peers : { ...this.peers, [m.id]: joinAt ?? '' },
+      join: !founder,
+      stateMachine: m.sm,
+      tickMs: 20,
+      electionTick: this.opts.electionTick ?? 10,
+      seed: Number(m.id.slice(1)),
+      snapshotEvery: this.opts.snapshotEvery ?? 10_000,
+      snapshotKeep: 5,
+      forwardProposals: this.opts.forward ?? false,
+      registry: m.registry,
+      requestTimeoutMs: 5_000,
+      beforeWrite: (request) => m.beforeWrite?.(request),
+    });
+  }
+
+  running(): Member[] {
+    return this.members.filter((m) => m.node);
+  }
+
+  async leader(): Promise<Member> {
+    let found: Member | undefined;
+    await waitFor('a leader', () => {
+      found = this.running().find((m) => m.node!.isLeader());
+      return found !== undefined;
+    });
+    return found!;
+  }
+
+  async stop(m: Member): Promise<void> {
+    await m.node?.stop();
+    m.node = undefined;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.running().map((m) => this.stop(m)));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
+  this.timeout(60_000);
+  let c: Cluster;
+  afterEach(async () => c.close());
+
+  it('elects one leader, replicates, and applies on every node', async () => {
+    c = new Cluster();
+    await c.start(3);
+    const leader = await c.leader();
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => leader.node!.propose(put(`k${i % 5}`, `v${i}`))),
+    );
+    const indexes = results.map((r) => r.index);
+    assert.equal(new Set(indexes).size, 50);
+    await waitFor('every node applied', () =>
+      c.members.every((m) => m.sm.appliedIndex >= Math.max(...indexes)),
+    );
+    for (const m of c.members) assert.deepEqual([...m.sm.map], [...leader.sm.map]);
+    assert.equal(leader.sm.get('k4'), 'v49');
+    const metrics = await leader.registry.metrics();
+    assert.match(metrics, /raft_entries_per_fsync_count \d+/);
+    assert.match(metrics, /raft_commit_latency_seconds_count 50/);
+  });
+
+  it('a follower refuses a proposal and names the leader', async () => {
+    c = new Cluster();
+    await c.start(3);
+    const leader = await c.leader();
+    await leader.node!.propose(put('a', '1'));
+    const follower = c.members.find((m) => m !== leader)!;
+    await waitFor('follower knows the leader', () => follower.node!.status().leader === leader.id);
+    await assert.rejects(follower.node!.propose(put('a', '2')), (err: unknown) => {
+      assert.ok(err instanceof NotLeaderError);
+      assert.equal(err.leader, leader.id);
+      return true;
+    });
+  });
+
+  it('refuses a command too large for one message, naming the field and the limit', async () => {
+    c = new Cluster();
+    await c.start(3);
+    const leader = await c.leader();
+    await assert.rejects(leader.node!.propose(new Uint8Array(2 * 1024 * 1024)), (err: unknown) => {
+      assert.ok(err instanceof RaftArgumentError);
+      assert.equal(err.field, 'data');
+      assert.match(err.message, /2097152 bytes, above the 1048576-byte limit/);
+      return true;
+    });
+  });
+
+  it('forwards a follower proposal to the leader when configured', async () => {
+    c = new Cluster();
+    await c.start(3, { forward: true });
+    const leader = await c.leader();
+    const follower = c.members.find((m) => m !== leader)!;
+    await waitFor('follower knows the leader', () => follower.node!.status().leader === leader.id);
+    const res = await follower.node!.propose(put('f', 'x'));
+    assert.ok(res.index > 0);
+    assert.equal(JSON.parse(new TextDecoder().decode(res.result)).prev, null);
+    await waitFor('follower applied', () => follower.sm.get('f') === 'x');
+  });
+
+  it('serves linearizable reads on leader and follower', async () => {
+    c = new Cluster();
+    await c.start(3);
+    const leader = await c.leader();
+    await leader.node!.propose(put('r', '1'));
+    const follower = c.members.find((m) => m !== leader)!;
+    await follower.node!.read();
+    assert.equal(follower.sm.get('r'), '1');
+    await leader.node!.read();
+  });
+
+  it('survives the leader stopping: a new leader is elected and old writes are kept', async () => {
+    c = new Cluster();
+    await c.start(3);
+    const first = await c.leader();
+    for (let i = 0; i < 20; i++) await first.node!.propose(put(`s${i}`, `${i}`));
+    await c.stop(first);
+    const second = await c.leader();
+    assert.notEqual(second.id, first.id);
+    await second.node!.propose(put('after', 'yes'));
+    for (let i = 0; i < 20; i++) assert.equal(second.sm.get(`s${i}`), `${i}`);
+    // The old leader restarts from its disk and catches up.
+    await c.boot(first);
+    await waitFor('restarted node caught up', () => first.sm.get('after') === 'yes');
+    assert.equal(first.sm.get('s19'), '19');
+  });
+
+  it('snapshots, compacts, and brings a lagging node back with a snapshot', async () => {
+    c = new Cluster();
+    await c.start(3, { snapshotEvery: 20 });
+    const leader = await c.leader();
+    const lagging = c.members.find((m) => m !== leader)!;
+    await c.stop(lagging);
+    for (let i = 0; i < 60; i++) await leader.node!.propose(put(`z${i}`, `${i}`));
+    await waitFor('leader snapshotted', () => leader.node!.status().snapshotIndex >= 40);
+    await c.boot(lagging);
+    await waitFor('lagging node caught up', () => lagging.sm.get('z59') === '59');
+    assert.equal(lagging.sm.get('z0'), '0');
+    assert.ok(lagging.node!.status().snapshotIndex >= 20, 'the lagging node installed a snapshot');
+  });
+
+  it('transfers leadership and changes membership', async () => {
+    c = new Cluster();
+    await c.start(3);
+    const leader = await c.leader();
+    await leader.node!.propose(put('m', '1'));
+    const target = c.members.find((m) => m !== leader)!;
+    await leader.node!.transferLeadership(target.id);
+    await waitFor('target leads', () => target.node!.isLeader());
+    const removed = c.members.find((m) => m !== target && m !== leader)!;
+    await target.node!.removeMember(removed.id);
+    assert.deepEqual(target.node!.status().conf.voters.sort(), [leader.id, target.id].sort());
+    await target.node!.propose(put('m', '2'));
+  });
+
+  it('adds a learner that catches up, promotes it, and it then counts for the quorum', async () => {
+    c = new Cluster();
+    await c.start(3);
+    const leader = await c.leader();
+    for (let i = 0; i < 10; i++) await leader.node!.propose(put(`j${i}`, `${i}`));
+    const joiner = await c.join('n4');
+    await leader.node!.addMember('n4', joiner.node!.address, { learner: true });
+    await waitFor('learner caught up', () => joiner.sm.get('j9') === '9');
+    assert.deepEqual(leader.node!.status().conf.learners, ['n4']);
+    await leader.node!.promoteMember('n4');
+    assert.deepEqual([...leader.node!.status().conf.voters].sort(), ['n1', 'n2', 'n3', 'n4']);
+    // With two of four voters stopped, nothing commits; n4 is needed with the leader and one more.
+    const others = c.members.filter((m) => m !== leader && m !== joiner);
+    await c.stop(others[0]!);
+    const res = await leader.node!.propose(put('quorum', 'with-n4'));
+    assert.ok(res.index > 0);
+    await waitFor('n4 applied', () => joiner.sm.get('quorum') === 'with-n4');
+    assert.equal(joiner.node!.status().addresses.n1, c.peers.n1);
+  });
+
+  it('acknowledges a write only once a majority has it on disk', async () => {
+    c = new Cluster();
+    // Long election timeouts (1 s): while the followers' disks are stalled their answers are held
+    // back, and the leader must not step down (CheckQuorum) during the observation below.
+    await c.start(3, { electionTick: 50 });
+    const leader = await c.leader();
+    await leader.node!.propose(put('warm', '1'));
+    const followers = c.members.filter((m) => m !== leader);
+    let release!: () => void;
+    const disk = new Promise<void>((resolve) => (release = resolve));
+    const stalled = new Set<string>();
+    for (const f of followers) {
+      f.beforeWrite = async (request) => {
+        if (!request.entries.some((e) => e.type === EntryType.Normal)) return;
+        stalled.add(f.id);
+        await disk;
+      };
+    }
+    let acknowledged = false;
+    const write = leader.node!.propose(put('durable', 'yes')).then((r) => {
+      acknowledged = true;
+      return r;
+    });
+    try {
+      await waitFor('both followers writing the entry', () => stalled.size === 2);
+      // Give an early acknowledgement every chance to arrive: the leader's own copy plus either
+      // follower's answer would be a majority. Waiting is the only way to observe "nothing came".
+      const term = leader.node!.status().term;
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal(acknowledged, false, 'acknowledged while both followers were still writing');
+      assert.equal(leader.node!.status().term, term);
+    } finally {
+      release();
+    }
+    const { index } = await write;
+    assert.ok(index > 0);
+    await waitFor('followers applied', () => followers.every((f) => f.sm.get('durable') === 'yes'));
+  });
+});

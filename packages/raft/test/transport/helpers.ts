@@ -1,0 +1,40 @@
+import { type Message, MessageType } from '../../src/types.js';
+
+export function message(over: Partial<Message> & Pick<Message, 'from' | 'to'>): Message {
+  return {
+    type: MessageType.Heartbeat,
+    term: 1,
+    logTerm: 0,
+    index: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    conflictTerm: 0,
+    context: new Uint8Array(),
+    ...over,
+  };
+}
+
+/** Polls `check` until it returns true; fails after `ms`. Never a fixed sleep for correctness. */
+export async function waitFor(what: string, check: () => boolean, ms = 10_000, everyMs = 10): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Like waitFor, for a check that has to ask something over the network. */
+export async function waitForAsync(
+  what: string,
+  check: () => Promise<boolean>,
+  ms = 10_000,
+  everyMs = 20,
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!(await check().catch(() => false))) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
