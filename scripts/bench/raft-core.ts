@@ -3,15 +3,15 @@
  * memory, storage in memory, no fsync. It measures the CPU cost of the protocol, the ceiling the
  * real node (LevelDB, gRPC) can approach.
  *
- *   node --import tsx packages/raft/test/core/bench-core.ts [--seconds 3]
+ *   node --import tsx scripts/bench/raft-core.ts [--seconds 3]
  *
  * Prints figures, then one JSON object as its last line.
  */
 import os from 'node:os';
-import { type Message, Role } from '../../src/types.js';
-import { MemoryStorage } from '../../src/core/memory-storage.js';
-import { RawNode } from '../../src/core/raw-node.js';
-import { SeededRng } from '../../src/core/rng.js';
+import { type Message, Role } from '../../packages/raft/src/types.js';
+import { MemoryStorage } from '../../packages/raft/src/core/memory-storage.js';
+import { RawNode } from '../../packages/raft/src/core/raw-node.js';
+import { SeededRng } from '../../packages/raft/src/core/rng.js';
 
 const secondsArg = process.argv.indexOf('--seconds');
 const SECONDS = secondsArg > 0 ? Number(process.argv[secondsArg + 1]) : 3;
