@@ -22,7 +22,6 @@ export interface FarmFile {
 }
 
 export const farmFilePath = (dataDir: string): string => join(dataDir, 'farm.json');
-export const farmLockPath = (dataDir: string): string => join(dataDir, 'farm.lock');
 
 export function readFarmFile(dataDir: string): FarmFile | undefined {
   const path = farmFilePath(dataDir);

@@ -3,13 +3,20 @@
  * loopback ports, data under one folder, healthy before it says so, and all of it stopped on
  * Ctrl-C. See docs/operations.md.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { checkHealth, freePorts, processAlive, writeJsonAtomic } from '@hyperfarm/api';
+import {
+  checkHealth,
+  DataDirLockedError,
+  freePorts,
+  lockDataDir,
+  processAlive,
+  writeJsonAtomic,
+} from '@hyperfarm/api';
 import { Command, InvalidArgumentError } from 'commander';
 import { startChild, stopChildren, tail, type Child } from './children.js';
-import { farmFilePath, farmLockPath, readFarmFile, type FarmFile } from './farm-file.js';
+import { farmFilePath, readFarmFile, type FarmFile, type FarmProcess } from './farm-file.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const BINARIES = {
@@ -46,6 +53,8 @@ const opts = program.opts<{
 const dataDir = resolve(opts.data);
 const shown = relative(process.cwd(), dataDir) || '.';
 const say = (line = '') => process.stdout.write(`${line}\n`);
+// Atomics.wait on this blocks briefly without a busy loop, before anything async has started.
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 
 mkdirSync(dataDir, { recursive: true });
 for (const bin of Object.values(BINARIES)) {
@@ -59,63 +68,34 @@ const addr = (i: number) => `${opts.host}:${ports[i]}`;
 const daemonIds = Array.from({ length: opts.daemons }, (_, i) => `daemon-${i + 1}`);
 const peers = daemonIds.map((id, i) => `${id}=${addr(2 * i)}`).join(',');
 
-const children: Child[] = [];
-daemonIds.forEach((id, i) => {
+/** Starts the process in port slot `slot` with the flags every program shares, plus its own. */
+function launch(role: FarmProcess['role'], id: string, slot: number, extra: string[]): Child {
   const spec = {
-    role: 'daemon' as const,
-    id,
-    grpcAddress: addr(2 * i),
-    metricsAddress: addr(2 * i + 1),
-    dataDir: join(dataDir, id),
-    log: join(dataDir, 'logs', `${id}.log`),
-  };
-  children.push(
-    startChild(spec, BINARIES.daemon, [
-      '--id',
-      id,
-      '--grpc-address',
-      spec.grpcAddress,
-      '--metrics-address',
-      spec.metricsAddress,
-      '--data-dir',
-      spec.dataDir,
-      '--peers',
-      peers,
-      '--log-level',
-      opts.logLevel,
-    ]),
-  );
-});
-for (let i = 0; i < opts.agents; i++) {
-  const id = `agent-${i + 1}`;
-  const slot = opts.daemons + i;
-  const spec = {
-    role: 'agent' as const,
+    role,
     id,
     grpcAddress: addr(2 * slot),
     metricsAddress: addr(2 * slot + 1),
     dataDir: join(dataDir, id),
     log: join(dataDir, 'logs', `${id}.log`),
   };
-  // Each agent gets its own slice of the 00-15-5D MAC space so MACs never collide in the farm.
-  const macPoolStart = `00-15-5D-${hex(i + 1)}-00-00`;
-  children.push(
-    startChild(spec, BINARIES.agent, [
-      '--id',
-      id,
-      '--grpc-address',
-      spec.grpcAddress,
-      '--metrics-address',
-      spec.metricsAddress,
-      '--data-dir',
-      spec.dataDir,
-      '--mac-pool-start',
-      macPoolStart,
-      '--log-level',
-      opts.logLevel,
-    ]),
-  );
+  const common = ['--id', id, '--grpc-address', spec.grpcAddress, '--metrics-address', spec.metricsAddress];
+  return startChild(spec, BINARIES[role], [
+    ...common,
+    '--data-dir',
+    spec.dataDir,
+    '--log-level',
+    opts.logLevel,
+    ...extra,
+  ]);
 }
+
+const children: Child[] = [
+  ...daemonIds.map((id, i) => launch('daemon', id, i, ['--peers', peers])),
+  // Each agent gets its own slice of the 00-15-5D MAC space so MACs never collide in the farm.
+  ...Array.from({ length: opts.agents }, (_, i) =>
+    launch('agent', `agent-${i + 1}`, opts.daemons + i, ['--mac-pool-start', `00-15-5D-${hex(i + 1)}-00-00`]),
+  ),
+];
 
 let stopping = false;
 async function shutdown(reason: string, exitCode: number): Promise<never> {
@@ -198,46 +178,34 @@ function printSummary(f: FarmFile, ms: number): void {
 
 /**
  * One launcher per data folder. A live launcher means the farm is running: say where to reach
- * it and refuse, touching nothing. A dead one left a stale lock: stop its orphaned children (they
- * still hold their data folders), then take over.
+ * it and refuse, touching nothing. A dead one left a stale lock, which is taken over; the
+ * children it left running still hold their data folders, so they are stopped first.
  */
 function takeFarmLock(): () => void {
-  const path = farmLockPath(dataDir);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(path, 'wx');
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return () => rmSync(path, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const pid = Number(readFileSync(path, 'utf8').trim());
-    const previous = readFarmFile(dataDir);
-    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
-      say(`hyperfarm: a farm is already running from ${shown}/ (launcher pid ${pid}).`);
-      for (const p of previous?.processes ?? [])
-        say(`  ${p.id.padEnd(10)} gRPC ${p.grpcAddress}  pid ${p.pid}`);
-      say(
-        `Use it as it is (see ${relative(process.cwd(), farmFilePath(dataDir))}), or stop it with Ctrl-C in its terminal or \`kill -INT ${pid}\`,`,
-      );
-      say('or start another farm in another folder with `npm start -- --data <dir>`.');
-      process.exit(1);
-    }
-    const orphans = (previous?.processes ?? []).filter((p) => processAlive(p.pid) && isFarmProcess(p.pid));
-    for (const p of orphans) {
-      say(`hyperfarm: stopping ${p.id} (pid ${p.pid}), left running by a launcher that died`);
-      process.kill(p.pid, 'SIGTERM');
-    }
-    // They hold their data folders until they exit.
-    const deadline = Date.now() + 10_000;
-    while (orphans.some((p) => processAlive(p.pid)) && Date.now() < deadline) Atomics.wait(SLEEPER, 0, 0, 50);
-    rmSync(path, { force: true });
+  const previous = readFarmFile(dataDir);
+  let release: () => void;
+  try {
+    release = lockDataDir(dataDir, 'farm.lock');
+  } catch (err) {
+    if (!(err instanceof DataDirLockedError)) throw err;
+    say(`hyperfarm: a farm is already running from ${shown}/ (launcher pid ${err.pid}).`);
+    for (const p of previous?.processes ?? [])
+      say(`  ${p.id.padEnd(10)} gRPC ${p.grpcAddress}  pid ${p.pid}`);
+    say(
+      `Use it as it is (see ${relative(process.cwd(), farmFilePath(dataDir))}), or stop it with Ctrl-C in its terminal or \`kill -INT ${err.pid}\`,`,
+    );
+    say('or start another farm in another folder with `npm start -- --data <dir>`.');
+    process.exit(1);
   }
-  fail(`could not take ${path}`);
+  const orphans = (previous?.processes ?? []).filter((p) => processAlive(p.pid) && isFarmProcess(p.pid));
+  for (const p of orphans) {
+    say(`hyperfarm: stopping ${p.id} (pid ${p.pid}), left running by a launcher that died`);
+    process.kill(p.pid, 'SIGTERM');
+  }
+  const deadline = Date.now() + 10_000;
+  while (orphans.some((p) => processAlive(p.pid)) && Date.now() < deadline) Atomics.wait(SLEEPER, 0, 0, 50);
+  return release;
 }
-
-const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 
 function isFarmProcess(pid: number): boolean {
   try {

@@ -103,3 +103,48 @@ describe('the local farm launcher', function () {
     expect(existsSync(join(data, 'farm.json'))).to.equal(false);
   });
 });
+
+describe('the launcher after a launcher died', function () {
+  this.timeout(90_000);
+
+  it('stops the children a killed launcher left behind, then starts afresh on the same data', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'hf-farm-orphans-'));
+    const file = join(data, 'farm.json');
+    const startFarm = () => {
+      const proc = spawn(process.execPath, [...launcher, '--daemons', '1', '--agents', '1', '--data', data], {
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      proc.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+      return { proc, output: () => out };
+    };
+    const readyFarm = (launcherPid: number) =>
+      until('farm.json of the new launcher', 60_000, () => {
+        if (!existsSync(file)) return undefined;
+        const f = JSON.parse(readFileSync(file, 'utf8')) as FarmFile;
+        return f.launcherPid === launcherPid ? f : undefined;
+      });
+
+    const first = startFarm();
+    const old = await readyFarm(first.proc.pid!);
+    const killed = exitOf(first.proc);
+    first.proc.kill('SIGKILL');
+    await killed;
+    for (const p of old.processes) expect(processAlive(p.pid), `${p.id} left running`).to.equal(true);
+
+    const second = startFarm();
+    try {
+      const fresh = await readyFarm(second.proc.pid!);
+      for (const p of old.processes) expect(processAlive(p.pid), `old ${p.id} stopped`).to.equal(false);
+      expect(second.output()).to.include('left running by a launcher that died');
+      for (const p of fresh.processes) expect(await checkHealth(p.grpcAddress)).to.equal('SERVING');
+      const exited = exitOf(second.proc);
+      second.proc.kill('SIGINT');
+      expect(await exited).to.equal(0);
+      for (const p of fresh.processes) expect(processAlive(p.pid)).to.equal(false);
+    } finally {
+      if (second.proc.exitCode === null) second.proc.kill('SIGKILL');
+    }
+  });
+});
