@@ -40,6 +40,13 @@ export const agentConfigSchema = z.object({
     .max(4096)
     .default(32)
     .describe('memory each running VM costs beyond its own, in MiB'),
+  mergeThrottleMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(10_000)
+    .default(0)
+    .describe('pause between two blocks of a background snapshot merge, leaving disk I/O to guests'),
   limitsProfile: z.enum(['2008', '2012', '2016']).default('2008').describe('per-VM limits profile'),
   macPoolStart: z
     .string()

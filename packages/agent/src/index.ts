@@ -10,3 +10,6 @@ export * from './engine/validate.js';
 export * from './edge/agent-host.js';
 export * from './edge/disk.js';
 export * from './edge/saved-state.js';
+export * from './edge/checkpoints.js';
+export * from './edge/snapshot-files.js';
+export * from './edge/snapshot-merges.js';

@@ -14,6 +14,7 @@ import {
 import { mib, type AgentConfig } from './config.js';
 import { AgentHost, type AgentHostOptions, type HostSettings } from './edge/agent-host.js';
 import { agentServiceImpl, migrationServiceImpl } from './edge/agent-service.js';
+import { Checkpoints } from './edge/checkpoints.js';
 import { registerAgentMetrics } from './edge/metrics.js';
 import { LIMITS_PROFILES } from './limits.js';
 
@@ -45,6 +46,7 @@ export function hostSettings(config: AgentConfig, id: string, dataDir: string): 
     macPoolStart: config.macPoolStart,
     macPoolSize: config.macPoolSize,
     leaseMs: config.leaseMs,
+    mergeThrottleMs: config.mergeThrottleMs,
   };
 }
 
@@ -65,6 +67,10 @@ export async function startHost(
     unlock();
     throw err;
   }
+  // Merges a crash or shutdown interrupted finish before the host serves (those of VMs that were
+  // running continue offline: after a restart every VM is Off or Saved).
+  const checkpoints = new Checkpoints(host);
+  await checkpoints.merges.resumeAll();
   const proto = hyperfarmProto().hyperfarm.v1;
   const tls = tlsFromConfig(config);
   let bound = grpcAddress;
@@ -77,10 +83,14 @@ export async function startHost(
         {
           name: SERVICE_NAMES.agent,
           definition: proto.AgentService.service,
-          implementation: agentServiceImpl(host, {
-            address: () => bound,
-            ...(tls ? { client: { tls } } : {}),
-          }),
+          implementation: agentServiceImpl(
+            host,
+            {
+              address: () => bound,
+              ...(tls ? { client: { tls } } : {}),
+            },
+            checkpoints,
+          ),
         },
         {
           name: SERVICE_NAMES.migration,

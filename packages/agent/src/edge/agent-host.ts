@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { invalidArgument, type Logger, type pb } from '@hyperfarm/api';
+import { VhdDisk, type StorageProvider } from '@hyperfarm/vhd';
 import { HypervisorEngine, type Effect, type EngineOptions, type VmRecord } from '../engine/engine.js';
 import { normalizeConfig, type VmConfig } from '../engine/validate.js';
 import { hashString32 } from '../engine/rng.js';
@@ -20,6 +21,8 @@ export interface HostSettings {
   macPoolStart: string;
   macPoolSize: number;
   leaseMs: number;
+  /** A pause between two blocks of a background snapshot merge, leaving I/O to guests (0: none). */
+  mergeThrottleMs?: number;
 }
 
 export interface AgentHostOptions {
@@ -34,6 +37,11 @@ export interface AgentHostOptions {
   /** Wraps each disk as it is opened: how tests inject a failing backend. */
   wrapDisk?: (vmId: string, index: number, disk: DiskBackend) => DiskBackend;
   engineOverrides?: Partial<EngineOptions>;
+  /**
+   * Where VHD files are read and written (the real file system by default): how tests inject a
+   * volume that runs out of space under disks and snapshot merges.
+   */
+  storageProvider?: StorageProvider;
 }
 
 type Listener = (event: pb.AgentEvent) => void;
@@ -51,6 +59,10 @@ export class AgentHost {
   readonly engine: HypervisorEngine;
   private readonly clock: () => number;
   private readonly disks = new Map<string, Map<number, DiskBackend>>();
+  /** The VhdDisk under each open disk (before any test wrapper), for live snapshot merges. */
+  private readonly rawDisks = new Map<string, Map<number, VhdDisk>>();
+  private readonly stopHooks: (() => Promise<void>)[] = [];
+  private readonly opening = new Map<string, Promise<DiskBackend>>();
   private readonly busyIo = new Set<string>();
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly listeners = new Set<Listener>();
@@ -73,7 +85,7 @@ export class AgentHost {
   ) {
     const s = opts.settings;
     this.clock = opts.clock ?? (() => Date.now());
-    this.diskFactory = opts.diskFactory ?? vhdLibraryFactory(this.clock);
+    this.diskFactory = opts.diskFactory ?? vhdLibraryFactory(this.clock, opts.storageProvider);
     this.engine = new HypervisorEngine({
       hostId: s.id,
       logicalProcessors: s.logicalProcessors,
@@ -304,16 +316,33 @@ export class AgentHost {
     this.track(run());
   }
 
-  private async disk(vmId: string, index: number): Promise<DiskBackend> {
-    let open = this.disks.get(vmId);
-    if (!open) this.disks.set(vmId, (open = new Map()));
-    const cached = open.get(index);
-    if (cached) return cached;
+  private disk(vmId: string, index: number): Promise<DiskBackend> {
+    // Callers at the same time share one open: two instances of one file would not see each
+    // other's metadata, and the second would leak.
+    const key = `${vmId}\u0000${index}`;
+    const cached = this.disks.get(vmId)?.get(index);
+    if (cached) return Promise.resolve(cached);
+    let pending = this.opening.get(key);
+    if (!pending) {
+      pending = this.openDisk(vmId, index).finally(() => this.opening.delete(key));
+      this.opening.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async openDisk(vmId: string, index: number): Promise<DiskBackend> {
     const config = this.engine.getVm(vmId).config!;
     const att = config.disks[index];
     if (!att) throw new Error(`VM ${vmId} has no disk ${index}`);
     let disk = await this.diskFactory.open(this.diskPath(vmId, att.path));
+    if (disk instanceof VhdDisk) {
+      let raw = this.rawDisks.get(vmId);
+      if (!raw) this.rawDisks.set(vmId, (raw = new Map()));
+      raw.set(index, disk);
+    }
     if (this.opts.wrapDisk) disk = this.opts.wrapDisk(vmId, index, disk);
+    let open = this.disks.get(vmId);
+    if (!open) this.disks.set(vmId, (open = new Map()));
     open.set(index, disk);
     return disk;
   }
@@ -331,6 +360,30 @@ export class AgentHost {
     };
   }
 
+  /**
+   * The open VhdDisk of a VM's disk, opening it as the guest's I/O would: a snapshot merge of a
+   * running VM works through this instance, so guest reads and writes go on during it.
+   */
+  async openVhd(vmId: string, index: number): Promise<VhdDisk | undefined> {
+    await this.disk(vmId, index);
+    return this.rawDisks.get(vmId)?.get(index);
+  }
+
+  get storageProvider(): StorageProvider | undefined {
+    return this.opts.storageProvider;
+  }
+
+  /** Runs before the VMs get their stop actions at a clean shutdown (background merges pause). */
+  beforeStop(hook: () => Promise<void>): void {
+    this.stopHooks.push(hook);
+  }
+
+  /** Sends an event that does not come from the engine (snapshot merges) to every watcher. */
+  publish(event: Omit<pb.AgentEvent, 'sequence' | 'timeMs'>): void {
+    const full: pb.AgentEvent = { ...event, sequence: this.engine.nextEventSequence(), timeMs: this.clock() };
+    for (const l of this.listeners) l(full);
+  }
+
   get disksFactory(): DiskFactory {
     return this.diskFactory;
   }
@@ -344,6 +397,7 @@ export class AgentHost {
   private async closeDisks(vmId: string): Promise<void> {
     const open = this.disks.get(vmId);
     this.disks.delete(vmId);
+    this.rawDisks.delete(vmId);
     if (open) await Promise.allSettled([...open.values()].map((d) => d.close()));
   }
 
@@ -436,6 +490,7 @@ export class AgentHost {
    */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    for (const hook of this.stopHooks) await hook();
     this.pump();
     for (const vm of this.engine.listVms()) {
       const state = vm.status!.state;

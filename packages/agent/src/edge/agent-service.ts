@@ -47,10 +47,28 @@ export function hostInfo(host: AgentHost, address: string): pb.Host {
   };
 }
 
+/**
+ * A VM with snapshots runs on the top of its differencing chain, whose file names the caller does
+ * not know: an update that repeats the disks as they were (same attachments, other paths) keeps
+ * the current files; one that changes them is refused, or it would write into a frozen file.
+ */
+function keepSnapshotDisks(vm: pb.Vm__Output, config: pb.VmConfig__Output): pb.VmConfig__Output {
+  const current = vm.config!.disks;
+  const shape = (disks: readonly pb.DiskAttachment__Output[]) =>
+    JSON.stringify(disks.map((d) => ({ ...d, path: '', createSizeBytes: 0, createType: '' })));
+  if (shape(config.disks) === shape(current)) return { ...config, disks: current };
+  throw failedPrecondition(
+    `cannot change the disks of VM '${vm.config!.name}': it has snapshots, whose differencing disks hang on them; delete the snapshots first`,
+  );
+}
+
 /** AgentService over one host. */
-export function agentServiceImpl(host: AgentHost, net: HostAddressing): grpc.UntypedServiceImplementation {
+export function agentServiceImpl(
+  host: AgentHost,
+  net: HostAddressing,
+  checkpoints: Checkpoints = new Checkpoints(host),
+): grpc.UntypedServiceImplementation {
   const proto = hyperfarmProto().hyperfarm.v1;
-  const checkpoints = new Checkpoints(host);
   const implemented: Partial<grpc.UntypedServiceImplementation> = {
     GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => hostInfo(host, net.address())),
     ListGuestOs: unary<pb.ListGuestOsRequest__Output, pb.ListGuestOsResponse>(() => ({
@@ -78,12 +96,25 @@ export function agentServiceImpl(host: AgentHost, net: HostAddressing): grpc.Unt
         nextPageToken: more ? Buffer.from(`vm:${vms[vms.length - 1]!.id}`).toString('base64url') : '',
       };
     }),
-    UpdateVm: unary<pb.AgentUpdateVmRequest__Output, pb.Vm>((req) => {
+    UpdateVm: unary<pb.AgentUpdateVmRequest__Output, pb.Vm>(async (req) => {
       if (!req.config) throw invalidArgument('config', 'is required');
-      return host.updateVm(req.vmId, req.config, req.updateMask?.paths ?? [], req.generation);
+      const paths = req.updateMask?.paths ?? [];
+      let config = req.config;
+      if (paths.length === 0 || paths.some((p) => p.startsWith('disks'))) {
+        const vm = host.read((e) => e.getVm(req.vmId));
+        if (await checkpoints.hasCheckpoints(vm.id)) config = keepSnapshotDisks(vm, config);
+      }
+      return host.updateVm(req.vmId, config, paths, req.generation);
     }),
     DeleteVm: unary<pb.AgentDeleteVmRequest__Output, pb.AgentDeleteVmResponse>(async (req) => {
-      const id = host.read((e) => e.getVm(req.vmId)).id;
+      const vm = host.read((e) => e.getVm(req.vmId));
+      const id = vm.id;
+      const merge = checkpoints.merges.activeOn(id);
+      if (merge) {
+        throw failedPrecondition(
+          `cannot delete VM '${vm.config!.name}': merge ${merge.id} is folding its snapshot disks; retry once GetMerge says completed`,
+        );
+      }
       await host.mutate((e) => e.deleteVm(id, req.generation));
       await checkpoints.forgetVm(id);
       return {};
@@ -103,6 +134,19 @@ export function agentServiceImpl(host: AgentHost, net: HostAddressing): grpc.Unt
     ),
     DeleteCheckpoint: unary<pb.AgentDeleteCheckpointRequest__Output, pb.AgentDeleteCheckpointResponse>(
       (req) => checkpoints.delete(req.checkpointId, req.generation, req.subtree),
+    ),
+    RenameCheckpoint: unary<pb.AgentRenameCheckpointRequest__Output, pb.Checkpoint>((req) =>
+      checkpoints.rename(req.checkpointId, req.name, req.generation),
+    ),
+    GetMerge: unary<pb.GetMergeRequest__Output, pb.Merge>((req) => {
+      if (!req.mergeId) throw invalidArgument('merge_id', 'is required');
+      return checkpoints.merges.get(req.mergeId);
+    }),
+    ExportVmToFolder: unary<pb.ExportVmToFolderRequest__Output, pb.ExportVmToFolderResponse>((req) =>
+      checkpoints.exportToFolder(req.vmId, req.folder),
+    ),
+    ImportVmFromFolder: unary<pb.ImportVmFromFolderRequest__Output, pb.Vm>((req) =>
+      checkpoints.importFromFolder(req.folder, req.vmId, req.name, req.generation),
     ),
     ChangeVmState: unary<pb.AgentChangeVmStateRequest__Output, pb.Vm>((req) =>
       host.mutate((e) => e.changeState(req.vmId, req.action, req.generation)),

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { open, stat, type FileHandle } from 'node:fs/promises';
-import { createVhd, VhdDisk } from '@hyperfarm/vhd';
+import { createVhd, VhdDisk, type StorageProvider } from '@hyperfarm/vhd';
 
 /**
  * The narrow interface through which the storage VSP reaches a virtual disk. The VHD library
@@ -24,9 +24,10 @@ export interface DiskFactory {
 }
 
 /** Disks through @hyperfarm/vhd: fixed and dynamic VHDs per Microsoft's specification. */
-export const vhdLibraryFactory = (clock: () => number): DiskFactory => ({
-  create: (path, size, kind) => createVhd(path, { type: kind, size, now: () => new Date(clock()) }),
-  open: (path) => VhdDisk.open(path),
+export const vhdLibraryFactory = (clock: () => number, provider?: StorageProvider): DiskFactory => ({
+  create: (path, size, kind) =>
+    createVhd(path, { type: kind, size, now: () => new Date(clock()), ...(provider ? { provider } : {}) }),
+  open: (path) => VhdDisk.open(path, provider ? { provider } : {}),
 });
 
 /** How a failed disk call shows to the guest: the disk is full, or it failed. */

@@ -141,6 +141,8 @@ interface VmEntry {
   ioCarry: number;
   diskCursor: number;
   storage: Storage;
+  /** Why a snapshot merge of this VM waits for space, if it does (keeps it RunningCritical). */
+  mergeBlocked?: string;
   /** Matches an outstanding save or restore effect; a stale completion is ignored. */
   ioToken: number;
   /** The state to go back to if an in-flight save fails. */
@@ -856,6 +858,11 @@ export class HypervisorEngine {
     );
   }
 
+  /** A sequence number for an event raised outside the engine (snapshot merges). */
+  nextEventSequence(): number {
+    return ++this.sequence;
+  }
+
   private emit(vm: VmEntry, type: string, message: string): void {
     this.sequence++;
     vm.revision = this.sequence;
@@ -881,7 +888,8 @@ export class HypervisorEngine {
     const previous = vm.storage;
     vm.storage = result;
     if (result === 'ok') {
-      if (vm.state === 'VM_STATE_RUNNING_CRITICAL') this.setState(vm, 'VM_STATE_RUNNING', 'storage is back');
+      if (vm.state === 'VM_STATE_RUNNING_CRITICAL' && !vm.mergeBlocked)
+        this.setState(vm, 'VM_STATE_RUNNING', 'storage is back');
       return;
     }
     const why = `${result === 'full' ? 'its storage is full' : 'its storage failed'}${detail ? `: ${detail}` : ''}`;
@@ -892,6 +900,27 @@ export class HypervisorEngine {
     } else if (vm.state === 'VM_STATE_RUNNING_CRITICAL' && result === 'full' && previous !== 'full') {
       this.setState(vm, 'VM_STATE_PAUSED_CRITICAL', why);
       this.emit(vm, 'critical', `VM '${vm.config.name}' is PausedCritical: ${why}`);
+    }
+  }
+
+  /**
+   * A snapshot merge of this VM ran out of space (`why`), or has space again (undefined). A
+   * Running VM turns RunningCritical while its merge waits, as Hyper-V flags a VM whose merge
+   * cannot go on, and Running again once the merge goes on and its own storage is fine.
+   */
+  setMergeBlocked(idOrName: string, why: string | undefined): void {
+    const vm = this.find(idOrName);
+    if ((vm.mergeBlocked ?? '') === (why ?? '')) return;
+    vm.mergeBlocked = why;
+    if (why && vm.state === 'VM_STATE_RUNNING') {
+      this.setState(vm, 'VM_STATE_RUNNING_CRITICAL', `its snapshot merge is stuck: ${why}`);
+      this.emit(
+        vm,
+        'critical',
+        `VM '${vm.config.name}' is RunningCritical: its snapshot merge is stuck: ${why}`,
+      );
+    } else if (!why && vm.state === 'VM_STATE_RUNNING_CRITICAL' && vm.storage === 'ok') {
+      this.setState(vm, 'VM_STATE_RUNNING', 'snapshot merge has space again');
     }
   }
 

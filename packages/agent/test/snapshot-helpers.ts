@@ -1,0 +1,97 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger, type pb } from '@hyperfarm/api';
+import { VhdDisk, type StorageProvider } from '@hyperfarm/vhd';
+import { AgentHost } from '../src/edge/agent-host.js';
+import { Checkpoints } from '../src/edge/checkpoints.js';
+import type { DiskBackend } from '../src/edge/disk.js';
+import { LIMITS_PROFILES } from '../src/limits.js';
+import { gib, mib } from './helpers.js';
+
+export const SECTOR = 512;
+
+export function tempDir(tag: string): string {
+  return mkdtempSync(join(tmpdir(), `hf-snap-${tag}-`));
+}
+
+/** A host on a virtual clock (no timer) with its snapshot manager. */
+export async function openSnapshotHost(
+  dir: string,
+  opts: {
+    storageProvider?: StorageProvider;
+    mergeThrottleMs?: number;
+    wrapDisk?: (vmId: string, index: number, disk: DiskBackend) => DiskBackend;
+  } = {},
+): Promise<{ host: AgentHost; snaps: Checkpoints; clock: { t: number } }> {
+  const clock = { t: 1_700_000_000_000 };
+  const host = await AgentHost.open({
+    settings: {
+      id: 'host-snap',
+      dataDir: dir,
+      logicalProcessors: 4,
+      memoryBytes: gib(8),
+      rootReserveBytes: gib(1),
+      perVmOverheadBytes: mib(32),
+      limits: LIMITS_PROFILES['2008'],
+      macPoolStart: '00-15-5D-20-00-00',
+      macPoolSize: 32,
+      leaseMs: 10_000_000,
+      ...(opts.mergeThrottleMs ? { mergeThrottleMs: opts.mergeThrottleMs } : {}),
+    },
+    logger: createLogger({ program: 'test', id: 'host-snap', level: 'silent' }),
+    clock: () => clock.t,
+    tickMs: 0,
+    seed: 7,
+    ...(opts.storageProvider ? { storageProvider: opts.storageProvider } : {}),
+    ...(opts.wrapDisk ? { wrapDisk: opts.wrapDisk } : {}),
+  });
+  const snaps = new Checkpoints(host);
+  await snaps.merges.resumeAll();
+  return { host, snaps, clock };
+}
+
+export function snapVmConfig(
+  name: string,
+  workload: pb.WorkloadProfile = {},
+  sizeBytes = mib(4),
+): pb.VmConfig {
+  return {
+    name,
+    processor: { count: 1 },
+    memoryBytes: mib(64),
+    guestOs: 'windows-server-2008-x64',
+    integrationServices: true,
+    disks: [
+      {
+        controller: 'DISK_CONTROLLER_IDE',
+        path: 'boot.vhd',
+        createType: 'DISK_TYPE_DYNAMIC',
+        createSizeBytes: sizeBytes,
+      },
+    ],
+    workload: { bootMs: 10, ...workload },
+  };
+}
+
+/** One byte per sector, read through the whole chain. */
+export async function readSectors(path: string, sectors: readonly number[]): Promise<number[]> {
+  const d = await VhdDisk.open(path, { readOnly: true, parentTimestamp: 'ignore' });
+  try {
+    const out: number[] = [];
+    for (const s of sectors) out.push((await d.read(s * SECTOR, SECTOR))[0]!);
+    return out;
+  } finally {
+    await d.close();
+  }
+}
+
+export async function writeSector(path: string, sector: number, value: number): Promise<void> {
+  const d = await VhdDisk.open(path, { parentTimestamp: 'ignore' });
+  try {
+    await d.write(sector * SECTOR, Buffer.alloc(SECTOR, value));
+    await d.flush();
+  } finally {
+    await d.close();
+  }
+}
