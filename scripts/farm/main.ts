@@ -168,6 +168,9 @@ function printSummary(f: FarmFile, ms: number): void {
   say('Try:');
   say(`  grpcurl -plaintext ${d.grpcAddress} list                       # reflection on any process`);
   say(`  grpcurl -plaintext ${d.grpcAddress} grpc.health.v1.Health/Check`);
+  say(
+    `  grpcurl -plaintext ${d.grpcAddress} hyperfarm.v1.ClusterService/ListMembers   # the Raft leader and members`,
+  );
   if (a) say(`  grpcurl -plaintext ${a.grpcAddress} hyperfarm.v1.AgentService/GetHostInfo`);
   say(`  curl -s http://${d.metricsAddress}/metrics | head`);
   say();
