@@ -47,6 +47,15 @@ export const agentConfigSchema = z.object({
     .max(10_000)
     .default(0)
     .describe('pause between two blocks of a background snapshot merge, leaving disk I/O to guests'),
+  shutdownTimeoutMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(60_000)
+    .default(5_000)
+    .describe(
+      'at a clean shutdown, how long guests with the Shut down stop action get to stop before they are turned off (keep it under the launcher grace, 10 s)',
+    ),
   limitsProfile: z.enum(['2008', '2012', '2016']).default('2008').describe('per-VM limits profile'),
   macPoolStart: z
     .string()

@@ -47,6 +47,7 @@ export function hostSettings(config: AgentConfig, id: string, dataDir: string): 
     macPoolSize: config.macPoolSize,
     leaseMs: config.leaseMs,
     mergeThrottleMs: config.mergeThrottleMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
   };
 }
 

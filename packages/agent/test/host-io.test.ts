@@ -2,37 +2,20 @@ import { expect } from 'chai';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger } from '@hyperfarm/api';
-import { VhdDisk } from '@hyperfarm/vhd';
-import { AgentHost } from '../src/edge/agent-host.js';
-import { FaultyDisk, fixedVhdFooter, parseFixedFooter, type DiskBackend } from '../src/edge/disk.js';
-import { LIMITS_PROFILES } from '../src/limits.js';
+import { decodeFooter, DiskType, FOOTER_SIZE, VhdDisk } from '@hyperfarm/vhd';
+import { FaultyDisk, vhdLibraryFactory, type DiskBackend } from '../src/edge/disk.js';
 import { gib, mib, vmConfig } from './helpers.js';
+import { openTestHost } from './host-helpers.js';
 
 /** A host on a virtual clock (no timer): tests move time with `clock.t`. */
-async function openHost(dir: string, wrapDisk?: (vmId: string, i: number, d: DiskBackend) => DiskBackend) {
-  const clock = { t: 1_000_000 };
-  const host = await AgentHost.open({
-    settings: {
-      id: 'host-io',
-      dataDir: dir,
-      logicalProcessors: 4,
-      memoryBytes: gib(8),
-      rootReserveBytes: gib(1),
-      perVmOverheadBytes: mib(32),
-      limits: LIMITS_PROFILES['2008'],
-      macPoolStart: '00-15-5D-10-00-00',
-      macPoolSize: 32,
-      leaseMs: 10_000,
-    },
-    logger: createLogger({ program: 'test', id: 'host-io', level: 'silent' }),
-    clock: () => clock.t,
-    tickMs: 0,
+const openHost = (dir: string, wrapDisk?: (vmId: string, i: number, d: DiskBackend) => DiskBackend) =>
+  openTestHost(dir, {
+    id: 'host-io',
+    macPoolStart: '00-15-5D-10-00-00',
+    startMs: 1_000_000,
     seed: 1,
     ...(wrapDisk ? { wrapDisk } : {}),
   });
-  return { host, clock };
-}
 
 describe('host I/O: saved state files, VHD disks and LevelDB', () => {
   let dir: string;
@@ -41,11 +24,20 @@ describe('host I/O: saved state files, VHD disks and LevelDB', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('a fixed VHD footer round-trips and is checksummed', () => {
-    const f = fixedVhdFooter(mib(8), 1_700_000_000_000);
-    expect(parseFixedFooter(f).sizeBytes).to.equal(mib(8));
+  it('a fixed VHD footer round-trips and is checksummed', async () => {
+    // Fixed disks are made by @hyperfarm/vhd, the one place that knows the format.
+    const path = join(dir, 'fixed.vhd');
+    const disk = await vhdLibraryFactory(() => 1_700_000_000_000).create(path, mib(8), 'fixed');
+    expect(disk.sizeBytes).to.be.at.least(mib(8));
+    await disk.close();
+    const bytes = readFileSync(path);
+    const f = bytes.subarray(bytes.length - FOOTER_SIZE);
+    const decoded = decodeFooter(f);
+    expect(decoded.ok && decoded.footer.diskType).to.equal(DiskType.Fixed);
+    expect(decoded.ok && decoded.footer.currentSize).to.equal(disk.sizeBytes);
     f[100] = (f[100]! + 1) & 0xff;
-    expect(() => parseFixedFooter(f)).to.throw(/checksum/);
+    expect(decodeFooter(f)).to.deep.include({ ok: false });
+    expect((decodeFooter(f) as { reason: string }).reason).to.match(/checksum/);
   });
 
   it('save writes real bytes (zero pages skipped) and restore brings back the same hash', async () => {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClient, hyperfarmProto, promiseClient, type pb } from '@hyperfarm/api';
@@ -94,4 +95,37 @@ export async function waitForState(
     if (Date.now() > deadline) throw new Error(`VM ${vmId} is ${vm.status!.state}, expected ${state}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * For a mocha suite of real agent processes: a fresh folder per test, and every agent started
+ * through `start` killed (SIGKILL) and its folder removed after the test.
+ */
+export function useAgentProcesses(tag: string): {
+  dir: () => string;
+  start: (id: string, args?: string[]) => Promise<AgentProcess>;
+} {
+  let dir = '';
+  const running: AgentProcess[] = [];
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), `hf-agent-${tag}-`));
+  });
+  afterEach(async () => {
+    for (const a of running.splice(0)) {
+      a.client.raw.close();
+      if (a.child.exitCode === null) {
+        a.child.kill('SIGKILL');
+        await a.exited;
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    dir: () => dir,
+    start: async (id, args = []) => {
+      const a = await startAgentProcess(id, join(dir, id), args);
+      running.push(a);
+      return a;
+    },
+  };
 }

@@ -1,10 +1,7 @@
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { status, type pb } from '@hyperfarm/api';
 import { mib } from './helpers.js';
-import { collect, startAgentProcess, waitForState, type AgentProcess } from './process-helpers.js';
+import { collect, useAgentProcesses, waitForState } from './process-helpers.js';
 
 const config = (name: string, over: Partial<pb.VmConfig> = {}): pb.VmConfig => ({
   name,
@@ -19,26 +16,7 @@ const config = (name: string, over: Partial<pb.VmConfig> = {}): pb.VmConfig => (
 
 describe('agent processes over gRPC', function () {
   this.timeout(60_000);
-  let dir: string;
-  const running: AgentProcess[] = [];
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'hf-agent-proc-'));
-  });
-  afterEach(async () => {
-    for (const a of running.splice(0)) {
-      a.client.raw.close();
-      if (a.child.exitCode === null) {
-        a.child.kill('SIGKILL');
-        await a.exited;
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const start = async (id: string, args: string[] = []) => {
-    const a = await startAgentProcess(id, join(dir, id), args);
-    running.push(a);
-    return a;
-  };
+  const { start } = useAgentProcesses('proc');
 
   it('crash (kill -9) and restart: running VMs come back Off and say so, Saved VMs stay Saved', async () => {
     const a = await start('agent-1');

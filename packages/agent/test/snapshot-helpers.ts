@@ -1,13 +1,13 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger, type pb } from '@hyperfarm/api';
+import type { pb } from '@hyperfarm/api';
 import { VhdDisk, type StorageProvider } from '@hyperfarm/vhd';
-import { AgentHost } from '../src/edge/agent-host.js';
+import type { AgentHost } from '../src/edge/agent-host.js';
 import { Checkpoints } from '../src/edge/checkpoints.js';
 import type { DiskBackend } from '../src/edge/disk.js';
-import { LIMITS_PROFILES } from '../src/limits.js';
-import { gib, mib } from './helpers.js';
+import { mib } from './helpers.js';
+import { openTestHost } from './host-helpers.js';
 
 export const SECTOR = 512;
 
@@ -24,25 +24,15 @@ export async function openSnapshotHost(
     wrapDisk?: (vmId: string, index: number, disk: DiskBackend) => DiskBackend;
   } = {},
 ): Promise<{ host: AgentHost; snaps: Checkpoints; clock: { t: number } }> {
-  const clock = { t: 1_700_000_000_000 };
-  const host = await AgentHost.open({
+  const { host, clock } = await openTestHost(dir, {
+    id: 'host-snap',
+    macPoolStart: '00-15-5D-20-00-00',
+    startMs: 1_700_000_000_000,
+    seed: 7,
     settings: {
-      id: 'host-snap',
-      dataDir: dir,
-      logicalProcessors: 4,
-      memoryBytes: gib(8),
-      rootReserveBytes: gib(1),
-      perVmOverheadBytes: mib(32),
-      limits: LIMITS_PROFILES['2008'],
-      macPoolStart: '00-15-5D-20-00-00',
-      macPoolSize: 32,
       leaseMs: 10_000_000,
       ...(opts.mergeThrottleMs ? { mergeThrottleMs: opts.mergeThrottleMs } : {}),
     },
-    logger: createLogger({ program: 'test', id: 'host-snap', level: 'silent' }),
-    clock: () => clock.t,
-    tickMs: 0,
-    seed: 7,
     ...(opts.storageProvider ? { storageProvider: opts.storageProvider } : {}),
     ...(opts.wrapDisk ? { wrapDisk: opts.wrapDisk } : {}),
   });

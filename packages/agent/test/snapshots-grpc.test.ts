@@ -1,11 +1,10 @@
 import { expect } from 'chai';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { status, type pb } from '@hyperfarm/api';
 import { mib } from './helpers.js';
-import { startAgentProcess, waitForState, type AgentProcess } from './process-helpers.js';
+import { useAgentProcesses, waitForState } from './process-helpers.js';
 import { readSectors, snapVmConfig, writeSector } from './snapshot-helpers.js';
 
 /** One sector with data in each of six 2 MiB blocks of a 16 MiB disk. */
@@ -14,33 +13,14 @@ const value = (s: number) => 0x30 + (s % 60);
 
 describe('snapshots through AgentService, and kill -9 in the middle of a merge', function () {
   this.timeout(60_000);
-  let dir: string;
-  const running: AgentProcess[] = [];
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'hf-agent-snapgrpc-'));
-  });
-  afterEach(async () => {
-    for (const a of running.splice(0)) {
-      a.client.raw.close();
-      if (a.child.exitCode === null) {
-        a.child.kill('SIGKILL');
-        await a.exited;
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const start = async (id: string, args: string[] = []) => {
-    const a = await startAgentProcess(id, join(dir, id), args);
-    running.push(a);
-    return a;
-  };
+  const { dir: testDir, start } = useAgentProcesses('snapgrpc');
 
   it('takes, renames, deletes online with progress events; after kill -9 the tree is there and the merge finishes', async () => {
     // A pause between merge blocks keeps the merge running long enough to be killed in the middle.
     const a = await start('agent-1', ['--merge-throttle-ms', '150']);
     const c = a.client.p;
     await c.createVm({ vmId: 'v', config: snapVmConfig('grpc-1', {}, mib(16)), generation: 1 });
-    const vmDir = join(dir, 'agent-1', 'vms', 'v');
+    const vmDir = join(testDir(), 'agent-1', 'vms', 'v');
     for (const s of PATTERN) await writeSector(join(vmDir, 'boot.vhd'), s, value(s));
     await c.createCheckpoint({ vmId: 'v', name: 'first', generation: 1, checkpointId: 'g1' });
     await c.createCheckpoint({ vmId: 'v', name: 'second', generation: 1, checkpointId: 'g2' });
@@ -116,7 +96,7 @@ describe('snapshots through AgentService, and kill -9 in the middle of a merge',
     expect((changed as { details: string }).details).to.match(/it has snapshots/);
 
     // Export and import over gRPC: a second agent gets the same tree.
-    const folder = join(dir, 'export-v');
+    const folder = join(testDir(), 'export-v');
     const out = await b.client.p.exportVmToFolder({ vmId: 'v', folder });
     expect(out.files).to.include('manifest.json');
     const other = await start('agent-2');
@@ -124,7 +104,7 @@ describe('snapshots through AgentService, and kill -9 in the middle of a merge',
     expect(imported.config!.name).to.equal('grpc-1');
     const tree2 = await other.client.p.listCheckpoints({ vmId: 'v' });
     expect(tree2).to.deep.equal(tree);
-    const dir2 = join(dir, 'agent-2', 'vms', 'v');
+    const dir2 = join(testDir(), 'agent-2', 'vms', 'v');
     expect(await readSectors(join(dir2, imported.config!.disks[0]!.path), PATTERN)).to.deep.equal(
       PATTERN.map(value),
     );

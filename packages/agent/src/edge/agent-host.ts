@@ -8,6 +8,7 @@ import { normalizeConfig, type VmConfig } from '../engine/validate.js';
 import { hashString32 } from '../engine/rng.js';
 import { storageFailureKind, vhdLibraryFactory, type DiskBackend, type DiskFactory } from './disk.js';
 import { readSavedState, writeSavedState } from './saved-state.js';
+import { applyStopActions, DEFAULT_SHUTDOWN_TIMEOUT_MS } from './stop-actions.js';
 import { VmStore } from './store.js';
 
 export interface HostSettings {
@@ -23,6 +24,11 @@ export interface HostSettings {
   leaseMs: number;
   /** A pause between two blocks of a background snapshot merge, leaving I/O to guests (0: none). */
   mergeThrottleMs?: number;
+  /**
+   * At a clean shutdown, how long guests whose automatic stop action is Shut down get to stop
+   * before they are turned off (DEFAULT_SHUTDOWN_TIMEOUT_MS when not given).
+   */
+  shutdownTimeoutMs?: number;
 }
 
 export interface AgentHostOptions {
@@ -485,30 +491,16 @@ export class AgentHost {
   }
 
   /**
-   * A clean shutdown: each VM with a partition gets its automatic stop action (Save, or
-   * otherwise Turn off; a guest shutdown is approximated by turning off), then files close.
+   * A clean shutdown: each VM with a partition gets its automatic stop action (Save, Shut down
+   * through the guest's shutdown service with a bounded wait, or Turn off: stop-actions.ts),
+   * then saves finish and files close.
    */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     for (const hook of this.stopHooks) await hook();
-    this.pump();
-    for (const vm of this.engine.listVms()) {
-      const state = vm.status!.state;
-      if (state === 'VM_STATE_OFF' || state === 'VM_STATE_SAVED' || state === 'VM_STATE_SAVING') continue;
-      try {
-        const save =
-          vm.config!.automaticStopAction === 'AUTOMATIC_STOP_ACTION_SAVE' &&
-          (state === 'VM_STATE_RUNNING' || state === 'VM_STATE_PAUSED');
-        this.engine.changeState(vm.id, save ? 'VM_ACTION_SAVE' : 'VM_ACTION_TURN_OFF');
-      } catch (err) {
-        this.opts.logger.warn({ err, vmId: vm.id }, 'automatic stop action failed; turning off');
-        try {
-          this.engine.changeState(vm.id, 'VM_ACTION_TURN_OFF');
-        } catch {
-          // already off or migrating: nothing more to do
-        }
-      }
-    }
+    await applyStopActions(this, {
+      timeoutMs: this.opts.settings.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    });
     this.pump();
     await this.settle();
     this.closed = true;

@@ -1,0 +1,110 @@
+import type { EngineCore } from './core.js';
+import { updateResponsiveness } from './health.js';
+import { PAGE_SIZE } from './memory.js';
+import { STARVED_FRACTION, type VmEntry } from './model.js';
+import { devicePaths, IO_COST_LP_SECONDS } from './partition.js';
+import { type CpuClaim, shareCpu } from './scheduler.js';
+import { VCPUS_RUN } from './states.js';
+
+// The guests and the host's CPU: one simulated step of CPU shares, dirtied pages and disk writes.
+
+export function step(s: EngineCore, dtMs: number): void {
+  const dt = dtMs / 1000;
+  const claims: CpuClaim[] = [];
+  let rootLp = 0;
+  for (const vm of s.vms.values()) {
+    vm.rootCpuLp = 0;
+    if (!VCPUS_RUN.has(vm.state)) {
+      vm.cpuLp = 0;
+      continue;
+    }
+    const p = vm.config.processor!;
+    const w = vm.config.workload!;
+    const demandFraction =
+      vm.state === 'VM_STATE_STARTING'
+        ? 0.5
+        : vm.state === 'VM_STATE_STOPPING'
+          ? 0.25
+          : w.cpuDemandPercent / 100;
+    claims.push({
+      id: vm.id,
+      demand: p.count * demandFraction,
+      reserve: (p.count * p.reservePercent) / 100,
+      limit: (p.count * p.limitPercent) / 100,
+      weight: p.relativeWeight,
+    });
+    // The root partition's cost of serving this guest's I/O on its device paths.
+    if (vm.state === 'VM_STATE_RUNNING') {
+      const paths = devicePaths(vm.config);
+      const iops = vm.config.disks.length > 0 ? w.diskIops : 0;
+      const requests = w.requestServiceTimeMs > 0 ? (vm.cpuLp * 1000) / w.requestServiceTimeMs : 0;
+      const packets = paths.legacyNics + paths.syntheticNics > 0 ? requests * 2 : 0;
+      const perPacket =
+        paths.syntheticNics > 0 ? IO_COST_LP_SECONDS.syntheticPacket : IO_COST_LP_SECONDS.legacyPacket;
+      vm.rootCpuLp =
+        iops * (paths.emulatedDisk ? IO_COST_LP_SECONDS.emulatedDisk : IO_COST_LP_SECONDS.syntheticDisk) +
+        packets * perPacket;
+      vm.stats.packets += packets * dt;
+      rootLp += vm.rootCpuLp;
+    }
+  }
+  const lps = s.options.logicalProcessors;
+  rootLp = Math.min(rootLp, lps);
+  const shares = shareCpu(lps - rootLp, claims);
+  let used = rootLp;
+  const vmsCpu = new Map<string, { lp: number; percent: number }>();
+  for (const vm of s.vms.values()) {
+    vm.cpuLp = shares.get(vm.id) ?? 0;
+    used += vm.cpuLp;
+    vmsCpu.set(vm.id, { lp: vm.cpuLp, percent: (vm.cpuLp / vm.config.processor!.count) * 100 });
+    if (vm.state === 'VM_STATE_RUNNING' || vm.state === 'VM_STATE_RUNNING_CRITICAL') {
+      const demandLp = (vm.config.processor!.count * vm.config.workload!.cpuDemandPercent) / 100;
+      updateResponsiveness(s, vm, demandLp > 0 && vm.cpuLp < STARVED_FRACTION * demandLp);
+      runGuest(s, vm, dt);
+    }
+  }
+  s.lastCpu = { hostPercent: (used / lps) * 100, rootLp, vms: vmsCpu };
+}
+
+export function runGuest(s: EngineCore, vm: VmEntry, dt: number): void {
+  const w = vm.config.workload!;
+  const memory = vm.memory!;
+  // A guest's progress is bounded by the CPU it got: a starved guest dirties fewer pages.
+  const demandLp = (vm.config.processor!.count * w.cpuDemandPercent) / 100;
+  const progress = demandLp > 0 ? Math.min(1, vm.cpuLp / demandLp) : 1;
+  const wsPages = Math.min(memory.totalPages, Math.floor(w.workingSetBytes / PAGE_SIZE));
+  if (wsPages > 0 && w.dirtyPagesPerSecond > 0) {
+    const exact = w.dirtyPagesPerSecond * dt * progress + vm.dirtyCarry;
+    const writes = Math.floor(exact);
+    vm.dirtyCarry = exact - writes;
+    // Beyond a few passes over the working set, more writes change nothing the model keeps.
+    const capped = Math.min(writes, wsPages * 4);
+    for (let i = 0; i < capped; i++) memory.write(s.rng.below(wsPages));
+  }
+  if (vm.config.disks.length > 0 && w.diskIops > 0) {
+    if (vm.state === 'VM_STATE_RUNNING_CRITICAL') {
+      // Guest I/O is suspended; one probe write per step finds out when storage is back.
+      s.effects.push({
+        kind: 'disk-writes',
+        vmId: vm.id,
+        writes: [{ disk: 0, seed: s.rng.nextU32() }],
+        writeBytes: w.diskWriteBytes,
+      });
+      return;
+    }
+    const exact = w.diskIops * dt * progress + vm.ioCarry;
+    const ios = Math.floor(exact);
+    vm.ioCarry = exact - ios;
+    vm.stats.diskIos += ios;
+    if (!vm.config.integrationServices) vm.stats.emulatedIos += ios;
+    const issued = Math.min(ios, s.maxWritesPerStep);
+    if (issued > 0) {
+      const writes: { disk: number; seed: number }[] = [];
+      for (let i = 0; i < issued; i++) {
+        writes.push({ disk: vm.diskCursor, seed: s.rng.nextU32() });
+        vm.diskCursor = (vm.diskCursor + 1) % vm.config.disks.length;
+      }
+      s.effects.push({ kind: 'disk-writes', vmId: vm.id, writes, writeBytes: w.diskWriteBytes });
+    }
+  }
+}

@@ -1,0 +1,124 @@
+import type { pb } from '@hyperfarm/api';
+import type { GuestMemory } from './memory.js';
+import type { VmbusChannel } from './partition.js';
+import type { VmState } from './states.js';
+import type { LimitsProfile, VmConfig } from './validate.js';
+
+// The engine's vocabulary: its options, the VMs it holds, what it asks of its surroundings
+// (effects) and what it tells them (events).
+
+const MIB = 1024 * 1024;
+/** The longest stretch of time the engine simulates at once. */
+export const MAX_STEP_MS = 1_000;
+/** A guest that gets less than this share of the CPU it asks for misses its heartbeats. */
+export const STARVED_FRACTION = 0.05;
+export const mibText = (bytes: number): string => `${Math.round((bytes / MIB) * 100) / 100} MiB`;
+
+export interface Timings {
+  pauseMs: number;
+  resumeMs: number;
+  shutdownMs: number;
+  resetMs: number;
+  /** How long the host waits for a heartbeat before it shows Lost communication. */
+  heartbeatLostAfterMs: number;
+}
+
+export const DEFAULT_TIMINGS: Timings = {
+  pauseMs: 100,
+  resumeMs: 100,
+  shutdownMs: 2_000,
+  resetMs: 200,
+  heartbeatLostAfterMs: 3_000,
+};
+
+export interface EngineOptions {
+  hostId: string;
+  logicalProcessors: number;
+  memoryBytes: number;
+  rootReserveBytes: number;
+  perVmOverheadBytes: number;
+  limits: LimitsProfile;
+  macPoolStart: string;
+  macPoolSize: number;
+  /** Lease length used when a grant does not say. */
+  leaseMs: number;
+  /** The clock's reading when the engine is made (Unix ms, or 0 on a virtual clock). */
+  startMs: number;
+  seed: number;
+  timings?: Partial<Timings>;
+  /** Real disk writes issued per VM per step at most; the rest are accounted but not issued. */
+  maxDiskWritesPerStep?: number;
+}
+
+/** What the engine asks its surroundings to do. It never does I/O itself. */
+export type Effect =
+  | { kind: 'save'; vmId: string; token: number; memory: GuestMemory; deviceState: Buffer }
+  | { kind: 'restore'; vmId: string; token: number; totalPages: number }
+  | { kind: 'delete-saved-state'; vmId: string }
+  | { kind: 'delete-vm-files'; vmId: string; config: VmConfig }
+  | { kind: 'disk-writes'; vmId: string; writes: { disk: number; seed: number }[]; writeBytes: number };
+
+export interface EngineEvent {
+  sequence: number;
+  timeMs: number;
+  /** "state_changed", "heartbeat_lost", "heartbeat_ok", "critical", "deleted", "lease_expired". */
+  type: string;
+  vmId: string;
+  message: string;
+}
+
+/** What survives a restart of the agent. */
+export interface VmRecord {
+  id: string;
+  config: VmConfig;
+  generation: number;
+  state: VmState;
+  desiredState: VmState;
+  createdAtMs: number;
+  message: string;
+  /** Hash of the saved state, when Saved. */
+  savedHash: string;
+  /** Written pages in the saved state, when Saved. */
+  savedPages?: number;
+}
+
+export type Storage = 'ok' | 'failed' | 'full';
+
+/** A VM as the engine holds it while the agent runs: its record, and what lives only in memory. */
+export interface VmEntry extends Omit<VmRecord, 'savedPages'> {
+  updatedAtMs: number;
+  revision: number;
+  /** When a transitional state ends, and what follows it. */
+  deadlineMs: number | undefined;
+  next: VmState | undefined;
+  startedAtMs: number;
+  memory: GuestMemory | undefined;
+  channels: VmbusChannel[];
+  boots: number;
+  heartbeat: pb.HeartbeatStatus__Output;
+  guestResponsive: boolean;
+  unresponsiveSinceMs: number | undefined;
+  /** Getting too little CPU to answer its integration services in time. */
+  starving: boolean;
+  cpuLp: number;
+  rootCpuLp: number;
+  dirtyCarry: number;
+  ioCarry: number;
+  diskCursor: number;
+  storage: Storage;
+  /** Why a snapshot merge of this VM waits for space, if it does (keeps it RunningCritical). */
+  mergeBlocked?: string;
+  /** Matches an outstanding save or restore effect; a stale completion is ignored. */
+  ioToken: number;
+  /** The state to go back to if an in-flight save fails. */
+  beforeSave: VmState | undefined;
+  savedPages: number;
+  migration: { kind: pb.MigrationKind__Output; before: VmState } | undefined;
+  stats: { diskIos: number; emulatedIos: number; packets: number };
+}
+
+export interface CpuReport {
+  hostPercent: number;
+  rootLp: number;
+  vms: Map<string, { lp: number; percent: number }>;
+}

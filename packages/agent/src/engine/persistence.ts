@@ -1,0 +1,63 @@
+import type { EngineCore } from './core.js';
+import type { VmEntry, VmRecord } from './model.js';
+import { stateName } from './states.js';
+import { normalizeConfig } from './validate.js';
+import { newEntry } from './vms.js';
+
+// What survives a restart: the records of changed VMs, and loading them back.
+
+/** Records changed and ids deleted since the last call, for the caller to persist. */
+export function takeChanges(s: EngineCore): { records: VmRecord[]; deleted: string[] } {
+  const records = [...s.changed].flatMap((id) => {
+    const vm = s.vms.get(id);
+    return vm ? [recordOf(s, vm)] : [];
+  });
+  const deleted = [...s.deleted];
+  s.changed.clear();
+  s.deleted.clear();
+  return { records, deleted };
+}
+
+export function recordOf(s: EngineCore, vm: VmEntry): VmRecord {
+  return {
+    id: vm.id,
+    config: vm.config,
+    generation: vm.generation,
+    state: vm.state,
+    desiredState: vm.desiredState,
+    createdAtMs: vm.createdAtMs,
+    message: vm.message,
+    savedHash: vm.savedHash,
+    savedPages: vm.savedPages,
+  };
+}
+
+/**
+ * Loads a VM persisted by an earlier run. A VM that was Saved stays Saved (if its file is
+ * there); anything that had a partition comes back Off, as after a host crash.
+ */
+export function recover(s: EngineCore, record: VmRecord, savedStatePresent: boolean): void {
+  const config = normalizeConfig(record.config);
+  const vm = newEntry(s, record.id, config, record.generation, record.createdAtMs);
+  vm.desiredState = record.desiredState;
+  for (const n of config.networkAdapters) if (n.macAddress) s.macs.claim(n.macAddress);
+  s.vms.set(vm.id, vm);
+  if (record.state === 'VM_STATE_SAVED' && savedStatePresent) {
+    vm.state = 'VM_STATE_SAVED';
+    vm.savedHash = record.savedHash;
+    vm.savedPages = record.savedPages ?? 0;
+    vm.message = record.message;
+    return;
+  }
+  if (record.state === 'VM_STATE_OFF') {
+    vm.message = record.message;
+    return;
+  }
+  const why =
+    record.state === 'VM_STATE_SAVED'
+      ? 'its saved state file is missing'
+      : `the agent stopped while it was ${stateName(record.state)}, as after a host crash`;
+  vm.state = 'VM_STATE_OFF';
+  s.emit(vm, 'state_changed', `VM '${config.name}': ${stateName(record.state)} -> Off (${why})`);
+  vm.message = `turned off: ${why}`;
+}
