@@ -594,14 +594,28 @@ export class VhdDisk {
   // ---- internals ----
 
   private async readSectors(start: number, out: Buffer, parent: VhdDisk | undefined): Promise<void> {
+    await this.forEachBlockPart(start, out, (block, inBlock, part) =>
+      this.readInBlock(block, inBlock, part, parent),
+    );
+  }
+
+  /**
+   * Cuts `buf`, which stands for the disk bytes from `start` on, at block boundaries and
+   * hands each piece to `fn` with its block and its offset in that block, one after another.
+   */
+  private async forEachBlockPart(
+    start: number,
+    buf: Buffer,
+    fn: (block: number, inBlock: number, part: Buffer) => Promise<void>,
+  ): Promise<void> {
     const blockSize = this.layout.header!.blockSize;
     let done = 0;
-    while (done < out.length) {
+    while (done < buf.length) {
       const pos = start + done;
       const block = Math.floor(pos / blockSize);
       const inBlock = pos - block * blockSize;
-      const n = Math.min(out.length - done, blockSize - inBlock);
-      await this.readInBlock(block, inBlock, out.subarray(done, done + n), parent);
+      const n = Math.min(buf.length - done, blockSize - inBlock);
+      await fn(block, inBlock, buf.subarray(done, done + n));
       done += n;
     }
   }
@@ -654,16 +668,9 @@ export class VhdDisk {
         await this.readSectors(end - SECTOR_SIZE, buf.subarray(buf.length - SECTOR_SIZE), this.parentDisk);
       buf.set(data, offset - start);
     }
-    const blockSize = this.layout.header!.blockSize;
-    let done = 0;
-    while (done < buf.length) {
-      const pos = start + done;
-      const block = Math.floor(pos / blockSize);
-      const inBlock = pos - block * blockSize;
-      const n = Math.min(buf.length - done, blockSize - inBlock);
-      await this.writeInBlock(block, inBlock, buf.subarray(done, done + n));
-      done += n;
-    }
+    await this.forEachBlockPart(start, buf, (block, inBlock, part) =>
+      this.writeInBlock(block, inBlock, part),
+    );
   }
 
   private async writeInBlock(block: number, inBlock: number, data: Buffer): Promise<void> {

@@ -1,18 +1,12 @@
 import { expect } from 'chai';
 import { VhdCorruptError, VhdDisk, checkVhd, createVhd, type MemoryFileSystem } from '../src/index.js';
-import { KiB, memfs, pattern } from './helpers.js';
+import { KiB, createDynamic, memfs, pattern } from './helpers.js';
 
 const SIZE = 256 * KiB;
 const BLOCK = 32 * KiB;
 
 async function dynamicDisk(fs: MemoryFileSystem): Promise<Buffer> {
-  const d = await createVhd('/d.vhd', {
-    type: 'dynamic',
-    size: SIZE,
-    exactSize: true,
-    blockSize: BLOCK,
-    provider: fs,
-  });
+  const d = await createDynamic(fs, '/d.vhd', SIZE, BLOCK);
   await d.write(0, pattern(3 * BLOCK, 1));
   await d.close();
   return fs.get('/d.vhd');
@@ -127,13 +121,7 @@ describe('corruption detection', () => {
 
   it('bitmap bits past the virtual size are reported', async () => {
     const fs = memfs();
-    const d = await createVhd('/d.vhd', {
-      type: 'dynamic',
-      size: 40 * KiB,
-      exactSize: true,
-      blockSize: BLOCK,
-      provider: fs,
-    });
+    const d = await createDynamic(fs, '/d.vhd', 40 * KiB, BLOCK);
     await d.write(36 * KiB, Buffer.alloc(512, 1)); // block 1 covers 32..64 KiB, only 8 KiB of it is disk
     await d.close();
     const b = fs.get('/d.vhd');

@@ -10,7 +10,7 @@ import {
   mergeVhd,
   resizeVhd,
 } from '../src/index.js';
-import { KiB, memfs, pattern } from './helpers.js';
+import { KiB, createDynamic, memfs, pattern } from './helpers.js';
 
 /**
  * Crash at every mutating storage operation of an action, in two ways (the operation
@@ -84,13 +84,7 @@ describe('crash safety (a crash at every step)', () => {
     it(`dynamic (${cacheMode}): allocating a block leaves old or new data`, async () => {
       const steps = await crashEverywhere(
         async (fs) => {
-          const d = await createVhd('/d.vhd', {
-            type: 'dynamic',
-            size: SIZE,
-            exactSize: true,
-            blockSize: BLOCK,
-            provider: fs,
-          });
+          const d = await createDynamic(fs, '/d.vhd', SIZE, BLOCK);
           await d.write(0, oldData.subarray(0, BLOCK * 2));
           await d.close();
         },
@@ -138,13 +132,7 @@ describe('crash safety (a crash at every step)', () => {
     pattern(BLOCK, 3).copy(content, BLOCK * 3);
     await crashEverywhere(
       async (fs) => {
-        const d = await createVhd('/d.vhd', {
-          type: 'dynamic',
-          size: SIZE,
-          exactSize: true,
-          blockSize: BLOCK,
-          provider: fs,
-        });
+        const d = await createDynamic(fs, '/d.vhd', SIZE, BLOCK);
         await d.write(0, Buffer.alloc(BLOCK)); // an all-zero block compact drops
         await d.write(BLOCK * 3, content.subarray(BLOCK * 3, BLOCK * 4));
         await d.close();
@@ -163,13 +151,7 @@ describe('crash safety (a crash at every step)', () => {
     childData.copy(merged, 20 * KiB);
     await crashEverywhere(
       async (fs) => {
-        const d = await createVhd('/p.vhd', {
-          type: 'dynamic',
-          size: SIZE,
-          exactSize: true,
-          blockSize: BLOCK,
-          provider: fs,
-        });
+        const d = await createDynamic(fs, '/p.vhd', SIZE, BLOCK);
         await d.write(0, parentData.subarray(0, BLOCK)); // block 0 only: the merge allocates more
         await d.close();
         const c = await createVhd('/c.vhd', { type: 'differencing', parentPath: '/p.vhd', provider: fs });
@@ -195,13 +177,7 @@ describe('crash safety (a crash at every step)', () => {
       const put = (from: number, to: number) => source.copy(content, from, from, to);
       const steps = await crashEverywhere(
         async (fs) => {
-          const d = await createVhd('/base.vhd', {
-            type: 'dynamic',
-            size: SIZE,
-            exactSize: true,
-            blockSize: BLOCK,
-            provider: fs,
-          });
+          const d = await createDynamic(fs, '/base.vhd', SIZE, BLOCK);
           await d.write(0, source.subarray(0, 2 * BLOCK));
           put(0, 2 * BLOCK);
           await d.close();
@@ -250,53 +226,43 @@ describe('crash safety (a crash at every step)', () => {
     });
   }
 
-  it('resize past the BAT: old size or new, same data', async () => {
-    const data = pattern(BLOCK, 6);
-    await crashEverywhere(
+  /**
+   * Crashes resizing a dynamic disk that holds `data` at `at` to `newSize`; `verify` gets what
+   * each survivor reads once opened and checked.
+   */
+  const crashResizing = (
+    data: Buffer,
+    at: number,
+    newSize: number,
+    verify: (got: Buffer, label: string) => void,
+  ) =>
+    crashEverywhere(
       async (fs) => {
-        const d = await createVhd('/d.vhd', {
-          type: 'dynamic',
-          size: SIZE,
-          exactSize: true,
-          blockSize: BLOCK,
-          provider: fs,
-        });
-        await d.write(BLOCK, data);
+        const d = await createDynamic(fs, '/d.vhd', SIZE, BLOCK);
+        await d.write(at, data);
         await d.close();
       },
-      (fs) => resizeVhd('/d.vhd', SIZE * 20, { provider: fs, exactSize: true }),
-      async (fs, label) => {
-        const got = await openCheckRead(fs, '/d.vhd', label);
-        expect([SIZE, SIZE * 20]).to.include(got.length);
-        expect(got.subarray(BLOCK, BLOCK * 2).equals(data), label).to.equal(true);
-        expect(
-          got.subarray(0, BLOCK).every((x) => x === 0) && got.subarray(BLOCK * 2).every((x) => x === 0),
-        ).to.equal(true);
-      },
+      (fs) => resizeVhd('/d.vhd', newSize, { provider: fs, exactSize: true }),
+      async (fs, label) => verify(await openCheckRead(fs, '/d.vhd', label), label),
     );
+
+  it('resize past the BAT: old size or new, same data', async () => {
+    const data = pattern(BLOCK, 6);
+    await crashResizing(data, BLOCK, SIZE * 20, (got, label) => {
+      expect([SIZE, SIZE * 20]).to.include(got.length);
+      expect(got.subarray(BLOCK, BLOCK * 2).equals(data), label).to.equal(true);
+      expect(
+        got.subarray(0, BLOCK).every((x) => x === 0) && got.subarray(BLOCK * 2).every((x) => x === 0),
+      ).to.equal(true);
+    });
   });
 
   it('resize in place: old size or new, same data', async () => {
     const data = pattern(BLOCK, 7);
-    await crashEverywhere(
-      async (fs) => {
-        const d = await createVhd('/d.vhd', {
-          type: 'dynamic',
-          size: SIZE,
-          exactSize: true,
-          blockSize: BLOCK,
-          provider: fs,
-        });
-        await d.write(0, data);
-        await d.close();
-      },
-      (fs) => resizeVhd('/d.vhd', SIZE * 2, { provider: fs, exactSize: true }),
-      async (fs, label) => {
-        const got = await openCheckRead(fs, '/d.vhd', label);
-        expect([SIZE, SIZE * 2]).to.include(got.length);
-        expect(got.subarray(0, BLOCK).equals(data), label).to.equal(true);
-      },
-    );
+    await crashResizing(data, 0, SIZE * 2, (got, label) => {
+      expect([SIZE, SIZE * 2]).to.include(got.length);
+      expect(got.subarray(0, BLOCK).equals(data), label).to.equal(true);
+    });
   });
 
   it('create: there is no disk at the path, or a whole one', async () => {

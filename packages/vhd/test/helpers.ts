@@ -1,4 +1,4 @@
-import { MemoryFileSystem } from '../src/index.js';
+import { MemoryFileSystem, type VhdDisk, createVhd } from '../src/index.js';
 
 /** A small deterministic generator (mulberry32) so failures replay from their seed. */
 export function seeded(seed: number): () => number {
@@ -30,6 +30,16 @@ export function uid(n: number): Buffer {
 
 export function memfs(): MemoryFileSystem {
   return new MemoryFileSystem();
+}
+
+/** A new, open dynamic disk of exactly `size` bytes (no CHS rounding), in blocks of `blockSize`. */
+export function createDynamic(
+  fs: MemoryFileSystem,
+  path: string,
+  size: number,
+  blockSize: number,
+): Promise<VhdDisk> {
+  return createVhd(path, { type: 'dynamic', size, exactSize: true, blockSize, provider: fs });
 }
 
 export const KiB = 1024;

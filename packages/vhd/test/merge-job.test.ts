@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import {
   type MemoryFileSystem,
   MergeJob,
+  type MergeJobOptions,
   type MergeJobState,
   VhdCorruptError,
   VhdDisk,
@@ -263,6 +264,16 @@ const SCENARIOS: Scenario[] = [
   },
 ];
 
+/** Opens the scenario's merge on the running chain whose top disk is `live`. */
+function openScenarioJob(
+  fs: MemoryFileSystem,
+  sc: Scenario,
+  live: VhdDisk,
+  more: Pick<MergeJobOptions, 'onCheckpoint' | 'resume'> = {},
+): Promise<MergeJob> {
+  return MergeJob.open({ childPath: sc.childPath, into: sc.into, provider: fs, live, ...more });
+}
+
 type LiveOp =
   | { kind: 'write'; offset: number; length: number; seed: number }
   | { kind: 'read'; offset: number; length: number }
@@ -295,12 +306,7 @@ describe('online merge (MergeJob on a running chain)', () => {
           const fs = memfs();
           const model = await buildChain(fs, { extraLayer: sc.extraLayer });
           const top = await VhdDisk.open('/top.vhd', { provider: fs });
-          const job = await MergeJob.open({
-            childPath: sc.childPath,
-            into: sc.into,
-            provider: fs,
-            live: top,
-          });
+          const job = await openScenarioJob(fs, sc, top);
           const clip = (o: { offset: number; length: number }) => Math.min(o.length, SIZE - o.offset);
           const write = async (o: { offset: number; length: number; seed: number }) => {
             const data = pattern(clip(o), o.seed);
@@ -388,13 +394,7 @@ describe('online merge (MergeJob on a running chain)', () => {
         const model = await buildChain(fs, { extraLayer: sc.extraLayer });
         const states: MergeJobState[] = [];
         let top = await VhdDisk.open('/top.vhd', { provider: fs });
-        let job = await MergeJob.open({
-          childPath: sc.childPath,
-          into: sc.into,
-          provider: fs,
-          live: top,
-          onCheckpoint: (st) => void states.push(st),
-        });
+        let job = await openScenarioJob(fs, sc, top, { onCheckpoint: (st) => void states.push(st) });
         // Stop (as a dying process would) once the job has reached the chosen point.
         const reached = () =>
           stopAfter === 'copy' ? job.progress().blocksDone >= 1 : job.progress().phase === 'cleanup';
@@ -406,11 +406,7 @@ describe('online merge (MergeJob on a running chain)', () => {
         top = await VhdDisk.open('/top.vhd', { provider: fs });
         try {
           expect((await top.read(0, SIZE)).equals(model), 'before resuming').to.equal(true);
-          job = await MergeJob.open({
-            childPath: sc.childPath,
-            into: sc.into,
-            provider: fs,
-            live: top,
+          job = await openScenarioJob(fs, sc, top, {
             resume: JSON.parse(JSON.stringify(states[states.length - 1])) as MergeJobState,
           });
           if (stopAfter === 'copy') expect(job.progress().blocksDone).to.equal(1);

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { VhdDisk, checkVhd, compactVhd, createVhd, mergeVhd, resizeVhd } from '../src/index.js';
-import { KiB, memfs, pattern } from './helpers.js';
+import { KiB, createDynamic, memfs, pattern } from './helpers.js';
 
 const SIZE = 256 * KiB;
 const BLOCK = 32 * KiB;
@@ -8,13 +8,7 @@ const BLOCK = 32 * KiB;
 describe('merge, compact, resize', () => {
   it("merge writes the child's sectors into the parent and removes the child", async () => {
     const fs = memfs();
-    const p = await createVhd('/p.vhd', {
-      type: 'dynamic',
-      size: SIZE,
-      exactSize: true,
-      blockSize: BLOCK,
-      provider: fs,
-    });
+    const p = await createDynamic(fs, '/p.vhd', SIZE, BLOCK);
     const base = pattern(SIZE, 1);
     await p.write(0, base);
     await p.close();
@@ -52,13 +46,7 @@ describe('merge, compact, resize', () => {
 
   it('compact drops all-zero blocks and keeps data', async () => {
     const fs = memfs();
-    const d = await createVhd('/d.vhd', {
-      type: 'dynamic',
-      size: SIZE,
-      exactSize: true,
-      blockSize: BLOCK,
-      provider: fs,
-    });
+    const d = await createDynamic(fs, '/d.vhd', SIZE, BLOCK);
     const data = pattern(BLOCK, 2);
     await d.write(0, Buffer.alloc(2 * BLOCK)); // two zero blocks
     await d.write(5 * BLOCK, data);
@@ -139,13 +127,7 @@ describe('merge, compact, resize', () => {
 
   it('resize shrinks a dynamic disk only over unallocated space, never a fixed one', async () => {
     const fs = memfs();
-    const d = await createVhd('/d.vhd', {
-      type: 'dynamic',
-      size: SIZE,
-      exactSize: true,
-      blockSize: BLOCK,
-      provider: fs,
-    });
+    const d = await createDynamic(fs, '/d.vhd', SIZE, BLOCK);
     await d.write(3 * BLOCK + 1024, Buffer.alloc(512, 1));
     await d.close();
     try {
