@@ -1,14 +1,6 @@
-import {
-  type ConfState,
-  type Entry,
-  EntryType,
-  type Message,
-  MessageType,
-  type NodeId,
-  type Ready,
-  type ReadState,
-  Role,
-} from '../../src/types.js';
+import type { ConfState, Entry, Message, NodeId, Ready, ReadState } from '../../src/types.js';
+import { EntryType, MessageType, Role } from '../../src/types.js';
+import { makeMessage } from '../../src/core/entries.js';
 import { MemoryStorage } from '../../src/core/memory-storage.js';
 import { RawNode } from '../../src/core/raw-node.js';
 import { SeededRng } from '../../src/core/rng.js';
@@ -249,20 +241,8 @@ export class Network {
   }
 }
 
-export function msg(m: Partial<Message> & { type: MessageType; from: NodeId; to: NodeId }): Message {
-  return {
-    term: 0,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    conflictTerm: 0,
-    context: new Uint8Array(0),
-    ...m,
-  };
-}
+/** A message with the fields a test does not care about zeroed: the core's own builder. */
+export const msg = makeMessage;
 
 export function entry(index: number, term: number, data = ''): Entry {
   return { index, term, type: EntryType.Normal, data: enc(data) };

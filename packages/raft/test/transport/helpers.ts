@@ -1,19 +1,9 @@
+import { makeMessage } from '../../src/core/entries.js';
 import { type Message, MessageType } from '../../src/types.js';
 
+/** A heartbeat at term 1 from `from` to `to`, with whatever fields `over` sets. */
 export function message(over: Partial<Message> & Pick<Message, 'from' | 'to'>): Message {
-  return {
-    type: MessageType.Heartbeat,
-    term: 1,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    conflictTerm: 0,
-    context: new Uint8Array(),
-    ...over,
-  };
+  return makeMessage({ type: MessageType.Heartbeat, term: 1, ...over });
 }
 
 /** Polls `check` until it returns true; fails after `ms`. Never a fixed sleep for correctness. */
