@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { FarmProcess } from './farm-file.js';
+import type { FarmProcess } from '@hyperfarm/api';
 
 export interface Child {
   spec: FarmProcess;

@@ -6,17 +6,20 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { startChild, stopChildren, tail, type Child } from './children.js';
 import {
   checkHealth,
   DataDirLockedError,
+  farmFilePath,
   freePorts,
   lockDataDir,
   processAlive,
+  readFarmFile,
   writeJsonAtomic,
+  type FarmFile,
+  type FarmProcess,
 } from '@hyperfarm/api';
-import { Command, InvalidArgumentError } from 'commander';
-import { startChild, stopChildren, tail, type Child } from './children.js';
-import { farmFilePath, readFarmFile, type FarmFile, type FarmProcess } from './farm-file.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const BINARIES = {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { checkHealth, listServices, processAlive } from '@hyperfarm/api';
-import type { FarmFile } from '../farm/farm-file.js';
+import type { FarmFile } from '@hyperfarm/api';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const launcher = ['--import', 'tsx', join(root, 'scripts/farm/main.ts')];
@@ -80,6 +80,34 @@ describe('the local farm launcher', function () {
       expect(metrics.status).to.equal(200);
       expect(await metrics.text()).to.include('process_cpu_user_seconds_total');
     }
+  });
+
+  it('is described by `hyperfarm farm status` and `hyperfarm members`', async () => {
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, [join(root, 'packages/client/dist/bin/hyperfarm.js'), ...args], {
+        encoding: 'utf8',
+      });
+    type Report = { processes: { id: string; health: string; detail: string }[] };
+    // A lone daemon elects itself within an election timeout of starting.
+    const report = await until('daemon-1 to lead', 20_000, () => {
+      const status = cli('farm', 'status', '--data', data, '-o', 'json');
+      expect(status.status, status.stderr).to.equal(0);
+      const r = JSON.parse(status.stdout) as Report;
+      return r.processes[0]!.detail.startsWith('leader') ? r : undefined;
+    });
+    expect(report.processes.map((p) => [p.id, p.health])).to.deep.equal([
+      ['daemon-1', 'SERVING'],
+      ['agent-1', 'SERVING'],
+    ]);
+    expect(report.processes[0]!.detail).to.match(/^leader, term \d+$/);
+    expect(report.processes[1]!.detail).to.match(/^8 LPs, 32\.0 GiB, 0 VMs, profile 2008$/);
+
+    const members = cli('members', '--data', data);
+    expect(members.status, members.stderr).to.equal(0);
+    expect(members.stdout).to.match(/leader daemon-1/);
+    const missing = cli('members', 'transfer', '--data', data, '--to', 'daemon-9');
+    expect(missing.status).to.equal(1);
+    expect(missing.stderr).to.equal("error: NOT_FOUND: member 'daemon-9' not found\n");
   });
 
   it('refuses a second launcher on the same folder with a clear message, touching nothing', () => {

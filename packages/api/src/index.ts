@@ -13,3 +13,4 @@ export * from './health.js';
 export * from './runtime/data-dir.js';
 export * from './reflection.js';
 export * from './runtime/ports.js';
+export * from './runtime/farm-file.js';

@@ -1,1 +1,2 @@
 export { vhdCommand, runVhd, runProgram, processIo, UsageError, type CliIo } from './cli/vhd.js';
+export { farmCommand, membersCommand } from './cli/farm.js';

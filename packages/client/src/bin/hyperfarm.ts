@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { farmCommand, membersCommand } from '../cli/farm.js';
 import { processIo, runProgram, vhdCommand } from '../cli/vhd.js';
 
 /** The `hyperfarm` command. Each area adds its subcommand group here. */
 export function hyperfarmProgram(): Command {
   const program = new Command('hyperfarm').description('manage a hyperfarm: a Hyper-V-style server farm');
+  program.addCommand(farmCommand(processIo));
+  program.addCommand(membersCommand(processIo));
   program.addCommand(vhdCommand(processIo));
   return program;
 }

@@ -14,6 +14,7 @@ import {
   parseSize,
   resizeVhd,
 } from '@hyperfarm/vhd';
+import { isServiceError, status } from '@hyperfarm/api';
 import { Command, CommanderError, Option } from 'commander';
 import { renderCheck, renderInfo, renderMergeProgress } from './vhd-output.js';
 
@@ -265,6 +266,10 @@ export async function runProgram(program: Command, argv: string[], io: CliIo = p
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR') {
       const e = err as NodeJS.ErrnoException;
       io.stderr(`error: ${e.path ?? 'file'}: ${code === 'ENOENT' ? 'no such file' : e.message}\n`);
+      return 1;
+    }
+    if (isServiceError(err)) {
+      io.stderr(`error: ${status[err.code]}: ${err.details}\n`);
       return 1;
     }
     io.stderr(`error: ${(err as Error).message}\n`);
