@@ -7,7 +7,7 @@ import { createLogger, status, type pb } from '@hyperfarm/api';
 import { agentConfigSchema, type AgentConfig } from '../src/config.js';
 import { startAgent, type RunningAgent } from '../src/server.js';
 import { mib } from './helpers.js';
-import { agentClient, waitForState } from './process-helpers.js';
+import { agentClient, waitForState, waitUntil } from './process-helpers.js';
 
 function testConfig(dataDir: string): AgentConfig {
   const base = agentConfigSchema.parse({
@@ -86,8 +86,11 @@ describe('checkpoints (snapshots) on differencing disks', function () {
       updateMask: { paths: ['workload'] },
       generation: 1,
     });
-    await new Promise((r) => setTimeout(r, 200));
-    expect((await c.p.getVmStateHash({ vmId: 'v' })).sha256).to.not.equal(h1);
+    // The guest dirties pages as the agent's clock runs: wait until its memory has changed.
+    await waitUntil(
+      'the memory hash to change',
+      async () => (await c.p.getVmStateHash({ vmId: 'v' })).sha256 !== h1,
+    );
     await c.p.changeVmState({ vmId: 'v', action: 'VM_ACTION_TURN_OFF', generation: 1 });
     const c2 = await c.p.createCheckpoint({ vmId: 'v', name: 'off', generation: 1, checkpointId: 'c2' });
     expect(c2).to.include({ includesMemory: false, parentId: 'c1' });

@@ -82,6 +82,19 @@ export function collect<T>(stream: grpc.ClientReadableStream<T>): Promise<T[]> {
 }
 
 /** Polls GetVm until the VM reaches `state` (the agent runs on real time). */
+/** Polls `check` every 20 ms until it returns true, failing with `what` after `timeoutMs`. */
+export async function waitUntil(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 export async function waitForState(
   client: AgentProcess['client'],
   vmId: string,
