@@ -37,95 +37,112 @@ const unknownPut = (client: number, key: string, value: string, call: number): O
 const verdict = (h: Op[]) => checkLinearizable(kvModel, h).verdict;
 
 describe('linearizability checker', () => {
-  it('accepts an empty history', () => {
-    assert.equal(verdict([]), 'ok');
-  });
+  /** A named history and the verdict the checker must give; one test per case. */
+  interface VerdictCase {
+    name: string;
+    histories: Op[][];
+    expected: 'ok' | 'illegal';
+  }
+  const checkVerdicts = (cases: VerdictCase[]): void => {
+    for (const { name, histories, expected } of cases) {
+      it(name, () => {
+        for (const h of histories) assert.equal(verdict(h), expected);
+      });
+    }
+  };
 
-  it('accepts sequential writes and reads', () => {
-    assert.equal(
-      verdict([
-        put(0, 'x', '1', 0, 1),
-        get(1, 'x', '1', 2, 3),
-        put(0, 'x', '2', 4, 5),
-        get(1, 'x', '2', 6, 7),
-      ]),
-      'ok',
-    );
-  });
-
-  it('accepts a read of null before any write', () => {
-    assert.equal(verdict([get(0, 'x', null, 0, 1), put(1, 'x', '1', 2, 3)]), 'ok');
-  });
-
-  it('refuses a stale read: the read starts after a newer write returned', () => {
-    const h = [put(0, 'x', '1', 0, 1), put(0, 'x', '2', 2, 3), get(1, 'x', '1', 4, 5)];
-    assert.equal(verdict(h), 'illegal');
-  });
-
-  it('refuses a lost write: an acknowledged write is never seen and the old value comes back', () => {
-    const h = [
-      put(0, 'x', 'a', 0, 1),
-      get(1, 'x', 'a', 2, 3),
-      put(2, 'x', 'b', 4, 5),
-      get(1, 'x', 'a', 6, 7),
-    ];
-    assert.equal(verdict(h), 'illegal');
-  });
-
-  it('refuses a read of a value nobody wrote', () => {
-    assert.equal(verdict([put(0, 'x', '1', 0, 1), get(1, 'x', '7', 0, 5)]), 'illegal');
-  });
-
-  it('accepts overlapping operations in either order', () => {
-    // The read overlaps the write: it may see the old or the new value.
-    assert.equal(verdict([put(0, 'x', '1', 0, 1), put(0, 'x', '2', 2, 10), get(1, 'x', '1', 3, 4)]), 'ok');
-    assert.equal(verdict([put(0, 'x', '1', 0, 1), put(0, 'x', '2', 2, 10), get(1, 'x', '2', 3, 4)]), 'ok');
-  });
-
-  it('refuses reads that disagree on the order of two concurrent writes', () => {
-    // Both writes overlap; one reader sees a then b, the other b then a, at the same times.
-    const h = [
-      put(0, 'x', 'a', 0, 10),
-      put(1, 'x', 'b', 0, 10),
-      get(2, 'x', 'a', 11, 12),
-      get(3, 'x', 'b', 11, 12),
-    ];
-    assert.equal(verdict(h), 'illegal');
-  });
-
-  it('refuses a new value seen and then the old one, even with overlapping writes', () => {
-    const h = [
-      put(0, 'x', 'a', 0, 1),
-      put(1, 'x', 'b', 2, 20),
-      get(2, 'x', 'b', 3, 4),
-      get(3, 'x', 'a', 5, 6),
-    ];
-    assert.equal(verdict(h), 'illegal');
-  });
+  checkVerdicts([
+    { name: 'accepts an empty history', histories: [[]], expected: 'ok' },
+    {
+      name: 'accepts sequential writes and reads',
+      histories: [
+        [put(0, 'x', '1', 0, 1), get(1, 'x', '1', 2, 3), put(0, 'x', '2', 4, 5), get(1, 'x', '2', 6, 7)],
+      ],
+      expected: 'ok',
+    },
+    {
+      name: 'accepts a read of null before any write',
+      histories: [[get(0, 'x', null, 0, 1), put(1, 'x', '1', 2, 3)]],
+      expected: 'ok',
+    },
+    {
+      name: 'refuses a stale read: the read starts after a newer write returned',
+      histories: [[put(0, 'x', '1', 0, 1), put(0, 'x', '2', 2, 3), get(1, 'x', '1', 4, 5)]],
+      expected: 'illegal',
+    },
+    {
+      name: 'refuses a lost write: an acknowledged write is never seen and the old value comes back',
+      histories: [
+        [put(0, 'x', 'a', 0, 1), get(1, 'x', 'a', 2, 3), put(2, 'x', 'b', 4, 5), get(1, 'x', 'a', 6, 7)],
+      ],
+      expected: 'illegal',
+    },
+    {
+      name: 'refuses a read of a value nobody wrote',
+      histories: [[put(0, 'x', '1', 0, 1), get(1, 'x', '7', 0, 5)]],
+      expected: 'illegal',
+    },
+    {
+      // The read overlaps the write: it may see the old or the new value.
+      name: 'accepts overlapping operations in either order',
+      histories: [
+        [put(0, 'x', '1', 0, 1), put(0, 'x', '2', 2, 10), get(1, 'x', '1', 3, 4)],
+        [put(0, 'x', '1', 0, 1), put(0, 'x', '2', 2, 10), get(1, 'x', '2', 3, 4)],
+      ],
+      expected: 'ok',
+    },
+    {
+      // Both writes overlap; one reader sees a then b, the other b then a, at the same times.
+      name: 'refuses reads that disagree on the order of two concurrent writes',
+      histories: [
+        [
+          put(0, 'x', 'a', 0, 10),
+          put(1, 'x', 'b', 0, 10),
+          get(2, 'x', 'a', 11, 12),
+          get(3, 'x', 'b', 11, 12),
+        ],
+      ],
+      expected: 'illegal',
+    },
+    {
+      name: 'refuses a new value seen and then the old one, even with overlapping writes',
+      histories: [
+        [put(0, 'x', 'a', 0, 1), put(1, 'x', 'b', 2, 20), get(2, 'x', 'b', 3, 4), get(3, 'x', 'a', 5, 6)],
+      ],
+      expected: 'illegal',
+    },
+  ]);
 
   describe('operations whose outcome is unknown', () => {
-    it('may take effect long after their call', () => {
-      const h = [unknownPut(0, 'x', '1', 0), get(1, 'x', null, 5, 6), get(1, 'x', '1', 100, 101)];
-      assert.equal(verdict(h), 'ok');
-    });
-
-    it('may never take effect', () => {
-      assert.equal(verdict([unknownPut(0, 'x', '1', 0), get(1, 'x', null, 100, 101)]), 'ok');
-    });
-
-    it('cannot take effect before their call', () => {
-      assert.equal(verdict([get(1, 'x', '1', 0, 1), unknownPut(0, 'x', '1', 5)]), 'illegal');
-    });
-
-    it('cannot take effect twice', () => {
-      const h = [
-        unknownPut(0, 'x', '1', 0),
-        get(1, 'x', '1', 5, 6),
-        put(2, 'x', '2', 7, 8),
-        get(1, 'x', '1', 9, 10),
-      ];
-      assert.equal(verdict(h), 'illegal');
-    });
+    checkVerdicts([
+      {
+        name: 'may take effect long after their call',
+        histories: [[unknownPut(0, 'x', '1', 0), get(1, 'x', null, 5, 6), get(1, 'x', '1', 100, 101)]],
+        expected: 'ok',
+      },
+      {
+        name: 'may never take effect',
+        histories: [[unknownPut(0, 'x', '1', 0), get(1, 'x', null, 100, 101)]],
+        expected: 'ok',
+      },
+      {
+        name: 'cannot take effect before their call',
+        histories: [[get(1, 'x', '1', 0, 1), unknownPut(0, 'x', '1', 5)]],
+        expected: 'illegal',
+      },
+      {
+        name: 'cannot take effect twice',
+        histories: [
+          [
+            unknownPut(0, 'x', '1', 0),
+            get(1, 'x', '1', 5, 6),
+            put(2, 'x', '2', 7, 8),
+            get(1, 'x', '1', 9, 10),
+          ],
+        ],
+        expected: 'illegal',
+      },
+    ]);
 
     it('covers a cas whose result is unknown', () => {
       const cas: Op = {
@@ -179,19 +196,23 @@ describe('linearizability checker', () => {
     assert.deepEqual(bad?.longestLinearization, ['client 0 [0, 1] put(b, "1")']);
   });
 
+  /** `writers` fully concurrent writes plus a read of a value none wrote: costly to refute. */
+  const concurrentWritesThenImpossibleRead = (writers: number): Op[] => {
+    const h: Op[] = [];
+    for (let i = 0; i < writers; i++) h.push(put(i, 'x', String(i), 0, 100));
+    h.push(get(99, 'x', 'never', 0, 100));
+    return h;
+  };
+
   it('gives up with unknown when the step budget runs out', () => {
     // Many concurrent writes and one impossible read: the search must explore many orders.
-    const h: Op[] = [];
-    for (let i = 0; i < 14; i++) h.push(put(i, 'x', String(i), 0, 100));
-    h.push(get(99, 'x', 'never', 0, 100));
+    const h = concurrentWritesThenImpossibleRead(14);
     assert.equal(checkLinearizable(kvModel, h, { maxSteps: 50 }).verdict, 'unknown');
     assert.equal(checkLinearizable(kvModel, h).verdict, 'illegal');
   });
 
   it('gives up with unknown when the injected clock passes the timeout', () => {
-    const h: Op[] = [];
-    for (let i = 0; i < 16; i++) h.push(put(i, 'x', String(i), 0, 100));
-    h.push(get(99, 'x', 'never', 0, 100));
+    const h = concurrentWritesThenImpossibleRead(16);
     let t = 0;
     const r = checkLinearizable(kvModel, h, { timeoutMs: 10, now: () => (t += 5) });
     assert.equal(r.verdict, 'unknown');

@@ -25,34 +25,30 @@ interface Member {
   beforeWrite?: (request: PersistRequest) => Promise<void>;
 }
 
+interface ClusterOptions {
+  snapshotEvery?: number;
+  forward?: boolean;
+  electionTick?: number;
+}
+
 class Cluster {
   members: Member[] = [];
   peers: Record<string, string> = {};
   root = mkdtempSync(join(tmpdir(), 'raft-node-'));
 
-  async start(
-    n: number,
-    opts: { snapshotEvery?: number; forward?: boolean; electionTick?: number } = {},
-  ): Promise<void> {
+  async start(n: number, opts: ClusterOptions = {}): Promise<void> {
     for (let i = 1; i <= n; i++) this.peers[`n${i}`] = `127.0.0.1:${await freePort()}`;
     this.opts = opts;
     for (const id of Object.keys(this.peers)) {
-      const m: Member = {
-        id,
-        dir: join(this.root, id),
-        sm: new KvStateMachine(),
-        node: undefined,
-        registry: new Registry(),
-      };
-      this.members.push(m);
+      this.add(id);
     }
     await Promise.all(this.members.map((m) => this.boot(m)));
   }
 
-  private opts: { snapshotEvery?: number; forward?: boolean; electionTick?: number } = {};
+  private opts: ClusterOptions = {};
 
-  /** A member that is not among the founders: it starts empty and waits for the leader. */
-  async join(id: string): Promise<Member> {
+  /** Registers a member with its own folder; `boot` gives it a fresh state machine and node. */
+  private add(id: string): Member {
     const m: Member = {
       id,
       dir: join(this.root, id),
@@ -61,6 +57,12 @@ class Cluster {
       registry: new Registry(),
     };
     this.members.push(m);
+    return m;
+  }
+
+  /** A member that is not among the founders: it starts empty and waits for the leader. */
+  async join(id: string): Promise<Member> {
+    const m = this.add(id);
     await this.boot(m, `127.0.0.1:${await freePort()}`);
     return m;
   }
@@ -117,10 +119,22 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   let c: Cluster;
   afterEach(async () => c.close());
 
-  it('elects one leader, replicates, and applies on every node', async () => {
+  /** Starts a fresh cluster of three in `c` and waits for its leader. */
+  async function startThree(opts: ClusterOptions = {}): Promise<Member> {
     c = new Cluster();
-    await c.start(3);
-    const leader = await c.leader();
+    await c.start(3, opts);
+    return c.leader();
+  }
+
+  /** Any member other than `leader`, once it has learned who leads. */
+  async function followerThatKnows(leader: Member): Promise<Member> {
+    const follower = c.members.find((m) => m !== leader)!;
+    await waitFor('follower knows the leader', () => follower.node!.status().leader === leader.id);
+    return follower;
+  }
+
+  it('elects one leader, replicates, and applies on every node', async () => {
+    const leader = await startThree();
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) => leader.node!.propose(put(`k${i % 5}`, `v${i}`))),
     );
@@ -137,12 +151,9 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('a follower refuses a proposal and names the leader', async () => {
-    c = new Cluster();
-    await c.start(3);
-    const leader = await c.leader();
+    const leader = await startThree();
     await leader.node!.propose(put('a', '1'));
-    const follower = c.members.find((m) => m !== leader)!;
-    await waitFor('follower knows the leader', () => follower.node!.status().leader === leader.id);
+    const follower = await followerThatKnows(leader);
     await assert.rejects(follower.node!.propose(put('a', '2')), (err: unknown) => {
       assert.ok(err instanceof NotLeaderError);
       assert.equal(err.leader, leader.id);
@@ -151,9 +162,7 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('refuses a command too large for one message, naming the field and the limit', async () => {
-    c = new Cluster();
-    await c.start(3);
-    const leader = await c.leader();
+    const leader = await startThree();
     await assert.rejects(leader.node!.propose(new Uint8Array(2 * 1024 * 1024)), (err: unknown) => {
       assert.ok(err instanceof RaftArgumentError);
       assert.equal(err.field, 'data');
@@ -163,11 +172,8 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('forwards a follower proposal to the leader when configured', async () => {
-    c = new Cluster();
-    await c.start(3, { forward: true });
-    const leader = await c.leader();
-    const follower = c.members.find((m) => m !== leader)!;
-    await waitFor('follower knows the leader', () => follower.node!.status().leader === leader.id);
+    const leader = await startThree({ forward: true });
+    const follower = await followerThatKnows(leader);
     const res = await follower.node!.propose(put('f', 'x'));
     assert.ok(res.index > 0);
     assert.equal(JSON.parse(new TextDecoder().decode(res.result)).prev, null);
@@ -175,9 +181,7 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('serves linearizable reads on leader and follower', async () => {
-    c = new Cluster();
-    await c.start(3);
-    const leader = await c.leader();
+    const leader = await startThree();
     await leader.node!.propose(put('r', '1'));
     const follower = c.members.find((m) => m !== leader)!;
     await follower.node!.read();
@@ -186,9 +190,7 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('survives the leader stopping: a new leader is elected and old writes are kept', async () => {
-    c = new Cluster();
-    await c.start(3);
-    const first = await c.leader();
+    const first = await startThree();
     for (let i = 0; i < 20; i++) await first.node!.propose(put(`s${i}`, `${i}`));
     await c.stop(first);
     const second = await c.leader();
@@ -202,9 +204,7 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('snapshots, compacts, and brings a lagging node back with a snapshot', async () => {
-    c = new Cluster();
-    await c.start(3, { snapshotEvery: 20 });
-    const leader = await c.leader();
+    const leader = await startThree({ snapshotEvery: 20 });
     const lagging = c.members.find((m) => m !== leader)!;
     await c.stop(lagging);
     for (let i = 0; i < 60; i++) await leader.node!.propose(put(`z${i}`, `${i}`));
@@ -216,9 +216,7 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('transfers leadership and changes membership', async () => {
-    c = new Cluster();
-    await c.start(3);
-    const leader = await c.leader();
+    const leader = await startThree();
     await leader.node!.propose(put('m', '1'));
     const target = c.members.find((m) => m !== leader)!;
     await leader.node!.transferLeadership(target.id);
@@ -230,9 +228,7 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('adds a learner that catches up, promotes it, and it then counts for the quorum', async () => {
-    c = new Cluster();
-    await c.start(3);
-    const leader = await c.leader();
+    const leader = await startThree();
     for (let i = 0; i < 10; i++) await leader.node!.propose(put(`j${i}`, `${i}`));
     const joiner = await c.join('n4');
     await leader.node!.addMember('n4', joiner.node!.address, { learner: true });
@@ -250,11 +246,9 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   });
 
   it('acknowledges a write only once a majority has it on disk', async () => {
-    c = new Cluster();
     // Long election timeouts (1 s): while the followers' disks are stalled their answers are held
     // back, and the leader must not step down (CheckQuorum) during the observation below.
-    await c.start(3, { electionTick: 50 });
-    const leader = await c.leader();
+    const leader = await startThree({ electionTick: 50 });
     await leader.node!.propose(put('warm', '1'));
     const followers = c.members.filter((m) => m !== leader);
     let release!: () => void;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { entryKey, CorruptLogError } from '../../src/storage/codec.js';
-import { LevelStorage } from '../../src/storage/level-storage.js';
+import { LevelStorage, type PersistRequest } from '../../src/storage/level-storage.js';
 import type { FileStep } from '../../src/storage/snapshot-files.js';
 import { type Entry, EntryType, type Snapshot } from '../../src/types.js';
 
@@ -24,6 +24,30 @@ async function rawDb(dir: string): Promise<ClassicLevel<Buffer, Buffer>> {
   });
   await db.open();
   return db;
+}
+
+/** Opens the log folder with a raw LevelDB handle, lets `edit` damage it, and closes it again. */
+async function tamperLog(
+  dir: string,
+  edit: (db: ClassicLevel<Buffer, Buffer>) => Promise<void>,
+): Promise<void> {
+  const db = await rawDb(dir);
+  await edit(db);
+  await db.close();
+}
+
+/** The error LevelStorage.open throws on `dir`, or undefined if it opened. */
+async function openError(dir: string): Promise<unknown> {
+  let caught: unknown;
+  await LevelStorage.open(dir).catch((err: unknown) => (caught = err));
+  return caught;
+}
+
+/** Writes `request` through a fresh LevelStorage on `dir` and closes it. */
+async function persistAndClose(dir: string, request: PersistRequest): Promise<void> {
+  const s = await LevelStorage.open(dir);
+  await s.persist(request);
+  await s.close();
 }
 
 describe('LevelStorage', () => {
@@ -86,56 +110,47 @@ describe('LevelStorage', () => {
   });
 
   it('refuses to open on a corrupted entry, naming its index', async () => {
-    const s = await LevelStorage.open(dir);
-    await s.persist({ entries: [entry(1, 1), entry(2, 1), entry(3, 1)] });
-    await s.close();
-    const db = await rawDb(dir);
-    const value = (await db.get(entryKey(2)))!;
-    value[value.length - 1] = value[value.length - 1]! ^ 0xff; // flip bits in the command
-    await db.put(entryKey(2), value);
-    await db.close();
-    let caught: unknown;
-    await LevelStorage.open(dir).catch((err: unknown) => (caught = err));
+    await persistAndClose(dir, { entries: [entry(1, 1), entry(2, 1), entry(3, 1)] });
+    await tamperLog(dir, async (db) => {
+      const value = (await db.get(entryKey(2)))!;
+      value[value.length - 1] = value[value.length - 1]! ^ 0xff; // flip bits in the command
+      await db.put(entryKey(2), value);
+    });
+    const caught = await openError(dir);
     assert.ok(caught instanceof CorruptLogError);
     assert.equal((caught as CorruptLogError).index, 2);
     assert.match(String(caught), /entry 2 .*CRC mismatch/);
   });
 
   it('catches an entry copied under another index', async () => {
-    const s = await LevelStorage.open(dir);
-    await s.persist({ entries: [entry(1, 1), entry(2, 1)] });
-    await s.close();
-    const db = await rawDb(dir);
-    await db.put(entryKey(2), (await db.get(entryKey(1)))!);
-    await db.close();
-    let caught: unknown;
-    await LevelStorage.open(dir).catch((err: unknown) => (caught = err));
+    await persistAndClose(dir, { entries: [entry(1, 1), entry(2, 1)] });
+    await tamperLog(dir, async (db) => {
+      await db.put(entryKey(2), (await db.get(entryKey(1)))!);
+    });
+    const caught = await openError(dir);
     assert.equal((caught as CorruptLogError).index, 2);
   });
 
   it('refuses to open on a gap in the log, naming the missing index', async () => {
-    const s = await LevelStorage.open(dir);
-    await s.persist({ entries: [entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)] });
-    await s.close();
-    const db = await rawDb(dir);
-    await db.del(entryKey(3));
-    await db.close();
-    let caught: unknown;
-    await LevelStorage.open(dir).catch((err: unknown) => (caught = err));
+    await persistAndClose(dir, { entries: [entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)] });
+    await tamperLog(dir, async (db) => {
+      await db.del(entryKey(3));
+    });
+    const caught = await openError(dir);
     assert.ok(caught instanceof CorruptLogError);
     assert.equal((caught as CorruptLogError).index, 3);
     assert.match(String(caught), /entry 3 .*missing.*from index 2 to 4/);
   });
 
   it('refuses a hard state that commits past the end of the log', async () => {
-    const s = await LevelStorage.open(dir);
-    await s.persist({ entries: [entry(1, 1), entry(2, 1)], hardState: { term: 1, vote: '', commit: 2 } });
-    await s.close();
-    const db = await rawDb(dir);
-    await db.del(entryKey(2));
-    await db.close();
-    let caught: unknown;
-    await LevelStorage.open(dir).catch((err: unknown) => (caught = err));
+    await persistAndClose(dir, {
+      entries: [entry(1, 1), entry(2, 1)],
+      hardState: { term: 1, vote: '', commit: 2 },
+    });
+    await tamperLog(dir, async (db) => {
+      await db.del(entryKey(2));
+    });
+    const caught = await openError(dir);
     assert.match(String(caught), /index 2 is committed but the log ends at 1/);
   });
 
@@ -184,6 +199,18 @@ describe('LevelStorage', () => {
       meta: { index, term, conf: { voters: ['n1', 'n2', 'n3'], learners: [] } },
       data: new TextEncoder().encode(text),
     });
+
+    /** Writes entries 1..`last` at term 1, saves `snapshot` (compacting through `compactThrough`), and closes. */
+    async function snapshotAndClose(
+      last: number,
+      snapshot: Snapshot,
+      compactThrough?: number,
+    ): Promise<void> {
+      const s = await LevelStorage.open(dir);
+      await s.persist({ entries: Array.from({ length: last }, (_, i) => entry(i + 1, 1)) });
+      await s.saveSnapshot(snapshot, compactThrough);
+      await s.close();
+    }
 
     it('writes the file with fsync, rename, then fsync of the folder, and compacts the log', async () => {
       const steps: FileStep[] = [];
@@ -236,10 +263,7 @@ describe('LevelStorage', () => {
     });
 
     it('can keep a tail of entries before the snapshot for slow followers', async () => {
-      const s = await LevelStorage.open(dir);
-      await s.persist({ entries: [1, 2, 3, 4, 5].map((i) => entry(i, 1)) });
-      await s.saveSnapshot(snap(4, 1, 'state@4'), 2);
-      await s.close();
+      await snapshotAndClose(5, snap(4, 1, 'state@4'), 2);
       const r = await LevelStorage.open(dir);
       assert.equal(r.initial.snapshot!.meta.index, 4);
       assert.deepEqual(
@@ -251,28 +275,20 @@ describe('LevelStorage', () => {
     });
 
     it('refuses a log that starts past the entry after the snapshot', async () => {
-      const s = await LevelStorage.open(dir);
-      await s.persist({ entries: [1, 2, 3, 4, 5].map((i) => entry(i, 1)) });
-      await s.saveSnapshot(snap(2, 1, 'state@2'));
-      await s.close();
-      const db = await rawDb(dir);
-      await db.del(entryKey(3));
-      await db.close();
-      let caught: unknown;
-      await LevelStorage.open(dir).catch((err: unknown) => (caught = err));
+      await snapshotAndClose(5, snap(2, 1, 'state@2'));
+      await tamperLog(dir, async (db) => {
+        await db.del(entryKey(3));
+      });
+      const caught = await openError(dir);
       assert.equal((caught as CorruptLogError).index, 3);
       assert.match(String(caught), /snapshot ends at index 2 and the log starts at 4/);
     });
 
     it('refuses to open when the snapshot file is corrupt', async () => {
-      const s = await LevelStorage.open(dir);
-      await s.persist({ entries: [1, 2].map((i) => entry(i, 1)) });
-      await s.saveSnapshot(snap(2, 1, 'state'));
-      await s.close();
+      await snapshotAndClose(2, snap(2, 1, 'state'));
       const [file] = readdirSync(join(dir, 'snap'));
       writeFileSync(join(dir, 'snap', file!), 'garbage');
-      let caught: unknown;
-      await LevelStorage.open(dir).catch((err: unknown) => (caught = err));
+      const caught = await openError(dir);
       assert.match(String(caught), /snapshot file .* is corrupt/);
     });
   });
