@@ -1,4 +1,5 @@
 import { fields, loadConfig } from '@hyperfarm/api';
+import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 
 const MIB = 1024 * 1024;
@@ -70,6 +71,19 @@ export const agentConfigSchema = z.object({
     .max(600_000)
     .default(10_000)
     .describe('host lease: VMs are turned off after this long without a renewal'),
+  clusterStoragePath: z
+    .string()
+    .refine(isAbsolute, 'expected an absolute path')
+    .optional()
+    .describe(
+      "absolute folder every agent reaches (shared storage) for HA VMs' disks; requests may name disk paths inside it",
+    ),
+  allowedRoots: z
+    .array(z.string().refine(isAbsolute, 'expected absolute paths'))
+    .default([])
+    .describe(
+      'absolute folders outside the data folder that requests may name (disk paths, export and import folders); none by default',
+    ),
   tlsCa: z.string().optional().describe('CA certificate file for mutual TLS'),
   tlsCert: z.string().optional().describe('certificate file for mutual TLS'),
   tlsKey: z.string().optional().describe('private key file for mutual TLS'),
@@ -90,6 +104,11 @@ export const agentConfigSchema = z.object({
 });
 
 export type AgentConfig = z.infer<typeof agentConfigSchema> & { memoryBytes: number };
+
+/** Folders outside the data folder that requests may name: cluster storage, then the allowed roots. */
+export function allowedRoots(c: Pick<AgentConfig, 'clusterStoragePath' | 'allowedRoots'>): string[] {
+  return [...(c.clusterStoragePath ? [c.clusterStoragePath] : []), ...c.allowedRoots];
+}
 
 export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): AgentConfig {
   const c = loadConfig({

@@ -11,7 +11,7 @@ import {
   type Logger,
   type RunningServer,
 } from '@hyperfarm/api';
-import { mib, type AgentConfig } from './config.js';
+import { allowedRoots, mib, type AgentConfig } from './config.js';
 import { AgentHost, type AgentHostOptions, type HostSettings } from './edge/agent-host.js';
 import { agentServiceImpl, migrationServiceImpl } from './edge/agent-service.js';
 import { Checkpoints } from './edge/checkpoints.js';
@@ -48,6 +48,7 @@ export function hostSettings(config: AgentConfig, id: string, dataDir: string): 
     leaseMs: config.leaseMs,
     mergeThrottleMs: config.mergeThrottleMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
+    allowedRoots: allowedRoots(config),
   };
 }
 

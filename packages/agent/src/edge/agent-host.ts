@@ -1,15 +1,19 @@
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { invalidArgument, type Logger, type pb } from '@hyperfarm/api';
-import { VhdDisk, type StorageProvider } from '@hyperfarm/vhd';
-import { HypervisorEngine, type Effect, type EngineOptions, type VmRecord } from '../engine/engine.js';
-import { normalizeConfig, type VmConfig } from '../engine/validate.js';
+import type { StorageProvider, VhdDisk } from '@hyperfarm/vhd';
+import { HypervisorEngine, type EngineOptions } from '../engine/engine.js';
+import { normalizeConfig } from '../engine/validate.js';
 import { hashString32 } from '../engine/rng.js';
-import { storageFailureKind, vhdLibraryFactory, type DiskBackend, type DiskFactory } from './disk.js';
-import { readSavedState, writeSavedState } from './saved-state.js';
+import { vhdLibraryFactory, type DiskBackend, type DiskFactory } from './disk.js';
+import { checkDiskFiles, createDiskFiles, prepareMigratedDisks } from './disk-files.js';
+import { DiskPool } from './disk-pool.js';
+import { EffectRunner } from './effect-runner.js';
+import { RecordWriter } from './record-writer.js';
 import { applyStopActions, DEFAULT_SHUTDOWN_TIMEOUT_MS } from './stop-actions.js';
 import { VmStore } from './store.js';
+import { VmFolders } from './vm-folders.js';
 
 export interface HostSettings {
   id: string;
@@ -29,6 +33,11 @@ export interface HostSettings {
    * before they are turned off (DEFAULT_SHUTDOWN_TIMEOUT_MS when not given).
    */
   shutdownTimeoutMs?: number;
+  /**
+   * Folders outside the data folder that requests may name (absolute disk paths, export and
+   * import folders): the cluster storage path and what the configuration allows. None by default.
+   */
+  allowedRoots?: readonly string[];
 }
 
 export interface AgentHostOptions {
@@ -52,38 +61,24 @@ export interface AgentHostOptions {
 
 type Listener = (event: pb.AgentEvent) => void;
 
-const kindOf = (t: pb.DiskType__Output): 'fixed' | 'dynamic' =>
-  t === 'DISK_TYPE_DYNAMIC' ? 'dynamic' : 'fixed';
-
 /**
- * One host agent's engine with its I/O around it: the timer that advances the engine, LevelDB
- * for VM records, the VM folders with their disks and saved states, and event fan-out. Every
- * call from outside goes through `read()` or `mutate()`, which bring the engine to the current
- * time first and carry out whatever it asked for afterwards.
+ * One host agent: its engine, and the I/O around it. A real timer advances the engine, and every
+ * call from outside goes through `read()` or `mutate()`, which bring it to the current time first
+ * and afterwards hand what it asked for to the effect runner, its record changes to the record
+ * writer (group commit) and its events to the watchers.
  */
 export class AgentHost {
   readonly engine: HypervisorEngine;
+  readonly folders: VmFolders;
+  readonly disks: DiskPool;
+  readonly diskFactory: DiskFactory;
   private readonly clock: () => number;
-  private readonly disks = new Map<string, Map<number, DiskBackend>>();
-  /** The VhdDisk under each open disk (before any test wrapper), for live snapshot merges. */
-  private readonly rawDisks = new Map<string, Map<number, VhdDisk>>();
+  private readonly records: RecordWriter;
+  private readonly effects: EffectRunner;
   private readonly stopHooks: (() => Promise<void>)[] = [];
-  private readonly opening = new Map<string, Promise<DiskBackend>>();
-  private readonly busyIo = new Set<string>();
-  private readonly inflight = new Set<Promise<unknown>>();
   private readonly listeners = new Set<Listener>();
-  // Group commit: changes wait in `pending`; one LevelDB batch at a time takes all of them.
-  private readonly pending = { records: new Map<string, VmRecord>(), deleted: new Set<string>() };
-  private enqueued = 0;
-  private written = 0;
-  private writer: Promise<void> | undefined;
-  private waiters: { seq: number; resolve: () => void }[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private readonly diskFactory: DiskFactory;
   private closed = false;
-
-  /** VMs whose guest I/O is held back while their disk files change (a checkpoint). */
-  private readonly ioPaused = new Set<string>();
 
   private constructor(
     private readonly opts: AgentHostOptions,
@@ -91,6 +86,7 @@ export class AgentHost {
   ) {
     const s = opts.settings;
     this.clock = opts.clock ?? (() => Date.now());
+    this.folders = new VmFolders(s.dataDir, s.allowedRoots ?? []);
     this.diskFactory = opts.diskFactory ?? vhdLibraryFactory(this.clock, opts.storageProvider);
     this.engine = new HypervisorEngine({
       hostId: s.id,
@@ -106,6 +102,25 @@ export class AgentHost {
       seed: opts.seed ?? hashString32(s.id),
       ...opts.engineOverrides,
     });
+    this.disks = new DiskPool(
+      this.diskFactory,
+      (vmId, index) => {
+        const att = this.engine.getVm(vmId).config!.disks[index];
+        if (!att) throw new Error(`VM ${vmId} has no disk ${index}`);
+        return this.folders.diskPath(vmId, att.path);
+      },
+      opts.wrapDisk,
+    );
+    this.records = new RecordWriter(store, opts.logger);
+    this.effects = new EffectRunner({
+      engine: this.engine,
+      folders: this.folders,
+      disks: this.disks,
+      logger: opts.logger,
+      clock: this.clock,
+      pump: () => this.pump(),
+      persisted: () => this.persisted(),
+    });
   }
 
   static async open(opts: AgentHostOptions): Promise<AgentHost> {
@@ -113,10 +128,10 @@ export class AgentHost {
     const store = await VmStore.open(join(opts.settings.dataDir, 'state.db'));
     const host = new AgentHost(opts, store);
     for (const record of await store.loadAll()) {
-      host.engine.recover(record, existsSync(host.savedStatePath(record.id)));
+      const savedState = existsSync(host.folders.savedStatePath(record.id));
+      const turnedOff = host.engine.recover(record, savedState);
+      if (turnedOff) opts.logger.warn({ vmId: record.id, name: record.config.name }, turnedOff.message);
     }
-    const recovered = host.engine.listVms().filter((v) => /turned off:/.test(v.status!.message));
-    for (const vm of recovered) opts.logger.warn({ vmId: vm.id, name: vm.config!.name }, vm.status!.message);
     host.pump();
     await host.persisted();
     const tickMs = opts.tickMs ?? 100;
@@ -135,20 +150,20 @@ export class AgentHost {
     return this.opts.logger;
   }
 
+  get storageProvider(): StorageProvider | undefined {
+    return this.opts.storageProvider;
+  }
+
   now(): number {
     return this.clock();
   }
 
   vmDir(vmId: string): string {
-    return join(this.opts.settings.dataDir, 'vms', vmId);
+    return this.folders.vmDir(vmId);
   }
 
   savedStatePath(vmId: string): string {
-    return join(this.vmDir(vmId), 'saved.state');
-  }
-
-  diskPath(vmId: string, path: string): string {
-    return isAbsolute(path) ? path : join(this.vmDir(vmId), path);
+    return this.folders.savedStatePath(vmId);
   }
 
   /** Brings the engine to now and answers from it. */
@@ -168,44 +183,7 @@ export class AgentHost {
 
   /** Resolves once every change made so far is synced to LevelDB. */
   persisted(): Promise<void> {
-    const seq = this.enqueued;
-    if (this.written >= seq) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ seq, resolve }));
-  }
-
-  private enqueue(records: readonly VmRecord[], deleted: readonly string[]): void {
-    for (const r of records) {
-      this.pending.records.set(r.id, r);
-      this.pending.deleted.delete(r.id);
-    }
-    for (const id of deleted) {
-      this.pending.records.delete(id);
-      this.pending.deleted.add(id);
-    }
-    this.enqueued++;
-    this.writer ??= this.writeLoop();
-  }
-
-  private async writeLoop(): Promise<void> {
-    while (this.pending.records.size > 0 || this.pending.deleted.size > 0) {
-      const target = this.enqueued;
-      const records = [...this.pending.records.values()];
-      const deleted = [...this.pending.deleted];
-      this.pending.records.clear();
-      this.pending.deleted.clear();
-      try {
-        await this.store.write(records, deleted);
-      } catch (err) {
-        this.opts.logger.error({ err }, 'could not persist VM records');
-      }
-      this.written = target;
-      this.waiters = this.waiters.filter((w) => {
-        if (w.seq > target) return true;
-        w.resolve();
-        return false;
-      });
-    }
-    this.writer = undefined;
+    return this.records.persisted();
   }
 
   onEvent(listener: Listener): () => void {
@@ -217,9 +195,9 @@ export class AgentHost {
   pump(): void {
     if (this.closed) return;
     this.engine.advance(this.clock());
-    for (const effect of this.engine.takeEffects()) this.perform(effect);
+    for (const effect of this.engine.takeEffects()) this.effects.run(effect);
     const { records, deleted } = this.engine.takeChanges();
-    if (records.length > 0 || deleted.length > 0) this.enqueue(records, deleted);
+    this.records.enqueue(records, deleted);
     const events = this.engine.takeEvents();
     if (events.length > 0 && this.listeners.size > 0) {
       for (const e of events) {
@@ -230,153 +208,14 @@ export class AgentHost {
     }
   }
 
-  private track<T>(p: Promise<T>): void {
-    const tracked = p.finally(() => this.inflight.delete(tracked));
-    this.inflight.add(tracked);
+  /** Holds a VM's guest I/O and closes its files (see DiskPool.hold); returns the release. */
+  quiesceDisks(vmId: string): Promise<() => void> {
+    return this.disks.hold(vmId);
   }
 
-  private perform(effect: Effect): void {
-    const log = this.opts.logger;
-    switch (effect.kind) {
-      case 'save': {
-        const started = this.clock();
-        this.track(
-          this.flushDisks(effect.vmId)
-            .then(() => mkdir(this.vmDir(effect.vmId), { recursive: true }))
-            .then(() => writeSavedState(this.savedStatePath(effect.vmId), effect.memory, effect.deviceState))
-            .then(
-              (r) => {
-                log.info(
-                  { vmId: effect.vmId, bytes: r.bytes, pages: r.pages, ms: this.clock() - started },
-                  'saved',
-                );
-                this.engine.completeSave(effect.vmId, effect.token, r.sha256);
-                this.pump();
-              },
-              (err: unknown) => {
-                log.error({ err, vmId: effect.vmId }, 'save failed');
-                this.engine.failSave(effect.vmId, effect.token, (err as Error).message);
-                this.pump();
-              },
-            ),
-        );
-        break;
-      }
-      case 'restore': {
-        const path = this.savedStatePath(effect.vmId);
-        this.track(
-          readSavedState(path, effect.vmId).then(
-            async (r) => {
-              this.engine.completeRestore(effect.vmId, effect.token, r.memory, r.device);
-              this.pump();
-              await this.persisted();
-              // Hyper-V discards the saved state once the VM runs from it.
-              await rm(path, { force: true });
-            },
-            (err: unknown) => {
-              log.error({ err, vmId: effect.vmId }, 'restore failed');
-              this.engine.failRestore(effect.vmId, effect.token, (err as Error).message);
-              this.pump();
-            },
-          ),
-        );
-        break;
-      }
-      case 'delete-saved-state':
-        this.track(rm(this.savedStatePath(effect.vmId), { force: true }));
-        break;
-      case 'delete-vm-files':
-        this.track(
-          this.closeDisks(effect.vmId).then(() =>
-            rm(this.vmDir(effect.vmId), { recursive: true, force: true }),
-          ),
-        );
-        break;
-      case 'disk-writes':
-        this.diskWrites(effect);
-        break;
-    }
-  }
-
-  /** Guest writes through the storage VSP into the VM's disk files. One batch per VM at a time. */
-  private diskWrites(effect: Extract<Effect, { kind: 'disk-writes' }>): void {
-    // The model accounts them either way; the files see the next batch.
-    if (this.busyIo.has(effect.vmId) || this.ioPaused.has(effect.vmId)) return;
-    this.busyIo.add(effect.vmId);
-    const run = async () => {
-      try {
-        for (const w of effect.writes) {
-          const disk = await this.disk(effect.vmId, w.disk);
-          const blocks = Math.max(1, Math.floor(disk.sizeBytes / effect.writeBytes));
-          const offset = (w.seed % blocks) * effect.writeBytes;
-          await disk.write(offset, Buffer.alloc(Math.min(effect.writeBytes, disk.sizeBytes), w.seed & 0xff));
-        }
-        this.engine.reportStorage(effect.vmId, 'ok');
-      } catch (err) {
-        this.engine.reportStorage(effect.vmId, storageFailureKind(err), (err as Error).message);
-      } finally {
-        this.busyIo.delete(effect.vmId);
-        this.pump();
-      }
-    };
-    this.track(run());
-  }
-
-  private disk(vmId: string, index: number): Promise<DiskBackend> {
-    // Callers at the same time share one open: two instances of one file would not see each
-    // other's metadata, and the second would leak.
-    const key = `${vmId}\u0000${index}`;
-    const cached = this.disks.get(vmId)?.get(index);
-    if (cached) return Promise.resolve(cached);
-    let pending = this.opening.get(key);
-    if (!pending) {
-      pending = this.openDisk(vmId, index).finally(() => this.opening.delete(key));
-      this.opening.set(key, pending);
-    }
-    return pending;
-  }
-
-  private async openDisk(vmId: string, index: number): Promise<DiskBackend> {
-    const config = this.engine.getVm(vmId).config!;
-    const att = config.disks[index];
-    if (!att) throw new Error(`VM ${vmId} has no disk ${index}`);
-    let disk = await this.diskFactory.open(this.diskPath(vmId, att.path));
-    if (disk instanceof VhdDisk) {
-      let raw = this.rawDisks.get(vmId);
-      if (!raw) this.rawDisks.set(vmId, (raw = new Map()));
-      raw.set(index, disk);
-    }
-    if (this.opts.wrapDisk) disk = this.opts.wrapDisk(vmId, index, disk);
-    let open = this.disks.get(vmId);
-    if (!open) this.disks.set(vmId, (open = new Map()));
-    open.set(index, disk);
-    return disk;
-  }
-
-  /**
-   * Holds a VM's guest writes back and closes its disk files, so they can be swapped (a
-   * checkpoint's differencing disks). Returns the function that lets I/O go on.
-   */
-  async quiesceDisks(vmId: string): Promise<() => void> {
-    this.ioPaused.add(vmId);
-    while (this.busyIo.has(vmId)) await Promise.allSettled([...this.inflight]);
-    await this.closeDisks(vmId);
-    return () => {
-      this.ioPaused.delete(vmId);
-    };
-  }
-
-  /**
-   * The open VhdDisk of a VM's disk, opening it as the guest's I/O would: a snapshot merge of a
-   * running VM works through this instance, so guest reads and writes go on during it.
-   */
-  async openVhd(vmId: string, index: number): Promise<VhdDisk | undefined> {
-    await this.disk(vmId, index);
-    return this.rawDisks.get(vmId)?.get(index);
-  }
-
-  get storageProvider(): StorageProvider | undefined {
-    return this.opts.storageProvider;
+  /** The open VhdDisk of a VM's disk (see DiskPool.vhd). */
+  openVhd(vmId: string, index: number): Promise<VhdDisk | undefined> {
+    return this.disks.vhd(vmId, index);
   }
 
   /** Runs before the VMs get their stop actions at a clean shutdown (background merges pause). */
@@ -390,63 +229,10 @@ export class AgentHost {
     for (const l of this.listeners) l(full);
   }
 
-  get disksFactory(): DiskFactory {
-    return this.diskFactory;
-  }
-
-  /** Makes the guest's writes durable (a save must not outlive the data it describes). */
-  private async flushDisks(vmId: string): Promise<void> {
-    const open = this.disks.get(vmId);
-    if (open) await Promise.all([...open.values()].map((d) => d.flush()));
-  }
-
-  private async closeDisks(vmId: string): Promise<void> {
-    const open = this.disks.get(vmId);
-    this.disks.delete(vmId);
-    this.rawDisks.delete(vmId);
-    if (open) await Promise.allSettled([...open.values()].map((d) => d.close()));
-  }
-
-  /** Disk files a configuration needs: each must exist, or say how big to create it. */
-  private checkDiskFiles(vmId: string, config: VmConfig): void {
-    config.disks.forEach((d, i) => {
-      if (d.createSizeBytes === 0 && !existsSync(this.diskPath(vmId, d.path))) {
-        throw invalidArgument(
-          `config.disks[${i}].path`,
-          `${d.path} does not exist and create_size_bytes is 0`,
-        );
-      }
-    });
-  }
-
-  private async createDiskFiles(vmId: string, config: VmConfig): Promise<void> {
-    await mkdir(this.vmDir(vmId), { recursive: true });
-    for (const d of config.disks) {
-      const path = this.diskPath(vmId, d.path);
-      if (existsSync(path)) {
-        await (await this.diskFactory.open(path)).close();
-      } else {
-        await (await this.diskFactory.create(path, d.createSizeBytes, kindOf(d.createType))).close();
-      }
-    }
-  }
-
-  /**
-   * Disks of a VM that arrived by migration. Disk contents do not travel with a migration (Hyper-V
-   * relies on shared storage for that): absolute paths are expected to be shared; a missing
-   * relative disk is created empty at its size, or left missing (the VM's first write then makes
-   * it RunningCritical, which says so).
-   */
+  /** Disks of a VM that arrived by migration (see prepareMigratedDisks). */
   async prepareMigratedDisks(vmId: string): Promise<void> {
     const config = this.engine.getVm(vmId).config!;
-    await mkdir(this.vmDir(vmId), { recursive: true });
-    for (const d of config.disks) {
-      const path = this.diskPath(vmId, d.path);
-      if (existsSync(path)) continue;
-      if (d.createSizeBytes > 0)
-        await (await this.diskFactory.create(path, d.createSizeBytes, kindOf(d.createType))).close();
-      else this.opts.logger.warn({ vmId, path }, 'migrated VM refers to a disk this host does not have');
-    }
+    await prepareMigratedDisks(this.folders, this.diskFactory, vmId, config, this.logger);
   }
 
   async createVm(
@@ -454,12 +240,12 @@ export class AgentHost {
     input: pb.VmConfig__Output | pb.VmConfig,
     generation: number,
   ): Promise<pb.Vm__Output> {
-    this.checkDiskFiles(vmId, normalizeConfig(input));
+    checkDiskFiles(this.folders, vmId, normalizeConfig(input));
     const existed = this.engine.hasVm(vmId);
     const vm = await this.mutate((e) => e.createVm(vmId, input, generation));
     if (!existed) {
       try {
-        await this.createDiskFiles(vmId, vm.config!);
+        await createDiskFiles(this.folders, this.diskFactory, vmId, vm.config!);
       } catch (err) {
         await this.mutate((e) => e.deleteVm(vmId));
         throw invalidArgument('config.disks', `could not create the VM's disks: ${(err as Error).message}`);
@@ -476,16 +262,16 @@ export class AgentHost {
   ): Promise<pb.Vm__Output> {
     const vm = await this.mutate((e) => e.updateVm(vmId, input, paths, generation));
     if (paths.length === 0 || paths.some((p) => p.startsWith('disks'))) {
-      this.checkDiskFiles(vm.id, vm.config!);
-      await this.closeDisks(vm.id);
-      await this.createDiskFiles(vm.id, vm.config!);
+      checkDiskFiles(this.folders, vm.id, vm.config!);
+      await this.disks.close(vm.id);
+      await createDiskFiles(this.folders, this.diskFactory, vm.id, vm.config!);
     }
     return vm;
   }
 
   /** Waits for every save, restore and write in flight. */
   async settle(): Promise<void> {
-    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    await this.effects.settle();
     this.pump();
     await this.persisted();
   }
@@ -504,7 +290,7 @@ export class AgentHost {
     this.pump();
     await this.settle();
     this.closed = true;
-    for (const id of [...this.disks.keys()]) await this.closeDisks(id);
+    await this.disks.closeAll();
     await this.store.close();
   }
 }

@@ -98,7 +98,7 @@ export class Checkpoints {
   }
 
   private abs(vmId: string, path: string): string {
-    return resolve(this.host.diskPath(vmId, path));
+    return this.host.folders.diskPath(vmId, path);
   }
 
   /** A path as the config keeps it: relative to the VM's folder when inside it. */

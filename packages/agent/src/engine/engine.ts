@@ -17,7 +17,7 @@ import {
 } from './migration-hooks.js';
 import type { CpuReport, Effect, EngineEvent, EngineOptions, Storage, VmEntry, VmRecord } from './model.js';
 import type { DeviceStateModel, VmbusChannel } from './partition.js';
-import { recover, takeChanges } from './persistence.js';
+import { recover, takeChanges, type TurnedOff } from './persistence.js';
 import { changeState, completeRestore, completeSave, failRestore, failSave, turnOffSaying } from './power.js';
 import { stateName, type VmAction, type VmState } from './states.js';
 import type { VmConfig } from './validate.js';
@@ -316,8 +316,8 @@ export class HypervisorEngine {
    * Loads a VM persisted by an earlier run. A VM that was Saved stays Saved (if its file is
    * there); anything that had a partition comes back Off, as after a host crash.
    */
-  recover(record: VmRecord, savedStatePresent: boolean): void {
-    recover(this.core, record, savedStatePresent);
+  recover(record: VmRecord, savedStatePresent: boolean): TurnedOff | undefined {
+    return recover(this.core, record, savedStatePresent);
   }
 
   takeEvents(): EngineEvent[] {

@@ -1,6 +1,6 @@
 import type { EngineCore } from './core.js';
 import type { VmEntry, VmRecord } from './model.js';
-import { stateName } from './states.js';
+import { stateName, type VmState } from './states.js';
 import { normalizeConfig } from './validate.js';
 import { newEntry } from './vms.js';
 
@@ -32,11 +32,20 @@ export function recordOf(s: EngineCore, vm: VmEntry): VmRecord {
   };
 }
 
+/** A VM that came back Off from a state it could not keep over a restart. */
+export interface TurnedOff {
+  vmId: string;
+  /** The state it was in. */
+  was: VmState;
+  /** Why, as its status message says it. */
+  message: string;
+}
+
 /**
  * Loads a VM persisted by an earlier run. A VM that was Saved stays Saved (if its file is
- * there); anything that had a partition comes back Off, as after a host crash.
+ * there); anything that had a partition comes back Off, as after a host crash: then it says so.
  */
-export function recover(s: EngineCore, record: VmRecord, savedStatePresent: boolean): void {
+export function recover(s: EngineCore, record: VmRecord, savedStatePresent: boolean): TurnedOff | undefined {
   const config = normalizeConfig(record.config);
   const vm = newEntry(s, record.id, config, record.generation, record.createdAtMs);
   vm.desiredState = record.desiredState;
@@ -47,11 +56,11 @@ export function recover(s: EngineCore, record: VmRecord, savedStatePresent: bool
     vm.savedHash = record.savedHash;
     vm.savedPages = record.savedPages ?? 0;
     vm.message = record.message;
-    return;
+    return undefined;
   }
   if (record.state === 'VM_STATE_OFF') {
     vm.message = record.message;
-    return;
+    return undefined;
   }
   const why =
     record.state === 'VM_STATE_SAVED'
@@ -60,4 +69,5 @@ export function recover(s: EngineCore, record: VmRecord, savedStatePresent: bool
   vm.state = 'VM_STATE_OFF';
   s.emit(vm, 'state_changed', `VM '${config.name}': ${stateName(record.state)} -> Off (${why})`);
   vm.message = `turned off: ${why}`;
+  return { vmId: vm.id, was: record.state, message: vm.message };
 }

@@ -1,0 +1,67 @@
+import { realpathSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { invalidArgument } from '@hyperfarm/api';
+
+/** Linux's limits: longer paths or names fail with ENAMETOOLONG. */
+const MAX_PATH = 4096;
+const MAX_NAME = 255;
+
+/**
+ * The real path `path` names once every symbolic link in the part that exists is followed:
+ * a path can only be judged after `..` and links are resolved, not by its text.
+ */
+function realPath(path: string): string {
+  const missing: string[] = [];
+  let at = resolve(path);
+  for (;;) {
+    try {
+      return join(realpathSync(at), ...missing.reverse());
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
+      const parent = dirname(at);
+      if (parent === at) return resolve(path);
+      missing.push(basename(at));
+      at = parent;
+    }
+  }
+}
+
+/** Refuses text no file system call could take: NUL bytes, or names too long for Linux. */
+export function checkPathText(path: string, field: string): void {
+  if (path === '') throw invalidArgument(field, 'must name a path');
+  if (path.includes('\0')) throw invalidArgument(field, 'must not contain a NUL byte');
+  if (Buffer.byteLength(path) > MAX_PATH) throw invalidArgument(field, `longer than ${MAX_PATH} bytes`);
+  if (path.split('/').some((part) => Buffer.byteLength(part) > MAX_NAME))
+    throw invalidArgument(field, `has a name longer than ${MAX_NAME} bytes`);
+}
+
+/** Whether `path` (real) is `root` (real) or inside it. */
+function within(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+/**
+ * The one confinement check: resolves `path` (relative to the first of `roots`, or absolute) to
+ * its real location, following `..` and symbolic links, and returns it (resolved, links kept)
+ * only if that lies strictly inside one of `roots`. Anything else is refused with
+ * INVALID_ARGUMENT naming `field`. Every file the agent writes or removes goes through here.
+ */
+export function confine(roots: readonly string[], path: string, field: string): string {
+  checkPathText(path, field);
+  const resolved = resolve(roots[0]!, path);
+  const real = realPath(resolved);
+  for (const root of roots) {
+    const r = realPath(root);
+    if (real !== r && within(r, real)) return resolved;
+  }
+  throw invalidArgument(field, `${isAbsolute(path) ? 'is' : 'leads'} outside the folders this agent may use`);
+}
+
+/** Whether `path` lies inside `root` once both are resolved (no error). */
+export function isInside(root: string, path: string): boolean {
+  const r = realPath(root);
+  const p = realPath(path);
+  return p !== r && within(r, p);
+}
