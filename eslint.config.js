@@ -46,4 +46,21 @@ export default tseslint.config(
       'no-restricted-globals': ['error', 'setTimeout', 'setInterval'],
     },
   },
+  {
+    // raft → api is allowed at Raft's edges only (the gRPC transport and RaftNode speak
+    // RaftService and map errors to statuses); the core, storage, simulator and checker stay
+    // free of gRPC. See docs/architecture.md.
+    files: ['packages/raft/src/{core,storage,sim,checker}/**/*.ts', 'packages/raft/src/types.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: ['@hyperfarm/*', '@grpc/*'], message: "only raft's transport/ and node/ may use gRPC" },
+            { group: ['**/transport/*', '**/node/*'], message: 'the core layers do not depend on the edges' },
+          ],
+        },
+      ],
+    },
+  },
 );

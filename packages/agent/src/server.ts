@@ -1,11 +1,9 @@
 import { join } from 'node:path';
 import {
   createLogger,
-  hyperfarmProto,
+  createServer,
   lockDataDir,
-  SERVICE_NAMES,
   startMetricsServer,
-  startServer,
   tlsFromConfig,
   writeJsonAtomic,
   type Logger,
@@ -73,34 +71,17 @@ export async function startHost(
   // running continue offline: after a restart every VM is Off or Saved).
   const checkpoints = new Checkpoints(host);
   await checkpoints.merges.resumeAll();
-  const proto = hyperfarmProto().hyperfarm.v1;
   const tls = tlsFromConfig(config);
   let bound = grpcAddress;
   let server: RunningServer;
   try {
-    server = await startServer({
-      address: grpcAddress,
-      tls,
-      services: [
-        {
-          name: SERVICE_NAMES.agent,
-          definition: proto.AgentService.service,
-          implementation: agentServiceImpl(
-            host,
-            {
-              address: () => bound,
-              ...(tls ? { client: { tls } } : {}),
-            },
-            checkpoints,
-          ),
-        },
-        {
-          name: SERVICE_NAMES.migration,
-          definition: proto.MigrationService.service,
-          implementation: migrationServiceImpl(host),
-        },
-      ],
-    });
+    server = await createServer({ logger, tls })
+      .add(
+        'agent',
+        agentServiceImpl(host, { address: () => bound, ...(tls ? { client: { tls } } : {}) }, checkpoints),
+      )
+      .add('migration', migrationServiceImpl(host))
+      .listen(grpcAddress);
   } catch (err) {
     await host.stop();
     unlock();

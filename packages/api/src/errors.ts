@@ -1,6 +1,47 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 
 /**
+ * Trailer keys a failed call may carry besides its status, documented in docs/api.md so clients
+ * in any language can read them.
+ */
+export const TRAILERS = {
+  /** INVALID_ARGUMENT: the offending field, as a dotted path ("config.memory_bytes"). */
+  field: 'hyperfarm-field',
+  /** UNAVAILABLE from a replica that does not lead: the leader's id, when one is known. */
+  leaderId: 'hyperfarm-leader-id',
+  /** With `leaderId`, when known: the leader's gRPC address (host:port). */
+  leaderAddress: 'hyperfarm-leader-address',
+} as const;
+
+/** Longest input quoted in a message; the rest is cut and its length stated. */
+export const MAX_QUOTED_CHARS = 64;
+
+/**
+ * Longest status message sent. A status message travels as a header, and typical clients refuse
+ * headers over 8 KiB: a message is never allowed to grow with the input.
+ */
+export const MAX_STATUS_MESSAGE_CHARS = 2_048;
+
+/**
+ * User input as it may appear in an error message: in single quotes, control characters escaped,
+ * and cut after `max` characters ("'aaaa…' (1048576 characters)"). Every message that quotes a
+ * name, id or path from a request goes through here.
+ */
+export function quote(value: unknown, max = MAX_QUOTED_CHARS): string {
+  const text = String(value);
+  const chars = [...text];
+  const shown = chars.slice(0, max).join('');
+  // eslint-disable-next-line no-control-regex
+  const escaped = shown.replace(/[\u0000-\u001f\u007f]/g, (c) => JSON.stringify(c).slice(1, -1));
+  return chars.length <= max ? `'${escaped}'` : `'${escaped}…' (${chars.length} characters)`;
+}
+
+function capMessage(message: string): string {
+  if (message.length <= MAX_STATUS_MESSAGE_CHARS) return message;
+  return `${message.slice(0, MAX_STATUS_MESSAGE_CHARS)}… (message cut at ${MAX_STATUS_MESSAGE_CHARS} of ${message.length} characters)`;
+}
+
+/**
  * A failure that belongs to the API: a gRPC status code and a message a person can act on,
  * naming the object and the reason. Domain code throws these; servers turn them into statuses.
  */
@@ -10,6 +51,8 @@ export class ApiError extends Error {
     message: string,
     /** For INVALID_ARGUMENT: the offending field, as a dotted path ("config.memory_bytes"). */
     readonly field?: string,
+    /** Extra trailer metadata (see TRAILERS). */
+    readonly trailers: Readonly<Record<string, string>> = {},
   ) {
     super(message);
     this.name = 'ApiError';
@@ -18,12 +61,10 @@ export class ApiError extends Error {
   /** The error as grpc-js expects a handler to report it. */
   toServiceError(): ServiceError {
     const metadata = new Metadata();
-    if (this.field) metadata.set('hyperfarm-field', this.field);
-    return Object.assign(new Error(this.message), {
-      code: this.code,
-      details: this.message,
-      metadata,
-    });
+    if (this.field) metadata.set(TRAILERS.field, this.field);
+    for (const [key, value] of Object.entries(this.trailers)) metadata.set(key, value);
+    const message = capMessage(this.message);
+    return Object.assign(new Error(message), { code: this.code, details: message, metadata });
   }
 }
 
@@ -31,10 +72,10 @@ export const invalidArgument = (field: string, reason: string): ApiError =>
   new ApiError(status.INVALID_ARGUMENT, `invalid ${field}: ${reason}`, field);
 
 export const notFound = (kind: string, id: string): ApiError =>
-  new ApiError(status.NOT_FOUND, `${kind} '${id}' not found`);
+  new ApiError(status.NOT_FOUND, `${kind} ${quote(id)} not found`);
 
 export const alreadyExists = (kind: string, name: string): ApiError =>
-  new ApiError(status.ALREADY_EXISTS, `${kind} '${name}' already exists`);
+  new ApiError(status.ALREADY_EXISTS, `${kind} ${quote(name)} already exists`);
 
 export const failedPrecondition = (message: string): ApiError =>
   new ApiError(status.FAILED_PRECONDITION, message);
@@ -42,7 +83,12 @@ export const failedPrecondition = (message: string): ApiError =>
 export const resourceExhausted = (message: string): ApiError =>
   new ApiError(status.RESOURCE_EXHAUSTED, message);
 
-export const unavailable = (message: string): ApiError => new ApiError(status.UNAVAILABLE, message);
+/**
+ * UNAVAILABLE: retry. From a replica that does not lead, `leader` names the one that does (when
+ * known), in the trailers as well as the message, so a client can go there directly.
+ */
+export const unavailable = (message: string, leader?: LeaderHint): ApiError =>
+  new ApiError(status.UNAVAILABLE, message, undefined, leader ? leaderTrailers(leader) : {});
 
 export const unimplemented = (what: string, plannedIn?: string): ApiError =>
   new ApiError(
@@ -52,12 +98,48 @@ export const unimplemented = (what: string, plannedIn?: string): ApiError =>
 
 export const internal = (message: string): ApiError => new ApiError(status.INTERNAL, message);
 
-/** Maps anything thrown by a handler to a status; unknown errors become INTERNAL with their message. */
+/** Where the leader is, as a replica that does not lead knows it. */
+export interface LeaderHint {
+  id: string;
+  /** Its gRPC address, when this replica knows it. */
+  address?: string | undefined;
+}
+
+function leaderTrailers(leader: LeaderHint): Record<string, string> {
+  const trailers: Record<string, string> = { [TRAILERS.leaderId]: leader.id };
+  if (leader.address) trailers[TRAILERS.leaderAddress] = leader.address;
+  return trailers;
+}
+
+/** The leader named by a failed call's trailers, if any. */
+export function leaderHint(err: unknown): LeaderHint | undefined {
+  if (!isServiceError(err)) return undefined;
+  const id = err.metadata.get(TRAILERS.leaderId)[0];
+  if (typeof id !== 'string' || id === '') return undefined;
+  const address = err.metadata.get(TRAILERS.leaderAddress)[0];
+  return { id, address: typeof address === 'string' && address !== '' ? address : undefined };
+}
+
+/** The original exception behind an INTERNAL status made by toServiceError, for logging. */
+const UNEXPECTED = Symbol('hyperfarm.unexpected');
+
+/**
+ * Maps anything thrown by a handler to a status. An ApiError keeps its code; a status from a call
+ * this handler made passes through; anything else is unexpected and becomes INTERNAL, keeping
+ * the original error (see `unexpectedCause`) so the server can log it with its stack.
+ */
 export function toServiceError(err: unknown): ServiceError {
   if (err instanceof ApiError) return err.toServiceError();
   if (isServiceError(err)) return err;
   const message = err instanceof Error ? err.message : String(err);
-  return internal(message).toServiceError();
+  return Object.assign(internal(message).toServiceError(), { [UNEXPECTED]: err });
+}
+
+/** The unexpected exception an INTERNAL status was made from, or undefined for any other status. */
+export function unexpectedCause(err: unknown): unknown {
+  return typeof err === 'object' && err !== null
+    ? (err as { [UNEXPECTED]?: unknown })[UNEXPECTED]
+    : undefined;
 }
 
 export function isServiceError(err: unknown): err is ServiceError {

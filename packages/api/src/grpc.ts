@@ -2,8 +2,11 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { reflectionDefinition } from './proto.js';
+import { unexpectedCause } from './errors.js';
+import { reflectionDefinition, SERVICE_NAMES } from './proto.js';
 import { ConfigError } from './runtime/config.js';
+import type { Logger } from './runtime/logger.js';
+import { serviceDefinition, type ServiceHandlers, type ServiceKind } from './services.js';
 
 /**
  * The one place where gRPC servers and channels are made, so credentials, message limits,
@@ -62,17 +65,9 @@ function channelCredentials(tls: TlsFiles | undefined): grpc.ChannelCredentials 
   );
 }
 
-export interface ServiceBinding {
-  /** Fully qualified name, for health checking ("hyperfarm.v1.AgentService"). */
-  name: string;
-  definition: grpc.ServiceDefinition;
-  implementation: grpc.UntypedServiceImplementation;
-}
-
 export interface ServerOptions extends TransportOptions {
-  /** host:port to listen on; port 0 picks a free one. */
-  address: string;
-  services: ServiceBinding[];
+  /** Where a handler's unexpected exception is logged, with its stack, before it becomes INTERNAL. */
+  logger: Logger;
   interceptors?: grpc.ServerInterceptor[];
 }
 
@@ -88,36 +83,57 @@ export interface RunningServer {
 }
 
 /**
- * Starts a gRPC server with the given services plus health checking and reflection. Health
- * answers SERVING for "" and every service once bound; callers may flip a service's status.
+ * A program's gRPC server before it listens: the program registers every service it offers with
+ * `add`, then binds with `listen`. Health checking and reflection are added here, for exactly the
+ * services registered.
  */
-export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+export interface ServerBuilder {
+  add<K extends ServiceKind>(kind: K, handlers: ServiceHandlers[K]): ServerBuilder;
+  /** Binds host:port (port 0 picks a free one); health then answers SERVING for "" and each service. */
+  listen(address: string): Promise<RunningServer>;
+}
+
+/** Creates a gRPC server with the shared credentials, limits and interceptors. */
+export function createServer(opts: ServerOptions): ServerBuilder {
   const server = new grpc.Server({
     ...channelOptions(opts),
     interceptors: opts.interceptors ?? [],
   });
-  for (const s of opts.services) server.addService(s.definition, s.implementation);
+  const names: string[] = [];
+  const builder: ServerBuilder = {
+    add(kind, handlers) {
+      const definition = serviceDefinition(kind);
+      server.addService(definition, logUnexpected(definition, handlers, opts.logger));
+      names.push(SERVICE_NAMES[kind]);
+      return builder;
+    },
+    listen: (address) => listen(server, names, address, opts),
+  };
+  return builder;
+}
 
+async function listen(
+  server: grpc.Server,
+  names: string[],
+  address: string,
+  opts: ServerOptions,
+): Promise<RunningServer> {
   const health = new HealthImplementation({ '': 'NOT_SERVING' });
   health.addToServer(server);
   // Reflection lists only what this server answers, so `grpcurl list` tells the truth.
   new ReflectionService(reflectionDefinition(), {
-    services: [
-      ...opts.services.map((s) => s.name),
-      'grpc.health.v1.Health',
-      'grpc.reflection.v1.ServerReflection',
-    ],
+    services: [...names, 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection'],
   }).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(opts.address, serverCredentials(opts.tls), (err, bound) =>
+    server.bindAsync(address, serverCredentials(opts.tls), (err, bound) =>
       err ? reject(err) : resolve(bound),
     );
   });
   health.setStatus('', 'SERVING');
-  for (const s of opts.services) health.setStatus(s.name, 'SERVING');
+  for (const name of names) health.setStatus(name, 'SERVING');
 
-  const host = opts.address.slice(0, opts.address.lastIndexOf(':'));
+  const host = address.slice(0, address.lastIndexOf(':'));
   return {
     server,
     health,
@@ -136,6 +152,42 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         });
       }),
   };
+}
+
+/**
+ * Wraps each handler so that an unexpected exception, which the handler adapters turn into
+ * INTERNAL (see toServiceError), is logged with its stack and the method. Every service of
+ * every program is registered here, so none can turn an exception into INTERNAL silently.
+ */
+function logUnexpected(
+  definition: grpc.ServiceDefinition,
+  handlers: grpc.UntypedServiceImplementation,
+  logger: Logger,
+): grpc.UntypedServiceImplementation {
+  const wrapped: grpc.UntypedServiceImplementation = {};
+  for (const [method, def] of Object.entries(definition)) {
+    const handler = handlers[method] as ((call: unknown, callback?: unknown) => void) | undefined;
+    if (!handler) continue;
+    const report = (err: unknown): void => {
+      const cause = unexpectedCause(err);
+      if (cause !== undefined)
+        logger.error({ err: cause, method: def.path }, 'unexpected error in a handler');
+    };
+    wrapped[method] = (
+      def.responseStream
+        ? (call: NodeJS.EventEmitter) => {
+            // Stream handlers report their status by emitting 'error' on the call.
+            call.on('error', report);
+            handler(call);
+          }
+        : (call: unknown, callback: grpc.sendUnaryData<unknown>) =>
+            handler(call, (err: grpc.ServerErrorResponse | null, ...rest: unknown[]) => {
+              if (err) report(err);
+              (callback as (...args: unknown[]) => void)(err, ...rest);
+            })
+    ) as grpc.UntypedHandleCall;
+  }
+  return wrapped;
 }
 
 /** Anything with the constructor shape grpc-js gives generated service clients. */

@@ -3,9 +3,10 @@ import { toServiceError } from './errors.js';
 
 /**
  * Adapters from promise-returning functions to grpc-js handlers: whatever a handler throws
- * becomes a gRPC status (ApiError keeps its code; anything else is INTERNAL), and the server
- * keeps serving. A stream handler reports its error by emitting 'error' on the call, which is how
- * grpc-js turns it into the status that ends the stream.
+ * becomes a gRPC status (ApiError keeps its code; anything else is INTERNAL, and the server made
+ * by createServer logs it with its stack), and the server keeps serving. A stream handler reports
+ * its error by emitting 'error' on the call, which is how grpc-js turns it into the status that
+ * ends the stream.
  */
 
 export function unary<Req, Res>(

@@ -3,43 +3,53 @@ import * as grpc from '@grpc/grpc-js';
 import {
   checkHealth,
   createClient,
+  createServer,
   hyperfarmProto,
   invalidArgument,
+  leaderHint,
   listServices,
   promiseClient,
+  quote,
   SERVICE_NAMES,
-  startServer,
+  serverStream,
   unary,
+  unavailable,
   withUnimplemented,
   type RunningServer,
   type pb,
 } from '../src/index.js';
+import { captureLogger } from './helpers.js';
 
 describe('gRPC server and channel factory', () => {
   const v1 = hyperfarmProto().hyperfarm.v1;
+  const log = captureLogger();
   let server: RunningServer;
 
   before(async () => {
-    server = await startServer({
-      address: '127.0.0.1:0',
-      services: [
-        {
-          name: SERVICE_NAMES.agent,
-          definition: v1.AgentService.service,
-          implementation: withUnimplemented(
-            SERVICE_NAMES.agent,
-            v1.AgentService.service,
-            {
-              GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => ({ id: 'h1', name: 'one' })),
-              GetVm: unary<pb.AgentGetVmRequest__Output, pb.Vm>((req) => {
-                throw invalidArgument('vm_id', `'${req.vmId}' is not a valid id`);
-              }),
-            },
-            'a later issue',
-          ),
-        },
-      ],
-    });
+    server = await createServer({ logger: log.logger })
+      .add(
+        'agent',
+        withUnimplemented(
+          'agent',
+          {
+            GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => ({ id: 'h1', name: 'one' })),
+            GetVm: unary<pb.AgentGetVmRequest__Output, pb.Vm>((req) => {
+              throw invalidArgument('vm_id', `${quote(req.vmId)} is not a valid id`);
+            }),
+            DeleteVm: unary<pb.AgentDeleteVmRequest__Output, pb.AgentDeleteVmResponse>(() => {
+              throw unavailable("not the leader; the leader is 'd2'", { id: 'd2', address: '10.0.0.2:7000' });
+            }),
+            ListVms: unary<pb.AgentListVmsRequest__Output, pb.AgentListVmsResponse>(() => {
+              throw new TypeError('a bug in the handler');
+            }),
+            WatchEvents: serverStream<pb.WatchAgentEventsRequest__Output, pb.AgentEvent>(() => {
+              throw new RangeError('a bug in the stream');
+            }),
+          },
+          'a later issue',
+        ),
+      )
+      .listen('127.0.0.1:0');
   });
   after(() => server.shutdown());
 
@@ -70,30 +80,65 @@ describe('gRPC server and channel factory', () => {
     });
     expect((bad as grpc.ServiceError).metadata.get('hyperfarm-field')).to.deep.equal(['vm_id']);
 
-    const missing = await agent.listVms({}).catch((e: grpc.ServiceError) => e);
+    const missing = await agent.createVm({}).catch((e: grpc.ServiceError) => e);
     expect(missing).to.include({ code: grpc.status.UNIMPLEMENTED });
     expect((missing as grpc.ServiceError).details).to.match(
-      /AgentService.ListVms is not implemented yet \(planned: a later issue\)/,
+      /AgentService.CreateVm is not implemented yet \(planned: a later issue\)/,
     );
 
-    const stream = client.watchEvents({});
+    const stream = client.migrateOut({});
     const streamErr = await new Promise<grpc.ServiceError>((resolve) => stream.on('error', resolve));
     expect(streamErr.code).to.equal(grpc.status.UNIMPLEMENTED);
     client.close();
   });
 
+  it('sends the leader hint in trailers with UNAVAILABLE', async () => {
+    const agent = promiseClient(createClient(v1.AgentService, server.address));
+    const err = await agent.deleteVm({ vmId: 'a' }).catch((e: grpc.ServiceError) => e);
+    expect(err).to.include({ code: grpc.status.UNAVAILABLE });
+    expect((err as grpc.ServiceError).metadata.get('hyperfarm-leader-id')).to.deep.equal(['d2']);
+    expect((err as grpc.ServiceError).metadata.get('hyperfarm-leader-address')).to.deep.equal([
+      '10.0.0.2:7000',
+    ]);
+    expect(leaderHint(err)).to.deep.equal({ id: 'd2', address: '10.0.0.2:7000' });
+  });
+
+  it('quotes a 1 MiB id only in part, so the status stays a header clients accept', async () => {
+    const agent = promiseClient(createClient(v1.AgentService, server.address));
+    const err = (await agent.getVm({ vmId: 'v'.repeat(1024 * 1024) }).catch((e) => e)) as grpc.ServiceError;
+    expect(err.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err.details).to.equal(
+      `invalid vm_id: '${'v'.repeat(64)}…' (1048576 characters) is not a valid id`,
+    );
+  });
+
+  it('logs an unexpected exception with its stack and method, and answers INTERNAL', async () => {
+    const client = createClient(v1.AgentService, server.address);
+    const unaryErr = (await promiseClient(client)
+      .listVms({})
+      .catch((e) => e)) as grpc.ServiceError;
+    expect(unaryErr).to.include({ code: grpc.status.INTERNAL, details: 'a bug in the handler' });
+    const stream = client.watchEvents({});
+    const streamErr = await new Promise<grpc.ServiceError>((resolve) => stream.on('error', resolve));
+    expect(streamErr).to.include({ code: grpc.status.INTERNAL, details: 'a bug in the stream' });
+    client.close();
+
+    const errors = log.lines().filter((l) => l.msg === 'unexpected error in a handler');
+    expect(errors.map((l) => l.method)).to.deep.equal([
+      '/hyperfarm.v1.AgentService/ListVms',
+      '/hyperfarm.v1.AgentService/WatchEvents',
+    ]);
+    const err = errors[0]!.err as { type: string; stack: string };
+    expect(err.type).to.equal('TypeError');
+    expect(err.stack).to.match(/TypeError: a bug in the handler\n\s+at /);
+    // Statuses the handlers chose are not errors of the server: nothing else was logged.
+    expect(log.lines().filter((l) => l.level >= 50)).to.have.length(2);
+  });
+
   it('refuses a message over the configured limit', async () => {
-    const small = await startServer({
-      address: '127.0.0.1:0',
-      maxMessageBytes: 1024,
-      services: [
-        {
-          name: SERVICE_NAMES.agent,
-          definition: v1.AgentService.service,
-          implementation: withUnimplemented(SERVICE_NAMES.agent, v1.AgentService.service, {}, 'x'),
-        },
-      ],
-    });
+    const small = await createServer({ logger: log.logger, maxMessageBytes: 1024 })
+      .add('agent', withUnimplemented('agent', {}, 'x'))
+      .listen('127.0.0.1:0');
     const agent = promiseClient(createClient(v1.AgentService, small.address));
     const err = await agent.getVm({ vmId: 'x'.repeat(4096) }).catch((e: grpc.ServiceError) => e);
     expect(err).to.have.property('code', grpc.status.RESOURCE_EXHAUSTED);

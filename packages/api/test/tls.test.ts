@@ -3,14 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import {
-  checkHealth,
-  SERVICE_NAMES,
-  hyperfarmProto,
-  startServer,
-  withUnimplemented,
-  type TlsFiles,
-} from '../src/index.js';
+import { checkHealth, createServer, withUnimplemented, type TlsFiles } from '../src/index.js';
+import { captureLogger } from './helpers.js';
 
 /** A throwaway CA with a server and a client certificate for 127.0.0.1, made with openssl. */
 function makePki(): { server: TlsFiles; client: TlsFiles; stranger: TlsFiles } {
@@ -83,18 +77,9 @@ describe('mutual TLS is a configuration change', function () {
 
   it('serves a client with a certificate from the same CA, and refuses plaintext and strangers', async () => {
     const pki = makePki();
-    const v1 = hyperfarmProto().hyperfarm.v1;
-    const server = await startServer({
-      address: '127.0.0.1:0',
-      tls: pki.server,
-      services: [
-        {
-          name: SERVICE_NAMES.agent,
-          definition: v1.AgentService.service,
-          implementation: withUnimplemented(SERVICE_NAMES.agent, v1.AgentService.service, {}, 'x'),
-        },
-      ],
-    });
+    const server = await createServer({ logger: captureLogger().logger, tls: pki.server })
+      .add('agent', withUnimplemented('agent', {}, 'x'))
+      .listen('127.0.0.1:0');
     try {
       expect(await checkHealth(server.address, '', 5_000, { tls: pki.client })).to.equal('SERVING');
       const plaintext = await checkHealth(server.address, '', 2_000).catch((e: Error) => e);

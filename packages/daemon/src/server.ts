@@ -1,12 +1,12 @@
 import {
   createLogger,
-  hyperfarmProto,
+  createServer,
   lockDataDir,
-  SERVICE_NAMES,
   startMetricsServer,
   withUnimplemented,
   writeJsonAtomic,
   type Logger,
+  type RunningServer,
 } from '@hyperfarm/api';
 import { RaftNode, type StateMachine } from '@hyperfarm/raft';
 import { join } from 'node:path';
@@ -31,41 +31,43 @@ const membershipOnly: StateMachine = {
   restore: () => undefined,
 };
 
-/** Starts one control daemon replica: Raft and ClusterService on one gRPC server. */
+/**
+ * Starts one control daemon replica. The daemon owns its gRPC server: Raft first (it does not
+ * listen), then every service registered, then the server binds.
+ */
 export async function startDaemon(
   config: DaemonConfig,
   logger = createLogger({ program: 'hyperfarm-daemon', id: config.id, level: config.logLevel }),
 ): Promise<RunningDaemon> {
   const unlock = lockDataDir(config.dataDir);
-  const proto = hyperfarmProto().hyperfarm.v1;
   const metrics = await startMetricsServer(config.metricsAddress, { role: 'daemon', daemon_id: config.id });
-  // ClusterService rides on the server Raft starts, so each daemon has one gRPC address.
-  let raft: RaftNode | undefined = undefined;
-  raft = await RaftNode.start({
+  const raft = await RaftNode.start({
     id: config.id,
     dataDir: join(config.dataDir, 'raft'),
-    listen: config.grpcAddress,
     peers: Object.fromEntries(config.peers),
     stateMachine: membershipOnly,
     registry: metrics.registry,
     forwardProposals: true,
     ...(config.tls ? { tls: config.tls } : {}),
-    services: [
-      {
-        name: SERVICE_NAMES.cluster,
-        definition: proto.ClusterService.service,
-        implementation: withUnimplemented(
-          SERVICE_NAMES.cluster,
-          proto.ClusterService.service,
-          membershipHandlers(() => raft),
-          'the farm state machine',
-        ),
-      },
-    ],
   });
+  let server: RunningServer;
+  try {
+    server = await createServer({ logger, tls: config.tls })
+      .add('raft', raft.service)
+      .add(
+        'cluster',
+        withUnimplemented('cluster', membershipHandlers(raft, { tls: config.tls }), 'the farm state machine'),
+      )
+      .listen(config.grpcAddress);
+  } catch (err) {
+    await raft.stop();
+    await metrics.close();
+    unlock();
+    throw err;
+  }
   logger.info(
     {
-      grpcAddress: raft.address,
+      grpcAddress: server.address,
       metricsAddress: metrics.address,
       dataDir: config.dataDir,
       peers: Object.fromEntries(config.peers),
@@ -75,16 +77,17 @@ export async function startDaemon(
   if (config.readyFile) {
     writeJsonAtomic(config.readyFile, {
       pid: process.pid,
-      grpcAddress: raft.address,
+      grpcAddress: server.address,
       metricsAddress: metrics.address,
     });
   }
   return {
     logger,
     raft,
-    grpcAddress: raft.address,
+    grpcAddress: server.address,
     metricsAddress: metrics.address,
     async stop() {
+      await server.shutdown();
       await raft.stop();
       await metrics.close();
       unlock();

@@ -1,4 +1,3 @@
-import type * as grpc from '@grpc/grpc-js';
 import {
   failedPrecondition,
   invalidArgument,
@@ -6,8 +5,6 @@ import {
   unary,
   clientStream,
   withUnimplemented,
-  SERVICE_NAMES,
-  hyperfarmProto,
   type ClientOptions,
   type pb,
 } from '@hyperfarm/api';
@@ -67,9 +64,8 @@ export function agentServiceImpl(
   host: AgentHost,
   net: HostAddressing,
   checkpoints: Checkpoints = new Checkpoints(host),
-): grpc.UntypedServiceImplementation {
-  const proto = hyperfarmProto().hyperfarm.v1;
-  const implemented: Partial<grpc.UntypedServiceImplementation> = {
+): pb.AgentServiceHandlers {
+  const implemented: Partial<pb.AgentServiceHandlers> = {
     GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => hostInfo(host, net.address())),
     ListGuestOs: unary<pb.ListGuestOsRequest__Output, pb.ListGuestOsResponse>(() => ({
       guestOs: guestOsList(),
@@ -207,14 +203,12 @@ export function agentServiceImpl(
         }),
     ),
   };
-  return withUnimplemented(SERVICE_NAMES.agent, proto.AgentService.service, implemented, 'issue #4');
+  return withUnimplemented('agent', implemented, 'issue #4');
 }
 
-export function migrationServiceImpl(host: AgentHost): grpc.UntypedServiceImplementation {
-  const proto = hyperfarmProto().hyperfarm.v1;
+export function migrationServiceImpl(host: AgentHost): pb.MigrationServiceHandlers {
   return withUnimplemented(
-    SERVICE_NAMES.migration,
-    proto.MigrationService.service,
+    'migration',
     {
       ImportVm: clientStream<pb.MigrationChunk__Output, pb.ImportVmResponse>((call) => importVm(host, call)),
       ExportVm: serverStream<pb.ExportVmRequest__Output, pb.MigrationChunk>((req, call) =>

@@ -2,10 +2,14 @@ import { type NodeId } from '../types.js';
 
 /**
  * A proposal, read or transfer was made on a node that is not the leader. `leader` names the
- * leader this node knows of, or is '' when it knows none (an election is under way).
+ * leader this node knows of, or is '' when it knows none (an election is under way). The core
+ * knows no addresses: the edge that does fills in `leaderAddress`.
  */
 export class NotLeaderError extends Error {
-  constructor(readonly leader: NodeId) {
+  constructor(
+    readonly leader: NodeId,
+    readonly leaderAddress?: string,
+  ) {
     super(
       leader === '' ? 'not the leader, and no leader is known' : `not the leader; the leader is '${leader}'`,
     );

@@ -1,3 +1,9 @@
 export { RaftNode, type RaftNodeOptions, type StateMachine } from './raft-node.js';
-export { RequestTimeoutError, NodeStoppedError } from './errors.js';
+export {
+  NodeStoppedError,
+  OutcomeUnknownError,
+  ReadNotConfirmedError,
+  RequestTimeoutError,
+} from './errors.js';
+export { raftApiError, raftErrorFromStatus, throwRaftApiError } from './status.js';
 export { RaftMetrics } from './metrics.js';

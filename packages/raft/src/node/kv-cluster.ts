@@ -212,7 +212,9 @@ export class KvCluster {
 
 /**
  * A client that writes through whichever member leads: it follows 503 leader hints and, when a
- * member is unreachable, tries the others. Each put resolves with the index once acknowledged.
+ * member is unreachable, tries the others. Each put resolves with the index once acknowledged;
+ * 503 and 409 mean the write certainly did not happen (NotAcceptedError), anything else that it
+ * may have.
  */
 export class KvClient {
   private target: KvMember | undefined;
@@ -241,8 +243,9 @@ export class KvClient {
       const next = this.cluster.running().find((x) => x.id === hint);
       if (next) this.target = next;
       else this.rotate(m);
-      throw new NotAcceptedError(`${m.id} is not the leader (hint '${hint}')`);
+      throw new NotAcceptedError(`${m.id} did not take the write (leader hint '${hint}')`);
     }
+    if (res.status === 409) throw new NotAcceptedError(`${m.id}: ${String(res.body.error)}`);
     throw new Error(`${m.id} answered ${res.status}: ${JSON.stringify(res.body)}`);
   }
 
@@ -262,7 +265,7 @@ export class KvClient {
   }
 }
 
-/** The request was refused before it was proposed (not the leader): it certainly did not happen. */
+/** The request was refused (not the leader, or dropped by the leader): it certainly did not happen. */
 export class NotAcceptedError extends Error {
   constructor(message: string) {
     super(message);

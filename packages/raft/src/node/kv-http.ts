@@ -1,10 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { NotLeaderError, ProposalDroppedError, RaftArgumentError } from '../core/errors.js';
-import { RequestTimeoutError } from './errors.js';
+import { ApiError, status, TRAILERS } from '@hyperfarm/api';
 import { encodeKvCommand, type KvStateMachine } from './kv-state-machine.js';
 import type { RaftNode } from './raft-node.js';
+import { raftApiError } from './status.js';
 
 /**
  * The key-value store over HTTP/1.1 JSON, for tests and the benchmark:
@@ -12,16 +12,28 @@ import type { RaftNode } from './raft-node.js';
  *   GET /kv/:key   linearizable read    → 200 {"value"} or 404 {"value": null}
  *   GET /status                         → the Raft status
  *   GET /metrics                        → Prometheus text
- * A node that is not the leader answers 503 {"error", "leader"} so the client can go there.
+ * Failures, each with {"error"}; the status says what happened to the request (docs/raft.md):
+ *   400  the request is wrong (empty key, command too large): nothing happened
+ *   503  nothing happened: no leader, not the leader ("leader", "leaderAddress" name it when
+ *        known), a read the leader could not confirm, or the node is stopped; retry
+ *   409  the leader dropped the write: it certainly did not take effect; retry
+ *   504  the write may or may not have taken effect (timed out, or could not be matched)
+ *   500  a bug
+ * They follow Raft's one mapping to gRPC statuses (status.ts), code for code.
  */
 export function startKvHttp(
   node: RaftNode,
   sm: KvStateMachine,
   registry: Registry,
   address: string,
+  /** Where a bug (a 500) is reported, with its stack. */
+  logError: (err: unknown) => void = console.error,
 ): Promise<{ server: Server; address: string }> {
   const server = createServer((req, res) => {
-    handle(node, sm, registry, req, res).catch((err: unknown) => reply(res, 500, { error: String(err) }));
+    handle(node, sm, registry, req, res).catch((err: unknown) => {
+      logError(err);
+      reply(res, 500, { error: String(err) });
+    });
   });
   server.keepAliveTimeout = 60_000;
   const host = address.slice(0, address.lastIndexOf(':'));
@@ -49,12 +61,25 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
+const HTTP_STATUS: Partial<Record<status, number>> = {
+  [status.INVALID_ARGUMENT]: 400,
+  [status.UNAVAILABLE]: 503,
+  [status.ABORTED]: 409,
+  [status.DEADLINE_EXCEEDED]: 504,
+  [status.UNKNOWN]: 504,
+};
+
 function failure(res: ServerResponse, err: unknown): void {
-  if (err instanceof NotLeaderError) reply(res, 503, { error: err.message, leader: err.leader });
-  else if (err instanceof RequestTimeoutError) reply(res, 504, { error: err.message });
-  else if (err instanceof ProposalDroppedError) reply(res, 409, { error: err.message });
-  else if (err instanceof RaftArgumentError) reply(res, 400, { error: err.message });
-  else reply(res, 500, { error: err instanceof Error ? err.message : String(err) });
+  const api = raftApiError(err);
+  if (!(api instanceof ApiError)) throw err;
+  const code = HTTP_STATUS[api.code];
+  if (code === undefined) throw err;
+  const body: Record<string, string> = { error: api.message };
+  if (code === 503) {
+    body.leader = api.trailers[TRAILERS.leaderId] ?? '';
+    body.leaderAddress = api.trailers[TRAILERS.leaderAddress] ?? '';
+  }
+  reply(res, code, body);
 }
 
 async function handle(

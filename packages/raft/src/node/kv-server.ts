@@ -7,7 +7,7 @@
  *   node packages/raft/dist/node/kv-server.js --id n1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
  *     --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 --data-dir /tmp/n1
  */
-import { lockDataDir } from '@hyperfarm/api';
+import { createLogger, createServer, lockDataDir } from '@hyperfarm/api';
 import { Command, InvalidArgumentError } from 'commander';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { KvStateMachine } from './kv-state-machine.js';
@@ -67,7 +67,6 @@ async function main(): Promise<void> {
   const node = await RaftNode.start({
     id: o.id,
     dataDir: o.dataDir,
-    listen: o.listen,
     peers: o.peers,
     join: o.join,
     stateMachine: sm,
@@ -83,11 +82,14 @@ async function main(): Promise<void> {
       process.exit(1);
     },
   });
+  const logger = createLogger({ program: 'kv-server', id: o.id, level: 'warn' });
+  const grpc = await createServer({ logger }).add('raft', node.service).listen(o.listen);
   const http = await startKvHttp(node, sm, registry, o.http);
-  console.log(JSON.stringify({ event: 'ready', id: o.id, raft: node.address, http: http.address }));
+  console.log(JSON.stringify({ event: 'ready', id: o.id, raft: grpc.address, http: http.address }));
   const shutdown = async (): Promise<void> => {
     http.server.closeAllConnections();
     http.server.close();
+    await grpc.shutdown(500);
     await node.stop();
     unlock();
     process.exit(0);

@@ -1,6 +1,5 @@
 import { randomInt } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
-import { ApiError, type ServiceBinding, type TlsFiles } from '@hyperfarm/api';
+import type { pb, TlsFiles } from '@hyperfarm/api';
 import { Registry } from 'prom-client';
 import { decodeConfChange } from '../core/entries.js';
 import { NotLeaderError, ProposalDroppedError, RaftArgumentError } from '../core/errors.js';
@@ -20,7 +19,8 @@ import {
   Role,
   type Snapshot,
 } from '../types.js';
-import { NodeStoppedError, RequestTimeoutError } from './errors.js';
+import { NodeStoppedError, OutcomeUnknownError, ReadNotConfirmedError } from './errors.js';
+import { raftErrorFromStatus, throwRaftApiError } from './status.js';
 import { bootstrapIfNew, loadMemory } from './startup-state.js';
 import { withTimeout } from './with-timeout.js';
 import { RaftMetrics } from './metrics.js';
@@ -40,8 +40,6 @@ export interface RaftNodeOptions {
   id: NodeId;
   /** Folder for the log (LevelDB) and snapshot files. */
   dataDir: string;
-  /** host:port RaftService listens on. */
-  listen: string;
   /**
    * RaftService addresses of the founding members, this node included; with `join`, of the
    * running members this node may hear from, so it can answer them before it has their log.
@@ -68,9 +66,8 @@ export interface RaftNodeOptions {
   registry?: Registry;
   /** Seed of the election-timeout randomness; random when absent. */
   seed?: number;
+  /** Mutual TLS for the channels to peers (the program's server has its own). */
   tls?: TlsFiles;
-  /** Other services to serve on RaftService's gRPC server, so a daemon needs one address. */
-  services?: ServiceBinding[];
   maxSizePerMsg?: number;
   maxInflightMsgs?: number;
   /**
@@ -104,7 +101,8 @@ interface IndexWaiter {
 }
 
 /**
- * Drives the sans-I/O core with a real clock, LevelDB storage and the gRPC transport.
+ * Drives the sans-I/O core with a real clock, LevelDB storage and the gRPC transport. It does not
+ * listen: the program registers `service` (RaftService) on the gRPC server it owns.
  *
  * One loop handles Readies strictly in order: persist (one synced batch), then send, then apply,
  * then advance. While a batch is being synced, proposals and messages keep arriving and pile up
@@ -172,18 +170,16 @@ export class RaftNode {
       const node = new RaftNode(opts, storage, mem, addresses);
       metrics = node.metrics;
       opts.stateMachine.restore(decodeSnapshotEnvelope(mem.snapshot().data).app);
-      node.transport = await GrpcTransport.start({
+      node.transport = new GrpcTransport({
         id: opts.id,
-        listen: opts.listen,
         peers: addresses,
         tls: opts.tls,
-        services: opts.services ?? [],
         handlers: {
           onMessages: (messages) => node.onMessages(messages),
           onUnreachable: (peer) => node.guard(() => node.raw.reportUnreachable(peer)),
           onSnapshotStatus: (peer, ok) => node.guard(() => node.raw.reportSnapshot(peer, ok)),
-          forwardPropose: (data) => node.proposeLocal(data).catch(toApiError),
-          forwardReadIndex: () => node.readIndex().catch(toApiError),
+          forwardPropose: (data) => node.proposeLocal(data).catch(throwRaftApiError),
+          forwardReadIndex: () => node.readIndex().catch(throwRaftApiError),
         },
       });
       node.ticker = setInterval(() => node.guard(() => node.raw.tick()), opts.tickMs ?? 100);
@@ -199,9 +195,9 @@ export class RaftNode {
     return this.opts.id;
   }
 
-  /** The address RaftService is bound to. */
-  get address(): string {
-    return this.transport.address;
+  /** RaftService's handlers, for the program to register on its gRPC server. */
+  get service(): pb.RaftServiceHandlers {
+    return this.transport.service;
   }
 
   status(): RaftStatus & { addresses: Record<NodeId, string>; snapshotIndex: number } {
@@ -215,14 +211,18 @@ export class RaftNode {
   /**
    * Replicates a command; resolves with its index and the state machine's result once it is
    * applied here. On a follower: NotLeaderError naming the leader, or forwarded to the leader
-   * when `forwardProposals` is on.
+   * when `forwardProposals` is on. Failures say what happened to the command (see status.ts):
+   * refused (NotLeaderError, ProposalDroppedError, RaftArgumentError, NodeStoppedError) or
+   * unknown (OutcomeUnknownError).
    */
   async propose(data: Uint8Array): Promise<{ index: number; result: Uint8Array }> {
     try {
       return await this.proposeLocal(data);
     } catch (err) {
       if (err instanceof NotLeaderError && this.opts.forwardProposals && err.leader !== '') {
-        return this.transport.forwardPropose(err.leader, data, this.timeoutMs);
+        return this.transport.forwardPropose(err.leader, data, this.timeoutMs).catch((e: unknown) => {
+          throw raftErrorFromStatus(e, err.leader);
+        });
       }
       throw err;
     }
@@ -254,7 +254,7 @@ export class RaftNode {
   /** Hands leadership to `to`; resolves when this node sees `to` lead. */
   async transferLeadership(to: NodeId): Promise<void> {
     this.assertRunning();
-    this.raw.transferLeader(to);
+    this.core(() => this.raw.transferLeader(to));
     this.notify();
     await withTimeout<void>(
       `transfer of leadership to '${to}'`,
@@ -277,8 +277,8 @@ export class RaftNode {
     clearInterval(this.ticker);
     this.notify();
     await this.loopDone;
-    this.failAll(new NodeStoppedError(this.opts.id, this.failure));
-    await this.transport.close();
+    this.failAll(this.failure);
+    this.transport.close();
     await this.storage.close();
   }
 
@@ -294,7 +294,7 @@ export class RaftNode {
       );
     }
     const started = performance.now();
-    const res = this.raw.propose(data);
+    const res = this.core(() => this.raw.propose(data));
     if (res.forwarded) throw new Error('the core forwarded a proposal although forwarding is off');
     this.notify();
     return withTimeout('proposal', this.timeoutMs, (resolve, reject, onCancel) => {
@@ -311,7 +311,7 @@ export class RaftNode {
     let res: { index: number; term: number };
     for (;;) {
       try {
-        res = this.raw.proposeConfChange(cc);
+        res = this.core(() => this.raw.proposeConfChange(cc));
         break;
       } catch (err) {
         if (!(err instanceof ProposalDroppedError) || performance.now() - started > this.timeoutMs) throw err;
@@ -330,12 +330,23 @@ export class RaftNode {
   private async readIndex(): Promise<number> {
     this.assertRunning();
     const context = `${this.opts.id}/${++this.readCounter}`;
-    this.raw.readIndex(new TextEncoder().encode(context));
+    this.core(() => this.raw.readIndex(new TextEncoder().encode(context)));
     this.notify();
     return withTimeout<number>('read index', this.timeoutMs, (resolve, reject, onCancel) => {
       this.reads.set(context, { resolve, reject });
       onCancel(() => this.reads.delete(context));
     });
+  }
+
+  /** Runs a local request on the core; a refusal for not leading names the leader's address. */
+  private core<T>(request: () => T): T {
+    try {
+      return request();
+    } catch (err) {
+      if (err instanceof NotLeaderError && err.leader !== '')
+        throw new NotLeaderError(err.leader, this.addresses[err.leader]);
+      throw err;
+    }
   }
 
   private waitApplied(index: number): Promise<void> {
@@ -452,7 +463,7 @@ export class RaftNode {
       const reads = [...this.reads.values()];
       this.reads.clear();
       for (const r of reads)
-        r.reject(new ProposalDroppedError('the leader changed before the read was confirmed; retry'));
+        r.reject(new ReadNotConfirmedError('the leader changed before it confirmed the read'));
       const waiters = this.leaderWaiters;
       this.leaderWaiters = [];
       for (const w of waiters) w();
@@ -470,7 +481,11 @@ export class RaftNode {
     for (const [index, w] of this.proposals) {
       if (index <= snapshot.meta.index) {
         this.proposals.delete(index);
-        w.reject(new ProposalDroppedError('replaced by a snapshot from the leader; outcome unknown'));
+        w.reject(
+          new OutcomeUnknownError(
+            `entry ${index} was replaced by a snapshot from the leader before it was applied here; outcome unknown`,
+          ),
+        );
       }
     }
   }
@@ -537,31 +552,23 @@ export class RaftNode {
     this.failure = err;
     this.stopped = true;
     clearInterval(this.ticker);
-    this.failAll(new NodeStoppedError(this.opts.id, err));
-    void this.transport.close();
+    this.failAll(err);
+    this.transport.close();
     void this.storage.close();
     this.opts.onFatal?.(err);
   }
 
-  private failAll(err: Error): void {
-    for (const w of this.proposals.values()) w.reject(err);
+  /** Fails what waits: a proposal already in the log may still commit, so its outcome is unknown. */
+  private failAll(cause: unknown): void {
+    const stopped = new NodeStoppedError(this.opts.id, cause);
+    for (const w of this.proposals.values())
+      w.reject(new OutcomeUnknownError(`${stopped.message} while the proposal waited; outcome unknown`));
     this.proposals.clear();
-    for (const r of this.reads.values()) r.reject(err);
+    for (const r of this.reads.values()) r.reject(stopped);
     this.reads.clear();
   }
 
   private assertRunning(): void {
     if (this.stopped) throw new NodeStoppedError(this.opts.id, this.failure);
   }
-}
-
-/** Gives a forwarded request's failure a meaningful gRPC status instead of INTERNAL. */
-function toApiError(err: unknown): never {
-  if (err instanceof NotLeaderError) throw new ApiError(grpc.status.FAILED_PRECONDITION, err.message);
-  if (err instanceof RaftArgumentError)
-    throw new ApiError(grpc.status.INVALID_ARGUMENT, err.message, err.field);
-  if (err instanceof ProposalDroppedError) throw new ApiError(grpc.status.ABORTED, err.message);
-  if (err instanceof RequestTimeoutError) throw new ApiError(grpc.status.DEADLINE_EXCEEDED, err.message);
-  if (err instanceof NodeStoppedError) throw new ApiError(grpc.status.UNAVAILABLE, err.message);
-  throw err;
 }

@@ -1,6 +1,5 @@
+import { RaftArgumentError } from '../core/errors.js';
 import { MemoryStorage } from '../core/memory-storage.js';
-import { ApiError } from '@hyperfarm/api';
-import * as grpc from '@grpc/grpc-js';
 import type { DurableState, LevelStorage } from '../storage/level-storage.js';
 import type { NodeId, Snapshot } from '../types.js';
 import type { RaftNodeOptions } from './raft-node.js';
@@ -15,11 +14,7 @@ export async function bootstrapIfNew(storage: LevelStorage, opts: RaftNodeOption
   const isNew = !init.snapshot && init.entries.length === 0 && init.hardState.term === 0;
   if (!isNew || opts.join) return init;
   if (!(opts.id in opts.peers)) {
-    throw new ApiError(
-      grpc.status.INVALID_ARGUMENT,
-      `invalid peers: this node '${opts.id}' is not among them`,
-      'peers',
-    );
+    throw new RaftArgumentError('peers', `this node '${opts.id}' is not among them`);
   }
   const boot = MemoryStorage.bootstrap({ voters: Object.keys(opts.peers).sort(), learners: [] });
   const snapshot: Snapshot = {

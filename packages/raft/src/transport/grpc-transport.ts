@@ -5,10 +5,6 @@ import {
   createClient,
   hyperfarmProto,
   type pb,
-  SERVICE_NAMES,
-  startServer,
-  type RunningServer,
-  type ServiceBinding,
   type TlsFiles,
   unary,
   unimplemented,
@@ -35,14 +31,10 @@ export interface TransportHandlers {
 
 export interface TransportOptions {
   id: NodeId;
-  /** host:port for RaftService; port 0 picks one. */
-  listen: string;
   /** Addresses of the other members. */
   peers: Record<NodeId, string>;
   handlers: TransportHandlers;
   tls?: TlsFiles | undefined;
-  /** Other services to serve on the same gRPC server (the daemon's ClusterService). */
-  services?: ServiceBinding[];
   backoff?: BackoffOptions;
   /** Randomness for backoff jitter. */
   random?: () => number;
@@ -162,44 +154,25 @@ class PeerLink {
 }
 
 /**
- * Raft's messages over gRPC: a RaftService server for what peers send us, and one PeerLink per
- * peer for what we send. Messages to a peer that is down are dropped (Raft resends), and the
- * core is told the peer is unreachable.
+ * Raft's messages over gRPC: RaftService's handlers for what peers send us (`service`, which the
+ * program registers on the gRPC server it owns), and one PeerLink per peer for what we send.
+ * Messages to a peer that is down are dropped (Raft resends), and the core is told the peer is
+ * unreachable.
  */
 export class GrpcTransport {
   private readonly links = new Map<NodeId, PeerLink>();
   readonly maxBufferedBatches: number;
   readonly snapshotChunkBytes: number;
-  private server: RunningServer | undefined;
+  /** RaftService, for the program's gRPC server. */
+  readonly service: pb.RaftServiceHandlers;
 
-  private constructor(private readonly opts: TransportOptions) {
+  constructor(private readonly opts: TransportOptions) {
     this.maxBufferedBatches = opts.maxBufferedBatches ?? 256;
     this.snapshotChunkBytes = opts.snapshotChunkBytes ?? SNAPSHOT_CHUNK_BYTES;
+    this.service = this.serviceHandlers();
     for (const [id, address] of Object.entries(opts.peers)) {
       if (id !== opts.id) this.addPeer(id, address);
     }
-  }
-
-  static async start(opts: TransportOptions): Promise<GrpcTransport> {
-    const transport = new GrpcTransport(opts);
-    transport.server = await startServer({
-      address: opts.listen,
-      tls: opts.tls,
-      services: [
-        {
-          name: SERVICE_NAMES.raft,
-          definition: hyperfarmProto().hyperfarm.v1.RaftService.service,
-          implementation: transport.serviceImplementation(),
-        },
-        ...(opts.services ?? []),
-      ],
-    });
-    return transport;
-  }
-
-  /** The address RaftService is bound to. */
-  get address(): string {
-    return this.server!.address;
   }
 
   peers(): NodeId[] {
@@ -262,10 +235,9 @@ export class GrpcTransport {
     return res.readIndex;
   }
 
-  async close(): Promise<void> {
+  close(): void {
     for (const link of this.links.values()) link.close();
     this.links.clear();
-    await this.server?.shutdown(500);
   }
 
   // --- used by PeerLink ---
@@ -293,8 +265,6 @@ export class GrpcTransport {
     this.opts.handlers.onSnapshotStatus?.(peer, ok);
   }
 
-  // --- server side ---
-
   private unaryCall<R>(
     peer: NodeId,
     timeoutMs: number,
@@ -311,7 +281,9 @@ export class GrpcTransport {
     });
   }
 
-  private serviceImplementation(): grpc.UntypedServiceImplementation {
+  // --- server side ---
+
+  private serviceHandlers(): pb.RaftServiceHandlers {
     const handlers = this.opts.handlers;
     const maxSnapshotBytes = this.opts.maxSnapshotBytes ?? 1024 * 1024 * 1024;
     const impl: pb.RaftServiceHandlers = {

@@ -1,15 +1,18 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { freePorts } from '@hyperfarm/api';
+import { freePorts, type RunningServer } from '@hyperfarm/api';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
+import type { ServiceError } from '@grpc/grpc-js';
+import { createClient, hyperfarmProto, leaderHint, promiseClient, status } from '@hyperfarm/api';
 import { NotLeaderError, RaftArgumentError } from '../../src/core/errors.js';
+import { OutcomeUnknownError } from '../../src/node/errors.js';
 import { encodeKvCommand, KvStateMachine } from '../../src/node/kv-state-machine.js';
 import { RaftNode } from '../../src/node/raft-node.js';
 import type { PersistRequest } from '../../src/storage/level-storage.js';
 import { EntryType } from '../../src/types.js';
-import { waitFor } from '../transport/helpers.js';
+import { serveRaft, waitFor } from '../transport/helpers.js';
 
 const freePort = async (): Promise<number> => (await freePorts('127.0.0.1', 1))[0]!;
 
@@ -18,14 +21,18 @@ const put = (key: string, value: string): Uint8Array => encodeKvCommand({ op: 'p
 interface Member {
   id: string;
   dir: string;
+  /** Where its RaftService listens, the same across restarts. */
+  address: string;
   sm: KvStateMachine;
   node: RaftNode | undefined;
+  server: RunningServer | undefined;
   registry: Registry;
   /** Runs before each of this member's storage batches (stall or fail its disk). */
   beforeWrite?: (request: PersistRequest) => Promise<void>;
 }
 
 interface ClusterOptions {
+  requestTimeoutMs?: number;
   snapshotEvery?: number;
   forward?: boolean;
   electionTick?: number;
@@ -39,21 +46,21 @@ class Cluster {
   async start(n: number, opts: ClusterOptions = {}): Promise<void> {
     for (let i = 1; i <= n; i++) this.peers[`n${i}`] = `127.0.0.1:${await freePort()}`;
     this.opts = opts;
-    for (const id of Object.keys(this.peers)) {
-      this.add(id);
-    }
+    for (const [id, address] of Object.entries(this.peers)) this.add(id, address);
     await Promise.all(this.members.map((m) => this.boot(m)));
   }
 
   private opts: ClusterOptions = {};
 
   /** Registers a member with its own folder; `boot` gives it a fresh state machine and node. */
-  private add(id: string): Member {
+  private add(id: string, address: string): Member {
     const m: Member = {
       id,
       dir: join(this.root, id),
+      address,
       sm: new KvStateMachine(),
       node: undefined,
+      server: undefined,
       registry: new Registry(),
     };
     this.members.push(m);
@@ -62,20 +69,19 @@ class Cluster {
 
   /** A member that is not among the founders: it starts empty and waits for the leader. */
   async join(id: string): Promise<Member> {
-    const m = this.add(id);
-    await this.boot(m, `127.0.0.1:${await freePort()}`);
+    const m = this.add(id, `127.0.0.1:${await freePort()}`);
+    await this.boot(m);
     return m;
   }
 
-  async boot(m: Member, joinAt?: string): Promise<void> {
+  async boot(m: Member): Promise<void> {
     m.sm = new KvStateMachine();
     m.registry = new Registry();
     const founder = m.id in this.peers;
     m.node = await RaftNode.start({
       id: m.id,
       dataDir: m.dir,
-      listen: founder ? this.peers[m.id]! : (joinAt ?? m.node?.address ?? '127.0.0.1:0'),
-      peers: founder ? this.peers : { ...this.peers, [m.id]: joinAt ?? '' },
+      peers: founder ? this.peers : { ...this.peers, [m.id]: m.address },
       join: !founder,
       stateMachine: m.sm,
       tickMs: 20,
@@ -85,9 +91,10 @@ class Cluster {
       snapshotKeep: 5,
       forwardProposals: this.opts.forward ?? false,
       registry: m.registry,
-      requestTimeoutMs: 5_000,
+      requestTimeoutMs: this.opts.requestTimeoutMs ?? 5_000,
       beforeWrite: (request) => m.beforeWrite?.(request),
     });
+    m.server = await serveRaft(m.node, m.address);
   }
 
   running(): Member[] {
@@ -104,8 +111,10 @@ class Cluster {
   }
 
   async stop(m: Member): Promise<void> {
+    await m.server?.shutdown(500);
     await m.node?.stop();
     m.node = undefined;
+    m.server = undefined;
   }
 
   async close(): Promise<void> {
@@ -159,6 +168,41 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
       assert.equal(err.leader, leader.id);
       return true;
     });
+  });
+
+  it("a follower's refusal carries the leader's address, and over gRPC becomes UNAVAILABLE with it in the trailers", async () => {
+    const leader = await startThree();
+    const follower = await followerThatKnows(leader);
+    await assert.rejects(follower.node!.propose(put('a', '2')), (err: unknown) => {
+      assert.ok(err instanceof NotLeaderError);
+      assert.equal(err.leaderAddress, leader.address);
+      return true;
+    });
+    // What a daemon's follower answers when asked to lead: the same as any service built on Raft.
+    const raft = promiseClient(createClient(hyperfarmProto().hyperfarm.v1.RaftService, follower.address));
+    const err = (await raft.forwardPropose({ data: put('a', '3') }).catch((e) => e)) as ServiceError;
+    assert.equal(err.code, status.UNAVAILABLE);
+    assert.deepEqual(err.metadata.get('hyperfarm-leader-id'), [leader.id]);
+    assert.deepEqual(err.metadata.get('hyperfarm-leader-address'), [leader.address]);
+    assert.deepEqual(leaderHint(err), { id: leader.id, address: leader.address });
+  });
+
+  it('a forwarded write the leader cannot finish is reported with its outcome unknown, not refused', async () => {
+    const leader = await startThree({ forward: true, requestTimeoutMs: 1_000 });
+    const follower = await followerThatKnows(leader);
+    // Stall every disk: the leader takes the entry into its log but cannot commit it in time.
+    let release!: () => void;
+    const disks = new Promise<void>((resolve) => (release = resolve));
+    for (const m of c.members) m.beforeWrite = () => disks;
+    try {
+      await assert.rejects(follower.node!.propose(put('slow', '1')), (err: unknown) => {
+        assert.ok(err instanceof OutcomeUnknownError, String(err));
+        assert.match(err.message, /forwarded to the leader 'n\d'.*outcome unknown/);
+        return true;
+      });
+    } finally {
+      release();
+    }
   });
 
   it('refuses a command too large for one message, naming the field and the limit', async () => {
@@ -231,7 +275,7 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     const leader = await startThree();
     for (let i = 0; i < 10; i++) await leader.node!.propose(put(`j${i}`, `${i}`));
     const joiner = await c.join('n4');
-    await leader.node!.addMember('n4', joiner.node!.address, { learner: true });
+    await leader.node!.addMember('n4', joiner.address, { learner: true });
     await waitFor('learner caught up', () => joiner.sm.get('j9') === '9');
     assert.deepEqual(leader.node!.status().conf.learners, ['n4']);
     await leader.node!.promoteMember('n4');

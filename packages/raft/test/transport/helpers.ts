@@ -1,3 +1,4 @@
+import { createLogger, createServer, type pb, type RunningServer } from '@hyperfarm/api';
 import { makeMessage } from '../../src/core/entries.js';
 import { type Message, MessageType } from '../../src/types.js';
 
@@ -27,4 +28,13 @@ export async function waitForAsync(
     if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/** A gRPC server serving one node's RaftService, as a program would make it. */
+export function serveRaft(
+  service: { service: pb.RaftServiceHandlers },
+  address = '127.0.0.1:0',
+): Promise<RunningServer> {
+  const logger = createLogger({ program: 'raft-test', id: 'test', level: 'error' });
+  return createServer({ logger }).add('raft', service.service).listen(address);
 }

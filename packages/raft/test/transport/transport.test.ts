@@ -4,8 +4,8 @@ import { GrpcTransport, type TransportHandlers } from '../../src/transport/grpc-
 import { SnapshotAssembler, snapshotChunks } from '../../src/transport/snapshot-assembler.js';
 import { backoffDelay } from '../../src/transport/backoff.js';
 import { EntryType, type Message, MessageType } from '../../src/types.js';
-import type { pb } from '@hyperfarm/api';
-import { message, waitFor } from './helpers.js';
+import type { pb, RunningServer } from '@hyperfarm/api';
+import { message, serveRaft, waitFor } from './helpers.js';
 
 class Inbox implements TransportHandlers {
   received: Message[] = [];
@@ -147,24 +147,40 @@ describe('transport', () => {
 
   describe('over loopback gRPC', function () {
     this.timeout(20_000);
-    const open: GrpcTransport[] = [];
+    const open: Array<{ transport: GrpcTransport; server?: RunningServer }> = [];
     afterEach(async () => {
-      await Promise.all(open.splice(0).map((t) => t.close()));
+      for (const { transport, server } of open.splice(0)) {
+        transport.close();
+        await server?.shutdown(500);
+      }
     });
 
-    async function pair(): Promise<{ a: GrpcTransport; b: GrpcTransport; inA: Inbox; inB: Inbox }> {
+    /** A transport and, unless `listen` is false, the gRPC server serving its RaftService. */
+    async function node(
+      id: string,
+      peers: Record<string, string>,
+      handlers: TransportHandlers,
+      address = '127.0.0.1:0',
+    ): Promise<{ transport: GrpcTransport; server: RunningServer }> {
+      const transport = new GrpcTransport({ id, peers, handlers });
+      const server = await serveRaft(transport, address);
+      open.push({ transport, server });
+      return { transport, server };
+    }
+
+    async function pair(): Promise<{
+      a: GrpcTransport;
+      b: GrpcTransport;
+      bServer: RunningServer;
+      inA: Inbox;
+      inB: Inbox;
+    }> {
       const inA = new Inbox();
       const inB = new Inbox();
-      const b = await GrpcTransport.start({ id: 'b', listen: '127.0.0.1:0', peers: {}, handlers: inB });
-      const a = await GrpcTransport.start({
-        id: 'a',
-        listen: '127.0.0.1:0',
-        peers: { b: b.address },
-        handlers: inA,
-      });
-      b.addPeer('a', a.address);
-      open.push(a, b);
-      return { a, b, inA, inB };
+      const b = await node('b', {}, inB);
+      const a = await node('a', { b: b.server.address }, inA);
+      b.transport.addPeer('a', a.server.address);
+      return { a: a.transport, b: b.transport, bServer: b.server, inA, inB };
     }
 
     it('delivers batches both ways, in order', async () => {
@@ -183,13 +199,8 @@ describe('transport', () => {
 
     it('reports a peer that is down as unreachable and drops what was sent to it', async () => {
       const inA = new Inbox();
-      const a = await GrpcTransport.start({
-        id: 'a',
-        listen: '127.0.0.1:0',
-        peers: { b: '127.0.0.1:1' },
-        handlers: inA,
-      });
-      open.push(a);
+      const a = new GrpcTransport({ id: 'a', peers: { b: '127.0.0.1:1' }, handlers: inA });
+      open.push({ transport: a });
       await waitFor('b reported unreachable', () => {
         a.send([message({ from: 'a', to: 'b' })]);
         return inA.unreachable.includes('b');
@@ -197,15 +208,13 @@ describe('transport', () => {
     });
 
     it('reconnects after the peer restarts on the same address', async () => {
-      const { a, b, inB } = await pair();
+      const { a, b, bServer, inB } = await pair();
       a.send([message({ from: 'a', to: 'b', index: 1 })]);
       await waitFor('first message', () => inB.received.length === 1);
-      const address = b.address;
-      await b.close();
-      open.splice(open.indexOf(b), 1);
+      b.close();
+      await bServer.shutdown(500);
       const inB2 = new Inbox();
-      const b2 = await GrpcTransport.start({ id: 'b', listen: address, peers: {}, handlers: inB2 });
-      open.push(b2);
+      await node('b', {}, inB2, bServer.address);
       // Messages sent while the link is down or backing off are dropped; keep sending.
       await waitFor('a message through the new connection', () => {
         a.send([message({ from: 'a', to: 'b', index: 2 })]);
