@@ -36,7 +36,11 @@ export default tseslint.config(
   },
   {
     // The sans-I/O cores take time and randomness from their callers.
-    files: ['packages/raft/src/core/**/*.ts', 'packages/agent/src/engine/**/*.ts'],
+    files: [
+      'packages/raft/src/core/**/*.ts',
+      'packages/agent/src/engine/**/*.ts',
+      'packages/agent/src/network/**/*.ts',
+    ],
     rules: {
       'no-restricted-properties': [
         'error',
