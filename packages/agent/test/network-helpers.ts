@@ -76,21 +76,19 @@ export function nlbFarm(o: FarmOptions): { sim: NetworkSim; cluster: NlbClusterC
     members: o.members.map((m) => nlbMember(m.vm, m.priority, { loadWeight: m.weight ?? 50 })),
   });
   for (const m of o.members) {
-    sim
-      .host(m.host)
-      .attachVm(
-        m.vm,
-        [
-          {
-            index: 0,
-            mac: vmMac(m.priority),
-            switchName: 'ext',
-            vlan: 0,
-            ip: cidr(`10.0.0.${10 + m.priority}/24`),
-          },
-        ],
-        'running',
-      );
+    sim.host(m.host).attachVm(
+      m.vm,
+      [
+        {
+          index: 0,
+          mac: vmMac(m.priority),
+          switchName: 'ext',
+          vlan: 0,
+          ip: cidr(`10.0.0.${10 + m.priority}/24`),
+        },
+      ],
+      'running',
+    );
   }
   for (const h of sim.hosts.values()) h.setNlbClusters([cluster]);
   return { sim, cluster };
