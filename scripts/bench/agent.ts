@@ -79,12 +79,12 @@ async function idleVms(): Promise<{ vms: number; kib: number; tickMs: number }> 
   const before = heapUsed();
   for (let i = 0; i < VMS; i++) {
     await host.createVm(`vm-${i}`, idleVm(`idle-${i}`), 1);
-    await host.mutate((e) => e.changeState(`vm-${i}`, 'VM_ACTION_START'));
+    await host.mutate((e) => e.power.change(`vm-${i}`, 'VM_ACTION_START'));
   }
   clock.t += 61_000;
   host.pump();
   await host.persisted();
-  const running = host.read((e) => e.hostUsage()).runningVms;
+  const running = host.read((e) => e.usage()).runningVms;
   const kib = (heapUsed() - before) / 1024 / VMS;
   const t0 = performance.now();
   for (let i = 0; i < 100; i++) {
@@ -109,13 +109,14 @@ function engineOps(): number {
     startMs: 0,
     seed: 1,
   });
-  for (let i = 0; i < 100; i++) e.createVm(`vm-${i}`, { ...idleVm(`e-${i}`), workload: { bootMs: 100 } }, 1);
+  for (let i = 0; i < 100; i++)
+    e.vms.create(`vm-${i}`, { ...idleVm(`e-${i}`), workload: { bootMs: 100 } }, 1);
   const actions = ['VM_ACTION_START', 'VM_ACTION_PAUSE', 'VM_ACTION_RESUME', 'VM_ACTION_TURN_OFF'] as const;
   let ops = 0;
   const t0 = performance.now();
   while (performance.now() - t0 < 1_000) {
     for (const a of actions) {
-      for (let i = 0; i < 100; i++) e.changeState(`vm-${i}`, a);
+      for (let i = 0; i < 100; i++) e.power.change(`vm-${i}`, a);
       ops += 100;
       e.tick(200); // let Starting, Pausing and Resuming finish
       e.takeEffects();
@@ -193,25 +194,25 @@ async function saveRestore(): Promise<{ save: number; restore: number; dd: numbe
     },
     1,
   );
-  await host.mutate((e) => e.changeState('big', 'VM_ACTION_START'));
+  await host.mutate((e) => e.power.change('big', 'VM_ACTION_START'));
   clock.t += 60_000;
   host.pump();
   clock.t += 1_000; // the guest touches (nearly) its whole working set
   host.pump();
   await host.mutate((e) =>
-    e.updateVm('big', { ...idleVm('big', memoryBytes), workload: { bootMs: 60_000 } }, ['workload']),
+    e.vms.update('big', { ...idleVm('big', memoryBytes), workload: { bootMs: 60_000 } }, ['workload'], 0),
   );
-  const hash = host.read((e) => e.stateHash('big'));
+  const hash = host.read((e) => e.vms.stateHash('big'));
   let t0 = performance.now();
-  await host.mutate((e) => e.changeState('big', 'VM_ACTION_SAVE'));
+  await host.mutate((e) => e.power.change('big', 'VM_ACTION_SAVE'));
   await host.settle();
   const saveS = (performance.now() - t0) / 1000;
   const bytes = statSync(host.savedStatePath('big')).size;
   t0 = performance.now();
-  await host.mutate((e) => e.changeState('big', 'VM_ACTION_START'));
+  await host.mutate((e) => e.power.change('big', 'VM_ACTION_START'));
   await host.settle();
   const restoreS = (performance.now() - t0) / 1000;
-  const after = host.read((e) => e.stateHash('big'));
+  const after = host.read((e) => e.vms.stateHash('big'));
   if (after.sha256 !== hash.sha256) throw new Error('restore changed the state hash');
   await host.stop();
 

@@ -78,10 +78,10 @@ async function main(): Promise<void> {
     await base.flush();
     await base.close();
     await snaps.create('b', 'base', 1, 'b0');
-    await host.mutate((e) => e.changeState('b', 'VM_ACTION_START'));
-    while (host.read((e) => e.getVm('b')).status!.state !== 'VM_STATE_RUNNING') await delay(20);
+    await host.mutate((e) => e.power.change('b', 'VM_ACTION_START'));
+    while (host.read((e) => e.vms.get('b')).status!.state !== 'VM_STATE_RUNNING') await delay(20);
     await delay(3000); // the guest dirties its memory
-    const pages = host.read((e) => e.stateHash('b')).residentPages;
+    const pages = host.read((e) => e.vms.stateHash('b')).residentPages;
     const pauses: number[] = [];
     const totals: number[] = [];
     for (let i = 1; i <= 3; i++) {
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
       merge_mib: diskMib,
       merge_s: Number(mergeS.toFixed(2)),
       online_merge_mb_s: Number((m.bytesCopied / MIB / mergeS).toFixed(1)),
-      vm_state_after: host.read((e) => e.getVm('b')).status!.state,
+      vm_state_after: host.read((e) => e.vms.get('b')).status!.state,
     };
     console.log(
       `snapshot of a running VM with ${result.resident_mib} MiB resident: guest I/O held ${result.snapshot_io_pause_ms} ms (median of 3), whole snapshot ${result.snapshot_total_ms} ms`,

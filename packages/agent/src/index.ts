@@ -1,15 +1,7 @@
+// The agent as a library: its program (startAgent, its configuration) and the engine.
 export * from './config.js';
 export * from './limits.js';
 export * from './server.js';
 export * from './engine/engine.js';
 export * from './engine/catalog.js';
-export * from './engine/memory.js';
-export * from './engine/scheduler.js';
 export * from './engine/states.js';
-export * from './engine/validate.js';
-export * from './edge/agent-host.js';
-export * from './edge/disk.js';
-export * from './edge/saved-state.js';
-export * from './edge/checkpoints.js';
-export * from './edge/snapshot-files.js';
-export * from './edge/snapshot-merges.js';

@@ -13,6 +13,7 @@ import { allowedRoots, mib, type AgentConfig } from './config.js';
 import { AgentHost, type AgentHostOptions, type HostSettings } from './edge/agent-host.js';
 import { agentServiceImpl, migrationServiceImpl } from './edge/agent-service.js';
 import { Checkpoints } from './edge/checkpoints.js';
+import { VmTransfer } from './edge/vm-transfer.js';
 import { registerAgentMetrics } from './edge/metrics.js';
 import { LIMITS_PROFILES } from './limits.js';
 
@@ -78,7 +79,12 @@ export async function startHost(
     server = await createServer({ logger, tls })
       .add(
         'agent',
-        agentServiceImpl(host, { address: () => bound, ...(tls ? { client: { tls } } : {}) }, checkpoints),
+        agentServiceImpl(
+          host,
+          { address: () => bound, ...(tls ? { client: { tls } } : {}) },
+          checkpoints,
+          new VmTransfer(host, checkpoints),
+        ),
       )
       .add('migration', migrationServiceImpl(host))
       .listen(grpcAddress);

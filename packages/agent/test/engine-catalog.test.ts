@@ -40,13 +40,13 @@ describe('guest catalog and limits', () => {
     it(`${g.id}: ${g.maxVcpus} vCPUs accepted, ${g.maxVcpus + 1} refused`, () => {
       const e = makeEngine();
       const is = g.integrationServicesAvailable;
-      e.createVm(
+      e.vms.create(
         'ok',
         vmConfig('ok', { guestOs: g.id, processor: { count: g.maxVcpus }, integrationServices: is }),
       );
       refused(
         () =>
-          e.createVm(
+          e.vms.create(
             'no',
             vmConfig('no', { guestOs: g.id, processor: { count: g.maxVcpus + 1 }, integrationServices: is }),
           ),
@@ -60,10 +60,13 @@ describe('guest catalog and limits', () => {
 
   it('a 32-bit guest addresses at most 4 GiB', () => {
     const e = makeEngine();
-    e.createVm('a', vmConfig('a', { guestOs: 'windows-server-2008-x86', memoryBytes: gib(4) }));
+    e.vms.create('a', vmConfig('a', { guestOs: 'windows-server-2008-x86', memoryBytes: gib(4) }));
     refused(
       () =>
-        e.createVm('b', vmConfig('b', { guestOs: 'windows-server-2008-x86', memoryBytes: gib(4) + mib(1) })),
+        e.vms.create(
+          'b',
+          vmConfig('b', { guestOs: 'windows-server-2008-x86', memoryBytes: gib(4) + mib(1) }),
+        ),
       'config.memory_bytes',
       'is a 32-bit guest and addresses at most 4096 MiB',
     );
@@ -71,32 +74,32 @@ describe('guest catalog and limits', () => {
 
   it('the 2008 profile allows 64 GiB and 4 vCPUs; the 2012 profile allows more', () => {
     const e = makeEngine();
-    e.createVm('a', vmConfig('a', { memoryBytes: gib(64) }));
+    e.vms.create('a', vmConfig('a', { memoryBytes: gib(64) }));
     refused(
-      () => e.createVm('b', vmConfig('b', { memoryBytes: gib(65) })),
+      () => e.vms.create('b', vmConfig('b', { memoryBytes: gib(65) })),
       'config.memory_bytes',
       "2008 limits profile's 65536 MiB",
     );
     refused(
-      () => e.createVm('c', vmConfig('c', { processor: { count: 5 } })),
+      () => e.vms.create('c', vmConfig('c', { processor: { count: 5 } })),
       'config.processor.count',
       '5 virtual processors exceed',
     );
     const e2012 = makeEngine({ limits: LIMITS_PROFILES['2012'] });
     // The guest's own limit still applies under a newer profile.
     refused(
-      () => e2012.createVm('c', vmConfig('c', { processor: { count: 5 } })),
+      () => e2012.vms.create('c', vmConfig('c', { processor: { count: 5 } })),
       'config.processor.count',
       'supports at most 4',
     );
-    e2012.createVm('d', vmConfig('d', { memoryBytes: gib(65) }));
+    e2012.vms.create('d', vmConfig('d', { memoryBytes: gib(65) }));
   });
 
   it('a profile change after create is caught at start with FAILED_PRECONDITION and the reason', () => {
     const e = makeEngine({ limits: LIMITS_PROFILES['2012'] });
-    e.createVm('d', vmConfig('d', { memoryBytes: gib(65) }));
+    e.vms.create('d', vmConfig('d', { memoryBytes: gib(65) }));
     (e.options as { limits: unknown }).limits = LIMITS_PROFILES['2008'];
-    expect(() => e.changeState('d', 'VM_ACTION_START'))
+    expect(() => e.power.change('d', 'VM_ACTION_START'))
       .to.throw(/cannot start VM 'd': invalid config.memory_bytes: .*2008 limits profile/)
       .with.property('code', status.FAILED_PRECONDITION);
   });
@@ -104,7 +107,7 @@ describe('guest catalog and limits', () => {
   it('integration services are refused for a guest that has none', () => {
     expect(findGuestOs('other-x86')!.integrationServicesAvailable).to.equal(false);
     refused(
-      () => makeEngine().createVm('x', vmConfig('x', { guestOs: 'other-x86', processor: { count: 1 } })),
+      () => makeEngine().vms.create('x', vmConfig('x', { guestOs: 'other-x86', processor: { count: 1 } })),
       'config.integration_services',
       'no integration services exist',
     );
@@ -113,61 +116,61 @@ describe('guest catalog and limits', () => {
 
 describe('bad input gets INVALID_ARGUMENT naming the field', () => {
   const e = makeEngine();
-  e.createVm('taken', vmConfig('web-1'));
+  e.vms.create('taken', vmConfig('web-1'));
   const cases: [string, () => unknown, string, string | RegExp][] = [
     [
       'negative memory',
-      () => e.createVm('a', vmConfig('a', { memoryBytes: -1 })),
+      () => e.vms.create('a', vmConfig('a', { memoryBytes: -1 })),
       'config.memory_bytes',
       '-1 is negative',
     ],
     [
       'memory sent as uint64 from a negative number',
-      () => e.createVm('a', vmConfig('a', { memoryBytes: 2 ** 64 - 1 })),
+      () => e.vms.create('a', vmConfig('a', { memoryBytes: 2 ** 64 - 1 })),
       'config.memory_bytes',
       'out of range',
     ],
     [
       'memory below 32 MiB',
-      () => e.createVm('a', vmConfig('a', { memoryBytes: mib(16) })),
+      () => e.vms.create('a', vmConfig('a', { memoryBytes: mib(16) })),
       'config.memory_bytes',
       'minimum of 32 MiB',
     ],
     [
       'memory not a whole MiB',
-      () => e.createVm('a', vmConfig('a', { memoryBytes: mib(64) + 1 })),
+      () => e.vms.create('a', vmConfig('a', { memoryBytes: mib(64) + 1 })),
       'config.memory_bytes',
       'multiple of 1 MiB',
     ],
     [
       '5 vCPUs on the 2008 profile',
-      () => e.createVm('a', vmConfig('a', { processor: { count: 5 } })),
+      () => e.vms.create('a', vmConfig('a', { processor: { count: 5 } })),
       'config.processor.count',
       "2008 limits profile's 4",
     ],
     [
       '0 vCPUs',
-      () => e.createVm('a', vmConfig('a', { processor: { count: 0 } })),
+      () => e.vms.create('a', vmConfig('a', { processor: { count: 0 } })),
       'config.processor.count',
       'at least 1',
     ],
     [
       'an unknown guest OS',
-      () => e.createVm('a', vmConfig('a', { guestOs: 'os-2-warp' })),
+      () => e.vms.create('a', vmConfig('a', { guestOs: 'os-2-warp' })),
       'config.guest_os',
       "unknown guest OS 'os-2-warp'",
     ],
     [
       'a duplicate name',
-      () => e.createVm('a', vmConfig('web-1')),
+      () => e.vms.create('a', vmConfig('web-1')),
       'config.name',
       "a VM named 'web-1' already exists",
     ],
-    ['a bad name', () => e.createVm('a', vmConfig('no spaces')), 'config.name', 'must be 1 to 63'],
+    ['a bad name', () => e.vms.create('a', vmConfig('no spaces')), 'config.name', 'must be 1 to 63'],
     [
       'a bad MAC',
       () =>
-        e.createVm(
+        e.vms.create(
           'a',
           vmConfig('a', {
             networkAdapters: [
@@ -181,7 +184,7 @@ describe('bad input gets INVALID_ARGUMENT naming the field', () => {
     [
       'a multicast MAC',
       () =>
-        e.createVm(
+        e.vms.create(
           'a',
           vmConfig('a', {
             networkAdapters: [
@@ -194,14 +197,15 @@ describe('bad input gets INVALID_ARGUMENT naming the field', () => {
     ],
     [
       'a VLAN out of range',
-      () => e.createVm('a', vmConfig('a', { networkAdapters: [{ kind: 'NIC_KIND_LEGACY', vlanId: 4095 }] })),
+      () =>
+        e.vms.create('a', vmConfig('a', { networkAdapters: [{ kind: 'NIC_KIND_LEGACY', vlanId: 4095 }] })),
       'config.network_adapters[0].vlan_id',
       '4095 is out of range',
     ],
     [
       'a synthetic NIC without integration services',
       () =>
-        e.createVm(
+        e.vms.create(
           'a',
           vmConfig('a', { integrationServices: false, networkAdapters: [{ kind: 'NIC_KIND_SYNTHETIC' }] }),
         ),
@@ -211,7 +215,7 @@ describe('bad input gets INVALID_ARGUMENT naming the field', () => {
     [
       'a SCSI disk without integration services',
       () =>
-        e.createVm(
+        e.vms.create(
           'a',
           vmConfig('a', {
             integrationServices: false,
@@ -224,7 +228,7 @@ describe('bad input gets INVALID_ARGUMENT naming the field', () => {
     [
       'an IDE location out of range',
       () =>
-        e.createVm(
+        e.vms.create(
           'a',
           vmConfig('a', { disks: [{ controller: 'DISK_CONTROLLER_IDE', location: 2, path: 'd.vhd' }] }),
         ),
@@ -233,23 +237,24 @@ describe('bad input gets INVALID_ARGUMENT naming the field', () => {
     ],
     [
       'a limit below the reserve',
-      () => e.createVm('a', vmConfig('a', { processor: { count: 1, reservePercent: 50, limitPercent: 20 } })),
+      () =>
+        e.vms.create('a', vmConfig('a', { processor: { count: 1, reservePercent: 50, limitPercent: 20 } })),
       'config.processor.limit_percent',
       'below the reserve',
     ],
     [
       'a working set larger than memory',
-      () => e.createVm('a', vmConfig('a', { workload: { workingSetBytes: mib(1024) } })),
+      () => e.vms.create('a', vmConfig('a', { workload: { workingSetBytes: mib(1024) } })),
       'config.workload.working_set_bytes',
       'exceeds',
     ],
-    ['a bad VM id', () => e.createVm('a b', vmConfig('a')), 'vm_id', 'must be 1 to 128'],
+    ['a bad VM id', () => e.vms.create('a b', vmConfig('a')), 'vm_id', 'must be 1 to 128'],
   ];
   for (const [what, fn, field, reason] of cases) it(what, () => refused(fn, field, reason));
 
   it('dynamic MACs come from the 00-15-5D pool, lowest free first', () => {
     const e2 = makeEngine();
-    const vm = e2.createVm(
+    const vm = e2.vms.create(
       'n',
       vmConfig('n', { networkAdapters: [{ kind: 'NIC_KIND_SYNTHETIC' }, { kind: 'NIC_KIND_LEGACY' }] }),
     );
@@ -257,8 +262,8 @@ describe('bad input gets INVALID_ARGUMENT naming the field', () => {
       '00-15-5D-00-00-00',
       '00-15-5D-00-00-01',
     ]);
-    e2.deleteVm('n');
-    const again = e2.createVm('m', vmConfig('m', { networkAdapters: [{ kind: 'NIC_KIND_SYNTHETIC' }] }));
+    e2.vms.delete('n');
+    const again = e2.vms.create('m', vmConfig('m', { networkAdapters: [{ kind: 'NIC_KIND_SYNTHETIC' }] }));
     expect(again.config!.networkAdapters[0]!.macAddress).to.equal('00-15-5D-00-00-00');
   });
 });

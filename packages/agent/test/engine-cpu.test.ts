@@ -74,8 +74,8 @@ describe('CPU shares under contention', () => {
     const e = makeEngine({ logicalProcessors: 2 });
     const disk = [{ controller: 'DISK_CONTROLLER_IDE' as const, path: 'd.vhd', createSizeBytes: 8 << 20 }];
     const workload = { bootMs: 10, cpuDemandPercent: 100, diskIops: 1000 };
-    e.createVm('syn', vmConfig('syn', { processor: { count: 2 }, disks: disk, workload }));
-    e.createVm(
+    e.vms.create('syn', vmConfig('syn', { processor: { count: 2 }, disks: disk, workload }));
+    e.vms.create(
       'emu',
       vmConfig('emu', {
         guestOs: 'other-x86',
@@ -85,15 +85,15 @@ describe('CPU shares under contention', () => {
         workload,
       }),
     );
-    e.changeState('syn', 'VM_ACTION_START');
-    e.changeState('emu', 'VM_ACTION_START');
+    e.power.change('syn', 'VM_ACTION_START');
+    e.power.change('emu', 'VM_ACTION_START');
     e.tick(1000);
     e.takeEffects();
     e.tick(1000);
     const cpu = e.cpuReport();
     expect(cpu.hostPercent).to.be.closeTo(100, 1e-6);
-    const syn = e.ioStats('syn');
-    const emu = e.ioStats('emu');
+    const syn = e.vms.ioStats('syn');
+    const emu = e.vms.ioStats('emu');
     expect(emu.rootCpuLp).to.be.greaterThan(syn.rootCpuLp * 5);
     expect(emu.emulatedIos).to.be.greaterThan(0);
     expect(syn.emulatedIos).to.equal(0);
@@ -101,6 +101,6 @@ describe('CPU shares under contention', () => {
     const left = 2 - cpu.rootLp;
     expect(cpu.vms.get('syn')!.lp + cpu.vms.get('emu')!.lp).to.be.closeTo(left, 1e-9);
     expect(cpu.vms.get('emu')!.lp).to.be.closeTo(Math.min(1, left / 2), 1e-9);
-    expect(e.getVm('syn').status!.cpuPercent).to.be.greaterThan(0);
+    expect(e.vms.get('syn').status!.cpuPercent).to.be.greaterThan(0);
   });
 });

@@ -36,7 +36,7 @@ describe('guest memory', () => {
   it('a running workload dirties pages at its rate, deterministically for a seed', () => {
     const run = (seed: number) => {
       const e = makeEngine({ seed });
-      e.createVm(
+      e.vms.create(
         'v',
         vmConfig('v', {
           workload: {
@@ -47,12 +47,12 @@ describe('guest memory', () => {
           },
         }),
       );
-      e.changeState('v', 'VM_ACTION_START');
+      e.power.change('v', 'VM_ACTION_START');
       e.tick(100);
-      const m = e.memoryOf('v')!;
+      const m = e.vms.memoryOf('v')!;
       m.takeDirty();
       e.tick(500);
-      return { dirty: m.takeDirty().length, hash: e.stateHash('v').sha256 };
+      return { dirty: m.takeDirty().length, hash: e.vms.stateHash('v').sha256 };
     };
     const a = run(1);
     expect(a.dirty).to.be.within(450, 500);
@@ -62,29 +62,29 @@ describe('guest memory', () => {
 
   it('save then restore (engine side) keeps the state hash', () => {
     const e = makeEngine();
-    e.createVm(
+    e.vms.create(
       'v',
       vmConfig('v', { workload: { bootMs: 100, workingSetBytes: mib(16), dirtyPagesPerSecond: 5000 } }),
     );
-    e.changeState('v', 'VM_ACTION_START');
+    e.power.change('v', 'VM_ACTION_START');
     e.tick(1_000);
-    const before = e.stateHash('v').sha256;
-    e.changeState('v', 'VM_ACTION_SAVE');
+    const before = e.vms.stateHash('v').sha256;
+    e.power.change('v', 'VM_ACTION_SAVE');
     const save = e.takeEffects().find((x) => x.kind === 'save')!;
     if (save.kind !== 'save') throw new Error('no save');
     // What the saver writes: every resident page with its version, and the device state.
     const pages = save.memory.residentPageNumbers().map((p) => [p, save.memory.versionOf(p)] as const);
-    e.completeSave('v', save.token, save.memory.stateHash(save.deviceState));
-    expect(e.getVm('v').status!.state).to.equal('VM_STATE_SAVED');
-    expect(e.stateHash('v').sha256).to.equal(before);
+    save.saved(save.memory.stateHash(save.deviceState));
+    expect(e.vms.get('v').status!.state).to.equal('VM_STATE_SAVED');
+    expect(e.vms.stateHash('v').sha256).to.equal(before);
     e.tick(5_000);
-    e.changeState('v', 'VM_ACTION_START');
+    e.power.change('v', 'VM_ACTION_START');
     const restore = e.takeEffects().find((x) => x.kind === 'restore')!;
     if (restore.kind !== 'restore') throw new Error('no restore');
     const m = new GuestMemory('v', restore.totalPages);
     for (const [p, v] of pages) m.install(p, v);
-    e.completeRestore('v', restore.token, m, decodeDeviceState(save.deviceState));
-    expect(e.getVm('v').status!.state).to.equal('VM_STATE_RUNNING');
-    expect(e.stateHash('v').sha256).to.equal(before);
+    restore.restored(m, decodeDeviceState(save.deviceState));
+    expect(e.vms.get('v').status!.state).to.equal('VM_STATE_RUNNING');
+    expect(e.vms.stateHash('v').sha256).to.equal(before);
   });
 });

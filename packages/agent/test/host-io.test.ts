@@ -44,22 +44,22 @@ describe('host I/O: saved state files, VHD disks and LevelDB', () => {
     const { host, clock } = await openHost(dir);
     const workload = { bootMs: 100, workingSetBytes: mib(8), dirtyPagesPerSecond: 20_000 };
     await host.createVm('vm-1', vmConfig('web-1', { memoryBytes: mib(256), workload }), 1);
-    await host.mutate((e) => e.changeState('vm-1', 'VM_ACTION_START'));
+    await host.mutate((e) => e.power.change('vm-1', 'VM_ACTION_START'));
     clock.t += 2_000;
-    const before = host.read((e) => e.stateHash('vm-1'));
+    const before = host.read((e) => e.vms.stateHash('vm-1'));
     expect(before.residentPages).to.be.greaterThan(1000);
-    await host.mutate((e) => e.changeState('vm-1', 'VM_ACTION_SAVE'));
+    await host.mutate((e) => e.power.change('vm-1', 'VM_ACTION_SAVE'));
     await host.settle();
-    expect(host.read((e) => e.getVm('vm-1')).status!.state).to.equal('VM_STATE_SAVED');
+    expect(host.read((e) => e.vms.get('vm-1')).status!.state).to.equal('VM_STATE_SAVED');
     const size = statSync(host.savedStatePath('vm-1')).size;
     // Only written pages are in the file: far less than the VM's 256 MiB.
     expect(size).to.be.within(before.residentPages * 4104, before.residentPages * 4104 + 4096);
-    expect(host.read((e) => e.stateHash('vm-1'))).to.deep.equal(before);
+    expect(host.read((e) => e.vms.stateHash('vm-1'))).to.deep.equal(before);
     clock.t += 60_000;
-    await host.mutate((e) => e.changeState('vm-1', 'VM_ACTION_START'));
+    await host.mutate((e) => e.power.change('vm-1', 'VM_ACTION_START'));
     await host.settle();
-    expect(host.read((e) => e.getVm('vm-1')).status!.state).to.equal('VM_STATE_RUNNING');
-    expect(host.read((e) => e.stateHash('vm-1')).sha256).to.equal(before.sha256);
+    expect(host.read((e) => e.vms.get('vm-1')).status!.state).to.equal('VM_STATE_RUNNING');
+    expect(host.read((e) => e.vms.stateHash('vm-1')).sha256).to.equal(before.sha256);
     expect(existsSync(host.savedStatePath('vm-1'))).to.equal(false);
     await host.stop();
   });
@@ -67,17 +67,17 @@ describe('host I/O: saved state files, VHD disks and LevelDB', () => {
   it('a corrupted saved state is refused and the VM stays Saved', async () => {
     const { host, clock } = await openHost(dir);
     await host.createVm('vm-1', vmConfig('web-1', { workload: { bootMs: 10 } }), 1);
-    await host.mutate((e) => e.changeState('vm-1', 'VM_ACTION_START'));
+    await host.mutate((e) => e.power.change('vm-1', 'VM_ACTION_START'));
     clock.t += 100;
-    await host.mutate((e) => e.changeState('vm-1', 'VM_ACTION_SAVE'));
+    await host.mutate((e) => e.power.change('vm-1', 'VM_ACTION_SAVE'));
     await host.settle();
     const path = host.savedStatePath('vm-1');
     const bytes = readFileSync(path);
     bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0xff;
     writeFileSync(path, bytes);
-    await host.mutate((e) => e.changeState('vm-1', 'VM_ACTION_START'));
+    await host.mutate((e) => e.power.change('vm-1', 'VM_ACTION_START'));
     await host.settle();
-    const vm = host.read((e) => e.getVm('vm-1'));
+    const vm = host.read((e) => e.vms.get('vm-1'));
     expect(vm.status!.state).to.equal('VM_STATE_SAVED');
     expect(vm.status!.message).to.match(/restore failed/);
     await host.stop();
@@ -98,11 +98,11 @@ describe('host I/O: saved state files, VHD disks and LevelDB', () => {
     expect(created.type).to.equal('fixed');
     expect(created.sizeBytes).to.be.at.least(mib(4));
     await created.close();
-    for (const id of ['a', 'b']) await host.mutate((e) => e.changeState(id, 'VM_ACTION_START'));
+    for (const id of ['a', 'b']) await host.mutate((e) => e.power.change(id, 'VM_ACTION_START'));
     clock.t += 1_000;
     host.pump();
     await host.settle();
-    expect(host.read((e) => e.ioStats('a')).diskIos).to.be.greaterThan(50);
+    expect(host.read((e) => e.vms.ioStats('a')).diskIos).to.be.greaterThan(50);
     const content = readFileSync(join(host.vmDir('a'), 'boot.vhd'));
     expect(content.subarray(0, mib(4)).some((b) => b !== 0)).to.equal(true);
 
@@ -111,14 +111,14 @@ describe('host I/O: saved state files, VHD disks and LevelDB', () => {
     clock.t += 100;
     host.pump();
     await host.settle();
-    expect(host.read((e) => e.getVm('a')).status!.state).to.equal('VM_STATE_RUNNING_CRITICAL');
-    expect(host.read((e) => e.getVm('b')).status!.state).to.equal('VM_STATE_PAUSED_CRITICAL');
+    expect(host.read((e) => e.vms.get('a')).status!.state).to.equal('VM_STATE_RUNNING_CRITICAL');
+    expect(host.read((e) => e.vms.get('b')).status!.state).to.equal('VM_STATE_PAUSED_CRITICAL');
 
     faulty.get('a')!.fault = undefined;
     clock.t += 100;
     host.pump();
     await host.settle();
-    expect(host.read((e) => e.getVm('a')).status!.state).to.equal('VM_STATE_RUNNING');
+    expect(host.read((e) => e.vms.get('a')).status!.state).to.equal('VM_STATE_RUNNING');
     await host.stop();
   });
 
@@ -140,13 +140,13 @@ describe('host I/O: saved state files, VHD disks and LevelDB', () => {
     const path = join(host.vmDir('d'), 'data.vhd');
     const empty = statSync(path).size;
     expect(empty).to.be.below(mib(1));
-    await host.mutate((e) => e.changeState('d', 'VM_ACTION_START'));
+    await host.mutate((e) => e.power.change('d', 'VM_ACTION_START'));
     for (let i = 0; i < 10; i++) {
       clock.t += 100;
       host.pump();
       await host.settle();
     }
-    await host.mutate((e) => e.changeState('d', 'VM_ACTION_TURN_OFF'));
+    await host.mutate((e) => e.power.change('d', 'VM_ACTION_TURN_OFF'));
     await host.stop();
     const disk = await VhdDisk.open(path);
     expect(disk.type).to.equal('dynamic');
@@ -163,16 +163,16 @@ describe('host I/O: saved state files, VHD disks and LevelDB', () => {
       vmConfig('web-2', { automaticStopAction: 'AUTOMATIC_STOP_ACTION_TURN_OFF', workload: { bootMs: 10 } }),
       1,
     );
-    for (const id of ['vm-1', 'vm-2']) await first.host.mutate((e) => e.changeState(id, 'VM_ACTION_START'));
+    for (const id of ['vm-1', 'vm-2']) await first.host.mutate((e) => e.power.change(id, 'VM_ACTION_START'));
     first.clock.t += 100;
-    const hash = first.host.read((e) => e.stateHash('vm-1')).sha256;
+    const hash = first.host.read((e) => e.vms.stateHash('vm-1')).sha256;
     await first.host.stop();
     const second = await openHost(dir);
-    const vm1 = second.host.read((e) => e.getVm('vm-1'));
+    const vm1 = second.host.read((e) => e.vms.get('vm-1'));
     expect(vm1.status!.state).to.equal('VM_STATE_SAVED');
     expect(vm1.status!.generation).to.equal(7);
-    expect(second.host.read((e) => e.stateHash('vm-1')).sha256).to.equal(hash);
-    expect(second.host.read((e) => e.getVm('vm-2')).status!.state).to.equal('VM_STATE_OFF');
+    expect(second.host.read((e) => e.vms.stateHash('vm-1')).sha256).to.equal(hash);
+    expect(second.host.read((e) => e.vms.get('vm-2')).status!.state).to.equal('VM_STATE_OFF');
     await second.host.stop();
   });
 });

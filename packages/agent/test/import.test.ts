@@ -97,10 +97,10 @@ describe('ImportVm on the target', () => {
     const { chunks, sha256 } = stream('none');
     const res = await importVm(host, iterate(chunks));
     expect(res.sha256).to.equal(sha256);
-    const vm = host.read((e) => e.getVm('vm-x'));
+    const vm = host.read((e) => e.vms.get('vm-x'));
     expect(vm.status!.state).to.equal('VM_STATE_RUNNING');
     expect(vm.status!.generation).to.equal(9);
-    expect(host.read((e) => e.stateHash('vm-x')).sha256).to.equal(sha256);
+    expect(host.read((e) => e.vms.stateHash('vm-x')).sha256).to.equal(sha256);
   });
 
   for (const [tamper, code, message] of [
@@ -114,14 +114,14 @@ describe('ImportVm on the target', () => {
       );
       expect(err).to.have.property('code', code);
       expect((err as { message: string }).message).to.match(message);
-      expect(host.read((e) => e.hasVm('vm-x'))).to.equal(false);
-      expect(host.read((e) => e.hostUsage()).memoryUsedBytes).to.equal(0);
+      expect(host.read((e) => e.vms.has('vm-x'))).to.equal(false);
+      expect(host.read((e) => e.usage()).memoryUsedBytes).to.equal(0);
     });
   }
 
   it('refuses an import that does not fit with RESOURCE_EXHAUSTED', async () => {
     await host.createVm('big', vmConfig('big', { memoryBytes: mib(3000) }), 1);
-    await host.mutate((e) => e.changeState('big', 'VM_ACTION_START'));
+    await host.mutate((e) => e.power.change('big', 'VM_ACTION_START'));
     const err = await importVm(host, iterate(stream('none').chunks)).catch((e: { code: number }) => e);
     expect(err).to.have.property('code', status.RESOURCE_EXHAUSTED);
   });

@@ -21,6 +21,7 @@ export async function openSnapshotHost(
   opts: {
     storageProvider?: StorageProvider;
     mergeThrottleMs?: number;
+    allowedRoots?: string[];
     wrapDisk?: (vmId: string, index: number, disk: DiskBackend) => DiskBackend;
   } = {},
 ): Promise<{ host: AgentHost; snaps: Checkpoints; clock: { t: number } }> {
@@ -32,6 +33,7 @@ export async function openSnapshotHost(
     settings: {
       leaseMs: 10_000_000,
       ...(opts.mergeThrottleMs ? { mergeThrottleMs: opts.mergeThrottleMs } : {}),
+      ...(opts.allowedRoots ? { allowedRoots: opts.allowedRoots } : {}),
     },
     ...(opts.storageProvider ? { storageProvider: opts.storageProvider } : {}),
     ...(opts.wrapDisk ? { wrapDisk: opts.wrapDisk } : {}),

@@ -81,7 +81,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
     }
     expect(await done(), 'condition reached').to.equal(true);
   }
-  const stateOf = (host: AgentHost) => host.read((e) => e.getVm('vm-m')).status!.state;
+  const stateOf = (host: AgentHost) => host.read((e) => e.vms.get('vm-m')).status!.state;
 
   const property = (running: boolean, numRuns: number, maxLength: number) => async () => {
     let run = 0;
@@ -90,7 +90,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
         const dir = tempDir(`model-${run++}`);
         const { host, snaps, clock } = await openSnapshotHost(dir);
         const startVm = async () => {
-          await host.mutate((e) => e.changeState('vm-m', 'VM_ACTION_START'));
+          await host.mutate((e) => e.power.change('vm-m', 'VM_ACTION_START'));
           await until(host, clock, () => stateOf(host) === 'VM_STATE_RUNNING');
         };
         try {
@@ -113,7 +113,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
                   const live = (await host.openVhd('vm-m', 0))!;
                   await live.write(op.sector * 512, Buffer.alloc(512, op.value));
                 } else {
-                  const path = join(vmDir, host.read((e) => e.getVm('vm-m')).config!.disks[0]!.path);
+                  const path = join(vmDir, host.read((e) => e.vms.get('vm-m')).config!.disks[0]!.path);
                   await writeSector(path, op.sector, op.value);
                 }
                 m.now.set(op.sector, op.value);
@@ -123,7 +123,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
                 const id = `s${++n}`;
                 if (m.order.length >= 50) break;
                 clock.t += 300; // the guest dirties memory between snapshots
-                const memory = running ? host.read((e) => e.stateHash('vm-m')).sha256 : '';
+                const memory = running ? host.read((e) => e.vms.stateHash('vm-m')).sha256 : '';
                 await snaps.create('vm-m', `snap ${n}`, 1, id);
                 m.snaps.set(id, { parent: m.current, name: `snap ${n}`, content: new Map(m.now), memory });
                 m.order.push(id);
@@ -137,7 +137,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
                 expect(vm.status!.state).to.equal(running ? 'VM_STATE_SAVED' : 'VM_STATE_OFF');
                 if (running) {
                   // Saved with exactly the memory the VM had when the snapshot was taken.
-                  expect(host.read((e) => e.stateHash('vm-m')).sha256).to.equal(m.snaps.get(id)!.memory);
+                  expect(host.read((e) => e.vms.stateHash('vm-m')).sha256).to.equal(m.snaps.get(id)!.memory);
                   await startVm();
                 }
                 m.now = new Map(m.snaps.get(id)!.content);
@@ -179,7 +179,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
             );
             // Every disk's content.
             const expectOf = (c: Map<number, number>) => SECTORS.map((s) => c.get(s) ?? 0);
-            const vm = host.read((e) => e.getVm('vm-m'));
+            const vm = host.read((e) => e.vms.get('vm-m'));
             const currentPath = join(vmDir, vm.config!.disks[0]!.path);
             const current = running
               ? await Promise.all(

@@ -59,7 +59,9 @@ describe('snapshots through AgentService, and kill -9 in the middle of a merge',
     a.child.kill('SIGKILL');
     await a.exited;
     a.client.raw.close();
-    const b = await start('agent-1');
+    // Both agents may use one shared folder outside their data folders: how exports travel.
+    const shared = join(testDir(), 'shared');
+    const b = await start('agent-1', ['--allowed-roots', shared]);
     const after = await b.client.p.getMerge({ mergeId });
     expect(after).to.include({ state: 'completed', progressPercent: 100 });
     const tree = await b.client.p.listCheckpoints({ vmId: 'v' });
@@ -96,10 +98,10 @@ describe('snapshots through AgentService, and kill -9 in the middle of a merge',
     expect((changed as { details: string }).details).to.match(/it has snapshots/);
 
     // Export and import over gRPC: a second agent gets the same tree.
-    const folder = join(testDir(), 'export-v');
+    const folder = join(shared, 'export-v');
     const out = await b.client.p.exportVmToFolder({ vmId: 'v', folder });
     expect(out.files).to.include('manifest.json');
-    const other = await start('agent-2');
+    const other = await start('agent-2', ['--allowed-roots', shared]);
     const imported = await other.client.p.importVmFromFolder({ folder, generation: 1 });
     expect(imported.config!.name).to.equal('grpc-1');
     const tree2 = await other.client.p.listCheckpoints({ vmId: 'v' });

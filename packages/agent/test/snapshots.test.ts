@@ -6,6 +6,7 @@ import { FileSystemProvider, VhdDisk, type Storage, type StorageProvider } from 
 import { status, type pb } from '@hyperfarm/api';
 import type { AgentHost } from '../src/edge/agent-host.js';
 import type { Checkpoints } from '../src/edge/checkpoints.js';
+import { VmTransfer } from '../src/edge/vm-transfer.js';
 import { mib } from './helpers.js';
 import { openSnapshotHost, readSectors, snapVmConfig, tempDir, writeSector } from './snapshot-helpers.js';
 
@@ -50,7 +51,7 @@ class FullableProvider implements StorageProvider {
 const errorOf = (p: Promise<unknown>) =>
   p.then(
     () => expect.fail('expected an error'),
-    (e: { code: number; message: string }) => e,
+    (e: { code: number; message: string; field?: string }) => e,
   );
 
 /** Moves the virtual clock and lets the host's I/O run until `done()` says so. */
@@ -70,8 +71,8 @@ async function runUntil(
 }
 
 async function startRunning(host: AgentHost, clock: { t: number }, vmId: string) {
-  await host.mutate((e) => e.changeState(vmId, 'VM_ACTION_START'));
-  await runUntil(host, clock, () => host.read((e) => e.getVm(vmId)).status!.state === 'VM_STATE_RUNNING');
+  await host.mutate((e) => e.power.change(vmId, 'VM_ACTION_START'));
+  await runUntil(host, clock, () => host.read((e) => e.vms.get(vmId)).status!.state === 'VM_STATE_RUNNING');
 }
 
 /** One sector with data in each 2 MiB block of a 16 MiB disk, before any snapshot. */
@@ -104,35 +105,35 @@ describe('snapshots on the engine VMs', function () {
     const off = await snaps.create('v', 'off', 1, 'c-off');
     expect(off).to.include({ includesMemory: false, vmState: 'VM_STATE_OFF', parentId: '' });
     await startRunning(host, clock, 'v');
-    const hRun = host.read((e) => e.stateHash('v')).sha256;
+    const hRun = host.read((e) => e.vms.stateHash('v')).sha256;
     const run = await snaps.create('v', 'running', 1, 'c-run');
     expect(run).to.include({ includesMemory: true, vmState: 'VM_STATE_RUNNING', parentId: 'c-off' });
-    expect(host.read((e) => e.getVm('v')).status!.state).to.equal('VM_STATE_RUNNING');
+    expect(host.read((e) => e.vms.get('v')).status!.state).to.equal('VM_STATE_RUNNING');
     const rec = (await snaps.list('v')).checkpoints.find((c) => c.id === 'c-run')!;
     expect(rec.savedHash).to.equal(hRun);
     expect(rec.pauseMs).to.be.a('number').greaterThan(0);
-    await host.mutate((e) => e.changeState('v', 'VM_ACTION_PAUSE'));
-    await runUntil(host, clock, () => host.read((e) => e.getVm('v')).status!.state === 'VM_STATE_PAUSED');
+    await host.mutate((e) => e.power.change('v', 'VM_ACTION_PAUSE'));
+    await runUntil(host, clock, () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_PAUSED');
     expect(await snaps.create('v', 'paused', 1, 'c-pause')).to.include({
       includesMemory: true,
       vmState: 'VM_STATE_PAUSED',
     });
-    await host.mutate((e) => e.changeState('v', 'VM_ACTION_SAVE'));
-    await runUntil(host, clock, () => host.read((e) => e.getVm('v')).status!.state === 'VM_STATE_SAVED');
-    const hSaved = host.read((e) => e.stateHash('v')).sha256;
+    await host.mutate((e) => e.power.change('v', 'VM_ACTION_SAVE'));
+    await runUntil(host, clock, () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_SAVED');
+    const hSaved = host.read((e) => e.vms.stateHash('v')).sha256;
     const saved = await snaps.create('v', 'saved', 1, 'c-saved');
     expect(saved).to.include({ includesMemory: true, vmState: 'VM_STATE_SAVED', parentId: 'c-pause' });
-    expect(host.read((e) => e.getVm('v')).status!.state).to.equal('VM_STATE_SAVED');
+    expect(host.read((e) => e.vms.get('v')).status!.state).to.equal('VM_STATE_SAVED');
 
     // Apply: Saved with the snapshot's memory, or Off without.
     const a1 = await snaps.apply('c-run', 1, false, false);
     expect(a1.status!.state).to.equal('VM_STATE_SAVED');
-    expect(host.read((e) => e.stateHash('v')).sha256).to.equal(hRun);
+    expect(host.read((e) => e.vms.stateHash('v')).sha256).to.equal(hRun);
     const a2 = await snaps.apply('c-off', 1, false, false);
     expect(a2.status!.state).to.equal('VM_STATE_OFF');
     const a3 = await snaps.apply('c-saved', 1, false, false);
     expect(a3.status!.state).to.equal('VM_STATE_SAVED');
-    expect(host.read((e) => e.stateHash('v')).sha256).to.equal(hSaved);
+    expect(host.read((e) => e.vms.stateHash('v')).sha256).to.equal(hSaved);
     expect((await snaps.list('v')).currentId).to.equal('c-saved');
   });
 
@@ -149,7 +150,7 @@ describe('snapshots on the engine VMs', function () {
     expect(err.code).to.equal(status.FAILED_PRECONDITION);
     expect(err.message).to.match(/VM 'apply-1': it is Running; turn it off first, or set turn_off_first/);
     clock.t += 500;
-    const before = host.read((e) => e.stateHash('v')).sha256;
+    const before = host.read((e) => e.vms.stateHash('v')).sha256;
     const vm = await snaps.apply('c0', 1, true, true);
     expect(vm.status!.state).to.equal('VM_STATE_OFF');
     const { checkpoints, currentId } = await snaps.list('v');
@@ -159,7 +160,7 @@ describe('snapshots on the engine VMs', function () {
     expect(kept.savedHash).to.equal(before);
     // The kept state can be applied back: Saved with exactly that memory.
     await snaps.apply(kept.id, 1, false, false);
-    expect(host.read((e) => e.stateHash('v')).sha256).to.equal(before);
+    expect(host.read((e) => e.vms.stateHash('v')).sha256).to.equal(before);
   });
 
   it('refuses the 51st snapshot, bad names and unknown ids with clear errors', async () => {
@@ -179,7 +180,7 @@ describe('snapshots on the engine VMs', function () {
     // Deleting the whole tree from its root folds all 50 files back into boot.vhd.
     await snaps.delete('s1', 1, true);
     expect((await snaps.list('v')).checkpoints).to.deep.equal([]);
-    expect(host.read((e) => e.getVm('v')).config!.disks[0]!.path).to.equal('boot.vhd');
+    expect(host.read((e) => e.vms.get('v')).config!.disks[0]!.path).to.equal('boot.vhd');
     expect(readdirSync(host.vmDir('v')).filter((f) => f.endsWith('.avhd'))).to.deep.equal([]);
   });
 
@@ -220,7 +221,7 @@ describe('snapshots on the engine VMs', function () {
     expect(events.some((e) => e.type === 'merge_completed' && e.merge!.id === mergeId)).to.equal(true);
     // The guest kept writing while the merge ran.
     expect(writes.length).to.be.greaterThan(10);
-    expect(host.read((e) => e.getVm('v')).status!.state).to.equal('VM_STATE_RUNNING');
+    expect(host.read((e) => e.vms.get('v')).status!.state).to.equal('VM_STATE_RUNNING');
     expect((await live.read(0, size)).equals(model)).to.equal(true);
     expect(live.parent).to.equal(undefined); // the base merged into it: a dynamic disk now
     expect(existsSync(join(host.vmDir('v'), 'boot.vhd'))).to.equal(false);
@@ -264,7 +265,7 @@ describe('snapshots on the engine VMs', function () {
     for (let i = 0; i < 10; i++) await step();
     await host.settle();
     const boot = join(host.vmDir('v'), 'boot.vhd');
-    const top = join(host.vmDir('v'), host.read((e) => e.getVm('v')).config!.disks[0]!.path);
+    const top = join(host.vmDir('v'), host.read((e) => e.vms.get('v')).config!.disks[0]!.path);
     expect(writes.filter((w) => w.path === boot).length).to.be.greaterThan(10);
     expect(writes.filter((w) => w.path === top).length).to.be.greaterThan(10);
     const size = mib(4);
@@ -276,7 +277,7 @@ describe('snapshots on the engine VMs', function () {
     }
     const live = (await host.openVhd('v', 0))!;
     expect((await live.read(0, size)).equals(nowModel), 'Now').to.equal(true);
-    await host.mutate((e) => e.changeState('v', 'VM_ACTION_TURN_OFF'));
+    await host.mutate((e) => e.power.change('v', 'VM_ACTION_TURN_OFF'));
     await host.settle();
     const frozen = await VhdDisk.open(boot, { readOnly: true });
     try {
@@ -300,7 +301,7 @@ describe('snapshots on the engine VMs', function () {
     await runUntil(
       host,
       clock,
-      () => host.read((e) => e.getVm('v')).status!.state === 'VM_STATE_RUNNING_CRITICAL',
+      () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_RUNNING_CRITICAL',
     );
     const waiting = await snaps.merges.get(mergeId);
     expect(waiting.state).to.equal('waiting_for_space');
@@ -310,7 +311,7 @@ describe('snapshots on the engine VMs', function () {
     );
     volume.full = false;
     await runUntil(host, clock, async () => (await snaps.merges.get(mergeId)).state === 'completed');
-    expect(host.read((e) => e.getVm('v')).status!.state).to.equal('VM_STATE_RUNNING');
+    expect(host.read((e) => e.vms.get('v')).status!.state).to.equal('VM_STATE_RUNNING');
     const live = (await host.openVhd('v', 0))!;
     for (const s of PATTERN) expect((await live.read(s * 512, 512))[0]).to.equal(0x60 + (s % 50));
     expect(existsSync(join(host.vmDir('v'), 'boot.vhd'))).to.equal(false);
@@ -359,14 +360,17 @@ describe('snapshots on the engine VMs', function () {
     await startRunning(host, clock, 'v');
     await snaps.create('v', 'run', 1, 'e1');
     clock.t += 700;
-    await host.mutate((e) => e.changeState('v', 'VM_ACTION_SAVE'));
-    await runUntil(host, clock, () => host.read((e) => e.getVm('v')).status!.state === 'VM_STATE_SAVED');
-    const folder = join(dir, 'export');
-    const running = await errorOf(snaps.exportToFolder('v', 'relative/path'));
-    expect(running.code).to.equal(status.INVALID_ARGUMENT);
-    const out = await snaps.exportToFolder('v', folder);
+    await host.mutate((e) => e.power.change('v', 'VM_ACTION_SAVE'));
+    await runUntil(host, clock, () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_SAVED');
+    const transfer = new VmTransfer(host, snaps);
+    // Outside the data folder's exports/ and every allowed root: refused before anything is written.
+    const outside = await errorOf(transfer.exportToFolder('v', join(dir, 'elsewhere')));
+    expect(outside).to.include({ code: status.INVALID_ARGUMENT, field: 'folder' });
+    expect(existsSync(join(dir, 'elsewhere'))).to.equal(false);
+    const out = await transfer.exportToFolder('v', 'vm-1');
+    const folder = join(dir, 'exports', 'vm-1');
     expect(out.files).to.include('manifest.json');
-    const source = { tree: await snaps.list('v'), hash: host.read((e) => e.stateHash('v')) };
+    const source = { tree: await snaps.list('v'), hash: host.read((e) => e.vms.stateHash('v')) };
     const readAll = async (h: AgentHost, rel: string) => {
       const d = await VhdDisk.open(join(h.vmDir('v'), rel), { readOnly: true });
       try {
@@ -376,16 +380,16 @@ describe('snapshots on the engine VMs', function () {
       }
     };
     const sourceDisks = [
-      host.read((e) => e.getVm('v')).config!.disks[0]!.path,
+      host.read((e) => e.vms.get('v')).config!.disks[0]!.path,
       ...source.tree.checkpoints.map((c) => c.config.disks[0]!.path),
     ];
     const sourceBytes = await Promise.all(sourceDisks.map((p) => readAll(host, p)));
-    const other = await openSnapshotHost(join(dir, 'host2'));
+    const other = await openSnapshotHost(join(dir, 'host2'), { allowedRoots: [join(dir, 'exports')] });
     try {
-      const vm = await other.snaps.importFromFolder(folder, '', '', 3);
+      const vm = await new VmTransfer(other.host, other.snaps).importFromFolder(folder, '', '', 3);
       expect(vm.id).to.equal('v');
       expect(vm.status!.state).to.equal('VM_STATE_SAVED');
-      expect(other.host.read((e) => e.stateHash('v'))).to.deep.equal(source.hash);
+      expect(other.host.read((e) => e.vms.stateHash('v'))).to.deep.equal(source.hash);
       const tree = await other.snaps.list('v');
       expect(tree).to.deep.equal(source.tree);
       const importedBytes = await Promise.all(sourceDisks.map((p) => readAll(other.host, p)));
@@ -393,17 +397,21 @@ describe('snapshots on the engine VMs', function () {
       // Memory of a snapshot: apply it on both and compare.
       await snaps.apply('e1', 1, false, false);
       await other.snaps.apply('e1', 3, false, false);
-      expect(other.host.read((e) => e.stateHash('v'))).to.deep.equal(host.read((e) => e.stateHash('v')));
-      await other.host.mutate((e) => e.changeState('v', 'VM_ACTION_START'));
+      expect(other.host.read((e) => e.vms.stateHash('v'))).to.deep.equal(
+        host.read((e) => e.vms.stateHash('v')),
+      );
+      await other.host.mutate((e) => e.power.change('v', 'VM_ACTION_START'));
       await runUntil(
         other.host,
         other.clock,
-        () => other.host.read((e) => e.getVm('v')).status!.state === 'VM_STATE_RUNNING',
+        () => other.host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_RUNNING',
       );
-      expect(other.host.read((e) => e.stateHash('v')).sha256).to.equal(source.tree.checkpoints[1]!.savedHash);
-      expect((await errorOf(other.snaps.importFromFolder(folder, '', '', 3))).code).to.equal(
-        status.ALREADY_EXISTS,
+      expect(other.host.read((e) => e.vms.stateHash('v')).sha256).to.equal(
+        source.tree.checkpoints[1]!.savedHash,
       );
+      expect(
+        (await errorOf(new VmTransfer(other.host, other.snaps).importFromFolder(folder, '', '', 3))).code,
+      ).to.equal(status.ALREADY_EXISTS);
     } finally {
       await other.host.stop();
     }

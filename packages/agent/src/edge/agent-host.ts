@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { invalidArgument, type Logger, type pb } from '@hyperfarm/api';
 import type { StorageProvider, VhdDisk } from '@hyperfarm/vhd';
-import { HypervisorEngine, type EngineOptions } from '../engine/engine.js';
+import { HypervisorEngine, type EngineOptions, type SnapshotFacts } from '../engine/engine.js';
 import { normalizeConfig } from '../engine/validate.js';
 import { hashString32 } from '../engine/rng.js';
 import { vhdLibraryFactory, type DiskBackend, type DiskFactory } from './disk.js';
@@ -105,7 +105,7 @@ export class AgentHost {
     this.disks = new DiskPool(
       this.diskFactory,
       (vmId, index) => {
-        const att = this.engine.getVm(vmId).config!.disks[index];
+        const att = this.engine.vms.get(vmId).config!.disks[index];
         if (!att) throw new Error(`VM ${vmId} has no disk ${index}`);
         return this.folders.diskPath(vmId, att.path);
       },
@@ -201,7 +201,7 @@ export class AgentHost {
     const events = this.engine.takeEvents();
     if (events.length > 0 && this.listeners.size > 0) {
       for (const e of events) {
-        const vm = e.vmId && this.engine.hasVm(e.vmId) ? this.engine.getVm(e.vmId) : null;
+        const vm = e.vmId && this.engine.vms.has(e.vmId) ? this.engine.vms.get(e.vmId) : null;
         const event: pb.AgentEvent = { ...e, vm };
         for (const l of this.listeners) l(event);
       }
@@ -231,7 +231,7 @@ export class AgentHost {
 
   /** Disks of a VM that arrived by migration (see prepareMigratedDisks). */
   async prepareMigratedDisks(vmId: string): Promise<void> {
-    const config = this.engine.getVm(vmId).config!;
+    const config = this.engine.vms.get(vmId).config!;
     await prepareMigratedDisks(this.folders, this.diskFactory, vmId, config, this.logger);
   }
 
@@ -241,32 +241,37 @@ export class AgentHost {
     generation: number,
   ): Promise<pb.Vm__Output> {
     checkDiskFiles(this.folders, vmId, normalizeConfig(input));
-    const existed = this.engine.hasVm(vmId);
-    const vm = await this.mutate((e) => e.createVm(vmId, input, generation));
+    const existed = this.engine.vms.has(vmId);
+    const vm = await this.mutate((e) => e.vms.create(vmId, input, generation));
     if (!existed) {
       try {
         await createDiskFiles(this.folders, this.diskFactory, vmId, vm.config!);
       } catch (err) {
-        await this.mutate((e) => e.deleteVm(vmId));
+        await this.mutate((e) => e.vms.delete(vmId));
         throw invalidArgument('config.disks', `could not create the VM's disks: ${(err as Error).message}`);
       }
     }
     return vm;
   }
 
+  /**
+   * Applies an update: checked first (the engine plans it), then the disk files it needs made,
+   * then committed, so a refused update changes no file and no record.
+   */
   async updateVm(
     vmId: string,
     input: pb.VmConfig__Output,
-    paths: string[],
+    paths: readonly string[],
     generation: number,
+    facts: SnapshotFacts,
   ): Promise<pb.Vm__Output> {
-    const vm = await this.mutate((e) => e.updateVm(vmId, input, paths, generation));
-    if (paths.length === 0 || paths.some((p) => p.startsWith('disks'))) {
-      checkDiskFiles(this.folders, vm.id, vm.config!);
-      await this.disks.close(vm.id);
-      await createDiskFiles(this.folders, this.diskFactory, vm.id, vm.config!);
+    const plan = this.read((e) => e.vms.planUpdate(vmId, input, paths, generation, facts));
+    if (plan.touched.includes('disks')) {
+      checkDiskFiles(this.folders, plan.vmId, plan.config);
+      await this.disks.close(plan.vmId);
+      await createDiskFiles(this.folders, this.diskFactory, plan.vmId, plan.config);
     }
-    return vm;
+    return this.mutate((e) => e.vms.update(vmId, input, paths, generation, facts));
   }
 
   /** Waits for every save, restore and write in flight. */

@@ -1,17 +1,16 @@
 import {
-  failedPrecondition,
+  clientStream,
   invalidArgument,
   serverStream,
   unary,
-  clientStream,
-  withUnimplemented,
   type ClientOptions,
   type pb,
 } from '@hyperfarm/api';
 import { guestOsList } from '../engine/catalog.js';
 import type { AgentHost } from './agent-host.js';
-import { Checkpoints } from './checkpoints.js';
+import type { Checkpoints } from './checkpoints.js';
 import { exportVm, importVm, migrateOut } from './migration.js';
+import type { VmTransfer } from './vm-transfer.js';
 
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
@@ -25,7 +24,7 @@ export interface HostAddressing {
 
 export function hostInfo(host: AgentHost, address: string): pb.Host {
   const s = host.settings;
-  const lease = host.read((e) => e.leaseState());
+  const lease = host.read((e) => e.lease.state());
   return {
     id: s.id,
     name: s.id,
@@ -37,35 +36,21 @@ export function hostInfo(host: AgentHost, address: string): pb.Host {
       rootReserveBytes: s.rootReserveBytes,
       perVmOverheadBytes: s.perVmOverheadBytes,
     },
-    usage: host.read((e) => e.hostUsage()),
+    usage: host.read((e) => e.usage()),
     limits: s.limits,
     macPoolStart: s.macPoolStart,
     macPoolSize: s.macPoolSize,
   };
 }
 
-/**
- * A VM with snapshots runs on the top of its differencing chain, whose file names the caller does
- * not know: an update that repeats the disks as they were (same attachments, other paths) keeps
- * the current files; one that changes them is refused, or it would write into a frozen file.
- */
-function keepSnapshotDisks(vm: pb.Vm__Output, config: pb.VmConfig__Output): pb.VmConfig__Output {
-  const current = vm.config!.disks;
-  const shape = (disks: readonly pb.DiskAttachment__Output[]) =>
-    JSON.stringify(disks.map((d) => ({ ...d, path: '', createSizeBytes: 0, createType: '' })));
-  if (shape(config.disks) === shape(current)) return { ...config, disks: current };
-  throw failedPrecondition(
-    `cannot change the disks of VM '${vm.config!.name}': it has snapshots, whose differencing disks hang on them; delete the snapshots first`,
-  );
-}
-
 /** AgentService over one host. */
 export function agentServiceImpl(
   host: AgentHost,
   net: HostAddressing,
-  checkpoints: Checkpoints = new Checkpoints(host),
+  checkpoints: Checkpoints,
+  transfer: VmTransfer,
 ): pb.AgentServiceHandlers {
-  const implemented: Partial<pb.AgentServiceHandlers> = {
+  return {
     GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => hostInfo(host, net.address())),
     ListGuestOs: unary<pb.ListGuestOsRequest__Output, pb.ListGuestOsResponse>(() => ({
       guestOs: guestOsList(),
@@ -74,7 +59,7 @@ export function agentServiceImpl(
       if (!req.config) throw invalidArgument('config', 'is required');
       return host.createVm(req.vmId, req.config, req.generation);
     }),
-    GetVm: unary<pb.AgentGetVmRequest__Output, pb.Vm>((req) => host.read((e) => e.getVm(req.vmId))),
+    GetVm: unary<pb.AgentGetVmRequest__Output, pb.Vm>((req) => host.read((e) => e.vms.get(req.vmId))),
     ListVms: unary<pb.AgentListVmsRequest__Output, pb.AgentListVmsResponse>((req) => {
       const size = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
       if (size > MAX_PAGE_SIZE) throw invalidArgument('page_size', `at most ${MAX_PAGE_SIZE}`);
@@ -84,7 +69,7 @@ export function agentServiceImpl(
         if (!after.startsWith('vm:')) throw invalidArgument('page_token', 'not a token this host issued');
         after = after.slice(3);
       }
-      const all = host.read((e) => e.listVms()).filter((v) => v.id > after);
+      const all = host.read((e) => e.vms.list()).filter((v) => v.id > after);
       const vms = all.slice(0, size);
       const more = all.length > size;
       return {
@@ -94,24 +79,14 @@ export function agentServiceImpl(
     }),
     UpdateVm: unary<pb.AgentUpdateVmRequest__Output, pb.Vm>(async (req) => {
       if (!req.config) throw invalidArgument('config', 'is required');
-      const paths = req.updateMask?.paths ?? [];
-      let config = req.config;
-      if (paths.length === 0 || paths.some((p) => p.startsWith('disks'))) {
-        const vm = host.read((e) => e.getVm(req.vmId));
-        if (await checkpoints.hasCheckpoints(vm.id)) config = keepSnapshotDisks(vm, config);
-      }
-      return host.updateVm(req.vmId, config, paths, req.generation);
+      const id = host.read((e) => e.vms.get(req.vmId)).id;
+      const facts = await checkpoints.facts(id);
+      return host.updateVm(id, req.config, req.updateMask?.paths ?? [], req.generation, facts);
     }),
     DeleteVm: unary<pb.AgentDeleteVmRequest__Output, pb.AgentDeleteVmResponse>(async (req) => {
-      const vm = host.read((e) => e.getVm(req.vmId));
-      const id = vm.id;
-      const merge = checkpoints.merges.activeOn(id);
-      if (merge) {
-        throw failedPrecondition(
-          `cannot delete VM '${vm.config!.name}': merge ${merge.id} is folding its snapshot disks; retry once GetMerge says completed`,
-        );
-      }
-      await host.mutate((e) => e.deleteVm(id, req.generation));
+      const id = host.read((e) => e.vms.get(req.vmId)).id;
+      const facts = await checkpoints.facts(id);
+      await host.mutate((e) => e.vms.delete(id, req.generation, facts));
       await checkpoints.forgetVm(id);
       return {};
     }),
@@ -120,7 +95,7 @@ export function agentServiceImpl(
     ),
     ListCheckpoints: unary<pb.AgentListCheckpointsRequest__Output, pb.AgentListCheckpointsResponse>(
       async (req) => {
-        const id = host.read((e) => e.getVm(req.vmId)).id;
+        const id = host.read((e) => e.vms.get(req.vmId)).id;
         const { checkpoints: list, currentId } = await checkpoints.list(id);
         return { checkpoints: list.map((c) => checkpoints.view(c)), currentId };
       },
@@ -139,29 +114,24 @@ export function agentServiceImpl(
       return checkpoints.merges.get(req.mergeId);
     }),
     ExportVmToFolder: unary<pb.ExportVmToFolderRequest__Output, pb.ExportVmToFolderResponse>((req) =>
-      checkpoints.exportToFolder(req.vmId, req.folder),
+      transfer.exportToFolder(req.vmId, req.folder),
     ),
     ImportVmFromFolder: unary<pb.ImportVmFromFolderRequest__Output, pb.Vm>((req) =>
-      checkpoints.importFromFolder(req.folder, req.vmId, req.name, req.generation),
+      transfer.importFromFolder(req.folder, req.vmId, req.name, req.generation),
     ),
     ChangeVmState: unary<pb.AgentChangeVmStateRequest__Output, pb.Vm>((req) =>
-      host.mutate((e) => e.changeState(req.vmId, req.action, req.generation)),
+      host.mutate((e) => e.power.change(req.vmId, req.action, req.generation)),
     ),
     GetVmStateHash: unary<pb.GetVmStateHashRequest__Output, pb.GetVmStateHashResponse>((req) =>
-      host.read((e) => e.stateHash(req.vmId)),
+      host.read((e) => e.vms.stateHash(req.vmId)),
     ),
     GrantLease: unary<pb.GrantLeaseRequest__Output, pb.GrantLeaseResponse>(async (req) => {
       if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
-      const r = await host.mutate((e) => e.grantLease(req.daemonId, req.term, req.durationMs));
+      const r = await host.mutate((e) => e.lease.grant(req.daemonId, req.term, req.durationMs));
       return { expiresAtMs: r.expiresAtMs, host: hostInfo(host, net.address()) };
     }),
     MigrateOut: serverStream<pb.MigrateOutRequest__Output, pb.MigrationProgress>(async (req, call) => {
-      const vm = host.read((e) => e.getVm(req.vmId));
-      if (await checkpoints.hasCheckpoints(vm.id)) {
-        throw failedPrecondition(
-          `cannot migrate VM '${vm.config!.name}': it has checkpoints, which do not travel; delete them first`,
-        );
-      }
+      const id = host.read((e) => e.vms.get(req.vmId)).id;
       await migrateOut(
         host,
         {
@@ -172,6 +142,7 @@ export function agentServiceImpl(
           targetGeneration: req.targetGeneration,
           maxRounds: req.maxRounds,
           stopCopyThresholdPages: req.stopCopyThresholdPages,
+          facts: await checkpoints.facts(id),
           ...(net.client ? { client: net.client } : {}),
         },
         (p) => call.write(p),
@@ -181,7 +152,7 @@ export function agentServiceImpl(
       (req, call) =>
         new Promise<void>((resolve) => {
           if (req.initialState) {
-            for (const vm of host.read((e) => e.listVms())) {
+            for (const vm of host.read((e) => e.vms.list())) {
               call.write({
                 sequence: 0,
                 timeMs: host.now(),
@@ -203,18 +174,13 @@ export function agentServiceImpl(
         }),
     ),
   };
-  return withUnimplemented('agent', implemented, 'issue #4');
 }
 
 export function migrationServiceImpl(host: AgentHost): pb.MigrationServiceHandlers {
-  return withUnimplemented(
-    'migration',
-    {
-      ImportVm: clientStream<pb.MigrationChunk__Output, pb.ImportVmResponse>((call) => importVm(host, call)),
-      ExportVm: serverStream<pb.ExportVmRequest__Output, pb.MigrationChunk>((req, call) =>
-        exportVm(host, req, call),
-      ),
-    },
-    'issue #4',
-  );
+  return {
+    ImportVm: clientStream<pb.MigrationChunk__Output, pb.ImportVmResponse>((call) => importVm(host, call)),
+    ExportVm: serverStream<pb.ExportVmRequest__Output, pb.MigrationChunk>((req, call) =>
+      exportVm(host, req, call),
+    ),
+  };
 }

@@ -1,22 +1,21 @@
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, rm, stat, writeFile, readFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { copyFile, mkdir, rm } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, relative, resolve } from 'node:path';
 import { createVhd, type VhdDisk } from '@hyperfarm/vhd';
+import { alreadyExists, invalidArgument, notFound, type pb } from '@hyperfarm/api';
+import type { SnapshotFacts } from '../engine/engine.js';
 import {
-  alreadyExists,
-  failedPrecondition,
-  invalidArgument,
-  notFound,
-  resourceExhausted,
-  type pb,
-} from '@hyperfarm/api';
-import type { VmConfig } from '../engine/validate.js';
+  filesInUse,
+  nextCleanupStep,
+  planDeletion,
+  treeOrder,
+  type CleanupStep,
+} from '../engine/snapshot-tree.js';
 import type { VmState } from '../engine/states.js';
-import { stateName } from '../engine/states.js';
+import type { VmConfig } from '../engine/validate.js';
 import type { AgentHost } from './agent-host.js';
 import { writeSavedState } from './saved-state.js';
-import { nextCleanupStep, readFileGraph, type CleanupStep } from './snapshot-files.js';
+import { readFileGraph } from './snapshot-files.js';
 import { SnapshotMerges } from './snapshot-merges.js';
 
 /**
@@ -29,6 +28,8 @@ import { SnapshotMerges } from './snapshot-merges.js';
  * - deleting one drops its record and memory file; its frozen files, now unowned, are folded by
  *   `SnapshotMerges` (see `nextCleanupStep`): at once for an Off or Saved VM, online for one that
  *   runs.
+ * The rules are the engine's (engine/snapshots.ts), the tree's shape a pure module of its own
+ * (engine/snapshot-tree.ts); this class keeps the records and the files.
  */
 export interface CheckpointRecord {
   id: string;
@@ -47,26 +48,12 @@ export interface CheckpointRecord {
   pauseMs?: number;
 }
 
-/** Hyper-V's limit: 50 snapshots per VM. */
-export const MAX_CHECKPOINTS_PER_VM = 50;
 const MAX_NAME = 100;
-const key = (vmId: string, id: string): string => `ckpt/${vmId}/${id}`;
-const currentKey = (vmId: string): string => `ckptcur/${vmId}`;
+export const checkpointKey = (vmId: string, id: string): string => `ckpt/${vmId}/${id}`;
+export const currentKey = (vmId: string): string => `ckptcur/${vmId}`;
 const CREATED_DIFF = /_[A-Za-z0-9.-]+\.avhd$/;
-const OFFLINE: readonly VmState[] = ['VM_STATE_OFF', 'VM_STATE_SAVED'];
-
-/** The manifest ExportVmToFolder writes next to the files. */
-interface ExportManifest {
-  format: 'hyperfarm-vm-export/1';
-  vmId: string;
-  config: VmConfig;
-  state: VmState;
-  savedHash: string;
-  savedPages: number;
-  currentId: string;
-  checkpoints: CheckpointRecord[];
-  files: string[];
-}
+/** Snapshot ids name files and sit in differencing disk names after a '_': no '_' in them. */
+const CHECKPOINT_ID = /^[A-Za-z0-9-][A-Za-z0-9.-]{0,127}$/;
 
 export class Checkpoints {
   /** One snapshot operation per VM at a time. */
@@ -83,7 +70,8 @@ export class Checkpoints {
     host.beforeStop(() => this.merges.stop());
   }
 
-  private serial<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
+  /** Runs `fn` after every snapshot operation already queued on the VM. */
+  serial<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.queues.get(vmId) ?? Promise.resolve();
     const next = prev.then(fn, fn);
     this.queues.set(
@@ -94,7 +82,7 @@ export class Checkpoints {
   }
 
   private statePath(vmId: string, id: string): string {
-    return join(this.host.vmDir(vmId), 'checkpoints', `${id}.state`);
+    return this.host.folders.checkpointStatePath(vmId, id);
   }
 
   private abs(vmId: string, path: string): string {
@@ -110,10 +98,21 @@ export class Checkpoints {
   async list(vmId: string): Promise<{ checkpoints: CheckpointRecord[]; currentId: string }> {
     const checkpoints = await this.host.store.list<CheckpointRecord>(`ckpt/${vmId}/`);
     const current = await this.host.store.get<{ id: string }>(currentKey(vmId));
+    return { checkpoints: treeOrder(checkpoints), currentId: current?.id ?? '' };
+  }
+
+  /** What the engine's rules need to know of a VM's snapshots. */
+  async facts(vmId: string): Promise<SnapshotFacts> {
+    const merge = this.merges.activeOn(vmId);
     return {
-      checkpoints: checkpoints.sort((a, b) => a.createdAtMs - b.createdAtMs || a.id.localeCompare(b.id)),
-      currentId: current?.id ?? '',
+      snapshots: (await this.list(vmId)).checkpoints.length,
+      merging: merge && { id: merge.id, state: merge.state },
     };
+  }
+
+  /** Whether a snapshot with this id exists on any VM of this host. */
+  async exists(checkpointId: string): Promise<boolean> {
+    return (await this.host.store.list<CheckpointRecord>('ckpt/')).some((r) => r.id === checkpointId);
   }
 
   private async find(checkpointId: string): Promise<CheckpointRecord> {
@@ -121,17 +120,6 @@ export class Checkpoints {
     for (const r of await this.host.store.list<CheckpointRecord>('ckpt/'))
       if (r.id === checkpointId) return r;
     throw notFound('checkpoint', checkpointId);
-  }
-
-  /** Snapshot operations wait for no merge: they are refused while one folds the VM's disks. */
-  private noMerge(vmId: string, what: string): void {
-    const m = this.merges.activeOn(vmId);
-    if (m) {
-      const name = this.host.read((e) => e.getVm(vmId)).config!.name;
-      throw failedPrecondition(
-        `cannot ${what} VM '${name}': merge ${m.id} is folding its snapshot disks (${m.state}); retry once GetMerge says completed`,
-      );
-    }
   }
 
   /** Fresh differencing disks on top of `parents` (absolute), named after `token`. */
@@ -143,7 +131,7 @@ export class Checkpoints {
         const stem = basename(parent)
           .replace(CREATED_DIFF, '')
           .replace(/\.a?vhd$/i, '');
-        const path = join(this.host.vmDir(vmId), `${stem}_${token}.avhd`);
+        const path = this.abs(vmId, `${stem}_${token}.avhd`);
         await (
           await createVhd(path, {
             type: 'differencing',
@@ -161,8 +149,14 @@ export class Checkpoints {
     return made;
   }
 
-  create(vmId: string, name: string, generation: number, wantedId: string): Promise<pb.Checkpoint> {
-    const id = this.host.read((e) => e.getVm(vmId)).id;
+  async create(vmId: string, name: string, generation: number, wantedId: string): Promise<pb.Checkpoint> {
+    if (wantedId && !CHECKPOINT_ID.test(wantedId))
+      throw invalidArgument(
+        'checkpoint_id',
+        "must be 1 to 128 letters, digits, '-' or '.', not starting with '.'",
+      );
+    if (name) checkName('name', name);
+    const id = this.host.read((e) => e.vms.get(vmId)).id;
     return this.serial(id, async () => this.view(await this.createNow(id, name, generation, wantedId)));
   }
 
@@ -172,23 +166,14 @@ export class Checkpoints {
     generation: number,
     wantedId: string,
   ): Promise<CheckpointRecord> {
-    const vm = this.host.read((e) => e.checkCommand(vmId, generation, 'checkpoint'));
+    const facts = await this.facts(vmId);
+    const vm = this.host.read((e) => e.snapshots.checkTake(vmId, generation, facts));
     const { checkpoints, currentId } = await this.list(vm.id);
     const id =
       wantedId || `${vm.id.replace(/_/g, '-')}.ckpt-${++this.sequence}-${randomBytes(3).toString('hex')}`;
-    if (!/^[A-Za-z0-9.-]{1,128}$/.test(id))
-      throw invalidArgument('checkpoint_id', `'${id}' must be 1 to 128 letters, digits, '-' or '.'`);
     const same = checkpoints.find((c) => c.id === id);
     if (same) return same; // a repeated create is harmless
-    const elsewhere = (await this.host.store.list<CheckpointRecord>('ckpt/')).find((c) => c.id === id);
-    if (elsewhere) throw alreadyExists('checkpoint', id);
-    if (name) checkName('name', name);
-    if (checkpoints.length >= MAX_CHECKPOINTS_PER_VM) {
-      throw resourceExhausted(
-        `cannot take a snapshot of VM '${vm.config!.name}': it has ${checkpoints.length} snapshots, the most a VM may have (${MAX_CHECKPOINTS_PER_VM}); delete one first`,
-      );
-    }
-    this.noMerge(vm.id, 'take a snapshot of');
+    if (await this.exists(id)) throw alreadyExists('checkpoint', id);
     const label = name || `${vm.config!.name} - (${new Date(this.host.now()).toISOString()})`;
     const held = process.hrtime.bigint();
     const resume = await this.host.quiesceDisks(vm.id);
@@ -200,11 +185,11 @@ export class Checkpoints {
     };
     try {
       // The instant of the snapshot: memory copied, disks switched, with guest I/O held.
-      const capture = this.host.read((e) => e.captureForCheckpoint(vm.id));
+      const capture = this.host.read((e) => e.snapshots.capture(vm.id));
       const frozen = capture.config.disks.map((d) => this.abs(vm.id, d.path));
       made.push(...(await this.newDiffs(vm.id, frozen, id)));
       await this.host.mutate((e) =>
-        e.setDiskPaths(
+        e.snapshots.setDiskPaths(
           vm.id,
           made.map((p) => this.rel(vm.id, p)),
         ),
@@ -212,14 +197,15 @@ export class Checkpoints {
       release();
       let savedHash = '';
       let savedPages = 0;
-      await mkdir(dirname(this.statePath(vm.id, id)), { recursive: true });
+      const statePath = this.statePath(vm.id, id);
+      await mkdir(dirname(statePath), { recursive: true });
       if (capture.memory && capture.deviceState) {
-        const saved = await writeSavedState(this.statePath(vm.id, id), capture.memory, capture.deviceState);
+        const saved = await writeSavedState(statePath, capture.memory, capture.deviceState);
         savedHash = saved.sha256;
         savedPages = saved.pages;
       } else if (capture.state === 'VM_STATE_SAVED') {
-        await copyFile(this.host.savedStatePath(vm.id), this.statePath(vm.id, id));
-        const saved = this.host.read((e) => e.stateHash(vm.id));
+        await copyFile(this.host.savedStatePath(vm.id), statePath);
+        const saved = this.host.read((e) => e.vms.stateHash(vm.id));
         savedHash = saved.sha256;
         savedPages = saved.residentPages;
       }
@@ -237,7 +223,7 @@ export class Checkpoints {
         pauseMs,
       };
       await this.host.store.apply([
-        [key(vm.id, id), record],
+        [checkpointKey(vm.id, id), record],
         [currentKey(vm.id), { id }],
       ]);
       this.host.logger.info(
@@ -249,12 +235,12 @@ export class Checkpoints {
       release();
       // The VM goes back to the files it had, and the new ones go.
       if (made.length > 0) {
-        const vmNow = this.host.read((e) => e.getVm(vm.id));
+        const vmNow = this.host.read((e) => e.vms.get(vm.id));
         const onNew = vmNow.config!.disks.some((d) => made.includes(this.abs(vm.id, d.path)));
         if (onNew) {
           const resume2 = await this.host.quiesceDisks(vm.id);
           await this.host.mutate((e) =>
-            e.setDiskPaths(
+            e.snapshots.setDiskPaths(
               vm.id,
               vm.config!.disks.map((d) => d.path),
             ),
@@ -267,123 +253,93 @@ export class Checkpoints {
     }
   }
 
-  apply(
+  async apply(
     checkpointId: string,
     generation: number,
     turnOffFirst: boolean,
     saveCurrentFirst: boolean,
   ): Promise<pb.Vm> {
-    return this.find(checkpointId).then((record) =>
-      this.serial(record.vmId, async () => {
-        const vmId = record.vmId;
-        let vm = this.host.read((e) => e.checkCommand(vmId, generation, 'apply a snapshot to'));
-        const state = vm.status!.state;
-        if (!OFFLINE.includes(state) && !turnOffFirst) {
-          throw failedPrecondition(
-            `cannot apply snapshot '${record.name}' to VM '${vm.config!.name}': it is ${stateName(state)}; turn it off first, or set turn_off_first`,
-          );
+    const record = await this.find(checkpointId);
+    return this.serial(record.vmId, async () => {
+      const vmId = record.vmId;
+      const facts = await this.facts(vmId);
+      this.host.read((e) => e.snapshots.check(vmId, generation, 'apply a snapshot to', facts));
+      this.host.read((e) => e.snapshots.applyNeedsTurnOff(vmId, record.name, turnOffFirst));
+      if (saveCurrentFirst) await this.createNow(vmId, `Before applying '${record.name}'`, generation, '');
+      if (this.host.read((e) => e.snapshots.applyNeedsTurnOff(vmId, record.name, turnOffFirst))) {
+        await this.host.mutate((e) => e.power.change(vmId, 'VM_ACTION_TURN_OFF', generation));
+      }
+      const resume = await this.host.quiesceDisks(vmId);
+      try {
+        const parents = record.config.disks.map((d) => this.abs(vmId, d.path));
+        const fresh = await this.newDiffs(vmId, parents, `${record.id}-a${randomBytes(3).toString('hex')}`);
+        await rm(this.host.savedStatePath(vmId), { force: true });
+        let savedHash: string | undefined;
+        if (record.includesMemory) {
+          await mkdir(this.host.vmDir(vmId), { recursive: true });
+          await copyFile(this.statePath(vmId, record.id), this.host.savedStatePath(vmId));
+          savedHash = record.savedHash;
         }
-        this.noMerge(vmId, 'apply a snapshot to');
-        if (saveCurrentFirst) await this.createNow(vmId, `Before applying '${record.name}'`, generation, '');
-        vm = this.host.read((e) => e.getVm(vmId));
-        if (!OFFLINE.includes(vm.status!.state)) {
-          await this.host.mutate((e) => e.changeState(vmId, 'VM_ACTION_TURN_OFF', generation));
-        }
-        const resume = await this.host.quiesceDisks(vmId);
-        let result: pb.Vm;
-        try {
-          const parents = record.config.disks.map((d) => this.abs(vmId, d.path));
-          const fresh = await this.newDiffs(vmId, parents, `${record.id}-a${randomBytes(3).toString('hex')}`);
-          await rm(this.host.savedStatePath(vmId), { force: true });
-          let savedHash: string | undefined;
-          if (record.includesMemory) {
-            await mkdir(this.host.vmDir(vmId), { recursive: true });
-            await copyFile(this.statePath(vmId, record.id), this.host.savedStatePath(vmId));
-            savedHash = record.savedHash;
-          }
-          const config: VmConfig = structuredClone(record.config);
-          config.disks.forEach((d, i) => (d.path = this.rel(vmId, fresh[i]!)));
-          result = await this.host.mutate((e) =>
-            e.revertToCheckpoint(vmId, config, savedHash, record.savedPages ?? 0, record.name),
-          );
-          await this.host.store.apply([[currentKey(vmId), { id: record.id }]]);
-        } finally {
-          resume();
-        }
-        // The state left behind is no one's now: its files go (the VM is Off or Saved).
-        await this.merges.start(vmId, false);
-        return this.host.read((e) => e.getVm(vmId)) ?? result;
-      }),
-    );
+        const config: VmConfig = structuredClone(record.config);
+        config.disks.forEach((d, i) => (d.path = this.rel(vmId, fresh[i]!)));
+        await this.host.mutate((e) =>
+          e.snapshots.revert(vmId, config, savedHash, record.savedPages ?? 0, record.name),
+        );
+        await this.host.store.apply([[currentKey(vmId), { id: record.id }]]);
+      } finally {
+        resume();
+      }
+      // The state left behind is no one's now: its files go (the VM is Off or Saved).
+      await this.merges.start(vmId, false);
+      return this.host.read((e) => e.vms.get(vmId));
+    });
   }
 
-  delete(checkpointId: string, generation: number, subtree: boolean): Promise<{ mergeId: string }> {
-    return this.find(checkpointId).then((record) =>
-      this.serial(record.vmId, async () => {
-        const vmId = record.vmId;
-        const vm = this.host.read((e) => e.checkCommand(vmId, generation, 'delete a snapshot of'));
-        this.noMerge(vmId, 'delete a snapshot of');
-        const { checkpoints, currentId } = await this.list(vmId);
-        const victims = new Set([record.id]);
-        if (subtree) {
-          for (let grew = true; grew;) {
-            grew = false;
-            for (const c of checkpoints) {
-              if (!victims.has(c.id) && victims.has(c.parentId)) {
-                victims.add(c.id);
-                grew = true;
-              }
-            }
-          }
-        }
-        const changes: [string, unknown][] = [];
-        for (const c of checkpoints) {
-          if (victims.has(c.id)) changes.push([key(vmId, c.id), undefined]);
-          else if (victims.has(c.parentId))
-            changes.push([key(vmId, c.id), { ...c, parentId: record.parentId }]);
-        }
-        if (victims.has(currentId))
-          changes.push([currentKey(vmId), record.parentId ? { id: record.parentId } : undefined]);
-        await this.host.store.apply(changes);
-        for (const id of victims) await rm(this.statePath(vmId, id), { force: true });
-        this.host.logger.info({ vmId, checkpoints: [...victims] }, 'snapshots deleted');
-        const online = !OFFLINE.includes(vm.status!.state);
-        return { mergeId: await this.merges.start(vmId, online) };
-      }),
-    );
+  async delete(checkpointId: string, generation: number, subtree: boolean): Promise<{ mergeId: string }> {
+    const record = await this.find(checkpointId);
+    return this.serial(record.vmId, async () => {
+      const vmId = record.vmId;
+      const facts = await this.facts(vmId);
+      this.host.read((e) => e.snapshots.check(vmId, generation, 'delete a snapshot of', facts));
+      const { checkpoints, currentId } = await this.list(vmId);
+      const plan = planDeletion(checkpoints, currentId, record, subtree);
+      await this.host.store.apply([
+        ...[...plan.removed].map((id) => [checkpointKey(vmId, id), undefined] as const),
+        ...plan.relinked.map((c) => [checkpointKey(vmId, c.id), c] as const),
+        [currentKey(vmId), plan.currentId ? { id: plan.currentId } : undefined],
+      ]);
+      for (const id of plan.removed) await rm(this.statePath(vmId, id), { force: true });
+      this.host.logger.info({ vmId, checkpoints: [...plan.removed] }, 'snapshots deleted');
+      const online = !this.host.read((e) => e.snapshots.isOffline(vmId));
+      return { mergeId: await this.merges.start(vmId, online) };
+    });
   }
 
   async rename(checkpointId: string, name: string, generation: number): Promise<pb.Checkpoint> {
     checkName('name', name);
-    return this.find(checkpointId).then((record) =>
-      this.serial(record.vmId, async () => {
-        this.host.read((e) => e.checkCommand(record.vmId, generation, 'rename a snapshot of'));
-        const fresh = await this.find(checkpointId);
-        const renamed = { ...fresh, name };
-        await this.host.store.apply([[key(record.vmId, record.id), renamed]]);
-        return this.view(renamed);
-      }),
-    );
+    const record = await this.find(checkpointId);
+    return this.serial(record.vmId, async () => {
+      this.host.read((e) => e.snapshots.check(record.vmId, generation, 'rename a snapshot of'));
+      const renamed = { ...(await this.find(checkpointId)), name };
+      await this.host.store.apply([[checkpointKey(record.vmId, record.id), renamed]]);
+      return this.view(renamed);
+    });
   }
 
   /** Forgets a deleted VM's snapshots (their files went with the VM's folder). */
   async forgetVm(vmId: string): Promise<void> {
     const { checkpoints } = await this.list(vmId);
     await this.host.store.apply([
-      ...checkpoints.map((c) => [key(vmId, c.id), undefined] as const),
+      ...checkpoints.map((c) => [checkpointKey(vmId, c.id), undefined] as const),
       [currentKey(vmId), undefined],
     ]);
-  }
-
-  async hasCheckpoints(vmId: string): Promise<boolean> {
-    return (await this.list(vmId)).checkpoints.length > 0 || this.merges.activeOn(vmId) !== undefined;
   }
 
   // ---- merges: what the merge loop asks of the snapshot tree ------------------------------------
 
   private async plan(vmId: string): Promise<CleanupStep | undefined> {
-    if (!this.host.engine.hasVm(vmId)) return undefined;
-    const vm = this.host.read((e) => e.getVm(vmId));
+    if (!this.host.engine.vms.has(vmId)) return undefined;
+    const vm = this.host.read((e) => e.vms.get(vmId));
     const { checkpoints } = await this.list(vmId);
     const current = vm.config!.disks.map((d) => this.abs(vmId, d.path));
     const owned = [
@@ -391,22 +347,18 @@ export class Checkpoints {
       ...checkpoints.flatMap((c) => c.config.disks.map((d) => this.abs(vmId, d.path))),
     ];
     const graph = await readFileGraph(owned, this.host.vmDir(vmId), this.host.storageProvider);
-    const inUse = new Set<string>();
-    if (!OFFLINE.includes(vm.status!.state)) {
-      for (const top of current)
-        for (let f: string | undefined = top; f; f = graph.parentOf.get(f)) inUse.add(f);
-    }
-    return nextCleanupStep(graph, inUse);
+    const offline = this.host.read((e) => e.snapshots.isOffline(vmId));
+    return nextCleanupStep(graph, offline ? new Set() : filesInUse(graph, current));
   }
 
   private async replaceReferences(vmId: string, from: string, to: string): Promise<void> {
-    const vm = this.host.read((e) => e.getVm(vmId));
+    const vm = this.host.read((e) => e.vms.get(vmId));
     const current = vm.config!.disks.map((d) => this.abs(vmId, d.path));
     if (current.includes(from)) {
       const resume = await this.host.quiesceDisks(vmId);
       try {
         await this.host.mutate((e) =>
-          e.setDiskPaths(
+          e.snapshots.setDiskPaths(
             vmId,
             current.map((p) => this.rel(vmId, p === from ? to : p)),
           ),
@@ -420,129 +372,25 @@ export class Checkpoints {
       if (!c.config.disks.some((d) => this.abs(vmId, d.path) === from)) continue;
       const config = structuredClone(c.config);
       for (const d of config.disks) if (this.abs(vmId, d.path) === from) d.path = this.rel(vmId, to);
-      changes.push([key(vmId, c.id), { ...c, config }]);
+      changes.push([checkpointKey(vmId, c.id), { ...c, config }]);
     }
     await this.host.store.apply(changes);
   }
 
   /** The running VM's open top disk whose chain holds `path`; undefined when the VM is off. */
   private async liveDiskFor(vmId: string, path: string): Promise<VhdDisk | undefined> {
-    const vm = this.host.read((e) => e.getVm(vmId));
-    if (OFFLINE.includes(vm.status!.state)) {
+    if (this.host.read((e) => e.snapshots.isOffline(vmId))) {
       // Nothing may hold the files open while they change under it.
       const resume = await this.host.quiesceDisks(vmId);
       resume();
       return undefined;
     }
-    for (let i = 0; i < vm.config!.disks.length; i++) {
+    const disks = this.host.read((e) => e.vms.get(vmId)).config!.disks;
+    for (let i = 0; i < disks.length; i++) {
       const top = await this.host.openVhd(vmId, i);
       for (let d: VhdDisk | undefined = top; d; d = d.parent) if (resolve(d.path) === path) return top;
     }
     return undefined;
-  }
-
-  // ---- export and import --------------------------------------------------------------------------
-
-  async exportToFolder(vmIdOrName: string, folder: string): Promise<pb.ExportVmToFolderResponse> {
-    if (!folder || !isAbsolute(folder)) throw invalidArgument('folder', 'must be an absolute path');
-    const vmId = this.host.read((e) => e.getVm(vmIdOrName)).id;
-    return this.serial(vmId, async () => {
-      const vm = this.host.read((e) => e.getVm(vmId));
-      const state = vm.status!.state;
-      if (!OFFLINE.includes(state))
-        throw failedPrecondition(
-          `cannot export VM '${vm.config!.name}': it is ${stateName(state)}; turn it off or save it first`,
-        );
-      this.noMerge(vmId, 'export');
-      if (existsSync(folder) && (await readdir(folder)).length > 0)
-        throw invalidArgument('folder', `${folder} is not empty`);
-      const { checkpoints, currentId } = await this.list(vmId);
-      const dir = this.host.vmDir(vmId);
-      for (const c of [vm.config!, ...checkpoints.map((x) => x.config)])
-        for (const d of c.disks)
-          if (this.rel(vmId, this.abs(vmId, d.path)) === this.abs(vmId, d.path))
-            throw failedPrecondition(
-              `cannot export VM '${vm.config!.name}': disk ${d.path} is outside its folder`,
-            );
-      const resume = await this.host.quiesceDisks(vmId);
-      const files: string[] = [];
-      let bytes = 0;
-      try {
-        await mkdir(folder, { recursive: true });
-        for (const rel of await walk(dir)) {
-          if (rel.endsWith('.tmp') || rel.endsWith('.merge-state')) continue;
-          await mkdir(dirname(join(folder, rel)), { recursive: true });
-          await copyFile(join(dir, rel), join(folder, rel));
-          bytes += (await stat(join(folder, rel))).size;
-          files.push(rel);
-        }
-        const hash = state === 'VM_STATE_SAVED' ? this.host.read((e) => e.stateHash(vmId)) : undefined;
-        const manifest: ExportManifest = {
-          format: 'hyperfarm-vm-export/1',
-          vmId,
-          config: structuredClone(vm.config!) as VmConfig,
-          state,
-          savedHash: hash?.sha256 ?? '',
-          savedPages: hash?.residentPages ?? 0,
-          currentId,
-          checkpoints,
-          files,
-        };
-        await writeFile(join(folder, 'manifest.json'), JSON.stringify(manifest, null, 2));
-        files.push('manifest.json');
-      } finally {
-        resume();
-      }
-      return { files, bytes };
-    });
-  }
-
-  async importFromFolder(folder: string, wantedId: string, name: string, generation: number): Promise<pb.Vm> {
-    if (!folder || !isAbsolute(folder)) throw invalidArgument('folder', 'must be an absolute path');
-    let manifest: ExportManifest;
-    try {
-      manifest = JSON.parse(await readFile(join(folder, 'manifest.json'), 'utf8')) as ExportManifest;
-    } catch (err) {
-      throw invalidArgument('folder', `no readable manifest.json: ${(err as Error).message}`);
-    }
-    if (manifest.format !== 'hyperfarm-vm-export/1')
-      throw invalidArgument(
-        'folder',
-        `manifest format ${String(manifest.format)} is not hyperfarm-vm-export/1`,
-      );
-    const vmId = manifest.vmId;
-    if (wantedId && wantedId !== vmId)
-      throw invalidArgument(
-        'vm_id',
-        `must be empty or '${vmId}': guest memory is derived from the VM id, so an import keeps it`,
-      );
-    if (this.host.engine.hasVm(vmId)) throw alreadyExists('VM', vmId);
-    for (const c of manifest.checkpoints)
-      if ((await this.host.store.list<CheckpointRecord>('ckpt/')).some((x) => x.id === c.id))
-        throw alreadyExists('checkpoint', c.id);
-    const dir = this.host.vmDir(vmId);
-    await rm(dir, { recursive: true, force: true });
-    for (const rel of manifest.files) {
-      await mkdir(dirname(join(dir, rel)), { recursive: true });
-      await copyFile(join(folder, rel), join(dir, rel));
-    }
-    const config = { ...manifest.config, name: name || manifest.config.name } as VmConfig;
-    try {
-      await this.host.createVm(vmId, config as unknown as pb.VmConfig, generation);
-      if (manifest.state === 'VM_STATE_SAVED') {
-        await this.host.mutate((e) =>
-          e.revertToCheckpoint(vmId, config, manifest.savedHash, manifest.savedPages, 'imported'),
-        );
-      }
-    } catch (err) {
-      if (!this.host.engine.hasVm(vmId)) await rm(dir, { recursive: true, force: true });
-      throw err;
-    }
-    await this.host.store.apply([
-      ...manifest.checkpoints.map((c) => [key(vmId, c.id), c] as const),
-      ...(manifest.currentId ? [[currentKey(vmId), { id: manifest.currentId }] as const] : []),
-    ]);
-    return this.host.read((e) => e.getVm(vmId));
   }
 
   view(r: CheckpointRecord): pb.Checkpoint {
@@ -563,15 +411,4 @@ function checkName(field: string, name: string): void {
     throw invalidArgument(field, `must be 1 to ${MAX_NAME} characters, got ${name.length}`);
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(name)) throw invalidArgument(field, 'must not contain control characters');
-}
-
-/** Files under `dir`, relative to it. */
-async function walk(dir: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(join(dir, prefix), { withFileTypes: true })) {
-    const rel = prefix ? join(prefix, entry.name) : entry.name;
-    if (entry.isDirectory()) out.push(...(await walk(dir, rel)));
-    else out.push(rel);
-  }
-  return out.sort();
 }

@@ -28,7 +28,7 @@ function realPath(path: string): string {
 }
 
 /** Refuses text no file system call could take: NUL bytes, or names too long for Linux. */
-export function checkPathText(path: string, field: string): void {
+function checkPathText(path: string, field: string): void {
   if (path === '') throw invalidArgument(field, 'must name a path');
   if (path.includes('\0')) throw invalidArgument(field, 'must not contain a NUL byte');
   if (Buffer.byteLength(path) > MAX_PATH) throw invalidArgument(field, `longer than ${MAX_PATH} bytes`);
@@ -57,11 +57,4 @@ export function confine(roots: readonly string[], path: string, field: string): 
     if (real !== r && within(r, real)) return resolved;
   }
   throw invalidArgument(field, `${isAbsolute(path) ? 'is' : 'leads'} outside the folders this agent may use`);
-}
-
-/** Whether `path` lies inside `root` once both are resolved (no error). */
-export function isInside(root: string, path: string): boolean {
-  const r = realPath(root);
-  const p = realPath(path);
-  return p !== r && within(r, p);
 }

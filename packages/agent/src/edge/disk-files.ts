@@ -9,16 +9,24 @@ const kindOf = (t: pb.DiskType__Output): 'fixed' | 'dynamic' =>
   t === 'DISK_TYPE_DYNAMIC' ? 'dynamic' : 'fixed';
 
 /**
- * The disk files a configuration names: each path confined (a relative one to the VM's folder,
- * an absolute one to an allowed root), and each file there already or with a size to create it.
- * Touches nothing; INVALID_ARGUMENT naming `<prefix>.disks[i].path` otherwise.
+ * The disk files a configuration names, each confined (a relative path to the VM's folder, an
+ * absolute one to an allowed root; INVALID_ARGUMENT naming `<prefix>.disks[i].path` otherwise).
+ * Touches nothing.
  */
+export function confineDisks(
+  folders: VmFolders,
+  vmId: string,
+  config: VmConfig,
+  prefix = 'config',
+): string[] {
+  return config.disks.map((d, i) => folders.diskPath(vmId, d.path, `${prefix}.disks[${i}].path`));
+}
+
+/** As confineDisks, and each file there already or with a size to create it. */
 export function checkDiskFiles(folders: VmFolders, vmId: string, config: VmConfig, prefix = 'config'): void {
-  config.disks.forEach((d, i) => {
-    const field = `${prefix}.disks[${i}].path`;
-    const path = folders.diskPath(vmId, d.path, field);
-    if (d.createSizeBytes === 0 && !existsSync(path))
-      throw invalidArgument(field, `${d.path} does not exist and create_size_bytes is 0`);
+  confineDisks(folders, vmId, config, prefix).forEach((path, i) => {
+    if (config.disks[i]!.createSizeBytes === 0 && !existsSync(path))
+      throw invalidArgument(`${prefix}.disks[${i}].path`, 'names no file, and create_size_bytes is 0');
   });
 }
 

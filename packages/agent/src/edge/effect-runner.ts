@@ -57,7 +57,7 @@ export class EffectRunner {
   }
 
   private async save(effect: Extract<Effect, { kind: 'save' }>): Promise<void> {
-    const { engine, folders, logger } = this.c;
+    const { folders, logger } = this.c;
     const started = this.c.clock();
     try {
       await this.c.disks.flush(effect.vmId);
@@ -67,27 +67,26 @@ export class EffectRunner {
         { vmId: effect.vmId, bytes: r.bytes, pages: r.pages, ms: this.c.clock() - started },
         'saved',
       );
-      engine.completeSave(effect.vmId, effect.token, r.sha256);
+      effect.saved(r.sha256);
     } catch (err) {
       logger.error({ err, vmId: effect.vmId }, 'save failed');
-      engine.failSave(effect.vmId, effect.token, (err as Error).message);
+      effect.failed((err as Error).message);
     }
     this.c.pump();
   }
 
   private async restore(effect: Extract<Effect, { kind: 'restore' }>): Promise<void> {
-    const { engine, logger } = this.c;
     const path = this.c.folders.savedStatePath(effect.vmId);
     let restored;
     try {
       restored = await readSavedState(path, effect.vmId);
     } catch (err) {
-      logger.error({ err, vmId: effect.vmId }, 'restore failed');
-      engine.failRestore(effect.vmId, effect.token, (err as Error).message);
+      this.c.logger.error({ err, vmId: effect.vmId }, 'restore failed');
+      effect.failed((err as Error).message);
       this.c.pump();
       return;
     }
-    engine.completeRestore(effect.vmId, effect.token, restored.memory, restored.device);
+    effect.restored(restored.memory, restored.device);
     this.c.pump();
     await this.c.persisted();
     // Hyper-V discards the saved state once the VM runs from it.
@@ -109,9 +108,9 @@ export class EffectRunner {
         const offset = (w.seed % blocks) * effect.writeBytes;
         await disk.write(offset, Buffer.alloc(Math.min(effect.writeBytes, disk.sizeBytes), w.seed & 0xff));
       }
-      engine.reportStorage(effect.vmId, 'ok');
+      engine.health.reportStorage(effect.vmId, 'ok');
     } catch (err) {
-      engine.reportStorage(effect.vmId, storageFailureKind(err), (err as Error).message);
+      engine.health.reportStorage(effect.vmId, storageFailureKind(err), (err as Error).message);
     }
   }
 }

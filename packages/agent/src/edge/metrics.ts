@@ -15,7 +15,7 @@ export function registerAgentMetrics(registry: Registry, hosts: () => readonly A
       this.reset();
       for (const h of hosts()) {
         const counts = new Map<string, number>();
-        for (const vm of h.read((e) => e.listVms())) {
+        for (const vm of h.read((e) => e.vms.list())) {
           const state = vm.status!.state.replace('VM_STATE_', '').toLowerCase();
           counts.set(state, (counts.get(state) ?? 0) + 1);
         }
@@ -29,7 +29,7 @@ export function registerAgentMetrics(registry: Registry, hosts: () => readonly A
     labelNames: ['host'],
     registers: [registry],
     collect() {
-      for (const h of hosts()) this.set({ host: h.settings.id }, h.read((e) => e.hostUsage()).cpuPercent);
+      for (const h of hosts()) this.set({ host: h.settings.id }, h.read((e) => e.usage()).cpuPercent);
     },
   });
   new Gauge({
@@ -38,8 +38,7 @@ export function registerAgentMetrics(registry: Registry, hosts: () => readonly A
     labelNames: ['host'],
     registers: [registry],
     collect() {
-      for (const h of hosts())
-        this.set({ host: h.settings.id }, h.read((e) => e.hostUsage()).memoryUsedBytes);
+      for (const h of hosts()) this.set({ host: h.settings.id }, h.read((e) => e.usage()).memoryUsedBytes);
     },
   });
   new Gauge({
@@ -50,7 +49,7 @@ export function registerAgentMetrics(registry: Registry, hosts: () => readonly A
     collect() {
       this.reset();
       for (const h of hosts()) {
-        const lease = h.read((e) => e.leaseState());
+        const lease = h.read((e) => e.lease.state());
         if (lease) this.set({ host: h.settings.id }, lease.expiresAtMs - h.now());
       }
     },

@@ -11,10 +11,12 @@ import {
   type pb,
 } from '@hyperfarm/api';
 import { fillPage, GuestMemory, PAGE_SIZE } from '../engine/memory.js';
+import type { IncomingMigration, SnapshotFacts } from '../engine/engine.js';
 import { decodeDeviceState } from '../engine/partition.js';
 import { stateName } from '../engine/states.js';
 import { normalizeConfig } from '../engine/validate.js';
 import type { AgentHost } from './agent-host.js';
+import { confineDisks } from './disk-files.js';
 import { readSavedState } from './saved-state.js';
 
 /** Pages per chunk: 256 × ~4.1 KiB ≈ 1 MiB, well under gRPC's 4 MiB message limit. */
@@ -78,6 +80,8 @@ export interface MigrateOutOptions {
   targetGeneration: number;
   maxRounds: number;
   stopCopyThresholdPages: number;
+  /** Whether the VM has snapshots (they do not travel: the migration is refused). */
+  facts: SnapshotFacts;
   client?: ClientOptions;
 }
 
@@ -93,24 +97,24 @@ export async function migrateOut(
   progress: (p: pb.MigrationProgress) => void,
 ): Promise<pb.MigrationProgress> {
   const kind = o.kind === 'MIGRATION_KIND_UNSPECIFIED' ? 'MIGRATION_KIND_QUICK' : o.kind;
-  if (!o.targetAddress) throw invalidArgument('target_address', 'the target agent address is required');
-  const before = host.read((e) => e.getVm(o.vmId));
-  const begin = await host.mutate((e) => e.beginMigrationOut(o.vmId, o.generation, kind));
-  const vmId = begin.vmId;
+  if (kind !== 'MIGRATION_KIND_QUICK' && kind !== 'MIGRATION_KIND_LIVE')
+    throw invalidArgument('kind', 'must be QUICK or LIVE');
+  checkAddress('target_address', o.targetAddress);
+  const m = await host.mutate((e) => e.migration.out(o.vmId, o.generation, kind, o.facts));
   // A Saved VM moves as its saved state: read back (and checked) from its file, one round.
   let saved: { memory: GuestMemory; deviceState: Buffer } | undefined;
-  if (!begin.memory) {
+  if (!m.memory) {
     try {
-      saved = await readSavedState(host.savedStatePath(vmId), vmId);
+      saved = await readSavedState(host.savedStatePath(m.vmId), m.vmId);
     } catch (err) {
-      await host.mutate((e) => e.abortMigrationOut(vmId, (err as Error).message));
+      await host.mutate(() => m.abort((err as Error).message));
       throw err;
     }
   }
-  const memory = begin.memory ?? saved!.memory;
+  const memory = m.memory ?? saved!.memory;
   const live = kind === 'MIGRATION_KIND_LIVE' && !saved;
-  const generation = o.targetGeneration || before.status!.generation + 1;
-  const targetState: pb.VmState__Output = saved ? 'VM_STATE_SAVED' : begin.state;
+  const generation = o.targetGeneration || m.generation + 1;
+  const targetState: pb.VmState__Output = saved ? 'VM_STATE_SAVED' : m.state;
   let stoppedAtMs = live ? 0 : host.now();
 
   const proto = hyperfarmProto().hyperfarm.v1;
@@ -135,8 +139,8 @@ export async function migrateOut(
 
     await sink.write({
       header: {
-        vmId,
-        config: begin.config,
+        vmId: m.vmId,
+        config: m.config,
         generation,
         kind,
         totalPages: memory.totalPages,
@@ -168,7 +172,7 @@ export async function migrateOut(
     }
 
     // Stop-and-copy: the VM stops here; what is still dirty goes with the device state.
-    const deviceState = saved ? saved.deviceState : await host.mutate((e) => e.freezeForMigration(vmId));
+    const deviceState = saved ? saved.deviceState : await host.mutate(() => m.freeze());
     if (live) stoppedAtMs = host.now();
     round++;
     const last = memory.takeDirty();
@@ -178,17 +182,15 @@ export async function migrateOut(
     const sha256 = memory.stateHash(deviceState);
     // Without the trailer the target installs nothing: send it only if the VM is still ours
     // (a lease expiry meanwhile has turned it off, and the daemon may restart it elsewhere).
-    if (!host.read((e) => e.isMigrating(vmId))) {
-      throw failedPrecondition(
-        `VM '${before.config!.name}' stopped migrating: ${host.read((e) => e.getVm(vmId)).status!.message}`,
-      );
+    if (!host.read(() => m.active)) {
+      throw failedPrecondition(`VM '${m.name}' stopped migrating: ${m.message}`);
     }
     await sink.write({ trailer: { sha256, rounds: round, stoppedAtMs } });
     call!.end();
     const res = await response;
     if (res.sha256 !== sha256)
       throw failedPrecondition(`target verified hash ${res.sha256}, expected ${sha256}`);
-    await host.mutate((e) => e.completeMigrationOut(vmId, o.targetAddress));
+    await host.mutate(() => m.complete(o.targetAddress));
     const done: pb.MigrationProgress = {
       phase: 'MIGRATION_PHASE_COMPLETED',
       round,
@@ -200,18 +202,18 @@ export async function migrateOut(
     };
     progress(done);
     host.logger.info(
-      { vmId, target: o.targetAddress, kind, rounds: round, bytes, downtimeMs: done.downtimeMs },
+      { vmId: m.vmId, target: o.targetAddress, kind, rounds: round, bytes, downtimeMs: done.downtimeMs },
       'migrated out',
     );
     return done;
   } catch (err) {
     call?.cancel();
     const reason = (err as Error).message;
-    await host.mutate((e) => e.abortMigrationOut(vmId, reason));
-    host.logger.warn({ vmId, err: reason }, 'migration failed; the VM stays here');
+    await host.mutate(() => m.abort(reason));
+    host.logger.warn({ vmId: m.vmId, err: reason }, 'migration failed; the VM stays here');
     throw err instanceof ApiError
       ? err
-      : new ApiError(status.ABORTED, `migration of VM '${before.config!.name}' failed: ${reason}`);
+      : new ApiError(status.ABORTED, `migration of VM '${m.name}' failed: ${reason}`);
   } finally {
     client.close();
   }
@@ -225,11 +227,11 @@ export async function importVm(
   host: AgentHost,
   chunks: AsyncIterable<pb.MigrationChunk__Output>,
 ): Promise<pb.ImportVmResponse> {
+  let incoming: IncomingMigration | undefined;
   let header: pb.MigrationHeader__Output | undefined;
   let memory: GuestMemory | undefined;
   let deviceState: Buffer | undefined;
   let bytes = 0;
-  let reserved = false;
   const expected = Buffer.alloc(PAGE_SIZE);
   try {
     for await (const chunk of chunks) {
@@ -237,24 +239,23 @@ export async function importVm(
         if (header) throw invalidArgument('header', 'sent twice');
         header = chunk.header;
         const config = normalizeConfig(header.config ?? {});
-        if (!header.vmId) throw invalidArgument('header.vm_id', 'is required');
+        const target = header.targetState;
+        if (!IMPORT_STATES.includes(target))
+          throw invalidArgument('header.target_state', 'must be RUNNING, PAUSED or SAVED');
         if (header.totalPages * PAGE_SIZE !== config.memoryBytes) {
           throw invalidArgument(
             'header.total_pages',
             `${header.totalPages} pages do not match memory_bytes ${config.memoryBytes}`,
           );
         }
-        await host.mutate((e) => e.reserveImport(header!.vmId, config, header!.generation));
-        reserved = true;
+        const h = header;
+        incoming = await host.mutate((e) => e.migration.in(h.vmId, config, h.generation));
+        confineDisks(host.folders, h.vmId, config, 'header.config');
         memory = new GuestMemory(header.vmId, header.totalPages);
       } else if (chunk.pages) {
         if (!memory) throw invalidArgument('pages', 'arrived before the header');
         for (const p of chunk.pages.pages) {
-          if (p.number >= memory.totalPages)
-            throw invalidArgument(
-              'pages.number',
-              `page ${p.number} is beyond the VM's ${memory.totalPages} pages`,
-            );
+          checkPage(memory, 'pages.pages.number', p.number);
           fillPage(memory.seed, p.number, p.version, expected);
           if (!expected.equals(p.data)) {
             throw new ApiError(
@@ -266,6 +267,7 @@ export async function importVm(
           bytes += p.data.length + 16;
         }
         for (const z of chunk.pages.zeroPages) {
+          checkPage(memory, 'pages.zero_pages', z);
           memory.install(z, 0);
           bytes += 8;
         }
@@ -273,7 +275,7 @@ export async function importVm(
         deviceState = chunk.deviceState.data;
         bytes += deviceState.length;
       } else if (chunk.trailer) {
-        if (!memory || !header || !deviceState)
+        if (!memory || !incoming || !deviceState)
           throw invalidArgument('trailer', 'arrived before the header, pages and device state');
         const sha256 = memory.stateHash(deviceState);
         if (sha256 !== chunk.trailer.sha256) {
@@ -282,24 +284,17 @@ export async function importVm(
             `state hash mismatch: computed ${sha256}, the source sent ${chunk.trailer.sha256}`,
           );
         }
-        const h = header;
-        const target = h.targetState === 'VM_STATE_UNSPECIFIED' ? 'VM_STATE_RUNNING' : h.targetState;
-        const vm = await host.mutate((e) =>
-          e.importVm(
-            h.vmId,
-            normalizeConfig(h.config ?? {}),
-            h.generation,
-            memory!,
-            decodeDeviceState(deviceState!),
-            target,
-          ),
-        );
-        reserved = false;
+        const target =
+          header!.targetState === 'VM_STATE_UNSPECIFIED' ? 'VM_STATE_RUNNING' : header!.targetState;
+        const device = decodeDeviceState(deviceState, 'device_state.data');
+        const mem = memory;
+        const m = incoming;
+        const vm = await host.mutate(() => m.install(mem, device, target));
         await host.prepareMigratedDisks(vm.id);
         if (target === 'VM_STATE_SAVED') {
           // Answer only once the saved state is on this host's disk: the source deletes its copy.
           await host.settle();
-          const now = host.read((e) => e.getVm(vm.id));
+          const now = host.read((e) => e.vms.get(vm.id));
           if (now.status!.state !== 'VM_STATE_SAVED') {
             throw new ApiError(
               status.INTERNAL,
@@ -308,7 +303,7 @@ export async function importVm(
           }
         }
         host.logger.info(
-          { vmId: vm.id, from: h.sourceHostId, bytes, state: stateName(vm.status!.state) },
+          { vmId: vm.id, from: header!.sourceHostId, bytes, state: stateName(vm.status!.state) },
           'migrated in',
         );
         return { vmId: vm.id, sha256, bytesReceived: bytes, resumedAtMs: host.now() };
@@ -316,11 +311,34 @@ export async function importVm(
     }
     throw invalidArgument('trailer', 'the stream ended before the trailer');
   } finally {
-    if (reserved && header) {
-      const id = header.vmId;
-      await host.mutate((e) => e.releaseImport(id));
+    if (incoming) {
+      const m = incoming;
+      await host.mutate(() => m.release());
     }
   }
+}
+
+/** The VM states an import may leave a VM in (unspecified: Running). */
+const IMPORT_STATES: readonly pb.VmState__Output[] = [
+  'VM_STATE_UNSPECIFIED',
+  'VM_STATE_RUNNING',
+  'VM_STATE_PAUSED',
+  'VM_STATE_SAVED',
+];
+
+function checkPage(memory: GuestMemory, field: string, page: number): void {
+  if (!Number.isSafeInteger(page) || page < 0 || page >= memory.totalPages)
+    throw invalidArgument(field, `page ${page} is beyond the VM's ${memory.totalPages} pages`);
+}
+
+/** host:port, as grpc-js dials it. */
+function checkAddress(field: string, address: string): void {
+  if (!address) throw invalidArgument(field, 'the target agent address is required');
+  if (
+    !/^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/.test(address) ||
+    Number(address.split(':').pop()) > 65535
+  )
+    throw invalidArgument(field, 'must be host:port');
 }
 
 /** The pull side: a Saved VM's whole state as chunks, without changing it. */
@@ -329,17 +347,7 @@ export async function exportVm(
   req: pb.ExportVmRequest__Output,
   stream: grpc.ServerWritableStream<pb.ExportVmRequest__Output, pb.MigrationChunk>,
 ): Promise<void> {
-  const vm = host.read((e) => e.getVm(req.vmId));
-  const name = vm.config!.name;
-  if (req.generation !== 0 && req.generation < vm.status!.generation) {
-    throw failedPrecondition(
-      `cannot export VM '${name}': stale generation ${req.generation}, this host holds generation ${vm.status!.generation}`,
-    );
-  }
-  const state = vm.status!.state;
-  if (state !== 'VM_STATE_SAVED') {
-    throw failedPrecondition(`cannot export VM '${name}': it is ${stateName(state)}; export needs it Saved`);
-  }
+  const vm = await host.mutate((e) => e.migration.exportSaved(req.vmId, req.generation));
   const { memory, deviceState } = await readSavedState(host.savedStatePath(vm.id), vm.id);
   const sink = streamSink(stream);
   await sink.write({
@@ -349,7 +357,7 @@ export async function exportVm(
       generation: vm.status!.generation,
       kind: 'MIGRATION_KIND_QUICK',
       totalPages: memory.totalPages,
-      targetState: state,
+      targetState: vm.status!.state,
       sourceHostId: host.settings.id,
     },
   });

@@ -10,7 +10,7 @@ import {
 } from '@hyperfarm/vhd';
 import { notFound, type pb } from '@hyperfarm/api';
 import type { AgentHost } from './agent-host.js';
-import type { CleanupStep } from './snapshot-files.js';
+import type { CleanupStep } from '../engine/snapshot-tree.js';
 
 /**
  * A snapshot disk merge as the store keeps it: which files it still folds, and the exact
@@ -106,7 +106,7 @@ export class SnapshotMerges {
     const records = await this.host.store.list<MergeRecord>('merge/');
     for (const r of records) {
       if (r.state !== 'running' && r.state !== 'waiting_for_space') continue;
-      if (!this.host.engine.hasVm(r.vmId)) {
+      if (!this.host.engine.vms.has(r.vmId)) {
         await this.host.store.apply([[mergeKey(r.id), { ...r, state: 'failed', message: 'the VM is gone' }]]);
         continue;
       }
@@ -140,8 +140,10 @@ export class SnapshotMerges {
           record.message = (err as Error).message;
           record.finishedAtMs = this.host.now();
           await this.persist(record).catch(() => undefined);
-          if (this.host.engine.hasVm(record.vmId))
-            await this.host.mutate((e) => e.setMergeBlocked(record.vmId, undefined)).catch(() => undefined);
+          if (this.host.engine.vms.has(record.vmId))
+            await this.host
+              .mutate((e) => e.health.setMergeBlocked(record.vmId, undefined))
+              .catch(() => undefined);
           this.event(record, 'merge_failed', `merge ${record.id} failed: ${record.message}`);
         },
       )
@@ -216,7 +218,7 @@ export class SnapshotMerges {
             record.state = 'waiting_for_space';
             record.message = `the volume is full: ${(err as Error).message}`;
             await this.persist(record).catch(() => undefined);
-            await this.host.mutate((e) => e.setMergeBlocked(record.vmId, record.message));
+            await this.host.mutate((e) => e.health.setMergeBlocked(record.vmId, record.message));
             this.event(record, 'merge_progress', `merge ${record.id} waits for space`, job.progress());
             parked();
           }
@@ -228,7 +230,7 @@ export class SnapshotMerges {
           record.state = 'running';
           record.message = 'space is back';
           await this.persist(record);
-          await this.host.mutate((e) => e.setMergeBlocked(record.vmId, undefined));
+          await this.host.mutate((e) => e.health.setMergeBlocked(record.vmId, undefined));
         }
         const now = this.host.now();
         if (now - lastEvent >= PROGRESS_EVERY_MS || job.done) {
@@ -256,7 +258,7 @@ export class SnapshotMerges {
   }
 
   private event(record: MergeRecord, type: string, message: string, progress?: MergeProgress): void {
-    const vm = this.host.engine.hasVm(record.vmId) ? this.host.engine.getVm(record.vmId) : null;
+    const vm = this.host.engine.vms.has(record.vmId) ? this.host.engine.vms.get(record.vmId) : null;
     this.host.publish({ type, vmId: record.vmId, vm, message, merge: this.view(record, progress) });
   }
 

@@ -45,7 +45,7 @@ export async function applyStopActions(host: StopActionHost, opts: StopActionOpt
   const engine = host.engine;
   host.pump();
   const shuttingDown: string[] = [];
-  for (const vm of engine.listVms()) {
+  for (const vm of engine.vms.list()) {
     const state = vm.status!.state;
     if (AT_REST.has(state)) continue;
     const action = vm.config!.automaticStopAction;
@@ -54,16 +54,16 @@ export async function applyStopActions(host: StopActionHost, opts: StopActionOpt
         action === 'AUTOMATIC_STOP_ACTION_SAVE' &&
         (state === 'VM_STATE_RUNNING' || state === 'VM_STATE_PAUSED')
       ) {
-        engine.changeState(vm.id, 'VM_ACTION_SAVE');
+        engine.power.change(vm.id, 'VM_ACTION_SAVE');
       } else if (action === 'AUTOMATIC_STOP_ACTION_SHUT_DOWN') {
         askGuestToShutDown(host, vm, shuttingDown);
       } else {
-        engine.changeState(vm.id, 'VM_ACTION_TURN_OFF');
+        engine.power.change(vm.id, 'VM_ACTION_TURN_OFF');
       }
     } catch (err) {
       host.logger.warn({ err, vmId: vm.id }, 'automatic stop action failed; turning off');
       try {
-        engine.changeState(vm.id, 'VM_ACTION_TURN_OFF');
+        engine.power.change(vm.id, 'VM_ACTION_TURN_OFF');
       } catch {
         // already off or migrating: nothing more to do
       }
@@ -81,7 +81,7 @@ export async function applyStopActions(host: StopActionHost, opts: StopActionOpt
     if (now() >= deadline) break;
     host.pump();
     waiting = waiting.filter(
-      (id) => engine.hasVm(id) && engine.getVm(id).status!.state === 'VM_STATE_STOPPING',
+      (id) => engine.vms.has(id) && engine.vms.get(id).status!.state === 'VM_STATE_STOPPING',
     );
   }
   for (const id of waiting) {
@@ -114,13 +114,13 @@ function askGuestToShutDown(host: StopActionHost, vm: pb.Vm__Output, shuttingDow
     );
     return;
   }
-  host.engine.changeState(vm.id, 'VM_ACTION_STOP');
+  host.engine.power.change(vm.id, 'VM_ACTION_STOP');
   shuttingDown.push(vm.id);
 }
 
 function turnOff(host: StopActionHost, vmId: string, message: string): void {
   try {
-    host.engine.turnOffSaying(vmId, message);
+    host.engine.power.turnOff(vmId, message);
   } catch (err) {
     // Already off, or migrating (the migration's own end decides): nothing more to do here.
     host.logger.warn({ err, vmId }, 'could not turn the VM off at agent shutdown');

@@ -25,7 +25,7 @@ export function advance(s: EngineCore, toMs: number): void {
   }
 }
 
-export function nextDeadline(s: EngineCore): number | undefined {
+function nextDeadline(s: EngineCore): number | undefined {
   let next: number | undefined;
   const consider = (t: number | undefined) => {
     if (t !== undefined && (next === undefined || t < next)) next = t;
@@ -40,7 +40,7 @@ export function nextDeadline(s: EngineCore): number | undefined {
   return next;
 }
 
-export function fireDeadlines(s: EngineCore): void {
+function fireDeadlines(s: EngineCore): void {
   const now = s.nowMs;
   if (s.lease && !s.lease.expired && s.lease.expiresAtMs <= now) expireLease(s);
   for (const vm of [...s.vms.values()].sort((a, b) => a.id.localeCompare(b.id))) {
@@ -61,7 +61,7 @@ export function fireDeadlines(s: EngineCore): void {
   }
 }
 
-export function finishTransition(s: EngineCore, vm: VmEntry, next: VmState): void {
+function finishTransition(s: EngineCore, vm: VmEntry, next: VmState): void {
   switch (vm.state) {
     case 'VM_STATE_STARTING':
       bootCompleted(s, vm);

@@ -15,9 +15,9 @@ import { MEMORY_ASSIGNED, stateName, type VmState } from './states.js';
 
 /**
  * The state every part of the engine shares (clock, VMs, queues of events, effects and changed
- * records) and the few primitives they all use: finding and fencing a VM, moving it to a state,
- * recording an event, and viewing it as the API shows it. The parts themselves are functions of
- * this state in the modules next to it; `HypervisorEngine` is their public face.
+ * records) and the few primitives they all use: finding a VM and checking a command on it (the
+ * one fencing check), moving it to a state, recording an event, and viewing it as the API shows
+ * it. The operations themselves live in the modules next to it, each over this state.
  */
 export class EngineCore {
   nowMs: number;
@@ -51,6 +51,17 @@ export class EngineCore {
     throw notFound('VM', idOrName);
   }
 
+  /**
+   * The VM a command from outside acts on, once it passes the fencing check and is not
+   * migrating: what every fenced operation starts with.
+   */
+  command(idOrName: string, generation: number, what: string): VmEntry {
+    const vm = this.find(idOrName);
+    this.fence(vm, generation, what);
+    this.notMigrating(vm, what);
+    return vm;
+  }
+
   /** The fencing check: an older generation is refused; a newer one is adopted. */
   fence(vm: VmEntry, generation: number, what: string): void {
     if (generation !== 0 && generation < vm.generation) {
@@ -66,6 +77,11 @@ export class EngineCore {
 
   notMigrating(vm: VmEntry, what: string): void {
     if (vm.migration) throw failedPrecondition(`cannot ${what} VM '${vm.config.name}': it is migrating`);
+  }
+
+  /** `vm`, if the I/O started with `token` still counts: same VM, no newer I/O, still `state`. */
+  ioCurrent(vm: VmEntry, token: number, state: VmState): VmEntry | undefined {
+    return this.vms.get(vm.id) === vm && vm.ioToken === token && vm.state === state ? vm : undefined;
   }
 
   transition(vm: VmEntry, via: VmState, durationMs: number, next: VmState, message: string): void {

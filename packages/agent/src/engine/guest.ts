@@ -66,7 +66,7 @@ export function step(s: EngineCore, dtMs: number): void {
   s.lastCpu = { hostPercent: (used / lps) * 100, rootLp, vms: vmsCpu };
 }
 
-export function runGuest(s: EngineCore, vm: VmEntry, dt: number): void {
+function runGuest(s: EngineCore, vm: VmEntry, dt: number): void {
   const w = vm.config.workload!;
   const memory = vm.memory!;
   // A guest's progress is bounded by the CPU it got: a starved guest dirties fewer pages.

@@ -1,6 +1,6 @@
 import type { pb } from '@hyperfarm/api';
 import type { GuestMemory } from './memory.js';
-import type { VmbusChannel } from './partition.js';
+import type { DeviceStateModel, VmbusChannel } from './partition.js';
 import type { VmState } from './states.js';
 import type { LimitsProfile, VmConfig } from './validate.js';
 
@@ -50,10 +50,29 @@ export interface EngineOptions {
   maxDiskWritesPerStep?: number;
 }
 
-/** What the engine asks its surroundings to do. It never does I/O itself. */
+/**
+ * What the engine asks its surroundings to do. It never does I/O itself. A save or a restore
+ * carries its own completions: the caller reports how it ended through them, and a completion
+ * that comes after the VM moved on (turned off meanwhile) changes nothing.
+ */
 export type Effect =
-  | { kind: 'save'; vmId: string; token: number; memory: GuestMemory; deviceState: Buffer }
-  | { kind: 'restore'; vmId: string; token: number; totalPages: number }
+  | {
+      kind: 'save';
+      vmId: string;
+      memory: GuestMemory;
+      deviceState: Buffer;
+      /** The file is on disk (fsynced), with this state hash. */
+      saved(sha256: string): void;
+      failed(reason: string): void;
+    }
+  | {
+      kind: 'restore';
+      vmId: string;
+      totalPages: number;
+      /** The saved state was read back (and checked) into `memory`. */
+      restored(memory: GuestMemory, device: DeviceStateModel): void;
+      failed(reason: string): void;
+    }
   | { kind: 'delete-saved-state'; vmId: string }
   | { kind: 'delete-vm-files'; vmId: string; config: VmConfig }
   | { kind: 'disk-writes'; vmId: string; writes: { disk: number; seed: number }[]; writeBytes: number };

@@ -1,3 +1,4 @@
+import { invalidArgument } from '@hyperfarm/api';
 import type { VmConfig } from './validate.js';
 
 /**
@@ -76,8 +77,60 @@ export function encodeDeviceState(d: DeviceStateModel): Buffer {
   return Buffer.from(JSON.stringify(d), 'utf8');
 }
 
-export function decodeDeviceState(data: Buffer): DeviceStateModel {
-  const d = JSON.parse(data.toString('utf8')) as DeviceStateModel;
-  if (d.version !== 1 || !Array.isArray(d.channels)) throw new Error('unknown device state format');
-  return d;
+/**
+ * Device state from elsewhere (a migration stream, a saved-state file), checked whole: anything
+ * but the exact shape above is refused (INVALID_ARGUMENT naming `field`).
+ */
+export function decodeDeviceState(data: Buffer, field = 'device_state'): DeviceStateModel {
+  let d: unknown;
+  try {
+    d = JSON.parse(data.toString('utf8'));
+  } catch {
+    throw invalidArgument(field, 'is not device state (not JSON)');
+  }
+  const problem = deviceStateProblem(d);
+  if (problem) throw invalidArgument(field, `is not device state: ${problem}`);
+  return d as DeviceStateModel;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isCount = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+
+function deviceStateProblem(d: unknown): string | undefined {
+  if (!isObject(d)) return 'not an object';
+  if (d['version'] !== 1) return 'unknown version';
+  if (!isCount(d['vcpus']) || !isCount(d['boots'])) return 'vcpus and boots must be whole numbers';
+  if (typeof d['integrationServices'] !== 'boolean') return 'integrationServices must be true or false';
+  const channels = d['channels'];
+  if (
+    !Array.isArray(channels) ||
+    !channels.every(
+      (c) =>
+        isObject(c) &&
+        typeof c['name'] === 'string' &&
+        (ROOT_VSPS as readonly unknown[]).includes(c['vsp']) &&
+        typeof c['open'] === 'boolean',
+    )
+  )
+    return 'channels must be {name, vsp, open} with a known vsp';
+  const nics = d['nics'];
+  if (
+    !Array.isArray(nics) ||
+    !nics.every(
+      (n) =>
+        isObject(n) && typeof n['kind'] === 'string' && typeof n['mac'] === 'string' && isCount(n['vlan']),
+    )
+  )
+    return 'nics must be {kind, mac, vlan}';
+  const disks = d['disks'];
+  if (
+    !Array.isArray(disks) ||
+    !disks.every(
+      (k) =>
+        isObject(k) && typeof k['controller'] === 'string' && isCount(k['number']) && isCount(k['location']),
+    )
+  )
+    return 'disks must be {controller, number, location}';
+  return undefined;
 }

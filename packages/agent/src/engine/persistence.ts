@@ -18,7 +18,7 @@ export function takeChanges(s: EngineCore): { records: VmRecord[]; deleted: stri
   return { records, deleted };
 }
 
-export function recordOf(s: EngineCore, vm: VmEntry): VmRecord {
+function recordOf(s: EngineCore, vm: VmEntry): VmRecord {
   return {
     id: vm.id,
     config: vm.config,

@@ -1,4 +1,4 @@
-import { ApiError, failedPrecondition, invalidArgument, unimplemented, type pb } from '@hyperfarm/api';
+import { ApiError, failedPrecondition, invalidArgument, type pb } from '@hyperfarm/api';
 import { findGuestOs, GUEST_CATALOG } from './catalog.js';
 
 export type VmConfig = pb.VmConfig__Output;
@@ -12,6 +12,31 @@ const MAC_RE = /^[0-9A-F]{2}(-[0-9A-F]{2}){5}$/;
 const MAX_DISK_BYTES = 2040 * GIB;
 const MAX_SYNTHETIC_NICS = 8;
 const MAX_LEGACY_NICS = 4;
+
+/**
+ * VM ids name folders, so the rule keeps them to one plain file name: 1 to 128 letters, digits,
+ * '-', '_' or '.', not starting with '.' (no '.', '..' or hidden names).
+ */
+const ID_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
+
+/** A VM's display name: 1 to 63 letters, digits, '-', '_' or '.' (INVALID_ARGUMENT naming `field`). */
+export function checkName(field: string, name: string): void {
+  if (!NAME_RE.test(name))
+    throw invalidArgument(
+      field,
+      `must be 1 to 63 letters, digits, '-', '_' or '.' (got ${name.length} characters)`,
+    );
+}
+
+/** Refuses an id that could not name a VM's folder (INVALID_ARGUMENT naming `field`). */
+export function checkId(field: string, id: string): void {
+  if (!ID_RE.test(id)) {
+    throw invalidArgument(
+      field,
+      `must be 1 to 128 letters, digits, '-', '_' or '.', not starting with '.' (got ${id.length} characters)`,
+    );
+  }
+}
 
 const num = (v: unknown): number => (v === undefined || v === null ? 0 : Number(v));
 
@@ -87,9 +112,7 @@ const mibText = (bytes: number): string => `${Math.round((bytes / MIB) * 100) / 
  */
 export function validateConfig(c: VmConfig, limits: LimitsProfile, prefix = 'config'): void {
   const f = (name: string): string => `${prefix}.${name}`;
-  if (!NAME_RE.test(c.name)) {
-    throw invalidArgument(f('name'), `'${c.name}' must be 1 to 63 letters, digits, '-', '_' or '.'`);
-  }
+  checkName(f('name'), c.name);
   const guest = findGuestOs(c.guestOs);
   if (!guest) {
     throw invalidArgument(
@@ -196,8 +219,10 @@ function validateDisks(c: VmConfig, f: (n: string) => string): void {
       throw invalidArgument(at('path'), "a relative path may not climb out of the VM's folder with '..'");
     }
     if (d.createType === 'DISK_TYPE_DIFFERENCING') {
-      // A differencing disk needs a parent, which DiskAttachment cannot name: snapshots make them.
-      throw unimplemented('creating differencing disks from a VM configuration', 'checkpoints, issue #5');
+      throw invalidArgument(
+        at('create_type'),
+        'a differencing disk needs a parent, which a disk attachment cannot name; take a snapshot instead',
+      );
     }
     checkSize(at('create_size_bytes'), d.createSizeBytes);
     if (d.createSizeBytes % 512 !== 0)

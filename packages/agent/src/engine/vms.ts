@@ -1,39 +1,156 @@
 import { alreadyExists, failedPrecondition, invalidArgument, type pb } from '@hyperfarm/api';
 import type { EngineCore } from './core.js';
+import type { GuestMemory } from './memory.js';
 import type { VmEntry } from './model.js';
+import type { VmbusChannel } from './partition.js';
 import { stateName } from './states.js';
-import { normalizeConfig, validateConfig, type VmConfig } from './validate.js';
+import { checkId, normalizeConfig, validateConfig, type VmConfig } from './validate.js';
 
-// VM records: create, update, delete, and the names and MAC addresses they hold.
+/** What the engine needs to know of a VM's snapshots, which the caller keeps. */
+export interface SnapshotFacts {
+  /** How many snapshots the VM has (their differencing disks hang on its current disk files). */
+  snapshots: number;
+  /** The merge folding its snapshot disks now, if one does. */
+  merging?: { id: string; state: string } | undefined;
+}
 
-export function createVm(
-  s: EngineCore,
-  vmId: string,
-  input: pb.VmConfig | pb.VmConfig__Output,
-  generation = 0,
-): pb.Vm__Output {
-  if (!/^[A-Za-z0-9._-]{1,128}$/.test(vmId)) {
-    throw invalidArgument('vm_id', `'${vmId}' must be 1 to 128 letters, digits, '-', '_' or '.'`);
+export const NO_SNAPSHOTS: SnapshotFacts = { snapshots: 0 };
+
+/** Refuses `what` while a merge folds the VM's snapshot disks. */
+export function noMerge(vm: VmEntry, facts: SnapshotFacts, what: string): void {
+  if (facts.merging) {
+    throw failedPrecondition(
+      `cannot ${what} VM '${vm.config.name}': merge ${facts.merging.id} is folding its snapshot disks (${facts.merging.state}); retry once GetMerge says completed`,
+    );
   }
-  const config = normalizeConfig(input);
-  validateConfig(config, s.options.limits);
-  const existing = s.vms.get(vmId);
-  if (existing) {
-    // A repeated create of the same VM is harmless; anything else is a conflict.
-    if (
-      existing.generation === generation &&
-      JSON.stringify(existing.config.name) === JSON.stringify(config.name)
-    ) {
-      return s.view(existing);
+}
+
+/** An update checked against the VM as it is, not yet applied. */
+export interface PlannedUpdate {
+  vmId: string;
+  /** The configuration the update leads to. */
+  config: VmConfig;
+  /** Fields (camelCase, dotted) whose value changes. */
+  touched: string[];
+}
+
+/** VM records: create, read, update, delete, and the names and MAC addresses they hold. */
+export class Vms {
+  constructor(private readonly s: EngineCore) {}
+
+  create(vmId: string, input: pb.VmConfig | pb.VmConfig__Output, generation = 0): pb.Vm__Output {
+    const s = this.s;
+    checkId('vm_id', vmId);
+    const config = normalizeConfig(input);
+    validateConfig(config, s.options.limits);
+    const existing = s.vms.get(vmId);
+    if (existing) {
+      // A repeated create of the same VM is harmless; anything else is a conflict.
+      if (existing.generation === generation && existing.config.name === config.name) return s.view(existing);
+      throw alreadyExists('VM', vmId);
     }
-    throw alreadyExists('VM', vmId);
+    checkNameFree(s, config.name, vmId);
+    assignMacs(s, config, 'config');
+    const vm = newEntry(s, vmId, config, generation, s.nowMs);
+    s.vms.set(vmId, vm);
+    s.emit(vm, 'state_changed', `VM '${config.name}' created`);
+    return s.view(vm);
   }
-  checkNameFree(s, config.name, vmId);
-  assignMacs(s, config, 'config');
-  const vm = newEntry(s, vmId, config, generation, s.nowMs);
-  s.vms.set(vmId, vm);
-  s.emit(vm, 'state_changed', `VM '${config.name}' created`);
-  return s.view(vm);
+
+  get(idOrName: string): pb.Vm__Output {
+    return this.s.view(this.s.find(idOrName));
+  }
+
+  list(): pb.Vm__Output[] {
+    return [...this.s.vms.values()].sort((a, b) => a.id.localeCompare(b.id)).map((vm) => this.s.view(vm));
+  }
+
+  has(id: string): boolean {
+    return this.s.vms.has(id);
+  }
+
+  /**
+   * Checks an update (the fields named by `paths`, proto field-mask paths in snake_case, dotted;
+   * none means the whole configuration) without applying it: what the caller must prepare
+   * first (disk files) is in the plan.
+   */
+  planUpdate(
+    idOrName: string,
+    input: pb.VmConfig | pb.VmConfig__Output,
+    paths: readonly string[],
+    generation: number,
+    facts: SnapshotFacts,
+  ): PlannedUpdate {
+    const vm = this.s.command(idOrName, generation, 'update');
+    return { vmId: vm.id, ...planUpdate(this.s, vm, input, paths, facts) };
+  }
+
+  /** Applies an update (see planUpdate). */
+  update(
+    idOrName: string,
+    input: pb.VmConfig | pb.VmConfig__Output,
+    paths: readonly string[],
+    generation: number,
+    facts: SnapshotFacts = NO_SNAPSHOTS,
+  ): pb.Vm__Output {
+    const s = this.s;
+    const vm = s.command(idOrName, generation, 'update');
+    const { config: next, touched } = planUpdate(s, vm, input, paths, facts);
+    if (touched.length === 0) return s.view(vm);
+    if (touched.includes('networkAdapters')) {
+      releaseMacs(s, vm.config);
+      try {
+        assignMacs(s, next, 'config');
+      } catch (err) {
+        assignMacs(s, vm.config, 'config');
+        throw err;
+      }
+    }
+    vm.config = next;
+    s.emit(vm, 'state_changed', `VM '${next.name}' configuration changed: ${touched.join(', ')}`);
+    return s.view(vm);
+  }
+
+  delete(idOrName: string, generation = 0, facts: SnapshotFacts = NO_SNAPSHOTS): void {
+    const s = this.s;
+    const vm = s.command(idOrName, generation, 'delete');
+    noMerge(vm, facts, 'delete');
+    if (vm.state !== 'VM_STATE_OFF' && vm.state !== 'VM_STATE_SAVED') {
+      throw failedPrecondition(
+        `cannot delete VM '${vm.config.name}': it is ${stateName(vm.state)}; turn it off first`,
+      );
+    }
+    remove(s, vm, `VM '${vm.config.name}' deleted`);
+    s.effects.push({ kind: 'delete-vm-files', vmId: vm.id, config: vm.config });
+  }
+
+  /** Hash and resident pages of a VM's memory and device state (Saved: as saved). */
+  stateHash(idOrName: string): { sha256: string; residentPages: number } {
+    const vm = this.s.find(idOrName);
+    if (vm.memory)
+      return {
+        sha256: vm.memory.stateHash(this.s.deviceStateOf(vm)),
+        residentPages: vm.memory.residentPages,
+      };
+    if (vm.state === 'VM_STATE_SAVED' && vm.savedHash) {
+      return { sha256: vm.savedHash, residentPages: vm.savedPages };
+    }
+    throw failedPrecondition(`VM '${vm.config.name}' is ${stateName(vm.state)}: it has no memory state`);
+  }
+
+  /** The live memory of a VM (a model hook for tests and benchmarks). */
+  memoryOf(idOrName: string): GuestMemory | undefined {
+    return this.s.find(idOrName).memory;
+  }
+
+  channelsOf(idOrName: string): VmbusChannel[] {
+    return this.s.find(idOrName).channels.map((c) => ({ ...c }));
+  }
+
+  ioStats(idOrName: string): { diskIos: number; emulatedIos: number; packets: number; rootCpuLp: number } {
+    const vm = this.s.find(idOrName);
+    return { ...vm.stats, rootCpuLp: vm.rootCpuLp };
+  }
 }
 
 export function newEntry(
@@ -131,59 +248,56 @@ const LIVE_FIELDS = new Set([
   'processor.relativeWeight',
 ]);
 
-/**
- * Applies the fields named by `paths` (proto field-mask paths, snake_case, dotted) from `input`;
- * no paths means the whole configuration.
- */
-export function updateVm(
+/** Fields a mask may name below the top level. */
+const NESTED = new Set(['processor', 'workload']);
+const MASK_PATH = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$/;
+const camel = (p: string): string => p.replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+const snake = (p: string): string => p.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+function planUpdate(
   s: EngineCore,
-  idOrName: string,
+  vm: VmEntry,
   input: pb.VmConfig | pb.VmConfig__Output,
   paths: readonly string[],
-  generation = 0,
-): pb.Vm__Output {
-  const vm = s.find(idOrName);
-  s.fence(vm, generation, 'update');
-  s.notMigrating(vm, 'update');
-  const given = normalizeConfig(input);
+  facts: SnapshotFacts,
+): { config: VmConfig; touched: string[] } {
+  const given = normalizeConfig(input) as unknown as Record<string, unknown>;
   const next = structuredClone(vm.config);
-  const camel = (s: string): string => s.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
-  const fields = paths.length > 0 ? paths.map((p) => p.split('.').map(camel).join('.')) : Object.keys(next);
+  const dst = next as unknown as Record<string, unknown>;
+  const fields = paths.length > 0 ? paths.map((p) => maskField(p, next)) : Object.keys(next);
   const touched: string[] = [];
   for (const path of fields) {
-    const [top, sub, ...rest] = path.split('.');
-    if (!top || !(top in next) || rest.length > 0)
-      throw invalidArgument('update_mask', `unknown field '${path}'`);
-    const src = given as unknown as Record<string, unknown>;
-    const dst = next as unknown as Record<string, unknown>;
+    const [top, sub] = path.split('.') as [string, string | undefined];
     let before: unknown;
     let after: unknown;
     if (sub === undefined) {
       before = dst[top];
-      after = src[top];
+      after = given[top];
       dst[top] = structuredClone(after);
     } else {
-      const s = src[top] as Record<string, unknown> | null;
-      const d = dst[top] as Record<string, unknown> | null;
-      if (!s || !d || !(sub in d)) throw invalidArgument('update_mask', `unknown field '${path}'`);
+      const d = dst[top] as Record<string, unknown>;
       before = d[sub];
-      after = s[sub];
+      after = (given[top] as Record<string, unknown>)[sub];
       d[sub] = after;
     }
-    if (JSON.stringify(before) !== JSON.stringify(after)) touched.push(path);
+    if (JSON.stringify(before) !== JSON.stringify(after) && !touched.includes(path)) touched.push(path);
   }
-  if (touched.length === 0) return s.view(vm);
+  if (facts.snapshots > 0 && touched.includes('disks')) {
+    keepSnapshotDisks(vm, next);
+    touched.splice(touched.indexOf('disks'), 1);
+  }
+  if (touched.length === 0) return { config: next, touched };
   const needsOff = touched.filter(
-    (p) => !LIVE_FIELDS.has(p) && !(p === 'processor' && onlyControlsChanged(s, vm.config, next)),
+    (p) =>
+      !LIVE_FIELDS.has(p) && !(p === 'processor' && next.processor!.count === vm.config.processor!.count),
   );
   if (needsOff.length > 0 && vm.state !== 'VM_STATE_OFF') {
-    const snake = needsOff[0]!.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
     throw failedPrecondition(
-      `cannot change ${snake} of VM '${vm.config.name}': it is ${stateName(vm.state)}; turn it off first`,
+      `cannot change ${snake(needsOff[0]!)} of VM '${vm.config.name}': it is ${stateName(vm.state)}; turn it off first`,
     );
   }
   // Keep the MACs the VM has unless the caller changed the adapters.
-  if (touched.some((p) => p === 'networkAdapters')) {
+  if (touched.includes('networkAdapters')) {
     next.networkAdapters.forEach((n, i) => {
       const old = vm.config.networkAdapters[i];
       if (!n.staticMac && n.macAddress === '' && old && !old.staticMac) n.macAddress = old.macAddress;
@@ -191,35 +305,38 @@ export function updateVm(
   }
   validateConfig(next, s.options.limits);
   if (next.name !== vm.config.name) checkNameFree(s, next.name, vm.id);
-  if (touched.includes('networkAdapters')) {
-    releaseMacs(s, vm.config);
-    try {
-      assignMacs(s, next, 'config');
-    } catch (err) {
-      assignMacs(s, vm.config, 'config');
-      throw err;
-    }
-  }
-  vm.config = next;
-  s.emit(vm, 'state_changed', `VM '${next.name}' configuration changed: ${touched.join(', ')}`);
-  return s.view(vm);
+  return { config: next, touched };
 }
 
-export function onlyControlsChanged(s: EngineCore, a: VmConfig, b: VmConfig): boolean {
-  return a.processor!.count === b.processor!.count;
+/** A field-mask path as the configuration names it (camelCase), if it names a field there. */
+function maskField(path: string, config: VmConfig): string {
+  const unknown = () =>
+    invalidArgument(
+      'update_mask',
+      'names a field VmConfig does not have (paths are snake_case, like memory_bytes or processor.count)',
+    );
+  if (!MASK_PATH.test(path)) throw unknown();
+  const [top, sub] = path.split('.').map(camel) as [string, string | undefined];
+  const c = config as unknown as Record<string, unknown>;
+  if (!Object.hasOwn(c, top)) throw unknown();
+  if (sub !== undefined && !(NESTED.has(top) && Object.hasOwn(c[top] as object, sub))) throw unknown();
+  return sub === undefined ? top : `${top}.${sub}`;
 }
 
-export function deleteVm(s: EngineCore, idOrName: string, generation = 0): void {
-  const vm = s.find(idOrName);
-  s.fence(vm, generation, 'delete');
-  s.notMigrating(vm, 'delete');
-  if (vm.state !== 'VM_STATE_OFF' && vm.state !== 'VM_STATE_SAVED') {
+/**
+ * A VM with snapshots runs on the top of its differencing chain, whose file names the caller does
+ * not know: an update that repeats the disks as they were (same attachments, other paths) keeps
+ * the current files; one that changes them is refused, or it would write into a frozen file.
+ */
+function keepSnapshotDisks(vm: VmEntry, next: VmConfig): void {
+  const shape = (disks: VmConfig['disks']) =>
+    JSON.stringify(disks.map((d) => ({ ...d, path: '', createSizeBytes: 0, createType: '' })));
+  if (shape(next.disks) !== shape(vm.config.disks)) {
     throw failedPrecondition(
-      `cannot delete VM '${vm.config.name}': it is ${stateName(vm.state)}; turn it off first`,
+      `cannot change the disks of VM '${vm.config.name}': it has snapshots, whose differencing disks hang on them; delete the snapshots first`,
     );
   }
-  remove(s, vm, `VM '${vm.config.name}' deleted`);
-  s.effects.push({ kind: 'delete-vm-files', vmId: vm.id, config: vm.config });
+  next.disks = structuredClone(vm.config.disks);
 }
 
 export function remove(s: EngineCore, vm: VmEntry, message: string): void {
