@@ -1,6 +1,7 @@
 // The contract: generated types and service definitions.
 export * from './proto.js';
 export * as pb from './generated/pb.js';
+export * from './vm-states.js';
 // gRPC: the one factory for servers and channels, handlers, errors, standard services.
 export * from './grpc.js';
 export * from './handlers.js';

@@ -142,6 +142,7 @@ export class EngineCore {
             : 0,
         message: vm.message,
         updatedAtMs: vm.updatedAtMs,
+        placementNote: '',
       },
       createdAtMs: vm.createdAtMs,
       revision: vm.revision,

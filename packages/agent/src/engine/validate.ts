@@ -93,6 +93,8 @@ export function normalizeConfig(c: pb.VmConfig | pb.VmConfig__Output): VmConfig 
     },
     antiAffinityGroup: c.antiAffinityGroup ?? '',
     labels: { ...(c.labels ?? {}) },
+    antiAffinityClassNames: [...(c.antiAffinityClassNames ?? [])],
+    antiAffinityHard: c.antiAffinityHard ?? false,
   };
 }
 
