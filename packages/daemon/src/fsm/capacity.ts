@@ -1,0 +1,83 @@
+import type { FarmState } from './state.js';
+import type { HostRecord, VmConfig } from './model.js';
+
+/**
+ * What a host has committed to its VMs. Every VM placed on a host reserves its memory (plus the
+ * per-VM overhead), its virtual processors and a running slot there, whatever its state: so
+ * every VM a host holds can run at once, and a host's memory is never overcommitted, even when
+ * all of them start together. (Hyper-V 2008 has no dynamic memory: a VM runs with all of it.)
+ */
+export interface HostLoad {
+  memoryBytes: number;
+  vcpus: number;
+  vms: number;
+  /** Anti-affinity classes held on the host: class name to the VMs holding it. */
+  classes: Map<string, { vmName: string; hard: boolean }[]>;
+}
+
+export const vmMemoryCost = (host: HostRecord, config: VmConfig): number =>
+  config.memoryBytes + host.capacity.perVmOverheadBytes;
+
+/** Memory VMs may use: the host's memory less the root partition's reserve. */
+export const usableMemory = (host: HostRecord): number =>
+  Math.max(0, host.capacity.memoryBytes - host.capacity.rootReserveBytes);
+
+export function hostLoad(s: FarmState, host: HostRecord, except?: string): HostLoad {
+  const load: HostLoad = { memoryBytes: 0, vcpus: 0, vms: 0, classes: new Map() };
+  for (const id of s.vmsByHost.get(host.id) ?? []) {
+    if (id === except) continue;
+    addToLoad(load, host, s.vms.get(id)!.config);
+  }
+  return load;
+}
+
+export function addToLoad(load: HostLoad, host: HostRecord, config: VmConfig): void {
+  load.memoryBytes += vmMemoryCost(host, config);
+  load.vcpus += config.processor?.count ?? 0;
+  load.vms += 1;
+  for (const [name, hard] of antiAffinityClasses(config)) {
+    let members = load.classes.get(name);
+    if (!members) load.classes.set(name, (members = []));
+    members.push({ vmName: config.name, hard });
+  }
+}
+
+/** The anti-affinity classes of a VM, each marked hard or soft. */
+export function antiAffinityClasses(config: VmConfig): Map<string, boolean> {
+  const classes = new Map<string, boolean>();
+  for (const name of config.antiAffinityClassNames ?? []) classes.set(name, config.antiAffinityHard);
+  if (config.antiAffinityGroup) classes.set(config.antiAffinityGroup, true);
+  return classes;
+}
+
+/**
+ * The classes a VM would share on a host: hard when either side holds the class as hard (a VM
+ * that asked never to share a host is not joined by one that only prefers it). Each comes with
+ * one VM that holds it there.
+ */
+export function sharedClasses(
+  mine: Map<string, boolean>,
+  load: HostLoad,
+): { name: string; hard: boolean; with: string; count: number }[] {
+  const shared: { name: string; hard: boolean; with: string; count: number }[] = [];
+  for (const [name, hard] of mine) {
+    const members = load.classes.get(name);
+    if (!members || members.length === 0) continue;
+    shared.push({
+      name,
+      hard: hard || members.some((m) => m.hard),
+      with: members[0]!.vmName,
+      count: members.length,
+    });
+  }
+  return shared;
+}
+
+const GIB = 1024 ** 3;
+const MIB = 1024 ** 2;
+
+/** "1.5 GB", "512 MB": sizes as Hyper-V Manager shows them (binary units). */
+export function formatBytes(bytes: number): string {
+  if (bytes >= GIB) return `${Math.round((bytes / GIB) * 10) / 10} GB`;
+  return `${Math.round(bytes / MIB)} MB`;
+}

@@ -1,0 +1,105 @@
+import type {
+  CheckpointRecord,
+  FarmEvent,
+  HostRecord,
+  OperationRecord,
+  ResourceKindName,
+  VmRecord,
+} from './model.js';
+import { putHost, putVm, removeHost, removeVm, type FarmState } from './state.js';
+
+type Unrevised<R> = Omit<R, 'revision'>;
+
+/**
+ * Every change to the state goes through here: the record is stored with the next revision and
+ * an event announces it. One command may make several changes; each gets its own revision, so
+ * revisions stay strictly increasing and every record names the change that made it.
+ */
+export class Changes {
+  readonly events: FarmEvent[] = [];
+
+  constructor(
+    private readonly s: FarmState,
+    /** The command's time: when the proposer asked for it. */
+    readonly timeMs: number,
+  ) {}
+
+  host(next: Unrevised<HostRecord>): HostRecord {
+    const rec = { ...next, revision: this.next() };
+    putHost(this.s, rec);
+    this.record('RESOURCE_KIND_HOST', 'EVENT_TYPE_PUT', rec);
+    return rec;
+  }
+
+  removeHost(rec: HostRecord): void {
+    removeHost(this.s, rec.id);
+    this.next();
+    this.record('RESOURCE_KIND_HOST', 'EVENT_TYPE_DELETE', rec);
+  }
+
+  vm(next: Unrevised<VmRecord>): VmRecord {
+    const rec = { ...next, revision: this.next() };
+    putVm(this.s, rec);
+    this.record('RESOURCE_KIND_VM', 'EVENT_TYPE_PUT', rec);
+    return rec;
+  }
+
+  removeVm(rec: VmRecord): void {
+    removeVm(this.s, rec.id);
+    for (const c of [...this.s.checkpoints.values()]) if (c.vmId === rec.id) this.removeCheckpoint(c);
+    this.next();
+    this.record('RESOURCE_KIND_VM', 'EVENT_TYPE_DELETE', rec);
+  }
+
+  checkpoint(next: Unrevised<CheckpointRecord>): CheckpointRecord {
+    const rec = { ...next, revision: this.next() };
+    this.s.checkpoints.set(rec.id, rec);
+    this.record('RESOURCE_KIND_CHECKPOINT', 'EVENT_TYPE_PUT', rec);
+    return rec;
+  }
+
+  removeCheckpoint(rec: CheckpointRecord): void {
+    this.s.checkpoints.delete(rec.id);
+    this.next();
+    this.record('RESOURCE_KIND_CHECKPOINT', 'EVENT_TYPE_DELETE', rec);
+  }
+
+  op(next: Unrevised<OperationRecord>): OperationRecord {
+    const prev = this.s.operations.get(next.id);
+    const rec = { ...next, updatedAtMs: this.timeMs, revision: this.next() };
+    this.s.operations.set(rec.id, rec);
+    this.record('RESOURCE_KIND_OPERATION', 'EVENT_TYPE_PUT', rec);
+    if (rec.done && !prev?.done) this.retire(rec.id);
+    return rec;
+  }
+
+  /** Finished operations beyond the window are forgotten, oldest first. */
+  private retire(id: string): void {
+    const done = this.s.doneOperations;
+    done.push(id);
+    while (done.length > this.s.settings.doneOperationWindow) {
+      const old = this.s.operations.get(done.shift()!);
+      if (!old) continue;
+      this.s.operations.delete(old.id);
+      this.next();
+      this.record('RESOURCE_KIND_OPERATION', 'EVENT_TYPE_DELETE', old);
+    }
+  }
+
+  private next(): number {
+    return ++this.s.revision;
+  }
+
+  private record(kind: ResourceKindName, type: FarmEvent['type'], resource: FarmEvent['resource']): void {
+    const event = {
+      revision: this.s.revision,
+      type,
+      kind,
+      id: resource.id,
+      timeMs: this.timeMs,
+      resource,
+    } as FarmEvent;
+    this.s.events.push(event);
+    this.events.push(event);
+  }
+}

@@ -1,0 +1,27 @@
+import type { z } from 'zod';
+import type { CommandDef } from './command.js';
+import { hostCommands } from './hosts.js';
+import { vmCommands } from './vms.js';
+import { workCommands } from './work.js';
+
+/**
+ * Every kind of command the farm state machine knows, by type. A new area (switches and NLB,
+ * migrations) adds a module of definitions and lists it here; its commands then flow through the
+ * same decoding, dedupe, events and snapshots.
+ */
+const ALL = [...hostCommands, ...vmCommands, ...workCommands] as const;
+
+export const COMMANDS: ReadonlyMap<string, CommandDef> = new Map(ALL.map((d) => [d.type, d as CommandDef]));
+
+type Def = (typeof ALL)[number];
+export type CommandType = Def['type'];
+
+/** A command as a proposer writes it: its type, its payload, a request id and its time. */
+export type Command = {
+  [D in Def as D['type']]: { type: D['type']; rid: string; t: number } & z.input<D['schema']>;
+}[CommandType];
+
+export type CommandOf<T extends CommandType> = Extract<Command, { type: T }>;
+
+/** The version of the command and snapshot formats this code writes. It reads every older one. */
+export const FORMAT_VERSION = 1;

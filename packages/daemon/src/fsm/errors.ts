@@ -1,0 +1,26 @@
+import type { ErrorCode } from './model.js';
+
+/**
+ * A command the state refuses: the same refusal on every replica, carried back to the proposer
+ * as the command's result and turned into a gRPC status there. Handlers throw it before they
+ * change anything.
+ */
+export class FsmError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** For INVALID_ARGUMENT: the offending request field, as a dotted path. */
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = 'FsmError';
+  }
+}
+
+export const notFound = (kind: string, id: string): FsmError =>
+  new FsmError('NOT_FOUND', `${kind} '${id}' not found`);
+
+export const alreadyExists = (kind: string, name: string): FsmError =>
+  new FsmError('ALREADY_EXISTS', `${kind} '${name}' already exists`);
+
+export const failedPrecondition = (message: string): FsmError => new FsmError('FAILED_PRECONDITION', message);

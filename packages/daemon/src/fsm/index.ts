@@ -1,0 +1,13 @@
+export * from './apply.js';
+export * from './capacity.js';
+export * from './command.js';
+export * from './commands.js';
+export * from './errors.js';
+export * from './events.js';
+export * from './hosts.js';
+export * from './machine.js';
+export * from './model.js';
+export * from './snapshot.js';
+export * from './state.js';
+export * from './views.js';
+export { awaitsPlacement } from './vms.js';

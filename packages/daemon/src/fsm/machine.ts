@@ -1,0 +1,59 @@
+import type { StateMachine } from '@hyperfarm/raft';
+import { applyEntry, type AppliedEntry } from './apply.js';
+import type { CommandResult } from './command.js';
+import { decodeSnapshot, encodeSnapshot } from './snapshot.js';
+import { emptyState, type FarmState } from './state.js';
+
+export interface Applied extends AppliedEntry {
+  /** The Raft index of the entry. */
+  index: number;
+}
+
+/**
+ * The farm state machine as RaftNode drives it, the way kv-state-machine.ts plugs the test store
+ * in: apply in log order, snapshot, restore. Listeners hear every applied entry (Watch,
+ * WaitOperation, the controllers) right after it is applied, before the proposer's promise
+ * resolves.
+ */
+export class FarmStateMachine implements StateMachine {
+  state: FarmState = emptyState();
+  appliedIndex = 0;
+  private readonly listeners = new Set<(applied: Applied) => void>();
+  private readonly restoreListeners = new Set<() => void>();
+
+  apply(data: Uint8Array, index: number): Uint8Array {
+    const applied = { ...applyEntry(this.state, data), index };
+    this.appliedIndex = index;
+    for (const l of this.listeners) l(applied);
+    return encodeResults(applied.results);
+  }
+
+  snapshot(): Uint8Array {
+    return encodeSnapshot(this.state);
+  }
+
+  restore(data: Uint8Array): void {
+    this.state = decodeSnapshot(data);
+    for (const l of this.restoreListeners) l();
+  }
+
+  onApplied(listener: (applied: Applied) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Called after the state was replaced by a snapshot (a follower far behind). */
+  onRestored(listener: () => void): () => void {
+    this.restoreListeners.add(listener);
+    return () => this.restoreListeners.delete(listener);
+  }
+}
+
+export const encodeResults = (results: CommandResult[]): Uint8Array =>
+  new TextEncoder().encode(JSON.stringify(results));
+
+export function decodeResults(data: Uint8Array): CommandResult[] {
+  const parsed = JSON.parse(new TextDecoder().decode(data)) as unknown;
+  if (!Array.isArray(parsed)) throw new Error('the command results are not a list');
+  return parsed as CommandResult[];
+}

@@ -1,0 +1,172 @@
+import type { pb, VmActionName, VmStateName } from '@hyperfarm/api';
+
+export type { VmActionName, VmStateName };
+
+/**
+ * The records of the farm state. Every record is immutable: a change replaces it with a new
+ * object, so an event can keep the record it announced without copying it, and a reader never
+ * sees half a change.
+ */
+
+export type HostStateName = Exclude<pb.HostState__Output, 'HOST_STATE_UNSPECIFIED'>;
+export type HeartbeatName = pb.HeartbeatStatus__Output;
+export type VmConfig = pb.VmConfig__Output;
+export type LimitsProfile = pb.LimitsProfile__Output;
+export type GuestOs = pb.GuestOs__Output;
+
+export interface HostCapacity {
+  logicalProcessors: number;
+  memoryBytes: number;
+  rootReserveBytes: number;
+  perVmOverheadBytes: number;
+}
+
+export interface HostRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly address: string;
+  readonly state: HostStateName;
+  readonly stateReason: string;
+  readonly maintenance: boolean;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly capacity: Readonly<HostCapacity>;
+  readonly limits: Readonly<LimitsProfile>;
+  readonly guestOsIds: readonly string[];
+  /** The MAC range the farm gave this host: block `macBlock` of the 00-15-5D space. */
+  readonly macBlock: number;
+  readonly registeredAtMs: number;
+  readonly stateChangedAtMs: number;
+  readonly revision: number;
+}
+
+/** What the VM's host last reported of it (through WatchEvents or an answer to a call). */
+export interface ObservedVm {
+  /** The host has the VM. False until the agent created it, or after it reported it gone. */
+  readonly present: boolean;
+  readonly state: VmStateName;
+  readonly heartbeat: HeartbeatName;
+  readonly message: string;
+  readonly memoryAssignedBytes: number;
+  readonly updatedAtMs: number;
+}
+
+export interface VmRecord {
+  readonly id: string;
+  readonly config: Readonly<VmConfig>;
+  /** Off, Running, Saved or Paused: what the user wants. */
+  readonly desired: VmStateName;
+  /** Empty until placed. */
+  readonly hostId: string;
+  /** The fencing token: bumped each time the placement changes. */
+  readonly generation: number;
+  readonly placementNote: string;
+  readonly observed: ObservedVm;
+  /** The operation that owns the VM's next agent call, '' when none: one at a time. */
+  readonly busyOpId: string;
+  readonly checkpointCurrentId: string;
+  readonly createdAtMs: number;
+  readonly revision: number;
+}
+
+export interface CheckpointRecord {
+  readonly id: string;
+  readonly vmId: string;
+  readonly name: string;
+  readonly parentId: string;
+  readonly createdAtMs: number;
+  readonly includesMemory: boolean;
+  readonly vmState: VmStateName;
+  readonly revision: number;
+}
+
+export interface OperationError {
+  /** A grpc-js status name: 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION'... */
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+/** What an operation does; the controller that carries it out reads its parameters here. */
+export type OperationParams =
+  | { kind: 'vm.create'; start: boolean; pinnedHostId: string }
+  | {
+      kind: 'vm.change_state';
+      action: VmActionName;
+      /** The observed state that ends the operation. */
+      target: VmStateName;
+      previousDesired: VmStateName;
+      /** The agent accepted the call: now the operation waits for `target`. */
+      issued: boolean;
+    }
+  | { kind: 'vm.update'; config: VmConfig; paths: string[] }
+  | { kind: 'vm.delete' }
+  | { kind: 'checkpoint.create'; checkpointId: string; name: string }
+  | { kind: 'checkpoint.apply'; checkpointId: string; turnOffFirst: boolean; saveCurrentFirst: boolean }
+  | { kind: 'checkpoint.delete'; checkpointId: string; subtree: boolean }
+  | { kind: 'checkpoint.rename'; checkpointId: string; name: string };
+
+export type OperationKind = OperationParams['kind'];
+
+export interface OperationRecord {
+  readonly id: string;
+  readonly kind: OperationKind;
+  readonly targetId: string;
+  readonly params: OperationParams;
+  readonly done: boolean;
+  readonly progress: number;
+  readonly message: string;
+  readonly error: OperationError | undefined;
+  /** The resource the operation produced or changed, as it was when the operation ended. */
+  readonly result:
+    { kind: 'vm'; record: VmRecord } | { kind: 'checkpoint'; record: CheckpointRecord } | undefined;
+  readonly createdAtMs: number;
+  readonly updatedAtMs: number;
+  readonly revision: number;
+}
+
+export type ResourceKindName =
+  'RESOURCE_KIND_HOST' | 'RESOURCE_KIND_VM' | 'RESOURCE_KIND_CHECKPOINT' | 'RESOURCE_KIND_OPERATION';
+
+export type FarmEvent =
+  | EventOf<'RESOURCE_KIND_HOST', HostRecord>
+  | EventOf<'RESOURCE_KIND_VM', VmRecord>
+  | EventOf<'RESOURCE_KIND_CHECKPOINT', CheckpointRecord>
+  | EventOf<'RESOURCE_KIND_OPERATION', OperationRecord>;
+
+interface EventOf<K extends ResourceKindName, R> {
+  readonly revision: number;
+  readonly type: 'EVENT_TYPE_PUT' | 'EVENT_TYPE_DELETE';
+  readonly kind: K;
+  readonly id: string;
+  readonly timeMs: number;
+  /** The resource after the change (PUT) or before it (DELETE). */
+  readonly resource: R;
+}
+
+/** The status codes a command can fail with, named as grpc-js names them. */
+export type ErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'FAILED_PRECONDITION'
+  | 'RESOURCE_EXHAUSTED'
+  | 'ABORTED'
+  | 'UNAVAILABLE'
+  | 'UNIMPLEMENTED'
+  | 'INTERNAL'
+  | 'DEADLINE_EXCEEDED'
+  | 'PERMISSION_DENIED'
+  | 'UNAUTHENTICATED'
+  | 'OUT_OF_RANGE'
+  | 'CANCELLED'
+  | 'UNKNOWN'
+  | 'DATA_LOSS';
+
+/** A farm virtual switch, as the switch commands (issue 11) will record it. */
+export interface SwitchRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly type: 'SWITCH_TYPE_EXTERNAL' | 'SWITCH_TYPE_INTERNAL' | 'SWITCH_TYPE_PRIVATE';
+  /** Internal and Private switches live on this host; empty for External ones. */
+  readonly hostId: string;
+  readonly revision: number;
+}

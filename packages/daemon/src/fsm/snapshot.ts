@@ -1,0 +1,73 @@
+import { FORMAT_VERSION } from './commands.js';
+import { EventWindow } from './events.js';
+import type {
+  CheckpointRecord,
+  FarmEvent,
+  GuestOs,
+  HostRecord,
+  OperationRecord,
+  SwitchRecord,
+  VmRecord,
+} from './model.js';
+import { DEFAULT_SETTINGS, emptyState, reindex, type FarmSettings, type FarmState } from './state.js';
+
+/**
+ * The farm state as snapshot bytes and back: the truth only (the indices are rebuilt), with the
+ * event window and the request ids, so a restored replica resumes Watch and dedupes retries
+ * exactly as the one that wrote it. Versioned like the commands: a daemon reads every older
+ * format.
+ */
+
+interface SnapshotV1 {
+  format: 1;
+  revision: number;
+  settings: FarmSettings;
+  hosts: HostRecord[];
+  guests: GuestOs[];
+  vms: VmRecord[];
+  checkpoints: CheckpointRecord[];
+  operations: OperationRecord[];
+  switches: SwitchRecord[];
+  events: { floor: number; list: FarmEvent[] };
+  requests: [string, string][];
+}
+
+export function encodeSnapshot(s: FarmState): Uint8Array {
+  const snap: SnapshotV1 = {
+    format: FORMAT_VERSION,
+    revision: s.revision,
+    settings: s.settings,
+    hosts: [...s.hosts.values()],
+    guests: [...s.guests.values()],
+    vms: [...s.vms.values()],
+    checkpoints: [...s.checkpoints.values()],
+    operations: [...s.operations.values()],
+    switches: [...s.switches.values()],
+    events: { floor: s.events.oldestResumable, list: s.events.all() },
+    requests: [...s.requests],
+  };
+  return new TextEncoder().encode(JSON.stringify(snap));
+}
+
+export function decodeSnapshot(data: Uint8Array): FarmState {
+  if (data.byteLength === 0) return emptyState();
+  const snap = JSON.parse(new TextDecoder().decode(data)) as SnapshotV1;
+  if (snap.format !== 1) {
+    throw new Error(
+      `farm snapshot format ${String(snap.format)} is not one this daemon reads (1 to ${FORMAT_VERSION})`,
+    );
+  }
+  const settings = { ...DEFAULT_SETTINGS, ...snap.settings };
+  const s = emptyState(settings);
+  s.revision = snap.revision;
+  for (const h of snap.hosts) s.hosts.set(h.id, h);
+  for (const g of snap.guests) s.guests.set(g.id, g);
+  for (const v of snap.vms) s.vms.set(v.id, v);
+  for (const c of snap.checkpoints) s.checkpoints.set(c.id, c);
+  for (const o of snap.operations) s.operations.set(o.id, o);
+  for (const w of snap.switches) s.switches.set(w.id, w);
+  s.events = EventWindow.from(settings.eventWindow, snap.events.floor, snap.events.list);
+  s.requests = new Map(snap.requests);
+  reindex(s);
+  return s;
+}

@@ -1,0 +1,155 @@
+import { EventWindow } from './events.js';
+import type {
+  CheckpointRecord,
+  GuestOs,
+  HostRecord,
+  OperationRecord,
+  SwitchRecord,
+  VmRecord,
+} from './model.js';
+
+/** Limits that shape the state itself, so every replica must agree on them: part of the state. */
+export interface FarmSettings {
+  /** Events kept for Watch to resume from. */
+  eventWindow: number;
+  /** Request ids remembered, so a command committed twice changes the state once. */
+  requestWindow: number;
+  /** Finished operations kept for GetOperation (the unfinished ones are always kept). */
+  doneOperationWindow: number;
+}
+
+export const DEFAULT_SETTINGS: FarmSettings = {
+  eventWindow: 10_000,
+  requestWindow: 50_000,
+  doneOperationWindow: 10_000,
+};
+
+/**
+ * The replicated farm state. The maps hold the truth; the indices below them are derived and
+ * rebuilt on restore, so a snapshot carries only the truth.
+ */
+export interface FarmState {
+  /** The revision of the last event: strictly increasing, one per change. */
+  revision: number;
+  settings: FarmSettings;
+  hosts: Map<string, HostRecord>;
+  /** The guest catalog, as the hosts reported it (the latest registration wins). */
+  guests: Map<string, GuestOs>;
+  vms: Map<string, VmRecord>;
+  checkpoints: Map<string, CheckpointRecord>;
+  operations: Map<string, OperationRecord>;
+  /** Switches (issue 11 adds their commands; until then the map stays empty). */
+  switches: Map<string, SwitchRecord>;
+  events: EventWindow;
+  /** Request id to the encoded result of its command, oldest first. */
+  requests: Map<string, string>;
+
+  // --- derived ---
+  hostByName: Map<string, string>;
+  vmByName: Map<string, string>;
+  vmsByHost: Map<string, Set<string>>;
+  /** Every MAC a VM's configuration holds, to its VM. */
+  macOwners: Map<string, string>;
+  /** MAC block to the host that holds it. */
+  macBlocks: Map<number, string>;
+  /** Finished operations, oldest first: the ones dropped beyond the window. */
+  doneOperations: string[];
+}
+
+export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState {
+  return {
+    revision: 0,
+    settings: { ...settings },
+    hosts: new Map(),
+    guests: new Map(),
+    vms: new Map(),
+    checkpoints: new Map(),
+    operations: new Map(),
+    switches: new Map(),
+    events: new EventWindow(settings.eventWindow),
+    requests: new Map(),
+    hostByName: new Map(),
+    vmByName: new Map(),
+    vmsByHost: new Map(),
+    macOwners: new Map(),
+    macBlocks: new Map(),
+    doneOperations: [],
+  };
+}
+
+// --- record updates that keep the indices right ---
+
+export function putHost(s: FarmState, next: HostRecord): void {
+  const prev = s.hosts.get(next.id);
+  if (prev && prev.name !== next.name) s.hostByName.delete(prev.name);
+  s.hosts.set(next.id, next);
+  s.hostByName.set(next.name, next.id);
+  s.macBlocks.set(next.macBlock, next.id);
+  if (!s.vmsByHost.has(next.id)) s.vmsByHost.set(next.id, new Set());
+}
+
+export function removeHost(s: FarmState, id: string): void {
+  const prev = s.hosts.get(id);
+  if (!prev) return;
+  s.hosts.delete(id);
+  s.hostByName.delete(prev.name);
+  s.macBlocks.delete(prev.macBlock);
+  s.vmsByHost.delete(id);
+}
+
+export function putVm(s: FarmState, next: VmRecord): void {
+  const prev = s.vms.get(next.id);
+  if (prev) unindexVm(s, prev);
+  s.vms.set(next.id, next);
+  indexVm(s, next);
+}
+
+export function removeVm(s: FarmState, id: string): void {
+  const prev = s.vms.get(id);
+  if (!prev) return;
+  unindexVm(s, prev);
+  s.vms.delete(id);
+}
+
+function indexVm(s: FarmState, vm: VmRecord): void {
+  s.vmByName.set(vm.config.name, vm.id);
+  if (vm.hostId) s.vmsByHost.get(vm.hostId)?.add(vm.id);
+  for (const mac of macsOf(vm)) s.macOwners.set(mac, vm.id);
+}
+
+function unindexVm(s: FarmState, vm: VmRecord): void {
+  if (s.vmByName.get(vm.config.name) === vm.id) s.vmByName.delete(vm.config.name);
+  if (vm.hostId) s.vmsByHost.get(vm.hostId)?.delete(vm.id);
+  for (const mac of macsOf(vm)) if (s.macOwners.get(mac) === vm.id) s.macOwners.delete(mac);
+}
+
+export function macsOf(vm: VmRecord): string[] {
+  return vm.config.networkAdapters.map((n) => n.macAddress).filter((m) => m !== '');
+}
+
+/** Rebuilds every derived index from the maps (after a restore). */
+export function reindex(s: FarmState): void {
+  s.hostByName.clear();
+  s.vmByName.clear();
+  s.vmsByHost.clear();
+  s.macOwners.clear();
+  s.macBlocks.clear();
+  for (const h of s.hosts.values()) putHost(s, h);
+  for (const vm of s.vms.values()) indexVm(s, vm);
+  s.doneOperations = [...s.operations.values()]
+    .filter((o) => o.done)
+    .sort((a, b) => a.revision - b.revision)
+    .map((o) => o.id);
+}
+
+/** A VM by id, or by name when no VM has that id. */
+export function findVm(s: FarmState, idOrName: string): VmRecord | undefined {
+  const byId = s.vms.get(idOrName);
+  if (byId) return byId;
+  const id = s.vmByName.get(idOrName);
+  return id === undefined ? undefined : s.vms.get(id);
+}
+
+export function vmsOnHost(s: FarmState, hostId: string): VmRecord[] {
+  return [...(s.vmsByHost.get(hostId) ?? [])].map((id) => s.vms.get(id)!);
+}

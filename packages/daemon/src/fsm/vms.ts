@@ -1,0 +1,418 @@
+import { ACTION_RULES, actionName, stateName } from '@hyperfarm/api';
+import { z } from 'zod';
+import { SAFETY_FILTERS, refusals } from '../scheduler/feasible.js';
+import {
+  antiAffinityClasses,
+  formatBytes,
+  hostLoad,
+  sharedClasses,
+  usableMemory,
+  vmMemoryCost,
+} from './capacity.js';
+import type { Changes } from './changes.js';
+import { defineCommand } from './command.js';
+import { alreadyExists, failedPrecondition, FsmError, notFound } from './errors.js';
+import type { HostRecord, ObservedVm, OperationRecord, VmConfig, VmRecord } from './model.js';
+import {
+  doneOperation,
+  failOperation,
+  finishOperation,
+  progressOperation,
+  startOperation,
+} from './operations.js';
+import { reportSchema, str, vmActionSchema, vmConfigSchema } from './schemas.js';
+import type { FarmState } from './state.js';
+
+type Report = z.output<typeof reportSchema>;
+type Unrevised = Omit<VmRecord, 'revision'>;
+
+export function requireVm(s: FarmState, id: string): VmRecord {
+  const vm = s.vms.get(id);
+  if (!vm) throw notFound('VM', id);
+  return vm;
+}
+
+/** One agent call per VM at a time: a VM busy with an operation refuses the next one. */
+function requireIdle(s: FarmState, vm: VmRecord, what: string): void {
+  if (!vm.busyOpId) return;
+  const op = s.operations.get(vm.busyOpId);
+  throw failedPrecondition(
+    `cannot ${what} VM '${vm.config.name}': operation ${vm.busyOpId}${op ? ` (${op.kind})` : ''} is in progress; wait for it (WaitOperation)`,
+  );
+}
+
+function requireHostUp(s: FarmState, vm: VmRecord, what: string): HostRecord {
+  const host = s.hosts.get(vm.hostId);
+  if (!host)
+    throw failedPrecondition(`cannot ${what} VM '${vm.config.name}': it is not placed on a host yet`);
+  if (host.state === 'HOST_STATE_DOWN')
+    throw failedPrecondition(`cannot ${what} VM '${vm.config.name}': its host '${host.id}' is Down`);
+  return host;
+}
+
+function requireNameFree(s: FarmState, name: string, vmId: string): void {
+  const owner = s.vmByName.get(name);
+  if (owner !== undefined && owner !== vmId) throw alreadyExists('VM', name);
+}
+
+function requireMacsFree(s: FarmState, config: VmConfig, vmId: string): void {
+  config.networkAdapters.forEach((n, i) => {
+    const owner = n.macAddress ? s.macOwners.get(n.macAddress) : undefined;
+    if (owner !== undefined && owner !== vmId) {
+      throw new FsmError(
+        'ALREADY_EXISTS',
+        `MAC ${n.macAddress} of network adapter ${i} is already used by VM '${s.vms.get(owner)?.config.name ?? owner}'`,
+        `config.network_adapters[${i}].mac_address`,
+      );
+    }
+  });
+}
+
+/** What the farm shows of a VM that is not on a host yet. */
+const notOnHost = (message: string, timeMs: number): ObservedVm => ({
+  present: false,
+  state: 'VM_STATE_OFF',
+  heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT',
+  message,
+  memoryAssignedBytes: 0,
+  updatedAtMs: timeMs,
+});
+
+const createVm = defineCommand(
+  'vm.create',
+  z.object({
+    vmId: str(128),
+    opId: str(128),
+    config: vmConfigSchema,
+    start: z.boolean(),
+    hostId: str(63),
+  }),
+  (s, p, changes) => {
+    if (s.vms.has(p.vmId)) throw alreadyExists('VM id', p.vmId);
+    if (s.operations.has(p.opId)) throw alreadyExists('operation', p.opId);
+    requireNameFree(s, p.config.name, p.vmId);
+    requireMacsFree(s, p.config, p.vmId);
+    if (p.hostId && !s.hosts.has(p.hostId)) throw notFound('host', p.hostId);
+    changes.vm({
+      id: p.vmId,
+      config: p.config,
+      desired: p.start ? 'VM_STATE_RUNNING' : 'VM_STATE_OFF',
+      hostId: '',
+      generation: 0,
+      placementNote: '',
+      observed: notOnHost('waiting for placement', changes.timeMs),
+      busyOpId: p.opId,
+      checkpointCurrentId: '',
+      createdAtMs: changes.timeMs,
+    });
+    startOperation(changes, {
+      id: p.opId,
+      targetId: p.vmId,
+      params: { kind: 'vm.create', start: p.start, pinnedHostId: p.hostId },
+      message: 'waiting for placement',
+    });
+    return { vmId: p.vmId, opId: p.opId };
+  },
+);
+
+/** A VM that waits for a host: created, and neither placed nor being deleted. */
+export function awaitsPlacement(s: FarmState, vm: VmRecord): boolean {
+  return vm.hostId === '' && s.operations.get(vm.busyOpId)?.kind === 'vm.create';
+}
+
+/**
+ * A plan of placements from the leader's scheduler. Each is checked again against the committed
+ * state, as Nomad's plan_apply does: one that no longer fits (another placement took the room, a
+ * host went down) is refused, and the scheduler places that VM again.
+ */
+const placeVms = defineCommand(
+  'vm.place',
+  z.object({
+    placements: z.array(z.object({ vmId: str(128), hostId: str(63), note: str(1024) })).max(20_000),
+  }),
+  (s, p, changes) => {
+    const placed: string[] = [];
+    const rejected: { vmId: string; reason: string }[] = [];
+    const ctx = { guests: s.guests, switches: s.switches, vcpuRatio: Infinity };
+    for (const { vmId, hostId, note } of p.placements) {
+      const vm = s.vms.get(vmId);
+      const host = s.hosts.get(hostId);
+      if (!vm || !awaitsPlacement(s, vm)) {
+        rejected.push({ vmId, reason: 'no longer waits for placement' });
+        continue;
+      }
+      const pinned = (s.operations.get(vm.busyOpId)!.params as { pinnedHostId: string }).pinnedHostId;
+      if (!host || (pinned && pinned !== hostId)) {
+        rejected.push({
+          vmId,
+          reason: `host '${hostId}' ${host ? 'is not the one asked for' : 'not found'}`,
+        });
+        continue;
+      }
+      const ask = { config: vm.config, classes: antiAffinityClasses(vm.config) };
+      const reasons = refusals(SAFETY_FILTERS, ctx, host, hostLoad(s, host), ask);
+      if (reasons.length > 0) {
+        rejected.push({ vmId, reason: `${hostId}: ${reasons.join(', ')}` });
+        continue;
+      }
+      const next = changes.vm({
+        ...vm,
+        hostId,
+        generation: vm.generation + 1,
+        placementNote: note,
+        observed: notOnHost(`placed on host '${hostId}'; being created there`, changes.timeMs),
+      });
+      progressOperation(
+        changes,
+        s.operations.get(vm.busyOpId)!,
+        30,
+        `placed on host '${hostId}'; creating the VM there`,
+      );
+      placed.push(next.id);
+    }
+    return { placed, rejected };
+  },
+);
+
+/** VMs no host can take: the create fails with the reasons, and nothing of the VM is kept. */
+const placementFailed = defineCommand(
+  'vm.place_failed',
+  z.object({ failures: z.array(z.object({ vmId: str(128), message: str(8192) })).max(20_000) }),
+  (s, p, changes) => {
+    const failed: string[] = [];
+    for (const { vmId, message } of p.failures) {
+      const vm = s.vms.get(vmId);
+      if (!vm || !awaitsPlacement(s, vm)) continue;
+      changes.removeVm(vm);
+      failOperation(changes, s.operations.get(vm.busyOpId)!, { code: 'RESOURCE_EXHAUSTED', message });
+      failed.push(vmId);
+    }
+    return { failed };
+  },
+);
+
+/**
+ * The VM as a host's report shows it, if the report is about the VM as the farm placed it (its
+ * host, its generation) and says something new; undefined otherwise.
+ */
+export function reported(s: FarmState, vm: Unrevised, r: Report, timeMs: number): Unrevised | undefined {
+  if (r.hostId !== vm.hostId) return undefined;
+  if (r.present && r.generation !== vm.generation) return undefined;
+  const host = s.hosts.get(vm.hostId);
+  if (!host || host.state === 'HOST_STATE_DOWN') return undefined;
+  const observed: ObservedVm = r.present
+    ? {
+        present: true,
+        state: r.state,
+        heartbeat: r.heartbeat,
+        message: r.message,
+        memoryAssignedBytes: r.memoryAssignedBytes,
+        updatedAtMs: timeMs,
+      }
+    : notOnHost(`host '${vm.hostId}' does not have the VM`, timeMs);
+  const config = withMacs(vm.config, r.present ? r.macs : []);
+  const o = vm.observed;
+  const same =
+    config === vm.config &&
+    o.present === observed.present &&
+    o.state === observed.state &&
+    o.heartbeat === observed.heartbeat &&
+    o.message === observed.message &&
+    o.memoryAssignedBytes === observed.memoryAssignedBytes;
+  return same ? undefined : { ...vm, config, observed };
+}
+
+/** Takes a host's report of a VM, moving its operation on. Returns the VM as it then is. */
+export function applyReport(s: FarmState, vm: VmRecord, r: Report, changes: Changes): VmRecord {
+  const candidate = reported(s, vm, r, changes.timeMs);
+  if (!candidate) return vm;
+  const op = vm.busyOpId ? s.operations.get(vm.busyOpId) : undefined;
+  const step = op ? nextStep(candidate, op) : undefined;
+  if (op && step?.done !== undefined) return finishVmOperation(candidate, op, step.done, changes);
+  const next = changes.vm(candidate);
+  if (op && step?.progress) progressOperation(changes, op, step.progress[0], step.progress[1]);
+  return next;
+}
+
+/** The MACs the host assigned to dynamic adapters, so the farm knows every MAC in use. */
+function withMacs(config: VmConfig, macs: readonly string[]): VmConfig {
+  if (macs.length !== config.networkAdapters.length) return config;
+  if (config.networkAdapters.every((n, i) => n.macAddress === macs[i] || n.staticMac)) return config;
+  return {
+    ...config,
+    networkAdapters: config.networkAdapters.map((n, i) => (n.staticMac ? n : { ...n, macAddress: macs[i]! })),
+  };
+}
+
+/** Where a VM's operation stands once the VM is observed as `vm` says. */
+function nextStep(
+  vm: Unrevised,
+  op: OperationRecord,
+): { done?: string; progress?: [number, string] } | undefined {
+  const p = op.params;
+  const state = vm.observed.state;
+  if (p.kind === 'vm.create' && vm.observed.present) {
+    if (!p.start) return { done: `created on host '${vm.hostId}'` };
+    if (state === 'VM_STATE_RUNNING') return { done: `created and started on host '${vm.hostId}'` };
+    return { progress: [60, `created on host '${vm.hostId}'; starting`] };
+  }
+  if (p.kind === 'vm.change_state' && p.issued && state === p.target)
+    return { done: `${actionName(p.action)}: the VM is ${stateName(state)}` };
+  return undefined;
+}
+
+/** Ends the VM's operation successfully: the VM is free for the next one. */
+export function finishVmOperation(
+  vm: Unrevised,
+  op: Omit<OperationRecord, 'revision'>,
+  message: string,
+  changes: Changes,
+): VmRecord {
+  const next = changes.vm({ ...vm, busyOpId: vm.busyOpId === op.id ? '' : vm.busyOpId });
+  finishOperation(changes, op, message, next);
+  return next;
+}
+
+const observeVms = defineCommand(
+  'vm.observed',
+  z.object({ reports: z.array(reportSchema).max(20_000) }),
+  (s, p, changes) => {
+    let applied = 0;
+    for (const r of p.reports) {
+      const vm = s.vms.get(r.vmId);
+      if (vm && applyReport(s, vm, r, changes) !== vm) applied++;
+    }
+    return { applied };
+  },
+);
+
+const changeState = defineCommand(
+  'vm.change_state',
+  z.object({ vmId: str(128), opId: str(128), action: vmActionSchema }),
+  (s, p, changes) => {
+    const vm = requireVm(s, p.vmId);
+    const what = actionName(p.action);
+    if (s.operations.has(p.opId)) throw alreadyExists('operation', p.opId);
+    requireIdle(s, vm, what);
+    requireHostUp(s, vm, what);
+    const current = vm.observed.present ? vm.observed.state : 'VM_STATE_OFF';
+    if (current === 'VM_STATE_UNKNOWN')
+      throw failedPrecondition(`cannot ${what} VM '${vm.config.name}': its state is Unknown`);
+    const rule = ACTION_RULES[p.action];
+    if (!rule.alreadyThere.includes(current) && !rule.from.includes(current))
+      throw failedPrecondition(`cannot ${what} VM '${vm.config.name}': it is ${stateName(current)}`);
+    const params = {
+      kind: 'vm.change_state' as const,
+      action: p.action,
+      target: rule.target,
+      previousDesired: vm.desired,
+      issued: false,
+    };
+    if (rule.alreadyThere.includes(current)) {
+      // A harmless repeat: nothing to ask of the host, but the wish is recorded.
+      const next = vm.desired === rule.target ? vm : changes.vm({ ...vm, desired: rule.target });
+      const message = `${what}: the VM is already ${stateName(current)}`;
+      doneOperation(changes, { id: p.opId, targetId: vm.id, params, message }, next);
+      return { opId: p.opId };
+    }
+    changes.vm({ ...vm, desired: rule.target, busyOpId: p.opId });
+    startOperation(changes, {
+      id: p.opId,
+      targetId: vm.id,
+      params,
+      message: `asking host '${vm.hostId}' to ${what} the VM`,
+    });
+    return { opId: p.opId };
+  },
+);
+
+/** The fields a running VM keeps: everything else needs it Off (the agent's rule). */
+const updateVm = defineCommand(
+  'vm.update',
+  z.object({ vmId: str(128), opId: str(128), config: vmConfigSchema, paths: z.array(str(64)).max(32) }),
+  (s, p, changes) => {
+    const vm = requireVm(s, p.vmId);
+    if (s.operations.has(p.opId)) throw alreadyExists('operation', p.opId);
+    requireIdle(s, vm, 'update');
+    requireNameFree(s, p.config.name, vm.id);
+    requireMacsFree(s, p.config, vm.id);
+    const host = s.hosts.get(vm.hostId);
+    if (host) requireFitAfterUpdate(s, host, vm, p.config);
+    const params = { kind: 'vm.update' as const, config: p.config, paths: p.paths };
+    if (!vm.observed.present) {
+      // Not on its host (yet): the new configuration is what the host will be given.
+      const next = changes.vm({ ...vm, config: p.config });
+      doneOperation(changes, { id: p.opId, targetId: vm.id, params, message: 'configuration changed' }, next);
+      return { opId: p.opId };
+    }
+    requireHostUp(s, vm, 'update');
+    changes.vm({ ...vm, busyOpId: p.opId });
+    startOperation(changes, {
+      id: p.opId,
+      targetId: vm.id,
+      params,
+      message: `changing the configuration on host '${vm.hostId}'`,
+    });
+    return { opId: p.opId };
+  },
+);
+
+/** A bigger VM must still fit its host, and new hard classes must not meet a VM there. */
+function requireFitAfterUpdate(s: FarmState, host: HostRecord, vm: VmRecord, config: VmConfig): void {
+  const load = hostLoad(s, host, vm.id);
+  const free = Math.max(0, usableMemory(host) - load.memoryBytes);
+  const need = vmMemoryCost(host, config);
+  if (need > free) {
+    throw new FsmError(
+      'RESOURCE_EXHAUSTED',
+      `cannot update VM '${vm.config.name}': host '${host.id}' has ${formatBytes(free)} free, ${formatBytes(need)} needed`,
+    );
+  }
+  const hard = sharedClasses(antiAffinityClasses(config), load).find((c) => c.hard);
+  if (hard) {
+    throw failedPrecondition(
+      `cannot update VM '${vm.config.name}': hard anti-affinity class '${hard.name}' is held by VM '${hard.with}' on its host '${host.id}'`,
+    );
+  }
+}
+
+const DELETABLE = new Set(['VM_STATE_OFF', 'VM_STATE_SAVED']);
+
+const deleteVm = defineCommand('vm.delete', z.object({ vmId: str(128), opId: str(128) }), (s, p, changes) => {
+  const vm = requireVm(s, p.vmId);
+  if (s.operations.has(p.opId)) throw alreadyExists('operation', p.opId);
+  const busy = vm.busyOpId ? s.operations.get(vm.busyOpId) : undefined;
+  // A create still waiting for its host is cancelled; any other work must finish first.
+  if (!(busy?.kind === 'vm.create' && !vm.observed.present)) requireIdle(s, vm, 'delete');
+  if (vm.observed.present) {
+    requireHostUp(s, vm, 'delete');
+    if (!DELETABLE.has(vm.observed.state)) {
+      throw failedPrecondition(
+        `cannot delete VM '${vm.config.name}': it is ${stateName(vm.observed.state)}; turn it off first`,
+      );
+    }
+  }
+  const params = { kind: 'vm.delete' as const };
+  if (!vm.observed.present) {
+    if (busy)
+      failOperation(changes, busy, { code: 'ABORTED', message: `VM '${vm.config.name}' was deleted` });
+    changes.removeVm(vm);
+    doneOperation(changes, {
+      id: p.opId,
+      targetId: vm.id,
+      params,
+      message: `VM '${vm.config.name}' deleted`,
+    });
+    return { opId: p.opId };
+  }
+  changes.vm({ ...vm, desired: 'VM_STATE_OFF', busyOpId: p.opId });
+  startOperation(changes, {
+    id: p.opId,
+    targetId: vm.id,
+    params,
+    message: `deleting the VM on host '${vm.hostId}'`,
+  });
+  return { opId: p.opId };
+});
+
+export const vmCommands = [createVm, placeVms, placementFailed, observeVms, changeState, updateVm, deleteVm];

@@ -1,0 +1,284 @@
+import {
+  addToLoad,
+  antiAffinityClasses,
+  hostLoad,
+  sharedClasses,
+  usableMemory,
+  type HostLoad,
+} from '../fsm/capacity.js';
+import type { HostRecord, VmConfig } from '../fsm/model.js';
+import type { FarmState } from '../fsm/state.js';
+import { FILTERS, refusals, type FilterContext, type PlacementAsk } from './feasible.js';
+import { better, fitScore, type Policy } from './rank.js';
+
+export interface SchedulerOptions {
+  policy: Policy;
+  /** Most virtual processors per logical processor (Hyper-V 2008 R2 supports 8). */
+  vcpuRatio: number;
+}
+
+export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = { policy: 'binpack', vcpuRatio: 8 };
+
+export interface PlanItem {
+  vmId: string;
+  config: VmConfig;
+  /** Place only here when set. */
+  pinnedHostId: string;
+}
+
+export interface Placement {
+  vmId: string;
+  hostId: string;
+  score: number;
+  /** Why the placement compromised (a soft anti-affinity class shared), or ''. */
+  note: string;
+}
+
+export interface Plan {
+  placements: Placement[];
+  /** VMs no host can take, each with the reasons, for a person. */
+  failures: { vmId: string; message: string }[];
+}
+
+/**
+ * The hosts of one planning round, with what is committed on them plus what this plan adds, in
+ * flat arrays: a round weighs every host for every VM, so the usual checks are a few
+ * comparisons. The filters of feasible.ts stay the definition; `explain` and every refusal go
+ * through them, and a property test holds the two to the same answers.
+ */
+class HostTable {
+  readonly hosts: HostRecord[];
+  readonly loads: HostLoad[];
+  readonly index = new Map<string, number>();
+  private readonly open: Uint8Array;
+  private readonly memFree: Float64Array;
+  private readonly overhead: Float64Array;
+  private readonly usable: Float64Array;
+  private readonly vcpuUsed: Float64Array;
+  private readonly vcpuCap: Float64Array;
+  private readonly vms: Float64Array;
+  private readonly slots: Float64Array;
+  /** Per (guest, vCPUs, memory): which hosts' catalog and limits profile take such a VM. */
+  private readonly shapes = new Map<string, Uint8Array>();
+
+  constructor(
+    s: FarmState,
+    private readonly ctx: FilterContext,
+    private readonly policy: Policy,
+    except?: string,
+  ) {
+    this.hosts = [...s.hosts.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const n = this.hosts.length;
+    this.loads = this.hosts.map((h) => hostLoad(s, h, except));
+    this.open = new Uint8Array(n);
+    this.memFree = new Float64Array(n);
+    this.overhead = new Float64Array(n);
+    this.usable = new Float64Array(n);
+    this.vcpuUsed = new Float64Array(n);
+    this.vcpuCap = new Float64Array(n);
+    this.vms = new Float64Array(n);
+    this.slots = new Float64Array(n);
+    this.hosts.forEach((h, i) => {
+      this.index.set(h.id, i);
+      this.open[i] = h.state === 'HOST_STATE_UP' && !h.maintenance ? 1 : 0;
+      this.usable[i] = usableMemory(h);
+      this.overhead[i] = h.capacity.perVmOverheadBytes;
+      this.vcpuCap[i] = ctx.vcpuRatio * h.capacity.logicalProcessors;
+      this.slots[i] = h.limits.maxRunningVmsPerHost;
+      this.sync(i);
+    });
+  }
+
+  private sync(i: number): void {
+    const load = this.loads[i]!;
+    this.memFree[i] = this.usable[i]! - load.memoryBytes;
+    this.vcpuUsed[i] = load.vcpus;
+    this.vms[i] = load.vms;
+  }
+
+  private shape(ask: PlacementAsk): Uint8Array {
+    const c = ask.config;
+    const key = `${c.guestOs}\u0000${c.processor?.count ?? 0}\u0000${c.memoryBytes}`;
+    let ok = this.shapes.get(key);
+    if (!ok) {
+      const guest = FILTERS.find((f) => f.name === 'guest')!;
+      ok = new Uint8Array(this.hosts.length);
+      this.hosts.forEach((h, i) => (ok![i] = guest.check(this.ctx, h, this.loads[i]!, ask) ? 0 : 1));
+      this.shapes.set(key, ok);
+    }
+    return ok;
+  }
+
+  /** The best host for `ask` among `candidates`, or undefined when none fits. */
+  choose(
+    ask: PlacementAsk,
+    candidates: Iterable<number>,
+  ): { i: number; score: number; conflicts: number } | undefined {
+    const c = ask.config;
+    const vcpus = c.processor?.count ?? 0;
+    const shape = this.shape(ask);
+    const switches = FILTERS.find((f) => f.name === 'switches')!;
+    const needsSwitch = c.networkAdapters.some((n) => n.switchName !== '');
+    let best: { i: number; score: number; conflicts: number; id: string } | undefined;
+    for (const i of candidates) {
+      if (!this.open[i] || !shape[i]) continue;
+      const need = c.memoryBytes + this.overhead[i]!;
+      if (need > this.memFree[i]!) continue;
+      if (this.vms[i]! + 1 > this.slots[i]!) continue;
+      if (this.vcpuUsed[i]! + vcpus > this.vcpuCap[i]!) continue;
+      if (needsSwitch && switches.check(this.ctx, this.hosts[i]!, this.loads[i]!, ask)) continue;
+      let conflicts = 0;
+      if (ask.classes.size > 0) {
+        const shared = sharedClasses(ask.classes, this.loads[i]!);
+        if (shared.some((x) => x.hard)) continue;
+        conflicts = shared.length;
+      }
+      const score = fitScore(
+        this.policy,
+        this.usable[i]! - this.memFree[i]! + need,
+        this.usable[i]!,
+        this.vcpuUsed[i]! + vcpus,
+        this.vcpuCap[i]!,
+      );
+      const cand = { i, score, conflicts, id: this.hosts[i]!.id };
+      if (better(cand, best)) best = cand;
+    }
+    return best;
+  }
+
+  take(i: number, config: VmConfig): void {
+    addToLoad(this.loads[i]!, this.hosts[i]!, config);
+    this.sync(i);
+  }
+
+  all(): Iterable<number> {
+    return this.hosts.keys();
+  }
+}
+
+/**
+ * Places VMs: a pure function of the state, returning a plan for the state machine to commit
+ * (Nomad's generic scheduler). VMs are placed in the order given, each seeing the ones before
+ * it, so one plan never overcommits a host.
+ */
+export function planPlacements(s: FarmState, items: readonly PlanItem[], opts: SchedulerOptions): Plan {
+  const ctx = filterContext(s, opts);
+  const table = new HostTable(s, ctx, opts.policy);
+  const plan: Plan = { placements: [], failures: [] };
+  for (const item of items) {
+    const ask = { config: item.config, classes: antiAffinityClasses(item.config) };
+    let candidates: Iterable<number> = table.all();
+    if (item.pinnedHostId) {
+      const i = table.index.get(item.pinnedHostId);
+      candidates = i === undefined ? [] : [i];
+    }
+    const best = table.choose(ask, candidates);
+    if (!best) {
+      plan.failures.push({ vmId: item.vmId, message: noHostMessage(table, ctx, ask, item.pinnedHostId) });
+      continue;
+    }
+    const host = table.hosts[best.i]!;
+    const note =
+      best.conflicts > 0 ? softConflictNote(sharedClasses(ask.classes, table.loads[best.i]!), host.id) : '';
+    table.take(best.i, item.config);
+    plan.placements.push({ vmId: item.vmId, hostId: host.id, score: best.score, note });
+  }
+  return plan;
+}
+
+export interface Verdict {
+  hostId: string;
+  feasible: boolean;
+  reasons: string[];
+  /** The fit score less one per soft anti-affinity class shared; 0 when refused. */
+  score: number;
+}
+
+/**
+ * For every host, whether it could take the VM and why not, and the host placement would pick
+ * (Nomad's placement annotations). An existing VM is weighed as if it were not placed yet.
+ */
+export function explainPlacement(
+  s: FarmState,
+  config: VmConfig,
+  opts: SchedulerOptions,
+  vmId?: string,
+): { verdicts: Verdict[]; chosen: string } {
+  const ctx = filterContext(s, opts);
+  const table = new HostTable(s, ctx, opts.policy, vmId);
+  const ask = { config, classes: antiAffinityClasses(config) };
+  const verdicts = table.hosts.map((host, i): Verdict => {
+    const load = table.loads[i]!;
+    const reasons = refusals(FILTERS, ctx, host, load, ask);
+    if (reasons.length > 0) return { hostId: host.id, feasible: false, reasons, score: 0 };
+    const cost = config.memoryBytes + host.capacity.perVmOverheadBytes;
+    const score = fitScore(
+      opts.policy,
+      load.memoryBytes + cost,
+      usableMemory(host),
+      load.vcpus + (config.processor?.count ?? 0),
+      ctx.vcpuRatio * host.capacity.logicalProcessors,
+    );
+    return {
+      hostId: host.id,
+      feasible: true,
+      reasons: [],
+      score: score - sharedClasses(ask.classes, load).length,
+    };
+  });
+  const best = table.choose(ask, table.all());
+  return { verdicts, chosen: best ? table.hosts[best.i]!.id : '' };
+}
+
+export function filterContext(s: FarmState, opts: SchedulerOptions): FilterContext {
+  return { guests: s.guests, switches: s.switches, vcpuRatio: opts.vcpuRatio };
+}
+
+function softConflictNote(shared: { name: string; with: string }[], hostId: string): string {
+  const first = shared[0]!;
+  const classes = shared.map((c) => `'${c.name}'`).join(', ');
+  return `soft anti-affinity class${shared.length > 1 ? 'es' : ''} ${classes} shared with VM '${first.with}' on host '${hostId}': no host without ${shared.length > 1 ? 'them' : 'it'} fit`;
+}
+
+const SHOWN_HOSTS = 5;
+
+/** How a refusal is counted in the summary, by the first filter that refused. */
+const SUMMARY: Record<string, string> = {
+  state: 'not Up',
+  maintenance: 'in maintenance',
+  guest: 'cannot run this guest',
+  memory: 'short of memory',
+  vms: 'full of VMs',
+  'vcpu-ratio': 'short of processors',
+  switches: 'without its switch',
+  'anti-affinity': 'holding a hard anti-affinity class of it',
+};
+
+/**
+ * Why no host took the VM, naming hosts and reasons up to a bound, then a count per reason, so
+ * the message stays readable on a farm of a thousand hosts.
+ */
+function noHostMessage(table: HostTable, ctx: FilterContext, ask: PlacementAsk, pinned: string): string {
+  const name = ask.config.name;
+  if (pinned && !table.index.has(pinned))
+    return `cannot place VM '${name}' on host '${pinned}': no such host`;
+  if (table.hosts.length === 0) return `no host can take VM '${name}': the farm has no hosts`;
+  const judged = pinned ? [table.index.get(pinned)!] : [...table.all()];
+  const lines: string[] = [];
+  const counts = new Map<string, number>();
+  for (const i of judged) {
+    const host = table.hosts[i]!;
+    const failed = FILTERS.map((f) => ({ f, reason: f.check(ctx, host, table.loads[i]!, ask) })).filter(
+      (x) => x.reason !== undefined,
+    );
+    const label = SUMMARY[failed[0]?.f.name ?? ''] ?? 'refused';
+    counts.set(label, (counts.get(label) ?? 0) + 1);
+    if (lines.length < SHOWN_HOSTS) lines.push(`${host.id}: ${failed.map((x) => x.reason).join(', ')}`);
+  }
+  let message = `no host can take VM '${name}': ${lines.join('; ')}`;
+  if (judged.length > SHOWN_HOSTS) {
+    const summary = [...counts].map(([k, n]) => `${n} ${k}`).join(', ');
+    message += `; and ${judged.length - SHOWN_HOSTS} more hosts (of ${judged.length}: ${summary})`;
+  }
+  return message;
+}

@@ -1,0 +1,126 @@
+import type { pb } from '@hyperfarm/api';
+import type { CommandOf, VmConfig } from '../../src/fsm/index.js';
+
+const GIB = 1024 ** 3;
+const MIB = 1024 ** 2;
+
+/**
+ * Hosts and VMs for the state machine and scheduler tests, with the figures Microsoft documents:
+ * Hyper-V 2008's per-VM limits (4 virtual processors, 64 GB, 192 running VMs per host after
+ * KB956710, 24 logical processors) and guests of its support list (KB954958).
+ */
+export const PROFILES: Record<string, pb.LimitsProfile__Output> = {
+  '2008': {
+    name: '2008',
+    maxVcpusPerVm: 4,
+    maxMemoryBytesPerVm: 64 * GIB,
+    maxRunningVmsPerHost: 192,
+    maxLogicalProcessors: 24,
+  },
+  '2012': {
+    name: '2012',
+    maxVcpusPerVm: 64,
+    maxMemoryBytesPerVm: 1024 * GIB,
+    maxRunningVmsPerHost: 1024,
+    maxLogicalProcessors: 320,
+  },
+};
+
+export const GUESTS: pb.GuestOs__Output[] = [
+  {
+    id: 'windows-server-2008-x64',
+    displayName: 'Windows Server 2008 x64',
+    architectureBits: 64,
+    maxVcpus: 4,
+    integrationServicesAvailable: true,
+    maxMemoryBytes: 2048 * GIB,
+  },
+  {
+    id: 'windows-xp-sp3-x86',
+    displayName: 'Windows XP Professional SP3 x86',
+    architectureBits: 32,
+    maxVcpus: 2,
+    integrationServicesAvailable: true,
+    maxMemoryBytes: 4 * GIB,
+  },
+];
+
+export interface HostSpec {
+  id: string;
+  name?: string;
+  memGiB?: number;
+  lp?: number;
+  profile?: string;
+  reserveMiB?: number;
+  overheadMiB?: number;
+  guests?: string[];
+  address?: string;
+  labels?: Record<string, string>;
+}
+
+export function hostPayload(h: HostSpec): Omit<CommandOf<'host.register'>, 'type' | 'rid' | 't'> {
+  return {
+    host: {
+      id: h.id,
+      name: h.name ?? '',
+      address: h.address ?? `127.0.0.1:${7100 + Number(h.id.replace(/\D/g, '') || 0)}`,
+      labels: h.labels ?? {},
+      capacity: {
+        logicalProcessors: h.lp ?? 8,
+        memoryBytes: (h.memGiB ?? 16) * GIB,
+        rootReserveBytes: (h.reserveMiB ?? 2048) * MIB,
+        perVmOverheadBytes: (h.overheadMiB ?? 32) * MIB,
+      },
+      limits: PROFILES[h.profile ?? '2008']!,
+      guestOs: GUESTS.filter((g) => !h.guests || h.guests.includes(g.id)),
+    },
+  };
+}
+
+export interface VmSpec {
+  name: string;
+  memMiB?: number;
+  cpus?: number;
+  guest?: string;
+  classes?: string[];
+  hard?: boolean;
+  group?: string;
+  macs?: string[];
+  switches?: string[];
+}
+
+/** A complete configuration, as the edge hands it to the state machine after validation. */
+export function vmConfig(v: VmSpec): VmConfig {
+  const nics = (v.macs ?? v.switches ?? []).map((_, i) => ({
+    kind: 'NIC_KIND_SYNTHETIC' as const,
+    macAddress: v.macs?.[i] ?? '',
+    staticMac: v.macs?.[i] !== undefined && v.macs[i] !== '',
+    switchName: v.switches?.[i] ?? '',
+    vlanId: 0,
+  }));
+  return {
+    name: v.name,
+    processor: { count: v.cpus ?? 1, reservePercent: 0, limitPercent: 100, relativeWeight: 100 },
+    memoryBytes: (v.memMiB ?? 1024) * MIB,
+    guestOs: v.guest ?? 'windows-server-2008-x64',
+    disks: [],
+    networkAdapters: nics,
+    integrationServices: true,
+    automaticStartAction: 'AUTOMATIC_START_ACTION_START_IF_RUNNING',
+    automaticStopAction: 'AUTOMATIC_STOP_ACTION_SAVE',
+    haPriority: 'HA_PRIORITY_MEDIUM',
+    workload: {
+      cpuDemandPercent: 0,
+      workingSetBytes: 0,
+      dirtyPagesPerSecond: 0,
+      diskIops: 0,
+      diskWriteBytes: 4096,
+      requestServiceTimeMs: 0,
+      bootMs: 0,
+    },
+    antiAffinityGroup: v.group ?? '',
+    labels: {},
+    antiAffinityClassNames: v.classes ?? [],
+    antiAffinityHard: v.hard ?? false,
+  };
+}
