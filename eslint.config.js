@@ -40,6 +40,7 @@ export default tseslint.config(
       'packages/raft/src/core/**/*.ts',
       'packages/agent/src/engine/**/*.ts',
       'packages/agent/src/network/**/*.ts',
+      'packages/daemon/src/{fsm,scheduler,controllers}/**/*.ts',
     ],
     rules: {
       'no-restricted-properties': [
@@ -62,6 +63,30 @@ export default tseslint.config(
           patterns: [
             { group: ['@hyperfarm/*', '@grpc/*'], message: "only raft's transport/ and node/ may use gRPC" },
             { group: ['**/transport/*', '**/node/*'], message: 'the core layers do not depend on the edges' },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // The daemon's cores (farm state machine, scheduler, controllers) are pure: they take the
+    // state and return results or actions; I/O and gRPC live in edge/ (docs/daemon.md).
+    files: ['packages/daemon/src/{fsm,scheduler,controllers}/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: ['@grpc/*', 'node:*'], message: "the daemon's cores do no I/O" },
+            {
+              group: ['@hyperfarm/raft'],
+              allowTypeImports: true,
+              message: 'the cores only meet Raft as a type',
+            },
+            {
+              group: ['**/edge/*', '../server.js', '../config.js'],
+              message: 'the cores do not depend on the edges',
+            },
           ],
         },
       ],

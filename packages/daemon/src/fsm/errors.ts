@@ -1,3 +1,4 @@
+import { quote } from '@hyperfarm/api';
 import type { ErrorCode } from './model.js';
 
 /**
@@ -18,9 +19,9 @@ export class FsmError extends Error {
 }
 
 export const notFound = (kind: string, id: string): FsmError =>
-  new FsmError('NOT_FOUND', `${kind} '${id}' not found`);
+  new FsmError('NOT_FOUND', `${kind} ${quote(id)} not found`);
 
 export const alreadyExists = (kind: string, name: string): FsmError =>
-  new FsmError('ALREADY_EXISTS', `${kind} '${name}' already exists`);
+  new FsmError('ALREADY_EXISTS', `${kind} ${quote(name)} already exists`);
 
 export const failedPrecondition = (message: string): FsmError => new FsmError('FAILED_PRECONDITION', message);

@@ -5,7 +5,8 @@ export type { VmActionName, VmStateName };
 /**
  * The records of the farm state. Every record is immutable: a change replaces it with a new
  * object, so an event can keep the record it announced without copying it, and a reader never
- * sees half a change.
+ * sees half a change. No field is ever undefined (null instead): a record read back from a
+ * snapshot has the same keys in the same order, so replicas write the same snapshot bytes.
  */
 
 export type HostStateName = Exclude<pb.HostState__Output, 'HOST_STATE_UNSPECIFIED'>;
@@ -114,10 +115,9 @@ export interface OperationRecord {
   readonly done: boolean;
   readonly progress: number;
   readonly message: string;
-  readonly error: OperationError | undefined;
+  readonly error: OperationError | null;
   /** The resource the operation produced or changed, as it was when the operation ended. */
-  readonly result:
-    { kind: 'vm'; record: VmRecord } | { kind: 'checkpoint'; record: CheckpointRecord } | undefined;
+  readonly result: { kind: 'vm'; record: VmRecord } | { kind: 'checkpoint'; record: CheckpointRecord } | null;
   readonly createdAtMs: number;
   readonly updatedAtMs: number;
   readonly revision: number;
@@ -170,3 +170,11 @@ export interface SwitchRecord {
   readonly hostId: string;
   readonly revision: number;
 }
+
+/** The states a VM rests in; the reconciler leaves the transitional ones to finish. */
+export const STABLE_VM_STATES: ReadonlySet<VmStateName> = new Set<VmStateName>([
+  'VM_STATE_OFF',
+  'VM_STATE_RUNNING',
+  'VM_STATE_PAUSED',
+  'VM_STATE_SAVED',
+]);

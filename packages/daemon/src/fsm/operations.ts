@@ -35,8 +35,8 @@ const fresh = (changes: Changes, o: NewOperation): Omit<OperationRecord, 'revisi
   done: false,
   progress: 0,
   message: o.message,
-  error: undefined,
-  result: undefined,
+  error: null,
+  result: null,
   createdAtMs: changes.timeMs,
   updatedAtMs: changes.timeMs,
 });
@@ -64,7 +64,7 @@ export function finishOperation(
     progress: 100,
     message,
     result: !result
-      ? undefined
+      ? null
       : 'vmId' in result
         ? { kind: 'checkpoint', record: result }
         : { kind: 'vm', record: result },

@@ -1,0 +1,73 @@
+import type { FarmState, HostRecord, HostStateName } from '../fsm/index.js';
+
+/**
+ * The host monitor, as Nomad's heartbeat timers but from the leader's side: the leader grants
+ * each host its lease every interval (GrantLease), and a host whose grants have failed for the
+ * suspect time is Suspect, for the down time Down. Only these transitions reach the log, never
+ * each heartbeat. A new leader counts a host's silence from when it took over (it knows nothing
+ * of the grants before), and never declares a host better without hearing from it.
+ */
+
+export interface LivenessConfig {
+  suspectAfterMs: number;
+  downAfterMs: number;
+}
+
+/** Failover Clustering 2008's defaults: a heartbeat each second, Down after 5 missed. */
+export const DEFAULT_LIVENESS: LivenessConfig & { intervalMs: number } = {
+  intervalMs: 1_000,
+  suspectAfterMs: 2_000,
+  downAfterMs: 5_000,
+};
+
+export interface HostTransition {
+  hostId: string;
+  state: HostStateName;
+  reason: string;
+}
+
+const SEVERITY: Record<HostStateName, number> = {
+  HOST_STATE_UP: 0,
+  HOST_STATE_SUSPECT: 1,
+  HOST_STATE_DOWN: 2,
+};
+
+export function hostTransitions(
+  s: FarmState,
+  /** When each host last answered a grant, on the leader's clock, since this leader took over. */
+  lastGrantMs: ReadonlyMap<string, number>,
+  leaderSinceMs: number,
+  nowMs: number,
+  cfg: LivenessConfig,
+): HostTransition[] {
+  const out: HostTransition[] = [];
+  for (const host of s.hosts.values()) {
+    const t = judge(host, lastGrantMs.get(host.id), leaderSinceMs, nowMs, cfg);
+    if (t) out.push(t);
+  }
+  return out;
+}
+
+function judge(
+  host: HostRecord,
+  lastOk: number | undefined,
+  leaderSinceMs: number,
+  nowMs: number,
+  cfg: LivenessConfig,
+): HostTransition | undefined {
+  const silence = nowMs - (lastOk ?? leaderSinceMs);
+  let state: HostStateName =
+    silence >= cfg.downAfterMs
+      ? 'HOST_STATE_DOWN'
+      : silence >= cfg.suspectAfterMs
+        ? 'HOST_STATE_SUSPECT'
+        : 'HOST_STATE_UP';
+  // Without an answer since this leader took over, a host only gets worse.
+  if (lastOk === undefined && SEVERITY[state] < SEVERITY[host.state]) state = host.state;
+  if (state === host.state) return undefined;
+  const reason =
+    state === 'HOST_STATE_UP'
+      ? 'its lease is renewed again'
+      : `no lease renewal for ${(silence / 1000).toFixed(1)} s${lastOk === undefined ? " (counted from this leader's election)" : ''}`;
+  return { hostId: host.id, state, reason };
+}

@@ -1,0 +1,5 @@
+export * from './actions.js';
+export * from './hosts.js';
+export * from './observed.js';
+export * from './placement.js';
+export * from './vms.js';

@@ -1,0 +1,90 @@
+import type { pb } from '@hyperfarm/api';
+import type { FarmState, HeartbeatName, VmRecord, VmStateName } from '../fsm/index.js';
+
+/** A VM as its agent last described it (WatchEvents, or the answer to a call). */
+export interface AgentVmView {
+  state: VmStateName;
+  heartbeat: HeartbeatName;
+  message: string;
+  memoryAssignedBytes: number;
+  generation: number;
+  macs: string[];
+}
+
+/** What the leader has read of one agent since it connected. */
+export interface HostInventory {
+  /** The agent's full list of VMs has been read since the stream (re)connected. */
+  synced: boolean;
+  vms: ReadonlyMap<string, AgentVmView>;
+}
+
+/** The report a vm.observed command carries (the shape the state machine checks). */
+export interface VmReport {
+  vmId: string;
+  hostId: string;
+  generation: number;
+  present: boolean;
+  state: VmStateName;
+  heartbeat: HeartbeatName;
+  message: string;
+  memoryAssignedBytes: number;
+  macs: string[];
+}
+
+export function agentView(vm: pb.Vm__Output): AgentVmView {
+  return {
+    state: vm.status?.state ?? 'VM_STATE_OFF',
+    heartbeat: vm.status?.heartbeat ?? 'HEARTBEAT_STATUS_NO_CONTACT',
+    message: vm.status?.message ?? '',
+    memoryAssignedBytes: vm.status?.memoryAssignedBytes ?? 0,
+    generation: vm.status?.generation ?? 0,
+    macs: (vm.config?.networkAdapters ?? []).map((n) => n.macAddress),
+  };
+}
+
+export function reportOf(vmId: string, hostId: string, view: AgentVmView | undefined): VmReport {
+  return view
+    ? { vmId, hostId, present: true, ...view }
+    : {
+        vmId,
+        hostId,
+        generation: 0,
+        present: false,
+        state: 'VM_STATE_OFF',
+        heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT',
+        message: '',
+        memoryAssignedBytes: 0,
+        macs: [],
+      };
+}
+
+/**
+ * The observed-state controller: for each VM placed on a host whose inventory is current, a
+ * report when what the agent says differs from what the log holds. Only changes reach the log,
+ * batched; copies with another generation (left behind by a move) are not the farm's VM.
+ */
+export function observedReports(s: FarmState, inventories: ReadonlyMap<string, HostInventory>): VmReport[] {
+  const reports: VmReport[] = [];
+  for (const [hostId, inv] of inventories) {
+    if (!inv.synced || s.hosts.get(hostId)?.state === 'HOST_STATE_DOWN') continue;
+    for (const vmId of s.vmsByHost.get(hostId) ?? []) {
+      const vm = s.vms.get(vmId)!;
+      const view = inv.vms.get(vmId);
+      if (view && view.generation !== vm.generation) continue;
+      if (!differs(vm, view)) continue;
+      reports.push(reportOf(vmId, hostId, view));
+    }
+  }
+  return reports;
+}
+
+function differs(vm: VmRecord, view: AgentVmView | undefined): boolean {
+  const o = vm.observed;
+  if (!view) return o.present;
+  if (!o.present) return true;
+  if (o.state !== view.state || o.heartbeat !== view.heartbeat || o.message !== view.message) return true;
+  if (o.memoryAssignedBytes !== view.memoryAssignedBytes) return true;
+  return vm.config.networkAdapters.some(
+    (n, i) => !n.staticMac && view.macs[i] !== undefined && n.macAddress !== view.macs[i],
+  );
+}

@@ -1,0 +1,18 @@
+import { awaitsPlacement, type FarmState } from '../fsm/index.js';
+import { planPlacements, type Plan, type PlanItem, type SchedulerOptions } from '../scheduler/plan.js';
+
+/**
+ * The placement controller: the VMs waiting for a host, oldest first, planned together so that
+ * one round never overcommits a host; the state machine re-checks each placement on commit.
+ */
+export function placementRound(s: FarmState, opts: SchedulerOptions, maxVms: number): Plan {
+  const items: PlanItem[] = [];
+  for (const vm of s.vms.values()) {
+    if (items.length >= maxVms) break;
+    if (!awaitsPlacement(s, vm)) continue;
+    const op = s.operations.get(vm.busyOpId)!;
+    const pinnedHostId = op.params.kind === 'vm.create' ? op.params.pinnedHostId : '';
+    items.push({ vmId: vm.id, config: vm.config, pinnedHostId });
+  }
+  return items.length === 0 ? { placements: [], failures: [] } : planPlacements(s, items, opts);
+}

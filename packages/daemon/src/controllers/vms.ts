@@ -1,0 +1,90 @@
+import {
+  STABLE_VM_STATES,
+  type FarmState,
+  type VmActionName,
+  type VmRecord,
+  type VmStateName,
+} from '../fsm/index.js';
+import type { AgentAction } from './actions.js';
+
+/**
+ * The VM reconciler: a pure function of the state and what the leader has in flight, returning
+ * the agent calls that move each VM toward what is wanted. It asks nothing of a host it cannot
+ * vouch for (not Up, or whose VM inventory the leader has not read since it connected), nor of a
+ * VM with a call in flight or backing off after a failure. Every call is idempotent and fenced
+ * by the VM's generation, so running it again (after a leader change) is harmless.
+ */
+export interface ReconcileInput {
+  /** Hosts whose agent's VMs the leader has read since connecting: their reports are current. */
+  synced: ReadonlySet<string>;
+  /** VMs with an agent call in flight. */
+  inFlight: ReadonlySet<string>;
+  /** VMs not to touch before the given time (after a failed call). */
+  backoffUntilMs: ReadonlyMap<string, number>;
+  nowMs: number;
+}
+
+export function reconcileVms(s: FarmState, input: ReconcileInput): AgentAction[] {
+  const actions: AgentAction[] = [];
+  for (const hostId of input.synced) {
+    const host = s.hosts.get(hostId);
+    if (!host || host.state !== 'HOST_STATE_UP') continue;
+    for (const vmId of s.vmsByHost.get(hostId) ?? []) {
+      if (input.inFlight.has(vmId) || (input.backoffUntilMs.get(vmId) ?? 0) > input.nowMs) continue;
+      const action = next(s, s.vms.get(vmId)!);
+      if (action) actions.push(action);
+    }
+  }
+  return actions;
+}
+
+function next(s: FarmState, vm: VmRecord): AgentAction | undefined {
+  const t = { hostId: vm.hostId, vmId: vm.id, generation: vm.generation };
+  const op = vm.busyOpId ? s.operations.get(vm.busyOpId) : undefined;
+  const p = op?.params;
+  if (!vm.observed.present) {
+    // Not on its host: create it there, unless it is on its way out.
+    if (p?.kind === 'vm.delete') return { ...t, kind: 'delete', opId: op!.id };
+    return { ...t, kind: 'create', config: vm.config, opId: p?.kind === 'vm.create' ? op!.id : '' };
+  }
+  switch (p?.kind) {
+    case undefined:
+      return drift(vm, t, '');
+    case 'vm.create':
+      // Created: what remains is to start it, as a step of the create.
+      return drift(vm, t, op!.id);
+    case 'vm.change_state':
+      return p.issued ? undefined : { ...t, kind: 'change-state', action: p.action, opId: op!.id };
+    case 'vm.update':
+      return { ...t, kind: 'update', config: p.config, paths: p.paths, opId: op!.id };
+    case 'vm.delete':
+      return { ...t, kind: 'delete', opId: op!.id };
+    default:
+      return { ...t, ...p, opId: op!.id } as AgentAction;
+  }
+}
+
+/**
+ * From a stable observed state toward the desired one. A VM that came back Off after its host
+ * restarted, and should run, is started again (Hyper-V leaves automatic start to the cluster).
+ */
+const DRIFT: Partial<Record<VmStateName, Partial<Record<VmStateName, VmActionName>>>> = {
+  VM_STATE_RUNNING: {
+    VM_STATE_OFF: 'VM_ACTION_START',
+    VM_STATE_SAVED: 'VM_ACTION_START',
+    VM_STATE_PAUSED: 'VM_ACTION_RESUME',
+  },
+  VM_STATE_OFF: { VM_STATE_RUNNING: 'VM_ACTION_TURN_OFF', VM_STATE_PAUSED: 'VM_ACTION_TURN_OFF' },
+  VM_STATE_SAVED: { VM_STATE_RUNNING: 'VM_ACTION_SAVE', VM_STATE_PAUSED: 'VM_ACTION_SAVE' },
+  VM_STATE_PAUSED: { VM_STATE_RUNNING: 'VM_ACTION_PAUSE' },
+};
+
+function drift(
+  vm: VmRecord,
+  t: { hostId: string; vmId: string; generation: number },
+  opId: string,
+): AgentAction | undefined {
+  if (!STABLE_VM_STATES.has(vm.observed.state)) return undefined;
+  const action = DRIFT[vm.desired]?.[vm.observed.state];
+  return action ? { ...t, kind: 'change-state', action, opId } : undefined;
+}

@@ -1,0 +1,3 @@
+export * from './feasible.js';
+export * from './plan.js';
+export * from './rank.js';

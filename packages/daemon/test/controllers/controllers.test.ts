@@ -1,0 +1,174 @@
+import { expect } from 'chai';
+import {
+  hostTransitions,
+  observedReports,
+  placementRound,
+  reconcileVms,
+  type AgentVmView,
+  type HostInventory,
+  type ReconcileInput,
+} from '../../src/controllers/index.js';
+import { FarmBuilder } from '../fsm/build.js';
+
+const LIVENESS = { suspectAfterMs: 2_000, downAfterMs: 5_000 };
+
+describe('the host monitor (pure)', () => {
+  const farm = () => new FarmBuilder().host({ id: 'h1' }).host({ id: 'h2' });
+
+  it('is Suspect after the suspect time without a renewal, Down after the down time, Up again on an answer', () => {
+    const b = farm();
+    const grants = new Map([
+      ['h1', 10_000],
+      ['h2', 10_000],
+    ]);
+    expect(hostTransitions(b.s, grants, 0, 11_999, LIVENESS)).to.deep.equal([]);
+    expect(hostTransitions(b.s, grants, 0, 12_000, LIVENESS)).to.deep.equal([
+      { hostId: 'h1', state: 'HOST_STATE_SUSPECT', reason: 'no lease renewal for 2.0 s' },
+      { hostId: 'h2', state: 'HOST_STATE_SUSPECT', reason: 'no lease renewal for 2.0 s' },
+    ]);
+    grants.set('h1', 14_000);
+    expect(hostTransitions(b.s, grants, 0, 15_000, LIVENESS)).to.deep.equal([
+      { hostId: 'h2', state: 'HOST_STATE_DOWN', reason: 'no lease renewal for 5.0 s' },
+    ]);
+    b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_DOWN', reason: 'x' });
+    grants.set('h2', 15_500);
+    expect(hostTransitions(b.s, grants, 0, 15_600, LIVENESS)).to.deep.equal([
+      { hostId: 'h2', state: 'HOST_STATE_UP', reason: 'its lease is renewed again' },
+    ]);
+  });
+
+  it('a new leader counts silence from its election, and never calls a host better without an answer', () => {
+    const b = farm();
+    b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_DOWN', reason: 'x' });
+    const none = new Map<string, number>();
+    // Elected at 100 s: nothing for h1 before 102 s; h2 stays Down although only 1 s passed.
+    expect(hostTransitions(b.s, none, 100_000, 101_000, LIVENESS)).to.deep.equal([]);
+    expect(hostTransitions(b.s, none, 100_000, 105_000, LIVENESS)).to.deep.equal([
+      {
+        hostId: 'h1',
+        state: 'HOST_STATE_DOWN',
+        reason: "no lease renewal for 5.0 s (counted from this leader's election)",
+      },
+    ]);
+  });
+});
+
+describe('the placement controller (pure)', () => {
+  it('plans the VMs waiting for a host, oldest first, pinned ones on their host, up to the batch size', () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).host({ id: 'h2' });
+    b.vm('a', { name: 'a' })
+      .vm('b', { name: 'b' }, undefined, { pinned: 'h2' })
+      .vm('c', { name: 'c' })
+      .vm('d', { name: 'd' }, 'h1');
+    const plan = placementRound(b.s, { policy: 'spread', vcpuRatio: 8 }, 2);
+    expect(plan.placements.map((p) => `${p.vmId}@${p.hostId}`)).to.deep.equal(['a@h2', 'b@h2']);
+    expect(
+      placementRound(b.s, { policy: 'spread', vcpuRatio: 8 }, 10).placements.map((p) => p.vmId),
+    ).to.deep.equal(['a', 'b', 'c']);
+  });
+});
+
+describe('the VM reconciler (pure)', () => {
+  const input = (over: Partial<ReconcileInput> = {}): ReconcileInput => ({
+    synced: new Set(['h1']),
+    inFlight: new Set(),
+    backoffUntilMs: new Map(),
+    nowMs: 0,
+    ...over,
+  });
+
+  it('creates a placed VM on its host, then starts it as part of its create', () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1', { start: true });
+    const [create] = reconcileVms(b.s, input());
+    expect(create).to.deep.include({ kind: 'create', hostId: 'h1', vmId: 'v', generation: 1, opId: 'op-v' });
+    b.report('v', 'OFF');
+    expect(reconcileVms(b.s, input())).to.deep.equal([
+      {
+        hostId: 'h1',
+        vmId: 'v',
+        generation: 1,
+        kind: 'change-state',
+        action: 'VM_ACTION_START',
+        opId: 'op-v',
+      },
+    ]);
+  });
+
+  it('starts a VM that should run and came back Off (its agent restarted), and leaves transitions alone', () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1', { start: true });
+    b.report('v', 'RUNNING');
+    expect(reconcileVms(b.s, input())).to.deep.equal([]);
+    b.report('v', 'OFF');
+    expect(reconcileVms(b.s, input())).to.deep.equal([
+      { hostId: 'h1', vmId: 'v', generation: 1, kind: 'change-state', action: 'VM_ACTION_START', opId: '' },
+    ]);
+    b.report('v', 'STARTING');
+    expect(reconcileVms(b.s, input())).to.deep.equal([]);
+    b.report('v', 'SAVED');
+    expect(reconcileVms(b.s, input())[0]).to.deep.include({ action: 'VM_ACTION_START' });
+    b.report('v', 'PAUSED');
+    expect(reconcileVms(b.s, input())[0]).to.deep.include({ action: 'VM_ACTION_RESUME' });
+  });
+
+  it('asks nothing of a host it cannot vouch for, nor twice at once, nor during a backoff', () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).host({ id: 'h2' }).vm('v', { name: 'web' }, 'h1');
+    expect(reconcileVms(b.s, input({ synced: new Set(['h2']) }))).to.deep.equal([]);
+    expect(reconcileVms(b.s, input({ inFlight: new Set(['v']) }))).to.deep.equal([]);
+    expect(reconcileVms(b.s, input({ backoffUntilMs: new Map([['v', 10]]), nowMs: 9 }))).to.deep.equal([]);
+    expect(reconcileVms(b.s, input({ backoffUntilMs: new Map([['v', 10]]), nowMs: 10 }))).to.have.length(1);
+    b.must({ type: 'host.state', id: 'h1', state: 'HOST_STATE_SUSPECT', reason: 'x' });
+    expect(reconcileVms(b.s, input())).to.deep.equal([]);
+  });
+
+  it("carries out a VM's operation: the state change asked for, once", () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1', { start: true });
+    b.report('v', 'RUNNING');
+    b.must({ type: 'vm.change_state', vmId: 'v', opId: 'stop', action: 'VM_ACTION_STOP' });
+    expect(reconcileVms(b.s, input())).to.deep.equal([
+      {
+        hostId: 'h1',
+        vmId: 'v',
+        generation: 1,
+        kind: 'change-state',
+        action: 'VM_ACTION_STOP',
+        opId: 'stop',
+      },
+    ]);
+    b.must({ type: 'op.result', opId: 'stop', ok: true });
+    expect(reconcileVms(b.s, input())).to.deep.equal([]);
+  });
+});
+
+describe('the observed-state controller (pure)', () => {
+  const view = (state: AgentVmView['state'], generation = 1): AgentVmView => ({
+    state,
+    heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT',
+    message: '',
+    memoryAssignedBytes: 0,
+    generation,
+    macs: [],
+  });
+  const inv = (synced: boolean, vms: [string, AgentVmView][]): Map<string, HostInventory> =>
+    new Map([['h1', { synced, vms: new Map(vms) }]]);
+
+  it('reports only what differs from the log, only from a host whose inventory is current', () => {
+    const b = new FarmBuilder()
+      .host({ id: 'h1' })
+      .vm('v', { name: 'web' }, 'h1')
+      .vm('w', { name: 'db' }, 'h1');
+    b.report('w', 'OFF');
+    expect(observedReports(b.s, inv(false, [['v', view('VM_STATE_OFF')]]))).to.deep.equal([]);
+    const reports = observedReports(b.s, inv(true, [['v', view('VM_STATE_OFF')]]));
+    expect(reports.map((r) => [r.vmId, r.present, r.state])).to.deep.equal([
+      ['v', true, 'VM_STATE_OFF'],
+      ['w', false, 'VM_STATE_OFF'],
+    ]);
+    b.must({ type: 'vm.observed', reports });
+    expect(observedReports(b.s, inv(true, [['v', view('VM_STATE_OFF')]]))).to.deep.equal([]);
+  });
+
+  it("ignores a copy with another generation: it is not the farm's VM", () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1');
+    expect(observedReports(b.s, inv(true, [['v', view('VM_STATE_RUNNING', 7)]]))).to.deep.equal([]);
+  });
+});

@@ -1,0 +1,95 @@
+import { expect } from 'chai';
+import {
+  applyEntry,
+  emptyState,
+  type Command,
+  type CommandResult,
+  type FarmState,
+  type HostStateName,
+} from '../../src/fsm/index.js';
+import { hostPayload, vmConfig, type HostSpec, type VmSpec } from './fixtures.js';
+
+type Body = Omit<Command, 'rid' | 't'>;
+
+/** A farm state built through real commands, for the scheduler and controller tests. */
+export class FarmBuilder {
+  private n = 0;
+  t = 1_000;
+
+  constructor(readonly s: FarmState = emptyState()) {}
+
+  /** A builder over `s` (a restored copy of this one's state) that goes on where this one is. */
+  restoredCopy(s: FarmState): FarmBuilder {
+    const b = new FarmBuilder(s);
+    b.n = this.n;
+    b.t = this.t;
+    return b;
+  }
+
+  apply(...commands: Body[]): CommandResult[] {
+    const cmds = commands.map((c) => ({ rid: `b${++this.n}`, t: this.t, ...c }));
+    return applyEntry(this.s, new TextEncoder().encode(JSON.stringify({ v: 1, cmds }))).results;
+  }
+
+  /** Applies and insists every command succeeded. */
+  must(...commands: Body[]): CommandResult[] {
+    const results = this.apply(...commands);
+    for (const r of results) expect(r, JSON.stringify(r)).to.include({ ok: true });
+    return results;
+  }
+
+  host(spec: HostSpec & { state?: HostStateName; maintenance?: boolean }): this {
+    this.must({ type: 'host.register', ...hostPayload(spec) });
+    if (spec.state && spec.state !== 'HOST_STATE_UP')
+      this.must({ type: 'host.state', id: spec.id, state: spec.state, reason: 'test' });
+    if (spec.maintenance)
+      this.must({
+        type: 'host.update',
+        id: spec.id,
+        paths: ['maintenance'],
+        name: '',
+        labels: {},
+        maintenance: true,
+      });
+    return this;
+  }
+
+  /** A VM created and, with `on`, placed on that host (its report not yet in). */
+  vm(id: string, spec: VmSpec, on?: string, opts: { start?: boolean; pinned?: string } = {}): this {
+    this.must({
+      type: 'vm.create',
+      vmId: id,
+      opId: `op-${id}`,
+      config: vmConfig(spec),
+      start: opts.start ?? false,
+      hostId: opts.pinned ?? '',
+    });
+    if (on) {
+      const [r] = this.must({ type: 'vm.place', placements: [{ vmId: id, hostId: on, note: '' }] });
+      expect((r as { placed: string[] }).placed, `placing ${id} on ${on}`).to.deep.equal([id]);
+    }
+    return this;
+  }
+
+  /** The VM as its host reports it. */
+  report(id: string, state: string, extra: { present?: boolean; generation?: number } = {}): this {
+    const vm = this.s.vms.get(id)!;
+    this.must({
+      type: 'vm.observed',
+      reports: [
+        {
+          vmId: id,
+          hostId: vm.hostId,
+          generation: extra.generation ?? vm.generation,
+          present: extra.present ?? true,
+          state: `VM_STATE_${state}` as never,
+          heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT',
+          message: '',
+          memoryAssignedBytes: 0,
+          macs: [],
+        },
+      ],
+    });
+    return this;
+  }
+}

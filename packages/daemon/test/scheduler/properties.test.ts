@@ -1,0 +1,190 @@
+import { expect } from 'chai';
+import fc from 'fast-check';
+import {
+  antiAffinityClasses,
+  encodeSnapshot,
+  decodeSnapshot,
+  usableMemory,
+  vmMemoryCost,
+  vmsOnHost,
+  type FarmState,
+  type HostStateName,
+} from '../../src/fsm/index.js';
+import { explainPlacement, planPlacements, type SchedulerOptions } from '../../src/scheduler/index.js';
+import { FarmBuilder } from '../fsm/build.js';
+import { vmConfig, type VmSpec } from '../fsm/fixtures.js';
+
+/** The farm's two placement promises, checked on committed state. */
+function violations(s: FarmState): string[] {
+  const out: string[] = [];
+  for (const host of s.hosts.values()) {
+    const vms = vmsOnHost(s, host.id);
+    const used = vms.reduce((sum, vm) => sum + vmMemoryCost(host, vm.config), 0);
+    if (used > usableMemory(host)) out.push(`${host.id}: ${used} bytes placed, ${usableMemory(host)} usable`);
+    for (const [i, a] of vms.entries()) {
+      for (const b of vms.slice(i + 1)) {
+        const ca = antiAffinityClasses(a.config);
+        const cb = antiAffinityClasses(b.config);
+        for (const [name, hard] of ca) {
+          if (cb.has(name) && (hard || cb.get(name)))
+            out.push(`${host.id}: ${a.id} and ${b.id} share hard class ${name}`);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+const hostArb = fc.record({
+  memGiB: fc.integer({ min: 1, max: 24 }),
+  reserveMiB: fc.integer({ min: 0, max: 2048 }),
+  overheadMiB: fc.integer({ min: 0, max: 128 }),
+  lp: fc.integer({ min: 1, max: 16 }),
+  profile: fc.constantFrom('2008', '2012'),
+  state: fc.constantFrom<HostStateName>(
+    'HOST_STATE_UP',
+    'HOST_STATE_UP',
+    'HOST_STATE_UP',
+    'HOST_STATE_SUSPECT',
+    'HOST_STATE_DOWN',
+  ),
+  maintenance: fc.constantFrom(false, false, false, false, true),
+});
+
+const vmArb: fc.Arbitrary<Omit<VmSpec, 'name'>> = fc.record({
+  memMiB: fc.integer({ min: 1, max: 256 }).map((n) => n * 32),
+  cpus: fc.integer({ min: 1, max: 4 }),
+  classes: fc.subarray(['a', 'b', 'c']),
+  hard: fc.boolean(),
+  group: fc.constantFrom('', '', 'g'),
+});
+
+const farmArb = fc.record({
+  hosts: fc.array(hostArb, { minLength: 1, maxLength: 8 }),
+  vms: fc.array(vmArb, { minLength: 1, maxLength: 40 }),
+  policy: fc.constantFrom<SchedulerOptions['policy']>('binpack', 'spread'),
+});
+
+function build(hosts: HostArb[]): FarmBuilder {
+  const b = new FarmBuilder();
+  hosts.forEach((h, i) => b.host({ id: `h${i}`, ...h }));
+  return b;
+}
+
+type HostArb = typeof hostArb extends fc.Arbitrary<infer T> ? T : never;
+
+describe('placement properties (fast-check)', () => {
+  it('a plan never overcommits a host nor shares a hard class, and commits whole on the state it saw', () => {
+    fc.assert(
+      fc.property(farmArb, ({ hosts, vms, policy }) => {
+        const b = build(hosts);
+        vms.forEach((v, i) => b.vm(`v${i}`, { name: `vm-${i}`, ...v }));
+        const items = vms.map((_, i) => ({
+          vmId: `v${i}`,
+          config: b.s.vms.get(`v${i}`)!.config,
+          pinnedHostId: '',
+        }));
+        const plan = planPlacements(b.s, items, { policy, vcpuRatio: 8 });
+        expect(plan.placements.length + plan.failures.length).to.equal(vms.length);
+        const [r] = b.must({ type: 'vm.place', placements: plan.placements.map((p) => ({ ...p })) });
+        expect((r as { rejected: unknown[] }).rejected).to.deep.equal([]);
+        expect(violations(b.s)).to.deep.equal([]);
+      }),
+      { numRuns: 200, seed: 20261201 },
+    );
+  });
+
+  it('the state machine refuses any placement that would break a promise, whatever the plan says', () => {
+    fc.assert(
+      fc.property(
+        farmArb,
+        fc.array(fc.tuple(fc.nat(), fc.nat()), { minLength: 1, maxLength: 60 }),
+        ({ hosts, vms }, picks) => {
+          const b = build(hosts);
+          vms.forEach((v, i) => b.vm(`v${i}`, { name: `vm-${i}`, ...v }));
+          // An adversarial plan: any VM onto any host, in batches.
+          for (let i = 0; i < picks.length; i += 7) {
+            const placements = picks.slice(i, i + 7).map(([v, h]) => ({
+              vmId: `v${v % vms.length}`,
+              hostId: `h${h % hosts.length}`,
+              note: '',
+            }));
+            b.must({ type: 'vm.place', placements });
+            expect(violations(b.s)).to.deep.equal([]);
+          }
+        },
+      ),
+      { numRuns: 200, seed: 20261202 },
+    );
+  });
+
+  it("the planner's fast path agrees with the filters: it picks a feasible host, the best one, or none when none fits", () => {
+    fc.assert(
+      fc.property(
+        farmArb,
+        vmArb,
+        fc.array(fc.nat(), { maxLength: 20 }),
+        ({ hosts, vms, policy }, vm, picks) => {
+          const b = build(hosts);
+          vms.forEach((v, i) => b.vm(`v${i}`, { name: `vm-${i}`, ...v }));
+          b.apply({
+            type: 'vm.place',
+            placements: picks.map((h, i) => ({
+              vmId: `v${i % vms.length}`,
+              hostId: `h${h % hosts.length}`,
+              note: '',
+            })),
+          });
+          const { verdicts, chosen } = explainPlacement(b.s, vmConfig({ name: 'new', ...vm }), {
+            policy,
+            vcpuRatio: 8,
+          });
+          const feasible = verdicts.filter((v) => v.feasible);
+          if (feasible.length === 0) {
+            expect(chosen).to.equal('');
+            return;
+          }
+          const best = Math.max(...feasible.map((v) => v.score));
+          const pick = verdicts.find((v) => v.hostId === chosen);
+          expect(pick?.feasible, `chosen ${chosen}`).to.equal(true);
+          expect(pick!.score).to.be.closeTo(best, 1e-9);
+        },
+      ),
+      { numRuns: 300, seed: 20261203 },
+    );
+  });
+
+  it('replicas that apply the same log agree, and a snapshot taken midway changes nothing', () => {
+    fc.assert(
+      fc.property(
+        farmArb,
+        fc.array(fc.tuple(fc.nat(), fc.nat()), { maxLength: 30 }),
+        ({ hosts, vms, policy }, picks) => {
+          const run = (snapshotAt: number) => {
+            let b = build(hosts);
+            vms.forEach((v, i) => {
+              if (i === snapshotAt) {
+                b = b.restoredCopy(decodeSnapshot(encodeSnapshot(b.s)));
+              }
+              b.vm(`v${i}`, { name: `vm-${i}`, ...v });
+            });
+            const items = vms.map((_, i) => ({
+              vmId: `v${i}`,
+              config: b.s.vms.get(`v${i}`)!.config,
+              pinnedHostId: '',
+            }));
+            b.must({
+              type: 'vm.place',
+              placements: planPlacements(b.s, items, { policy, vcpuRatio: 8 }).placements,
+            });
+            for (const [v, state] of picks)
+              b.report(`v${v % vms.length}`, ['OFF', 'RUNNING', 'SAVED'][state % 3]!);
+            return Buffer.from(encodeSnapshot(b.s)).toString();
+          };
+          expect(run(Math.floor(vms.length / 2))).to.equal(run(-1));
+        },
+      ),
+      { numRuns: 100, seed: 20261204 },
+    );
+  });
+});
