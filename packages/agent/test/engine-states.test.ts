@@ -7,7 +7,10 @@ import { makeEngine, mib, vmConfig } from './helpers.js';
 const ACTIONS = Object.keys(ACTION_RULES) as Exclude<VmAction, 'VM_ACTION_UNSPECIFIED'>[];
 
 /** Drives a fresh VM named 'web-1' into `state` on a virtual clock (I/O effects completed inline). */
-function vmIn(state: VmState): HypervisorEngine {
+/** Unknown is the farm's word for a VM it cannot see: no VM on an agent is ever in it. */
+type AgentState = Exclude<VmState, 'VM_STATE_UNKNOWN'>;
+
+function vmIn(state: AgentState): HypervisorEngine {
   const e = makeEngine();
   e.vms.create('vm-1', vmConfig('web-1'));
   const act = (a: VmAction) => e.power.change('vm-1', a);
@@ -16,7 +19,7 @@ function vmIn(state: VmState): HypervisorEngine {
       if (eff.kind === 'save') eff.saved(eff.memory.stateHash(eff.deviceState));
     }
   };
-  const reach: Record<VmState, () => void> = {
+  const reach: Record<AgentState, () => void> = {
     VM_STATE_UNSPECIFIED: () => undefined,
     VM_STATE_OFF: () => undefined,
     VM_STATE_STARTING: () => act('VM_ACTION_START'),

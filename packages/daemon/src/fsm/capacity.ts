@@ -33,7 +33,7 @@ export function hostLoad(s: FarmState, host: HostRecord, except?: string): HostL
 
 export function addToLoad(load: HostLoad, host: HostRecord, config: VmConfig): void {
   load.memoryBytes += vmMemoryCost(host, config);
-  load.vcpus += config.processor?.count ?? 0;
+  load.vcpus += config.processor.count;
   load.vms += 1;
   for (const [name, hard] of antiAffinityClasses(config)) {
     let members = load.classes.get(name);

@@ -23,5 +23,12 @@ export type Command = {
 
 export type CommandOf<T extends CommandType> = Extract<Command, { type: T }>;
 
+/** A command before the proposer stamps it with its request id and time. */
+export type CommandBody = Command extends infer C
+  ? C extends unknown
+    ? Omit<C, 'rid' | 't'>
+    : never
+  : never;
+
 /** The version of the command and snapshot formats this code writes. It reads every older one. */
 export const FORMAT_VERSION = 1;

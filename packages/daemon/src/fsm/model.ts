@@ -1,4 +1,6 @@
 import type { pb, VmActionName, VmStateName } from '@hyperfarm/api';
+import type { z } from 'zod';
+import type { vmConfigSchema } from './schemas.js';
 
 export type { VmActionName, VmStateName };
 
@@ -11,7 +13,8 @@ export type { VmActionName, VmStateName };
 
 export type HostStateName = Exclude<pb.HostState__Output, 'HOST_STATE_UNSPECIFIED'>;
 export type HeartbeatName = pb.HeartbeatStatus__Output;
-export type VmConfig = pb.VmConfig__Output;
+/** A complete VM configuration, as the edge hands it to the state machine after validation. */
+export type VmConfig = z.output<typeof vmConfigSchema>;
 export type LimitsProfile = pb.LimitsProfile__Output;
 export type GuestOs = pb.GuestOs__Output;
 

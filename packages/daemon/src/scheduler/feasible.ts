@@ -52,7 +52,7 @@ export const FILTERS: readonly Filter[] = [
       const guest = ctx.guests.get(config.guestOs);
       if (!guest || !host.guestOsIds.includes(config.guestOs))
         return `guest OS '${config.guestOs}' is not in its catalog`;
-      const vcpus = config.processor?.count ?? 0;
+      const vcpus = config.processor.count;
       const limits = host.limits;
       if (vcpus > limits.maxVcpusPerVm)
         return `${plural(vcpus, 'virtual processor')} exceed the ${limits.name} limits profile's ${limits.maxVcpusPerVm} per VM`;
@@ -86,7 +86,7 @@ export const FILTERS: readonly Filter[] = [
     name: 'vcpu-ratio',
     safety: false,
     check: (ctx, host, load, { config }) => {
-      const total = load.vcpus + (config.processor?.count ?? 0);
+      const total = load.vcpus + config.processor.count;
       const cap = ctx.vcpuRatio * host.capacity.logicalProcessors;
       return total > cap
         ? `${plural(total, 'virtual processor')} with this VM, above ${ctx.vcpuRatio} per logical processor (${cap})`

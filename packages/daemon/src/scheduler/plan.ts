@@ -98,7 +98,7 @@ class HostTable {
 
   private shape(ask: PlacementAsk): Uint8Array {
     const c = ask.config;
-    const key = `${c.guestOs}\u0000${c.processor?.count ?? 0}\u0000${c.memoryBytes}`;
+    const key = `${c.guestOs}\u0000${c.processor.count}\u0000${c.memoryBytes}`;
     let ok = this.shapes.get(key);
     if (!ok) {
       const guest = FILTERS.find((f) => f.name === 'guest')!;
@@ -115,7 +115,7 @@ class HostTable {
     candidates: Iterable<number>,
   ): { i: number; score: number; conflicts: number } | undefined {
     const c = ask.config;
-    const vcpus = c.processor?.count ?? 0;
+    const vcpus = c.processor.count;
     const shape = this.shape(ask);
     const switches = FILTERS.find((f) => f.name === 'switches')!;
     const needsSwitch = c.networkAdapters.some((n) => n.switchName !== '');
@@ -216,7 +216,7 @@ export function explainPlacement(
       opts.policy,
       load.memoryBytes + cost,
       usableMemory(host),
-      load.vcpus + (config.processor?.count ?? 0),
+      load.vcpus + config.processor.count,
       ctx.vcpuRatio * host.capacity.logicalProcessors,
     );
     return {

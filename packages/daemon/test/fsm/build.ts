@@ -2,14 +2,14 @@ import { expect } from 'chai';
 import {
   applyEntry,
   emptyState,
-  type Command,
+  type CommandBody,
   type CommandResult,
   type FarmState,
   type HostStateName,
 } from '../../src/fsm/index.js';
 import { hostPayload, vmConfig, type HostSpec, type VmSpec } from './fixtures.js';
 
-type Body = Omit<Command, 'rid' | 't'>;
+type Body = CommandBody;
 
 /** A farm state built through real commands, for the scheduler and controller tests. */
 export class FarmBuilder {
@@ -66,7 +66,7 @@ export class FarmBuilder {
     });
     if (on) {
       const [r] = this.must({ type: 'vm.place', placements: [{ vmId: id, hostId: on, note: '' }] });
-      expect((r as { placed: string[] }).placed, `placing ${id} on ${on}`).to.deep.equal([id]);
+      expect(field(r, 'placed'), `placing ${id} on ${on}`).to.deep.equal([id]);
     }
     return this;
   }
@@ -92,4 +92,10 @@ export class FarmBuilder {
     });
     return this;
   }
+}
+
+/** A field of a successful result. */
+export function field(r: CommandResult | undefined, key: string): unknown {
+  expect(r, JSON.stringify(r)).to.include({ ok: true });
+  return (r as Record<string, unknown>)[key];
 }

@@ -7,6 +7,7 @@ import {
   DEFAULT_SETTINGS,
   type CheckpointRecord,
   type Command,
+  type CommandBody,
   type FarmEvent,
   type FarmState,
   type HostRecord,
@@ -127,7 +128,7 @@ export class FarmHarness {
     }
   }
 
-  private apply(c: Case, commands: Omit<Command, 'rid' | 't'>[]): string {
+  private apply(c: Case, commands: CommandBody[]): string {
     this.clock += 1000;
     // A command line may carry its own rid; a directive's rid= names its only command.
     const full = commands.map((cmd) => ({

@@ -11,7 +11,7 @@ import {
   type HostStateName,
 } from '../../src/fsm/index.js';
 import { explainPlacement, planPlacements, type SchedulerOptions } from '../../src/scheduler/index.js';
-import { FarmBuilder } from '../fsm/build.js';
+import { FarmBuilder, field } from '../fsm/build.js';
 import { vmConfig, type VmSpec } from '../fsm/fixtures.js';
 
 /** The farm's two placement promises, checked on committed state. */
@@ -87,7 +87,7 @@ describe('placement properties (fast-check)', () => {
         const plan = planPlacements(b.s, items, { policy, vcpuRatio: 8 });
         expect(plan.placements.length + plan.failures.length).to.equal(vms.length);
         const [r] = b.must({ type: 'vm.place', placements: plan.placements.map((p) => ({ ...p })) });
-        expect((r as { rejected: unknown[] }).rejected).to.deep.equal([]);
+        expect(field(r, 'rejected')).to.deep.equal([]);
         expect(violations(b.s)).to.deep.equal([]);
       }),
       { numRuns: 200, seed: 20261201 },
