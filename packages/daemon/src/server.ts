@@ -49,6 +49,13 @@ export async function startDaemon(
     registry: metrics.registry,
     forwardProposals: true,
     ...(config.tls ? { tls: config.tls } : {}),
+    // A failed disk or a broken invariant: a replica that cannot trust its log leaves the
+    // cluster loudly (its peers carry on) and is restarted from its disk, as etcd does.
+    onFatal: (err) => {
+      logger.fatal({ err }, 'the Raft node failed and stopped: exiting');
+      logger.flush();
+      process.exit(1);
+    },
   });
   let server: RunningServer;
   try {

@@ -38,3 +38,10 @@ export class RaftArgumentError extends Error {
     this.name = 'RaftArgumentError';
   }
 }
+
+/** Whether `err` is the core declining an input (nothing changed), as opposed to a failure. */
+export function isRefusal(err: unknown): boolean {
+  return (
+    err instanceof NotLeaderError || err instanceof ProposalDroppedError || err instanceof RaftArgumentError
+  );
+}

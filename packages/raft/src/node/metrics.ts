@@ -9,6 +9,7 @@ export class RaftMetrics {
   readonly fsyncSeconds: Histogram;
   readonly entriesPerFsync: Histogram;
   readonly appliedIndex: Gauge;
+  readonly droppedMessages: Counter;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -38,5 +39,11 @@ export class RaftMetrics {
       registers,
     });
     this.appliedIndex = new Gauge({ name: 'raft_applied_index', help: 'Last applied log index', registers });
+    this.droppedMessages = new Counter({
+      name: 'raft_dropped_messages_total',
+      help: "Peers' messages the core refused as malformed or out of place, by error",
+      labelNames: ['reason'],
+      registers,
+    });
   }
 }

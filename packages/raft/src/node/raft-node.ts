@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { pb, TlsFiles } from '@hyperfarm/api';
 import { Registry } from 'prom-client';
 import { decodeConfChange } from '../core/entries.js';
-import { NotLeaderError, ProposalDroppedError, RaftArgumentError } from '../core/errors.js';
+import { isRefusal, NotLeaderError, ProposalDroppedError, RaftArgumentError } from '../core/errors.js';
 import { type MemoryStorage } from '../core/memory-storage.js';
 import { RawNode, type RaftStatus } from '../core/raw-node.js';
 import { SeededRng } from '../core/rng.js';
@@ -176,13 +176,13 @@ export class RaftNode {
         tls: opts.tls,
         handlers: {
           onMessages: (messages) => node.onMessages(messages),
-          onUnreachable: (peer) => node.guard(() => node.raw.reportUnreachable(peer)),
-          onSnapshotStatus: (peer, ok) => node.guard(() => node.raw.reportSnapshot(peer, ok)),
+          onUnreachable: (peer) => node.input(() => node.raw.reportUnreachable(peer)),
+          onSnapshotStatus: (peer, ok) => node.input(() => node.raw.reportSnapshot(peer, ok)),
           forwardPropose: (data) => node.proposeLocal(data).catch(throwRaftApiError),
           forwardReadIndex: () => node.readIndex().catch(throwRaftApiError),
         },
       });
-      node.ticker = setInterval(() => node.guard(() => node.raw.tick()), opts.tickMs ?? 100);
+      node.ticker = setInterval(() => node.input(() => node.raw.tick()), opts.tickMs ?? 100);
       node.loopDone = node.loop();
       return node;
     } catch (err) {
@@ -360,19 +360,34 @@ export class RaftNode {
 
   // --- the loop ---
 
+  /**
+   * Steps peers' messages. The core refuses a message that makes no sense (addressed to another
+   * node, from itself, without a term; a forwarded proposal it cannot take): such a message is
+   * dropped and counted. Any other exception is the core finding its own state broken (say, an
+   * append conflicting with a committed entry): the node stops, as etcd panics, rather than
+   * carry on from a state it no longer trusts.
+   */
   private onMessages(messages: Message[]): void {
     for (const m of messages) {
-      this.guard(() => this.raw.step(m));
+      this.input(() => {
+        try {
+          this.raw.step(m);
+        } catch (err) {
+          if (!isRefusal(err)) throw err;
+          this.metrics.droppedMessages.inc({ reason: (err as Error).name });
+        }
+      });
     }
   }
 
-  /** Runs an input to the core, ignoring bad input from peers, and wakes the loop. */
-  private guard(fn: () => void): void {
+  /** Runs an input to the core and wakes the loop; an exception from the core is fatal. */
+  private input(fn: () => void): void {
     if (this.stopped) return;
     try {
       fn();
-    } catch {
-      // A message the core refuses (wrong recipient, a removed member...) is dropped.
+    } catch (err) {
+      this.fatal(err);
+      return;
     }
     this.notify();
   }
@@ -548,14 +563,24 @@ export class RaftNode {
     this.snapshotIndex = index;
   }
 
+  /**
+   * Stops the node for good (a failed disk write, a broken invariant): pending requests fail and
+   * `onFatal` hears of it; without an `onFatal` the error is thrown out of the event loop, so
+   * the process crashes as etcd's would, instead of running on without consensus.
+   */
   private fatal(err: unknown): void {
+    if (this.failure !== undefined || this.stopped) return;
     this.failure = err;
     this.stopped = true;
     clearInterval(this.ticker);
     this.failAll(err);
     this.transport.close();
     void this.storage.close();
-    this.opts.onFatal?.(err);
+    if (this.opts.onFatal) this.opts.onFatal(err);
+    else
+      setImmediate(() => {
+        throw err;
+      });
   }
 
   /** Fails what waits: a proposal already in the log may still commit, so its outcome is unknown. */

@@ -2,7 +2,8 @@ import { type ConfChange, ConfChangeType } from '../types.js';
 import type { Cluster } from './cluster.js';
 import { SimDisk } from './disk.js';
 import { randomNetworkFaults, randomPartition } from './faults.js';
-import { isAlive, isRefusal, type Member } from './member.js';
+import { isRefusal } from '../core/errors.js';
+import { isAlive, type Member } from './member.js';
 
 /**
  * The chaos, drawn once per tick from the fault generator: partitions and new network faults,

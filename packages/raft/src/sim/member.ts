@@ -44,11 +44,3 @@ export type LiveMember = Member & { node: SimNode };
 export function isAlive(m: Member): m is LiveMember {
   return m.node !== undefined;
 }
-
-/** Errors a node throws to refuse an operation it did not perform. */
-const REFUSALS = new Set(['NotLeaderError', 'ProposalDroppedError', 'RaftArgumentError']);
-
-/** Whether `err` is a node declining an operation (as opposed to a node failing). */
-export function isRefusal(err: unknown): boolean {
-  return REFUSALS.has((err as Error)?.name ?? '');
-}

@@ -3,7 +3,8 @@ import type { KvInput, KvOutput } from '../checker/kv-model.js';
 import type { NodeId } from '../types.js';
 import type { Cluster } from './cluster.js';
 import { encodeCommand } from './kv-app.js';
-import { isAlive, isRefusal, type Member } from './member.js';
+import { isRefusal } from '../core/errors.js';
+import { isAlive, type Member } from './member.js';
 import { UNITS_PER_TICK } from './options.js';
 import type { SimRng } from './rng.js';
 

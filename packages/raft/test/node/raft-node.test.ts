@@ -7,12 +7,13 @@ import { Registry } from 'prom-client';
 import type { ServiceError } from '@grpc/grpc-js';
 import { createClient, hyperfarmProto, leaderHint, promiseClient, status } from '@hyperfarm/api';
 import { NotLeaderError, RaftArgumentError } from '../../src/core/errors.js';
-import { OutcomeUnknownError } from '../../src/node/errors.js';
+import { NodeStoppedError, OutcomeUnknownError } from '../../src/node/errors.js';
+import { GrpcTransport } from '../../src/transport/grpc-transport.js';
 import { encodeKvCommand, KvStateMachine } from '../../src/node/kv-state-machine.js';
 import { RaftNode } from '../../src/node/raft-node.js';
 import type { PersistRequest } from '../../src/storage/level-storage.js';
-import { EntryType } from '../../src/types.js';
-import { serveRaft, waitFor } from '../transport/helpers.js';
+import { EntryType, MessageType } from '../../src/types.js';
+import { message, serveRaft, waitFor, waitForAsync } from '../transport/helpers.js';
 
 const freePort = async (): Promise<number> => (await freePorts('127.0.0.1', 1))[0]!;
 
@@ -27,6 +28,8 @@ interface Member {
   node: RaftNode | undefined;
   server: RunningServer | undefined;
   registry: Registry;
+  /** What stopped the node for good, if anything did. */
+  fatal?: unknown;
   /** Runs before each of this member's storage batches (stall or fail its disk). */
   beforeWrite?: (request: PersistRequest) => Promise<void>;
 }
@@ -93,6 +96,7 @@ class Cluster {
       registry: m.registry,
       requestTimeoutMs: this.opts.requestTimeoutMs ?? 5_000,
       beforeWrite: (request) => m.beforeWrite?.(request),
+      onFatal: (err) => (m.fatal = err),
     });
     m.server = await serveRaft(m.node, m.address);
   }
@@ -202,6 +206,48 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
       });
     } finally {
       release();
+    }
+  });
+
+  it('drops and counts a malformed message, but stops when a message breaks a committed entry', async () => {
+    const leader = await startThree();
+    const follower = await followerThatKnows(leader);
+    // A peer speaking as the leader, straight onto the follower's RaftService.
+    const impostor = new GrpcTransport({
+      id: leader.id,
+      peers: { [follower.id]: follower.address },
+      handlers: { onMessages: () => undefined },
+    });
+    try {
+      impostor.send([message({ from: leader.id, to: follower.id, type: MessageType.Append, term: 0 })]);
+      await waitForAsync('the refusal counted', async () =>
+        /raft_dropped_messages_total\{reason="RaftArgumentError"\} 1/.test(await follower.registry.metrics()),
+      );
+      assert.equal(follower.fatal, undefined);
+      const { index } = await leader.node!.propose(put('b', '2'));
+      await waitFor('follower committed it', () => follower.node!.status().commit === index);
+      const term = follower.node!.status().term;
+
+      // Entry `index` is committed with `term`; an append carrying another term for it says
+      // this node's log and the leader's disagree on committed history (etcd panics on it).
+      impostor.send([
+        message({
+          from: leader.id,
+          to: follower.id,
+          type: MessageType.Append,
+          term,
+          index,
+          logTerm: term,
+          commit: index,
+          entries: [{ index, term: term + 1, type: EntryType.Normal, data: put('b', 'forged') }],
+        }),
+      ]);
+      await waitFor('the follower stopped', () => follower.fatal !== undefined);
+      assert.match(String(follower.fatal), /conflicts with a committed entry/);
+      await assert.rejects(follower.node!.read(), NodeStoppedError);
+      assert.notEqual(follower.sm.get('b'), 'forged');
+    } finally {
+      impostor.close();
     }
   });
 
