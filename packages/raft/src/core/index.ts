@@ -8,3 +8,4 @@ export type { ProposeResult } from './raft.js';
 export * from './raw-node.js';
 export * from './rng.js';
 export * from './conf-change.js';
+export { ReadIds } from './read-ids.js';

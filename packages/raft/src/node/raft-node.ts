@@ -1,9 +1,10 @@
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import type { pb, TlsFiles } from '@hyperfarm/api';
 import { Registry } from 'prom-client';
 import { decodeConfChange } from '../core/entries.js';
 import { isRefusal, NotLeaderError, ProposalDroppedError, RaftArgumentError } from '../core/errors.js';
 import { type MemoryStorage } from '../core/memory-storage.js';
+import { ReadIds } from '../core/read-ids.js';
 import { RawNode, type RaftStatus } from '../core/raw-node.js';
 import { SeededRng } from '../core/rng.js';
 import { LevelStorage, type LevelStorageOptions } from '../storage/level-storage.js';
@@ -122,7 +123,8 @@ export class RaftNode {
   private snapshotIndex: number;
   private leader: NodeId = '';
   private role: Role = Role.Follower;
-  private readCounter = 0;
+  /** Unique across restarts: see ReadIds. */
+  private readonly readIds: ReadIds;
   private readonly proposals = new Map<number, ProposalWaiter>();
   private readonly reads = new Map<string, { resolve(index: number): void; reject(err: unknown): void }>();
   private appliedWaiters: IndexWaiter[] = [];
@@ -138,6 +140,7 @@ export class RaftNode {
     this.addresses = addresses;
     this.metrics = new RaftMetrics(opts.registry ?? new Registry());
     this.timeoutMs = opts.requestTimeoutMs ?? 10_000;
+    this.readIds = new ReadIds(opts.id, randomBytes(8).toString('hex'));
     const snap = mem.snapshot();
     this.applied = snap.meta.index;
     this.snapshotIndex = snap.meta.index;
@@ -329,7 +332,7 @@ export class RaftNode {
   /** Asks the core for a read index (the leader confirms it still leads). */
   private async readIndex(): Promise<number> {
     this.assertRunning();
-    const context = `${this.opts.id}/${++this.readCounter}`;
+    const context = this.readIds.next();
     this.core(() => this.raw.readIndex(new TextEncoder().encode(context)));
     this.notify();
     return withTimeout<number>('read index', this.timeoutMs, (resolve, reject, onCancel) => {

@@ -1,3 +1,4 @@
+import { ReadIds } from '../core/read-ids.js';
 import type { ConfChange, NodeId } from '../types.js';
 import { MessageType, Role } from '../types.js';
 import type { KvOutput } from '../checker/kv-model.js';
@@ -76,6 +77,8 @@ export class Cluster {
       removed: false,
       pendingWrites: new Map(),
       pendingReads: new Map(),
+      readIds: new ReadIds(id, '0'),
+      boots: 0,
     };
     disk.onSync = (ops, durable) => {
       for (const op of ops) if (op.kind === 'append') this.inv.durableAppend(id, op.entries, durable);
@@ -97,6 +100,7 @@ export class Cluster {
     m.role = Role.Follower;
     m.leader = '';
     m.restartAt = Infinity;
+    m.readIds = new ReadIds(m.id, String(++m.boots));
     this.inv.restored(m.id, m.applied);
     m.node = this.opts.factory({ id: m.id, storage, applied: m.applied, rng: this.rng.fork() });
   }

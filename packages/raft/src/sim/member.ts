@@ -1,3 +1,4 @@
+import type { ReadIds } from '../core/read-ids.js';
 import type { ConfState, NodeId, Ready, Role } from '../types.js';
 import type { SimDisk } from './disk.js';
 import type { KvStateMachine } from './kv-app.js';
@@ -35,7 +36,12 @@ export interface Member {
   crashWhen?: (rd: Ready) => boolean;
   removed: boolean;
   pendingWrites: Map<number, number>;
+  /** By ReadIndex request id. */
   pendingReads: Map<string, PendingRead>;
+  /** Ids for this incarnation's reads, made as RaftNode makes them. */
+  readIds: ReadIds;
+  /** Times the node booted: its incarnation. */
+  boots: number;
 }
 
 /** A member whose process is running. */

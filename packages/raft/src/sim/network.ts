@@ -37,6 +37,7 @@ export class SimNetwork {
   private queue: InFlight[] = [];
   private seq = 0;
   private readonly blocked = new Set<string>();
+  private holds: Array<(msg: Message) => boolean> = [];
   faults: NetworkFaults;
   stats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, blocked: 0 };
   /** Told about every message that will never arrive (the sender of a snapshot must hear of it). */
@@ -85,7 +86,7 @@ export class SimNetwork {
     const due: InFlight[] = [];
     const rest: InFlight[] = [];
     for (const m of this.queue) {
-      if (m.at <= now && canReceive(m.msg.to)) due.push(m);
+      if (m.at <= now && canReceive(m.msg.to) && !this.holds.some((held) => held(m.msg))) due.push(m);
       else rest.push(m);
     }
     this.queue = rest;
@@ -101,6 +102,19 @@ export class SimNetwork {
       out.push(m.msg);
     }
     return out;
+  }
+
+  /**
+   * Holds back every message for which `held` is true, until `release` (a scenario's slow
+   * link): they stay in flight, neither lost nor delivered.
+   */
+  hold(held: (msg: Message) => boolean): void {
+    this.holds.push(held);
+  }
+
+  /** Lets messages held by `held` (every hold, if absent) arrive, in the order they were sent. */
+  release(held?: (msg: Message) => boolean): void {
+    this.holds = held ? this.holds.filter((h) => h !== held) : [];
   }
 
   /** Messages that waited for a paused node arrive spread over the next `spread` units. */

@@ -12,7 +12,7 @@ export type OpState = 'pending' | 'ok' | 'unknown' | 'failed';
 
 export interface Client {
   id: number;
-  busy?: { op: number; node: NodeId; deadline: number; write: boolean };
+  busy?: { op: number; node: NodeId; deadline: number; write: boolean; read?: string };
   nextAt: number;
   hint: NodeId;
   /** The probe write issued after healing, which must commit within the bound. */
@@ -45,9 +45,9 @@ export class Workload {
     for (const c of this.clients) {
       if (c.busy) {
         if (now >= c.busy.deadline) {
-          const { op, node, write } = c.busy;
+          const { op, node, write, read } = c.busy;
           const m = this.cluster.members.get(node);
-          m?.pendingReads.delete(`r${op}`);
+          if (read) m?.pendingReads.delete(read);
           m?.pendingWrites.delete(op);
           this.finish(op, write ? 'unknown' : 'failed');
         }
@@ -65,11 +65,13 @@ export class Workload {
     const op = this.history.invoke(c.id, input, cluster.now);
     this.opState.set(op, 'pending');
     if (cluster.opts.trace) cluster.log(`op ${op} client ${c.id} → ${m.id}: ${JSON.stringify(input)}`);
+    const read = input.op === 'get' ? m.readIds.next() : undefined;
     c.busy = {
       op,
       node: m.id,
       deadline: cluster.now + cluster.opts.opTimeoutTicks * UNITS_PER_TICK,
       write: input.op !== 'get',
+      ...(read ? { read } : {}),
     };
     if (!isAlive(m) || m.pausedUntil > cluster.now) {
       // Connection refused, or the node is frozen: the client gives up at once, nothing was sent.
@@ -77,16 +79,15 @@ export class Workload {
       return op;
     }
     try {
-      if (input.op === 'get') {
-        const ctx = `r${op}`;
-        m.pendingReads.set(ctx, { op, client: c.id, key: input.key });
-        m.node.readIndex(encoder.encode(ctx));
+      if (read) {
+        m.pendingReads.set(read, { op, client: c.id, key: input.key });
+        m.node.readIndex(encoder.encode(read));
       } else {
         m.pendingWrites.set(op, c.id);
         m.node.propose(encodeCommand({ op, input }));
       }
     } catch (err) {
-      m.pendingReads.delete(`r${op}`);
+      if (read) m.pendingReads.delete(read);
       m.pendingWrites.delete(op);
       this.refused(op, m, err);
       const leader = (err as { leader?: unknown }).leader;

@@ -4,7 +4,7 @@ import type { ReadyDiscipline } from '../../src/sim/node.js';
 import { rawNodeFactory } from '../../src/sim/raw-node-adapter.js';
 import type { SimRaftConfig } from '../../src/sim/raw-node-adapter.js';
 import { Simulation } from '../../src/sim/simulation.js';
-import { EntryType, type NodeId } from '../../src/types.js';
+import { EntryType, type Message, MessageType, type NodeId } from '../../src/types.js';
 
 const NODES: NodeId[] = ['n1', 'n2', 'n3'];
 
@@ -275,6 +275,53 @@ describe('raft scenarios with crashes that lose unsynced writes', () => {
       const { sim, get } = readAfterPause({ readOnly: 'lease' });
       assert.equal(sim.opStatus(get), 'ok');
       assert.equal(sim.checkHistory(), 'illegal');
+    });
+  });
+
+  describe('a follower restarted with a read in flight', () => {
+    /**
+     * A follower asks the leader to confirm a read; before the heartbeat round confirms it, the
+     * follower restarts and a write commits without it. A client then reads from the restarted
+     * follower. The leader's answer to the first request must not answer the second: if the new
+     * incarnation reused the first request's id, it would take that old read index, below the
+     * write, and return the value from before it.
+     */
+    it('a read of the new incarnation never takes an answer meant for the old one', () => {
+      const { sim, leader, followers } = quietCluster({ seed: 31 });
+      const [f, g] = followers as [NodeId, NodeId];
+      assert.equal(sim.opStatus(perform(sim, 0, leader, { op: 'put', key: 'x', value: 'old' })), 'ok');
+
+      // Heartbeat acknowledgements (which confirm reads) and the appends to f are slow.
+      const acks = (m: Message) => m.type === MessageType.HeartbeatResponse && m.to === leader;
+      const appendsToF = (m: Message) => m.type === MessageType.Append && m.to === f;
+      sim.network.hold(acks);
+      sim.network.hold(appendsToF);
+      const first = sim.submit(0, f, { op: 'get', key: 'x' });
+      sim.runTicks(1);
+      assert.equal(sim.opStatus(first), 'pending', 'the read was confirmed despite the held acks');
+
+      sim.crashNode(f);
+      sim.restartNode(f);
+      assert.ok(
+        sim.runUntil(() => sim.roleOf(f).leader === leader, 20),
+        `${f} never heard the leader`,
+      );
+      const put = perform(sim, 1, leader, { op: 'put', key: 'x', value: 'new' });
+      assert.equal(sim.opStatus(put), 'ok', `the leader and ${g} are a quorum`);
+      assert.equal(sim.valueAt(f, 'x'), 'old', `${f} must not have the write yet`);
+      sim.runTicks(1); // the read starts strictly after the write was acknowledged
+
+      const second = sim.submit(2, f, { op: 'get', key: 'x' });
+      sim.network.release(acks);
+      sim.runTicks(3);
+      sim.network.release(appendsToF);
+      assert.ok(
+        sim.runUntil(() => sim.opStatus(second) !== 'pending', 30),
+        'the second read never ended',
+      );
+      assert.equal(sim.opStatus(second), 'ok');
+      assert.deepEqual(sim.violations, []);
+      assert.equal(sim.checkHistory(), 'ok', 'the restarted follower served a stale read');
     });
   });
 });
