@@ -47,6 +47,7 @@ interface SeedSummary {
   confChanges: number;
   snapshots: number;
   transfers: number;
+  forwarded: number;
 }
 
 function runSeed(seed: number, spec: Omit<RunSpec, 'seeds'>): SeedSummary {
@@ -73,6 +74,7 @@ function runSeed(seed: number, spec: Omit<RunSpec, 'seeds'>): SeedSummary {
     confChanges: r.confChanges,
     snapshots: r.snapshotsInstalled,
     transfers: r.transfers,
+    forwarded: r.forwarded,
   };
 }
 
@@ -205,6 +207,7 @@ async function main(): Promise<void> {
         conf_changes: r.confChanges,
         snapshots_installed: r.snapshotsInstalled,
         leader_transfers: r.transfers,
+        forwarded_writes: r.forwarded,
         network: r.network,
       }),
     );
@@ -225,6 +228,7 @@ async function main(): Promise<void> {
   let confChanges = 0;
   let snapshots = 0;
   let transfers = 0;
+  let forwarded = 0;
   let done = 0;
   await runParallel({ seeds, ...common }, o.jobs, (s) => {
     done++;
@@ -238,6 +242,7 @@ async function main(): Promise<void> {
     confChanges += s.confChanges;
     snapshots += s.snapshots;
     transfers += s.transfers;
+    forwarded += s.forwarded;
     if (!s.ok) {
       failed.push(s);
       console.log(`seed ${s.seed} FAILED:\n  ${s.violations.join('\n  ')}\n  replay: ${replay(s.seed)}`);
@@ -283,6 +288,7 @@ async function main(): Promise<void> {
       conf_changes: confChanges,
       snapshots_installed: snapshots,
       leader_transfers: transfers,
+      forwarded_writes: forwarded,
       jobs: o.jobs,
       seconds: Math.round(seconds * 10) / 10,
       seeds_per_s: Math.round((seeds.length / seconds) * 10) / 10,

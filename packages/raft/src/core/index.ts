@@ -9,3 +9,4 @@ export * from './raw-node.js';
 export * from './rng.js';
 export * from './conf-change.js';
 export { ReadIds } from './read-ids.js';
+export { PendingProposals } from './pending-proposals.js';

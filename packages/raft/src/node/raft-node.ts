@@ -4,6 +4,7 @@ import { Registry } from 'prom-client';
 import { decodeConfChange } from '../core/entries.js';
 import { isRefusal, NotLeaderError, ProposalDroppedError, RaftArgumentError } from '../core/errors.js';
 import { type MemoryStorage } from '../core/memory-storage.js';
+import { PendingProposals } from '../core/pending-proposals.js';
 import { ReadIds } from '../core/read-ids.js';
 import { RawNode, type RaftStatus } from '../core/raw-node.js';
 import { SeededRng } from '../core/rng.js';
@@ -125,7 +126,7 @@ export class RaftNode {
   private role: Role = Role.Follower;
   /** Unique across restarts: see ReadIds. */
   private readonly readIds: ReadIds;
-  private readonly proposals = new Map<number, ProposalWaiter>();
+  private readonly proposals = new PendingProposals<ProposalWaiter>();
   private readonly reads = new Map<string, { resolve(index: number): void; reject(err: unknown): void }>();
   private appliedWaiters: IndexWaiter[] = [];
   private leaderWaiters: Array<() => void> = [];
@@ -300,9 +301,19 @@ export class RaftNode {
     const res = this.core(() => this.raw.propose(data));
     if (res.forwarded) throw new Error('the core forwarded a proposal although forwarding is off');
     this.notify();
-    return withTimeout('proposal', this.timeoutMs, (resolve, reject, onCancel) => {
-      this.proposals.set(res.index, { term: res.term, started, resolve, reject });
-      onCancel(() => this.proposals.delete(res.index));
+    return this.waitForEntry('proposal', res, started);
+  }
+
+  /** Waits until the entry proposed at `at` is applied here (see PendingProposals). */
+  private waitForEntry(
+    what: string,
+    at: { index: number; term: number },
+    started: number,
+  ): Promise<{ index: number; result: Uint8Array }> {
+    return withTimeout(what, this.timeoutMs, (resolve, reject, onCancel) => {
+      const waiter: ProposalWaiter = { term: at.term, started, resolve, reject };
+      this.proposals.add(at.index, waiter);
+      onCancel(() => this.proposals.cancel(at.index, waiter));
     });
   }
 
@@ -323,10 +334,7 @@ export class RaftNode {
       }
     }
     this.notify();
-    await withTimeout('membership change', this.timeoutMs, (resolve, reject, onCancel) => {
-      this.proposals.set(res.index, { term: res.term, started, resolve, reject });
-      onCancel(() => this.proposals.delete(res.index));
-    });
+    await this.waitForEntry('membership change', res, started);
   }
 
   /** Asks the core for a read index (the leader confirms it still leads). */
@@ -496,15 +504,12 @@ export class RaftNode {
     this.applied = snapshot.meta.index;
     this.snapshotIndex = snapshot.meta.index;
     // Proposals at or below the snapshot can no longer be matched to their entries.
-    for (const [index, w] of this.proposals) {
-      if (index <= snapshot.meta.index) {
-        this.proposals.delete(index);
-        w.reject(
-          new OutcomeUnknownError(
-            `entry ${index} was replaced by a snapshot from the leader before it was applied here; outcome unknown`,
-          ),
-        );
-      }
+    for (const w of this.proposals.replacedThrough(snapshot.meta.index)) {
+      w.reject(
+        new OutcomeUnknownError(
+          `the log up to ${snapshot.meta.index} was replaced by a snapshot from the leader before the proposal was applied here; outcome unknown`,
+        ),
+      );
     }
   }
 
@@ -522,19 +527,16 @@ export class RaftNode {
       }
     }
     this.applied = e.index;
-    const waiter = this.proposals.get(e.index);
-    if (waiter) {
-      this.proposals.delete(e.index);
-      if (waiter.term === e.term) {
-        this.metrics.commitLatency.observe((performance.now() - waiter.started) / 1000);
-        waiter.resolve({ index: e.index, result });
-      } else {
-        waiter.reject(
-          new ProposalDroppedError(
-            `index ${e.index} was taken by an entry of term ${e.term}: a new leader overwrote it`,
-          ),
-        );
-      }
+    const pending = this.proposals.applied(e);
+    if (pending?.taken) {
+      this.metrics.commitLatency.observe((performance.now() - pending.waiter.started) / 1000);
+      pending.waiter.resolve({ index: e.index, result });
+    } else if (pending) {
+      pending.waiter.reject(
+        new ProposalDroppedError(
+          `index ${e.index} was taken by an entry of term ${e.term}: a new leader overwrote it`,
+        ),
+      );
     }
   }
 
@@ -589,9 +591,8 @@ export class RaftNode {
   /** Fails what waits: a proposal already in the log may still commit, so its outcome is unknown. */
   private failAll(cause: unknown): void {
     const stopped = new NodeStoppedError(this.opts.id, cause);
-    for (const w of this.proposals.values())
+    for (const w of this.proposals.drain())
       w.reject(new OutcomeUnknownError(`${stopped.message} while the proposal waited; outcome unknown`));
-    this.proposals.clear();
     for (const r of this.reads.values()) r.reject(stopped);
     this.reads.clear();
   }

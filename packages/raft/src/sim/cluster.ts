@@ -1,12 +1,13 @@
+import { PendingProposals } from '../core/pending-proposals.js';
 import { ReadIds } from '../core/read-ids.js';
-import type { ConfChange, NodeId } from '../types.js';
+import type { ConfChange, Entry, NodeId } from '../types.js';
 import { MessageType, Role } from '../types.js';
 import type { KvOutput } from '../checker/kv-model.js';
 import type { SimDisk } from './disk.js';
 import { InvariantChecker, type Violation } from './invariants.js';
 import { KvStateMachine } from './kv-app.js';
 import { isAlive, type LiveMember, type Member } from './member.js';
-import type { SimNetwork } from './network.js';
+import { isRpc, type SimNetwork } from './network.js';
 import type { ResolvedSimOptions } from './options.js';
 import { UNITS_PER_TICK } from './options.js';
 import { processReady } from './ready.js';
@@ -16,8 +17,10 @@ import type { SimRng } from './rng.js';
 export interface ClusterHooks {
   /** A node crashed: the client operations it held are abandoned. */
   crashed(m: Member): void;
-  /** A node applied the client write `op`, which returned `out`. */
-  writeApplied(m: Member, op: number, out: KvOutput): void;
+  /** A node applied a client write in entry `e`, which returned `out`. */
+  writeApplied(m: Member, e: Entry, out: KvOutput): void;
+  /** A node installed a snapshot up to `index`. */
+  snapshotInstalled(m: Member, index: number): void;
   /** A node finished a Ready: reads waiting for its applied index may be answered. */
   readyDone(m: Member): void;
   /** The leader applied a membership change. */
@@ -27,6 +30,7 @@ export interface ClusterHooks {
 const NO_HOOKS: ClusterHooks = {
   crashed: () => {},
   writeApplied: () => {},
+  snapshotInstalled: () => {},
   readyDone: () => {},
   confApplied: () => {},
 };
@@ -55,7 +59,7 @@ export class Cluster {
     readonly network: SimNetwork,
   ) {
     this.network.onLost = (msg) => {
-      if (msg.type === MessageType.Snapshot)
+      if (!isRpc(msg) && msg.type === MessageType.Snapshot)
         this.snapshotReports.push({ from: msg.from, to: msg.to, ok: false });
     };
   }
@@ -77,6 +81,7 @@ export class Cluster {
       removed: false,
       pendingWrites: new Map(),
       pendingReads: new Map(),
+      proposals: new PendingProposals(),
       readIds: new ReadIds(id, '0'),
       boots: 0,
     };
@@ -101,6 +106,7 @@ export class Cluster {
     m.leader = '';
     m.restartAt = Infinity;
     m.readIds = new ReadIds(m.id, String(++m.boots));
+    m.proposals = new PendingProposals();
     this.inv.restored(m.id, m.applied);
     m.node = this.opts.factory({ id: m.id, storage, applied: m.applied, rng: this.rng.fork() });
   }

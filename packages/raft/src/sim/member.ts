@@ -3,6 +3,8 @@ import type { ConfState, NodeId, Ready, Role } from '../types.js';
 import type { SimDisk } from './disk.js';
 import type { KvStateMachine } from './kv-app.js';
 import type { SimNode } from './node.js';
+import type { PendingProposals } from '../core/pending-proposals.js';
+import type { ProposedWrite } from './proposals.js';
 import type { CrashPoint } from './options.js';
 
 /** A client read waiting for its ReadIndex to be applied on the node that took it. */
@@ -35,7 +37,10 @@ export interface Member {
   /** Only a Ready for which this holds triggers the armed crash. */
   crashWhen?: (rd: Ready) => boolean;
   removed: boolean;
+  /** Client writes this node took (directly or to forward): op → client. */
   pendingWrites: Map<number, number>;
+  /** Writes this process proposed, by log index, as RaftNode tracks them; lost in a crash. */
+  proposals: PendingProposals<ProposedWrite>;
   /** By ReadIndex request id. */
   pendingReads: Map<string, PendingRead>;
   /** Ids for this incarnation's reads, made as RaftNode makes them. */

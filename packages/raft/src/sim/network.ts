@@ -1,5 +1,11 @@
 import type { Message, NodeId } from '../types.js';
+import type { Rpc } from './proposals.js';
 import type { SimRng } from './rng.js';
+
+/** What travels: Raft's messages, and the RPCs the edge makes besides them (ForwardPropose). */
+export type Packet = Message | Rpc;
+
+export const isRpc = (p: Packet): p is Rpc => 'rpc' in p;
 
 /** How unreliable the simulated network is. Probabilities are per message. */
 export interface NetworkFaults {
@@ -25,7 +31,7 @@ export const RELIABLE: NetworkFaults = {
 interface InFlight {
   at: number;
   seq: number;
-  msg: Message;
+  msg: Packet;
 }
 
 /**
@@ -37,11 +43,11 @@ export class SimNetwork {
   private queue: InFlight[] = [];
   private seq = 0;
   private readonly blocked = new Set<string>();
-  private holds: Array<(msg: Message) => boolean> = [];
+  private holds: Array<(msg: Packet) => boolean> = [];
   faults: NetworkFaults;
   stats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, blocked: 0 };
   /** Told about every message that will never arrive (the sender of a snapshot must hear of it). */
-  onLost?: (msg: Message) => void;
+  onLost?: (msg: Packet) => void;
 
   constructor(
     private readonly rng: SimRng,
@@ -50,7 +56,7 @@ export class SimNetwork {
     this.faults = faults;
   }
 
-  send(msg: Message, now: number): void {
+  send(msg: Packet, now: number): void {
     this.stats.sent++;
     const f = this.faults;
     if (this.isBlocked(msg.from, msg.to)) {
@@ -64,13 +70,14 @@ export class SimNetwork {
       return;
     }
     this.enqueue(msg, now);
-    if (f.duplicate > 0 && this.rng.chance(f.duplicate)) {
+    // An RPC rides on a TCP stream, which never delivers a request twice; Raft's messages may be.
+    if (f.duplicate > 0 && !isRpc(msg) && this.rng.chance(f.duplicate)) {
       this.stats.duplicated++;
       this.enqueue({ ...msg }, now);
     }
   }
 
-  private enqueue(msg: Message, now: number): void {
+  private enqueue(msg: Packet, now: number): void {
     const f = this.faults;
     let delay = this.rng.between(f.minDelay, f.maxDelay);
     if (f.longDelayChance > 0 && this.rng.chance(f.longDelayChance))
@@ -82,7 +89,7 @@ export class SimNetwork {
    * Messages due by `now` whose receiver `canReceive`, in delivery order. A partition that
    * appears while a message is in flight drops it on arrival, as a cut cable would.
    */
-  deliverable(now: number, canReceive: (id: NodeId) => boolean): Message[] {
+  deliverable(now: number, canReceive: (id: NodeId) => boolean): Packet[] {
     const due: InFlight[] = [];
     const rest: InFlight[] = [];
     for (const m of this.queue) {
@@ -91,7 +98,7 @@ export class SimNetwork {
     }
     this.queue = rest;
     due.sort((a, b) => a.at - b.at || a.seq - b.seq);
-    const out: Message[] = [];
+    const out: Packet[] = [];
     for (const m of due) {
       if (this.isBlocked(m.msg.from, m.msg.to)) {
         this.stats.blocked++;
@@ -108,12 +115,12 @@ export class SimNetwork {
    * Holds back every message for which `held` is true, until `release` (a scenario's slow
    * link): they stay in flight, neither lost nor delivered.
    */
-  hold(held: (msg: Message) => boolean): void {
+  hold(held: (msg: Packet) => boolean): void {
     this.holds.push(held);
   }
 
   /** Lets messages held by `held` (every hold, if absent) arrive, in the order they were sent. */
-  release(held?: (msg: Message) => boolean): void {
+  release(held?: (msg: Packet) => boolean): void {
     this.holds = held ? this.holds.filter((h) => h !== held) : [];
   }
 

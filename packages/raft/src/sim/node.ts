@@ -7,12 +7,15 @@ import type { LogStorage } from '../types.js';
  * in deliberately broken nodes to prove that the checks fire.
  *
  * propose, proposeConfChange and readIndex throw when the node refuses (not the leader, a change
- * already pending...): the simulator then knows the operation did not happen.
+ * already pending...): the simulator then knows the operation did not happen. Like RaftNode,
+ * the simulator forwards a follower's writes itself (ForwardPropose, see proposals.ts), so a
+ * follower's core refuses them.
  */
 export interface SimNode {
   tick(): void;
   step(msg: Message): void;
-  propose(data: Uint8Array): unknown;
+  /** Where the leader appended the command. */
+  propose(data: Uint8Array): { index: number; term: number };
   proposeConfChange(cc: ConfChange): unknown;
   readIndex(context: Uint8Array): void;
   hasReady(): boolean;
@@ -39,10 +42,15 @@ export interface SimNodeOptions {
 export type SimNodeFactory = (opts: SimNodeOptions) => SimNode;
 
 /**
- * How a harness processes a Ready. The correct order persists (synced) before it sends; the
+ * How a harness processes a Ready. The defaults are what RaftNode does in production; the
  * broken orders exist so that tests can show the simulator catches them.
  */
 export interface ReadyDiscipline {
   /** Sync the write to disk before sending (false: the OS may lose it in a crash). */
   syncBeforeSend: boolean;
+  /**
+   * A leader sends its Ready's messages first and persists after, as RaftNode's
+   * `leaderParallelPersist` does (default true); every other node persists first.
+   */
+  leaderSendsFirst?: boolean;
 }

@@ -46,7 +46,10 @@ export interface SimOptions {
 }
 
 /** The options with every default filled in. */
-export type ResolvedSimOptions = Required<Omit<SimOptions, 'factory'>> & { factory: SimNodeFactory };
+export type ResolvedSimOptions = Required<Omit<SimOptions, 'factory' | 'discipline'>> & {
+  factory: SimNodeFactory;
+  discipline: Required<ReadyDiscipline>;
+};
 
 export interface SimResult {
   seed: number;
@@ -65,6 +68,8 @@ export interface SimResult {
   snapshotsInstalled: number;
   /** Leadership transfers asked for. */
   transfers: number;
+  /** Client writes a follower forwarded to the leader (ForwardPropose). */
+  forwarded: number;
   network: SimNetwork['stats'];
   trace: string[];
 }
@@ -84,10 +89,10 @@ export function resolveSimOptions(options: SimOptions): ResolvedSimOptions {
     membership: false,
     compactEvery: 40,
     chaos: 1,
-    discipline: { syncBeforeSend: true },
     trace: false,
     checkerMaxSteps: 2_000_000,
     autoRestart: true,
     ...options,
+    discipline: { syncBeforeSend: true, leaderSendsFirst: true, ...options.discipline },
   };
 }

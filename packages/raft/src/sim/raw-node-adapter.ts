@@ -3,8 +3,11 @@ import { RawNode } from '../core/raw-node.js';
 import type { ConfState, NodeId } from '../types.js';
 import type { SimNode, SimNodeFactory, SimNodeOptions } from './node.js';
 
-/** The tunables a simulation may set on every node (ids, storage and rng come from the simulator). */
-export type SimRaftConfig = Omit<RaftConfig, 'id' | 'storage' | 'rng' | 'applied'>;
+/**
+ * The tunables a simulation may set on every node (ids, storage and rng come from the simulator,
+ * and proposals are forwarded by the harness, as RaftNode forwards them).
+ */
+export type SimRaftConfig = Omit<RaftConfig, 'id' | 'storage' | 'rng' | 'applied' | 'forwardProposals'>;
 
 /** The real core, as the simulator drives it. */
 export class RawSimNode implements SimNode {
@@ -17,6 +20,7 @@ export class RawSimNode implements SimNode {
       storage: opts.storage,
       rng: opts.rng,
       applied: opts.applied,
+      forwardProposals: false,
     });
   }
 
@@ -26,8 +30,10 @@ export class RawSimNode implements SimNode {
   step(msg: Parameters<RawNode['step']>[0]): void {
     this.raw.step(msg);
   }
-  propose(data: Uint8Array): unknown {
-    return this.raw.propose(data);
+  propose(data: Uint8Array): { index: number; term: number } {
+    const res = this.raw.propose(data);
+    if (res.forwarded) throw new Error('the core forwarded a proposal although forwarding is off');
+    return res;
   }
   proposeConfChange(cc: Parameters<RawNode['proposeConfChange']>[0]): unknown {
     return this.raw.proposeConfChange(cc);

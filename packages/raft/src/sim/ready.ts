@@ -15,15 +15,19 @@ function isPromise(m: Message): boolean {
 }
 
 /**
- * Processes one Ready as a server would: persist, send, apply, advance; an armed crash strikes
- * at its point inside it.
+ * Processes one Ready as RaftNode does: persist, send, apply, advance; a leader (with
+ * `leaderSendsFirst`, RaftNode's `leaderParallelPersist`) sends before it persists. An armed
+ * crash strikes at its point inside: before persisting (for a leader that sends first: with its
+ * messages gone and nothing written), part-way through sending, or after sending (and
+ * persisting), before a late sync.
  */
 export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Ready): void {
   const { inv, opts } = cluster;
   const armed =
     m.crashIn !== undefined &&
     (m.crashWhen ? m.crashWhen(rd) : m.crashIn !== 'after-promise' || rd.messages.some(isPromise));
-  if (armed && m.crashIn === 'before-persist') {
+  const sendFirst = opts.discipline.leaderSendsFirst && (rd.softState?.role ?? m.role) === Role.Leader;
+  if (armed && m.crashIn === 'before-persist' && !sendFirst) {
     cluster.crash(m, 'before persisting a Ready');
     return;
   }
@@ -31,6 +35,13 @@ export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Rea
     if (rd.softState.role === Role.Leader && m.role !== Role.Leader) cluster.elections++;
     m.role = rd.softState.role;
     m.leader = rd.softState.leader;
+  }
+  if (sendFirst) {
+    if (!sendAll(cluster, m, rd, armed)) return;
+    if (armed && m.crashIn === 'before-persist') {
+      cluster.crash(m, `after sending ${rd.messages.length} messages, before persisting them`);
+      return;
+    }
   }
   // 1. Persist: the snapshot, then the hard state and entries, in one write.
   const ops: DiskOp[] = [];
@@ -53,11 +64,9 @@ export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Rea
     if (rd.hardState) inv.leaderCommitted(m.id, m.term, rd.hardState.commit, m.disk.current);
   }
   // 2. Send.
-  const cut =
-    armed && m.crashIn === 'mid-send' ? cluster.faultRng.int(rd.messages.length + 1) : rd.messages.length;
-  for (let i = 0; i < cut; i++) send(cluster, rd.messages[i]!);
+  if (!sendFirst && !sendAll(cluster, m, rd, armed)) return;
   if (armed) {
-    cluster.crash(m, `after sending ${cut} of ${rd.messages.length} messages`);
+    cluster.crash(m, `after sending ${rd.messages.length} messages`);
     return;
   }
   if (!opts.discipline.syncBeforeSend) m.disk.sync();
@@ -70,6 +79,7 @@ export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Rea
     inv.restored(m.id, m.applied);
     cluster.snapshotsInstalled++;
     cluster.log(`${m.id} installed snapshot at ${s.meta.index} term ${s.meta.term}`);
+    cluster.hooks.snapshotInstalled(m, s.meta.index);
   }
   const appliedConf: ConfChange[] = [];
   for (const e of rd.committedEntries) apply(cluster, m, e, appliedConf);
@@ -87,6 +97,15 @@ export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Rea
   maybeCompact(cluster, m);
 }
 
+/** Sends the Ready's messages; an armed mid-send crash cuts them short (returns false). */
+function sendAll(cluster: Cluster, m: Member, rd: Ready, armed: boolean): boolean {
+  const midSend = armed && m.crashIn === 'mid-send';
+  const cut = midSend ? cluster.faultRng.int(rd.messages.length + 1) : rd.messages.length;
+  for (let i = 0; i < cut; i++) send(cluster, rd.messages[i]!);
+  if (midSend) cluster.crash(m, `after sending ${cut} of ${rd.messages.length} messages`);
+  return !midSend;
+}
+
 function send(cluster: Cluster, msg: Message): void {
   if (cluster.opts.trace) cluster.log(`send ${describeMessage(msg)}`);
   cluster.network.send(msg, cluster.now);
@@ -99,7 +118,7 @@ function apply(cluster: Cluster, m: Member, e: Entry, appliedConf: ConfChange[])
   m.applied = e.index;
   if (e.type === EntryType.Normal && e.data.length > 0) {
     const cmd = decodeCommand(e.data);
-    cluster.hooks.writeApplied(m, cmd.op, m.sm.applyOnce(cmd));
+    cluster.hooks.writeApplied(m, e, m.sm.applyOnce(cmd));
   } else if (e.type === EntryType.ConfChange) {
     appliedConf.push(JSON.parse(decoder.decode(e.data)) as ConfChange);
   }

@@ -9,7 +9,7 @@ import { randomNetworkFaults } from './faults.js';
 import type { InvariantChecker, Violation } from './invariants.js';
 import { Liveness } from './liveness.js';
 import { isAlive, type Member } from './member.js';
-import { SimNetwork } from './network.js';
+import { isRpc, SimNetwork } from './network.js';
 import {
   type CrashPoint,
   resolveSimOptions,
@@ -19,6 +19,7 @@ import {
   UNITS_PER_TICK,
 } from './options.js';
 import { SimRng } from './rng.js';
+import { describeRpc } from './proposals.js';
 import { describeMessage } from './trace.js';
 import { type OpState, Workload } from './workload.js';
 
@@ -59,7 +60,8 @@ export class Simulation {
     this.liveness = new Liveness(this.cluster, this.workload, (o) => this.step(o));
     this.cluster.hooks = {
       crashed: (m) => this.workload.crashed(m),
-      writeApplied: (m, op, out) => this.workload.writeApplied(m, op, out),
+      writeApplied: (m, e, out) => this.workload.proposals.applied(m, e, out),
+      snapshotInstalled: (m, index) => this.workload.proposals.snapshotInstalled(m, index),
       readyDone: (m) => this.workload.serveReads(m),
       confApplied: (cc) => this.faults.confApplied(cc),
     };
@@ -120,6 +122,11 @@ export class Simulation {
     for (const msg of msgs) {
       const m = cluster.members.get(msg.to);
       const alive = m !== undefined && isAlive(m);
+      if (isRpc(msg)) {
+        if (this.opts.trace) cluster.log(`recv ${describeRpc(msg)}`);
+        if (alive) this.workload.proposals.deliver(m, msg);
+        continue;
+      }
       if (msg.type === MessageType.Snapshot) cluster.snapshotOutcome(msg.from, msg.to, alive);
       if (alive) {
         if (this.opts.trace) cluster.log(`recv ${describeMessage(msg)}`);
@@ -289,6 +296,7 @@ export class Simulation {
       confChanges: this.faults.confChanges,
       snapshotsInstalled: cluster.snapshotsInstalled,
       transfers: this.faults.transfers,
+      forwarded: this.workload.proposals.forwarded,
       network: this.network.stats,
       trace: cluster.trace,
     };

@@ -1,5 +1,6 @@
 import { HistoryRecorder } from '../checker/history.js';
 import type { KvInput, KvOutput } from '../checker/kv-model.js';
+import { type Outcome, Proposals } from './proposals.js';
 import type { NodeId } from '../types.js';
 import type { Cluster } from './cluster.js';
 import { encodeCommand } from './kv-app.js';
@@ -29,11 +30,13 @@ export class Workload {
   readonly clients: Client[] = [];
   readonly history = new HistoryRecorder<KvInput, KvOutput>();
   readonly opState = new Map<number, OpState>();
+  readonly proposals: Proposals;
 
   constructor(
     private readonly cluster: Cluster,
     private readonly rng: SimRng,
   ) {
+    this.proposals = new Proposals(cluster, (m, op, outcome, out) => this.writeEnded(m, op, outcome, out));
     for (let c = 0; c < cluster.opts.clients; c++) {
       this.clients.push({ id: c, nextAt: this.rng.between(0, 3 * UNITS_PER_TICK), hint: '' });
     }
@@ -84,7 +87,7 @@ export class Workload {
         m.node.readIndex(encoder.encode(read));
       } else {
         m.pendingWrites.set(op, c.id);
-        m.node.propose(encodeCommand({ op, input }));
+        this.proposals.propose(m, op, encodeCommand({ op, input }));
       }
     } catch (err) {
       if (read) m.pendingReads.delete(read);
@@ -109,14 +112,11 @@ export class Workload {
     }
   }
 
-  /** Node `m` applied write `op`: if it took that write from the client, the client hears `out`. */
-  writeApplied(m: Member, op: number, out: KvOutput): void {
-    if (m.pendingWrites.delete(op)) {
-      if (this.opState.get(op) === 'pending') {
-        this.history.complete(op, out, this.cluster.now);
-        this.finish(op, 'ok');
-      }
-    }
+  /** Write `op`, which node `m` took from its client, ended: the client hears how. */
+  private writeEnded(m: Member, op: number, outcome: Outcome, out: KvOutput): void {
+    if (!m.pendingWrites.delete(op) || this.opState.get(op) !== 'pending') return;
+    if (outcome === 'ok') this.history.complete(op, out, this.cluster.now);
+    this.finish(op, outcome === 'refused' ? 'failed' : outcome);
   }
 
   /** Answers the reads whose ReadIndex node `m` has applied. */

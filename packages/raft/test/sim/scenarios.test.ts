@@ -4,7 +4,8 @@ import type { ReadyDiscipline } from '../../src/sim/node.js';
 import { rawNodeFactory } from '../../src/sim/raw-node-adapter.js';
 import type { SimRaftConfig } from '../../src/sim/raw-node-adapter.js';
 import { Simulation } from '../../src/sim/simulation.js';
-import { EntryType, type Message, MessageType, type NodeId } from '../../src/types.js';
+import { isRpc, type Packet } from '../../src/sim/network.js';
+import { EntryType, MessageType, type NodeId } from '../../src/types.js';
 
 const NODES: NodeId[] = ['n1', 'n2', 'n3'];
 
@@ -93,8 +94,11 @@ describe('raft scenarios with crashes that lose unsynced writes', () => {
       assert.equal(disk.current.lastIndex(), 3);
     });
 
+    /** A leader that writes before it sends (RaftNode with leaderParallelPersist: false). */
+    const persistFirst: ReadyDiscipline = { syncBeforeSend: true, leaderSendsFirst: false };
+
     it('a leader that crashes before persisting a proposal loses it, and the cluster goes on', () => {
-      const { sim, leader } = quietCluster();
+      const { sim, leader } = quietCluster({ discipline: persistFirst });
       const before = sim.diskOf(leader).durable.lastIndex();
       sim.crashNode(leader, 'before-persist');
       const put = sim.submit(0, leader, { op: 'put', key: 'x', value: 'lost' });
@@ -131,8 +135,36 @@ describe('raft scenarios with crashes that lose unsynced writes', () => {
       assert.equal(sim.checkHistory(), 'ok');
     });
 
+    it('a leader that sends its appends, then crashes before writing them: the followers may commit them', () => {
+      // What production does (leaderParallelPersist): the entry can commit on the followers'
+      // copies alone, and the restarted leader learns it from the new leader.
+      const { sim, leader } = quietCluster();
+      sim.crashNode(leader, 'before-persist', (rd) => rd.entries.some((e) => e.type === EntryType.Normal));
+      const put = sim.submit(0, leader, { op: 'put', key: 'x', value: 'sent' });
+      assert.equal(sim.isRunning(leader), false);
+      assert.equal(sim.opStatus(put), 'unknown');
+      const durable = sim.diskOf(leader).durable;
+      assert.notEqual(
+        durable.entries(durable.lastIndex(), durable.lastIndex() + 1)[0]?.type,
+        EntryType.Normal,
+      );
+      const next = sim.awaitStableLeader(100);
+      assert.ok(next && next !== leader);
+      assert.ok(
+        sim.runUntil(() => sim.valueAt(next, 'x') === 'sent', 20),
+        'the followers had the entry: the new leader commits it with its first entry',
+      );
+      sim.restartNode(leader);
+      assert.ok(
+        sim.runUntil(() => sim.valueAt(leader, 'x') === 'sent', 30),
+        'the old leader never caught up',
+      );
+      assert.deepEqual(sim.violations, []);
+      assert.equal(sim.checkHistory(), 'ok');
+    });
+
     it('a node that crashes half-way through sending keeps what it persisted', () => {
-      const { sim, leader } = quietCluster({ seed: 12 });
+      const { sim, leader } = quietCluster({ seed: 12, discipline: persistFirst });
       sim.crashNode(leader, 'mid-send', (rd) => rd.entries.some((e) => e.type === EntryType.Normal));
       const put = sim.submit(0, leader, { op: 'put', key: 'x', value: 'persisted' });
       assert.equal(sim.isRunning(leader), false);
@@ -292,8 +324,8 @@ describe('raft scenarios with crashes that lose unsynced writes', () => {
       assert.equal(sim.opStatus(perform(sim, 0, leader, { op: 'put', key: 'x', value: 'old' })), 'ok');
 
       // Heartbeat acknowledgements (which confirm reads) and the appends to f are slow.
-      const acks = (m: Message) => m.type === MessageType.HeartbeatResponse && m.to === leader;
-      const appendsToF = (m: Message) => m.type === MessageType.Append && m.to === f;
+      const acks = (m: Packet) => !isRpc(m) && m.type === MessageType.HeartbeatResponse && m.to === leader;
+      const appendsToF = (m: Packet) => !isRpc(m) && m.type === MessageType.Append && m.to === f;
       sim.network.hold(acks);
       sim.network.hold(appendsToF);
       const first = sim.submit(0, f, { op: 'get', key: 'x' });

@@ -48,6 +48,7 @@ describe('raft simulator', () => {
       );
       assert.ok(sum((r) => r.network.blocked) > 0, 'partitions');
       assert.ok(sum((r) => r.ops.unknown) > 0, 'operations with unknown outcome');
+      assert.ok(sum((r) => r.forwarded) > 60, 'writes forwarded to the leader (ForwardPropose)');
       assert.ok(sum((r) => r.ops.ok) > 60 * 50, 'completed operations');
     });
 
