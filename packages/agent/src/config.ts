@@ -101,6 +101,12 @@ export const agentConfigSchema = z.object({
     .default('agent')
     .describe('multi-host mode: hosts are named <prefix>-1 ... <prefix>-N'),
   logLevel: fields.logLevel(),
+  daemons: z
+    .array(fields.address('a control daemon host:port'))
+    .default([])
+    .describe(
+      "control daemons to register this agent's hosts with, host:port, comma separated (none: not registered)",
+    ),
 });
 
 export type AgentConfig = z.infer<typeof agentConfigSchema> & { memoryBytes: number };

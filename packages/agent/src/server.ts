@@ -15,6 +15,7 @@ import { agentServiceImpl, migrationServiceImpl } from './edge/agent-service.js'
 import { Checkpoints } from './edge/checkpoints.js';
 import { VmTransfer } from './edge/vm-transfer.js';
 import { registerAgentMetrics } from './edge/metrics.js';
+import { registerWithDaemons } from './edge/registration.js';
 import { LIMITS_PROFILES } from './limits.js';
 
 export interface RunningAgent {
@@ -154,12 +155,29 @@ export async function startAgent(
       hosts: hosts.map((h) => ({ id: h.id, grpcAddress: h.grpcAddress })),
     });
   }
+  const tls = tlsFromConfig(config);
+  const registration = registerWithDaemons(
+    config.daemons,
+    hosts.map((h) => ({
+      id: h.id,
+      address: h.grpcAddress,
+      registered: (answer) =>
+        void h.host
+          .mutate((e) => e.adoptMacRange(answer.macPoolStart, answer.macPoolSize))
+          .catch((err: unknown) =>
+            logger.error({ err, host: h.id }, 'could not take the MAC range the farm gave'),
+          ),
+    })),
+    logger,
+    tls ? { tls } : {},
+  );
   return {
     logger,
     grpcAddress,
     metricsAddress: metrics.address,
     hosts,
     async stop() {
+      registration.stop();
       await Promise.all(hosts.map((h) => h.stop()));
       await metrics.close();
     },

@@ -25,6 +25,7 @@ export interface HostAddressing {
 export function hostInfo(host: AgentHost, address: string): pb.Host {
   const s = host.settings;
   const lease = host.read((e) => e.lease.state());
+  const macs = host.read((e) => e.macRange());
   return {
     id: s.id,
     name: s.id,
@@ -38,8 +39,8 @@ export function hostInfo(host: AgentHost, address: string): pb.Host {
     },
     usage: host.read((e) => e.usage()),
     limits: s.limits,
-    macPoolStart: s.macPoolStart,
-    macPoolSize: s.macPoolSize,
+    macPoolStart: macs.start,
+    macPoolSize: macs.size,
   };
 }
 

@@ -78,6 +78,23 @@ export class HypervisorEngine {
     return hostUsage(this.core);
   }
 
+  /** The host's dynamic MAC range. */
+  macRange(): { start: string; size: number } {
+    return this.core.macs.range;
+  }
+
+  /** Takes the MAC range the farm gave this host at registration. */
+  adoptMacRange(start: string, size: number): void {
+    const inUse = [...this.core.vms.values()].flatMap((vm) =>
+      vm.config.networkAdapters.map((n) => n.macAddress),
+    );
+    this.core.macs.moveTo(
+      start,
+      size,
+      inUse.filter((m) => m !== ''),
+    );
+  }
+
   memoryUsedBytes(): number {
     return memoryUsedBytes(this.core);
   }

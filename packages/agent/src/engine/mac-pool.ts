@@ -9,14 +9,29 @@ const toText = (n: number): string => n.toString(16).toUpperCase().padStart(12, 
  * brings along (static, or kept through a migration) are marked taken.
  */
 export class MacPool {
-  private readonly first: number;
+  private first: number;
   private readonly taken = new Set<number>();
 
   constructor(
     start: string,
-    readonly size: number,
+    public size: number,
   ) {
     this.first = toNumber(start);
+  }
+
+  get range(): { start: string; size: number } {
+    return { start: toText(this.first), size: this.size };
+  }
+
+  /**
+   * Moves the pool to the range the farm gave this host (so MACs are unique across the farm),
+   * keeping the addresses VMs hold taken if they fall inside it.
+   */
+  moveTo(start: string, size: number, inUse: Iterable<string>): void {
+    this.first = toNumber(start);
+    this.size = size;
+    this.taken.clear();
+    for (const mac of inUse) this.claim(mac);
   }
 
   allocate(): string {
