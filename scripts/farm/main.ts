@@ -10,6 +10,10 @@ import { Command, InvalidArgumentError } from 'commander';
 import { startChild, stopChildren, tail, type Child } from './children.js';
 import {
   checkHealth,
+  createClient,
+  hyperfarmProto,
+  promiseClient,
+  type pb,
   DataDirLockedError,
   farmFilePath,
   freePorts,
@@ -92,11 +96,12 @@ function launch(role: FarmProcess['role'], id: string, slot: number, extra: stri
   ]);
 }
 
+const daemonAddresses = daemonIds.map((_, i) => addr(2 * i)).join(',');
 const children: Child[] = [
   ...daemonIds.map((id, i) => launch('daemon', id, i, ['--peers', peers])),
-  // Each agent gets its own slice of the 00-15-5D MAC space so MACs never collide in the farm.
+  // Agents register their hosts with the daemons, which give each host its own MAC range.
   ...Array.from({ length: opts.agents }, (_, i) =>
-    launch('agent', `agent-${i + 1}`, opts.daemons + i, ['--mac-pool-start', `00-15-5D-${hex(i + 1)}-00-00`]),
+    launch('agent', `agent-${i + 1}`, opts.daemons + i, ['--daemons', daemonAddresses]),
   ),
 ];
 
@@ -126,8 +131,10 @@ for (const c of children) {
 
 say(`hyperfarm: starting ${opts.daemons} daemons and ${opts.agents} agents in ${shown}/ ...`);
 const started = Date.now();
+let hosts: pb.Host__Output[] = [];
 try {
   await Promise.all(children.map((c) => waitHealthy(c, started + opts.readyTimeout)));
+  hosts = await waitHostsUp(started + opts.readyTimeout);
 } catch (err) {
   say(`hyperfarm: ${(err as Error).message}`);
   await shutdown('start-up failed', 1);
@@ -141,7 +148,27 @@ const farm: FarmFile = {
   processes: children.map((c) => c.spec),
 };
 writeJsonAtomic(farmFilePath(dataDir), farm);
-printSummary(farm, Date.now() - started);
+printSummary(farm, hosts, Date.now() - started);
+
+/** Waits until every agent's host is registered and Up, as the farm (any daemon) reports it. */
+async function waitHostsUp(deadline: number): Promise<pb.Host__Output[]> {
+  const daemon = promiseClient(
+    createClient(hyperfarmProto().hyperfarm.v1.ClusterService, children[0]!.spec.grpcAddress),
+  );
+  let seen = 'no answer yet';
+  while (Date.now() < deadline) {
+    try {
+      const { hosts } = await daemon.listHosts({ pageSize: 1000 }, { timeoutMs: 1_000 });
+      const up = hosts.filter((h) => h.state === 'HOST_STATE_UP');
+      if (up.length >= opts.agents) return hosts;
+      seen = `${up.length} of ${opts.agents} hosts Up`;
+    } catch (err) {
+      seen = (err as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the hosts were not all registered and Up within ${opts.readyTimeout} ms (${seen})`);
+}
 
 async function waitHealthy(child: Child, deadline: number): Promise<void> {
   while (Date.now() < deadline) {
@@ -157,7 +184,7 @@ async function waitHealthy(child: Child, deadline: number): Promise<void> {
   throw new Error(`${child.spec.id} was not healthy within ${opts.readyTimeout} ms; see ${child.spec.log}`);
 }
 
-function printSummary(f: FarmFile, ms: number): void {
+function printSummary(f: FarmFile, hosts: pb.Host__Output[], ms: number): void {
   say(`hyperfarm is up in ${(ms / 1000).toFixed(1)} s: ${opts.daemons} daemons, ${opts.agents} agents.`);
   say();
   for (const p of f.processes) {
@@ -165,10 +192,22 @@ function printSummary(f: FarmFile, ms: number): void {
       `  ${p.id.padEnd(10)} gRPC ${p.grpcAddress.padEnd(16)} metrics http://${p.metricsAddress}/metrics  pid ${p.pid}`,
     );
   }
+  say();
+  say(`Hosts (${hosts.length}):`);
+  for (const h of hosts) {
+    const gib = (h.capacity!.memoryBytes / 1024 ** 3).toFixed(0);
+    say(
+      `  ${h.id.padEnd(10)} ${h.state.replace('HOST_STATE_', '').padEnd(8)} ${h.capacity!.logicalProcessors} LPs, ${gib} GiB, MACs from ${h.macPoolStart}`,
+    );
+  }
   const d = f.processes.find((p) => p.role === 'daemon')!;
   const a = f.processes.find((p) => p.role === 'agent');
   say();
   say('Try:');
+  say(
+    `  grpcurl -plaintext -d '{"config":{"name":"web-1","processor":{"count":1},"memory_bytes":"1073741824","guest_os":"windows-server-2008-x64","integration_services":true},"start":true}' ${d.grpcAddress} hyperfarm.v1.ClusterService/CreateVm`,
+  );
+  say(`  grpcurl -plaintext ${d.grpcAddress} hyperfarm.v1.ClusterService/ListVms`);
   say(`  grpcurl -plaintext ${d.grpcAddress} list                       # reflection on any process`);
   say(`  grpcurl -plaintext ${d.grpcAddress} grpc.health.v1.Health/Check`);
   say(
@@ -219,10 +258,6 @@ function isFarmProcess(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function hex(n: number): string {
-  return n.toString(16).toUpperCase().padStart(2, '0');
 }
 
 function fail(message: string): never {

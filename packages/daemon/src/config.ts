@@ -23,6 +23,47 @@ export const daemonConfigSchema = z.object({
   tlsKey: z.string().optional().describe('private key file for mutual TLS'),
   readyFile: z.string().optional().describe('write {pid, grpcAddress, metricsAddress} here once serving'),
   logLevel: fields.logLevel(),
+  placement: z
+    .enum(['binpack', 'spread'])
+    .default('binpack')
+    .describe('how placement scores hosts: binpack fills the fullest host that fits, spread the emptiest'),
+  vcpuRatio: z
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .default(8)
+    .describe('most virtual processors placed per logical processor of a host'),
+  heartbeatMs: z
+    .number()
+    .int()
+    .min(50)
+    .max(60_000)
+    .default(1_000)
+    .describe('the leader grants every host its lease this often'),
+  suspectAfterMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(600_000)
+    .default(2_000)
+    .describe('a host whose grants have failed this long is Suspect'),
+  downAfterMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(600_000)
+    .default(5_000)
+    .describe('a host whose grants have failed this long is Down (Failover Clustering: 5 missed heartbeats)'),
+  hostLeaseMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(600_000)
+    .default(10_000)
+    .describe(
+      "each grant's lease: a host left without a renewal this long turns its VMs off (0: the agent's own)",
+    ),
 });
 
 export interface DaemonConfig extends Omit<z.infer<typeof daemonConfigSchema>, 'peers'> {
@@ -49,6 +90,8 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (peers.size > 0 && !peers.has(c.id))
     throw configError(`peers: this daemon's id '${c.id}' is not among them`);
   if (peers.size === 0) peers.set(c.id, c.grpcAddress);
+  if (c.suspectAfterMs >= c.downAfterMs)
+    throw configError(`suspectAfterMs (${c.suspectAfterMs}) must be below downAfterMs (${c.downAfterMs})`);
   return { ...c, peers, tls: tlsFromConfig(c) };
 }
 

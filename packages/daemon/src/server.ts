@@ -8,32 +8,34 @@ import {
   type Logger,
   type RunningServer,
 } from '@hyperfarm/api';
-import { RaftNode, type StateMachine } from '@hyperfarm/raft';
+import { RaftNode, Role } from '@hyperfarm/raft';
 import { join } from 'node:path';
 import type { DaemonConfig } from './config.js';
-import { membershipHandlers } from './membership.js';
+import { checkpointHandlers } from './edge/checkpoints-api.js';
+import { ControllerRunner } from './edge/controller-runner.js';
+import type { FarmContext } from './edge/farm-context.js';
+import { GrpcAgentPort } from './edge/grpc-agent-port.js';
+import { hostHandlers } from './edge/hosts-api.js';
+import { membershipHandlers } from './edge/membership.js';
+import { operationHandlers } from './edge/operations-api.js';
+import { Proposer } from './edge/proposer.js';
+import { realTimers } from './edge/timers.js';
+import { vmHandlers } from './edge/vms-api.js';
+import { FarmStateMachine } from './fsm/index.js';
 
 export interface RunningDaemon {
   logger: Logger;
   raft: RaftNode;
+  machine: FarmStateMachine;
   grpcAddress: string;
   metricsAddress: string;
   stop(): Promise<void>;
 }
 
 /**
- * The replicated state until the farm state machine exists: nothing beyond Raft's own
- * membership, which Raft keeps itself. Every farm command answers UNIMPLEMENTED meanwhile.
- */
-const membershipOnly: StateMachine = {
-  apply: () => new Uint8Array(),
-  snapshot: () => new Uint8Array(),
-  restore: () => undefined,
-};
-
-/**
  * Starts one control daemon replica. The daemon owns its gRPC server: Raft first (it does not
- * listen), then every service registered, then the server binds.
+ * listen), then every service registered, then the server binds. The farm state machine rides
+ * on Raft; the controllers run while this replica leads.
  */
 export async function startDaemon(
   config: DaemonConfig,
@@ -41,13 +43,16 @@ export async function startDaemon(
 ): Promise<RunningDaemon> {
   const unlock = lockDataDir(config.dataDir);
   const metrics = await startMetricsServer(config.metricsAddress, { role: 'daemon', daemon_id: config.id });
+  const machine = new FarmStateMachine();
+  const leadership = new Leadership(logger);
   const raft = await RaftNode.start({
     id: config.id,
     dataDir: join(config.dataDir, 'raft'),
     peers: Object.fromEntries(config.peers),
-    stateMachine: membershipOnly,
+    stateMachine: machine,
     registry: metrics.registry,
     forwardProposals: true,
+    onRoleChange: (c) => leadership.changed(c.role === Role.Leader, c.term),
     ...(config.tls ? { tls: config.tls } : {}),
     // A failed disk or a broken invariant: a replica that cannot trust its log leaves the
     // cluster loudly (its peers carry on) and is restarted from its disk, as etcd does.
@@ -57,16 +62,51 @@ export async function startDaemon(
       process.exit(1);
     },
   });
+  const port = new GrpcAgentPort({ tls: config.tls });
+  const proposer = new Proposer(raft, machine, logger);
+  const scheduler = { policy: config.placement, vcpuRatio: config.vcpuRatio };
+  const runner = new ControllerRunner(
+    machine,
+    proposer,
+    port,
+    realTimers,
+    logger.child({ component: 'controllers' }),
+    {
+      daemonId: config.id,
+      liveness: {
+        intervalMs: config.heartbeatMs,
+        suspectAfterMs: config.suspectAfterMs,
+        downAfterMs: config.downAfterMs,
+      },
+      leaseMs: config.hostLeaseMs,
+      scheduler,
+      placementBatch: 2_000,
+      maxCalls: 256,
+    },
+  );
+  leadership.attach(raft, runner);
+  const ctx: FarmContext = { raft, machine, proposer, runner, port, logger, scheduler };
   let server: RunningServer;
   try {
     server = await createServer({ logger, tls: config.tls })
       .add('raft', raft.service)
       .add(
         'cluster',
-        withUnimplemented('cluster', membershipHandlers(raft, { tls: config.tls }), 'the farm state machine'),
+        withUnimplemented(
+          'cluster',
+          {
+            ...membershipHandlers(raft, { tls: config.tls }),
+            ...hostHandlers(ctx),
+            ...vmHandlers(ctx),
+            ...checkpointHandlers(ctx),
+            ...operationHandlers(ctx),
+          },
+          'migrations and drain: issue 10; switches and NLB: issue 11',
+        ),
       )
       .listen(config.grpcAddress);
   } catch (err) {
+    runner.stop();
     await raft.stop();
     await metrics.close();
     unlock();
@@ -91,13 +131,65 @@ export async function startDaemon(
   return {
     logger,
     raft,
+    machine,
     grpcAddress: server.address,
     metricsAddress: metrics.address,
     async stop() {
+      leadership.detach();
       await server.shutdown();
       await raft.stop();
+      port.close();
       await metrics.close();
       unlock();
     },
   };
+}
+
+/**
+ * Starts the controllers when this replica becomes leader, once it has applied everything
+ * committed before its term (a read barrier), and stops them when it steps down.
+ */
+class Leadership {
+  private raft: RaftNode | undefined;
+  private runner: ControllerRunner | undefined;
+  private leading = { is: false, term: 0 };
+
+  constructor(private readonly logger: Logger) {}
+
+  changed(isLeader: boolean, term: number): void {
+    this.leading = { is: isLeader, term };
+    this.apply();
+  }
+
+  attach(raft: RaftNode, runner: ControllerRunner): void {
+    this.raft = raft;
+    this.runner = runner;
+    this.apply();
+  }
+
+  detach(): void {
+    this.runner?.stop();
+    this.runner = undefined;
+  }
+
+  private apply(): void {
+    const { raft, runner } = this;
+    if (!raft || !runner) return;
+    if (!this.leading.is) {
+      runner.stop();
+      return;
+    }
+    const term = this.leading.term;
+    const still = () => this.leading.is && this.leading.term === term;
+    raft.read().then(
+      () => {
+        if (still()) this.runner?.start(term);
+      },
+      (err: unknown) => {
+        if (!still()) return;
+        this.logger.warn({ err, term }, 'elected, but the first read barrier failed; trying again');
+        setTimeout(() => still() && this.apply(), 100);
+      },
+    );
+  }
 }

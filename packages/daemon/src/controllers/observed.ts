@@ -9,6 +9,8 @@ export interface AgentVmView {
   memoryAssignedBytes: number;
   generation: number;
   macs: string[];
+  /** The agent's sequence number of the VM's last change: orders what the agent said. */
+  revision: number;
 }
 
 /** What the leader has read of one agent since it connected. */
@@ -39,12 +41,23 @@ export function agentView(vm: pb.Vm__Output): AgentVmView {
     memoryAssignedBytes: vm.status?.memoryAssignedBytes ?? 0,
     generation: vm.status?.generation ?? 0,
     macs: (vm.config?.networkAdapters ?? []).map((n) => n.macAddress),
+    revision: vm.revision,
   };
 }
 
 export function reportOf(vmId: string, hostId: string, view: AgentVmView | undefined): VmReport {
   return view
-    ? { vmId, hostId, present: true, ...view }
+    ? {
+        vmId,
+        hostId,
+        generation: view.generation,
+        present: true,
+        state: view.state,
+        heartbeat: view.heartbeat,
+        message: view.message,
+        memoryAssignedBytes: view.memoryAssignedBytes,
+        macs: view.macs,
+      }
     : {
         vmId,
         hostId,

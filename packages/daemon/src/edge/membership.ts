@@ -50,18 +50,7 @@ export function membershipHandlers(
     return remote(client);
   }
 
-  const member = (id: string): pb.Member => {
-    const s = raft.status();
-    const progress = s.progress[id];
-    return {
-      id,
-      address: s.addresses[id] ?? '',
-      role: s.conf.learners.includes(id) ? 'learner' : 'voter',
-      isLeader: id === s.leader,
-      reachable: id === s.id || (progress ? progress.recentActive : id === s.leader),
-      matchIndex: progress?.match ?? 0,
-    };
-  };
+  const member = (id: string): pb.Member => memberView(raft, id);
 
   const requireId = (id: string, field: string): void => {
     if (!ID.test(id))
@@ -81,7 +70,7 @@ export function membershipHandlers(
     ListMembers: unary<pb.ListMembersRequest__Output, pb.ListMembersResponse>(() => {
       const s = raft.status();
       return {
-        members: [...s.conf.voters, ...s.conf.learners].sort().map(member),
+        members: memberViews(raft),
         leaderId: s.leader,
         term: s.term,
         answeredBy: s.id,
@@ -150,6 +139,26 @@ export function membershipHandlers(
       },
     ),
   };
+}
+
+/** A replica as the answering daemon sees it. */
+export function memberView(raft: RaftNode, id: string): pb.Member {
+  const s = raft.status();
+  const progress = s.progress[id];
+  return {
+    id,
+    address: s.addresses[id] ?? '',
+    role: s.conf.learners.includes(id) ? 'learner' : 'voter',
+    isLeader: id === s.leader,
+    reachable: id === s.id || (progress ? progress.recentActive : id === s.leader),
+    matchIndex: progress?.match ?? 0,
+  };
+}
+
+/** Every replica, voters and learners, by id. */
+export function memberViews(raft: RaftNode): pb.Member[] {
+  const { voters, learners } = raft.status().conf;
+  return [...voters, ...learners].sort().map((id) => memberView(raft, id));
 }
 
 function mostUpToDateVoter(node: RaftNode): string | undefined {

@@ -38,7 +38,17 @@ export class EventWindow {
   /** Events with a revision above `revision`, oldest first; undefined if some were dropped. */
   after(revision: number): FarmEvent[] | undefined {
     if (revision < this.floor) return undefined;
-    // Revisions are dense from floor+1, so the position is arithmetic; search to be safe.
+    return this.events.slice(this.firstAbove(revision));
+  }
+
+  /** The kept event of exactly this revision. */
+  at(revision: number): FarmEvent | undefined {
+    const e = this.events[this.firstAbove(revision - 1)];
+    return e?.revision === revision ? e : undefined;
+  }
+
+  /** The position of the first kept event above `revision` (binary search). */
+  private firstAbove(revision: number): number {
     let lo = this.head;
     let hi = this.events.length;
     while (lo < hi) {
@@ -46,7 +56,7 @@ export class EventWindow {
       if (this.events[mid]!.revision <= revision) lo = mid + 1;
       else hi = mid;
     }
-    return this.events.slice(lo);
+    return lo;
   }
 
   all(): FarmEvent[] {

@@ -20,18 +20,37 @@ export class FarmStateMachine implements StateMachine {
   appliedIndex = 0;
   private readonly listeners = new Set<(applied: Applied) => void>();
   private readonly restoreListeners = new Set<() => void>();
+  private appliedWaiters: { index: number; resolve(): void }[] = [];
 
   apply(data: Uint8Array, index: number): Uint8Array {
     const applied = { ...applyEntry(this.state, data), index };
     this.appliedIndex = index;
     for (const l of this.listeners) l(applied);
+    this.releaseWaiters();
     return encodeResults(applied.results);
+  }
+
+  /** Resolves once the entry at `index` (or a snapshot past it) is applied here. */
+  waitApplied(index: number): Promise<void> {
+    if (this.appliedIndex >= index) return Promise.resolve();
+    return new Promise((resolve) => this.appliedWaiters.push({ index, resolve }));
+  }
+
+  private releaseWaiters(): void {
+    if (this.appliedWaiters.length === 0) return;
+    const ready = this.appliedWaiters.filter((w) => w.index <= this.appliedIndex);
+    this.appliedWaiters = this.appliedWaiters.filter((w) => w.index > this.appliedIndex);
+    for (const w of ready) w.resolve();
   }
 
   snapshot(): Uint8Array {
     return encodeSnapshot(this.state);
   }
 
+  /**
+   * Replaces the state (RaftNode does not say the snapshot's index: waiters below it are
+   * released by the next entry applied, which always follows an installed snapshot).
+   */
   restore(data: Uint8Array): void {
     this.state = decodeSnapshot(data);
     for (const l of this.restoreListeners) l();

@@ -147,6 +147,7 @@ describe('the observed-state controller (pure)', () => {
     memoryAssignedBytes: 0,
     generation,
     macs: [],
+    revision: 1,
   });
   const inv = (synced: boolean, vms: [string, AgentVmView][]): Map<string, HostInventory> =>
     new Map([['h1', { synced, vms: new Map(vms) }]]);

@@ -1,0 +1,70 @@
+import type { pb } from '@hyperfarm/api';
+import type { VmActionName, VmConfig } from '../fsm/index.js';
+
+/** Where a host's agent answers. */
+export interface HostRef {
+  id: string;
+  address: string;
+}
+
+/** What registration learns of a host from its agent. */
+export interface HostDescription {
+  host: pb.Host__Output;
+  guests: pb.GuestOs__Output[];
+}
+
+export interface AgentEventSink {
+  /** An event from the agent's WatchEvents stream. */
+  event(e: pb.AgentEvent__Output): void;
+  /** The stream ended or failed: what the agent said since is unknown until it reconnects. */
+  closed(err?: unknown): void;
+}
+
+/**
+ * Everything the daemon asks of agents, in one narrow interface: the leader's controllers and
+ * RegisterHost go through it. `GrpcAgentPort` speaks AgentService over gRPC; the farm simulator
+ * (issue 14) puts real engines behind it on a virtual clock. Failures are thrown as errors with
+ * a gRPC status `code` (an ApiError or a grpc-js ServiceError).
+ */
+export interface AgentPort {
+  describe(address: string): Promise<HostDescription>;
+  grantLease(
+    host: HostRef,
+    req: { daemonId: string; term: number; durationMs: number },
+  ): Promise<pb.GrantLeaseResponse__Output>;
+  listVms(host: HostRef): Promise<pb.Vm__Output[]>;
+  watchEvents(host: HostRef, sink: AgentEventSink): { cancel(): void };
+  createVm(host: HostRef, vmId: string, config: VmConfig, generation: number): Promise<pb.Vm__Output>;
+  changeVmState(
+    host: HostRef,
+    vmId: string,
+    action: VmActionName,
+    generation: number,
+  ): Promise<pb.Vm__Output>;
+  updateVm(
+    host: HostRef,
+    vmId: string,
+    config: VmConfig,
+    paths: string[],
+    generation: number,
+  ): Promise<pb.Vm__Output>;
+  deleteVm(host: HostRef, vmId: string, generation: number): Promise<void>;
+  getVm(host: HostRef, vmId: string): Promise<pb.Vm__Output>;
+  createCheckpoint(
+    host: HostRef,
+    vmId: string,
+    checkpointId: string,
+    name: string,
+    generation: number,
+  ): Promise<void>;
+  applyCheckpoint(
+    host: HostRef,
+    checkpointId: string,
+    opts: { turnOffFirst: boolean; saveCurrentFirst: boolean },
+    generation: number,
+  ): Promise<pb.Vm__Output>;
+  deleteCheckpoint(host: HostRef, checkpointId: string, subtree: boolean, generation: number): Promise<void>;
+  renameCheckpoint(host: HostRef, checkpointId: string, name: string, generation: number): Promise<void>;
+  listCheckpoints(host: HostRef, vmId: string): Promise<pb.AgentListCheckpointsResponse__Output>;
+  close(): void;
+}

@@ -1,0 +1,400 @@
+import { status, statusOf, type Logger, type pb } from '@hyperfarm/api';
+import {
+  hostTransitions,
+  observedReports,
+  placementRound,
+  reconcileVms,
+  reportOf,
+  agentView,
+  type AgentAction,
+  type LivenessConfig,
+  type VmReport,
+} from '../controllers/index.js';
+import type { CommandBody, ErrorCode, FarmStateMachine, HostLiveView, HostStateName } from '../fsm/index.js';
+import type { SchedulerOptions } from '../scheduler/index.js';
+import type { AgentPort, HostRef } from './agent-port.js';
+import { AgentWatcher } from './agent-watcher.js';
+import type { Proposer } from './proposer.js';
+import type { Timers } from './timers.js';
+
+export interface RunnerConfig {
+  daemonId: string;
+  liveness: LivenessConfig & { intervalMs: number };
+  /** The lease each grant gives a host (0: the agent's own default). */
+  leaseMs: number;
+  scheduler: SchedulerOptions;
+  /** VMs placed per round at most. */
+  placementBatch: number;
+  /** Agent calls in flight at once at most. */
+  maxCalls: number;
+}
+
+/** Most items per command (placements, reports): an entry stays well under 1 MiB. */
+const CHUNK = 2_000;
+/** At most this often the controllers run, however fast the log moves. */
+const MIN_TICK_MS = 20;
+/** A refusal the host will give again: the operation fails with it. Anything else is retried. */
+const DEFINITIVE = new Set<number>([
+  status.INVALID_ARGUMENT,
+  status.FAILED_PRECONDITION,
+  status.ALREADY_EXISTS,
+  status.NOT_FOUND,
+  status.RESOURCE_EXHAUSTED,
+  status.PERMISSION_DENIED,
+  status.UNIMPLEMENTED,
+  status.OUT_OF_RANGE,
+]);
+
+/**
+ * Runs the controllers while this daemon leads, and only then (Nomad's leader loops): grants
+ * leases and judges liveness, follows every agent's events, and on each change runs placement,
+ * the observed-state controller and the reconciler, carrying out their actions through the
+ * agent port and committing what came of them. Everything it knows besides the log belongs to
+ * one term and is dropped when leadership goes.
+ */
+export class ControllerRunner {
+  private session: LeaderSession | undefined;
+
+  constructor(
+    private readonly machine: FarmStateMachine,
+    private readonly proposer: Proposer,
+    private readonly port: AgentPort,
+    private readonly timers: Timers,
+    private readonly logger: Logger,
+    private readonly cfg: RunnerConfig,
+  ) {}
+
+  start(term: number): void {
+    if (this.session?.term === term) return;
+    this.stop();
+    this.logger.info({ term }, 'leading: controllers started');
+    this.session = new LeaderSession(
+      term,
+      this.machine,
+      this.proposer,
+      this.port,
+      this.timers,
+      this.logger,
+      this.cfg,
+    );
+  }
+
+  stop(): void {
+    if (!this.session) return;
+    this.session.close();
+    this.logger.info({ term: this.session.term }, 'controllers stopped');
+    this.session = undefined;
+  }
+
+  /** What the leader knows of a host between committed changes (undefined on a follower). */
+  live(hostId: string): HostLiveView | undefined {
+    return this.session?.live.get(hostId);
+  }
+}
+
+class LeaderSession {
+  readonly live = new Map<string, HostLiveView>();
+  private readonly since: number;
+  private readonly lastGrant = new Map<string, number>();
+  private readonly granting = new Set<string>();
+  private readonly proposedStates = new Map<string, HostStateName>();
+  private readonly watchers = new Map<string, AgentWatcher>();
+  private readonly inFlight = new Set<string>();
+  private readonly backoff = new Map<string, { untilMs: number; delayMs: number }>();
+  private readonly pendingReports = new Map<string, string>();
+  private placing = false;
+  private closed = false;
+  private tickTimer: unknown;
+  private lastTick = 0;
+  private leaseTimer: unknown;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    readonly term: number,
+    private readonly machine: FarmStateMachine,
+    private readonly proposer: Proposer,
+    private readonly port: AgentPort,
+    private readonly timers: Timers,
+    private readonly logger: Logger,
+    private readonly cfg: RunnerConfig,
+  ) {
+    this.since = timers.now();
+    this.unsubscribe = machine.onApplied(() => this.schedule());
+    this.leases();
+    this.schedule();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.unsubscribe();
+    this.timers.clear(this.tickTimer);
+    this.timers.clear(this.leaseTimer);
+    for (const w of this.watchers.values()) w.stop();
+  }
+
+  private get state() {
+    return this.machine.state;
+  }
+
+  private hostRef(id: string): HostRef | undefined {
+    const h = this.state.hosts.get(id);
+    return h ? { id: h.id, address: h.address } : undefined;
+  }
+
+  // --- liveness ---
+
+  private leases(): void {
+    if (this.closed) return;
+    for (const host of this.state.hosts.values()) {
+      if (this.granting.has(host.id)) continue;
+      this.granting.add(host.id);
+      const ref = { id: host.id, address: host.address };
+      this.port
+        .grantLease(ref, { daemonId: this.cfg.daemonId, term: this.term, durationMs: this.cfg.leaseMs })
+        .then(
+          (answer) => {
+            const now = this.timers.now();
+            this.lastGrant.set(host.id, now);
+            this.live.set(host.id, { lastHeartbeatMs: now, cpuPercent: answer.host?.usage?.cpuPercent ?? 0 });
+          },
+          () => undefined,
+        )
+        .finally(() => this.granting.delete(host.id));
+    }
+    const now = this.timers.now();
+    for (const t of hostTransitions(this.state, this.lastGrant, this.since, now, this.cfg.liveness)) {
+      if (this.proposedStates.get(t.hostId) === t.state) continue;
+      this.proposedStates.set(t.hostId, t.state);
+      this.logger.warn({ host: t.hostId, state: t.state, reason: t.reason }, 'host state changes');
+      this.commit({ type: 'host.state', id: t.hostId, state: t.state, reason: t.reason }).finally(() =>
+        this.proposedStates.delete(t.hostId),
+      );
+    }
+    this.leaseTimer = this.timers.set(() => this.leases(), this.cfg.liveness.intervalMs);
+  }
+
+  // --- the controllers ---
+
+  private schedule(): void {
+    if (this.closed || this.tickTimer !== undefined) return;
+    const wait = Math.max(0, this.lastTick + MIN_TICK_MS - this.timers.now());
+    this.tickTimer = this.timers.set(() => {
+      this.tickTimer = undefined;
+      this.tick();
+    }, wait);
+  }
+
+  private tick(): void {
+    if (this.closed) return;
+    this.lastTick = this.timers.now();
+    this.followHosts();
+    this.place();
+    this.observe();
+    this.reconcile();
+    // Backoffs end without any event to wake the loop.
+    if (this.backoff.size > 0 && this.tickTimer === undefined) {
+      this.tickTimer = this.timers.set(() => {
+        this.tickTimer = undefined;
+        this.tick();
+      }, 500);
+    }
+  }
+
+  /** One watcher per registered host, following it if it moves. */
+  private followHosts(): void {
+    for (const host of this.state.hosts.values()) {
+      const ref = { id: host.id, address: host.address };
+      const w = this.watchers.get(host.id);
+      if (w) w.moveTo(ref);
+      else {
+        const watcher = new AgentWatcher(ref, this.port, this.timers, this.logger, () => this.schedule());
+        this.watchers.set(host.id, watcher);
+        watcher.start();
+      }
+    }
+    for (const [id, w] of this.watchers) {
+      if (this.state.hosts.has(id)) continue;
+      w.stop();
+      this.watchers.delete(id);
+    }
+  }
+
+  private place(): void {
+    if (this.placing) return;
+    const plan = placementRound(this.state, this.cfg.scheduler, this.cfg.placementBatch);
+    if (plan.placements.length === 0 && plan.failures.length === 0) return;
+    this.placing = true;
+    const commits = [
+      ...chunks(plan.placements).map((c) =>
+        this.commit({
+          type: 'vm.place',
+          placements: c.map(({ vmId, hostId, note }) => ({ vmId, hostId, note })),
+        }),
+      ),
+      ...chunks(plan.failures).map((c) => this.commit({ type: 'vm.place_failed', failures: c })),
+    ];
+    void Promise.all(commits).finally(() => {
+      this.placing = false;
+      this.schedule();
+    });
+  }
+
+  private observe(): void {
+    const reports = observedReports(this.state, this.watchers).filter(
+      (r) => this.pendingReports.get(r.vmId) !== JSON.stringify(r),
+    );
+    for (const c of chunks(reports)) {
+      for (const r of c) this.pendingReports.set(r.vmId, JSON.stringify(r));
+      void this.commit({ type: 'vm.observed', reports: c }).finally(() => {
+        for (const r of c)
+          if (this.pendingReports.get(r.vmId) === JSON.stringify(r)) this.pendingReports.delete(r.vmId);
+      });
+    }
+  }
+
+  private reconcile(): void {
+    const synced = new Set([...this.watchers].filter(([, w]) => w.synced).map(([id]) => id));
+    const now = this.timers.now();
+    const backoffUntilMs = new Map([...this.backoff].map(([k, v]) => [k, v.untilMs]));
+    for (const action of reconcileVms(this.state, {
+      synced,
+      inFlight: this.inFlight,
+      backoffUntilMs,
+      nowMs: now,
+    })) {
+      if (this.inFlight.size >= this.cfg.maxCalls) break;
+      void this.carryOut(action);
+    }
+  }
+
+  // --- agent calls ---
+
+  private async carryOut(a: AgentAction): Promise<void> {
+    const host = this.hostRef(a.hostId);
+    if (!host) return;
+    this.inFlight.add(a.vmId);
+    try {
+      const outcome = await this.call(host, a);
+      if (outcome.vm) this.watchers.get(a.hostId)?.observe(outcome.vm);
+      const report = outcome.vm ? reportOf(a.vmId, a.hostId, agentView(outcome.vm)) : undefined;
+      this.backoff.delete(a.vmId);
+      if (a.opId)
+        await this.commit({
+          type: 'op.result',
+          opId: a.opId,
+          ok: true,
+          ...opt('report', report),
+          ...opt('tree', outcome.tree),
+        });
+      else if (report) await this.commit({ type: 'vm.observed', reports: [report] });
+    } catch (err) {
+      await this.failed(a, err);
+    } finally {
+      this.inFlight.delete(a.vmId);
+      this.schedule();
+    }
+  }
+
+  private async call(host: HostRef, a: AgentAction): Promise<{ vm?: pb.Vm__Output; tree?: Tree }> {
+    const p = this.port;
+    switch (a.kind) {
+      case 'create':
+        return { vm: await p.createVm(host, a.vmId, a.config, a.generation) };
+      case 'change-state':
+        return { vm: await p.changeVmState(host, a.vmId, a.action, a.generation) };
+      case 'update':
+        return { vm: await p.updateVm(host, a.vmId, a.config, a.paths, a.generation) };
+      case 'delete':
+        try {
+          await p.deleteVm(host, a.vmId, a.generation);
+        } catch (err) {
+          if (statusOf(err) !== status.NOT_FOUND) throw err;
+        }
+        this.watchers.get(a.hostId)?.forget(a.vmId);
+        return {};
+      case 'checkpoint.create':
+        await p.createCheckpoint(host, a.vmId, a.checkpointId, a.name, a.generation);
+        return { tree: await this.tree(host, a.vmId) };
+      case 'checkpoint.rename':
+        await p.renameCheckpoint(host, a.checkpointId, a.name, a.generation);
+        return { tree: await this.tree(host, a.vmId) };
+      case 'checkpoint.delete':
+        await p.deleteCheckpoint(host, a.checkpointId, a.subtree, a.generation);
+        return { tree: await this.tree(host, a.vmId) };
+      case 'checkpoint.apply': {
+        const vm = await p.applyCheckpoint(host, a.checkpointId, a, a.generation);
+        return { vm, tree: await this.tree(host, a.vmId) };
+      }
+    }
+  }
+
+  private async tree(host: HostRef, vmId: string): Promise<Tree> {
+    const t = await this.port.listCheckpoints(host, vmId);
+    return {
+      currentId: t.currentId,
+      checkpoints: t.checkpoints.map((c) => ({
+        id: c.id,
+        name: c.name,
+        parentId: c.parentId,
+        createdAtMs: c.createdAtMs,
+        includesMemory: c.includesMemory,
+        vmState: c.vmState,
+      })),
+    };
+  }
+
+  /**
+   * A refusal the host will repeat ends the operation with the host's own reason; anything else
+   * (unreachable, timed out) is tried again after a backoff, since every call is idempotent.
+   */
+  private async failed(a: AgentAction, err: unknown): Promise<void> {
+    const code = statusOf(err);
+    const message = (err as { details?: string }).details ?? (err as Error).message ?? String(err);
+    if (a.opId && code !== undefined && DEFINITIVE.has(code)) {
+      this.logger.info({ vm: a.vmId, op: a.opId, action: a.kind, message }, 'the host refused');
+      await this.commit({
+        type: 'op.result',
+        opId: a.opId,
+        ok: false,
+        error: { code: status[code] as ErrorCode, message: message.slice(0, 4096) },
+      });
+      return;
+    }
+    const prev = this.backoff.get(a.vmId)?.delayMs ?? 250;
+    const delayMs = Math.min(30_000, prev * 2);
+    this.backoff.set(a.vmId, { untilMs: this.timers.now() + delayMs, delayMs });
+    this.logger.warn(
+      { vm: a.vmId, host: a.hostId, action: a.kind, message, retryInMs: delayMs },
+      'agent call failed; will retry',
+    );
+  }
+
+  /** Commits a command unless this session is over; a failure is logged, never thrown. */
+  private async commit(cmd: CommandBody): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.proposer.submit(cmd);
+    } catch (err) {
+      if (!this.closed) this.logger.warn({ err, command: cmd.type }, 'could not commit a controller command');
+    }
+  }
+}
+
+type Tree = { checkpoints: VmReportTree[]; currentId: string };
+type VmReportTree = {
+  id: string;
+  name: string;
+  parentId: string;
+  createdAtMs: number;
+  includesMemory: boolean;
+  vmState: VmReport['state'];
+};
+
+function chunks<T>(items: T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
+  return out;
+}
+
+const opt = <K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> =>
+  value === undefined ? {} : ({ [key]: value } as Record<K, V>);

@@ -1,0 +1,146 @@
+import type * as grpc from '@grpc/grpc-js';
+import { createClient, hyperfarmProto, promiseClient, type ClientOptions, type pb } from '@hyperfarm/api';
+import type { AgentEventSink, AgentPort, HostDescription, HostRef } from './agent-port.js';
+
+type Client = { raw: pb.AgentServiceClient; p: ReturnType<typeof promiseClient<pb.AgentServiceClient>> };
+
+/** Deadlines of agent calls: quick ones, and those that write disks (a create makes its VHDs). */
+const QUICK_MS = 10_000;
+const SLOW_MS = 120_000;
+const PAGE = 1000;
+
+/** The agent port over gRPC: one channel per agent address, reused. */
+export class GrpcAgentPort implements AgentPort {
+  private readonly clients = new Map<string, Client>();
+
+  constructor(private readonly options: ClientOptions = {}) {}
+
+  private client(address: string): Client {
+    let c = this.clients.get(address);
+    if (!c) {
+      const raw = createClient(hyperfarmProto().hyperfarm.v1.AgentService, address, this.options);
+      c = { raw, p: promiseClient(raw) };
+      this.clients.set(address, c);
+    }
+    return c;
+  }
+
+  async describe(address: string): Promise<HostDescription> {
+    const c = this.client(address).p;
+    const [host, catalog] = await Promise.all([
+      c.getHostInfo({}, { timeoutMs: 5_000 }),
+      c.listGuestOs({}, { timeoutMs: 5_000 }),
+    ]);
+    return { host, guests: catalog.guestOs };
+  }
+
+  grantLease(host: HostRef, req: { daemonId: string; term: number; durationMs: number }) {
+    return this.client(host.address).p.grantLease(req, { timeoutMs: 2_000 });
+  }
+
+  async listVms(host: HostRef): Promise<pb.Vm__Output[]> {
+    const vms: pb.Vm__Output[] = [];
+    let pageToken = '';
+    do {
+      const page = await this.client(host.address).p.listVms(
+        { pageSize: PAGE, pageToken },
+        { timeoutMs: QUICK_MS },
+      );
+      vms.push(...page.vms);
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    return vms;
+  }
+
+  watchEvents(host: HostRef, sink: AgentEventSink): { cancel(): void } {
+    const call: grpc.ClientReadableStream<pb.AgentEvent__Output> = this.client(host.address).raw.watchEvents({
+      initialState: true,
+    });
+    let ended = false;
+    const end = (err?: unknown) => {
+      if (ended) return;
+      ended = true;
+      sink.closed(err);
+    };
+    call.on('data', (e: pb.AgentEvent__Output) => sink.event(e));
+    call.on('error', (err) => end(err));
+    call.on('end', () => end());
+    return {
+      cancel: () => {
+        ended = true;
+        call.cancel();
+      },
+    };
+  }
+
+  createVm(host: HostRef, vmId: string, config: pb.VmConfig, generation: number) {
+    return this.client(host.address).p.createVm({ vmId, config, generation }, { timeoutMs: SLOW_MS });
+  }
+
+  changeVmState(host: HostRef, vmId: string, action: pb.VmAction, generation: number) {
+    return this.client(host.address).p.changeVmState({ vmId, action, generation }, { timeoutMs: QUICK_MS });
+  }
+
+  updateVm(host: HostRef, vmId: string, config: pb.VmConfig, paths: string[], generation: number) {
+    return this.client(host.address).p.updateVm(
+      { vmId, config, updateMask: { paths }, generation },
+      { timeoutMs: SLOW_MS },
+    );
+  }
+
+  async deleteVm(host: HostRef, vmId: string, generation: number): Promise<void> {
+    await this.client(host.address).p.deleteVm({ vmId, generation }, { timeoutMs: SLOW_MS });
+  }
+
+  getVm(host: HostRef, vmId: string) {
+    return this.client(host.address).p.getVm({ vmId }, { timeoutMs: QUICK_MS });
+  }
+
+  async createCheckpoint(
+    host: HostRef,
+    vmId: string,
+    checkpointId: string,
+    name: string,
+    generation: number,
+  ) {
+    await this.client(host.address).p.createCheckpoint(
+      { vmId, checkpointId, name, generation },
+      { timeoutMs: SLOW_MS },
+    );
+  }
+
+  applyCheckpoint(
+    host: HostRef,
+    checkpointId: string,
+    opts: { turnOffFirst: boolean; saveCurrentFirst: boolean },
+    generation: number,
+  ) {
+    return this.client(host.address).p.applyCheckpoint(
+      { checkpointId, generation, ...opts },
+      { timeoutMs: SLOW_MS },
+    );
+  }
+
+  async deleteCheckpoint(host: HostRef, checkpointId: string, subtree: boolean, generation: number) {
+    await this.client(host.address).p.deleteCheckpoint(
+      { checkpointId, subtree, generation },
+      { timeoutMs: SLOW_MS },
+    );
+  }
+
+  async renameCheckpoint(host: HostRef, checkpointId: string, name: string, generation: number) {
+    await this.client(host.address).p.renameCheckpoint(
+      { checkpointId, name, generation },
+      { timeoutMs: QUICK_MS },
+    );
+  }
+
+  listCheckpoints(host: HostRef, vmId: string) {
+    return this.client(host.address).p.listCheckpoints({ vmId }, { timeoutMs: QUICK_MS });
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.raw.close();
+    this.clients.clear();
+  }
+}

@@ -1,0 +1,110 @@
+import { randomUUID } from 'node:crypto';
+import { ApiError, internal, status, type Logger } from '@hyperfarm/api';
+import { raftApiError, RaftArgumentError, type RaftNode } from '@hyperfarm/raft';
+import {
+  decodeResults,
+  FORMAT_VERSION,
+  type CommandBody,
+  type CommandResult,
+  type FarmStateMachine,
+} from '../fsm/index.js';
+
+/** What a command answered, when it succeeded. */
+export type Ok = Extract<CommandResult, { ok: true }>;
+
+interface Pending {
+  json: string;
+  resolve(r: CommandResult): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * Sends commands to the log. Commands submitted in the same turn of the event loop share one
+ * entry (up to `maxEntryBytes`, under RaftNode's 1 MiB limit), so thousands of creates a second
+ * cost tens of entries, not thousands. Every command carries a request id: a batch whose fate is
+ * unknown (a timeout, a leader change, a forward that lost its answer) is proposed again with the
+ * same ids, and the state machine answers each command its first result instead of applying it
+ * twice. A command's result is returned once this daemon has applied its entry, so a read that
+ * follows sees it.
+ */
+export class Proposer {
+  private queue: Pending[] = [];
+  private queuedBytes = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly raft: RaftNode,
+    private readonly machine: FarmStateMachine,
+    private readonly logger: Logger,
+    private readonly opts: { maxEntryBytes?: number; deadlineMs?: number; clock?: () => number } = {},
+  ) {}
+
+  /** Proposes a command and returns its result; a refusal is thrown as an ApiError. */
+  async submit(cmd: CommandBody, rid: string = randomUUID()): Promise<Ok> {
+    const t = (this.opts.clock ?? Date.now)();
+    const result = await this.enqueue(JSON.stringify({ rid, t, ...cmd }));
+    if (result.ok) return result;
+    throw this.refusal(cmd.type, result.error);
+  }
+
+  private enqueue(json: string): Promise<CommandResult> {
+    return new Promise((resolve, reject) => {
+      if (this.queuedBytes + json.length > this.maxBytes) this.flush();
+      this.queue.push({ json, resolve, reject });
+      this.queuedBytes += json.length;
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private get maxBytes(): number {
+    return this.opts.maxEntryBytes ?? 512 * 1024;
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batch = this.queue;
+    this.queue = [];
+    this.queuedBytes = 0;
+    if (batch.length === 0) return;
+    const data = new TextEncoder().encode(
+      `{"v":${FORMAT_VERSION},"cmds":[${batch.map((p) => p.json).join(',')}]}`,
+    );
+    void this.propose(data).then(
+      (results) => batch.forEach((p, i) => p.resolve(results[i]!)),
+      (err: unknown) => batch.forEach((p) => p.reject(err)),
+    );
+  }
+
+  /** Proposes an entry until it is applied here, or the deadline passes. */
+  private async propose(data: Uint8Array): Promise<CommandResult[]> {
+    const deadline = Date.now() + (this.opts.deadlineMs ?? 15_000);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { index, result } = await this.raft.propose(data);
+        await this.machine.waitApplied(index);
+        return decodeResults(result);
+      } catch (err) {
+        // Too big is a bug of ours, and retrying cannot help; anything else may pass on retry,
+        // and the request ids make a retry of what did commit harmless.
+        if (err instanceof RaftArgumentError || Date.now() >= deadline) throw raftApiError(err);
+        await new Promise((r) => setTimeout(r, Math.min(1_000, 25 * 2 ** attempt)));
+      }
+    }
+  }
+
+  private refusal(type: string, e: { code: string; message: string; field?: string }): ApiError {
+    const code = status[e.code as keyof typeof status];
+    if (code === undefined || code === status.INTERNAL) {
+      // The state machine hit a bug; every replica agrees, and the stack is in the message.
+      this.logger.error(
+        { command: type, error: e.message },
+        'a command failed unexpectedly in the state machine',
+      );
+      return internal(`${type} failed in the farm state machine; the daemon's log has the details`);
+    }
+    return new ApiError(code, e.message, e.field);
+  }
+}

@@ -1,0 +1,197 @@
+import { randomBytes } from 'node:crypto';
+import { invalidArgument, normalizeVmConfig, notFound, quote, unary, type pb } from '@hyperfarm/api';
+import { findVm, operationView, vmView, type FarmState, type VmConfig, type VmRecord } from '../fsm/index.js';
+import { explainPlacement } from '../scheduler/index.js';
+import { operationOutcome, readState, type FarmContext } from './farm-context.js';
+import type { Ok } from './proposer.js';
+import {
+  optionalRequestId,
+  page,
+  requireEnum,
+  requireHostId,
+  requireRef,
+  requireVmConfig,
+} from './requests.js';
+
+/** A farm-wide id: a prefix and 48 random bits (collisions are not expected below millions). */
+export const newId = (prefix: string): string => `${prefix}-${randomBytes(6).toString('hex')}`;
+
+const VM_ACTIONS = [
+  'VM_ACTION_START',
+  'VM_ACTION_STOP',
+  'VM_ACTION_TURN_OFF',
+  'VM_ACTION_SAVE',
+  'VM_ACTION_PAUSE',
+  'VM_ACTION_RESUME',
+  'VM_ACTION_RESET',
+] as const;
+
+const VM_STATES = [
+  'VM_STATE_OFF',
+  'VM_STATE_STARTING',
+  'VM_STATE_RUNNING',
+  'VM_STATE_PAUSING',
+  'VM_STATE_PAUSED',
+  'VM_STATE_RESUMING',
+  'VM_STATE_SAVING',
+  'VM_STATE_SAVED',
+  'VM_STATE_STOPPING',
+  'VM_STATE_RESETTING',
+  'VM_STATE_RUNNING_CRITICAL',
+  'VM_STATE_PAUSED_CRITICAL',
+  'VM_STATE_UNKNOWN',
+] as const;
+
+export function requireVm(s: FarmState, field: string, idOrName: string): VmRecord {
+  const vm = findVm(s, requireRef(field, idOrName));
+  if (!vm) throw notFound('VM', idOrName);
+  return vm;
+}
+
+/** The operation a command started, as the caller sees it. */
+export function startedOperation(s: FarmState, result: Ok): pb.Operation {
+  return operationView(s.operations.get(String(result['opId']))!);
+}
+
+/** ClusterService: VMs. */
+export function vmHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandlers> {
+  return {
+    CreateVm: unary<pb.CreateVmRequest__Output, pb.Operation>(async (req) => {
+      const config = requireVmConfig(ctx.machine.state, req.config);
+      const hostId = req.hostId === '' ? '' : requireHostId('host_id', req.hostId);
+      const requestId = optionalRequestId('request_id', req.requestId);
+      const result = await ctx.proposer.submit(
+        { type: 'vm.create', vmId: newId('vm'), opId: newId('op'), config, start: req.start, hostId },
+        requestId === undefined ? undefined : `create-vm:${requestId}`,
+      );
+      return startedOperation(ctx.machine.state, result);
+    }),
+
+    GetVm: unary<pb.GetVmRequest__Output, pb.Vm>(async (req) => {
+      requireRef('id', req.id);
+      return vmView(requireVm(await readState(ctx, req.consistency), 'id', req.id));
+    }),
+
+    ListVms: unary<pb.ListVmsRequest__Output, pb.ListVmsResponse>(async (req) => {
+      const hostId = req.hostId === '' ? undefined : requireHostId('host_id', req.hostId);
+      const state =
+        req.state === 'VM_STATE_UNSPECIFIED' ? undefined : requireEnum('state', req.state, VM_STATES);
+      const s = await readState(ctx, req.consistency);
+      let vms: Iterable<VmRecord> = s.vms.values();
+      if (hostId) vms = [...(s.vmsByHost.get(hostId) ?? [])].map((id) => s.vms.get(id)!);
+      if (state) vms = [...vms].filter((v) => v.observed.state === state);
+      const p = page('vms', vms, (v) => v.id, req);
+      return { vms: p.items.map(vmView), nextPageToken: p.nextPageToken };
+    }),
+
+    UpdateVm: unary<pb.UpdateVmRequest__Output, pb.Vm>(async (req) => {
+      const s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
+      const vm = requireVm(s, 'id', req.id);
+      if (!req.config) throw invalidArgument('config', 'is required');
+      const paths = (req.updateMask?.paths ?? []).map(configPath);
+      if (paths.length === 0)
+        throw invalidArgument('update_mask', 'name the fields to change, for example "config.memory_bytes"');
+      const next = requireVmConfig(s, masked(vm.config, normalizeVmConfig(req.config) as VmConfig, paths));
+      const { opId } = await ctx.proposer.submit({
+        type: 'vm.update',
+        vmId: vm.id,
+        opId: newId('op'),
+        config: next,
+        paths,
+      });
+      await operationOutcome(ctx, String(opId));
+      return vmView(ctx.machine.state.vms.get(vm.id) ?? vm);
+    }),
+
+    DeleteVm: unary<pb.DeleteVmRequest__Output, pb.Operation>(async (req) => {
+      const vm = requireVm(await readState(ctx, 'CONSISTENCY_LINEARIZABLE'), 'id', req.id);
+      const result = await ctx.proposer.submit({ type: 'vm.delete', vmId: vm.id, opId: newId('op') });
+      return startedOperation(ctx.machine.state, result);
+    }),
+
+    ChangeVmState: unary<pb.ChangeVmStateRequest__Output, pb.Operation>(async (req) => {
+      const action = requireEnum('action', req.action, VM_ACTIONS);
+      const vm = requireVm(await readState(ctx, 'CONSISTENCY_LINEARIZABLE'), 'id', req.id);
+      const result = await ctx.proposer.submit({
+        type: 'vm.change_state',
+        vmId: vm.id,
+        opId: newId('op'),
+        action,
+      });
+      return startedOperation(ctx.machine.state, result);
+    }),
+
+    ExplainPlacement: unary<pb.ExplainPlacementRequest__Output, pb.ExplainPlacementResponse>(async (req) => {
+      const s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
+      let e;
+      if (req.vmId) {
+        const vm = requireVm(s, 'vm_id', req.vmId);
+        e = explainPlacement(s, vm.config, ctx.scheduler, vm.id);
+      } else {
+        e = explainPlacement(s, requireVmConfig(s, req.config), ctx.scheduler);
+      }
+      return { verdicts: e.verdicts, chosenHostId: e.chosen };
+    }),
+  };
+}
+
+const TOP_FIELDS = new Set([
+  'name',
+  'processor',
+  'memory_bytes',
+  'guest_os',
+  'disks',
+  'network_adapters',
+  'integration_services',
+  'automatic_start_action',
+  'automatic_stop_action',
+  'ha_priority',
+  'workload',
+  'anti_affinity_group',
+  'labels',
+  'anti_affinity_class_names',
+  'anti_affinity_hard',
+]);
+const SUB_FIELDS: Record<string, ReadonlySet<string>> = {
+  processor: new Set(['count', 'reserve_percent', 'limit_percent', 'relative_weight']),
+  workload: new Set([
+    'cpu_demand_percent',
+    'working_set_bytes',
+    'dirty_pages_per_second',
+    'disk_iops',
+    'disk_write_bytes',
+    'request_service_time_ms',
+    'boot_ms',
+  ]),
+};
+
+/** "config.processor.count" → "processor.count", checked against VmConfig's fields. */
+function configPath(path: string): string {
+  const [head, top, sub, ...rest] = path.split('.');
+  const ok =
+    head === 'config' &&
+    top !== undefined &&
+    TOP_FIELDS.has(top) &&
+    rest.length === 0 &&
+    (sub === undefined || SUB_FIELDS[top]?.has(sub));
+  if (!ok)
+    throw invalidArgument(
+      'update_mask',
+      `${quote(path)} is not a field of the VM's configuration (paths start with "config.")`,
+    );
+  return sub === undefined ? top! : `${top}.${sub}`;
+}
+
+const camel = (snake: string): string => snake.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+
+/** `current` with the fields named by `paths` taken from `given`. */
+function masked(current: VmConfig, given: VmConfig, paths: string[]): pb.VmConfig__Output {
+  const next = structuredClone(current) as unknown as Record<string, Record<string, unknown>>;
+  const src = given as unknown as Record<string, Record<string, unknown>>;
+  for (const path of paths) {
+    const [top, sub] = path.split('.').map(camel) as [string, string | undefined];
+    if (sub === undefined) next[top] = structuredClone(src[top]!) as Record<string, unknown>;
+    else next[top]![sub] = src[top]![sub];
+  }
+  return next as unknown as pb.VmConfig__Output;
+}
