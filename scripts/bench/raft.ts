@@ -2,7 +2,8 @@
  * The Raft benchmark: hyperfarm's kv-server (3 replicas, LevelDB synced, gRPC on loopback) and
  * etcd 3.4 (3 members on loopback) driven by the same closed-loop load generator with 1 and 64
  * concurrent clients writing 256-byte values, then the time from kill -9 of hyperfarm's leader
- * to the next committed write over 20 kills. The last line is one JSON object.
+ * to the next committed write over 20 kills, at the default timing profile and, on a fresh
+ * cluster, at the fast one (`raftProfile: fast`). The last line is one JSON object.
  *
  *   npm run bench:raft -- [--seconds 10] [--rounds 4] [--kills 20] [--etcd /usr/bin/etcd] [--no-etcd]
  */
@@ -119,6 +120,22 @@ async function main(): Promise<void> {
     log(`failover: kill -9 of the hyperfarm leader, ${kills} times, under 8 writing clients`);
     const failover = await measureFailover(cluster, { kills, clients: 8, log });
     log(`  median ${failover.medianMs.toFixed(0)} ms, max ${failover.maxMs.toFixed(0)} ms`);
+    await cluster.close();
+
+    log(`failover, fast profile (tick 10 ms, election after 150-300 ms), ${kills} kills, 8 clients`);
+    const fastCluster = await KvCluster.start({
+      size: 3,
+      root: join(root, 'fast'),
+      entry: 'dist',
+      args: ['--raft-profile', 'fast'],
+    });
+    let fast: Awaited<ReturnType<typeof measureFailover>>;
+    try {
+      fast = await measureFailover(fastCluster, { kills, clients: 8, log });
+    } finally {
+      await fastCluster.close();
+    }
+    log(`  median ${fast.medianMs.toFixed(0)} ms, max ${fast.maxMs.toFixed(0)} ms`);
 
     const [hf1, e1] = byClients.get(1)!;
     const [hf64, e64] = byClients.get(64)!;
@@ -153,6 +170,8 @@ async function main(): Promise<void> {
         failover_median_ms: round(failover.medianMs, 0),
         failover_max_ms: round(failover.maxMs, 0),
         failover_kills: failover.samplesMs.length,
+        failover_median_ms_fast: round(fast.medianMs, 0),
+        failover_max_ms_fast: round(fast.maxMs, 0),
         etcd_writes_per_s_1: round(e1?.writesPerSecond, 0),
         etcd_p50_ms_1: round(e1?.p50Ms),
         etcd_p99_ms_1: round(e1?.p99Ms),

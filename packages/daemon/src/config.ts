@@ -22,6 +22,12 @@ export const daemonConfigSchema = z.object({
   tlsCert: z.string().optional().describe('certificate file for mutual TLS'),
   tlsKey: z.string().optional().describe('private key file for mutual TLS'),
   readyFile: z.string().optional().describe('write {pid, grpcAddress, metricsAddress} here once serving'),
+  raftProfile: z
+    .enum(['default', 'fast'])
+    .default('default')
+    .describe(
+      'Raft timing: default (election after 1-2 s) or fast (150-300 ms: quicker failover, but a 150 ms stall costs an election); see docs/raft.md',
+    ),
   logLevel: fields.logLevel(),
   placement: z
     .enum(['binpack', 'spread'])

@@ -53,6 +53,7 @@ export async function startDaemon(
     registry: metrics.registry,
     forwardProposals: true,
     onRoleChange: (c) => leadership.changed(c.role === Role.Leader, c.term),
+    profile: config.raftProfile,
     ...(config.tls ? { tls: config.tls } : {}),
     // A failed disk or a broken invariant: a replica that cannot trust its log leaves the
     // cluster loudly (its peers carry on) and is restarted from its disk, as etcd does.

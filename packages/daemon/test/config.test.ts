@@ -41,4 +41,14 @@ describe('daemon configuration', () => {
     const tls = loadDaemonConfig(['--tls-ca', 'ca', '--tls-cert', 'cert', '--tls-key', 'key'], {}).tls;
     expect(tls).to.deep.equal({ caFile: 'ca', certFile: 'cert', keyFile: 'key' });
   });
+
+  it('takes a Raft timing profile, default or fast, and refuses any other', () => {
+    expect(loadDaemonConfig([], {}).raftProfile).to.equal('default');
+    expect(loadDaemonConfig(['--raft-profile', 'fast'], {}).raftProfile).to.equal('fast');
+    expect(loadDaemonConfig([], { HYPERFARM_DAEMON_RAFT_PROFILE: 'fast' }).raftProfile).to.equal('fast');
+    expect(() => loadDaemonConfig(['--raft-profile', 'quick'], {})).to.throw(
+      ConfigError,
+      /raftProfile|raft-profile/,
+    );
+  });
 });

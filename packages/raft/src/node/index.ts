@@ -1,4 +1,10 @@
-export { RaftNode, type RaftNodeOptions, type StateMachine } from './raft-node.js';
+export {
+  RAFT_PROFILES,
+  RaftNode,
+  type RaftNodeOptions,
+  type RaftProfile,
+  type StateMachine,
+} from './raft-node.js';
 export {
   NodeStoppedError,
   OutcomeUnknownError,

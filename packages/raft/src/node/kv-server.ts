@@ -12,7 +12,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { KvStateMachine } from './kv-state-machine.js';
 import { startKvHttp } from './kv-http.js';
-import { RaftNode } from './raft-node.js';
+import { RAFT_PROFILES, RaftNode, type RaftProfile } from './raft-node.js';
 
 function parsePeers(value: string): Record<string, string> {
   const peers: Record<string, string> = {};
@@ -35,14 +35,27 @@ function positiveInt(name: string) {
   };
 }
 
+function parseProfile(value: string): RaftProfile {
+  if (!Object.hasOwn(RAFT_PROFILES, value))
+    throw new InvalidArgumentError(
+      `invalid raft-profile: '${value}' is not one of ${Object.keys(RAFT_PROFILES).join(', ')}`,
+    );
+  return value as RaftProfile;
+}
+
 const program = new Command('kv-server')
   .requiredOption('--id <id>', 'this node id')
   .requiredOption('--listen <host:port>', 'RaftService gRPC address')
   .requiredOption('--http <host:port>', 'HTTP key-value address')
   .requiredOption('--peers <list>', 'founding members id=host:port,...', parsePeers)
   .requiredOption('--data-dir <dir>', 'folder for the log and snapshots')
-  .option('--tick-ms <ms>', 'milliseconds per Raft tick', positiveInt('tick-ms'), 100)
-  .option('--election-tick <n>', 'ticks before an election', positiveInt('election-tick'), 10)
+  .option('--raft-profile <name>', 'timing profile: default or fast', parseProfile, 'default')
+  .option('--tick-ms <ms>', 'milliseconds per Raft tick (overrides the profile)', positiveInt('tick-ms'))
+  .option(
+    '--election-tick <n>',
+    'ticks before an election (overrides the profile)',
+    positiveInt('election-tick'),
+  )
   .option('--snapshot-every <n>', 'entries between snapshots', positiveInt('snapshot-every'), 100_000)
   .option('--forward', 'forward proposals made on a follower to the leader', false)
   .option('--join', 'join a running cluster instead of founding one', false);
@@ -54,8 +67,9 @@ async function main(): Promise<void> {
     http: string;
     peers: Record<string, string>;
     dataDir: string;
-    tickMs: number;
-    electionTick: number;
+    raftProfile: RaftProfile;
+    tickMs?: number;
+    electionTick?: number;
     snapshotEvery: number;
     forward: boolean;
     join: boolean;
@@ -70,8 +84,9 @@ async function main(): Promise<void> {
     peers: o.peers,
     join: o.join,
     stateMachine: sm,
-    tickMs: o.tickMs,
-    electionTick: o.electionTick,
+    profile: o.raftProfile,
+    ...(o.tickMs ? { tickMs: o.tickMs } : {}),
+    ...(o.electionTick ? { electionTick: o.electionTick } : {}),
     snapshotEvery: o.snapshotEvery,
     forwardProposals: o.forward,
     registry,

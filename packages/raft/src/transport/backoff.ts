@@ -1,7 +1,8 @@
 /**
- * Exponential backoff with full jitter: the n-th retry waits a random time in
- * [base·2^n / 2, base·2^n], capped at `maxMs`. Jitter keeps peers that lost the same node from
- * reconnecting in lockstep.
+ * Exponential backoff with "equal jitter" (half the wait fixed, half random; not full jitter,
+ * which would draw from [0, ceiling]): the n-th retry waits a random time in [c/2, c], where
+ * c = min(maxMs, baseMs·2^n). The fixed half keeps a retry from coming at once; the random half
+ * keeps peers that lost the same node from reconnecting in lockstep.
  */
 export interface BackoffOptions {
   baseMs: number;
