@@ -139,9 +139,12 @@ describe('gRPC server and channel factory', () => {
     const small = await createServer({ logger: log.logger, maxMessageBytes: 1024 })
       .add('agent', withUnimplemented('agent', {}, 'x'))
       .listen('127.0.0.1:0');
-    const agent = promiseClient(createClient(v1.AgentService, small.address));
-    const err = await agent.getVm({ vmId: 'x'.repeat(4096) }).catch((e: grpc.ServiceError) => e);
-    expect(err).to.have.property('code', grpc.status.RESOURCE_EXHAUSTED);
-    await small.shutdown();
+    try {
+      const agent = promiseClient(createClient(v1.AgentService, small.address));
+      const err = await agent.getVm({ vmId: 'x'.repeat(4096) }).catch((e: grpc.ServiceError) => e);
+      expect(err).to.have.property('code', grpc.status.RESOURCE_EXHAUSTED);
+    } finally {
+      await small.shutdown();
+    }
   });
 });

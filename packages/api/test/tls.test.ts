@@ -3,7 +3,14 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { checkHealth, createServer, withUnimplemented, type TlsFiles } from '../src/index.js';
+import {
+  checkHealth,
+  ConfigError,
+  createServer,
+  tlsFromConfig,
+  withUnimplemented,
+  type TlsFiles,
+} from '../src/index.js';
 import { captureLogger } from './helpers.js';
 
 /** A throwaway CA with a server and a client certificate for 127.0.0.1, made with openssl. */
@@ -91,6 +98,23 @@ describe('mutual TLS is a configuration change', function () {
       expect(stranger).to.be.instanceOf(Error);
     } finally {
       await server.shutdown();
+    }
+  });
+});
+
+describe('TLS from a program configuration', () => {
+  it('is all three files or none: a partial set is refused, naming what is needed', () => {
+    expect(tlsFromConfig({})).to.equal(undefined);
+    expect(tlsFromConfig({ tlsCa: 'ca', tlsCert: 'c', tlsKey: 'k' })).to.deep.equal({
+      caFile: 'ca',
+      certFile: 'c',
+      keyFile: 'k',
+    });
+    for (const partial of [{ tlsCa: 'ca' }, { tlsCert: 'c', tlsKey: 'k' }, { tlsKey: 'k' }]) {
+      expect(() => tlsFromConfig(partial)).to.throw(
+        ConfigError,
+        /mutual TLS needs all of tlsCa, tlsCert and tlsKey/,
+      );
     }
   });
 });
