@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeFooter, DiskType, FOOTER_SIZE, VhdDisk } from '@hyperfarm/vhd';
@@ -120,6 +121,56 @@ describe('host I/O: saved state files, VHD disks and LevelDB', () => {
     await host.settle();
     expect(host.read((e) => e.vms.get('a')).status!.state).to.equal('VM_STATE_RUNNING');
     await host.stop();
+  });
+
+  it('a real VHD on a really full file system makes the VM PausedCritical, not RunningCritical', async function () {
+    // A small tmpfs, filled up: the kernel's own ENOSPC, through the VHD library's VhdNoSpaceError.
+    const volume = join(dir, 'volume');
+    mkdirSync(volume);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', volume]);
+    if (mounted.status !== 0) {
+      // Mounting needs root (CI runs as root); nothing short of a real file system tells the truth here.
+      this.skip();
+    }
+    const { host, clock } = await openTestHost(dir, {
+      id: 'host-full',
+      macPoolStart: '00-15-5D-11-00-00',
+      startMs: 1_000_000,
+      seed: 3,
+      settings: { allowedRoots: [volume] },
+    });
+    try {
+      const disks = [
+        {
+          controller: 'DISK_CONTROLLER_IDE' as const,
+          path: join(volume, 'data.vhd'),
+          createType: 'DISK_TYPE_DYNAMIC' as const,
+          createSizeBytes: mib(64),
+        },
+      ];
+      await host.createVm(
+        'full',
+        vmConfig('full', { disks, workload: { bootMs: 10, diskIops: 50, diskWriteBytes: 4096 } }),
+        1,
+      );
+      // Fill what is left of the volume, so the first block the guest touches cannot be allocated.
+      const filler = spawnSync('dd', ['if=/dev/zero', `of=${join(volume, 'filler')}`, 'bs=64k'], {
+        encoding: 'utf8',
+      });
+      expect(filler.stderr).to.match(/No space left on device/);
+      await host.mutate((e) => e.power.change('full', 'VM_ACTION_START'));
+      for (let i = 0; i < 5; i++) {
+        clock.t += 100;
+        host.pump();
+        await host.settle();
+      }
+      const vm = host.read((e) => e.vms.get('full'));
+      expect(vm.status!.state).to.equal('VM_STATE_PAUSED_CRITICAL');
+      expect(vm.status!.message).to.match(/its storage is full/);
+    } finally {
+      await host.stop();
+      spawnSync('umount', [volume]);
+    }
   });
 
   it('a dynamic VHD (through @hyperfarm/vhd) grows as the guest writes into it', async () => {

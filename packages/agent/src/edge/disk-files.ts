@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { invalidArgument, type Logger, type pb } from '@hyperfarm/api';
 import type { VmConfig } from '../engine/validate.js';
 import type { DiskFactory } from './disk.js';
@@ -40,8 +41,12 @@ export async function createDiskFiles(
   await mkdir(folders.vmDir(vmId), { recursive: true });
   for (const d of config.disks) {
     const path = folders.diskPath(vmId, d.path);
-    if (existsSync(path)) await (await factory.open(path)).close();
-    else await (await factory.create(path, d.createSizeBytes, kindOf(d.createType))).close();
+    if (existsSync(path)) {
+      await (await factory.open(path)).close();
+    } else {
+      await mkdir(dirname(path), { recursive: true });
+      await (await factory.create(path, d.createSizeBytes, kindOf(d.createType))).close();
+    }
   }
 }
 

@@ -1,4 +1,4 @@
-import { createVhd, VhdDisk, type StorageProvider } from '@hyperfarm/vhd';
+import { createVhd, isNoSpace, VhdDisk, VhdNoSpaceError, type StorageProvider } from '@hyperfarm/vhd';
 
 /**
  * The narrow interface through which the storage VSP reaches a virtual disk. The VHD library
@@ -28,10 +28,13 @@ export const vhdLibraryFactory = (clock: () => number, provider?: StorageProvide
   open: (path) => VhdDisk.open(path, provider ? { provider } : {}),
 });
 
-/** How a failed disk call shows to the guest: the disk is full, or it failed. */
+/**
+ * How a failed disk call shows to the guest: the disk is full, or it failed. The VHD library
+ * reports a full file system as its own VhdNoSpaceError (which carries no errno code); a backend
+ * of another kind may throw the file system's ENOSPC or EDQUOT as it is.
+ */
 export function storageFailureKind(err: unknown): 'full' | 'failed' {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT' ? 'full' : 'failed';
+  return err instanceof VhdNoSpaceError || isNoSpace(err) ? 'full' : 'failed';
 }
 
 /**

@@ -6,6 +6,7 @@ import {
   failedPrecondition,
   hyperfarmProto,
   invalidArgument,
+  quote,
   status,
   type ClientOptions,
   type pb,
@@ -189,7 +190,7 @@ export async function migrateOut(
     call!.end();
     const res = await response;
     if (res.sha256 !== sha256)
-      throw failedPrecondition(`target verified hash ${res.sha256}, expected ${sha256}`);
+      throw failedPrecondition(`target verified hash ${quote(res.sha256)}, expected ${sha256}`);
     await host.mutate(() => m.complete(o.targetAddress));
     const done: pb.MigrationProgress = {
       phase: 'MIGRATION_PHASE_COMPLETED',
@@ -281,7 +282,7 @@ export async function importVm(
         if (sha256 !== chunk.trailer.sha256) {
           throw new ApiError(
             status.DATA_LOSS,
-            `state hash mismatch: computed ${sha256}, the source sent ${chunk.trailer.sha256}`,
+            `state hash mismatch: computed ${sha256}, the source sent ${quote(chunk.trailer.sha256)}`,
           );
         }
         const target =
