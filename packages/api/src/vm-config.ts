@@ -178,8 +178,9 @@ export function validateVmConfig(c: VmConfig, ctx: VmConfigContext, prefix = 'co
 
   for (const [k, v] of Object.entries(c.labels)) {
     if (k.length < 1 || k.length > 63)
-      throw invalidArgument(f('labels'), `key '${k}' must be 1 to 63 characters`);
-    if (v.length > 255) throw invalidArgument(f(`labels[${k}]`), 'must be at most 255 characters');
+      throw invalidArgument(f('labels'), `key ${quote(k)} must be 1 to 63 characters`);
+    if (v.length > 255)
+      throw invalidArgument(f('labels'), `the value of ${quote(k)} must be at most 255 characters`);
   }
   if (c.antiAffinityGroup.length > 63)
     throw invalidArgument(f('anti_affinity_group'), 'at most 63 characters');
@@ -263,11 +264,11 @@ function validateNics(c: VmConfig, f: (n: string) => string): void {
       if (!MAC_RE.test(n.macAddress)) {
         throw invalidArgument(
           at('mac_address'),
-          `'${n.macAddress}' is not a MAC address like 00-15-5D-01-02-03`,
+          `${quote(n.macAddress)} is not a MAC address like 00-15-5D-01-02-03`,
         );
       }
       if (parseInt(n.macAddress.slice(0, 2), 16) & 1) {
-        throw invalidArgument(at('mac_address'), `'${n.macAddress}' is a multicast address`);
+        throw invalidArgument(at('mac_address'), `${quote(n.macAddress)} is a multicast address`);
       }
       if (n.macAddress === '00-00-00-00-00-00')
         throw invalidArgument(at('mac_address'), 'may not be all zeros');
