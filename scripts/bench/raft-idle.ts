@@ -7,11 +7,11 @@
  *
  *   npm run bench:raft-idle -- [--minutes 10]
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { KvCluster } from './raft/hyperfarm.js';
+import { assertKvServerBuilt, KvCluster, runBench } from './raft/hyperfarm.js';
 
 const { values: args } = parseArgs({ options: { minutes: { type: 'string', default: '10' } } });
 const minutes = Number(args.minutes);
@@ -30,8 +30,7 @@ async function highestTerm(cluster: KvCluster): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  if (!existsSync(new URL('../../packages/raft/dist/node/kv-server.js', import.meta.url)))
-    throw new Error('packages/raft is not built: run `npx tsc -b packages/raft` first');
+  assertKvServerBuilt();
   console.log(
     `raft idle  ${new Date().toISOString()}  ${cpus().length} cores  ${minutes} min, profiles ${PROFILES.join(' and ')} side by side`,
   );
@@ -69,10 +68,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBench(main);

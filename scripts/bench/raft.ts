@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type EtcdCluster, startEtcd } from './raft/etcd.js';
 import { measureFailover } from './raft/failover.js';
-import { fsyncFigures, KvCluster, leaderPut } from './raft/hyperfarm.js';
+import { assertKvServerBuilt, fsyncFigures, KvCluster, leaderPut, runBench } from './raft/hyperfarm.js';
 import { type LoadResult, merge, runLoad } from './raft/load.js';
 
 const { values: args } = parseArgs({
@@ -74,8 +74,7 @@ async function interleaved(systems: System[], clients: number, rounds: number): 
 }
 
 async function main(): Promise<void> {
-  const dist = new URL('../../packages/raft/dist/node/kv-server.js', import.meta.url);
-  if (!existsSync(dist)) throw new Error('packages/raft is not built: run `npx tsc -b packages/raft` first');
+  assertKvServerBuilt();
   log(
     `raft benchmark  ${new Date().toISOString()}  ${cpus().length} cores (${cpus()[0]?.model ?? '?'})  node ${process.version}`,
   );
@@ -190,10 +189,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBench(main);

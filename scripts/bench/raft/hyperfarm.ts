@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { KvCluster, type KvMember } from '../../../packages/raft/src/node/kv-cluster.js';
 import type { PutFn } from './load.js';
 
@@ -30,6 +31,23 @@ export async function fsyncFigures(
 async function fetchText(_cluster: KvCluster, m: KvMember, path: string): Promise<string> {
   const res = await fetch(`http://${m.http}${path}`);
   return res.text();
+}
+
+/** The benchmarks run the built kv-server: refuse to start without it. */
+export function assertKvServerBuilt(): void {
+  if (!existsSync(new URL('../../../packages/raft/dist/node/kv-server.js', import.meta.url)))
+    throw new Error('packages/raft is not built: run `npx tsc -b packages/raft` first');
+}
+
+/** Runs a benchmark and exits with its outcome (a cluster left behind would keep Node alive). */
+export function runBench(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
 }
 
 export { KvCluster };
