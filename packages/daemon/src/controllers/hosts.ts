@@ -5,7 +5,8 @@ import type { FarmState, HostRecord, HostStateName } from '../fsm/index.js';
  * each host its lease every interval (GrantLease), and a host whose grants have failed for the
  * suspect time is Suspect, for the down time Down. Only these transitions reach the log, never
  * each heartbeat. A new leader counts a host's silence from when it took over (it knows nothing
- * of the grants before), and never declares a host better without hearing from it.
+ * of the grants before), a host that came Up from when it did, and never declares a host better
+ * without hearing from it.
  */
 
 export interface LivenessConfig {
@@ -55,7 +56,10 @@ function judge(
   nowMs: number,
   cfg: LivenessConfig,
 ): HostTransition | undefined {
-  const silence = nowMs - (lastOk ?? leaderSinceMs);
+  // A host that just came Up (registered, re-registered) gets the full time from then.
+  const upSince = host.state === 'HOST_STATE_UP' ? host.stateChangedAtMs : 0;
+  const since = Math.max(lastOk ?? leaderSinceMs, upSince);
+  const silence = nowMs - since;
   let state: HostStateName =
     silence >= cfg.downAfterMs
       ? 'HOST_STATE_DOWN'
@@ -68,6 +72,6 @@ function judge(
   const reason =
     state === 'HOST_STATE_UP'
       ? 'its lease is renewed again'
-      : `no lease renewal for ${(silence / 1000).toFixed(1)} s${lastOk === undefined ? " (counted from this leader's election)" : ''}`;
+      : `no lease renewal for ${(silence / 1000).toFixed(1)} s${lastOk === undefined && since === leaderSinceMs ? " (counted from this leader's election)" : ''}`;
   return { hostId: host.id, state, reason };
 }

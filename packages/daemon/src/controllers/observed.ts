@@ -73,20 +73,24 @@ export function reportOf(vmId: string, hostId: string, view: AgentVmView | undef
 
 /**
  * The observed-state controller: for each VM placed on a host whose inventory is current, a
- * report when what the agent says differs from what the log holds. Only changes reach the log,
- * batched; copies with another generation (left behind by a move) are not the farm's VM.
+ * report when what the agent says differs from what the log holds (of every VM, or of `only`
+ * those that changed). Only changes reach the log, batched; copies with another generation (left
+ * behind by a move) are not the farm's VM.
  */
-export function observedReports(s: FarmState, inventories: ReadonlyMap<string, HostInventory>): VmReport[] {
+export function observedReports(
+  s: FarmState,
+  inventories: ReadonlyMap<string, HostInventory>,
+  only?: Iterable<string>,
+): VmReport[] {
   const reports: VmReport[] = [];
-  for (const [hostId, inv] of inventories) {
-    if (!inv.synced || s.hosts.get(hostId)?.state === 'HOST_STATE_DOWN') continue;
-    for (const vmId of s.vmsByHost.get(hostId) ?? []) {
-      const vm = s.vms.get(vmId)!;
-      const view = inv.vms.get(vmId);
-      if (view && view.generation !== vm.generation) continue;
-      if (!differs(vm, view)) continue;
-      reports.push(reportOf(vmId, hostId, view));
-    }
+  const ids = only ?? [...inventories.keys()].flatMap((h) => [...(s.vmsByHost.get(h) ?? [])]);
+  for (const vmId of ids) {
+    const vm = s.vms.get(vmId);
+    const inv = vm && inventories.get(vm.hostId);
+    if (!vm || !inv?.synced || s.hosts.get(vm.hostId)?.state === 'HOST_STATE_DOWN') continue;
+    const view = inv.vms.get(vmId);
+    if (view && view.generation !== vm.generation) continue;
+    if (differs(vm, view)) reports.push(reportOf(vmId, vm.hostId, view));
   }
   return reports;
 }

@@ -7,8 +7,9 @@ import { planPlacements, type Plan, type PlanItem, type SchedulerOptions } from 
  */
 export function placementRound(s: FarmState, opts: SchedulerOptions, maxVms: number): Plan {
   const items: PlanItem[] = [];
-  for (const vm of s.vms.values()) {
+  for (const id of s.unplaced) {
     if (items.length >= maxVms) break;
+    const vm = s.vms.get(id)!;
     if (!awaitsPlacement(s, vm)) continue;
     const op = s.operations.get(vm.busyOpId)!;
     const pinnedHostId = op.params.kind === 'vm.create' ? op.params.pinnedHostId : '';

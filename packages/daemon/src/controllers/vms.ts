@@ -9,7 +9,8 @@ import type { AgentAction } from './actions.js';
 
 /**
  * The VM reconciler: a pure function of the state and what the leader has in flight, returning
- * the agent calls that move each VM toward what is wanted. It asks nothing of a host it cannot
+ * the agent calls that move each VM toward what is wanted (of every VM, or of `only` those that
+ * changed). It asks nothing of a host it cannot
  * vouch for (not Up, or whose VM inventory the leader has not read since it connected), nor of a
  * VM with a call in flight or backing off after a failure. Every call is idempotent and fenced
  * by the VM's generation, so running it again (after a leader change) is harmless.
@@ -24,18 +25,21 @@ export interface ReconcileInput {
   nowMs: number;
 }
 
-export function reconcileVms(s: FarmState, input: ReconcileInput): AgentAction[] {
+export function reconcileVms(s: FarmState, input: ReconcileInput, only?: Iterable<string>): AgentAction[] {
   const actions: AgentAction[] = [];
-  for (const hostId of input.synced) {
-    const host = s.hosts.get(hostId);
-    if (!host || host.state !== 'HOST_STATE_UP') continue;
-    for (const vmId of s.vmsByHost.get(hostId) ?? []) {
-      if (input.inFlight.has(vmId) || (input.backoffUntilMs.get(vmId) ?? 0) > input.nowMs) continue;
-      const action = next(s, s.vms.get(vmId)!);
-      if (action) actions.push(action);
-    }
+  for (const vmId of only ?? vmsOnSyncedHosts(s, input.synced)) {
+    const vm = s.vms.get(vmId);
+    if (!vm || !input.synced.has(vm.hostId) || s.hosts.get(vm.hostId)?.state !== 'HOST_STATE_UP') continue;
+    if (input.inFlight.has(vmId) || (input.backoffUntilMs.get(vmId) ?? 0) > input.nowMs) continue;
+    const action = next(s, vm);
+    if (action) actions.push(action);
   }
   return actions;
+}
+
+/** Every VM placed on one of `hosts`. */
+export function* vmsOnSyncedHosts(s: FarmState, hosts: Iterable<string>): Iterable<string> {
+  for (const hostId of hosts) yield* s.vmsByHost.get(hostId) ?? [];
 }
 
 function next(s: FarmState, vm: VmRecord): AgentAction | undefined {

@@ -23,8 +23,8 @@ export class AgentWatcher implements HostInventory {
     private readonly port: AgentPort,
     private readonly timers: Timers,
     private readonly logger: Logger,
-    /** Called when the inventory changed. */
-    private readonly changed: () => void,
+    /** Called when the inventory changed: one VM's entry, or (no id) all of it. */
+    private readonly changed: (vmId?: string) => void,
   ) {}
 
   start(): void {
@@ -37,7 +37,7 @@ export class AgentWatcher implements HostInventory {
         seen.add(e.vmId);
         if (e.type === 'deleted') this.vms.delete(e.vmId);
         else if (e.vm) this.take(e.vm);
-        if (this.synced) this.changed();
+        if (this.synced) this.changed(e.vmId);
       },
       closed: (err) => {
         if (gen !== this.generation || this.stopped) return;
@@ -63,7 +63,7 @@ export class AgentWatcher implements HostInventory {
 
   /** An answer from the agent is as current as its stream: take it at once. */
   observe(vm: pb.Vm__Output): void {
-    if (this.synced && this.take(vm)) this.changed();
+    if (this.synced && this.take(vm)) this.changed(vm.id);
   }
 
   /**
@@ -78,7 +78,7 @@ export class AgentWatcher implements HostInventory {
   }
 
   forget(vmId: string): void {
-    if (this.vms.delete(vmId) && this.synced) this.changed();
+    if (this.vms.delete(vmId) && this.synced) this.changed(vmId);
   }
 
   /** The agent moved (it registered again from another address). */

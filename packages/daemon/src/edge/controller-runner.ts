@@ -33,6 +33,11 @@ export interface RunnerConfig {
 const CHUNK = 2_000;
 /** At most this often the controllers run, however fast the log moves. */
 const MIN_TICK_MS = 20;
+/**
+ * The controllers look at the VMs that changed since they last ran; every so often at all of
+ * them, in case a change went unnoticed (a safety net, not the mechanism).
+ */
+const SWEEP_MS = 5_000;
 /** A refusal the host will give again: the operation fails with it. Anything else is retried. */
 const DEFINITIVE = new Set<number>([
   status.INVALID_ARGUMENT,
@@ -102,6 +107,10 @@ class LeaderSession {
   private readonly inFlight = new Set<string>();
   private readonly backoff = new Map<string, { untilMs: number; delayMs: number }>();
   private readonly pendingReports = new Map<string, string>();
+  /** VMs to look at on the next tick, and hosts all of whose VMs to look at. */
+  private readonly dirtyVms = new Set<string>();
+  private readonly dirtyHosts = new Set<string>();
+  private nextSweep = 0;
   private placing = false;
   private closed = false;
   private tickTimer: unknown;
@@ -119,7 +128,14 @@ class LeaderSession {
     private readonly cfg: RunnerConfig,
   ) {
     this.since = timers.now();
-    this.unsubscribe = machine.onApplied(() => this.schedule());
+    this.unsubscribe = machine.onApplied((applied) => {
+      for (const e of applied.events) {
+        if (e.kind === 'RESOURCE_KIND_VM') this.dirtyVms.add(e.id);
+        else if (e.kind === 'RESOURCE_KIND_OPERATION') this.dirtyVms.add(e.resource.targetId);
+        else if (e.kind === 'RESOURCE_KIND_HOST') this.dirtyHosts.add(e.id);
+      }
+      this.schedule();
+    });
     this.leases();
     this.schedule();
   }
@@ -189,15 +205,34 @@ class LeaderSession {
     this.lastTick = this.timers.now();
     this.followHosts();
     this.place();
-    this.observe();
-    this.reconcile();
-    // Backoffs end without any event to wake the loop.
-    if (this.backoff.size > 0 && this.tickTimer === undefined) {
-      this.tickTimer = this.timers.set(() => {
-        this.tickTimer = undefined;
-        this.tick();
-      }, 500);
+    const only = this.changedVms();
+    this.observe(only);
+    this.reconcile(only);
+    // Backoffs end, and sweeps fall due, without any event to wake the loop.
+    if (this.tickTimer === undefined) {
+      const busy = this.backoff.size > 0 || this.dirtyVms.size > 0;
+      this.tickTimer = this.timers.set(
+        () => {
+          this.tickTimer = undefined;
+          this.tick();
+        },
+        busy ? 500 : Math.max(MIN_TICK_MS, this.nextSweep - this.timers.now()),
+      );
     }
+  }
+
+  /** The VMs to look at now (undefined: all of them, a sweep), leaving the set empty. */
+  private changedVms(): Set<string> | undefined {
+    const now = this.timers.now();
+    for (const [vmId, b] of this.backoff) if (b.untilMs <= now) this.dirtyVms.add(vmId);
+    for (const hostId of this.dirtyHosts)
+      for (const vmId of this.state.vmsByHost.get(hostId) ?? []) this.dirtyVms.add(vmId);
+    this.dirtyHosts.clear();
+    const changed = new Set(this.dirtyVms);
+    this.dirtyVms.clear();
+    if (now < this.nextSweep) return changed;
+    this.nextSweep = now + SWEEP_MS;
+    return undefined;
   }
 
   /** One watcher per registered host, following it if it moves. */
@@ -207,7 +242,11 @@ class LeaderSession {
       const w = this.watchers.get(host.id);
       if (w) w.moveTo(ref);
       else {
-        const watcher = new AgentWatcher(ref, this.port, this.timers, this.logger, () => this.schedule());
+        const watcher = new AgentWatcher(ref, this.port, this.timers, this.logger, (vmId) => {
+          if (vmId) this.dirtyVms.add(vmId);
+          else this.dirtyHosts.add(host.id);
+          this.schedule();
+        });
         this.watchers.set(host.id, watcher);
         watcher.start();
       }
@@ -239,8 +278,8 @@ class LeaderSession {
     });
   }
 
-  private observe(): void {
-    const reports = observedReports(this.state, this.watchers).filter(
+  private observe(only: Set<string> | undefined): void {
+    const reports = observedReports(this.state, this.watchers, only).filter(
       (r) => this.pendingReports.get(r.vmId) !== JSON.stringify(r),
     );
     for (const c of chunks(reports)) {
@@ -252,18 +291,14 @@ class LeaderSession {
     }
   }
 
-  private reconcile(): void {
+  private reconcile(only: Set<string> | undefined): void {
     const synced = new Set([...this.watchers].filter(([, w]) => w.synced).map(([id]) => id));
-    const now = this.timers.now();
     const backoffUntilMs = new Map([...this.backoff].map(([k, v]) => [k, v.untilMs]));
-    for (const action of reconcileVms(this.state, {
-      synced,
-      inFlight: this.inFlight,
-      backoffUntilMs,
-      nowMs: now,
-    })) {
-      if (this.inFlight.size >= this.cfg.maxCalls) break;
-      void this.carryOut(action);
+    const input = { synced, inFlight: this.inFlight, backoffUntilMs, nowMs: this.timers.now() };
+    for (const action of reconcileVms(this.state, input, only)) {
+      // Over the limit: the VM waits for a later tick.
+      if (this.inFlight.size >= this.cfg.maxCalls) this.dirtyVms.add(action.vmId);
+      else void this.carryOut(action);
     }
   }
 
@@ -291,6 +326,7 @@ class LeaderSession {
       await this.failed(a, err);
     } finally {
       this.inFlight.delete(a.vmId);
+      this.dirtyVms.add(a.vmId);
       this.schedule();
     }
   }

@@ -48,6 +48,8 @@ export interface FarmState {
   hostByName: Map<string, string>;
   vmByName: Map<string, string>;
   vmsByHost: Map<string, Set<string>>;
+  /** VMs with no host yet, oldest first: what placement looks at. */
+  unplaced: Set<string>;
   /** Every MAC a VM's configuration holds, to its VM. */
   macOwners: Map<string, string>;
   /** MAC block to the host that holds it. */
@@ -71,6 +73,7 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     hostByName: new Map(),
     vmByName: new Map(),
     vmsByHost: new Map(),
+    unplaced: new Set(),
     macOwners: new Map(),
     macBlocks: new Map(),
     doneOperations: [],
@@ -99,7 +102,8 @@ export function removeHost(s: FarmState, id: string): void {
 
 export function putVm(s: FarmState, next: VmRecord): void {
   const prev = s.vms.get(next.id);
-  if (prev) unindexVm(s, prev);
+  // A VM still waiting for a host keeps its place in the placement queue.
+  if (prev) unindexVm(s, prev, prev.hostId === '' && next.hostId === '');
   s.vms.set(next.id, next);
   indexVm(s, next);
 }
@@ -114,12 +118,14 @@ export function removeVm(s: FarmState, id: string): void {
 function indexVm(s: FarmState, vm: VmRecord): void {
   s.vmByName.set(vm.config.name, vm.id);
   if (vm.hostId) s.vmsByHost.get(vm.hostId)?.add(vm.id);
+  else s.unplaced.add(vm.id);
   for (const mac of macsOf(vm)) s.macOwners.set(mac, vm.id);
 }
 
-function unindexVm(s: FarmState, vm: VmRecord): void {
+function unindexVm(s: FarmState, vm: VmRecord, stillUnplaced = false): void {
   if (s.vmByName.get(vm.config.name) === vm.id) s.vmByName.delete(vm.config.name);
   if (vm.hostId) s.vmsByHost.get(vm.hostId)?.delete(vm.id);
+  else if (!stillUnplaced) s.unplaced.delete(vm.id);
   for (const mac of macsOf(vm)) if (s.macOwners.get(mac) === vm.id) s.macOwners.delete(mac);
 }
 
@@ -132,6 +138,7 @@ export function reindex(s: FarmState): void {
   s.hostByName.clear();
   s.vmByName.clear();
   s.vmsByHost.clear();
+  s.unplaced.clear();
   s.macOwners.clear();
   s.macBlocks.clear();
   for (const h of s.hosts.values()) putHost(s, h);

@@ -58,8 +58,14 @@ class HostTable {
   private readonly vcpuCap: Float64Array;
   private readonly vms: Float64Array;
   private readonly slots: Float64Array;
-  /** Per (guest, vCPUs, memory): which hosts' catalog and limits profile take such a VM. */
-  private readonly shapes = new Map<string, Uint8Array>();
+  /** Bumped each time the plan puts a VM on a host: a cached score of that host is stale. */
+  private readonly versions: Uint32Array;
+  /**
+   * Per VM shape (guest, vCPUs, memory): which hosts' catalog and limits profile take such a VM,
+   * and each host's score for it (valid while `seen` matches the host's version + 1). A plan of
+   * many alike VMs then scores each host once per placement on it, not once per VM.
+   */
+  private readonly shapes = new Map<string, { ok: Uint8Array; score: Float64Array; seen: Uint32Array }>();
 
   constructor(
     s: FarmState,
@@ -78,6 +84,7 @@ class HostTable {
     this.vcpuCap = new Float64Array(n);
     this.vms = new Float64Array(n);
     this.slots = new Float64Array(n);
+    this.versions = new Uint32Array(n);
     this.hosts.forEach((h, i) => {
       this.index.set(h.id, i);
       this.open[i] = h.state === 'HOST_STATE_UP' && !h.maintenance ? 1 : 0;
@@ -96,17 +103,19 @@ class HostTable {
     this.vms[i] = load.vms;
   }
 
-  private shape(ask: PlacementAsk): Uint8Array {
+  private shape(ask: PlacementAsk): { ok: Uint8Array; score: Float64Array; seen: Uint32Array } {
     const c = ask.config;
     const key = `${c.guestOs}\u0000${c.processor.count}\u0000${c.memoryBytes}`;
-    let ok = this.shapes.get(key);
-    if (!ok) {
+    let shape = this.shapes.get(key);
+    if (!shape) {
       const guest = FILTERS.find((f) => f.name === 'guest')!;
-      ok = new Uint8Array(this.hosts.length);
-      this.hosts.forEach((h, i) => (ok![i] = guest.check(this.ctx, h, this.loads[i]!, ask) ? 0 : 1));
-      this.shapes.set(key, ok);
+      const n = this.hosts.length;
+      shape = { ok: new Uint8Array(n), score: new Float64Array(n), seen: new Uint32Array(n) };
+      for (let i = 0; i < n; i++)
+        shape.ok[i] = guest.check(this.ctx, this.hosts[i]!, this.loads[i]!, ask) ? 0 : 1;
+      this.shapes.set(key, shape);
     }
-    return ok;
+    return shape;
   }
 
   /** The best host for `ask` among `candidates`, or undefined when none fits. */
@@ -116,12 +125,12 @@ class HostTable {
   ): { i: number; score: number; conflicts: number } | undefined {
     const c = ask.config;
     const vcpus = c.processor.count;
-    const shape = this.shape(ask);
+    const { ok, score: scores, seen } = this.shape(ask);
     const switches = FILTERS.find((f) => f.name === 'switches')!;
     const needsSwitch = c.networkAdapters.some((n) => n.switchName !== '');
     let best: { i: number; score: number; conflicts: number; id: string } | undefined;
     for (const i of candidates) {
-      if (!this.open[i] || !shape[i]) continue;
+      if (!this.open[i] || !ok[i]) continue;
       const need = c.memoryBytes + this.overhead[i]!;
       if (need > this.memFree[i]!) continue;
       if (this.vms[i]! + 1 > this.slots[i]!) continue;
@@ -133,13 +142,18 @@ class HostTable {
         if (shared.some((x) => x.hard)) continue;
         conflicts = shared.length;
       }
-      const score = fitScore(
-        this.policy,
-        this.usable[i]! - this.memFree[i]! + need,
-        this.usable[i]!,
-        this.vcpuUsed[i]! + vcpus,
-        this.vcpuCap[i]!,
-      );
+      if (seen[i] !== this.versions[i]! + 1) {
+        scores[i] = fitScore(
+          this.policy,
+          this.usable[i]! - this.memFree[i]! + need,
+          this.usable[i]!,
+          this.vcpuUsed[i]! + vcpus,
+          this.vcpuCap[i]!,
+        );
+        seen[i] = this.versions[i]! + 1;
+      }
+      const score = scores[i]!;
+      if (best && conflicts === best.conflicts && score < best.score) continue;
       const cand = { i, score, conflicts, id: this.hosts[i]!.id };
       if (better(cand, best)) best = cand;
     }
@@ -149,6 +163,7 @@ class HostTable {
   take(i: number, config: VmConfig): void {
     addToLoad(this.loads[i]!, this.hosts[i]!, config);
     this.sync(i);
+    this.versions[i]!++;
   }
 
   all(): Iterable<number> {

@@ -13,10 +13,11 @@ export function fitScore(
   vcpusUsed: number,
   vcpuCapacity: number,
 ): number {
-  const free = (used: number, cap: number) => (cap <= 0 ? 0 : Math.min(1, Math.max(0, 1 - used / cap)));
   const total = 10 ** free(vcpusUsed, vcpuCapacity) + 10 ** free(memoryUsed, memoryCapacity);
   return policy === 'binpack' ? (20 - total) / 18 : (total - 2) / 18;
 }
+
+const free = (used: number, cap: number): number => (cap <= 0 ? 0 : Math.min(1, Math.max(0, 1 - used / cap)));
 
 /**
  * The order of candidates: fewer soft anti-affinity classes shared first (a soft class is broken

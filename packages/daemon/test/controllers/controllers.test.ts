@@ -51,6 +51,17 @@ describe('the host monitor (pure)', () => {
       },
     ]);
   });
+
+  it('gives a host that registers after the election the full time from its registration', () => {
+    const b = new FarmBuilder();
+    b.t = 103_000;
+    b.host({ id: 'late' });
+    const none = new Map<string, number>();
+    expect(hostTransitions(b.s, none, 100_000, 104_500, LIVENESS)).to.deep.equal([]);
+    expect(hostTransitions(b.s, none, 100_000, 105_000, LIVENESS)).to.deep.equal([
+      { hostId: 'late', state: 'HOST_STATE_SUSPECT', reason: 'no lease renewal for 2.0 s' },
+    ]);
+  });
 });
 
 describe('the placement controller (pure)', () => {
