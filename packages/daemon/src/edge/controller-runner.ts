@@ -107,6 +107,8 @@ class LeaderSession {
   private readonly inFlight = new Set<string>();
   private readonly backoff = new Map<string, { untilMs: number; delayMs: number }>();
   private readonly pendingReports = new Map<string, string>();
+  /** Reports from agent answers of this turn, committed together. */
+  private reports: { reports: VmReport[]; committed: Promise<void> } | undefined;
   /** VMs to look at on the next tick, and hosts all of whose VMs to look at. */
   private readonly dirtyVms = new Set<string>();
   private readonly dirtyHosts = new Set<string>();
@@ -313,7 +315,9 @@ class LeaderSession {
       if (outcome.vm) this.watchers.get(a.hostId)?.observe(outcome.vm);
       const report = outcome.vm ? reportOf(a.vmId, a.hostId, agentView(outcome.vm)) : undefined;
       this.backoff.delete(a.vmId);
-      if (a.opId)
+      // What a create brings is the host's report, and reports travel many to a command; an
+      // operation's other steps commit their own result.
+      if (a.opId && (a.kind !== 'create' || !report))
         await this.commit({
           type: 'op.result',
           opId: a.opId,
@@ -321,7 +325,7 @@ class LeaderSession {
           ...opt('report', report),
           ...opt('tree', outcome.tree),
         });
-      else if (report) await this.commit({ type: 'vm.observed', reports: [report] });
+      else if (report) await this.report(report);
     } catch (err) {
       await this.failed(a, err);
     } finally {
@@ -403,6 +407,24 @@ class LeaderSession {
       { vm: a.vmId, host: a.hostId, action: a.kind, message, retryInMs: delayMs },
       'agent call failed; will retry',
     );
+  }
+
+  /** Commits a report with the others made in the same turn, as one vm.observed command. */
+  private report(r: VmReport): Promise<void> {
+    if (!this.reports) {
+      const batch = { reports: [] as VmReport[], committed: Promise.resolve() };
+      batch.committed = new Promise<void>((resolve) =>
+        this.timers.set(() => {
+          if (this.reports === batch) this.reports = undefined;
+          void Promise.all(
+            chunks(batch.reports).map((c) => this.commit({ type: 'vm.observed', reports: c })),
+          ).then(() => resolve());
+        }, 0),
+      );
+      this.reports = batch;
+    }
+    this.reports.reports.push(r);
+    return this.reports.committed;
   }
 
   /** Commits a command unless this session is over; a failure is logged, never thrown. */
