@@ -102,7 +102,7 @@ export function memberStatuses(sim: NetworkSim, clusterId = 'web') {
 /** True when every running member is converged on the same view and maps. */
 export function allConverged(sim: NetworkSim, expectMembers?: number): boolean {
   const st = memberStatuses(sim).filter((s) => s.state !== 'stopped' && s.state !== 'suspended');
-  if (st.length === 0 || st.some((s) => s.state !== 'converged')) return false;
+  if (st.length === 0 || st.some((s) => s.state !== 'converged' || s.unconfirmedBuckets > 0)) return false;
   const first = JSON.stringify([st[0]!.view, st[0]!.maps]);
   if (st.some((s) => JSON.stringify([s.view, s.maps]) !== first)) return false;
   return expectMembers === undefined || st[0]!.view.length === expectMembers;

@@ -236,6 +236,10 @@ export class HostNetwork {
     this.pump();
   }
 
+  vmState(vmId: string): VmRunState | undefined {
+    return this.vms.get(vmId)?.state;
+  }
+
   /** After a migration: every adapter of the VM announces itself so switches learn its new port. */
   announce(vmId: string): void {
     for (const nic of this.vms.get(vmId)?.nics ?? []) nic.stack.announce();
@@ -253,6 +257,12 @@ export class HostNetwork {
     }
     this.queue.push({ switchName, portId: peerPort(peer), frame });
     this.pump();
+  }
+
+  /** Frames for a peer that its tunnel could not carry, counted on that uplink. */
+  countTunnelDrops(peer: string, switchName: string, count: number): void {
+    const sw = this.switches.get(switchName)?.sw;
+    for (let i = 0; i < count; i++) sw?.countDrop(peerPort(peer));
   }
 
   takeOutbound(): OutboundFrame[] {

@@ -1,3 +1,4 @@
+import { decodeFrame, encodeFrame } from './codec.js';
 import type { Frame } from './frame.js';
 import { HostNetwork } from './host-network.js';
 import type { GuestInfo } from './stack.js';
@@ -12,6 +13,8 @@ export interface NetworkSimOptions {
   seed?: number;
   /** A guest's service time and workers; 2 ms and 2 by default. */
   guest?: (hostId: string, vmId: string) => GuestInfo;
+  /** Carry frames between hosts as the tunnels do, encoded and decoded again. */
+  encode?: boolean;
 }
 
 interface InFlight {
@@ -130,12 +133,14 @@ export class NetworkSim {
       const out = h.takeOutbound();
       if (this.down.has(id)) continue;
       for (const o of out) {
+        const frame = this.opts.encode ? decodeFrame(encodeFrame(o.frame)) : o.frame;
+        if (!frame) throw new Error(`a frame did not survive its encoding: ${JSON.stringify(o.frame)}`);
         this.inFlight.push({
           at: this.nowMs + this.latencyMs,
           from: id,
           to: o.peer,
           switchName: o.switchName,
-          frame: o.frame,
+          frame,
         });
         this.tunnelFrames++;
         any = true;

@@ -47,6 +47,8 @@ export interface NlbMemberStatus {
   maps: (number[] | null)[];
   lastConvergence: ConvergenceRecord | undefined;
   connections: number;
+  /** Buckets it gained but the other members have not yet confirmed: no new connection starts there. */
+  unconfirmedBuckets: number;
   peers: { priority: number; member: string; lastHeardMs: number; state: HeartbeatState }[];
   warnings: string[];
 }
@@ -88,6 +90,17 @@ export interface NlbMemberSnapshot {
 export const DESCRIPTOR_IDLE_MS = 300_000;
 
 const connKey = (ip: number, port: number, conn: number): string => `${ip}:${port}:${conn}`;
+
+function sameMaps(
+  a: readonly (readonly number[] | null)[],
+  b: readonly (readonly number[] | null)[],
+): boolean {
+  if (a.length !== b.length) return false;
+  return a.every((m, i) => {
+    const o = b[i];
+    return m === null || o === null || o === undefined ? m === (o ?? null) : m.every((p, k) => p === o[k]);
+  });
+}
 
 export class NlbMember {
   readonly priority: number;
@@ -245,8 +258,25 @@ export class NlbMember {
     this.paused = false;
     if (this.running !== 'active') return;
     for (const p of this.peers.values()) p.lastHeardMs = this.sched.nowMs;
+    this.distrustMap();
     this.armTimers();
     this.evaluate();
+  }
+
+  /**
+   * After a pause the cluster may have moved on without this member: until every member it
+   * counts alive has confirmed the same agreement, the buckets it owned are treated as another
+   * member's may be (a segment of an unknown connection there is dropped, not reset).
+   */
+  private distrustMap(): void {
+    this.acquired.clear();
+    this.pendingConfirm.clear();
+    this.maps.forEach((map, i) => {
+      if (map)
+        for (let b = 0; b < BUCKETS; b++) if (map[b] === this.priority) this.acquired.add(i * BUCKETS + b);
+    });
+    for (const p of this.peers.keys()) this.pendingConfirm.add(p);
+    if (this.pendingConfirm.size === 0) this.acquired.clear();
   }
 
   // --- Heartbeats and convergence ---
@@ -276,6 +306,15 @@ export class NlbMember {
       if (this.pendingConfirm.size === 0) this.acquired.clear();
     }
     this.evaluate();
+    // Same view and settings but another map (one of us was paused while the others moved on):
+    // both recompute from the same base, the lowest-numbered member's map, and so end equal.
+    if (
+      !this.converging &&
+      hb.state === 'converged' &&
+      hb.agreement === this.agreement &&
+      !sameMaps(hb.maps, this.maps)
+    )
+      this.finishConvergence();
     this.armLossTimer();
   }
 
@@ -495,6 +534,9 @@ export class NlbMember {
       return true;
     }
     if (owner !== this.priority) return false;
+    // A bucket gained at the last convergence (or kept through a pause) is not taken for sure
+    // until the other members confirm the map: until then no new connection starts in it.
+    if (this.acquired.has(ri * BUCKETS + bucket)) return false;
     if (seg.kind === 'open') {
       this.descriptors.set(key, { rule: ri, bucket, token: 0, lastMs: this.sched.nowMs });
       this.connCount[ri]![bucket]!++;
@@ -514,7 +556,6 @@ export class NlbMember {
   }
 
   private isDirty(ri: number, bucket: number): boolean {
-    if (this.acquired.has(ri * BUCKETS + bucket)) return true;
     for (const [p, peer] of this.peers) {
       if (this.view & bit(p) && peer.hb.connBuckets[ri]?.includes(bucket)) return true;
     }
@@ -565,6 +606,7 @@ export class NlbMember {
       maps: this.maps.map((m) => (m ? [...m] : null)),
       lastConvergence: this.lastConvergence,
       connections: this.descriptors.size,
+      unconfirmedBuckets: this.acquired.size,
       peers: [...this.peers].map(([priority, p]) => ({
         priority,
         member: p.hb.member,
@@ -610,6 +652,7 @@ export class NlbMember {
       this.connCount[d.rule]![d.bucket]!++;
     }
     this.agreement = this.computeAgreement();
+    this.distrustMap();
     this.armTimers();
     this.sendHeartbeat();
   }
