@@ -42,6 +42,7 @@ export default tseslint.config(
       'packages/agent/src/network/**/*.ts',
       'packages/daemon/src/{fsm,scheduler,controllers}/**/*.ts',
     ],
+    ignores: ['packages/agent/src/network/edge/**'],
     rules: {
       'no-restricted-properties': [
         'error',

@@ -17,6 +17,8 @@ import { VmTransfer } from './edge/vm-transfer.js';
 import { registerAgentMetrics } from './edge/metrics.js';
 import { registerWithDaemons } from './edge/registration.js';
 import { LIMITS_PROFILES } from './limits.js';
+import { AgentNetwork } from './network/edge/agent-network.js';
+import { networkServiceImpl, tunnelServiceImpl } from './network/edge/service.js';
 
 export interface RunningAgent {
   logger: Logger;
@@ -31,6 +33,7 @@ export interface RunningHost {
   id: string;
   grpcAddress: string;
   host: AgentHost;
+  network: AgentNetwork;
   stop(): Promise<void>;
 }
 
@@ -74,6 +77,8 @@ export async function startHost(
   const checkpoints = new Checkpoints(host);
   await checkpoints.merges.resumeAll();
   const tls = tlsFromConfig(config);
+  const network = new AgentNetwork(host, tls);
+  host.network = network;
   let bound = grpcAddress;
   let server: RunningServer;
   try {
@@ -88,8 +93,11 @@ export async function startHost(
         ),
       )
       .add('migration', migrationServiceImpl(host))
+      .add('network', networkServiceImpl(network))
+      .add('tunnel', tunnelServiceImpl(network))
       .listen(grpcAddress);
   } catch (err) {
+    await network.stop();
     await host.stop();
     unlock();
     throw err;
@@ -99,7 +107,9 @@ export async function startHost(
     id,
     grpcAddress: bound,
     host,
+    network,
     async stop() {
+      await network.stop();
       await server.shutdown();
       await host.stop();
       unlock();

@@ -11,7 +11,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const pkg = join(here, '..');
 const protoDir = join(pkg, '..', '..', 'proto');
 const out = join(pkg, 'src', 'generated');
-const files = ['common', 'cluster', 'agent', 'migration', 'raft'].map((f) => `hyperfarm/v1/${f}.proto`);
+const files = ['common', 'cluster', 'agent', 'migration', 'raft', 'network'].map(
+  (f) => `hyperfarm/v1/${f}.proto`,
+);
 
 const require = createRequire(import.meta.url);
 const bin = join(

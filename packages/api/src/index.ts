@@ -3,6 +3,7 @@ export * from './proto.js';
 export * as pb from './generated/pb.js';
 export * from './vm-states.js';
 export * from './vm-config.js';
+export * from './ipv4.js';
 // gRPC: the one factory for servers and channels, handlers, errors, standard services.
 export * from './grpc.js';
 export * from './handlers.js';

@@ -8,6 +8,7 @@ import { protoPath as healthProtoPath } from 'grpc-health-check';
 import type { ProtoGrpcType as AgentProto } from './generated/agent.js';
 import type { ProtoGrpcType as ClusterProto } from './generated/cluster.js';
 import type { ProtoGrpcType as MigrationProto } from './generated/migration.js';
+import type { ProtoGrpcType as NetworkProto } from './generated/network.js';
 import type { ProtoGrpcType as RaftProto } from './generated/raft.js';
 
 /** The proto files of the public API, in the order they are loaded. */
@@ -17,6 +18,7 @@ export const PROTO_FILES = [
   'hyperfarm/v1/agent.proto',
   'hyperfarm/v1/migration.proto',
   'hyperfarm/v1/raft.proto',
+  'hyperfarm/v1/network.proto',
 ] as const;
 
 /**
@@ -55,7 +57,7 @@ export function packageDefinition(): protoLoader.PackageDefinition {
   return cachedDefinition;
 }
 
-export type HyperfarmProto = AgentProto & ClusterProto & MigrationProto & RaftProto;
+export type HyperfarmProto = AgentProto & ClusterProto & MigrationProto & RaftProto & NetworkProto;
 
 let cachedProto: HyperfarmProto | undefined;
 
@@ -71,6 +73,8 @@ export const SERVICE_NAMES = {
   agent: 'hyperfarm.v1.AgentService',
   migration: 'hyperfarm.v1.MigrationService',
   raft: 'hyperfarm.v1.RaftService',
+  network: 'hyperfarm.v1.NetworkService',
+  tunnel: 'hyperfarm.v1.TunnelService',
 } as const;
 
 /** Every hyperfarm message and service, plus the standard health and reflection services. */

@@ -9,6 +9,8 @@ export interface ServiceHandlers {
   agent: pb.AgentServiceHandlers;
   migration: pb.MigrationServiceHandlers;
   raft: pb.RaftServiceHandlers;
+  network: pb.NetworkServiceHandlers;
+  tunnel: pb.TunnelServiceHandlers;
 }
 
 export type ServiceKind = keyof ServiceHandlers & keyof typeof SERVICE_NAMES;

@@ -1,4 +1,5 @@
 import { invalidArgument, quote } from './errors.js';
+import { parseCidr } from './ipv4.js';
 import type * as pb from './generated/pb.js';
 
 /**
@@ -58,6 +59,7 @@ export function normalizeVmConfig(c: pb.VmConfig | pb.VmConfig__Output): VmConfi
       staticMac: n.staticMac ?? false,
       switchName: n.switchName ?? '',
       vlanId: num(n.vlanId),
+      ipv4Address: n.ipv4Address ?? '',
     })),
     integrationServices: c.integrationServices ?? false,
     automaticStartAction:
@@ -276,6 +278,11 @@ function validateNics(c: VmConfig, f: (n: string) => string): void {
     if (n.vlanId > 4094)
       throw invalidArgument(at('vlan_id'), `${n.vlanId} is out of range: 0 (untagged) or 1 to 4094`);
     if (n.switchName.length > 63) throw invalidArgument(at('switch_name'), 'at most 63 characters');
+    if (n.ipv4Address !== '' && !parseCidr(n.ipv4Address))
+      throw invalidArgument(
+        at('ipv4_address'),
+        `${quote(n.ipv4Address)} is not an address with a prefix length like 10.0.0.11/24`,
+      );
   });
   if (synthetic > MAX_SYNTHETIC_NICS)
     throw invalidArgument(f('network_adapters'), `at most ${MAX_SYNTHETIC_NICS} synthetic adapters`);

@@ -61,6 +61,16 @@ export interface AgentHostOptions {
 
 type Listener = (event: pb.AgentEvent) => void;
 
+/** What a migration tells the host's network (network/edge/agent-network.ts). */
+export interface MigrationNetworkHooks {
+  /** The VM is frozen for its last copy: its network state, to travel with it. */
+  handOff(vmId: string): Buffer | undefined;
+  /** A VM migrating in brought its network state; it is used when the VM is installed. */
+  adopt(vmId: string, state: Buffer): void;
+  /** The migration ended; on failure the VM gets its network state back here. */
+  migrationEnded(vmId: string, succeeded: boolean): void;
+}
+
 /**
  * One host agent: its engine, and the I/O around it. A real timer advances the engine, and every
  * call from outside goes through `read()` or `mutate()`, which bring it to the current time first
@@ -79,6 +89,8 @@ export class AgentHost {
   private readonly listeners = new Set<Listener>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The host's network, once the server has made it. */
+  network: MigrationNetworkHooks | undefined;
 
   private constructor(
     private readonly opts: AgentHostOptions,

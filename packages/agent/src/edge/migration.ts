@@ -174,11 +174,14 @@ export async function migrateOut(
 
     // Stop-and-copy: the VM stops here; what is still dirty goes with the device state.
     const deviceState = saved ? saved.deviceState : await host.mutate(() => m.freeze());
+    // The guest's network state (connections, NLB member) travels with it.
+    const network = saved ? undefined : host.network?.handOff(m.vmId);
     if (live) stoppedAtMs = host.now();
     round++;
     const last = memory.takeDirty();
     report('MIGRATION_PHASE_STOP_AND_COPY', round, last.length);
     bytes += await sendPages(sink, memory, last, round);
+    if (network) await sink.write({ networkState: network });
     await sink.write({ deviceState: { data: deviceState } });
     const sha256 = memory.stateHash(deviceState);
     // Without the trailer the target installs nothing: send it only if the VM is still ours
@@ -192,6 +195,7 @@ export async function migrateOut(
     if (res.sha256 !== sha256)
       throw failedPrecondition(`target verified hash ${quote(res.sha256)}, expected ${sha256}`);
     await host.mutate(() => m.complete(o.targetAddress));
+    host.network?.migrationEnded(m.vmId, true);
     const done: pb.MigrationProgress = {
       phase: 'MIGRATION_PHASE_COMPLETED',
       round,
@@ -211,6 +215,7 @@ export async function migrateOut(
     call?.cancel();
     const reason = (err as Error).message;
     await host.mutate(() => m.abort(reason));
+    host.network?.migrationEnded(m.vmId, false);
     host.logger.warn({ vmId: m.vmId, err: reason }, 'migration failed; the VM stays here');
     throw err instanceof ApiError
       ? err
@@ -272,6 +277,10 @@ export async function importVm(
           memory.install(z, 0);
           bytes += 8;
         }
+      } else if (chunk.networkState) {
+        if (!header) throw invalidArgument('network_state', 'arrived before the header');
+        host.network?.adopt(header.vmId, chunk.networkState);
+        bytes += chunk.networkState.length;
       } else if (chunk.deviceState) {
         deviceState = chunk.deviceState.data;
         bytes += deviceState.length;

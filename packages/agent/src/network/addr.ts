@@ -1,5 +1,8 @@
 // Link and network addresses: MAC text, IPv4 as 32-bit numbers, and the MACs Windows NLB
 // derives from a cluster's virtual IP.
+import { parseCidr, parseIpv4, type Cidr } from '@hyperfarm/api';
+
+export { parseCidr, parseIpv4, type Cidr };
 
 /** A MAC address as Hyper-V writes it: six upper-case hex octets joined by '-'. */
 export type Mac = string;
@@ -30,20 +33,6 @@ export function macToBytes(mac: Mac): number[] {
   return mac.split('-').map((h) => parseInt(h, 16));
 }
 
-/** An IPv4 address as an unsigned 32-bit number; undefined when the text is not dotted decimal. */
-export function parseIpv4(text: string): number | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
-  let n = 0;
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const v = Number(p);
-    if (v > 255) return undefined;
-    n = n * 256 + v;
-  }
-  return n;
-}
-
 export function formatIpv4(ip: number): string {
   return `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
 }
@@ -58,22 +47,6 @@ export function prefixMask(prefix: number): number {
 export function sameNetwork(a: number, b: number, prefix: number): boolean {
   const m = prefixMask(prefix);
   return (a & m) >>> 0 === (b & m) >>> 0;
-}
-
-export interface Cidr {
-  ip: number;
-  prefix: number;
-}
-
-/** "10.0.0.11/24" into an address and a prefix length 1 to 32; undefined when malformed. */
-export function parseCidr(text: string): Cidr | undefined {
-  const slash = text.indexOf('/');
-  if (slash < 0) return undefined;
-  const ip = parseIpv4(text.slice(0, slash));
-  const p = text.slice(slash + 1);
-  if (ip === undefined || !/^[0-9]{1,2}$/.test(p)) return undefined;
-  const prefix = Number(p);
-  return prefix >= 1 && prefix <= 32 ? { ip, prefix } : undefined;
 }
 
 export function formatCidr(c: Cidr): string {
