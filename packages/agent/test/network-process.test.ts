@@ -116,6 +116,15 @@ const traffic = (durationMs: number): pb.StartTrafficRequest => ({
   seed: 3,
 });
 
+/** Lets the 'after' phase gather `n` answered connections, then stops the run and waits for its end. */
+async function finishRun(h: Host, n: number): Promise<pb.TrafficReport__Output> {
+  const report = () => h.net.p.getTraffic({ id: 'run' });
+  await waitUntil('connections after the fault', async () => (await report()).after!.completed > n, 20_000);
+  await h.net.p.stopTraffic({ id: 'run' });
+  await waitUntil('the run ends', async () => (await report()).inFlight === 0, 20_000);
+  return report();
+}
+
 describe('NLB across real agent processes', function () {
   this.timeout(60_000);
   const { start } = useAgentProcesses('net');
@@ -126,9 +135,11 @@ describe('NLB across real agent processes', function () {
   });
 
   it('balances traffic over tunnels, and converges without a host whose process is killed', async () => {
-    hosts = await startFarm(start);
+    // Heartbeats every 500 ms, lost after 5: real timers on a busy machine stall for tenths of a
+    // second, and the virtual-clock tests pin the exact figures down.
+    hosts = await startFarm(start, 500);
     const [h1, h2] = hosts as [Host, Host, Host];
-    await h1.net.p.startTraffic(traffic(5_000));
+    await h1.net.p.startTraffic(traffic(60_000));
     await waitUntil(
       'traffic flows',
       async () => (await h1.net.p.getTraffic({ id: 'run' })).before!.completed > 150,
@@ -136,21 +147,16 @@ describe('NLB across real agent processes', function () {
     await h1.net.p.markTrafficPhase({ id: 'run', phase: 'during' });
     const killedAt = Date.now();
     hosts[2]!.agent.child.kill('SIGKILL');
-    await waitUntil('the survivors converge', () => converged([h1, h2], [1, 2]), 5_000);
+    await waitUntil('the survivors converge', () => converged([h1, h2], [1, 2]), 10_000);
     const tookMs = Date.now() - killedAt;
     await h1.net.p.markTrafficPhase({ id: 'run', phase: 'after' });
-    await waitUntil(
-      'the run ends',
-      async () => {
-        const r = await h1.net.p.getTraffic({ id: 'run' });
-        return !r.generating && r.inFlight === 0;
-      },
-      15_000,
-    );
-    const r = await h1.net.p.getTraffic({ id: 'run' });
+    const r = await finishRun(h1, 150);
     const before = new Map(r.before!.members.map((m) => [m.vmId, m]));
     expect([...before.keys()].sort()).to.deep.equal(['a', 'b', 'c']);
-    for (const m of before.values()) expect(m.share).to.be.closeTo(1 / 3, 0.12);
+    // Before the fault each member answered about a third (c a little less: the requests of its
+    // connections still open when it died were never answered); after it, a and b half each.
+    for (const m of before.values()) expect(m.share).to.be.closeTo(1 / 3, 0.15);
+    for (const m of r.after!.members) expect(m.share).to.be.closeTo(1 / 2, 0.12);
     // Only connections c held fail; nothing else is lost or reset.
     const failed = (p: pb.TrafficPhase__Output, vm: string) =>
       p.members
@@ -160,8 +166,8 @@ describe('NLB across real agent processes', function () {
     expect(failed(r.during!, 'c')).to.equal(0);
     expect(Number(r.after!.lost) + Number(r.after!.reset)).to.equal(0);
     expect(r.after!.members.map((m) => m.vmId).sort()).to.deep.equal(['a', 'b']);
-    // 5 missed heartbeats of 100 ms, then convergence: well under a second and a half.
-    expect(tookMs).to.be.below(1_500);
+    // 5 missed heartbeats of 500 ms, then convergence at once.
+    expect(tookMs).to.be.within(2_000, 5_000);
     const st = await memberStates([h1, h2]);
     for (const s of st) expect(s.lastConvergence!.members).to.deep.equal([1, 2]);
 
@@ -176,11 +182,11 @@ describe('NLB across real agent processes', function () {
   });
 
   it('a member live-migrates to another host under traffic and no connection is lost', async () => {
-    // Heartbeats every 500 ms, lost after 5: the migration's downtime (under a second even on a
-    // loaded machine) stays well inside it, as it does inside Windows' default 5 s.
-    hosts = await startFarm(start, 500);
+    // Windows' default heartbeats (1 s, lost after 5): the migration's downtime, a second or two
+    // on a heavily loaded machine, stays well inside them.
+    hosts = await startFarm(start, 1_000);
     const [h1, h2, h3] = hosts as [Host, Host, Host];
-    await h1.net.p.startTraffic(traffic(6_000));
+    await h1.net.p.startTraffic(traffic(60_000));
     await waitUntil(
       'traffic flows',
       async () => (await h1.net.p.getTraffic({ id: 'run' })).before!.completed > 100,
@@ -195,15 +201,7 @@ describe('NLB across real agent processes', function () {
     );
     expect(progress[progress.length - 1]!.phase).to.equal('MIGRATION_PHASE_COMPLETED');
     await h1.net.p.markTrafficPhase({ id: 'run', phase: 'after' });
-    await waitUntil(
-      'the run ends',
-      async () => {
-        const r = await h1.net.p.getTraffic({ id: 'run' });
-        return !r.generating && r.inFlight === 0;
-      },
-      15_000,
-    );
-    const r = await h1.net.p.getTraffic({ id: 'run' });
+    const r = await finishRun(h1, 150);
     for (const ph of [r.before!, r.during!, r.after!]) {
       expect(Number(ph.lost) + Number(ph.reset)).to.equal(0);
       expect(ph.completed).to.equal(ph.started);

@@ -198,7 +198,7 @@ export class AgentNetwork {
   /** Members running here whose VM cannot reach the cluster: not refused, but said. */
   private memberWarnings(clusters: NlbClusterConfig[]): string[] {
     const warnings: string[] = [];
-    const local = this.host.read((e) => new Map(e.listVms().map((v) => [v.id, v])));
+    const local = this.host.read((e) => new Map(e.vms.list().map((v) => [v.id, v])));
     for (const c of clusters) {
       try {
         checkMemberNetworks(c, (vmId) =>
@@ -218,7 +218,7 @@ export class AgentNetwork {
 
   /** Attaches new VMs, follows state and adapter changes, detaches VMs that left. */
   private sync(): void {
-    const { vms, cpu } = this.host.read((e) => ({ vms: e.listVms(), cpu: e.cpuReport() }));
+    const { vms, cpu } = this.host.read((e) => ({ vms: e.vms.list(), cpu: e.cpuReport() }));
     const seen = new Set<string>();
     for (const vm of vms) {
       const c = vm.config;
