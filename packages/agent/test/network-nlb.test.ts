@@ -1,9 +1,20 @@
 import { expect } from 'chai';
 import { BUCKETS, bucketOf, quotas, rebalance } from '../src/network/nlb/buckets.js';
 import { DEFAULT_PORT_RULE, type PortRule } from '../src/network/nlb/config.js';
-import type { NlbMember } from '../src/network/nlb/member.js';
+import type { Heartbeat } from '../src/network/nlb/heartbeat.js';
+import { NlbMember } from '../src/network/nlb/member.js';
+import { Scheduler } from '../src/network/scheduler.js';
 import type { NetworkSim } from '../src/network/sim.js';
-import { allConverged, ip, memberStatuses, nlbFarm, openPacket, type FarmMember } from './network-helpers.js';
+import {
+  allConverged,
+  ip,
+  memberStatuses,
+  nlbCluster,
+  nlbFarm,
+  nlbMember,
+  openPacket,
+  type FarmMember,
+} from './network-helpers.js';
 
 /** Every member object of the farm's cluster, from the hosts that are up. */
 function members(sim: NetworkSim): NlbMember[] {
@@ -325,5 +336,35 @@ describe('NLB convergence', () => {
         `connection ${p.seg.conn}`,
       ).to.deep.equal([holder.get(p.seg.conn)]);
     }
+  });
+});
+
+describe('NLB loss timer', () => {
+  it('drops a silent peer when last heard + threshold lands on a time a subtraction rounds below', () => {
+    // 798.2 + 1250 - 798.2 is 1249.9999999999998 in floating point: a timer armed at the sum
+    // must still find the peer lost when it fires, or it re-arms at the same instant forever.
+    const heardAt = 798.2;
+    const lostAfter = 250 * 5;
+    expect(heardAt + lostAfter - heardAt).to.be.below(lostAfter);
+    const sched = new Scheduler(heardAt);
+    const cluster = nlbCluster({
+      heartbeatPeriodMs: 250,
+      members: [nlbMember('a', 1), nlbMember('b', 2)],
+    });
+    const members: NlbMember[] = [];
+    const wire = (from: number) => (hb: Heartbeat) => {
+      for (const [i, m] of members.entries()) if (i !== from) m.onHeartbeat(hb);
+    };
+    members.push(new NlbMember(cluster, 'a', sched, { send: wire(0) }));
+    members.push(new NlbMember(cluster, 'b', sched, { send: wire(1) }));
+    for (const m of members) m.start();
+    const [a, b] = members as [NlbMember, NlbMember];
+    expect(a.status().view).to.deep.equal([1, 2]);
+    b.powerOff(); // silent from now on: a last heard it at 798.2
+    let fired = 0;
+    sched.runUntil(heardAt + lostAfter + 100, () => {
+      if (++fired > 1_000) throw new Error(`timers still firing at ${sched.nowMs} ms`);
+    });
+    expect(a.status().view).to.deep.equal([1]);
   });
 });

@@ -476,7 +476,8 @@ export class NlbMember {
     this.lossTimer = this.sched.at(earliest + lostAfter, () => {
       this.lossTimer = undefined;
       const now = this.sched.nowMs;
-      for (const [p, peer] of [...this.peers]) if (now - peer.lastHeardMs >= lostAfter) this.forget(p);
+      // The same sum the timer was armed with: a difference could round below it and re-arm forever.
+      for (const [p, peer] of [...this.peers]) if (peer.lastHeardMs + lostAfter <= now) this.forget(p);
       this.armLossTimer();
     });
   }
