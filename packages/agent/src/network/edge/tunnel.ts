@@ -66,6 +66,14 @@ class PeerLink {
     this.connect();
   }
 
+  get pulled(): boolean {
+    return this.stream !== undefined;
+  }
+
+  get queued(): number {
+    return this.queue.length - this.head;
+  }
+
   enqueue(switchName: string, frame: Frame): void {
     if (this.queue.length - this.head >= this.t.maxQueued) {
       this.t.opts.dropped(this.peer, switchName, 1);
@@ -216,6 +224,16 @@ export class Tunnels {
     }
     for (const [id, address] of wanted)
       if (!this.links.has(id)) this.links.set(id, new PeerLink(id, address, this));
+  }
+
+  /** Frames waiting for a peer's pull (a sender that wants no drops paces itself on it). */
+  queued(peer: string): number {
+    return this.links.get(peer)?.queued ?? 0;
+  }
+
+  /** Whether the peer is pulling its frames now. */
+  pulled(peer: string): boolean {
+    return this.links.get(peer)?.pulled ?? false;
   }
 
   isPeer(hostId: string): boolean {
