@@ -1,2 +1,6 @@
+// The typed client library: @hyperfarm/client.
+export * from './client/index.js';
+// The CLI's pieces, for embedding and tests.
 export { vhdCommand, runVhd, runProgram, processIo, UsageError, type CliIo } from './cli/vhd.js';
 export { farmCommand, membersCommand } from './cli/farm.js';
+export { status } from '@hyperfarm/api';
