@@ -13,6 +13,7 @@ import { allowedRoots, mib, type AgentConfig } from './config.js';
 import { AgentHost, type AgentHostOptions, type HostSettings } from './edge/agent-host.js';
 import { agentServiceImpl, migrationServiceImpl } from './edge/agent-service.js';
 import { Checkpoints } from './edge/checkpoints.js';
+import { AgentMigrations } from './edge/migration.js';
 import { VmTransfer } from './edge/vm-transfer.js';
 import { registerAgentMetrics } from './edge/metrics.js';
 import { registerWithDaemons } from './edge/registration.js';
@@ -52,6 +53,7 @@ export function hostSettings(config: AgentConfig, id: string, dataDir: string): 
     mergeThrottleMs: config.mergeThrottleMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
     allowedRoots: allowedRoots(config),
+    ...(config.clusterStoragePath ? { clusterStoragePath: config.clusterStoragePath } : {}),
   };
 }
 
@@ -79,6 +81,7 @@ export async function startHost(
   const tls = tlsFromConfig(config);
   const network = new AgentNetwork(host, tls);
   host.network = network;
+  const migrations = new AgentMigrations(host, checkpoints, tls ? { tls } : {});
   let bound = grpcAddress;
   let server: RunningServer;
   try {
@@ -90,9 +93,10 @@ export async function startHost(
           { address: () => bound, ...(tls ? { client: { tls } } : {}) },
           checkpoints,
           new VmTransfer(host, checkpoints),
+          migrations,
         ),
       )
-      .add('migration', migrationServiceImpl(host))
+      .add('migration', migrationServiceImpl(migrations))
       .add('network', networkServiceImpl(network))
       .add('tunnel', tunnelServiceImpl(network))
       .listen(grpcAddress);

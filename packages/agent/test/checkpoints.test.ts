@@ -166,7 +166,7 @@ describe('checkpoints (snapshots) on differencing disks', function () {
       s.on('error', (e: { code: number; details: string }) => resolve(e));
     });
     expect(err.code).to.equal(status.FAILED_PRECONDITION);
-    expect(err.details).to.match(/has snapshots, which do not travel/);
+    expect(err.details).to.match(/has snapshots, which travel only on cluster storage/);
     await c.p.changeVmState({ vmId: 'v', action: 'VM_ACTION_TURN_OFF', generation: 1 });
     await c.p.deleteVm({ vmId: 'v', generation: 1 });
     await c.p.createVm({ vmId: 'v', config: config({}), generation: 1 });

@@ -13,7 +13,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
-import { createClient, createLogger, hyperfarmProto, status, type pb } from '@hyperfarm/api';
+import { createClient, createLogger, createServer, hyperfarmProto, status, type pb } from '@hyperfarm/api';
 import { agentConfigSchema, type AgentConfig } from '../src/config.js';
 import { startAgent, type RunningAgent } from '../src/server.js';
 import { GuestMemory, pageContent } from '../src/engine/memory.js';
@@ -68,26 +68,48 @@ async function failure(p: Promise<unknown>): Promise<Failure> {
   throw new Error('expected the call to fail');
 }
 
-/** Sends a migration stream to ImportVm and returns how it ended. */
-function importVm(
+/**
+ * Has the agent pull a migration stream (MigrateIn) from a source that serves `chunks`, and
+ * returns how the pull ended.
+ */
+async function pullFrom(
   address: string,
+  vmId: string,
   chunks: pb.MigrationChunk[],
-): Promise<Failure | pb.ImportVmResponse__Output> {
-  const client = createClient(hyperfarmProto().hyperfarm.v1.MigrationService, address);
-  return new Promise((resolve) => {
-    const call = client.importVm((err, res) => {
-      client.close();
-      if (err)
+): Promise<Failure | unknown> {
+  const source = await createServer({ logger: createLogger({ program: 't', id: 'src', level: 'silent' }) })
+    .add('migration', {
+      ImportVm: (_call, cb) => cb({ code: status.UNIMPLEMENTED }),
+      ExportVm: (call) => {
+        for (const c of chunks) call.write(c);
+        call.end();
+      },
+    })
+    .listen('127.0.0.1:0');
+  const client = createClient(hyperfarmProto().hyperfarm.v1.AgentService, address);
+  try {
+    return await new Promise((resolve) => {
+      const call = client.migrateIn({
+        migrationId: 'm-1',
+        vmId,
+        sourceAddress: source.address,
+        sourceGeneration: 1,
+        targetGeneration: 2,
+      });
+      call.on('data', () => undefined);
+      call.on('error', (err: grpc.ServiceError) =>
         resolve({
           code: err.code,
           details: err.details,
           field: String(err.metadata.get('hyperfarm-field')[0] ?? ''),
-        });
-      else resolve(res!);
+        }),
+      );
+      call.on('end', () => resolve('prepared'));
     });
-    for (const c of chunks) call.write(c);
-    call.end();
-  });
+  } finally {
+    client.close();
+    await source.shutdown();
+  }
 }
 
 /** A well-formed migration stream of a 64 MiB VM, for `vmId`, with the given tampering. */
@@ -204,20 +226,20 @@ describe('requests are confined to their folders, and bad input is never INTERNA
     expect(existsSync(join(root, 'victim', 'pwned'))).to.equal(false);
   });
 
-  it('MigrationService.ImportVm checks header.vm_id before it writes anything', async () => {
-    const r = await importVm(agent.grpcAddress, stream('../../../victim/vm'));
+  it('MigrateIn checks header.vm_id before it writes anything', async () => {
+    const r = await pullFrom(agent.grpcAddress, '../../../victim/vm', stream('../../../victim/vm'));
     expect(r).to.include({ code: status.INVALID_ARGUMENT, field: 'header.vm_id' });
   });
 
-  it('ImportVm with a zero page beyond memory, or device state that is not device state: INVALID_ARGUMENT', async () => {
-    const beyond = await importVm(agent.grpcAddress, stream('vm-a', { zeroPage: mib(64) / 4096 }));
+  it('MigrateIn with a zero page beyond memory, or device state that is not device state: INVALID_ARGUMENT', async () => {
+    const beyond = await pullFrom(agent.grpcAddress, 'vm-a', stream('vm-a', { zeroPage: mib(64) / 4096 }));
     expect(beyond).to.include({ code: status.INVALID_ARGUMENT, field: 'pages.zero_pages' });
     for (const device of [
       Buffer.from('not json'),
       Buffer.from('{"version":1,"channels":7}'),
       Buffer.from('null'),
     ]) {
-      const r = await importVm(agent.grpcAddress, stream('vm-b', { device }));
+      const r = await pullFrom(agent.grpcAddress, 'vm-b', stream('vm-b', { device }));
       expect(r, device.toString()).to.include({ code: status.INVALID_ARGUMENT, field: 'device_state.data' });
     }
     expect((await c.p.listVms({})).vms).to.deep.equal([]);

@@ -7,6 +7,8 @@ import { HypervisorEngine, type EngineOptions, type SnapshotFacts } from '../eng
 import { normalizeConfig } from '../engine/validate.js';
 import { hashString32 } from '../engine/rng.js';
 import { vhdLibraryFactory, type DiskBackend, type DiskFactory } from './disk.js';
+import { checkpointKey, currentKey } from './checkpoints.js';
+import { ClusterStorage, type VmManifest } from './cluster-storage.js';
 import { checkDiskFiles, createDiskFiles, prepareMigratedDisks } from './disk-files.js';
 import { DiskPool } from './disk-pool.js';
 import { EffectRunner } from './effect-runner.js';
@@ -38,6 +40,11 @@ export interface HostSettings {
    * import folders): the cluster storage path and what the configuration allows. None by default.
    */
   allowedRoots?: readonly string[];
+  /**
+   * The farm's cluster storage (a folder every host reaches): VM folders live there, under
+   * ownership records (cluster-storage.ts). None: VM folders stay in the data folder.
+   */
+  clusterStoragePath?: string;
 }
 
 export interface AgentHostOptions {
@@ -82,6 +89,14 @@ export class AgentHost {
   readonly folders: VmFolders;
   readonly disks: DiskPool;
   readonly diskFactory: DiskFactory;
+  /** The ownership records and manifests on cluster storage, when there is one. */
+  readonly cluster: ClusterStorage | undefined;
+  /**
+   * Disks held closed while a migrated-out VM waits for the handover decision, by VM: the
+   * decision releases them (abort: the guest's I/O goes on; commit: the VM is gone).
+   */
+  readonly frozenDisks = new Map<string, () => void>();
+  private readonly manifests = new Map<string, string>();
   private readonly clock: () => number;
   private readonly records: RecordWriter;
   private readonly effects: EffectRunner;
@@ -98,7 +113,10 @@ export class AgentHost {
   ) {
     const s = opts.settings;
     this.clock = opts.clock ?? (() => Date.now());
-    this.folders = new VmFolders(s.dataDir, s.allowedRoots ?? []);
+    this.cluster = s.clusterStoragePath
+      ? new ClusterStorage(join(s.clusterStoragePath, 'vms'), s.id)
+      : undefined;
+    this.folders = new VmFolders(s.dataDir, s.allowedRoots ?? [], this.cluster?.vmsRoot);
     this.diskFactory = opts.diskFactory ?? vhdLibraryFactory(this.clock, opts.storageProvider);
     this.engine = new HypervisorEngine({
       hostId: s.id,
@@ -122,6 +140,7 @@ export class AgentHost {
         return this.folders.diskPath(vmId, att.path);
       },
       opts.wrapDisk,
+      (vmId) => this.claimFiles(vmId, 'open the disks of'),
     );
     this.records = new RecordWriter(store, opts.logger);
     this.effects = new EffectRunner({
@@ -139,6 +158,7 @@ export class AgentHost {
     await mkdir(join(opts.settings.dataDir, 'vms'), { recursive: true });
     const store = await VmStore.open(join(opts.settings.dataDir, 'state.db'));
     const host = new AgentHost(opts, store);
+    if (host.cluster) store.afterWrite = (ids) => host.publishManifests(ids);
     for (const record of await store.loadAll()) {
       const savedState = existsSync(host.folders.savedStatePath(record.id));
       const turnedOff = host.engine.recover(record, savedState);
@@ -239,6 +259,42 @@ export class AgentHost {
   publish(event: Omit<pb.AgentEvent, 'sequence' | 'timeMs'>): void {
     const full: pb.AgentEvent = { ...event, sequence: this.engine.nextEventSequence(), timeMs: this.clock() };
     for (const l of this.listeners) l(full);
+  }
+
+  /**
+   * On cluster storage: whether this host may use the VM's files at the generation it holds
+   * (FAILED_PRECONDITION if another host owns them under a newer one), taking them if the record
+   * is older. Without cluster storage every file is this host's own.
+   */
+  async claimFiles(vmId: string, what: string): Promise<void> {
+    if (!this.cluster || !this.engine.vms.has(vmId)) return;
+    await this.cluster.claim(vmId, this.engine.vms.get(vmId).status!.generation, what);
+  }
+
+  /** The manifest of each VM on cluster storage whose record changed, if it changed. */
+  private async publishManifests(ids: Set<string>): Promise<void> {
+    for (const id of ids) {
+      if (!this.engine.vms.has(id)) {
+        this.manifests.delete(id);
+        continue;
+      }
+      const vm = this.engine.vms.get(id);
+      const saved = vm.status!.state === 'VM_STATE_SAVED' ? this.engine.vms.stateHash(id) : undefined;
+      const manifest: VmManifest = {
+        format: 1,
+        vmId: id,
+        generation: vm.status!.generation,
+        hostId: this.settings.id,
+        config: vm.config!,
+        createdAtMs: vm.createdAtMs,
+        saved: saved ? { sha256: saved.sha256, pages: saved.residentPages } : null,
+        checkpoints: await this.store.list(checkpointKey(id, '')),
+        currentId: (await this.store.get<{ id: string }>(currentKey(id)))?.id ?? '',
+      };
+      const text = JSON.stringify(manifest);
+      if (this.manifests.get(id) === text) continue;
+      if (await this.cluster!.writeManifest(manifest)) this.manifests.set(id, text);
+    }
   }
 
   /** Disks of a VM that arrived by migration (see prepareMigratedDisks). */

@@ -1,7 +1,9 @@
 import {
   clientStream,
+  ApiError,
   invalidArgument,
   serverStream,
+  status,
   unary,
   type ClientOptions,
   type pb,
@@ -9,7 +11,8 @@ import {
 import { guestOsList } from '../engine/catalog.js';
 import type { AgentHost } from './agent-host.js';
 import type { Checkpoints } from './checkpoints.js';
-import { exportVm, importVm, migrateOut } from './migration.js';
+import { adoptOrCreate } from './cluster-adopt.js';
+import type { AgentMigrations } from './migration.js';
 import type { VmTransfer } from './vm-transfer.js';
 
 const DEFAULT_PAGE_SIZE = 100;
@@ -50,6 +53,7 @@ export function agentServiceImpl(
   net: HostAddressing,
   checkpoints: Checkpoints,
   transfer: VmTransfer,
+  migrations: AgentMigrations,
 ): pb.AgentServiceHandlers {
   return {
     GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => hostInfo(host, net.address())),
@@ -58,7 +62,7 @@ export function agentServiceImpl(
     })),
     CreateVm: unary<pb.AgentCreateVmRequest__Output, pb.Vm>((req) => {
       if (!req.config) throw invalidArgument('config', 'is required');
-      return host.createVm(req.vmId, req.config, req.generation);
+      return adoptOrCreate(host, checkpoints, req.vmId, req.config, req.generation);
     }),
     GetVm: unary<pb.AgentGetVmRequest__Output, pb.Vm>((req) => host.read((e) => e.vms.get(req.vmId))),
     ListVms: unary<pb.AgentListVmsRequest__Output, pb.AgentListVmsResponse>((req) => {
@@ -82,11 +86,14 @@ export function agentServiceImpl(
       if (!req.config) throw invalidArgument('config', 'is required');
       const id = host.read((e) => e.vms.get(req.vmId)).id;
       const facts = await checkpoints.facts(id);
+      await host.claimFiles(id, 'update');
       return host.updateVm(id, req.config, req.updateMask?.paths ?? [], req.generation, facts);
     }),
     DeleteVm: unary<pb.AgentDeleteVmRequest__Output, pb.AgentDeleteVmResponse>(async (req) => {
       const id = host.read((e) => e.vms.get(req.vmId)).id;
       const facts = await checkpoints.facts(id);
+      // Only the owner deletes a VM's files; a stale copy goes with DropStaleVm.
+      await host.claimFiles(id, 'delete');
       await host.mutate((e) => e.vms.delete(id, req.generation, facts));
       await checkpoints.forgetVm(id);
       return {};
@@ -120,9 +127,12 @@ export function agentServiceImpl(
     ImportVmFromFolder: unary<pb.ImportVmFromFolderRequest__Output, pb.Vm>((req) =>
       transfer.importFromFolder(req.folder, req.vmId, req.name, req.generation),
     ),
-    ChangeVmState: unary<pb.AgentChangeVmStateRequest__Output, pb.Vm>((req) =>
-      host.mutate((e) => e.power.change(req.vmId, req.action, req.generation)),
-    ),
+    ChangeVmState: unary<pb.AgentChangeVmStateRequest__Output, pb.Vm>(async (req) => {
+      // Anything but turning it off uses the VM's files: a stale copy may not.
+      if (req.action !== 'VM_ACTION_TURN_OFF')
+        await host.claimFiles(host.read((e) => e.vms.get(req.vmId)).id, 'change the state of');
+      return host.mutate((e) => e.power.change(req.vmId, req.action, req.generation));
+    }),
     GetVmStateHash: unary<pb.GetVmStateHashRequest__Output, pb.GetVmStateHashResponse>((req) =>
       host.read((e) => e.vms.stateHash(req.vmId)),
     ),
@@ -131,24 +141,25 @@ export function agentServiceImpl(
       const r = await host.mutate((e) => e.lease.grant(req.daemonId, req.term, req.durationMs));
       return { expiresAtMs: r.expiresAtMs, host: hostInfo(host, net.address()) };
     }),
-    MigrateOut: serverStream<pb.MigrateOutRequest__Output, pb.MigrationProgress>(async (req, call) => {
-      const id = host.read((e) => e.vms.get(req.vmId)).id;
-      await migrateOut(
-        host,
-        {
-          vmId: req.vmId,
-          generation: req.generation,
-          targetAddress: req.targetAddress,
-          kind: req.kind,
-          targetGeneration: req.targetGeneration,
-          maxRounds: req.maxRounds,
-          stopCopyThresholdPages: req.stopCopyThresholdPages,
-          facts: await checkpoints.facts(id),
-          ...(net.client ? { client: net.client } : {}),
-        },
-        (p) => call.write(p),
-      );
+    MigrateOut: serverStream<pb.MigrateOutRequest__Output, pb.MigrationProgress>((req, call) =>
+      migrations.migrateOut(req, net.address(), (p) => call.write(p)),
+    ),
+    MigrateIn: serverStream<pb.MigrateInRequest__Output, pb.MigrationProgress>(async (req, call) => {
+      call.write(await migrations.target.migrateIn(req, (p) => call.write(p)));
     }),
+    CommitMigration: unary<pb.ResolveMigrationRequest__Output, pb.MigrationStatus>((req) =>
+      migrations.commit(req),
+    ),
+    AbortMigration: unary<pb.ResolveMigrationRequest__Output, pb.MigrationStatus>((req) =>
+      migrations.abort(req),
+    ),
+    GetMigrationStatus: unary<pb.GetMigrationStatusRequest__Output, pb.MigrationStatus>((req) => {
+      if (!req.migrationId) throw invalidArgument('migration_id', 'is required');
+      return migrations.tracker.status(req.migrationId);
+    }),
+    DropStaleVm: unary<pb.DropStaleVmRequest__Output, pb.DropStaleVmResponse>((req) =>
+      migrations.dropStale(req),
+    ),
     WatchEvents: serverStream<pb.WatchAgentEventsRequest__Output, pb.AgentEvent>(
       (req, call) =>
         new Promise<void>((resolve) => {
@@ -177,11 +188,16 @@ export function agentServiceImpl(
   };
 }
 
-export function migrationServiceImpl(host: AgentHost): pb.MigrationServiceHandlers {
+export function migrationServiceImpl(migrations: AgentMigrations): pb.MigrationServiceHandlers {
   return {
-    ImportVm: clientStream<pb.MigrationChunk__Output, pb.ImportVmResponse>((call) => importVm(host, call)),
+    ImportVm: clientStream<pb.MigrationChunk__Output, pb.ImportVmResponse>(() => {
+      throw new ApiError(
+        status.UNIMPLEMENTED,
+        'MigrationService.ImportVm is retired: targets pull with ExportVm (AgentService.MigrateIn), and the handover is decided outside them',
+      );
+    }),
     ExportVm: serverStream<pb.ExportVmRequest__Output, pb.MigrationChunk>((req, call) =>
-      exportVm(host, req, call),
+      migrations.exportVm(req, call),
     ),
   };
 }

@@ -70,10 +70,17 @@ export class Checkpoints {
     host.beforeStop(() => this.merges.stop());
   }
 
-  /** Runs `fn` after every snapshot operation already queued on the VM. */
+  /**
+   * Runs `fn` after every snapshot operation already queued on the VM, once this host is known
+   * to own the VM's files (on cluster storage, a stale copy must not touch them).
+   */
   serial<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.queues.get(vmId) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
+    const run = async () => {
+      await this.host.claimFiles(vmId, 'change the snapshots or files of');
+      return fn();
+    };
+    const next = prev.then(run, run);
     this.queues.set(
       vmId,
       next.catch(() => undefined),
@@ -327,6 +334,18 @@ export class Checkpoints {
   }
 
   /** Forgets a deleted VM's snapshots (their files went with the VM's folder). */
+  /**
+   * Takes a VM's snapshot records from the manifest beside its files on cluster storage (it
+   * arrived by migration, a failover or a move): the files are where they were.
+   */
+  async adopt(vmId: string, records: readonly CheckpointRecord[], currentId: string): Promise<void> {
+    await this.forgetVm(vmId);
+    await this.host.store.apply([
+      ...records.map((r) => [checkpointKey(vmId, r.id), { ...r, vmId }] as const),
+      [currentKey(vmId), currentId ? { id: currentId } : undefined],
+    ]);
+  }
+
   async forgetVm(vmId: string): Promise<void> {
     const { checkpoints } = await this.list(vmId);
     await this.host.store.apply([

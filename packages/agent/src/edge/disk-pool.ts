@@ -26,6 +26,8 @@ export class DiskPool {
     private readonly pathOf: (vmId: string, index: number) => string,
     /** Wraps each disk as it is opened: how tests inject a failing backend. */
     private readonly wrap?: (vmId: string, index: number, disk: DiskBackend) => DiskBackend,
+    /** Checks before a VM's files are opened (who owns them on cluster storage). */
+    private readonly beforeOpen?: (vmId: string) => Promise<void>,
   ) {}
 
   async disk(vmId: string, index: number): Promise<DiskBackend> {
@@ -53,6 +55,7 @@ export class DiskPool {
   }
 
   private async openNow(vmId: string, index: number): Promise<OpenDisk> {
+    await this.beforeOpen?.(vmId);
     const raw = await this.factory.open(this.pathOf(vmId, index));
     const entry = {
       disk: this.wrap ? this.wrap(vmId, index, raw) : raw,

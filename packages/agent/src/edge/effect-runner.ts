@@ -36,7 +36,7 @@ export class EffectRunner {
       case 'delete-saved-state':
         return this.track(rm(this.c.folders.savedStatePath(effect.vmId), { force: true }));
       case 'delete-vm-files':
-        return this.track(this.deleteVmFiles(effect.vmId));
+        return this.track(this.deleteVmFiles(effect.vmId, effect.keepShared === true));
       case 'disk-writes': {
         const batch = this.c.disks.guestIo(effect.vmId, () => this.diskWrites(effect));
         // Pumped once the batch is over, so the next one can go.
@@ -93,8 +93,10 @@ export class EffectRunner {
     await rm(path, { force: true });
   }
 
-  private async deleteVmFiles(vmId: string): Promise<void> {
+  private async deleteVmFiles(vmId: string, keepShared: boolean): Promise<void> {
     await this.c.disks.close(vmId);
+    // On cluster storage the files of a VM that lives on elsewhere are its own, not this host's.
+    if (keepShared && this.c.folders.shared) return;
     await rm(this.c.folders.vmDir(vmId), { recursive: true, force: true });
   }
 

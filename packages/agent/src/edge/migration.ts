@@ -1,377 +1,239 @@
-import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import {
   ApiError,
   createClient,
-  failedPrecondition,
   hyperfarmProto,
   invalidArgument,
-  quote,
+  notFound,
+  promiseClient,
   status,
+  statusOf,
   type ClientOptions,
   type pb,
 } from '@hyperfarm/api';
-import { fillPage, GuestMemory, PAGE_SIZE } from '../engine/memory.js';
-import type { IncomingMigration, SnapshotFacts } from '../engine/engine.js';
-import { decodeDeviceState } from '../engine/partition.js';
-import { stateName } from '../engine/states.js';
-import { normalizeConfig } from '../engine/validate.js';
 import type { AgentHost } from './agent-host.js';
-import { confineDisks } from './disk-files.js';
-import { readSavedState } from './saved-state.js';
+import type { Checkpoints } from './checkpoints.js';
+import { exportMigration, exportSaved } from './migration-source.js';
+import { MigrationTarget } from './migration-target.js';
+import { MigrationTracker } from './migration-tracker.js';
+import { checkAddress, checkMigrationId } from './migration-wire.js';
 
-/** Pages per chunk: 256 × ~4.1 KiB ≈ 1 MiB, well under gRPC's 4 MiB message limit. */
-export const PAGES_PER_CHUNK = 256;
-
-interface Sink {
-  write(chunk: pb.MigrationChunk): Promise<void>;
-}
-
-/** Writes to a grpc-js stream, waiting for 'drain' whenever its buffer is full (flow control). */
-function streamSink(
-  stream:
-    grpc.ClientWritableStream<pb.MigrationChunk> | grpc.ServerWritableStream<unknown, pb.MigrationChunk>,
-): Sink {
-  return {
-    async write(chunk) {
-      if (!stream.write(chunk)) await once(stream, 'drain');
-    },
-  };
-}
-
-/** Sends `pages` (ascending page numbers) at their current versions; returns bytes sent. */
-async function sendPages(
-  sink: Sink,
-  memory: GuestMemory,
-  pages: readonly number[],
-  round: number,
-  onChunk?: (bytes: number) => void,
-): Promise<number> {
-  let bytes = 0;
-  for (let i = 0; i < pages.length; i += PAGES_PER_CHUNK) {
-    const slice = pages.slice(i, i + PAGES_PER_CHUNK);
-    const out: pb.MemoryPage[] = [];
-    const zero: number[] = [];
-    // One buffer per chunk; each page's bytes are a view into it (serialized on write).
-    const block = Buffer.allocUnsafe(slice.length * PAGE_SIZE);
-    for (const number of slice) {
-      const version = memory.versionOf(number);
-      if (version === 0) {
-        zero.push(number);
-        continue;
-      }
-      const at = out.length * PAGE_SIZE;
-      fillPage(memory.seed, number, version, block, at);
-      out.push({ number, version, data: block.subarray(at, at + PAGE_SIZE) });
-    }
-    await sink.write({ pages: { round, pages: out, zeroPages: zero } });
-    const sent = out.length * (PAGE_SIZE + 16) + zero.length * 8;
-    bytes += sent;
-    onChunk?.(sent);
-  }
-  if (pages.length === 0) await sink.write({ pages: { round, pages: [], zeroPages: [] } });
-  return bytes;
-}
-
-export interface MigrateOutOptions {
-  vmId: string;
-  generation: number;
-  targetAddress: string;
-  kind: pb.MigrationKind__Output;
-  targetGeneration: number;
-  maxRounds: number;
-  stopCopyThresholdPages: number;
-  /** Whether the VM has snapshots (they do not travel: the migration is refused). */
-  facts: SnapshotFacts;
-  client?: ClientOptions;
-}
+/** How long MigrateOut keeps asking an unreachable target how the handover ended. */
+const RESOLVE_FOR_MS = 60_000;
+const QUICK_CALL_MS = 5_000;
 
 /**
- * The source's side of a migration. Quick: the VM stops at once (Saving) and its whole state
- * goes in one round. Live: the VM keeps running while rounds of dirty pages go over, until few
- * enough remain (or the round limit), then a short stop-and-copy. The source VM is removed only
- * once the target has verified the hash and runs it; any failure leaves it running here.
+ * One host's part in migrations, as source and as target, and the decision it carries out.
+ * The decision itself is taken elsewhere: by the daemon, in its log, or for a manual migration
+ * (MigrateOut) by this host as the source, after the target said it holds the VM whole.
  */
-export async function migrateOut(
-  host: AgentHost,
-  o: MigrateOutOptions,
-  progress: (p: pb.MigrationProgress) => void,
-): Promise<pb.MigrationProgress> {
-  const kind = o.kind === 'MIGRATION_KIND_UNSPECIFIED' ? 'MIGRATION_KIND_QUICK' : o.kind;
-  if (kind !== 'MIGRATION_KIND_QUICK' && kind !== 'MIGRATION_KIND_LIVE')
-    throw invalidArgument('kind', 'must be QUICK or LIVE');
-  checkAddress('target_address', o.targetAddress);
-  const m = await host.mutate((e) => e.migration.out(o.vmId, o.generation, kind, o.facts));
-  // A Saved VM moves as its saved state: read back (and checked) from its file, one round.
-  let saved: { memory: GuestMemory; deviceState: Buffer } | undefined;
-  if (!m.memory) {
-    try {
-      saved = await readSavedState(host.savedStatePath(m.vmId), m.vmId);
-    } catch (err) {
-      await host.mutate(() => m.abort((err as Error).message));
-      throw err;
-    }
+export class AgentMigrations {
+  readonly tracker = new MigrationTracker();
+  readonly target: MigrationTarget;
+
+  constructor(
+    private readonly host: AgentHost,
+    private readonly checkpoints: Checkpoints,
+    private readonly client: ClientOptions = {},
+  ) {
+    this.target = new MigrationTarget(host, this.tracker, checkpoints, client);
   }
-  const memory = m.memory ?? saved!.memory;
-  const live = kind === 'MIGRATION_KIND_LIVE' && !saved;
-  const generation = o.targetGeneration || m.generation + 1;
-  const targetState: pb.VmState__Output = saved ? 'VM_STATE_SAVED' : m.state;
-  let stoppedAtMs = live ? 0 : host.now();
 
-  const proto = hyperfarmProto().hyperfarm.v1;
-  const client = createClient(proto.MigrationService, o.targetAddress, o.client ?? {});
-  let call: grpc.ClientWritableStream<pb.MigrationChunk> | undefined;
-  try {
-    const response = new Promise<pb.ImportVmResponse__Output>((resolve, reject) => {
-      call = client.importVm((err, res) => (err ? reject(err) : resolve(res!)));
-    });
-    response.catch(() => undefined); // observed below; avoid an unhandled rejection meanwhile
-    const sink = streamSink(call!);
-    let bytes = 0;
-    const total = memory.residentPages;
-    const report = (phase: pb.MigrationPhase__Output, round: number, remaining: number) =>
-      progress({
-        phase,
-        round,
-        bytesTransferred: bytes,
-        pagesRemaining: remaining,
-        progressPercent: total === 0 ? 100 : Math.min(99, (100 * (total - remaining)) / total),
-      });
+  /** ExportVm: a migration out (with an id), or a copy of a Saved VM's state. */
+  async exportVm(
+    req: pb.ExportVmRequest__Output,
+    stream: grpc.ServerWritableStream<pb.ExportVmRequest__Output, pb.MigrationChunk>,
+  ): Promise<void> {
+    if (!req.migrationId) return exportSaved(this.host, req, stream);
+    const id = this.host.read((e) => e.vms.get(req.vmId)).id;
+    return exportMigration(this.host, req, stream, this.tracker, await this.checkpoints.facts(id));
+  }
 
-    await sink.write({
-      header: {
-        vmId: m.vmId,
-        config: m.config,
-        generation,
-        kind,
-        totalPages: memory.totalPages,
-        targetState,
-        sourceHostId: host.settings.id,
-      },
-    });
-    let round = 0;
-    report('MIGRATION_PHASE_TRANSFERRING', round, total);
-    const first = memory.residentPageNumbers();
-    let sentFirst = 0;
-    bytes += await sendPages(sink, memory, first, round, () => {
-      sentFirst = Math.min(first.length, sentFirst + PAGES_PER_CHUNK);
-      if (sentFirst % (PAGES_PER_CHUNK * 16) === 0)
-        report('MIGRATION_PHASE_TRANSFERRING', round, first.length - sentFirst);
-    });
-
-    if (live) {
-      const maxRounds = o.maxRounds || 10;
-      const threshold = o.stopCopyThresholdPages || 256;
-      while (round < maxRounds) {
-        host.pump(); // let the guest run (and dirty pages) up to now
-        if (memory.dirtyPages < threshold) break;
-        round++;
-        const dirty = memory.takeDirty();
-        report('MIGRATION_PHASE_TRANSFERRING', round, dirty.length);
-        bytes += await sendPages(sink, memory, dirty, round);
-      }
-    }
-
-    // Stop-and-copy: the VM stops here; what is still dirty goes with the device state.
-    const deviceState = saved ? saved.deviceState : await host.mutate(() => m.freeze());
-    // The guest's network state (connections, NLB member) travels with it.
-    const network = saved ? undefined : host.network?.handOff(m.vmId);
-    if (live) stoppedAtMs = host.now();
-    round++;
-    const last = memory.takeDirty();
-    report('MIGRATION_PHASE_STOP_AND_COPY', round, last.length);
-    bytes += await sendPages(sink, memory, last, round);
-    if (network) await sink.write({ networkState: network });
-    await sink.write({ deviceState: { data: deviceState } });
-    const sha256 = memory.stateHash(deviceState);
-    // Without the trailer the target installs nothing: send it only if the VM is still ours
-    // (a lease expiry meanwhile has turned it off, and the daemon may restart it elsewhere).
-    if (!host.read(() => m.active)) {
-      throw failedPrecondition(`VM '${m.name}' stopped migrating: ${m.message}`);
-    }
-    await sink.write({ trailer: { sha256, rounds: round, stoppedAtMs } });
-    call!.end();
-    const res = await response;
-    if (res.sha256 !== sha256)
-      throw failedPrecondition(`target verified hash ${quote(res.sha256)}, expected ${sha256}`);
-    await host.mutate(() => m.complete(o.targetAddress));
-    host.network?.migrationEnded(m.vmId, true);
-    const done: pb.MigrationProgress = {
-      phase: 'MIGRATION_PHASE_COMPLETED',
-      round,
-      bytesTransferred: bytes,
-      pagesRemaining: 0,
-      progressPercent: 100,
-      downtimeMs: Math.max(0, Number(res.resumedAtMs) - stoppedAtMs),
-      verifiedSha256: res.sha256,
-    };
-    progress(done);
-    host.logger.info(
-      { vmId: m.vmId, target: o.targetAddress, kind, rounds: round, bytes, downtimeMs: done.downtimeMs },
-      'migrated out',
+  async commit(req: pb.ResolveMigrationRequest__Output): Promise<pb.MigrationStatus__Output> {
+    checkMigrationId('migration_id', req.migrationId);
+    if (req.role === 'MIGRATION_ROLE_TARGET') return this.target.commit(req);
+    requireSource(req);
+    // The VM runs on the target now: the copy here goes (its shared files stay).
+    await this.drop(
+      req.vmId,
+      req.targetGeneration,
+      `migrated away (${req.migrationId}): it runs on its target`,
     );
-    return done;
-  } catch (err) {
-    call?.cancel();
-    const reason = (err as Error).message;
-    await host.mutate(() => m.abort(reason));
-    host.network?.migrationEnded(m.vmId, false);
-    host.logger.warn({ vmId: m.vmId, err: reason }, 'migration failed; the VM stays here');
-    throw err instanceof ApiError
-      ? err
-      : new ApiError(status.ABORTED, `migration of VM '${m.name}' failed: ${reason}`);
-  } finally {
-    client.close();
+    this.host.network?.migrationEnded(req.vmId, true);
+    this.settle(req, 'MIGRATION_STAGE_COMMITTED', 'the copy here was dropped');
+    return this.tracker.status(req.migrationId);
   }
-}
 
-/**
- * The target's side: checks each page's bytes against the (VM, page, version) derivation as it
- * arrives, the whole against the trailer's hash, and only then installs the VM, running.
- */
-export async function importVm(
-  host: AgentHost,
-  chunks: AsyncIterable<pb.MigrationChunk__Output>,
-): Promise<pb.ImportVmResponse> {
-  let incoming: IncomingMigration | undefined;
-  let header: pb.MigrationHeader__Output | undefined;
-  let memory: GuestMemory | undefined;
-  let deviceState: Buffer | undefined;
-  let bytes = 0;
-  const expected = Buffer.alloc(PAGE_SIZE);
-  try {
-    for await (const chunk of chunks) {
-      if (chunk.header) {
-        if (header) throw invalidArgument('header', 'sent twice');
-        header = chunk.header;
-        const config = normalizeConfig(header.config ?? {});
-        const target = header.targetState;
-        if (!IMPORT_STATES.includes(target))
-          throw invalidArgument('header.target_state', 'must be RUNNING, PAUSED or SAVED');
-        if (header.totalPages * PAGE_SIZE !== config.memoryBytes) {
-          throw invalidArgument(
-            'header.total_pages',
-            `${header.totalPages} pages do not match memory_bytes ${config.memoryBytes}`,
-          );
-        }
-        const h = header;
-        incoming = await host.mutate((e) => e.migration.in(h.vmId, config, h.generation));
-        confineDisks(host.folders, h.vmId, config, 'header.config');
-        memory = new GuestMemory(header.vmId, header.totalPages);
-      } else if (chunk.pages) {
-        if (!memory) throw invalidArgument('pages', 'arrived before the header');
-        for (const p of chunk.pages.pages) {
-          checkPage(memory, 'pages.pages.number', p.number);
-          fillPage(memory.seed, p.number, p.version, expected);
-          if (!expected.equals(p.data)) {
-            throw new ApiError(
-              status.DATA_LOSS,
-              `page ${p.number} version ${p.version} arrived with the wrong content`,
-            );
-          }
-          memory.install(p.number, p.version);
-          bytes += p.data.length + 16;
-        }
-        for (const z of chunk.pages.zeroPages) {
-          checkPage(memory, 'pages.zero_pages', z);
-          memory.install(z, 0);
-          bytes += 8;
-        }
-      } else if (chunk.networkState) {
-        if (!header) throw invalidArgument('network_state', 'arrived before the header');
-        host.network?.adopt(header.vmId, chunk.networkState);
-        bytes += chunk.networkState.length;
-      } else if (chunk.deviceState) {
-        deviceState = chunk.deviceState.data;
-        bytes += deviceState.length;
-      } else if (chunk.trailer) {
-        if (!memory || !incoming || !deviceState)
-          throw invalidArgument('trailer', 'arrived before the header, pages and device state');
-        const sha256 = memory.stateHash(deviceState);
-        if (sha256 !== chunk.trailer.sha256) {
-          throw new ApiError(
-            status.DATA_LOSS,
-            `state hash mismatch: computed ${sha256}, the source sent ${quote(chunk.trailer.sha256)}`,
-          );
-        }
-        const target =
-          header!.targetState === 'VM_STATE_UNSPECIFIED' ? 'VM_STATE_RUNNING' : header!.targetState;
-        const device = decodeDeviceState(deviceState, 'device_state.data');
-        const mem = memory;
-        const m = incoming;
-        const vm = await host.mutate(() => m.install(mem, device, target));
-        await host.prepareMigratedDisks(vm.id);
-        if (target === 'VM_STATE_SAVED') {
-          // Answer only once the saved state is on this host's disk: the source deletes its copy.
-          await host.settle();
-          const now = host.read((e) => e.vms.get(vm.id));
-          if (now.status!.state !== 'VM_STATE_SAVED') {
-            throw new ApiError(
-              status.INTERNAL,
-              `could not write the imported saved state: ${now.status!.message}`,
-            );
-          }
-        }
-        host.logger.info(
-          { vmId: vm.id, from: header!.sourceHostId, bytes, state: stateName(vm.status!.state) },
-          'migrated in',
+  async abort(req: pb.ResolveMigrationRequest__Output): Promise<pb.MigrationStatus__Output> {
+    checkMigrationId('migration_id', req.migrationId);
+    const reason = req.reason || 'aborted';
+    if (req.role === 'MIGRATION_ROLE_TARGET') return this.target.abort(req, reason);
+    requireSource(req);
+    const resumed = await this.host.mutate((e) => e.migration.abort(req.vmId, req.migrationId, reason));
+    this.releaseDisks(req.vmId);
+    this.host.network?.migrationEnded(req.vmId, false);
+    this.settle(req, 'MIGRATION_STAGE_ABORTED', resumed ? `resumed: ${reason}` : reason);
+    return this.tracker.status(req.migrationId);
+  }
+
+  /**
+   * Removes a stale copy (DropStaleVm, or the source's side of a commit): returns the state it
+   * was in, undefined if this host has none.
+   */
+  async drop(vmId: string, generation: number, why: string): Promise<pb.VmState__Output | undefined> {
+    const was = await this.host.mutate((e) => e.migration.dropStale(vmId, generation, why));
+    this.releaseDisks(vmId);
+    if (was !== undefined) await this.checkpoints.forgetVm(vmId);
+    return was;
+  }
+
+  private releaseDisks(vmId: string): void {
+    this.host.frozenDisks.get(vmId)?.();
+    this.host.frozenDisks.delete(vmId);
+  }
+
+  private settle(req: pb.ResolveMigrationRequest__Output, stage: pb.MigrationStage__Output, message: string) {
+    if (!this.tracker.get(req.migrationId))
+      this.tracker.start(req.migrationId, req.vmId, 'MIGRATION_ROLE_SOURCE', req.targetGeneration);
+    this.tracker.update(req.migrationId, { stage, message });
+  }
+
+  /**
+   * MigrateOut: a migration this host drives by itself, for manual use without a daemon. The
+   * target pulls the VM; once it holds it whole, this host decides to commit and tells it. If
+   * the answer is lost, it asks the target how the handover ended before doing anything with
+   * its own copy: it resumes only once the target cannot run the VM (it refused the commit, or
+   * holds nothing), and drops its copy once the target runs it.
+   */
+  async migrateOut(
+    req: pb.MigrateOutRequest__Output,
+    selfAddress: string,
+    progress: (p: pb.MigrationProgress) => void,
+  ): Promise<void> {
+    checkAddress('target_address', req.targetAddress);
+    const id = req.migrationId
+      ? checkMigrationId('migration_id', req.migrationId)
+      : `mig-${randomBytes(6).toString('hex')}`;
+    const vm = this.host.read((e) => e.vms.get(req.vmId));
+    // Refused here before the target is bothered: a VM that cannot leave (its state, snapshots).
+    const facts = await this.checkpoints.facts(vm.id);
+    this.host.read((e) => e.migration.check(vm.id, req.generation, facts, this.host.folders.shared));
+    const generation = req.generation || vm.status!.generation;
+    const resolve = {
+      migrationId: id,
+      vmId: vm.id,
+      targetGeneration: req.targetGeneration || generation + 1,
+    };
+    const agent = createClient(hyperfarmProto().hyperfarm.v1.AgentService, req.targetAddress, this.client);
+    const p = promiseClient(agent);
+    try {
+      try {
+        await new Promise<void>((done, fail) => {
+          const call = agent.migrateIn({
+            ...resolve,
+            sourceAddress: selfAddress,
+            sourceGeneration: req.generation,
+            kind: req.kind,
+            maxRounds: req.maxRounds,
+            downtimeLimitMs: req.downtimeLimitMs,
+          });
+          call.on('data', (m: pb.MigrationProgress__Output) => {
+            if (m.phase !== 'MIGRATION_PHASE_PREPARED') progress(m);
+          });
+          call.on('error', fail);
+          call.on('end', () => done());
+        });
+      } catch (err) {
+        // Not held whole on the target: it is told to discard (a discarded import never runs,
+        // even if this message is lost), and the VM goes on here.
+        const reason = (err as { details?: string }).details ?? (err as Error).message;
+        await p
+          .abortMigration({ ...resolve, role: 'MIGRATION_ROLE_TARGET', reason }, { timeoutMs: QUICK_CALL_MS })
+          .catch(() => undefined);
+        await this.abort({ ...resolve, role: 'MIGRATION_ROLE_SOURCE', reason });
+        throw err;
+      }
+      const committed = await this.commitTarget(p, resolve);
+      if (!committed.ok) {
+        await this.abort({ ...resolve, role: 'MIGRATION_ROLE_SOURCE', reason: committed.why });
+        throw new ApiError(
+          status.ABORTED,
+          `migration ${id}: the target did not take the VM: ${committed.why}`,
         );
-        return { vmId: vm.id, sha256, bytesReceived: bytes, resumedAtMs: host.now() };
+      }
+      await this.commit({ ...resolve, role: 'MIGRATION_ROLE_SOURCE', reason: '' });
+      const s = committed.status;
+      progress({
+        phase: 'MIGRATION_PHASE_COMPLETED',
+        round: s.rounds,
+        bytesTransferred: s.bytesTransferred,
+        pagesRemaining: 0,
+        progressPercent: 100,
+        downtimeMs: s.downtimeMs,
+        verifiedSha256: s.sha256,
+      });
+    } finally {
+      agent.close();
+    }
+  }
+
+  /**
+   * Tells the target to commit until its answer is known: committed, or refused for good (it
+   * holds nothing, so it can never run the VM). An answer that stays unknown leaves the VM frozen
+   * here, and says so: only the target knows whether it runs it.
+   */
+  private async commitTarget(
+    target: ReturnType<typeof promiseClient<pb.AgentServiceClient>>,
+    resolve: { migrationId: string; vmId: string; targetGeneration: number },
+  ): Promise<{ ok: true; status: pb.MigrationStatus__Output } | { ok: false; why: string }> {
+    const deadline = Date.now() + RESOLVE_FOR_MS;
+    let delay = 100;
+    for (;;) {
+      try {
+        const s = await target.commitMigration(
+          { ...resolve, role: 'MIGRATION_ROLE_TARGET', reason: '' },
+          { timeoutMs: QUICK_CALL_MS },
+        );
+        return { ok: true, status: s };
+      } catch (err) {
+        const code = statusOf(err);
+        const why = (err as { details?: string }).details ?? String(err);
+        if (code === status.FAILED_PRECONDITION || code === status.INVALID_ARGUMENT)
+          return { ok: false, why };
+        if (Date.now() > deadline) {
+          throw new ApiError(
+            status.UNAVAILABLE,
+            `migration ${resolve.migrationId}: the target did not confirm the handover (${why}); the VM stays frozen here until CommitMigration or AbortMigration resolves it`,
+          );
+        }
+        this.host.logger.warn(
+          { migration: resolve.migrationId, err: why },
+          'commit unconfirmed; asking again',
+        );
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(2_000, delay * 2);
       }
     }
-    throw invalidArgument('trailer', 'the stream ended before the trailer');
-  } finally {
-    if (incoming) {
-      const m = incoming;
-      await host.mutate(() => m.release());
-    }
+  }
+
+  /** DropStaleVm. */
+  async dropStale(req: pb.DropStaleVmRequest__Output): Promise<pb.DropStaleVmResponse> {
+    if (!req.vmId) throw invalidArgument('vm_id', 'is required');
+    if (req.generation < 1)
+      throw invalidArgument('generation', 'must be the generation the farm gives the VM now');
+    const was = await this.drop(
+      req.vmId,
+      req.generation,
+      `dropped as stale: the farm runs it elsewhere under generation ${req.generation}`,
+    );
+    if (was === undefined) throw notFound('VM', req.vmId);
+    return { was };
   }
 }
 
-/** The VM states an import may leave a VM in (unspecified: Running). */
-const IMPORT_STATES: readonly pb.VmState__Output[] = [
-  'VM_STATE_UNSPECIFIED',
-  'VM_STATE_RUNNING',
-  'VM_STATE_PAUSED',
-  'VM_STATE_SAVED',
-];
-
-function checkPage(memory: GuestMemory, field: string, page: number): void {
-  if (!Number.isSafeInteger(page) || page < 0 || page >= memory.totalPages)
-    throw invalidArgument(field, `page ${page} is beyond the VM's ${memory.totalPages} pages`);
-}
-
-/** host:port, as grpc-js dials it. */
-function checkAddress(field: string, address: string): void {
-  if (!address) throw invalidArgument(field, 'the target agent address is required');
-  if (
-    !/^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/.test(address) ||
-    Number(address.split(':').pop()) > 65535
-  )
-    throw invalidArgument(field, 'must be host:port');
-}
-
-/** The pull side: a Saved VM's whole state as chunks, without changing it. */
-export async function exportVm(
-  host: AgentHost,
-  req: pb.ExportVmRequest__Output,
-  stream: grpc.ServerWritableStream<pb.ExportVmRequest__Output, pb.MigrationChunk>,
-): Promise<void> {
-  const vm = await host.mutate((e) => e.migration.exportSaved(req.vmId, req.generation));
-  const { memory, deviceState } = await readSavedState(host.savedStatePath(vm.id), vm.id);
-  const sink = streamSink(stream);
-  await sink.write({
-    header: {
-      vmId: vm.id,
-      config: vm.config,
-      generation: vm.status!.generation,
-      kind: 'MIGRATION_KIND_QUICK',
-      totalPages: memory.totalPages,
-      targetState: vm.status!.state,
-      sourceHostId: host.settings.id,
-    },
-  });
-  await sendPages(sink, memory, memory.residentPageNumbers(), 0);
-  await sink.write({ deviceState: { data: deviceState } });
-  await sink.write({ trailer: { sha256: memory.stateHash(deviceState), rounds: 0, stoppedAtMs: 0 } });
+function requireSource(req: pb.ResolveMigrationRequest__Output): void {
+  if (req.role !== 'MIGRATION_ROLE_SOURCE') throw invalidArgument('role', 'must be SOURCE or TARGET');
+  if (!req.vmId) throw invalidArgument('vm_id', 'is required');
+  if (req.targetGeneration < 1) throw invalidArgument('target_generation', 'is required');
 }

@@ -158,6 +158,8 @@ export class SnapshotMerges {
     const record = entry.record;
     for (;;) {
       if (this.stopping) return;
+      // On cluster storage, a host whose copy went stale must not fold files the VM now uses.
+      await this.host.claimFiles(record.vmId, 'merge the snapshot disks of');
       if (!record.job) {
         const step = await this.driver.plan(record.vmId);
         if (!step) break;

@@ -6,7 +6,20 @@ import type { VmRecord } from '../engine/engine.js';
  * acknowledged, so an acknowledged create or state change survives a crash.
  */
 export class VmStore {
+  /** Runs after each synced batch with the VMs it touched; the batch's writer waits for it. */
+  afterWrite: ((vmIds: Set<string>) => Promise<void>) | undefined;
+
   private constructor(private readonly db: ClassicLevel<string, string>) {}
+
+  private async written(keys: Iterable<string>): Promise<void> {
+    if (!this.afterWrite) return;
+    const ids = new Set<string>();
+    for (const key of keys) {
+      const [kind, id] = key.split('/');
+      if (id && (kind === 'vm' || kind === 'ckpt' || kind === 'ckptcur')) ids.add(id);
+    }
+    if (ids.size > 0) await this.afterWrite(ids);
+  }
 
   static async open(path: string): Promise<VmStore> {
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8' });
@@ -28,6 +41,7 @@ export class VmStore {
       ...deleted.map((id) => ({ type: 'del' as const, key: `vm/${id}` })),
     ];
     await this.db.batch(ops, { sync: true });
+    await this.written(ops.map((o) => o.key));
   }
 
   /** Values under a key prefix ("ckpt/<vm>/"), in key order. */
@@ -54,6 +68,7 @@ export class VmStore {
       ),
       { sync: true },
     );
+    await this.written(changes.map(([key]) => key));
   }
 
   close(): Promise<void> {

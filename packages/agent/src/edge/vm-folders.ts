@@ -8,6 +8,9 @@ import { confine } from './confine.js';
  *   <dataDir>/vms/<vm-id>/                   a VM's disks (relative paths), saved state, snapshots
  *   <dataDir>/exports/                       where ExportVmToFolder and ImportVmFromFolder work
  *
+ * With cluster storage, VM folders live there instead, `<cluster>/vms/<vm-id>/`, shared by every
+ * host (see cluster-storage.ts for who may use them).
+ *
  * A VM's relative disk paths stay inside its folder. An absolute disk path, or an export folder
  * elsewhere, must lie inside one of `allowedRoots` (the cluster storage path, and the folders the
  * configuration allows): everything else is refused before a file is touched.
@@ -19,9 +22,16 @@ export class VmFolders {
   constructor(
     readonly dataDir: string,
     readonly allowedRoots: readonly string[],
+    /** The shared folder of VM folders on cluster storage, when there is one. */
+    sharedVms?: string,
   ) {
-    this.vms = join(dataDir, 'vms');
+    this.vms = sharedVms ?? join(dataDir, 'vms');
     this.exports = join(dataDir, 'exports');
+  }
+
+  /** Whether VM folders are on cluster storage, shared with other hosts. */
+  get shared(): boolean {
+    return this.vms !== join(this.dataDir, 'vms');
   }
 
   vmDir(vmId: string): string {

@@ -76,7 +76,11 @@ export class EngineCore {
   }
 
   notMigrating(vm: VmEntry, what: string): void {
-    if (vm.migration) throw failedPrecondition(`cannot ${what} VM '${vm.config.name}': it is migrating`);
+    if (vm.migration) {
+      throw failedPrecondition(
+        `cannot ${what} VM '${vm.config.name}': it is migrating (${vm.migration.id}${vm.migration.handedOver ? ', waiting for the handover decision' : ''})`,
+      );
+    }
   }
 
   /** `vm`, if the I/O started with `token` still counts: same VM, no newer I/O, still `state`. */
@@ -99,6 +103,7 @@ export class EngineCore {
     vm.heartbeat = 'HEARTBEAT_STATUS_NO_CONTACT';
     vm.cpuLp = 0;
     vm.rootCpuLp = 0;
+    vm.throttlePercent = 0;
   }
 
   setState(vm: VmEntry, state: VmState, message: string): void {

@@ -5,7 +5,7 @@ import { hostUsage, memoryUsedBytes } from './host-resources.js';
 import { Lease } from './lease.js';
 import { Migrations } from './migration.js';
 import type { CpuReport, Effect, EngineEvent, EngineOptions, VmRecord } from './model.js';
-import { recover, takeChanges, type TurnedOff } from './persistence.js';
+import { adopt, recover, takeChanges, type TurnedOff } from './persistence.js';
 import { Power } from './power.js';
 import { Snapshots } from './snapshots.js';
 import { Vms } from './vms.js';
@@ -122,6 +122,11 @@ export class HypervisorEngine {
    */
   recover(record: VmRecord, savedStatePresent: boolean): TurnedOff | undefined {
     return recover(this.core, record, savedStatePresent);
+  }
+
+  /** Takes in a VM another host left on cluster storage (see persistence.ts, adopt). */
+  adopt(record: VmRecord, savedStatePresent: boolean, message: string): pb.Vm__Output {
+    return this.core.view(adopt(this.core, record, savedStatePresent, message));
   }
 
   /** A sequence number for an event raised outside the engine (snapshot merges). */

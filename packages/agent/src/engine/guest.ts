@@ -21,11 +21,12 @@ export function step(s: EngineCore, dtMs: number): void {
     const p = vm.config.processor!;
     const w = vm.config.workload!;
     const demandFraction =
-      vm.state === 'VM_STATE_STARTING'
+      (vm.state === 'VM_STATE_STARTING'
         ? 0.5
         : vm.state === 'VM_STATE_STOPPING'
           ? 0.25
-          : w.cpuDemandPercent / 100;
+          : w.cpuDemandPercent / 100) *
+      (1 - vm.throttlePercent / 100);
     claims.push({
       id: vm.id,
       demand: p.count * demandFraction,
@@ -58,7 +59,9 @@ export function step(s: EngineCore, dtMs: number): void {
     used += vm.cpuLp;
     vmsCpu.set(vm.id, { lp: vm.cpuLp, percent: (vm.cpuLp / vm.config.processor!.count) * 100 });
     if (vm.state === 'VM_STATE_RUNNING' || vm.state === 'VM_STATE_RUNNING_CRITICAL') {
-      const demandLp = (vm.config.processor!.count * vm.config.workload!.cpuDemandPercent) / 100;
+      const demandLp =
+        ((vm.config.processor!.count * vm.config.workload!.cpuDemandPercent) / 100) *
+        (1 - vm.throttlePercent / 100);
       updateResponsiveness(s, vm, demandLp > 0 && vm.cpuLp < STARVED_FRACTION * demandLp);
       runGuest(s, vm, dt);
     }
@@ -70,8 +73,11 @@ function runGuest(s: EngineCore, vm: VmEntry, dt: number): void {
   const w = vm.config.workload!;
   const memory = vm.memory!;
   // A guest's progress is bounded by the CPU it got: a starved guest dirties fewer pages.
+  // Auto-converge throttling takes its share of the guest's time away, as QEMU's does.
   const demandLp = (vm.config.processor!.count * w.cpuDemandPercent) / 100;
-  const progress = demandLp > 0 ? Math.min(1, vm.cpuLp / demandLp) : 1;
+  const progress =
+    (demandLp > 0 ? Math.min(1, vm.cpuLp / (demandLp * (1 - vm.throttlePercent / 100))) : 1) *
+    (1 - vm.throttlePercent / 100);
   const wsPages = Math.min(memory.totalPages, Math.floor(w.workingSetBytes / PAGE_SIZE));
   if (wsPages > 0 && w.dirtyPagesPerSecond > 0) {
     const exact = w.dirtyPagesPerSecond * dt * progress + vm.dirtyCarry;

@@ -37,14 +37,32 @@ export function pageContent(vmSeed: number, page: number, version: number): Buff
 
 export const vmSeedOf = (vmId: string): number => hashString32(vmId);
 
+/** Pages per segment: 2 MiB of guest memory, the unit of storage and of the cached hash. */
+const SEGMENT_PAGES = 512;
+const SEGMENT_SHIFT = 9;
+/** A version is a u32 everywhere it is stored (saved-state files, packed migration batches). */
+export const MAX_VERSION = 0xffffffff;
+
+interface Segment {
+  /** Version per page of the segment; 0 is never written. */
+  versions: Uint32Array;
+  resident: number;
+  /** SHA-256 of the segment's (page, version) records, until a page of it changes. */
+  digest: Buffer | undefined;
+}
+
 /**
- * A guest's physical memory, tracked sparsely: only pages ever written are held, each as a
- * version number. A dirty bitmap (allocated on first use) records pages written since the last
- * `takeDirty()`, which is what live migration's rounds and incremental saves need.
+ * A guest's physical memory, tracked sparsely: segments of 512 pages are allocated on their
+ * first write, each page held as a version number. A dirty bitmap (allocated on first use)
+ * records pages written since the last `takeDirty()`, which is what live migration's rounds and
+ * incremental saves need. Each segment caches the digest the state hash is made of, so hashing
+ * after a few writes costs only the segments they touched: a live migration's stop-and-copy
+ * hashes what changed in its last round, not the whole memory.
  */
 export class GuestMemory {
   readonly seed: number;
-  private readonly versions = new Map<number, number>();
+  private readonly segments: (Segment | undefined)[];
+  private resident = 0;
   private dirtyBits: Uint32Array | undefined;
   private dirtyCount = 0;
 
@@ -53,10 +71,11 @@ export class GuestMemory {
     readonly totalPages: number,
   ) {
     this.seed = vmSeedOf(vmId);
+    this.segments = new Array<Segment | undefined>(Math.ceil(totalPages / SEGMENT_PAGES));
   }
 
   get residentPages(): number {
-    return this.versions.size;
+    return this.resident;
   }
 
   get dirtyPages(): number {
@@ -64,21 +83,46 @@ export class GuestMemory {
   }
 
   versionOf(page: number): number {
-    return this.versions.get(page) ?? 0;
+    return this.segments[page >>> SEGMENT_SHIFT]?.versions[page & (SEGMENT_PAGES - 1)] ?? 0;
   }
 
   /** The guest writes a page: a new version, and the page is dirty. */
   write(page: number): void {
-    if (page < 0 || page >= this.totalPages) throw new RangeError(`page ${page} outside guest memory`);
-    this.versions.set(page, (this.versions.get(page) ?? 0) + 1);
+    this.check(page);
+    const version = this.versionOf(page) + 1;
+    if (version > MAX_VERSION) throw new RangeError(`page ${page} was written ${MAX_VERSION} times`);
+    this.set(page, version);
     this.markDirty(page);
   }
 
   /** Installs a page received from elsewhere (restore, migration); it is not dirty here. */
   install(page: number, version: number): void {
-    if (page < 0 || page >= this.totalPages) throw new RangeError(`page ${page} outside guest memory`);
-    if (version === 0) this.versions.delete(page);
-    else this.versions.set(page, version);
+    this.check(page);
+    if (!Number.isInteger(version) || version < 0 || version > MAX_VERSION)
+      throw new RangeError(`page ${page}: version ${version} is not a u32`);
+    this.set(page, version);
+  }
+
+  private check(page: number): void {
+    if (!Number.isInteger(page) || page < 0 || page >= this.totalPages)
+      throw new RangeError(`page ${page} outside guest memory`);
+  }
+
+  private set(page: number, version: number): void {
+    const at = page >>> SEGMENT_SHIFT;
+    let seg = this.segments[at];
+    if (!seg) {
+      if (version === 0) return;
+      seg = this.segments[at] = { versions: new Uint32Array(SEGMENT_PAGES), resident: 0, digest: undefined };
+    }
+    const i = page & (SEGMENT_PAGES - 1);
+    const before = seg.versions[i]!;
+    if (before === version) return;
+    const change = (before === 0 ? 1 : 0) - (version === 0 ? 1 : 0);
+    seg.resident += change;
+    this.resident += change;
+    seg.versions[i] = version;
+    seg.digest = undefined;
   }
 
   private markDirty(page: number): void {
@@ -119,38 +163,75 @@ export class GuestMemory {
 
   /** Written pages, ascending. */
   residentPageNumbers(): number[] {
-    return [...this.versions.keys()].sort((a, b) => a - b);
+    const out: number[] = [];
+    this.segments.forEach((seg, at) => {
+      if (!seg || seg.resident === 0) return;
+      const base = at * SEGMENT_PAGES;
+      for (let i = 0; i < SEGMENT_PAGES; i++) if (seg.versions[i] !== 0) out.push(base + i);
+    });
+    return out;
   }
 
   /** SHA-256 of the memory and device state: see StateHasher. */
   stateHash(deviceState: Buffer): string {
     const h = new StateHasher(this.seed, this.totalPages);
-    for (const page of this.residentPageNumbers()) h.addPage(page, this.versions.get(page)!);
+    this.segments.forEach((seg, at) => {
+      if (seg && seg.resident > 0) h.addSegment(at, (seg.digest ??= segmentDigest(at, seg.versions)));
+    });
     return h.finish(deviceState);
+  }
+
+  /** Computes the digests of the segments changed since they were last hashed (ahead of need). */
+  refreshDigests(): void {
+    this.segments.forEach((seg, at) => {
+      if (seg && seg.resident > 0) seg.digest ??= segmentDigest(at, seg.versions);
+    });
   }
 
   /** Bytes the sparse model holds for this VM, roughly: for capacity figures, not accounting. */
   approximateFootprintBytes(): number {
-    return this.versions.size * 40 + (this.dirtyBits?.byteLength ?? 0);
+    let segments = 0;
+    for (const seg of this.segments) if (seg) segments++;
+    return segments * (SEGMENT_PAGES * 4 + 64) + this.segments.length * 8 + (this.dirtyBits?.byteLength ?? 0);
   }
 }
 
+const RECORD_BYTES = 8;
+
+/** SHA-256 over a segment's written pages as (u32 page, u32 version) records, ascending. */
+function segmentDigest(at: number, versions: Uint32Array): Buffer {
+  const buf = Buffer.allocUnsafe(SEGMENT_PAGES * RECORD_BYTES);
+  const base = at * SEGMENT_PAGES;
+  let n = 0;
+  for (let i = 0; i < SEGMENT_PAGES; i++) {
+    const v = versions[i]!;
+    if (v === 0) continue;
+    buf.writeUInt32BE(base + i, n);
+    buf.writeUInt32BE(v, n + 4);
+    n += RECORD_BYTES;
+  }
+  return createHash('sha256').update(buf.subarray(0, n)).digest();
+}
+
 /**
- * The state hash: SHA-256 over a version tag, the VM's seed and page count, every written page
- * as (number, version) in ascending order, then the device state. A page's content is a pure
- * function of (VM, number, version), and every page's bytes are checked against that function
- * wherever they arrive (a restore, a migration), so hashing the pair covers the content without
- * regenerating 4 KiB per page: this keeps the hash cheap enough for a migration's stop-and-copy.
+ * The state hash: SHA-256 over a version tag, the VM's seed and page count, then for every
+ * segment of 512 pages that holds a written page, in ascending order, its number and the SHA-256
+ * of its written pages as (page, version) records, then the device state. A page's content is a
+ * pure function of (VM, number, version), and every page's bytes are checked against that
+ * function wherever they arrive (a restore, a migration), so hashing the pair covers the content
+ * without regenerating 4 KiB per page; hashing per segment lets memory cache what did not change.
+ * Pages are fed in ascending order (a saved-state file), or whole segments (GuestMemory).
  */
 export class StateHasher {
   private readonly h: Hash = createHash('sha256');
-  private readonly buf = Buffer.allocUnsafe(16 * 4096);
+  private readonly seg = Buffer.allocUnsafe(SEGMENT_PAGES * RECORD_BYTES);
+  private segAt = -1;
   private n = 0;
   private last = -1;
 
   constructor(seed: number, totalPages: number) {
     const head = Buffer.alloc(32);
-    head.write('hyperfarm-state-v1', 0, 'ascii');
+    head.write('hyperfarm-state-v2', 0, 'ascii');
     head.writeUInt32BE(seed >>> 0, 20);
     head.writeUInt32BE(Math.floor(totalPages / 2 ** 32), 24);
     head.writeUInt32BE(totalPages >>> 0, 28);
@@ -162,19 +243,35 @@ export class StateHasher {
     if (version === 0) return;
     if (page <= this.last) throw new Error(`state hash: page ${page} after page ${this.last}`);
     this.last = page;
-    const at = this.n * 16;
-    this.buf.writeUInt32BE(Math.floor(page / 2 ** 32), at);
-    this.buf.writeUInt32BE(page >>> 0, at + 4);
-    this.buf.writeUInt32BE(Math.floor(version / 2 ** 32), at + 8);
-    this.buf.writeUInt32BE(version >>> 0, at + 12);
-    if (++this.n === 4096) {
-      this.h.update(this.buf);
-      this.n = 0;
+    const at = page >>> SEGMENT_SHIFT;
+    if (at !== this.segAt) {
+      this.closeSegment();
+      this.segAt = at;
     }
+    this.seg.writeUInt32BE(page, this.n);
+    this.seg.writeUInt32BE(version, this.n + 4);
+    this.n += RECORD_BYTES;
+  }
+
+  /** A whole segment, by its digest (segments in ascending order, after any pages before it). */
+  addSegment(at: number, digest: Buffer): void {
+    this.closeSegment();
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32BE(at);
+    this.h.update(head);
+    this.h.update(digest);
+    this.last = (at + 1) * SEGMENT_PAGES - 1;
+  }
+
+  private closeSegment(): void {
+    if (this.n === 0) return;
+    const digest = createHash('sha256').update(this.seg.subarray(0, this.n)).digest();
+    this.n = 0;
+    this.addSegment(this.segAt, digest);
   }
 
   finish(deviceState: Buffer): string {
-    if (this.n > 0) this.h.update(this.buf.subarray(0, this.n * 16));
+    this.closeSegment();
     const len = Buffer.alloc(4);
     len.writeUInt32BE(deviceState.length);
     this.h.update(len);

@@ -74,7 +74,13 @@ export type Effect =
       failed(reason: string): void;
     }
   | { kind: 'delete-saved-state'; vmId: string }
-  | { kind: 'delete-vm-files'; vmId: string; config: VmConfig }
+  | {
+      kind: 'delete-vm-files';
+      vmId: string;
+      config: VmConfig;
+      /** The VM lives on elsewhere: on cluster storage its files are its, and stay. */
+      keepShared?: boolean;
+    }
   | { kind: 'disk-writes'; vmId: string; writes: { disk: number; seed: number }[]; writeBytes: number };
 
 export interface EngineEvent {
@@ -132,7 +138,10 @@ export interface VmEntry extends Omit<VmRecord, 'savedPages'> {
   /** The state to go back to if an in-flight save fails. */
   beforeSave: VmState | undefined;
   savedPages: number;
-  migration: { kind: pb.MigrationKind__Output; before: VmState } | undefined;
+  /** Set while the VM leaves this host (see migration.ts). */
+  migration: { id: string; kind: pb.MigrationKind__Output; before: VmState; handedOver: boolean } | undefined;
+  /** Auto-converge: the share of its virtual processors' time the guest is denied, 0 to 99. */
+  throttlePercent: number;
   stats: { diskIos: number; emulatedIos: number; packets: number };
 }
 

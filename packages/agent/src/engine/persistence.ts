@@ -1,8 +1,9 @@
 import type { EngineCore } from './core.js';
 import type { VmEntry, VmRecord } from './model.js';
 import { stateName, type VmState } from './states.js';
-import { normalizeConfig } from './validate.js';
-import { newEntry } from './vms.js';
+import { alreadyExists } from '@hyperfarm/api';
+import { normalizeConfig, validateConfig } from './validate.js';
+import { assignMacs, checkNameFree, newEntry } from './vms.js';
 
 // What survives a restart: the records of changed VMs, and loading them back.
 
@@ -70,4 +71,29 @@ export function recover(s: EngineCore, record: VmRecord, savedStatePresent: bool
   s.emit(vm, 'state_changed', `VM '${config.name}': ${stateName(record.state)} -> Off (${why})`);
   vm.message = `turned off: ${why}`;
   return { vmId: vm.id, was: record.state, message: vm.message };
+}
+
+/**
+ * Takes in a VM whose files another host left on cluster storage (a failover, or a stopped VM
+ * moved here), from the manifest beside them: Saved if its saved state is there, Off otherwise
+ * (a VM that ran on a failed host comes back Off, as after a crash). Its configuration is
+ * checked against this host's limits, and its MACs are claimed (refused if in use here).
+ */
+export function adopt(s: EngineCore, record: VmRecord, savedStatePresent: boolean, message: string): VmEntry {
+  if (s.vms.has(record.id)) throw alreadyExists('VM', record.id);
+  const config = normalizeConfig(record.config);
+  validateConfig(config, s.options.limits);
+  checkNameFree(s, config.name, record.id);
+  assignMacs(s, config, 'config');
+  const vm = newEntry(s, record.id, config, record.generation, record.createdAtMs);
+  if (record.state === 'VM_STATE_SAVED' && savedStatePresent) {
+    vm.state = 'VM_STATE_SAVED';
+    vm.desiredState = 'VM_STATE_SAVED';
+    vm.savedHash = record.savedHash;
+    vm.savedPages = record.savedPages ?? 0;
+  }
+  s.vms.set(vm.id, vm);
+  s.emit(vm, 'state_changed', `VM '${config.name}' ${message}`);
+  vm.message = message;
+  return vm;
 }

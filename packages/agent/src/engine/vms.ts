@@ -191,6 +191,7 @@ export function newEntry(
     savedHash: '',
     savedPages: 0,
     migration: undefined,
+    throttlePercent: 0,
     stats: { diskIos: 0, emulatedIos: 0, packets: 0 },
   };
 }

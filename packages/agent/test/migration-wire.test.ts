@@ -1,0 +1,163 @@
+import { expect } from 'chai';
+import { status, type pb } from '@hyperfarm/api';
+import { GuestMemory, pageContent } from '../src/engine/memory.js';
+import { encodeDeviceState } from '../src/engine/partition.js';
+import { normalizeConfig } from '../src/engine/validate.js';
+import { Receiver, sendPages, type ReceivedVm } from '../src/edge/migration-wire.js';
+import { mib, vmConfig } from './helpers.js';
+
+const DEVICE = encodeDeviceState({
+  version: 1,
+  vcpus: 2,
+  integrationServices: true,
+  channels: [],
+  nics: [],
+  disks: [],
+  boots: 1,
+});
+
+/** A well-formed stream for a 64 MiB VM with a few written pages, as a source sends it. */
+async function stream(): Promise<{ chunks: pb.MigrationChunk__Output[]; memory: GuestMemory }> {
+  const memory = new GuestMemory('vm-x', mib(64) / 4096);
+  for (const p of [0, 1, 2, 500, 16383]) memory.write(p);
+  memory.write(500);
+  const chunks: pb.MigrationChunk__Output[] = [];
+  const sink = { write: async (c: pb.MigrationChunk) => void chunks.push(decode(c)) };
+  chunks.push({
+    body: 'header',
+    header: {
+      vmId: 'vm-x',
+      config: normalizeConfig(vmConfig('moved', { memoryBytes: mib(64) })),
+      generation: 9,
+      kind: 'MIGRATION_KIND_QUICK',
+      totalPages: memory.totalPages,
+      targetState: 'VM_STATE_RUNNING',
+      sourceHostId: 'elsewhere',
+    },
+  });
+  await sendPages(sink, memory, [...memory.residentPageNumbers(), 7], 0, true);
+  chunks.push({ body: 'deviceState', deviceState: { data: DEVICE } });
+  chunks.push({ body: 'trailer', trailer: { sha256: memory.stateHash(DEVICE), rounds: 0, stoppedAtMs: 0 } });
+  return { chunks, memory };
+}
+
+/** A sent batch as the receiver reads it off the wire. */
+function decode(c: pb.MigrationChunk): pb.MigrationChunk__Output {
+  const p = c.pages!;
+  return {
+    body: 'pages',
+    pages: {
+      round: p.round!,
+      pages: [],
+      zeroPages: (p.zeroPages ?? []).map(Number),
+      stopped: p.stopped!,
+      packed: Buffer.from(p.packed as Buffer),
+      packedCount: p.packedCount!,
+    },
+  };
+}
+
+async function receive(chunks: pb.MigrationChunk__Output[], reserved: string[] = []): Promise<ReceivedVm> {
+  const r = new Receiver(
+    { header: (h) => void reserved.push(h.vmId), now: () => 1_000 },
+    { vmId: 'vm-x', generation: 9 },
+  );
+  for (const c of chunks) {
+    const done = await r.take(c);
+    if (done) return done;
+  }
+  throw new Error('no trailer');
+}
+
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => ({ code: -1, message: 'no error' }),
+    (e: { code: number; message: string }) => e,
+  );
+
+describe('a migration stream on the wire', () => {
+  it('arrives whole: every page checked, the hash reproduced, the stop noted on the receiver clock', async () => {
+    const { chunks, memory } = await stream();
+    const reserved: string[] = [];
+    const vm = await receive(chunks, reserved);
+    expect(reserved).to.deep.equal(['vm-x']);
+    expect(vm.sha256).to.equal(memory.stateHash(DEVICE));
+    expect(vm.memory.versionOf(500)).to.equal(2);
+    expect(vm.memory.residentPages).to.equal(5);
+    expect(vm.stoppedAtMs).to.equal(1_000);
+    expect(vm.bytes).to.equal(5 * (4096 + 8) + 8 + DEVICE.length);
+  });
+
+  it('refuses a page whose bytes are not its version’s content (DATA_LOSS)', async () => {
+    const { chunks } = await stream();
+    const packed = chunks[1]!.pages!.packed;
+    packed[5 * 8 + 4096 + 100]! ^= 1; // the second page's content
+    const err = await failure(receive(chunks));
+    expect(err.code).to.equal(status.DATA_LOSS);
+    expect(err.message).to.match(/page 1 version 1 arrived with the wrong content/);
+  });
+
+  it('refuses a trailer whose hash the pages do not give (DATA_LOSS)', async () => {
+    const { chunks } = await stream();
+    const t = chunks[3]!.trailer!;
+    t.sha256 = t.sha256.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+    expect((await failure(receive(chunks))).code).to.equal(status.DATA_LOSS);
+  });
+
+  it('refuses parts out of order, pages beyond memory, a packed block of the wrong size, another VM', async () => {
+    const { chunks } = await stream();
+    const cases: [pb.MigrationChunk__Output[], RegExp][] = [
+      [[chunks[1]!], /pages: arrived before the header/],
+      [[chunks[0]!, chunks[0]!], /header: sent twice/],
+      [[chunks[0]!, chunks[3]!], /trailer: arrived before/],
+      [[chunks[0]!, chunks[2]!, chunks[1]!], /pages: arrived after the device state/],
+      [
+        [
+          chunks[0]!,
+          { body: 'pages', pages: { ...chunks[1]!.pages!, packed: Buffer.alloc(10), packedCount: 1 } },
+        ],
+        /pages.packed: 10 bytes do not hold 1 pages/,
+      ],
+      [
+        [
+          chunks[0]!,
+          {
+            body: 'pages',
+            pages: { ...chunks[1]!.pages!, packedCount: 0, packed: Buffer.alloc(0), zeroPages: [16384] },
+          },
+        ],
+        /pages.zero_pages: page 16384 is beyond the VM's 16384 pages/,
+      ],
+      [[{ body: 'header', header: { ...chunks[0]!.header!, vmId: 'vm-y' } }], /header.vm_id: is vm-y/],
+      [[{ body: 'header', header: { ...chunks[0]!.header!, generation: 8 } }], /header.generation: is 8/],
+      [[{ body: 'header', header: { ...chunks[0]!.header!, totalPages: 3 } }], /header.total_pages/],
+    ];
+    for (const [parts, message] of cases) {
+      const err = await failure(receive(parts));
+      expect(err.code, String(message)).to.equal(status.INVALID_ARGUMENT);
+      expect(err.message).to.match(message);
+    }
+  });
+
+  it('checks plain (unpacked) pages the same way', async () => {
+    const { chunks, memory } = await stream();
+    const plain = memory.residentPageNumbers().map((n) => ({
+      number: n,
+      version: memory.versionOf(n),
+      data: pageContent(memory.seed, n, memory.versionOf(n)),
+    }));
+    const pages = {
+      round: 0,
+      pages: plain,
+      zeroPages: [],
+      stopped: false,
+      packed: Buffer.alloc(0),
+      packedCount: 0,
+    };
+    const vm = await receive([chunks[0]!, { body: 'pages', pages }, chunks[2]!, chunks[3]!]);
+    expect(vm.sha256).to.equal(memory.stateHash(DEVICE));
+    expect(vm.stoppedAtMs).to.equal(0);
+    plain[0]!.data[0]! ^= 1;
+    expect((await failure(receive([chunks[0]!, { body: 'pages', pages }]))).code).to.equal(status.DATA_LOSS);
+  });
+});
