@@ -9,6 +9,7 @@
  * The handover is decided here, as the daemon does: MigrateIn on the target (it pulls and holds
  * the VM whole), then CommitMigration on the target and on the source. Through the daemon the
  * decision is also written to the Raft log first, which adds one commit to the downtime.
+ * HF_AGENT_NODE_ARGS passes node flags to both agents (for example "--cpu-prof").
  * The last line is one JSON object.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -20,7 +21,6 @@ import { createClient, freePorts, hyperfarmProto, promiseClient, type pb } from 
 
 const BIN = fileURLToPath(new URL('../../packages/agent/dist/bin/hyperfarm-agent.js', import.meta.url));
 const GIB = 1024 ** 3;
-const MIB = 1024 ** 2;
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1]! : dflt;
@@ -206,143 +206,6 @@ async function main(): Promise<void> {
       JSON.stringify({
         live_downtime_ms_4g: live?.downtimeMs ?? null,
         quick_total_ms_4g: Math.round(quick.totalMs),
-        transfer_mb_s: round(transfer),
-        iperf3_mb_s: round(tcp / 1e6),
-        transfer_ratio: round(transfer / (tcp / 1e6), 3),
-      }),
-    );
-  } finally {
-    server.kill();
-  }
-}
-
-interface Run {
-  label: string;
-  gib: number;
-  kind: 'quick' | 'live';
-  dirty: boolean;
-  totalMs: number;
-  transferMs: number;
-  downtimeMs: number;
-  rounds: number;
-  bytes: number;
-  throttle: number;
-}
-
-let sequence = 0;
-
-async function migrate(
-  src: Agent,
-  dst: Agent,
-  gib: number,
-  kind: 'quick' | 'live',
-  dirty: boolean,
-): Promise<Run> {
-  const vmId = `bench-${++sequence}`;
-  const memoryBytes = gib * GIB;
-  const config: pb.VmConfig = {
-    name: vmId,
-    processor: { count: 2 },
-    memoryBytes,
-    guestOs: 'windows-server-2008-x64',
-    integrationServices: true,
-    // Writes every page of memory a few times over, then settles to the dirty rate measured.
-    workload: {
-      bootMs: 10,
-      workingSetBytes: memoryBytes,
-      dirtyPagesPerSecond: 4 * (memoryBytes / 4096),
-      cpuDemandPercent: 50,
-    },
-  };
-  await src.c.createVm({ vmId, config, generation: 1 });
-  await src.c.changeVmState({ vmId, action: 'VM_ACTION_START', generation: 1 });
-  for (;;) {
-    const h = await src.c.getVmStateHash({ vmId }).catch(() => undefined);
-    if (h && h.residentPages >= 0.95 * (memoryBytes / 4096)) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  await src.c.updateVm({
-    vmId,
-    generation: 1,
-    config: {
-      ...config,
-      workload: {
-        ...config.workload,
-        dirtyPagesPerSecond: dirty ? dirtyPagesPerSecond : 0,
-        workingSetBytes: Math.min(memoryBytes, GIB),
-      },
-    },
-    updateMask: { paths: ['workload'] },
-  });
-  const id = `m-${vmId}`;
-  const started = performance.now();
-  await new Promise<void>((resolve, reject) => {
-    const call = dst.raw.migrateIn({
-      migrationId: id,
-      vmId,
-      sourceAddress: src.address,
-      sourceGeneration: 1,
-      targetGeneration: 2,
-      kind: kind === 'live' ? 'MIGRATION_KIND_LIVE' : 'MIGRATION_KIND_QUICK',
-      deadlineMs: 600_000,
-    });
-    call.on('data', () => undefined);
-    call.on('error', reject);
-    call.on('end', () => resolve());
-  });
-  const transferMs = performance.now() - started;
-  const req = { migrationId: id, vmId, targetGeneration: 2, reason: '' };
-  const done = await dst.c.commitMigration({ ...req, role: 'MIGRATION_ROLE_TARGET' });
-  const source = await src.c.getMigrationStatus({ migrationId: id });
-  await src.c.commitMigration({ ...req, role: 'MIGRATION_ROLE_SOURCE' });
-  const totalMs = performance.now() - started;
-  await dst.c.changeVmState({ vmId, action: 'VM_ACTION_TURN_OFF', generation: 2 });
-  await dst.c.deleteVm({ vmId, generation: 2 });
-  return {
-    label: `${kind} ${gib} GiB ${dirty ? `dirtying ${arg('dirty-mb-s', '20')} MB/s` : 'idle'}`,
-    gib,
-    kind,
-    dirty,
-    totalMs,
-    transferMs,
-    downtimeMs: done.downtimeMs,
-    rounds: done.rounds,
-    bytes: done.bytesTransferred,
-    throttle: source.throttlePercent,
-  };
-}
-
-const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
-
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'hf-bench-mig-'));
-  const [src, dst] = await Promise.all([startAgent(dir, 'src'), startAgent(dir, 'dst')]);
-  const runs: Run[] = [];
-  try {
-    const tcp = await iperf3();
-    console.log(`iperf3 loopback TCP: ${round(tcp / 1e6)} MB/s`);
-    for (const gib of sizes) {
-      for (const kind of kinds) {
-        for (const dirty of loads) {
-          const r = await migrate(src, dst, gib, kind, dirty);
-          runs.push(r);
-          console.log(
-            `${r.label.padEnd(32)} total ${round(r.totalMs / 1000, 2)} s, downtime ${r.downtimeMs} ms, ${r.rounds + 1} round(s), ${round(r.bytes / 1e6)} MB at ${round(r.bytes / 1e3 / r.transferMs)} MB/s${r.throttle ? `, throttled ${r.throttle}%` : ''}`,
-          );
-        }
-      }
-    }
-    const quick4 =
-      runs.find((r) => r.kind === 'quick' && r.gib === 4 && !r.dirty) ??
-      runs.find((r) => r.kind === 'quick' && !r.dirty)!;
-    const live4 =
-      runs.find((r) => r.kind === 'live' && r.gib === 4 && r.dirty) ??
-      runs.find((r) => r.kind === 'live' && r.dirty)!;
-    const transfer = quick4.bytes / 1e3 / quick4.transferMs;
-    console.log(
-      JSON.stringify({
-        live_downtime_ms_4g: live4.downtimeMs,
-        quick_total_ms_4g: Math.round(quick4.totalMs),
         transfer_mb_s: round(transfer),
         iperf3_mb_s: round(tcp / 1e6),
         transfer_ratio: round(transfer / (tcp / 1e6), 3),

@@ -44,6 +44,7 @@ export function hostInfo(host: AgentHost, address: string): pb.Host {
     limits: s.limits,
     macPoolStart: macs.start,
     macPoolSize: macs.size,
+    clusterStorage: host.cluster !== undefined,
   };
 }
 

@@ -41,7 +41,16 @@ export function hostHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandler
         throw unavailable(`the agent at ${quote(address)} did not describe its capacity`);
       await ctx.proposer.submit({
         type: 'host.register',
-        host: { id, name, address, labels, capacity, limits: d.host.limits, guestOs: d.guests },
+        host: {
+          id,
+          name,
+          address,
+          labels,
+          capacity,
+          limits: d.host.limits,
+          guestOs: d.guests,
+          clusterStorage: d.host.clusterStorage,
+        },
       });
       return view(ctx.machine.state, id);
     }),

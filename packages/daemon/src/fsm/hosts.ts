@@ -57,6 +57,7 @@ const registerHost = defineCommand(
       }),
       limits: limitsSchema,
       guestOs: z.array(guestOsSchema).max(256),
+      clusterStorage: z.boolean().default(false),
     }),
   }),
   (s, { host: h }, changes) => {
@@ -76,6 +77,7 @@ const registerHost = defineCommand(
       capacity: h.capacity,
       limits: h.limits,
       guestOsIds: h.guestOs.map((g) => g.id),
+      clusterStorage: h.clusterStorage,
       macBlock: prev?.macBlock ?? freeMacBlock(s),
       registeredAtMs: prev?.registeredAtMs ?? changes.timeMs,
       stateChangedAtMs: prev && prev.state === 'HOST_STATE_UP' ? prev.stateChangedAtMs : changes.timeMs,

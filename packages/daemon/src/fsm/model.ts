@@ -36,6 +36,8 @@ export interface HostRecord {
   readonly capacity: Readonly<HostCapacity>;
   readonly limits: Readonly<LimitsProfile>;
   readonly guestOsIds: readonly string[];
+  /** The host reaches the farm's cluster storage: it may take part in failover and moves. */
+  readonly clusterStorage: boolean;
   /** The MAC range the farm gave this host: block `macBlock` of the 00-15-5D space. */
   readonly macBlock: number;
   readonly registeredAtMs: number;

@@ -60,7 +60,8 @@ export function decodeSnapshot(data: Uint8Array): FarmState {
   const settings = { ...DEFAULT_SETTINGS, ...snap.settings };
   const s = emptyState(settings);
   s.revision = snap.revision;
-  for (const h of snap.hosts) s.hosts.set(h.id, h);
+  // Hosts recorded before cluster storage was reported have none.
+  for (const h of snap.hosts) s.hosts.set(h.id, { ...h, clusterStorage: h.clusterStorage ?? false });
   for (const g of snap.guests) s.guests.set(g.id, g);
   for (const v of snap.vms) s.vms.set(v.id, v);
   for (const c of snap.checkpoints) s.checkpoints.set(c.id, c);

@@ -57,6 +57,7 @@ export function hostView(s: FarmState, h: HostRecord, live?: HostLiveView): pb.H
     macPoolSize: MAC_BLOCK_SIZE,
     stateReason: h.stateReason,
     guestOsIds: [...h.guestOsIds],
+    clusterStorage: h.clusterStorage,
   };
 }
 
