@@ -52,7 +52,7 @@ describe('cluster storage: VM folders every host reaches, under ownership record
   let b: RunningAgent;
   let ca: ReturnType<typeof agentClient>;
   let cb: ReturnType<typeof agentClient>;
-  const logger = createLogger({ program: 't', id: 't', level: 'silent' });
+  const logger = createLogger({ program: 't', id: 't', level: (process.env['LOG'] ?? 'silent') as 'silent' });
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'hf-cluster-'));

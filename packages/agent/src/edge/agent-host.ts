@@ -97,6 +97,7 @@ export class AgentHost {
    */
   readonly frozenDisks = new Map<string, () => void>();
   private readonly manifests = new Map<string, string>();
+  private readonly manifestWrites = new Map<string, Promise<void>>();
   private readonly clock: () => number;
   private readonly records: RecordWriter;
   private readonly effects: EffectRunner;
@@ -151,6 +152,7 @@ export class AgentHost {
       clock: this.clock,
       pump: () => this.pump(),
       persisted: () => this.persisted(),
+      savedStateChanged: (vmId, saved) => this.publishManifest(vmId, saved),
     });
   }
 
@@ -273,28 +275,50 @@ export class AgentHost {
 
   /** The manifest of each VM on cluster storage whose record changed, if it changed. */
   private async publishManifests(ids: Set<string>): Promise<void> {
-    for (const id of ids) {
-      if (!this.engine.vms.has(id)) {
-        this.manifests.delete(id);
-        continue;
-      }
-      const vm = this.engine.vms.get(id);
-      const saved = vm.status!.state === 'VM_STATE_SAVED' ? this.engine.vms.stateHash(id) : undefined;
-      const manifest: VmManifest = {
-        format: 1,
-        vmId: id,
-        generation: vm.status!.generation,
-        hostId: this.settings.id,
-        config: vm.config!,
-        createdAtMs: vm.createdAtMs,
-        saved: saved ? { sha256: saved.sha256, pages: saved.residentPages } : null,
-        checkpoints: await this.store.list(checkpointKey(id, '')),
-        currentId: (await this.store.get<{ id: string }>(currentKey(id)))?.id ?? '',
-      };
-      const text = JSON.stringify(manifest);
-      if (this.manifests.get(id) === text) continue;
-      if (await this.cluster!.writeManifest(manifest)) this.manifests.set(id, text);
+    for (const id of ids) await this.publishManifest(id);
+  }
+
+  /**
+   * Writes a VM's manifest on cluster storage if it changed. `saved` overrides what the engine
+   * says of its saved state: a save records it here before the VM is reported Saved, so a host
+   * that adopts the VM never finds it Saved without its saved state in the manifest.
+   */
+  publishManifest(id: string, saved?: VmManifest['saved']): Promise<void> {
+    if (!this.cluster) return Promise.resolve();
+    // One write at a time per VM, in order: the last one written is the newest.
+    const prev = this.manifestWrites.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(() => this.writeManifest(id, saved));
+    this.manifestWrites.set(id, next);
+    void next
+      .finally(() => {
+        if (this.manifestWrites.get(id) === next) this.manifestWrites.delete(id);
+      })
+      .catch(() => undefined);
+    return next;
+  }
+
+  private async writeManifest(id: string, saved: VmManifest['saved'] | undefined): Promise<void> {
+    if (!this.cluster) return;
+    if (!this.engine.vms.has(id)) {
+      this.manifests.delete(id);
+      return;
     }
+    const vm = this.engine.vms.get(id);
+    const hash = vm.status!.state === 'VM_STATE_SAVED' ? this.engine.vms.stateHash(id) : undefined;
+    const manifest: VmManifest = {
+      format: 1,
+      vmId: id,
+      generation: vm.status!.generation,
+      hostId: this.settings.id,
+      config: vm.config!,
+      createdAtMs: vm.createdAtMs,
+      saved: saved !== undefined ? saved : hash ? { sha256: hash.sha256, pages: hash.residentPages } : null,
+      checkpoints: await this.store.list(checkpointKey(id, '')),
+      currentId: (await this.store.get<{ id: string }>(currentKey(id)))?.id ?? '',
+    };
+    const text = JSON.stringify(manifest);
+    if (this.manifests.get(id) === text) return;
+    if (await this.cluster.writeManifest(manifest)) this.manifests.set(id, text);
   }
 
   /** Disks of a VM that arrived by migration (see prepareMigratedDisks). */

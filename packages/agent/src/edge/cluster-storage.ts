@@ -55,8 +55,11 @@ async function readJson<T>(path: string): Promise<T | undefined> {
   }
 }
 
+let writes = 0;
+
 async function writeJson(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
+  // Several hosts may share this process (multi-host mode): each write has its own file.
+  const tmp = `${path}.${process.pid}.${++writes}.tmp`;
   await writeFile(tmp, JSON.stringify(value));
   await rename(tmp, path);
 }

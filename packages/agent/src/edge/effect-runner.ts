@@ -16,6 +16,11 @@ export interface EffectContext {
   pump(): void;
   /** Resolves once the engine's record changes so far are on disk. */
   persisted(): Promise<void>;
+  /**
+   * A VM's saved state was written (with its hash and pages) or is about to be left behind
+   * (null): recorded beside the VM's files on cluster storage before the VM says so.
+   */
+  savedStateChanged(vmId: string, saved: { sha256: string; pages: number } | null): Promise<void>;
 }
 
 /**
@@ -67,6 +72,7 @@ export class EffectRunner {
         { vmId: effect.vmId, bytes: r.bytes, pages: r.pages, ms: this.c.clock() - started },
         'saved',
       );
+      await this.c.savedStateChanged(effect.vmId, { sha256: r.sha256, pages: r.pages });
       effect.saved(r.sha256);
     } catch (err) {
       logger.error({ err, vmId: effect.vmId }, 'save failed');
@@ -82,6 +88,14 @@ export class EffectRunner {
       restored = await readSavedState(path, effect.vmId);
     } catch (err) {
       this.c.logger.error({ err, vmId: effect.vmId }, 'restore failed');
+      effect.failed((err as Error).message);
+      this.c.pump();
+      return;
+    }
+    try {
+      await this.c.savedStateChanged(effect.vmId, null);
+    } catch (err) {
+      this.c.logger.error({ err, vmId: effect.vmId }, 'restore failed: the manifest could not be written');
       effect.failed((err as Error).message);
       this.c.pump();
       return;
