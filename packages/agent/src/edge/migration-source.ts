@@ -132,7 +132,7 @@ async function sendState(
     downtimeLimitMs: req.downtimeLimitMs || DEFAULT_DOWNTIME_LIMIT_MS,
     maxRounds: req.maxRounds || DEFAULT_MAX_ROUNDS,
     autoConverge: !req.noAutoConverge,
-    thresholdPages: 0,
+    thresholdPages: req.stopCopyThresholdPages,
   });
   if (live) {
     let roundBytes = bytes;

@@ -193,6 +193,7 @@ export class MigrationTarget {
           maxRounds: req.maxRounds,
           downtimeLimitMs: req.downtimeLimitMs,
           noAutoConverge: req.noAutoConverge,
+          stopCopyThresholdPages: req.stopCopyThresholdPages,
           targetHostId: host.settings.id,
         },
         { deadline: Date.now() + (req.deadlineMs || 60 * 60_000) },

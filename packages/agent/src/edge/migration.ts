@@ -137,6 +137,7 @@ export class AgentMigrations {
             kind: req.kind,
             maxRounds: req.maxRounds,
             downtimeLimitMs: req.downtimeLimitMs,
+            stopCopyThresholdPages: req.stopCopyThresholdPages,
           });
           call.on('data', (m: pb.MigrationProgress__Output) => {
             if (m.phase !== 'MIGRATION_PHASE_PREPARED') progress(m);
