@@ -55,7 +55,7 @@ describe('hyperfarm vhd', () => {
         /^error: --block-size: must be a power of two/,
       ],
       [['info'], /missing required argument 'file'/],
-      [['info', '-o', 'yaml', file('x.vhd')], /'yaml' is invalid/],
+      [['info', '-o', 'xml', file('x.vhd')], /'xml' is invalid/],
       [['frobnicate'], /unknown command 'frobnicate'/],
     ];
     for (const [argv, re] of cases) {

@@ -15,8 +15,12 @@ import {
   resizeVhd,
 } from '@hyperfarm/vhd';
 import { isServiceError, status } from '@hyperfarm/api';
+import { HyperfarmError } from '../client/errors.js';
+import { OperationFailedError } from '../client/operations.js';
+import { EndpointError } from '../client/endpoints.js';
 import { Command, CommanderError, Option } from 'commander';
 import { renderCheck, renderInfo, renderMergeProgress } from './vhd-output.js';
+import { OUTPUT_FORMATS, render, type OutputFormat } from './output.js';
 
 /** Where a command writes, and the file system it uses: injected by tests. */
 export interface CliIo {
@@ -25,12 +29,17 @@ export interface CliIo {
   provider?: StorageProvider;
   /** Show a progress line on stderr during long operations (a terminal is watching). */
   progress?: boolean;
+  /** The terminal's width, when stdout is one: tables are cut to fit it. */
+  columns?: number | undefined;
+  /** Where HYPERFARM_ENDPOINTS is read (default: process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export const processIo: CliIo = {
   stdout: (t) => process.stdout.write(t),
   stderr: (t) => process.stderr.write(t),
   progress: process.stderr.isTTY === true,
+  columns: process.stdout.isTTY ? process.stdout.columns : undefined,
 };
 
 /** A bad command line: exit code 2. Every other failure exits 1. */
@@ -118,18 +127,14 @@ export function vhdCommand(io: CliIo = processIo): Command {
     .command('info')
     .description('show type, virtual size, allocated size and parent chain')
     .argument('<file>', 'disk to describe')
-    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
-    .action(async (file: string, opts: { output: 'text' | 'json' }) => {
+    .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'))
+    .action(async (file: string, opts: { output: OutputFormat }) => {
       const disk = await VhdDisk.open(file, { provider, readOnly: true });
       try {
         const info = await disk.info();
-        const parents = [];
+        const parents: (typeof info)[] = [];
         for (let p = disk.parent; p; p = p.parent) parents.push(await p.info());
-        io.stdout(
-          opts.output === 'json'
-            ? JSON.stringify({ ...info, parents }, null, 2) + '\n'
-            : renderInfo(info, parents),
-        );
+        io.stdout(render(opts.output, { ...info, parents }, () => renderInfo(info, parents)));
       } finally {
         await disk.close();
       }
@@ -139,10 +144,10 @@ export function vhdCommand(io: CliIo = processIo): Command {
     .command('check')
     .description('list every inconsistency; exits 1 if there is any')
     .argument('<file>', 'disk to check')
-    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
-    .action(async (file: string, opts: { output: 'text' | 'json' }) => {
+    .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'))
+    .action(async (file: string, opts: { output: OutputFormat }) => {
       const report: CheckReport = await checkVhd(file, { provider });
-      io.stdout(opts.output === 'json' ? JSON.stringify(report, null, 2) + '\n' : renderCheck(report));
+      io.stdout(render(opts.output, report, () => renderCheck(report)));
       if (!report.ok) throw new ExitCode(1);
     });
 
@@ -266,6 +271,27 @@ export async function runProgram(program: Command, argv: string[], io: CliIo = p
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR') {
       const e = err as NodeJS.ErrnoException;
       io.stderr(`error: ${e.path ?? 'file'}: ${code === 'ENOENT' ? 'no such file' : e.message}\n`);
+      return 1;
+    }
+    if (err instanceof EndpointError) {
+      io.stderr(`error: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof HyperfarmError || err instanceof OperationFailedError) {
+      io.stderr(`error: ${err.message}\n`);
+      if (err.code === status.UNIMPLEMENTED) io.stderr('error: this farm does not offer that yet\n');
+      if (err instanceof HyperfarmError && err.extra.outcomeUnknown)
+        io.stderr('error: the change may or may not have happened: check before doing it again\n');
+      if (
+        err instanceof HyperfarmError &&
+        (program.opts().verbose ||
+          process.argv.includes('--verbose') ||
+          argv.includes('-v') ||
+          argv.includes('--verbose'))
+      )
+        io.stderr(
+          `error: ${JSON.stringify({ method: err.extra.method, endpoint: err.extra.endpoint, attempts: err.extra.attempts, field: err.extra.field, leader: err.extra.leader })}\n`,
+        );
       return 1;
     }
     if (isServiceError(err)) {
