@@ -37,6 +37,10 @@ export function hostTransitions(
   s: FarmState,
   /** When each host last answered a grant, on the leader's clock, since this leader took over. */
   lastGrantMs: ReadonlyMap<string, number>,
+  /**
+   * Silence is counted from no earlier than this: when this leader took over, or when it last
+   * resumed from a stall of its own (a leader that asked nothing cannot blame the hosts).
+   */
   leaderSinceMs: number,
   nowMs: number,
   cfg: LivenessConfig,
@@ -58,7 +62,7 @@ function judge(
 ): HostTransition | undefined {
   // A host that just came Up (registered, re-registered) gets the full time from then.
   const upSince = host.state === 'HOST_STATE_UP' ? host.stateChangedAtMs : 0;
-  const since = Math.max(lastOk ?? leaderSinceMs, upSince);
+  const since = Math.max(lastOk ?? 0, leaderSinceMs, upSince);
   const silence = nowMs - since;
   let state: HostStateName =
     silence >= cfg.downAfterMs
@@ -66,8 +70,9 @@ function judge(
       : silence >= cfg.suspectAfterMs
         ? 'HOST_STATE_SUSPECT'
         : 'HOST_STATE_UP';
-  // Without an answer since this leader took over, a host only gets worse.
-  if (lastOk === undefined && SEVERITY[state] < SEVERITY[host.state]) state = host.state;
+  // Without an answer since the count started, a host only gets worse.
+  const heard = lastOk !== undefined && lastOk >= leaderSinceMs;
+  if (!heard && SEVERITY[state] < SEVERITY[host.state]) state = host.state;
   if (state === host.state) return undefined;
   const reason =
     state === 'HOST_STATE_UP'

@@ -100,6 +100,8 @@ export class ControllerRunner {
 class LeaderSession {
   readonly live = new Map<string, HostLiveView>();
   private readonly since: number;
+  private lastRound: number | undefined;
+  private resumedAt = 0;
   private readonly lastGrant = new Map<string, number>();
   private readonly granting = new Set<string>();
   private readonly proposedStates = new Map<string, HostStateName>();
@@ -107,6 +109,8 @@ class LeaderSession {
   private readonly inFlight = new Set<string>();
   private readonly backoff = new Map<string, { untilMs: number; delayMs: number }>();
   private readonly pendingReports = new Map<string, string>();
+  /** VMs only a host that is not Up could take, with the reason committed for each. */
+  private readonly waiting = new Map<string, string>();
   /** Reports from agent answers of this turn, committed together. */
   private reports: { reports: VmReport[]; committed: Promise<void> } | undefined;
   /** VMs to look at on the next tick, and hosts all of whose VMs to look at. */
@@ -134,7 +138,11 @@ class LeaderSession {
       for (const e of applied.events) {
         if (e.kind === 'RESOURCE_KIND_VM') this.dirtyVms.add(e.id);
         else if (e.kind === 'RESOURCE_KIND_OPERATION') this.dirtyVms.add(e.resource.targetId);
-        else if (e.kind === 'RESOURCE_KIND_HOST') this.dirtyHosts.add(e.id);
+        else if (e.kind === 'RESOURCE_KIND_HOST') {
+          this.dirtyHosts.add(e.id);
+          // A host changed: the VMs waiting for one are planned again.
+          this.waiting.clear();
+        }
       }
       this.schedule();
     });
@@ -180,7 +188,12 @@ class LeaderSession {
         .finally(() => this.granting.delete(host.id));
     }
     const now = this.timers.now();
-    for (const t of hostTransitions(this.state, this.lastGrant, this.since, now, this.cfg.liveness)) {
+    // A round far later than planned means this process stalled (a starved CPU, a long pause):
+    // no grant went out meanwhile, so the hosts' silence then is ours, and is not counted.
+    if (now - (this.lastRound ?? now) > 2 * this.cfg.liveness.intervalMs) this.resumedAt = now;
+    this.lastRound = now;
+    const from = Math.max(this.since, this.resumedAt);
+    for (const t of hostTransitions(this.state, this.lastGrant, from, now, this.cfg.liveness)) {
       if (this.proposedStates.get(t.hostId) === t.state) continue;
       this.proposedStates.set(t.hostId, t.state);
       this.logger.warn({ host: t.hostId, state: t.state, reason: t.reason }, 'host state changes');
@@ -234,6 +247,7 @@ class LeaderSession {
     this.dirtyVms.clear();
     if (now < this.nextSweep) return changed;
     this.nextSweep = now + SWEEP_MS;
+    this.waiting.clear();
     return undefined;
   }
 
@@ -262,8 +276,12 @@ class LeaderSession {
 
   private place(): void {
     if (this.placing) return;
-    const plan = placementRound(this.state, this.cfg.scheduler, this.cfg.placementBatch);
-    if (plan.placements.length === 0 && plan.failures.length === 0) return;
+    const plan = placementRound(this.state, this.cfg.scheduler, this.cfg.placementBatch, this.waiting);
+    // Each waiting VM's reason is committed when it changes; the VM is planned again once a
+    // host changes (or at the next sweep).
+    const waiting = plan.waiting.filter((w) => this.waiting.get(w.vmId) !== w.message);
+    for (const w of plan.waiting) this.waiting.set(w.vmId, w.message);
+    if (plan.placements.length === 0 && plan.failures.length === 0 && waiting.length === 0) return;
     this.placing = true;
     const commits = [
       ...chunks(plan.placements).map((c) =>
@@ -272,6 +290,7 @@ class LeaderSession {
           placements: c.map(({ vmId, hostId, note }) => ({ vmId, hostId, note })),
         }),
       ),
+      ...chunks(waiting).map((c) => this.commit({ type: 'vm.place', placements: [], waiting: c })),
       ...chunks(plan.failures).map((c) => this.commit({ type: 'vm.place_failed', failures: c })),
     ];
     void Promise.all(commits).finally(() => {

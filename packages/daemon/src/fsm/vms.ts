@@ -123,14 +123,26 @@ export function awaitsPlacement(s: FarmState, vm: VmRecord): boolean {
 /**
  * A plan of placements from the leader's scheduler. Each is checked again against the committed
  * state, as Nomad's plan_apply does: one that no longer fits (another placement took the room, a
- * host went down) is refused, and the scheduler places that VM again.
+ * host went down) is refused, and the scheduler places that VM again. VMs the plan found waiting
+ * for a host to be Up again have their operation say so, and keep waiting.
  */
 const placeVms = defineCommand(
   'vm.place',
   z.object({
     placements: z.array(z.object({ vmId: str(128), hostId: str(63), note: str(1024) })).max(20_000),
+    waiting: z
+      .array(z.object({ vmId: str(128), message: str(4096) }))
+      .max(20_000)
+      .default([]),
   }),
   (s, p, changes) => {
+    for (const { vmId, message } of p.waiting) {
+      const vm = s.vms.get(vmId);
+      if (vm && awaitsPlacement(s, vm)) {
+        const op = s.operations.get(vm.busyOpId)!;
+        progressOperation(changes, op, op.progress, message);
+      }
+    }
     const placed: string[] = [];
     const rejected: { vmId: string; reason: string }[] = [];
     const ctx = { guests: s.guests, switches: s.switches, vcpuRatio: Infinity };

@@ -38,6 +38,12 @@ export interface Plan {
   placements: Placement[];
   /** VMs no host can take, each with the reasons, for a person. */
   failures: { vmId: string; message: string }[];
+  /**
+   * VMs that no Up host can take but a Suspect or Down one could: liveness comes and goes (a
+   * leader change, a loaded machine), so these wait for a host, as Nomad's blocked evaluations
+   * do, instead of failing. Each with why, for a person.
+   */
+  waiting: { vmId: string; message: string }[];
 }
 
 /**
@@ -169,7 +175,21 @@ class HostTable {
   all(): Iterable<number> {
     return this.hosts.keys();
   }
+
+  /** The hosts among `candidates` that would take `ask` if they were Up, as they are loaded now. */
+  wouldTakeOnceUp(ask: PlacementAsk, candidates: Iterable<number>): HostRecord[] {
+    const out: HostRecord[] = [];
+    for (const i of candidates) {
+      const host = this.hosts[i]!;
+      if (host.state === 'HOST_STATE_UP') continue;
+      if (refusals(UNLESS_DOWN, this.ctx, host, this.loads[i]!, ask).length === 0) out.push(host);
+    }
+    return out;
+  }
 }
+
+/** Every filter but liveness: what a host would still refuse once it is Up again. */
+const UNLESS_DOWN = FILTERS.filter((f) => f.name !== 'state');
 
 /**
  * Places VMs: a pure function of the state, returning a plan for the state machine to commit
@@ -179,17 +199,20 @@ class HostTable {
 export function planPlacements(s: FarmState, items: readonly PlanItem[], opts: SchedulerOptions): Plan {
   const ctx = filterContext(s, opts);
   const table = new HostTable(s, ctx, opts.policy);
-  const plan: Plan = { placements: [], failures: [] };
+  const plan: Plan = { placements: [], failures: [], waiting: [] };
   for (const item of items) {
     const ask = { config: item.config, classes: antiAffinityClasses(item.config) };
-    let candidates: Iterable<number> = table.all();
-    if (item.pinnedHostId) {
+    const candidates = (): Iterable<number> => {
+      if (!item.pinnedHostId) return table.all();
       const i = table.index.get(item.pinnedHostId);
-      candidates = i === undefined ? [] : [i];
-    }
-    const best = table.choose(ask, candidates);
+      return i === undefined ? [] : [i];
+    };
+    const best = table.choose(ask, candidates());
     if (!best) {
-      plan.failures.push({ vmId: item.vmId, message: noHostMessage(table, ctx, ask, item.pinnedHostId) });
+      const later = table.wouldTakeOnceUp(ask, candidates());
+      if (later.length > 0) plan.waiting.push({ vmId: item.vmId, message: waitingMessage(ask, later) });
+      else
+        plan.failures.push({ vmId: item.vmId, message: noHostMessage(table, ctx, ask, item.pinnedHostId) });
       continue;
     }
     const host = table.hosts[best.i]!;
@@ -256,6 +279,15 @@ function softConflictNote(shared: { name: string; with: string }[], hostId: stri
 }
 
 const SHOWN_HOSTS = 5;
+
+function waitingMessage(ask: PlacementAsk, hosts: HostRecord[]): string {
+  const named = hosts
+    .slice(0, SHOWN_HOSTS)
+    .map((h) => `${h.id} (${h.state === 'HOST_STATE_DOWN' ? 'Down' : 'Suspect'})`)
+    .join(', ');
+  const more = hosts.length > SHOWN_HOSTS ? ` and ${hosts.length - SHOWN_HOSTS} more` : '';
+  return `waiting for a host: no Up host can take VM '${ask.config.name}'; ${named}${more} could once Up again`;
+}
 
 /** How a refusal is counted in the summary, by the first filter that refused. */
 const SUMMARY: Record<string, string> = {

@@ -52,6 +52,25 @@ describe('the host monitor (pure)', () => {
     ]);
   });
 
+  it("does not count a stall of the leader itself as the hosts' silence, nor call a host better unheard", () => {
+    const b = farm();
+    b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_SUSPECT', reason: 'x' });
+    const grants = new Map([
+      ['h1', 10_000],
+      ['h2', 9_000],
+    ]);
+    // The leader's process stalled from 10.5 s to 14 s: it sent no grant, so it counts from 14 s.
+    expect(hostTransitions(b.s, grants, 14_000, 15_000, LIVENESS)).to.deep.equal([]);
+    expect(hostTransitions(b.s, grants, 14_000, 16_000, LIVENESS)).to.deep.equal([
+      { hostId: 'h1', state: 'HOST_STATE_SUSPECT', reason: 'no lease renewal for 2.0 s' },
+    ]);
+    // h2 answered again only after the stall: Up.
+    grants.set('h2', 14_200);
+    expect(hostTransitions(b.s, grants, 14_000, 14_300, LIVENESS)).to.deep.equal([
+      { hostId: 'h2', state: 'HOST_STATE_UP', reason: 'its lease is renewed again' },
+    ]);
+  });
+
   it('gives a host that registers after the election the full time from its registration', () => {
     const b = new FarmBuilder();
     b.t = 103_000;

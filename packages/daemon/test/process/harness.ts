@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,8 +36,17 @@ interface Proc {
   exited: Promise<void>;
 }
 
+/**
+ * Starts a program. With HYPERFARM_TEST_LOGS=<folder>, each process logs at info level to
+ * <folder>/<id>.log (appended across restarts), to see what a failed run did.
+ */
 function run(bin: string, args: string[]): Proc {
-  const child = spawn(process.execPath, [bin, ...args, '--log-level', 'warn'], { stdio: 'ignore' });
+  const logDir = process.env['HYPERFARM_TEST_LOGS'];
+  const id = args[args.indexOf('--id') + 1] ?? 'process';
+  const out = logDir ? openSync(join(logDir, `${id}.log`), 'a') : 'ignore';
+  const child = spawn(process.execPath, [bin, ...args, '--log-level', logDir ? 'info' : 'warn'], {
+    stdio: ['ignore', out, out],
+  });
   return { child, exited: new Promise((r) => child.once('exit', () => r())) };
 }
 
@@ -59,7 +68,13 @@ export class ProcessFarm {
     const ports = await freePorts('127.0.0.1', opts.daemons);
     ports.forEach((p, i) => farm.daemonAddresses.set(`daemon-${i + 1}`, `127.0.0.1:${p}`));
     for (const id of farm.daemonAddresses.keys()) farm.startDaemon(id);
-    await until('a leader', 20_000, () => farm.leader());
+    try {
+      await until('a leader', 60_000, () => farm.leader());
+    } catch (err) {
+      // The caller never gets the farm to stop: its processes would outlive the test run.
+      await farm.stop();
+      throw err;
+    }
     return farm;
   }
 
@@ -123,7 +138,7 @@ export class ProcessFarm {
     ];
     const proc = run(AGENT, args);
     this.agents.set(id, { proc, args });
-    await until(`${id} ready`, 20_000, () => (existsSync(ready) ? true : undefined));
+    await until(`${id} ready`, 60_000, () => (existsSync(ready) ? true : undefined));
     const info = JSON.parse(readFileSync(ready, 'utf8')) as { hosts: { id: string; grpcAddress: string }[] };
     return info.hosts;
   }
@@ -134,7 +149,7 @@ export class ProcessFarm {
     const ready = a.args[a.args.indexOf('--ready-file') + 1]!;
     rmSync(ready, { force: true });
     this.agents.set(id, { proc: run(AGENT, a.args), args: a.args });
-    await until(`${id} ready again`, 20_000, () => (existsSync(ready) ? true : undefined));
+    await until(`${id} ready again`, 60_000, () => (existsSync(ready) ? true : undefined));
     return (JSON.parse(readFileSync(ready, 'utf8')) as { hosts: { id: string; grpcAddress: string }[] })
       .hosts;
   }

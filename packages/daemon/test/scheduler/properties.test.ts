@@ -73,7 +73,9 @@ function build(hosts: HostArb[]): FarmBuilder {
 
 type HostArb = typeof hostArb extends fc.Arbitrary<infer T> ? T : never;
 
-describe('placement properties (fast-check)', () => {
+describe('placement properties (fast-check)', function () {
+  // Hundreds of generated farms each: seconds alone, far more on a loaded machine.
+  this.timeout(180_000);
   it('a plan never overcommits a host nor shares a hard class, and commits whole on the state it saw', () => {
     fc.assert(
       fc.property(farmArb, ({ hosts, vms, policy }) => {
@@ -85,7 +87,7 @@ describe('placement properties (fast-check)', () => {
           pinnedHostId: '',
         }));
         const plan = planPlacements(b.s, items, { policy, vcpuRatio: 8 });
-        expect(plan.placements.length + plan.failures.length).to.equal(vms.length);
+        expect(plan.placements.length + plan.failures.length + plan.waiting.length).to.equal(vms.length);
         const [r] = b.must({ type: 'vm.place', placements: plan.placements.map((p) => ({ ...p })) });
         expect(field(r, 'rejected')).to.deep.equal([]);
         expect(violations(b.s)).to.deep.equal([]);
@@ -151,6 +153,34 @@ describe('placement properties (fast-check)', () => {
         },
       ),
       { numRuns: 300, seed: 20261203 },
+    );
+  });
+
+  it('a VM no host takes fails only if no host could take it even once Up again; otherwise it waits', () => {
+    fc.assert(
+      fc.property(farmArb, vmArb, ({ hosts, vms, policy }, vm) => {
+        const b = build(hosts);
+        vms.forEach((v, i) => b.vm(`v${i}`, { name: `vm-${i}`, ...v }));
+        const opts = { policy, vcpuRatio: 8 };
+        b.must({
+          type: 'vm.place',
+          placements: planPlacements(
+            b.s,
+            vms.map((_, i) => ({ vmId: `v${i}`, config: b.s.vms.get(`v${i}`)!.config, pinnedHostId: '' })),
+            opts,
+          ).placements,
+        });
+        const config = vmConfig({ name: 'new', ...vm });
+        // What the filters say of each host, liveness aside: the refusals left once it is Up.
+        const verdicts = explainPlacement(b.s, config, opts).verdicts;
+        const liveness = new Set(['host is Suspect', 'host is Down']);
+        const upFits = verdicts.some((v) => v.feasible);
+        const laterFits = verdicts.some((v) => !v.feasible && v.reasons.every((r) => liveness.has(r)));
+        const plan = planPlacements(b.s, [{ vmId: 'n', config, pinnedHostId: '' }], opts);
+        const outcome = plan.placements.length ? 'placed' : plan.waiting.length ? 'waiting' : 'failed';
+        expect(outcome).to.equal(upFits ? 'placed' : laterFits ? 'waiting' : 'failed');
+      }),
+      { numRuns: 100, seed: 20261205 },
     );
   });
 

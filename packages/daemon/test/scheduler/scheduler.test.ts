@@ -215,6 +215,42 @@ describe('placement chooses, scores and explains', () => {
     ]);
   });
 
+  // The bug behind "kill -9 of the leader during creates" losing acknowledged creates: a new
+  // leader, or one on a loaded machine, sees hosts Suspect for a while, and every create waiting
+  // for placement then failed and its VM was deleted. Liveness comes back; the VM waits.
+  it('a VM only a Suspect or Down host could take waits for it instead of failing', () => {
+    const b = new FarmBuilder()
+      .host({ id: 'down', memGiB: 16, state: 'HOST_STATE_DOWN' })
+      .host({ id: 'small', memGiB: 4 })
+      .host({ id: 'suspect', memGiB: 16, state: 'HOST_STATE_SUSPECT' })
+      .host({ id: 'tired', memGiB: 16, state: 'HOST_STATE_SUSPECT', maintenance: true });
+    const plan = planPlacements(
+      b.s,
+      [
+        { vmId: 'a', config: vmConfig({ name: 'a', memMiB: 8192 }), pinnedHostId: '' },
+        { vmId: 'b', config: vmConfig({ name: 'b', memMiB: 8192 }), pinnedHostId: 'down' },
+        { vmId: 'c', config: vmConfig({ name: 'c', memMiB: 1024 }), pinnedHostId: '' },
+        { vmId: 'd', config: vmConfig({ name: 'd', memMiB: 65536 }), pinnedHostId: '' },
+        { vmId: 'e', config: vmConfig({ name: 'e', memMiB: 1024 }), pinnedHostId: 'tired' },
+      ],
+      BINPACK,
+    );
+    expect(plan.placements.map((p) => `${p.vmId}@${p.hostId}`)).to.deep.equal(['c@small']);
+    expect(plan.waiting).to.deep.equal([
+      {
+        vmId: 'a',
+        message:
+          "waiting for a host: no Up host can take VM 'a'; down (Down), suspect (Suspect) could once Up again",
+      },
+      {
+        vmId: 'b',
+        message: "waiting for a host: no Up host can take VM 'b'; down (Down) could once Up again",
+      },
+    ]);
+    // Too big for every host, Up or not; pinned to a host in maintenance: refused at once.
+    expect(plan.failures.map((f) => f.vmId)).to.deep.equal(['d', 'e']);
+  });
+
   it('on a large farm the refusal names a few hosts, then counts the rest by reason', () => {
     const b = new FarmBuilder();
     for (let i = 0; i < 8; i++)
