@@ -5,3 +5,4 @@ export * from './server.js';
 export * from './engine/engine.js';
 export * from './engine/catalog.js';
 export * from './engine/states.js';
+export { decodeDeviceState } from './engine/partition.js';

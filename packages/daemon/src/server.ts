@@ -19,6 +19,7 @@ import { hostHandlers } from './edge/hosts-api.js';
 import { membershipHandlers } from './edge/membership.js';
 import { operationHandlers } from './edge/operations-api.js';
 import { Proposer } from './edge/proposer.js';
+import { Leadership } from './edge/leadership.js';
 import { realTimers } from './edge/timers.js';
 import { vmHandlers } from './edge/vms-api.js';
 import { FarmStateMachine } from './fsm/index.js';
@@ -44,7 +45,7 @@ export async function startDaemon(
   const unlock = lockDataDir(config.dataDir);
   const metrics = await startMetricsServer(config.metricsAddress, { role: 'daemon', daemon_id: config.id });
   const machine = new FarmStateMachine();
-  const leadership = new Leadership(logger);
+  const leadership = new Leadership(logger, realTimers);
   const raft = await RaftNode.start({
     id: config.id,
     dataDir: join(config.dataDir, 'raft'),
@@ -144,53 +145,4 @@ export async function startDaemon(
       unlock();
     },
   };
-}
-
-/**
- * Starts the controllers when this replica becomes leader, once it has applied everything
- * committed before its term (a read barrier), and stops them when it steps down.
- */
-class Leadership {
-  private raft: RaftNode | undefined;
-  private runner: ControllerRunner | undefined;
-  private leading = { is: false, term: 0 };
-
-  constructor(private readonly logger: Logger) {}
-
-  changed(isLeader: boolean, term: number): void {
-    this.leading = { is: isLeader, term };
-    this.apply();
-  }
-
-  attach(raft: RaftNode, runner: ControllerRunner): void {
-    this.raft = raft;
-    this.runner = runner;
-    this.apply();
-  }
-
-  detach(): void {
-    this.runner?.stop();
-    this.runner = undefined;
-  }
-
-  private apply(): void {
-    const { raft, runner } = this;
-    if (!raft || !runner) return;
-    if (!this.leading.is) {
-      runner.stop();
-      return;
-    }
-    const term = this.leading.term;
-    const still = () => this.leading.is && this.leading.term === term;
-    raft.read().then(
-      () => {
-        if (still()) this.runner?.start(term);
-      },
-      (err: unknown) => {
-        if (!still()) return;
-        this.logger.warn({ err, term }, 'elected, but the first read barrier failed; trying again');
-        setTimeout(() => still() && this.apply(), 100);
-      },
-    );
-  }
 }

@@ -5,6 +5,7 @@ import type { SchedulerOptions } from '../scheduler/index.js';
 import type { AgentPort } from './agent-port.js';
 import type { ControllerRunner } from './controller-runner.js';
 import type { Proposer } from './proposer.js';
+import { realTimers, type Timers } from './timers.js';
 
 /** What the ClusterService handlers share. */
 export interface FarmContext {
@@ -15,6 +16,8 @@ export interface FarmContext {
   port: AgentPort;
   logger: Logger;
   scheduler: SchedulerOptions;
+  /** The clock of handlers' waits (the real one by default; virtual in the farm simulator). */
+  timers?: Timers;
 }
 
 /**
@@ -39,17 +42,18 @@ export function waitOperation(
   opId: string,
   timeoutMs: number,
   cancelled?: (stop: () => void) => void,
+  timers: Timers = realTimers,
 ): Promise<OperationRecord | undefined> {
   const now = () => machine.state.operations.get(opId);
   const op = now();
   if (!op || op.done) return Promise.resolve(op);
   return new Promise((resolve) => {
     const finish = () => {
-      clearTimeout(timer);
+      timers.clear(timer);
       unsubscribe();
       resolve(now());
     };
-    const timer = setTimeout(finish, timeoutMs);
+    const timer = timers.set(finish, timeoutMs);
     const unsubscribe = machine.onApplied((applied) => {
       if (
         applied.events.some(
@@ -69,7 +73,7 @@ export async function operationOutcome(
   opId: string,
   timeoutMs = 60_000,
 ): Promise<OperationRecord> {
-  const op = await waitOperation(ctx.machine, opId, timeoutMs);
+  const op = await waitOperation(ctx.machine, opId, timeoutMs, undefined, ctx.timers);
   if (!op) throw notFound('operation', opId);
   if (!op.done)
     throw new ApiError(

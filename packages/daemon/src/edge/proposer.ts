@@ -8,6 +8,7 @@ import {
   type CommandResult,
   type FarmStateMachine,
 } from '../fsm/index.js';
+import { realTimers, type Timers } from './timers.js';
 
 /** What a command answered, when it succeeded. */
 export type Ok = Extract<CommandResult, { ok: true }>;
@@ -33,15 +34,26 @@ export class Proposer {
   private scheduled = false;
 
   constructor(
-    private readonly raft: RaftNode,
+    private readonly raft: Pick<RaftNode, 'propose'>,
     private readonly machine: FarmStateMachine,
     private readonly logger: Logger,
-    private readonly opts: { maxEntryBytes?: number; deadlineMs?: number; clock?: () => number } = {},
+    private readonly opts: {
+      maxEntryBytes?: number;
+      deadlineMs?: number;
+      /** The clock and timers of the retry loop and of each command's time (a virtual clock in the farm simulator). */
+      timers?: Timers;
+      /** Request ids (seeded in the farm simulator, so a run replays exactly). */
+      newRid?: () => string;
+    } = {},
   ) {}
 
+  private get timers(): Timers {
+    return this.opts.timers ?? realTimers;
+  }
+
   /** Proposes a command and returns its result; a refusal is thrown as an ApiError. */
-  async submit(cmd: CommandBody, rid: string = randomUUID()): Promise<Ok> {
-    const t = (this.opts.clock ?? Date.now)();
+  async submit(cmd: CommandBody, rid: string = (this.opts.newRid ?? randomUUID)()): Promise<Ok> {
+    const t = this.timers.now();
     const result = await this.enqueue(JSON.stringify({ rid, t, ...cmd }));
     if (result.ok) return result;
     throw this.refusal(cmd.type, result.error);
@@ -80,7 +92,7 @@ export class Proposer {
 
   /** Proposes an entry until it is applied here, or the deadline passes. */
   private async propose(data: Uint8Array): Promise<CommandResult[]> {
-    const deadline = Date.now() + (this.opts.deadlineMs ?? 15_000);
+    const deadline = this.timers.now() + (this.opts.deadlineMs ?? 15_000);
     for (let attempt = 0; ; attempt++) {
       try {
         const { index, result } = await this.raft.propose(data);
@@ -89,8 +101,8 @@ export class Proposer {
       } catch (err) {
         // Too big is a bug of ours, and retrying cannot help; anything else may pass on retry,
         // and the request ids make a retry of what did commit harmless.
-        if (err instanceof RaftArgumentError || Date.now() >= deadline) throw raftApiError(err);
-        await new Promise((r) => setTimeout(r, Math.min(1_000, 25 * 2 ** attempt)));
+        if (err instanceof RaftArgumentError || this.timers.now() >= deadline) throw raftApiError(err);
+        await new Promise((r) => this.timers.set(() => r(undefined), Math.min(1_000, 25 * 2 ** attempt)));
       }
     }
   }

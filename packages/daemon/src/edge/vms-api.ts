@@ -13,8 +13,19 @@ import {
   requireVmConfig,
 } from './requests.js';
 
+const randomIdBits = (): string => randomBytes(6).toString('hex');
+let idBits = randomIdBits;
+
 /** A farm-wide id: a prefix and 48 random bits (collisions are not expected below millions). */
-export const newId = (prefix: string): string => `${prefix}-${randomBytes(6).toString('hex')}`;
+export const newId = (prefix: string): string => `${prefix}-${idBits()}`;
+
+/**
+ * Where ids' random bits come from: the farm simulator seeds them (so a seed replays the same
+ * ids), and restores the default (undefined) when it is done. The real daemon never calls it.
+ */
+export function useIdBits(source: (() => string) | undefined): void {
+  idBits = source ?? randomIdBits;
+}
 
 const VM_ACTIONS = [
   'VM_ACTION_START',

@@ -1,0 +1,140 @@
+import { ApiError, status, type pb } from '@hyperfarm/api';
+import type { AgentEventSink, AgentPort, HostDescription, HostRef, VmConfig } from '@hyperfarm/daemon';
+import type { Scope } from './clock.js';
+import type { SimHost } from './host.js';
+import type { SimNetwork } from './network.js';
+
+/** The hosts, by id and by address. */
+export interface HostDirectory {
+  byAddress(address: string): SimHost | undefined;
+}
+
+/** The deadlines GrpcAgentPort sets. */
+const QUICK_MS = 10_000;
+const SLOW_MS = 120_000;
+
+/**
+ * The daemon's agent port in the simulation: each call crosses the simulated network to a host
+ * and is answered by its engine; WatchEvents is a stream that keeps its order and breaks when
+ * the host dies or the link is cut. One per daemon incarnation (its scope dies with it).
+ */
+export class SimAgentPort implements AgentPort {
+  constructor(
+    private readonly daemonId: string,
+    private readonly scope: Scope,
+    private readonly net: SimNetwork,
+    private readonly hosts: HostDirectory,
+  ) {}
+
+  private call<T>(address: string, deadlineMs: number, fn: (h: SimHost) => T): Promise<T> {
+    const host = this.hosts.byAddress(address);
+    if (!host) return Promise.reject(new ApiError(status.UNAVAILABLE, `no host listens at ${address}`));
+    return this.net.call(this.scope, this.daemonId, host.id, deadlineMs, () => fn(host));
+  }
+
+  describe(address: string): Promise<HostDescription> {
+    return this.call(address, 5_000, (h) => h.describe());
+  }
+
+  grantLease(host: HostRef, req: { daemonId: string; term: number; durationMs: number }) {
+    return this.call(host.address, 2_000, (h) => h.grantLease(req));
+  }
+
+  listVms(host: HostRef): Promise<pb.Vm__Output[]> {
+    return this.call(host.address, QUICK_MS, (h) => h.listVms());
+  }
+
+  watchEvents(ref: HostRef, sink: AgentEventSink): { cancel(): void } {
+    const scope = this.scope;
+    const net = this.net;
+    let done = false;
+    let unsubscribe: (() => void) | undefined;
+    const stream: { forget?: () => void } = {};
+    let lastAt = 0;
+    const end = (err?: unknown) => {
+      if (done) return;
+      done = true;
+      unsubscribe?.();
+      stream.forget?.();
+      sink.closed(err);
+    };
+    const broken = (why: string) => () => end(new ApiError(status.UNAVAILABLE, why));
+    const host = this.hosts.byAddress(ref.address);
+    if (!host || !net.connected(this.daemonId, host.id) || !host.alive) {
+      scope.set(broken(`cannot reach ${ref.address}`), 2 * net.delay());
+      return { cancel: () => (done = true) };
+    }
+    stream.forget = net.openStream(this.daemonId, host.id, scope, broken('the connection was cut'));
+    // The stream opens at the host after one trip, and its messages keep their order.
+    const hostScope = host.scope;
+    hostScope?.set(() => {
+      if (done || host.scope !== hostScope) return;
+      unsubscribe = host.watch(
+        (ev) => {
+          const at = Math.max(lastAt, scope.now() + net.delay());
+          lastAt = at;
+          scope.set(() => {
+            if (!done) sink.event(ev);
+          }, at - scope.now());
+        },
+        () => scope.set(broken('the host went away'), net.delay()),
+      );
+    }, net.delay());
+    return {
+      cancel: () => {
+        done = true;
+        unsubscribe?.();
+        stream.forget?.();
+      },
+    };
+  }
+
+  createVm(host: HostRef, vmId: string, config: VmConfig, generation: number) {
+    return this.call(host.address, SLOW_MS, (h) => h.createVm(vmId, config as pb.VmConfig, generation));
+  }
+
+  changeVmState(host: HostRef, vmId: string, action: pb.VmAction__Output, generation: number) {
+    return this.call(host.address, QUICK_MS, (h) => h.changeVmState(vmId, action, generation));
+  }
+
+  updateVm(host: HostRef, vmId: string, config: VmConfig, paths: string[], generation: number) {
+    return this.call(host.address, SLOW_MS, (h) =>
+      h.updateVm(vmId, config as pb.VmConfig, paths, generation),
+    );
+  }
+
+  deleteVm(host: HostRef, vmId: string, generation: number): Promise<void> {
+    return this.call(host.address, SLOW_MS, (h) => h.deleteVm(vmId, generation));
+  }
+
+  getVm(host: HostRef, vmId: string) {
+    return this.call(host.address, QUICK_MS, (h) => h.getVm(vmId));
+  }
+
+  private unimplemented(): Promise<never> {
+    return Promise.reject(
+      new ApiError(
+        status.UNIMPLEMENTED,
+        'checkpoints are not simulated yet: the simulated host has no checkpoint files (packages/sim)',
+      ),
+    );
+  }
+
+  createCheckpoint(): Promise<void> {
+    return this.unimplemented();
+  }
+  applyCheckpoint(): Promise<pb.Vm__Output> {
+    return this.unimplemented();
+  }
+  deleteCheckpoint(): Promise<void> {
+    return this.unimplemented();
+  }
+  renameCheckpoint(): Promise<void> {
+    return this.unimplemented();
+  }
+  listCheckpoints(): Promise<pb.AgentListCheckpointsResponse__Output> {
+    return this.unimplemented();
+  }
+
+  close(): void {}
+}

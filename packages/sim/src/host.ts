@@ -1,0 +1,289 @@
+import {
+  failedPrecondition,
+  invalidArgument,
+  MEMORY_ASSIGNED,
+  type pb,
+  type VmStateName,
+} from '@hyperfarm/api';
+import {
+  decodeDeviceState,
+  guestOsList,
+  HypervisorEngine,
+  LIMITS_PROFILES,
+  type Effect,
+  type VmRecord,
+} from '@hyperfarm/agent';
+import type { Scope } from './clock.js';
+
+const GIB = 1024 ** 3;
+const MIB = 1024 ** 2;
+
+export interface HostShape {
+  logicalProcessors: number;
+  memoryBytes: number;
+  rootReserveBytes: number;
+  perVmOverheadBytes: number;
+}
+
+export const DEFAULT_SHAPE: HostShape = {
+  logicalProcessors: 16,
+  memoryBytes: 64 * GIB,
+  rootReserveBytes: 2 * GIB,
+  perVmOverheadBytes: 32 * MIB,
+};
+
+export interface HostTimings {
+  /** Lease the agent holds when a grant does not say. */
+  leaseMs: number;
+  saveMs: number;
+  restoreMs: number;
+}
+
+type Listener = (e: pb.AgentEvent__Output) => void;
+
+/**
+ * One host: the real hypervisor engine, with what the agent's edge does around it done in
+ * memory: records (the agent's LevelDB) and saved-state files survive a crash, effects complete
+ * after simulated I/O time, events go to watchers. The calls are AgentService's, with its
+ * semantics (fencing by generation, idempotent repeats), answered by the engine itself.
+ */
+export class SimHost {
+  engine: HypervisorEngine | undefined;
+  scope: Scope | undefined;
+  /** What the agent's store holds: survives a crash. */
+  readonly records = new Map<string, VmRecord>();
+  /** Saved-state files, by VM. */
+  readonly savedStates = new Map<
+    string,
+    { memory: Extract<Effect, { kind: 'save' }>['memory']; device: Buffer }
+  >();
+  private readonly listeners = new Set<Listener>();
+  /** Watch streams to close when the process dies. */
+  private readonly streams = new Set<() => void>();
+  /** Each VM's state as the engine last said, for the invariants (kept from its events). */
+  readonly states = new Map<string, VmStateName>();
+  diskFull = false;
+  boots = 0;
+  /** Told of each VM whose state may have changed (the invariants watch starts). */
+  onStates: ((vmId: string) => void) | undefined;
+  private saves = 0;
+
+  constructor(
+    readonly id: string,
+    readonly address: string,
+    readonly shape: HostShape,
+    private readonly timings: HostTimings,
+    private readonly seed: number,
+  ) {}
+
+  get alive(): boolean {
+    return this.engine !== undefined;
+  }
+
+  boot(scope: Scope): void {
+    this.boots++;
+    this.scope = scope;
+    const e = new HypervisorEngine({
+      hostId: this.id,
+      ...this.shape,
+      limits: LIMITS_PROFILES['2008'],
+      macPoolStart: '00-15-5D-00-00-00',
+      macPoolSize: 4096,
+      leaseMs: this.timings.leaseMs,
+      startMs: scope.now(),
+      seed: this.seed * 7919 + this.boots,
+    });
+    // Anything that had a partition comes back Off, as after a host crash.
+    for (const r of [...this.records.values()].sort((a, b) => a.id.localeCompare(b.id)))
+      e.recover(r, this.savedStates.has(r.id));
+    this.engine = e;
+    for (const vm of e.vms.list()) this.states.set(vm.id, vm.status!.state);
+    this.pump();
+  }
+
+  /** The lease this host holds ran out by `now`: the engine turns every VM off at that instant. */
+  leaseExpired(now: number): boolean {
+    const lease = this.engine?.lease.state();
+    return lease !== undefined && (lease.expired || lease.expiresAtMs <= now);
+  }
+
+  /** When the lease it holds runs out (undefined: it holds none). */
+  leaseUntil(): number | undefined {
+    const lease = this.engine?.lease.state();
+    return lease && !lease.expired ? lease.expiresAtMs : undefined;
+  }
+
+  /** Memory the VMs with a partition use, with their overhead. */
+  memoryInUse(): number {
+    let used = 0;
+    for (const [id, state] of this.states) {
+      if (!MEMORY_ASSIGNED.has(state)) continue;
+      const r = this.records.get(id);
+      if (r) used += r.config.memoryBytes + this.shape.perVmOverheadBytes;
+    }
+    return used;
+  }
+
+  /** Power lost: the VMs die with the host; its records and files stay. */
+  crash(): void {
+    this.scope?.kill();
+    this.scope = undefined;
+    this.engine = undefined;
+    this.states.clear();
+    this.listeners.clear();
+    const streams = [...this.streams];
+    this.streams.clear();
+    for (const close of streams) close();
+  }
+
+  private get e(): HypervisorEngine {
+    if (!this.engine) throw new Error(`host ${this.id} is down`);
+    return this.engine;
+  }
+
+  /** Brings the engine to now and carries out what it asked for. */
+  pump(): void {
+    const e = this.engine;
+    if (!e || !this.scope) return;
+    e.advance(this.scope.now());
+    for (const effect of e.takeEffects()) this.run(effect);
+    const { records, deleted } = e.takeChanges();
+    for (const r of records) this.records.set(r.id, r);
+    for (const id of deleted) this.records.delete(id);
+    const events = e.takeEvents();
+    for (const ev of events) {
+      if (!ev.vmId) continue;
+      if (e.vms.has(ev.vmId)) this.states.set(ev.vmId, e.vms.get(ev.vmId).status!.state);
+      else this.states.delete(ev.vmId);
+    }
+    if (this.onStates) for (const ev of events) if (ev.vmId) this.onStates(ev.vmId);
+    if (events.length > 0 && this.listeners.size > 0) {
+      for (const ev of events) {
+        const vm = ev.vmId && e.vms.has(ev.vmId) ? e.vms.get(ev.vmId) : null;
+        for (const l of this.listeners) l({ ...ev, vm, merge: null });
+      }
+    }
+  }
+
+  private run(effect: Effect): void {
+    const scope = this.scope!;
+    switch (effect.kind) {
+      case 'save':
+        scope.set(() => {
+          this.savedStates.set(effect.vmId, { memory: effect.memory, device: effect.deviceState });
+          effect.saved(`sim-${this.id}-${++this.saves}`);
+          this.pump();
+        }, this.timings.saveMs);
+        return;
+      case 'restore':
+        scope.set(() => {
+          const s = this.savedStates.get(effect.vmId);
+          if (!s) effect.failed('the saved state file is missing');
+          else effect.restored(s.memory, decodeDeviceState(s.device));
+          this.pump();
+          this.savedStates.delete(effect.vmId);
+        }, this.timings.restoreMs);
+        return;
+      case 'delete-saved-state':
+      case 'delete-vm-files':
+        this.savedStates.delete(effect.vmId);
+        return;
+      case 'disk-writes':
+        // A full volume fails the guest's writes (PausedCritical); otherwise they land.
+        if (this.diskFull) this.e.health.reportStorage(effect.vmId, 'full', 'the volume is full');
+        return;
+    }
+  }
+
+  /** A change from outside: the engine at now, the change, then its consequences carried out. */
+  private mutate<T>(fn: (e: HypervisorEngine) => T): T {
+    this.pump();
+    const r = fn(this.e);
+    this.pump();
+    return r;
+  }
+
+  // --- AgentService ---
+
+  describe(): { host: pb.Host__Output; guests: pb.GuestOs__Output[] } {
+    const e = this.mutate((x) => x);
+    const lease = e.lease.state();
+    const macs = e.macRange();
+    return {
+      host: {
+        id: this.id,
+        name: this.id,
+        address: this.address,
+        state: lease?.expired ? 'HOST_STATE_DOWN' : 'HOST_STATE_UP',
+        capacity: { ...this.shape },
+        usage: e.usage(),
+        limits: LIMITS_PROFILES['2008'],
+        macPoolStart: macs.start,
+        macPoolSize: macs.size,
+        clusterStorage: false,
+        labels: {},
+        maintenance: false,
+        lastHeartbeatMs: 0,
+        stateReason: '',
+        guestOsIds: [],
+      },
+      guests: guestOsList() as pb.GuestOs__Output[],
+    };
+  }
+
+  grantLease(req: { daemonId: string; term: number; durationMs: number }): pb.GrantLeaseResponse__Output {
+    if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
+    const r = this.mutate((e) => e.lease.grant(req.daemonId, req.term, req.durationMs));
+    return { expiresAtMs: r.expiresAtMs, host: this.describe().host };
+  }
+
+  listVms(): pb.Vm__Output[] {
+    return this.mutate((e) => e.vms.list());
+  }
+
+  getVm(vmId: string): pb.Vm__Output {
+    return this.mutate((e) => e.vms.get(vmId));
+  }
+
+  createVm(vmId: string, config: pb.VmConfig, generation: number): pb.Vm__Output {
+    return this.mutate((e) => e.vms.create(vmId, config, generation));
+  }
+
+  changeVmState(vmId: string, action: pb.VmAction__Output, generation: number): pb.Vm__Output {
+    return this.mutate((e) => e.power.change(vmId, action, generation));
+  }
+
+  updateVm(vmId: string, config: pb.VmConfig, paths: string[], generation: number): pb.Vm__Output {
+    if (config.disks && config.disks.length > 0 && paths.some((p) => p.startsWith('disks')))
+      throw failedPrecondition('the simulated host has no disk files to change');
+    return this.mutate((e) => e.vms.update(vmId, config, paths, generation));
+  }
+
+  deleteVm(vmId: string, generation: number): void {
+    this.mutate((e) => e.vms.delete(vmId, generation));
+  }
+
+  /**
+   * A WatchEvents stream with initial_state: every VM first, then each event as it happens.
+   * `closed` is called if the host dies.
+   */
+  watch(send: Listener, closed: () => void): () => void {
+    const e = this.mutate((x) => x);
+    for (const vm of e.vms.list())
+      send({
+        sequence: 0,
+        timeMs: e.now(),
+        type: 'state_changed',
+        vmId: vm.id,
+        vm,
+        message: 'initial state',
+        merge: null,
+      });
+    this.listeners.add(send);
+    this.streams.add(closed);
+    return () => {
+      this.listeners.delete(send);
+      this.streams.delete(closed);
+    };
+  }
+}

@@ -1,0 +1,7 @@
+export { VirtualClock, Scope } from './clock.js';
+export { SimNetwork, type LinkFaults } from './network.js';
+export { SimHost, DEFAULT_SHAPE, type HostShape } from './host.js';
+export { SimDaemon, type ReplicaConfig } from './replica.js';
+export { SimAgentPort } from './agent-port.js';
+export type { Violation } from './invariants.js';
+export { FarmSimulation, runFarm, SMALL, type FarmOptions, type FarmResult } from './farm.js';

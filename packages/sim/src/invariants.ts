@@ -1,0 +1,67 @@
+import { MEMORY_ASSIGNED, type VmStateName } from '@hyperfarm/api';
+import { usableMemory, vmMemoryCost, type FarmState } from '@hyperfarm/daemon';
+import type { SimHost } from './host.js';
+
+export interface Violation {
+  property: string;
+  time: number;
+  detail: string;
+}
+
+/** Where each VM really runs: its partition exists on a live host whose lease has not run out. */
+export function runningHosts(hosts: Iterable<SimHost>, now: number): Map<string, string[]> {
+  const where = new Map<string, string[]>();
+  for (const h of hosts) {
+    if (!h.alive || h.leaseExpired(now)) continue;
+    for (const [vmId, state] of h.states) {
+      if (!MEMORY_ASSIGNED.has(state)) continue;
+      let list = where.get(vmId);
+      if (!list) where.set(vmId, (list = []));
+      list.push(h.id);
+    }
+  }
+  return where;
+}
+
+/** Safety: no VM has a partition on two hosts at once. */
+export function checkSingleHost(where: Map<string, string[]>, now: number, out: Violation[]): void {
+  for (const [vmId, hosts] of where)
+    if (hosts.length > 1)
+      out.push({
+        property: 'vm-on-two-hosts',
+        time: now,
+        detail: `VM ${vmId} runs on ${hosts.join(' and ')}`,
+      });
+}
+
+/** Safety: what runs on a host fits its memory (less the root reserve, plus each VM's overhead). */
+export function checkHostMemory(hosts: Iterable<SimHost>, now: number, out: Violation[]): void {
+  for (const h of hosts) {
+    if (!h.alive) continue;
+    const used = h.memoryInUse();
+    const usable = h.shape.memoryBytes - h.shape.rootReserveBytes;
+    if (used > usable)
+      out.push({
+        property: 'host-memory-overcommitted',
+        time: now,
+        detail: `host ${h.id} runs VMs needing ${used} bytes, ${usable} usable`,
+      });
+  }
+}
+
+/** Safety: what the farm has placed on each host fits it (every placed VM can run at once). */
+export function checkPlacements(s: FarmState, now: number, out: Violation[]): void {
+  for (const host of s.hosts.values()) {
+    let used = 0;
+    for (const id of s.vmsByHost.get(host.id) ?? []) used += vmMemoryCost(host, s.vms.get(id)!.config);
+    if (used > usableMemory(host))
+      out.push({
+        property: 'placement-overcommitted',
+        time: now,
+        detail: `the farm placed VMs needing ${used} bytes on host ${host.id}, ${usableMemory(host)} usable`,
+      });
+  }
+}
+
+/** States in which a VM is wanted with its partition up. */
+export const WANTS_PARTITION: ReadonlySet<VmStateName> = new Set(['VM_STATE_RUNNING', 'VM_STATE_PAUSED']);
