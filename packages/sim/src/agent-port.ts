@@ -136,5 +136,30 @@ export class SimAgentPort implements AgentPort {
     return this.unimplemented();
   }
 
+  // The migration calls (issue 10): not simulated yet, and refused as such.
+  private noMigrations(): Promise<never> {
+    return Promise.reject(
+      new ApiError(status.UNIMPLEMENTED, 'migrations are not simulated yet (packages/sim)'),
+    );
+  }
+
+  migrateIn(): { done: Promise<pb.MigrationProgress__Output>; cancel(): void } {
+    const done = this.noMigrations();
+    done.catch(() => undefined);
+    return { done, cancel: () => undefined };
+  }
+  commitMigration(): Promise<pb.MigrationStatus__Output> {
+    return this.noMigrations();
+  }
+  abortMigration(): Promise<pb.MigrationStatus__Output> {
+    return this.noMigrations();
+  }
+  getMigrationStatus(): Promise<pb.MigrationStatus__Output> {
+    return this.noMigrations();
+  }
+  dropStaleVm(): Promise<void> {
+    return this.noMigrations();
+  }
+
   close(): void {}
 }

@@ -64,6 +64,9 @@ export interface FarmResult {
   };
 }
 
+/** Settings of the runner added by work on other branches; spread, so either shape compiles. */
+const RUNNER_EXTRAS = { maxMigrationsPerHost: 2 };
+
 type Handler = (call: { request: unknown }, cb: (err: unknown, value?: unknown) => void) => void;
 
 /** The whole farm in one process on a virtual clock (see docs/simulation.md). */
@@ -132,6 +135,8 @@ export class FarmSimulation {
             scheduler: { policy: o.policy, vcpuRatio: 8 },
             placementBatch: 2_000,
             maxCalls: 256,
+            // The runner's settings that other work adds (issue 10's migrations per host).
+            ...RUNNER_EXTRAS,
           },
         },
         logger,
