@@ -141,8 +141,20 @@ export class SimNetwork {
         deadlineMs,
       );
       this.messages++;
-      if (!this.connected(caller, to) || this.lost()) {
+      if (!this.connected(caller, to)) {
         this.dropped++;
+        return;
+      }
+      // A call rides a TCP connection: a lost packet is sent again, so loss here is the
+      // connection breaking (UNAVAILABLE), not a request that silently vanishes.
+      const reset = () =>
+        callerScope.set(
+          () => settle(() => reject(new ApiError(status.UNAVAILABLE, `the connection to ${to} broke`))),
+          2 * this.delay(),
+        );
+      if (this.lost()) {
+        this.dropped++;
+        reset();
         return;
       }
       const target = this.endpoints.get(to)?.();
@@ -155,8 +167,13 @@ export class SimNetwork {
       }
       const answer = (f: () => void) => {
         this.messages++;
-        if (!this.connected(caller, to) || this.lost()) {
+        if (!this.connected(caller, to)) {
           this.dropped++;
+          return;
+        }
+        if (this.lost()) {
+          this.dropped++;
+          reset();
           return;
         }
         callerScope.set(() => settle(f), this.delay());
