@@ -334,4 +334,18 @@ describe('requests are confined to their folders, and bad input is never INTERNA
     expect(statSync(join(shared, 'v.vhd')).size).to.be.greaterThan(mib(2));
     before = snapshot(root, data); // the shared disk is where the configuration allows it
   });
+
+  it('with cluster storage, CreateVm checks vm_id before it looks for a manifest there', async () => {
+    c.raw.close();
+    await agent.stop();
+    const shared = join(root, 'shared');
+    mkdirSync(shared);
+    before = snapshot(root, data);
+    await start({ clusterStoragePath: shared });
+    // Found by the request fuzzer: a NUL or an over-long id reached the file system (INTERNAL).
+    for (const vmId of ['x\u0000y', 'a'.repeat(300), '../victim']) {
+      const f = await failure(c.p.createVm({ vmId, config: config('c'), generation: 1 }));
+      expect(f, vmId.slice(0, 10)).to.include({ code: status.INVALID_ARGUMENT, field: 'vm_id' });
+    }
+  });
 });

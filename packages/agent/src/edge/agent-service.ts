@@ -9,6 +9,7 @@ import {
   type pb,
 } from '@hyperfarm/api';
 import { guestOsList } from '../engine/catalog.js';
+import { checkId } from '../engine/validate.js';
 import type { AgentHost } from './agent-host.js';
 import type { Checkpoints } from './checkpoints.js';
 import { adoptOrCreate } from './cluster-adopt.js';
@@ -63,6 +64,8 @@ export function agentServiceImpl(
     })),
     CreateVm: unary<pb.AgentCreateVmRequest__Output, pb.Vm>((req) => {
       if (!req.config) throw invalidArgument('config', 'is required');
+      // Before anything looks for the VM's folder on cluster storage.
+      checkId('vm_id', req.vmId);
       return adoptOrCreate(host, checkpoints, req.vmId, req.config, req.generation);
     }),
     GetVm: unary<pb.AgentGetVmRequest__Output, pb.Vm>((req) => host.read((e) => e.vms.get(req.vmId))),

@@ -1,4 +1,4 @@
-import type { pb } from '@hyperfarm/api';
+import { invalidArgument, quote, type pb } from '@hyperfarm/api';
 import {
   type ConfState,
   type Entry,
@@ -11,7 +11,9 @@ import {
 /**
  * Conversion between the core's `Message` and the wire's `pb.RaftMessage`. Enums travel as
  * numbers (the proto numbering equals ours) and arrive as names (the loader decodes enums to
- * strings), so both directions go through tables built from our enums.
+ * strings), so both directions go through tables built from our enums. What comes from a peer
+ * is checked on the way in: a bad value is INVALID_ARGUMENT naming its field in the request
+ * (`field` is where the message sits: "messages[2]" in a batch, "message" in a snapshot chunk).
  */
 
 const snake = (name: string): string => name.replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
@@ -27,10 +29,10 @@ function nameTable<E extends Record<string, string | number>>(prefix: string, e:
 const MESSAGE_TYPES = nameTable('RAFT_MESSAGE_TYPE_', MessageType);
 const ENTRY_TYPES = nameTable('RAFT_ENTRY_TYPE_', EntryType);
 
-function decodeEnum(table: Map<string, number>, what: string, value: string | number): number {
+function decodeEnum(table: Map<string, number>, field: string, value: string | number): number {
   const n = typeof value === 'number' ? value : table.get(value);
   if (n === undefined || ![...table.values()].includes(n)) {
-    throw new Error(`invalid ${what}: ${String(value)} is not a known value`);
+    throw invalidArgument(field, `${quote(value)} is not a known value`);
   }
   return n;
 }
@@ -39,11 +41,11 @@ export function entryToPb(e: Entry): pb.RaftEntry {
   return { term: e.term, index: e.index, type: e.type, data: e.data };
 }
 
-export function entryFromPb(e: pb.RaftEntry__Output): Entry {
+export function entryFromPb(e: pb.RaftEntry__Output, field = 'entry'): Entry {
   return {
     term: e.term,
     index: e.index,
-    type: decodeEnum(ENTRY_TYPES, 'entry type', e.type) as EntryType,
+    type: decodeEnum(ENTRY_TYPES, `${field}.type`, e.type) as EntryType,
     data: new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength),
   };
 }
@@ -52,15 +54,16 @@ export function snapshotMetaToPb(meta: SnapshotMeta): pb.RaftSnapshotMeta {
   return { index: meta.index, term: meta.term, confState: Buffer.from(JSON.stringify(meta.conf)) };
 }
 
-export function snapshotMetaFromPb(meta: pb.RaftSnapshotMeta__Output): SnapshotMeta {
+export function snapshotMetaFromPb(meta: pb.RaftSnapshotMeta__Output, field = 'snapshot'): SnapshotMeta {
   let conf: ConfState;
   try {
     conf = JSON.parse(meta.confState.toString('utf8')) as ConfState;
   } catch {
-    throw new Error('invalid snapshot.conf_state: not JSON');
+    throw invalidArgument(`${field}.conf_state`, 'not JSON');
   }
-  if (!Array.isArray(conf.voters) || !Array.isArray(conf.learners)) {
-    throw new Error('invalid snapshot.conf_state: voters and learners must be lists');
+  const ids = (list: unknown) => Array.isArray(list) && list.every((id) => typeof id === 'string');
+  if (typeof conf !== 'object' || conf === null || !ids(conf.voters) || !ids(conf.learners)) {
+    throw invalidArgument(`${field}.conf_state`, 'voters and learners must be lists of ids');
   }
   return { index: meta.index, term: meta.term, conf };
 }
@@ -84,16 +87,23 @@ export function messageToPb(m: Message): pb.RaftMessage {
   };
 }
 
-/** The core's form; `snapshotData` completes a Snapshot message assembled from chunks. */
-export function messageFromPb(m: pb.RaftMessage__Output, snapshotData?: Uint8Array): Message {
+/**
+ * The core's form; `snapshotData` completes a Snapshot message assembled from chunks, `field`
+ * says where the message sits in the request.
+ */
+export function messageFromPb(
+  m: pb.RaftMessage__Output,
+  snapshotData?: Uint8Array,
+  field = 'message',
+): Message {
   const message: Message = {
-    type: decodeEnum(MESSAGE_TYPES, 'message type', m.type) as MessageType,
+    type: decodeEnum(MESSAGE_TYPES, `${field}.type`, m.type) as MessageType,
     from: m.from,
     to: m.to,
     term: m.term,
     logTerm: m.logTerm,
     index: m.index,
-    entries: m.entries.map(entryFromPb),
+    entries: m.entries.map((e, i) => entryFromPb(e, `${field}.entries[${i}]`)),
     commit: m.commit,
     reject: m.reject,
     rejectHint: m.rejectHint,
@@ -101,7 +111,10 @@ export function messageFromPb(m: pb.RaftMessage__Output, snapshotData?: Uint8Arr
     context: new Uint8Array(m.context.buffer, m.context.byteOffset, m.context.byteLength),
   };
   if (m.snapshot) {
-    message.snapshot = { meta: snapshotMetaFromPb(m.snapshot), data: snapshotData ?? new Uint8Array() };
+    message.snapshot = {
+      meta: snapshotMetaFromPb(m.snapshot, `${field}.snapshot`),
+      data: snapshotData ?? new Uint8Array(),
+    };
   }
   return message;
 }

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import {
-  ApiError,
+  invalidArgument,
   clientStream,
   createClient,
   hyperfarmProto,
@@ -295,9 +295,9 @@ export class GrpcTransport {
             call.on('data', (batch: pb.RaftBatch__Output) => {
               let messages: Message[];
               try {
-                messages = batch.messages.map((m) => messageFromPb(m));
+                messages = batch.messages.map((m, i) => messageFromPb(m, undefined, `messages[${i}]`));
               } catch (err) {
-                reject(new ApiError(grpc.status.INVALID_ARGUMENT, (err as Error).message));
+                reject(err);
                 return;
               }
               handlers.onMessages(messages);
@@ -315,18 +315,12 @@ export class GrpcTransport {
                 const message = assembler.add(chunk);
                 if (message) handlers.onMessages([message]);
               } catch (err) {
-                reject(new ApiError(grpc.status.INVALID_ARGUMENT, (err as Error).message));
+                reject(err);
               }
             });
             call.on('end', () => {
               if (assembler.complete) resolve({ bytesReceived: assembler.bytesReceived });
-              else
-                reject(
-                  new ApiError(
-                    grpc.status.INVALID_ARGUMENT,
-                    'invalid snapshot stream: ended before the last chunk',
-                  ),
-                );
+              else reject(invalidArgument('last', 'the stream ended before the last chunk'));
             });
             call.on('error', reject);
           }),

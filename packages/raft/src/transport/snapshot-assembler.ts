@@ -1,4 +1,4 @@
-import type { pb } from '@hyperfarm/api';
+import { invalidArgument, type pb } from '@hyperfarm/api';
 import type { Message } from '../types.js';
 import { messageFromPb } from './convert.js';
 
@@ -24,7 +24,10 @@ export function* snapshotChunks(
   } while (offset < data.byteLength);
 }
 
-/** Reassembles one InstallSnapshot stream, checking that chunks arrive in order. */
+/**
+ * Reassembles one InstallSnapshot stream, checking that chunks arrive in order. A stream out of
+ * order is INVALID_ARGUMENT naming the chunk's field.
+ */
 export class SnapshotAssembler {
   private header: pb.RaftMessage__Output | undefined;
   private parts: Buffer[] = [];
@@ -39,19 +42,19 @@ export class SnapshotAssembler {
 
   /** Adds a chunk; returns the complete Snapshot message after the last one. */
   add(chunk: pb.SnapshotChunk__Output): Message | undefined {
-    if (this.done) throw new Error('invalid snapshot chunk: received after the last chunk');
+    if (this.done) throw invalidArgument('last', 'a chunk came after the last chunk');
     if (this.received === 0 && !this.header) {
-      if (!chunk.message) throw new Error('invalid snapshot chunk: the first chunk must carry the message');
+      if (!chunk.message) throw invalidArgument('message', 'the first chunk must carry the message');
       if (!chunk.message.snapshot)
-        throw new Error('invalid snapshot chunk: the message has no snapshot metadata');
+        throw invalidArgument('message.snapshot', 'the message has no snapshot metadata');
       this.header = chunk.message;
     }
     if (chunk.offset !== this.received) {
-      throw new Error(`invalid snapshot chunk offset: expected ${this.received}, got ${chunk.offset}`);
+      throw invalidArgument('offset', `expected ${this.received}, got ${chunk.offset}`);
     }
     this.received += chunk.data.byteLength;
     if (this.received > this.maxBytes) {
-      throw new Error(`invalid snapshot: larger than the ${this.maxBytes}-byte limit`);
+      throw invalidArgument('data', `the snapshot is larger than the ${this.maxBytes}-byte limit`);
     }
     this.parts.push(chunk.data);
     if (!chunk.last) return undefined;
