@@ -1,10 +1,55 @@
 import { expect } from 'chai';
 import { status } from '@hyperfarm/api';
 import type { HypervisorEngine } from '../src/engine/engine.js';
-import { ACTION_RULES, stateName, type VmAction, type VmState } from '../src/engine/states.js';
+import { stateName, type VmAction, type VmState } from '../src/engine/states.js';
 import { makeEngine, mib, vmConfig } from './helpers.js';
 
-const ACTIONS = Object.keys(ACTION_RULES) as Exclude<VmAction, 'VM_ACTION_UNSPECIFIED'>[];
+type Action = Exclude<VmAction, 'VM_ACTION_UNSPECIFIED'>;
+
+/**
+ * Hyper-V's RequestStateChange rules as docs/agent.md writes them, typed here by hand: not the
+ * ACTION_RULES table the engine uses, so a wrong rule in that table fails these tests.
+ */
+const RULES: Record<Action, { from: readonly VmState[]; alreadyThere: readonly VmState[] }> = {
+  VM_ACTION_START: {
+    from: ['VM_STATE_OFF', 'VM_STATE_SAVED'],
+    alreadyThere: ['VM_STATE_STARTING', 'VM_STATE_RUNNING', 'VM_STATE_RESUMING'],
+  },
+  VM_ACTION_STOP: { from: ['VM_STATE_RUNNING'], alreadyThere: ['VM_STATE_STOPPING', 'VM_STATE_OFF'] },
+  VM_ACTION_TURN_OFF: {
+    from: [
+      'VM_STATE_STARTING',
+      'VM_STATE_RUNNING',
+      'VM_STATE_PAUSING',
+      'VM_STATE_PAUSED',
+      'VM_STATE_RESUMING',
+      'VM_STATE_SAVED',
+      'VM_STATE_STOPPING',
+      'VM_STATE_RESETTING',
+      'VM_STATE_RUNNING_CRITICAL',
+      'VM_STATE_PAUSED_CRITICAL',
+    ],
+    alreadyThere: ['VM_STATE_OFF'],
+  },
+  VM_ACTION_SAVE: {
+    from: ['VM_STATE_RUNNING', 'VM_STATE_PAUSED'],
+    alreadyThere: ['VM_STATE_SAVING', 'VM_STATE_SAVED'],
+  },
+  VM_ACTION_PAUSE: {
+    from: ['VM_STATE_RUNNING', 'VM_STATE_RUNNING_CRITICAL'],
+    alreadyThere: ['VM_STATE_PAUSING', 'VM_STATE_PAUSED', 'VM_STATE_PAUSED_CRITICAL'],
+  },
+  VM_ACTION_RESUME: {
+    from: ['VM_STATE_PAUSED', 'VM_STATE_PAUSED_CRITICAL'],
+    alreadyThere: ['VM_STATE_RESUMING', 'VM_STATE_RUNNING'],
+  },
+  VM_ACTION_RESET: {
+    from: ['VM_STATE_RUNNING', 'VM_STATE_PAUSED', 'VM_STATE_RUNNING_CRITICAL'],
+    alreadyThere: ['VM_STATE_RESETTING'],
+  },
+};
+
+const ACTIONS = Object.keys(RULES) as Action[];
 
 /** Drives a fresh VM named 'web-1' into `state` on a virtual clock (I/O effects completed inline). */
 /** Unknown is the farm's word for a VM it cannot see: no VM on an agent is ever in it. */
@@ -96,7 +141,7 @@ const EXPECTED: Partial<Record<VmAction, { now: VmState; settled: VmState }>> = 
 describe('VM state transitions (RequestStateChange rules)', () => {
   for (const state of STATES) {
     for (const action of ACTIONS) {
-      const rule = ACTION_RULES[action];
+      const rule = RULES[action];
       const valid = rule.from.includes(state);
       const repeat = rule.alreadyThere.includes(state);
       const label = `${action.replace('VM_ACTION_', '').toLowerCase()} from ${stateName(state)}`;

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { status, type pb } from '@hyperfarm/api';
 import { mib } from './helpers.js';
-import { collect, useAgentProcesses, waitForState } from './process-helpers.js';
+import { collect, useAgentProcesses, waitForState, waitUntil } from './process-helpers.js';
 
 const config = (name: string, over: Partial<pb.VmConfig> = {}): pb.VmConfig => ({
   name,
@@ -122,8 +122,12 @@ describe('agent processes over gRPC', function () {
       const mac = created.config!.networkAdapters[0]!.macAddress;
       await src.client.p.changeVmState({ vmId: 'mig', action: 'VM_ACTION_START', generation: 4 });
       await waitForState(src.client, 'mig', 'VM_STATE_RUNNING');
-      // Touch a good part of the working set so there is something to move.
-      await new Promise((r) => setTimeout(r, 300));
+      // Let the guest run long enough to touch a good part of its working set (the VM's own
+      // uptime, not a sleep: on a loaded machine the guest may get less than the wall clock).
+      await waitUntil('the guest to run 300 ms', async () => {
+        const vm = await src.client.p.getVm({ vmId: 'mig' });
+        return vm.status!.uptimeMs >= 300;
+      });
       const progress = await collect(
         src.client.raw.migrateOut({
           vmId: 'mig',
