@@ -62,7 +62,9 @@ describe('transport', () => {
             ...(messageToPb(message({ from: 'a', to: 'b' })) as pb.RaftMessage__Output),
             type: 'BOGUS' as never,
           }),
-        /invalid message type: BOGUS/,
+        (err: { field?: string; message: string }) =>
+          err.field === 'message.type' &&
+          /invalid message\.type: 'BOGUS' is not a known value/.test(err.message),
       );
     });
 
