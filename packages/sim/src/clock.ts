@@ -1,4 +1,6 @@
 import type { Timers } from '@hyperfarm/daemon';
+import type { NodeTimers } from '@hyperfarm/raft';
+import { Heap } from 'heap-js';
 
 /** One thing to do at a virtual time, for an owner (a process) that may die or pause. */
 export interface Scheduled {
@@ -17,7 +19,7 @@ export class VirtualClock {
   /** The state machine wants Unix ms: a run starts at a fixed instant (2027-01-15), the same every time. */
   static readonly EPOCH = 1_800_000_000_000;
   now = VirtualClock.EPOCH;
-  private heap: Scheduled[] = [];
+  private readonly heap = new Heap<Scheduled>(byTimeThenOrder);
   private seq = 0;
   /** The scope of the simulator itself (faults, workload, checks): it never dies. */
   readonly root: Scope;
@@ -35,7 +37,7 @@ export class VirtualClock {
       scope,
       cancelled: false,
     };
-    this.push(ev);
+    this.heap.push(ev);
     return ev;
   }
 
@@ -46,62 +48,31 @@ export class VirtualClock {
   /** The next callback due (its scope alive), with the clock moved to its time; undefined when none is left. */
   pop(): Scheduled | undefined {
     for (;;) {
-      const ev = this.heap[0];
+      const ev = this.heap.pop();
       if (!ev) return undefined;
-      this.removeTop();
       if (ev.cancelled || ev.scope.dead) continue;
       // A paused process does nothing until it resumes: its callbacks wait, in their order.
       if (ev.scope.pausedUntil > ev.time) {
         ev.time = ev.scope.pausedUntil;
         ev.seq = this.seq++;
-        this.push(ev);
+        this.heap.push(ev);
         continue;
       }
       this.now = Math.max(this.now, ev.time);
       return ev;
     }
   }
-
-  private push(ev: Scheduled): void {
-    const h = this.heap;
-    h.push(ev);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!before(h[i]!, h[p]!)) break;
-      [h[i], h[p]] = [h[p]!, h[i]!];
-      i = p;
-    }
-  }
-
-  private removeTop(): void {
-    const h = this.heap;
-    const last = h.pop()!;
-    if (h.length === 0) return;
-    h[0] = last;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < h.length && before(h[l]!, h[m]!)) m = l;
-      if (r < h.length && before(h[r]!, h[m]!)) m = r;
-      if (m === i) return;
-      [h[i], h[m]] = [h[m]!, h[i]!];
-      i = m;
-    }
-  }
 }
 
-const before = (a: Scheduled, b: Scheduled): boolean =>
-  a.time < b.time || (a.time === b.time && a.seq < b.seq);
+const byTimeThenOrder = (a: Scheduled, b: Scheduled): number => a.time - b.time || a.seq - b.seq;
 
 /**
  * The timers of one incarnation of a process (a daemon, a host agent). A crash kills the scope:
  * every timer it set is gone, as a killed process's are. A pause holds them until it ends.
- * It is the daemon's `Timers`, so the real controller runner and proposer run on it.
+ * It is the daemon's `Timers` and the Raft node's `NodeTimers`, so the real controller runner,
+ * proposer and RaftNode run on it.
  */
-export class Scope implements Timers {
+export class Scope implements Timers, NodeTimers {
   dead = false;
   pausedUntil = 0;
 
@@ -118,8 +89,25 @@ export class Scope implements Timers {
     return this.clock.schedule(this, ms, fn);
   }
 
+  /** Both a Scheduled and every()'s handle have `cancelled`. */
   clear(handle: unknown): void {
-    if (handle) (handle as Scheduled).cancelled = true;
+    if (handle) (handle as { cancelled: boolean }).cancelled = true;
+  }
+
+  every(fn: () => void, ms: number): { cancelled: boolean } {
+    const handle = { cancelled: false };
+    const loop = () => {
+      if (handle.cancelled) return;
+      fn();
+      this.set(loop, ms);
+    };
+    this.set(loop, ms);
+    return handle;
+  }
+
+  /** Later at this same virtual time, after what is already due: setImmediate's place. */
+  yield(): Promise<void> {
+    return new Promise((resolve) => this.set(resolve, 0));
   }
 
   private readonly deathWatch = new Set<() => void>();

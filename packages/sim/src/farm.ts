@@ -118,7 +118,6 @@ export class FarmSimulation {
       const d = new SimDaemon(
         id,
         ids,
-        this.clock,
         this.net,
         this.daemons,
         directory,
@@ -127,6 +126,7 @@ export class FarmSimulation {
           electionTick: 10,
           heartbeatTick: 1,
           snapshotEvery: 500,
+          snapshotKeep: 125,
           requestTimeoutMs: 10_000,
           scheduler: { policy: o.policy, vcpuRatio: 8 },
           runner: {
@@ -142,9 +142,16 @@ export class FarmSimulation {
         logger,
         o.seed * 31 + i,
         () => `r-${hex()}${hex()}`,
+        (daemon, err) =>
+          this.violations.push({
+            property: 'raft-node-failed',
+            time: this.elapsed(),
+            detail: `daemon ${daemon}'s Raft node failed: ${(err as Error).stack ?? String(err)}`,
+          }),
       );
       this.daemons.set(id, d);
-      this.net.register(id, () => d.scope);
+      // Its server binds once Raft has started: until then connections are refused.
+      this.net.register(id, () => (d.serving ? d.scope : undefined));
       this.bootDaemon(d);
     }
     for (let i = 0; i < o.hosts; i++) {
@@ -213,7 +220,7 @@ export class FarmSimulation {
     const d = this.daemons.get(ids[this.rng.int(ids.length)]!)!;
     return this.net.call(this.client, 'client', d.id, 30_000, () => {
       const handler = (d.handlers as Record<string, Handler | undefined>)[method];
-      if (!handler) throw new Error(`no handler ${method}`);
+      if (!handler) throw new Error(`the simulated daemon has no handler ${method}`);
       return new Promise<T>((resolve, reject) =>
         handler({ request: req }, (err, value) => (err ? reject(err) : resolve(value as T))),
       );

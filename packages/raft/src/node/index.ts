@@ -13,3 +13,10 @@ export {
 } from './errors.js';
 export { raftApiError, raftErrorFromStatus, throwRaftApiError } from './status.js';
 export { RaftMetrics } from './metrics.js';
+export {
+  realNodeTimers,
+  type NodeStorage,
+  type NodeTimers,
+  type NodeTransport,
+  type NodeTransportFactory,
+} from './node-io.js';

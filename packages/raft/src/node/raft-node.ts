@@ -25,6 +25,13 @@ import { NodeStoppedError, OutcomeUnknownError, ReadNotConfirmedError } from './
 import { raftErrorFromStatus, throwRaftApiError } from './status.js';
 import { bootstrapIfNew, loadMemory } from './startup-state.js';
 import { withTimeout } from './with-timeout.js';
+import {
+  realNodeTimers,
+  type NodeStorage,
+  type NodeTimers,
+  type NodeTransport,
+  type NodeTransportFactory,
+} from './node-io.js';
 import { RaftMetrics } from './metrics.js';
 import { decodeSnapshotEnvelope, encodeSnapshotEnvelope } from './snapshot-envelope.js';
 
@@ -40,8 +47,19 @@ export interface StateMachine {
 
 export interface RaftNodeOptions {
   id: NodeId;
-  /** Folder for the log (LevelDB) and snapshot files. */
-  dataDir: string;
+  /** Folder for the log (LevelDB) and snapshot files; required unless `storage` is given. */
+  dataDir?: string;
+  /**
+   * An opened storage to use instead of LevelStorage in `dataDir` (the farm simulator's disk);
+   * the node closes it when it stops.
+   */
+  storage?: NodeStorage;
+  /** Builds the transport to the peers; the gRPC transport when absent. */
+  transport?: NodeTransportFactory;
+  /** The clock and timers; the real ones when absent. */
+  timers?: NodeTimers;
+  /** Tells this start's read requests apart from earlier starts' (see ReadIds); random when absent. */
+  readSession?: string;
   /**
    * RaftService addresses of the founding members, this node included; with `join`, of the
    * running members this node may hear from, so it can answer them before it has their log.
@@ -139,8 +157,8 @@ export class RaftNode {
   readonly metrics: RaftMetrics;
   private readonly raw: RawNode;
   private readonly addresses: Record<NodeId, string>;
-  private transport!: GrpcTransport;
-  private ticker: NodeJS.Timeout | undefined;
+  private transport!: NodeTransport;
+  private ticker: unknown;
   private wakeup: (() => void) | undefined;
   private loopDone: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -157,19 +175,21 @@ export class RaftNode {
   private leaderWaiters: Array<() => void> = [];
   private readonly timeoutMs: number;
   private readonly tickMs: number;
+  private readonly timers: NodeTimers;
 
   private constructor(
     private readonly opts: RaftNodeOptions,
-    private readonly storage: LevelStorage,
+    private readonly storage: NodeStorage,
     private readonly mem: MemoryStorage,
     addresses: Record<NodeId, string>,
   ) {
     this.addresses = addresses;
+    this.timers = opts.timers ?? realNodeTimers;
     this.metrics = new RaftMetrics(opts.registry ?? new Registry());
     this.timeoutMs = opts.requestTimeoutMs ?? 10_000;
     const profile = RAFT_PROFILES[opts.profile ?? 'default'];
     this.tickMs = opts.tickMs ?? profile.tickMs;
-    this.readIds = new ReadIds(opts.id, randomBytes(8).toString('hex'));
+    this.readIds = new ReadIds(opts.id, opts.readSession ?? randomBytes(8).toString('hex'));
     const snap = mem.snapshot();
     this.applied = snap.meta.index;
     this.snapshotIndex = snap.meta.index;
@@ -189,23 +209,18 @@ export class RaftNode {
   /** Opens the data folder, restores the state machine, starts the transport, clock and loop. */
   static async start(opts: RaftNodeOptions): Promise<RaftNode> {
     let metrics: RaftMetrics | undefined;
-    const storage = await LevelStorage.open(opts.dataDir, {
-      beforeWrite: opts.beforeWrite,
-      onFsync: (seconds, entries) => {
-        metrics?.fsyncSeconds.observe(seconds);
-        metrics?.entriesPerFsync.observe(entries);
-      },
-    });
+    const storage = opts.storage ?? (await openLevelStorage(opts, () => metrics));
     try {
       const state = await bootstrapIfNew(storage, opts);
       const { mem, addresses } = loadMemory(state, opts);
       const node = new RaftNode(opts, storage, mem, addresses);
       metrics = node.metrics;
       opts.stateMachine.restore(decodeSnapshotEnvelope(mem.snapshot().data).app);
-      node.transport = new GrpcTransport({
+      const makeTransport: NodeTransportFactory =
+        opts.transport ?? ((o) => new GrpcTransport({ ...o, tls: opts.tls }));
+      node.transport = makeTransport({
         id: opts.id,
         peers: addresses,
-        tls: opts.tls,
         handlers: {
           onMessages: (messages) => node.onMessages(messages),
           onUnreachable: (peer) => node.input(() => node.raw.reportUnreachable(peer)),
@@ -214,7 +229,7 @@ export class RaftNode {
           forwardReadIndex: () => node.readIndex().catch(throwRaftApiError),
         },
       });
-      node.ticker = setInterval(() => node.input(() => node.raw.tick()), node.tickMs);
+      node.ticker = node.timers.every(() => node.input(() => node.raw.tick()), node.tickMs);
       node.loopDone = node.loop();
       return node;
     } catch (err) {
@@ -229,7 +244,9 @@ export class RaftNode {
 
   /** RaftService's handlers, for the program to register on its gRPC server. */
   get service(): pb.RaftServiceHandlers {
-    return this.transport.service;
+    const service = this.transport.service;
+    if (!service) throw new Error(`the transport of Raft node '${this.opts.id}' serves no RaftService`);
+    return service;
   }
 
   status(): RaftStatus & { addresses: Record<NodeId, string>; snapshotIndex: number } {
@@ -299,6 +316,7 @@ export class RaftNode {
         onCancel(() => (this.leaderWaiters = this.leaderWaiters.filter((w) => w !== check)));
         check();
       },
+      this.timers,
     );
   }
 
@@ -306,7 +324,7 @@ export class RaftNode {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.ticker);
+    this.timers.clear(this.ticker);
     this.notify();
     await this.loopDone;
     this.failAll(this.failure);
@@ -325,7 +343,7 @@ export class RaftNode {
         `is ${data.byteLength} bytes, above the ${max}-byte limit for one command`,
       );
     }
-    const started = performance.now();
+    const started = this.timers.now();
     const res = this.core(() => this.raw.propose(data));
     if (res.forwarded) throw new Error('the core forwarded a proposal although forwarding is off');
     this.notify();
@@ -338,16 +356,21 @@ export class RaftNode {
     at: { index: number; term: number },
     started: number,
   ): Promise<{ index: number; result: Uint8Array }> {
-    return withTimeout(what, this.timeoutMs, (resolve, reject, onCancel) => {
-      const waiter: ProposalWaiter = { term: at.term, started, resolve, reject };
-      this.proposals.add(at.index, waiter);
-      onCancel(() => this.proposals.cancel(at.index, waiter));
-    });
+    return withTimeout(
+      what,
+      this.timeoutMs,
+      (resolve, reject, onCancel) => {
+        const waiter: ProposalWaiter = { term: at.term, started, resolve, reject };
+        this.proposals.add(at.index, waiter);
+        onCancel(() => this.proposals.cancel(at.index, waiter));
+      },
+      this.timers,
+    );
   }
 
   private async changeMembership(cc: ConfChange): Promise<void> {
     this.assertRunning();
-    const started = performance.now();
+    const started = this.timers.now();
     // A new leader refuses a change until it has committed an entry of its term, and a change
     // waits for the previous one: both clear within a few heartbeats, so retry until the deadline.
     let res: { index: number; term: number };
@@ -356,8 +379,8 @@ export class RaftNode {
         res = this.core(() => this.raw.proposeConfChange(cc));
         break;
       } catch (err) {
-        if (!(err instanceof ProposalDroppedError) || performance.now() - started > this.timeoutMs) throw err;
-        await new Promise((resolve) => setTimeout(resolve, this.tickMs));
+        if (!(err instanceof ProposalDroppedError) || this.timers.now() - started > this.timeoutMs) throw err;
+        await new Promise((resolve) => this.timers.set(() => resolve(undefined), this.tickMs));
         this.assertRunning();
       }
     }
@@ -371,10 +394,15 @@ export class RaftNode {
     const context = this.readIds.next();
     this.core(() => this.raw.readIndex(new TextEncoder().encode(context)));
     this.notify();
-    return withTimeout<number>('read index', this.timeoutMs, (resolve, reject, onCancel) => {
-      this.reads.set(context, { resolve, reject });
-      onCancel(() => this.reads.delete(context));
-    });
+    return withTimeout<number>(
+      'read index',
+      this.timeoutMs,
+      (resolve, reject, onCancel) => {
+        this.reads.set(context, { resolve, reject });
+        onCancel(() => this.reads.delete(context));
+      },
+      this.timers,
+    );
   }
 
   /** Runs a local request on the core; a refusal for not leading names the leader's address. */
@@ -390,11 +418,16 @@ export class RaftNode {
 
   private waitApplied(index: number): Promise<void> {
     if (this.applied >= index) return Promise.resolve();
-    return withTimeout<void>(`apply up to index ${index}`, this.timeoutMs, (resolve, _reject, onCancel) => {
-      const w: IndexWaiter = { index, resolve };
-      this.appliedWaiters.push(w);
-      onCancel(() => (this.appliedWaiters = this.appliedWaiters.filter((x) => x !== w)));
-    });
+    return withTimeout<void>(
+      `apply up to index ${index}`,
+      this.timeoutMs,
+      (resolve, _reject, onCancel) => {
+        const w: IndexWaiter = { index, resolve };
+        this.appliedWaiters.push(w);
+        onCancel(() => (this.appliedWaiters = this.appliedWaiters.filter((x) => x !== w)));
+      },
+      this.timers,
+    );
   }
 
   // --- the loop ---
@@ -445,7 +478,7 @@ export class RaftNode {
         await new Promise<void>((resolve) => (this.wakeup = resolve));
         // Let the event loop take in what already arrived (client requests, peers' messages)
         // before cutting the Ready, so one synced batch carries all of it.
-        await new Promise<void>((resolve) => setImmediate(resolve));
+        await this.timers.yield();
         continue;
       }
       const rd = this.raw.ready();
@@ -557,7 +590,7 @@ export class RaftNode {
     this.applied = e.index;
     const pending = this.proposals.applied(e);
     if (pending?.taken) {
-      this.metrics.commitLatency.observe((performance.now() - pending.waiter.started) / 1000);
+      this.metrics.commitLatency.observe((this.timers.now() - pending.waiter.started) / 1000);
       pending.waiter.resolve({ index: e.index, result });
     } else if (pending) {
       pending.waiter.reject(
@@ -605,7 +638,7 @@ export class RaftNode {
     if (this.failure !== undefined || this.stopped) return;
     this.failure = err;
     this.stopped = true;
-    clearInterval(this.ticker);
+    this.timers.clear(this.ticker);
     this.failAll(err);
     this.transport.close();
     void this.storage.close();
@@ -628,4 +661,20 @@ export class RaftNode {
   private assertRunning(): void {
     if (this.stopped) throw new NodeStoppedError(this.opts.id, this.failure);
   }
+}
+
+/** The programs' storage: LevelDB in `dataDir`, its fsyncs counted in the node's metrics. */
+function openLevelStorage(
+  opts: RaftNodeOptions,
+  metrics: () => RaftMetrics | undefined,
+): Promise<LevelStorage> {
+  if (opts.dataDir === undefined)
+    throw new RaftArgumentError('dataDir', 'is required when no storage is given');
+  return LevelStorage.open(opts.dataDir, {
+    beforeWrite: opts.beforeWrite,
+    onFsync: (seconds, entries) => {
+      metrics()?.fsyncSeconds.observe(seconds);
+      metrics()?.entriesPerFsync.observe(entries);
+    },
+  });
 }

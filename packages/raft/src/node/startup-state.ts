@@ -1,6 +1,7 @@
 import { RaftArgumentError } from '../core/errors.js';
 import { MemoryStorage } from '../core/memory-storage.js';
-import type { DurableState, LevelStorage } from '../storage/level-storage.js';
+import type { DurableState } from '../storage/level-storage.js';
+import type { NodeStorage } from './node-io.js';
 import type { NodeId, Snapshot } from '../types.js';
 import type { RaftNodeOptions } from './raft-node.js';
 import { decodeSnapshotEnvelope, encodeSnapshotEnvelope } from './snapshot-envelope.js';
@@ -9,7 +10,10 @@ import { decodeSnapshotEnvelope, encodeSnapshotEnvelope } from './snapshot-envel
  * A founding member's first start: persist the bootstrap snapshot (the same on every founder).
  * Returns the state to start from.
  */
-export async function bootstrapIfNew(storage: LevelStorage, opts: RaftNodeOptions): Promise<DurableState> {
+export async function bootstrapIfNew(
+  storage: Pick<NodeStorage, 'initial' | 'persist'>,
+  opts: RaftNodeOptions,
+): Promise<DurableState> {
   const init = storage.initial;
   const isNew = !init.snapshot && init.entries.length === 0 && init.hardState.term === 0;
   if (!isNew || opts.join) return init;
