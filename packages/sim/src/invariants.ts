@@ -65,3 +65,30 @@ export function checkPlacements(s: FarmState, now: number, out: Violation[]): vo
 
 /** States in which a VM is wanted with its partition up. */
 export const WANTS_PARTITION: ReadonlySet<VmStateName> = new Set(['VM_STATE_RUNNING', 'VM_STATE_PAUSED']);
+
+/**
+ * Raft's State Machine Safety (the Raft paper, Figure 3): once a daemon has applied a command at
+ * an index, no daemon applies a different one there. A committed entry lost (say, acknowledged
+ * before it was on disk, then a crash) shows up as another command at its index.
+ */
+export class AppliedLog {
+  private readonly byIndex = new Map<number, { daemon: string; hash: number }>();
+
+  record(daemon: string, index: number, data: Uint8Array, time: number, out: Violation[]): void {
+    const hash = fnv1a(data);
+    const first = this.byIndex.get(index);
+    if (!first) this.byIndex.set(index, { daemon, hash });
+    else if (first.hash !== hash)
+      out.push({
+        property: 'applied-entries-differ',
+        time,
+        detail: `daemon ${daemon} applied another command at index ${index} than daemon ${first.daemon} did`,
+      });
+  }
+}
+
+function fnv1a(data: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (const b of data) h = Math.imul(h ^ b, 0x01000193);
+  return h >>> 0;
+}

@@ -127,10 +127,12 @@ export class SimNetwork {
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let settled = false;
+      let forgetLink = (): void => undefined;
       const settle = (f: () => void) => {
         if (settled) return;
         settled = true;
         callerScope.clear(timer);
+        forgetLink();
         f();
       };
       const timer = callerScope.set(
@@ -141,10 +143,16 @@ export class SimNetwork {
         deadlineMs,
       );
       this.messages++;
+      // No route: the connection attempt times out, as gRPC's does, unless the deadline comes first.
+      const unreachable = () =>
+        settle(() => reject(new ApiError(status.UNAVAILABLE, `no connection to ${to}: it does not answer`)));
       if (!this.connected(caller, to)) {
         this.dropped++;
+        callerScope.set(unreachable, this.streamBreakMs);
         return;
       }
+      // A link cut while the call waits: keepalive pings go unanswered and the call fails.
+      forgetLink = this.openStream(caller, to, callerScope, unreachable);
       // A call rides a TCP connection: a lost packet is sent again, so loss here is the
       // connection breaking (UNAVAILABLE), not a request that silently vanishes.
       const reset = () =>

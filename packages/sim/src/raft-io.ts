@@ -1,6 +1,7 @@
 import { ApiError, status } from '@hyperfarm/api';
 import {
   MemoryStorage,
+  type SimRng,
   MessageType,
   type DurableState,
   type Message,
@@ -15,14 +16,24 @@ import type { Scope } from './clock.js';
 import type { SimNetwork } from './network.js';
 
 /**
- * A daemon's Raft disk: what survives its crashes. A write is durable `fsyncMs` after it is
- * made, in order, and only if the process is still alive then (a crash before that loses it, as
- * an fsync cut short does), which is what RaftNode's persist-before-send order must withstand.
+ * A daemon's Raft disk: what survives its crashes. A write is durable when its fsync ends (1 to
+ * `maxFsyncMs` later, at random, never before an earlier write's), and only if the process is
+ * still alive then: a crash before that loses it, as an fsync cut short does. That is what
+ * RaftNode's persist-before-send order must withstand.
  */
 export class SimRaftDisk {
   private readonly durable = new MemoryStorage();
+  /** When the last write made becomes durable: writes complete in order. */
+  private lastDoneAt = 0;
+  /** Writes made and not yet durable (a crash now loses them). */
+  unsynced = 0;
+  /** Hears of each write as it starts (the simulator times a power failure by it). */
+  onWrite: (() => void) | undefined;
 
-  constructor(private readonly fsyncMs = 1) {}
+  constructor(
+    private readonly rng: SimRng,
+    private readonly maxFsyncMs = 20,
+  ) {}
 
   /** The storage of one incarnation (RaftNode's `storage` option), holding what was durable at open. */
   open(scope: Scope): NodeStorage {
@@ -35,13 +46,20 @@ export class SimRaftDisk {
       snapshot: snap.meta.index > 0 ? snap : undefined,
       entries: d.entries(d.firstIndex(), d.lastIndex() + 1),
     };
-    const write = (apply: () => void) =>
-      new Promise<void>((resolve) =>
+    const write = (apply: () => void) => {
+      const at = Math.max(this.lastDoneAt, scope.now() + 1 + this.rng.int(this.maxFsyncMs));
+      this.lastDoneAt = at;
+      this.unsynced++;
+      scope.onKill(() => (this.unsynced = 0));
+      this.onWrite?.();
+      return new Promise<void>((resolve) =>
         scope.set(() => {
+          this.unsynced--;
           apply();
           resolve();
-        }, this.fsyncMs),
+        }, at - scope.now()),
       );
+    };
     return {
       initial,
       persist: (req: PersistRequest) =>

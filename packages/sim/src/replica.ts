@@ -10,11 +10,19 @@ import {
   type RunnerConfig,
   type SchedulerOptions,
 } from '@hyperfarm/daemon';
-import { RaftNode, Role, type TransportHandlers } from '@hyperfarm/raft';
+import { RaftNode, Role, SimRng, type TransportHandlers } from '@hyperfarm/raft';
 import type { Scope } from './clock.js';
 import type { SimNetwork } from './network.js';
 import { SimAgentPort, type HostDirectory } from './agent-port.js';
 import { SimRaftDisk, SimRaftTransport } from './raft-io.js';
+
+/** What the simulator's checks hear from a daemon. */
+export interface DaemonWatch {
+  /** The Raft node failed for good (or could not start). */
+  fatal(daemon: string, err: unknown): void;
+  /** The state machine applies the command at `index`. */
+  applied(daemon: string, index: number, data: Uint8Array): void;
+}
 
 export interface ReplicaConfig {
   /** Ms per Raft tick, and ticks to an election and between heartbeats (RAFT_PROFILES). */
@@ -37,7 +45,7 @@ export interface ReplicaConfig {
  * and only what reached the disk is left for the next boot.
  */
 export class SimDaemon {
-  readonly disk = new SimRaftDisk();
+  readonly disk: SimRaftDisk;
   scope: Scope | undefined;
   raft: RaftNode | undefined;
   machine = new FarmStateMachine();
@@ -61,8 +69,10 @@ export class SimDaemon {
     private readonly logger: Logger,
     private readonly seed: number,
     private readonly ids: () => string,
-    private readonly onFatal: (daemon: string, err: unknown) => void,
-  ) {}
+    private readonly watch: DaemonWatch,
+  ) {
+    this.disk = new SimRaftDisk(new SimRng(seed * 7 + 1));
+  }
 
   get alive(): boolean {
     return this.scope !== undefined;
@@ -92,7 +102,14 @@ export class SimDaemon {
     const started = RaftNode.start({
       id: this.id,
       peers: Object.fromEntries(this.peers.map((p) => [p, p])),
-      stateMachine: machine,
+      stateMachine: {
+        apply: (data, index) => {
+          this.watch.applied(this.id, index, data);
+          return machine.apply(data, index);
+        },
+        snapshot: () => machine.snapshot(),
+        restore: (data) => machine.restore(data),
+      },
       storage: this.disk.open(scope),
       transport: (o) => {
         handlers = o.handlers;
@@ -121,7 +138,7 @@ export class SimDaemon {
         this.term = c.term;
         leadership.changed(c.role === Role.Leader, c.term);
       },
-      onFatal: (err) => this.onFatal(this.id, err),
+      onFatal: (err) => this.watch.fatal(this.id, err),
     });
     started.then(
       (raft) => {
@@ -149,7 +166,7 @@ export class SimDaemon {
         this.handlers = { ...vmHandlers(ctx), ...hostHandlers(ctx) };
         this.raftHandlers = handlers;
       },
-      (err: unknown) => this.onFatal(this.id, err),
+      (err: unknown) => this.watch.fatal(this.id, err),
     );
   }
 

@@ -17,12 +17,17 @@ function expectClean(r: FarmResult): void {
 describe('farm simulator (the real daemons and engines on a virtual clock)', function () {
   this.timeout(120_000);
 
-  it('with faults (host and daemon crashes, partitions, loss, pauses, full disks): no safety violation, no acknowledged create lost', async () => {
+  it('with faults (host and daemon crashes, partitions, loss, pauses, full disks): no safety violation, no acknowledged create lost, and every VM as wanted once they stop', async () => {
     for (const seed of [1, 2, 3, 4, 5, 6]) {
-      const r = await run(seed, { converge: false });
+      const r = await run(seed);
       expectClean(r);
       expect(r.stats.acknowledged, `seed ${seed}`).to.be.greaterThan(0);
     }
+  });
+
+  it('a start its host lost (the host crashed while the VM was Starting) is asked again: the VM ends Running', async () => {
+    // Seed 4 of the default farm: the daemon bug it found left the VM Off for good.
+    expectClean(await runFarm({ ...SMALL, seed: 4 }));
   });
 
   it('without faults: every VM ends as wanted on its host', async () => {

@@ -58,7 +58,9 @@ function next(s: FarmState, vm: VmRecord): AgentAction | undefined {
       // Created: what remains is to start it, as a step of the create.
       return drift(vm, t, op!.id);
     case 'vm.change_state':
-      return p.issued ? undefined : { ...t, kind: 'change-state', action: p.action, opId: op!.id };
+      return p.issued && !cameToRestShort(vm, op!, p.target)
+        ? undefined
+        : { ...t, kind: 'change-state', action: p.action, opId: op!.id };
     case 'vm.update':
       return { ...t, kind: 'update', config: p.config, paths: p.paths, opId: op!.id };
     case 'vm.delete':
@@ -66,6 +68,18 @@ function next(s: FarmState, vm: VmRecord): AgentAction | undefined {
     default:
       return { ...t, ...p, opId: op!.id } as AgentAction;
   }
+}
+
+/**
+ * The host accepted the state change, but the VM has since been reported at rest short of the
+ * target: the change was lost on the host (it restarted, and a VM that was Starting comes back
+ * Off). The operation would wait for good, so the call is made again; the host refuses what no
+ * longer applies, which ends the operation with its reason. A report older than the issue (the
+ * operation's revision is newer) does not count: the VM has not been seen since.
+ */
+function cameToRestShort(vm: VmRecord, op: { revision: number }, target: VmStateName): boolean {
+  const state = vm.observed.state;
+  return vm.revision > op.revision && STABLE_VM_STATES.has(state) && state !== target;
 }
 
 /**

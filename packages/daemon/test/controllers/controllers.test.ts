@@ -167,6 +167,32 @@ describe('the VM reconciler (pure)', () => {
     b.must({ type: 'op.result', opId: 'stop', ok: true });
     expect(reconcileVms(b.s, input())).to.deep.equal([]);
   });
+
+  it('asks again for a start its host lost: the host restarted while the VM was Starting and reports it Off', () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1');
+    b.report('v', 'OFF');
+    b.must({ type: 'vm.change_state', vmId: 'v', opId: 'start', action: 'VM_ACTION_START' });
+    const start = {
+      hostId: 'h1',
+      vmId: 'v',
+      generation: 1,
+      kind: 'change-state',
+      action: 'VM_ACTION_START',
+      opId: 'start',
+    };
+    expect(reconcileVms(b.s, input())).to.deep.equal([start]);
+    // The host accepted it: nothing more to ask while it starts, nor on a report from before.
+    b.must({ type: 'op.result', opId: 'start', ok: true });
+    expect(reconcileVms(b.s, input())).to.deep.equal([]);
+    b.report('v', 'STARTING');
+    expect(reconcileVms(b.s, input())).to.deep.equal([]);
+    // The host crashed and came back: Hyper-V leaves the VM Off, and the start is asked again.
+    b.report('v', 'OFF');
+    expect(reconcileVms(b.s, input())).to.deep.equal([start]);
+    b.report('v', 'RUNNING');
+    expect(b.s.operations.get('start')?.done).to.equal(true);
+    expect(reconcileVms(b.s, input())).to.deep.equal([]);
+  });
 });
 
 describe('the observed-state controller (pure)', () => {
