@@ -1,19 +1,27 @@
 /**
- * Runs the farm simulator (packages/sim) over many seeds: the real daemons (Raft core, farm
+ * Runs the farm simulator (packages/sim) over many seeds: the real daemons (RaftNode, farm
  * state machine, controllers) and the real hypervisor engines on a virtual clock, with faults,
  * and the safety invariants checked after every step. See docs/simulation.md.
  *
  *   npm run sim:farm -- --seeds 100 [--start 1] [--hosts 5] [--vms 24] [--daemons 3|5]
  *   npm run sim:farm -- --seed 1234 --trace        replays one seed and prints its trace
+ *   npm run sim:farm -- --scale large [--hours 24] [--compare]
+ *                                                  1,000 hosts, 50,000 VMs, 24 h, with a report
  *
  * The last line printed is one JSON object. The exit code is non-zero if any seed failed.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { runFarm, SMALL } from '../packages/sim/src/index.js';
+import { LARGE, runFarm, SMALL, type FarmOptions, type FarmResult } from '../packages/sim/src/index.js';
 
 const int = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number`);
+  return n;
+};
+
+const num = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a number above 0`);
   return n;
 };
 
@@ -23,10 +31,13 @@ const program = new Command()
   .option('--start <n>', 'first seed', int('--start'), 1)
   .option('--seed <n>', 'run this one seed', int('--seed'))
   .option('--trace', 'print the trace of the run (with --seed)', false)
-  .option('--daemons <n>', 'daemons (3 or 5)', int('--daemons'), SMALL.daemons)
-  .option('--hosts <n>', 'hosts', int('--hosts'), SMALL.hosts)
-  .option('--vms <n>', 'VMs the workload keeps', int('--vms'), SMALL.vms)
-  .option('--policy <p>', 'placement: binpack or spread', SMALL.policy)
+  .option('--scale <s>', 'small (many short seeds) or large (one farm of 1,000 hosts for 24 h)', 'small')
+  .option('--hours <n>', 'farm hours with workload and faults (--scale large)', num('--hours'))
+  .option('--compare', 'run binpack and spread on the same seed and compare (--scale large)', false)
+  .option('--daemons <n>', 'daemons (3 or 5)', int('--daemons'))
+  .option('--hosts <n>', 'hosts', int('--hosts'))
+  .option('--vms <n>', 'VMs the workload keeps', int('--vms'))
+  .option('--policy <p>', 'placement: binpack or spread', 'binpack')
   .option('--no-faults', 'no faults (the workload alone)')
   .option('--no-converge', 'check safety only, not convergence after the faults stop')
   .parse();
@@ -36,50 +47,129 @@ const opts = program.opts<{
   start: number;
   seed?: number;
   trace: boolean;
-  daemons: number;
-  hosts: number;
-  vms: number;
+  scale: string;
+  hours?: number;
+  compare: boolean;
+  daemons?: number;
+  hosts?: number;
+  vms?: number;
   policy: string;
   faults: boolean;
   converge: boolean;
 }>();
 if (opts.policy !== 'binpack' && opts.policy !== 'spread') program.error('--policy: binpack or spread');
+if (opts.scale !== 'small' && opts.scale !== 'large') program.error('--scale: small or large');
+if (opts.daemons !== undefined && opts.daemons !== 3 && opts.daemons !== 5)
+  program.error('--daemons: 3 or 5');
 
-const seeds =
-  opts.seed !== undefined ? [opts.seed] : [...Array(opts.seeds).keys()].map((i) => opts.start + i);
+const base = opts.scale === 'large' ? LARGE : SMALL;
+const farm = (seed: number, policy = opts.policy as FarmOptions['policy']): FarmOptions => ({
+  ...base,
+  seed,
+  daemons: opts.daemons ?? base.daemons,
+  hosts: opts.hosts ?? base.hosts,
+  vms: opts.vms ?? base.vms,
+  ...(opts.hours !== undefined ? { chaosMs: opts.hours * 3_600_000 } : {}),
+  policy,
+  faults: opts.faults,
+  converge: opts.converge,
+  trace: opts.trace,
+});
+
 const started = performance.now();
-const failed: number[] = [];
-let steps = 0;
-for (const seed of seeds) {
-  const r = await runFarm({
-    ...SMALL,
-    seed,
-    daemons: opts.daemons,
-    hosts: opts.hosts,
-    vms: opts.vms,
-    policy: opts.policy as 'binpack' | 'spread',
-    faults: opts.faults,
-    converge: opts.converge,
-    trace: opts.trace,
-  });
-  steps += r.stats.steps;
-  if (opts.trace) for (const line of r.trace) console.log(line);
-  if (r.violations.length > 0) {
-    failed.push(seed);
-    for (const v of r.violations.slice(0, 5))
-      console.log(`seed ${seed}: ${v.property} at t=${v.time} ms: ${v.detail}`);
-    console.log(`replay: npm run sim:farm -- --seed ${seed} --trace`);
-  } else if (seeds.length === 1) console.log(`seed ${seed}: ok ${JSON.stringify(r.stats)}`);
+const wallS = () => Math.round((performance.now() - started) / 100) / 10;
+
+function printViolations(r: FarmResult): void {
+  for (const v of r.violations.slice(0, 5))
+    console.log(`seed ${r.seed}: ${v.property} at t=${v.time} ms: ${v.detail}`);
+  console.log(`replay: npm run sim:farm -- --seed ${r.seed} --trace`);
 }
-const wall = (performance.now() - started) / 1000;
-console.log(
-  JSON.stringify({
-    seeds: seeds.length,
-    failed: failed.length,
-    failed_seeds: failed.slice(0, 20),
-    steps,
-    wall_s: Math.round(wall * 10) / 10,
-    violations: failed.length,
-  }),
-);
-process.exitCode = failed.length > 0 ? 1 : 0;
+
+const pct = (xs: number[], p: number) =>
+  xs.length === 0 ? 0 : [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
+
+/** What happened in one large run, for people: failures, recoveries, utilisation by hour. */
+function report(r: FarmResult, o: FarmOptions, wall: number): Record<string, number | string> {
+  const s = r.stats;
+  const rec = r.recoveriesMs.map((ms) => ms / 1000);
+  console.log(
+    `\n${o.policy}: ${o.hosts} hosts, ${o.vms} VMs, ${o.chaosMs / 3_600_000} h of churn and failures ` +
+      `then ${o.settleMs / 60_000} min calm, in ${wall} s (${s.steps} steps, ${s.messages} messages)`,
+  );
+  console.log(
+    `  requests ${s.requests} (acknowledged ${s.acknowledged}); host crashes ${s.hostCrashes}, ` +
+      `daemon crashes ${s.daemonCrashes}, partitions ${s.partitions}, elections ${s.elections}; ` +
+      `failovers ${s.failovers}, migrations ${s.migrations}`,
+  );
+  console.log(
+    `  time to recover from a host crash (every VM that ran there running again): ${rec.length} recovered, ` +
+      `median ${pct(rec, 0.5).toFixed(1)} s, p90 ${pct(rec, 0.9).toFixed(1)} s, max ${pct(rec, 1).toFixed(1)} s`,
+  );
+  console.log('  hour  VMs running  hosts up  hosts in use  memory used (mean / fullest host)');
+  for (const u of r.utilisation)
+    console.log(
+      `  ${u.hour.toFixed(1).padStart(4)}  ${String(u.vmsRunning).padStart(11)}  ${String(u.hostsUp).padStart(8)}  ` +
+        `${String(u.hostsWithVms).padStart(12)}  ${(u.memMean * 100).toFixed(1)}% / ${(u.memMax * 100).toFixed(1)}%`,
+    );
+  const last = r.utilisation.at(-1);
+  return {
+    policy: o.policy,
+    hosts_in_use: last?.hostsWithVms ?? 0,
+    mem_mean: last?.memMean ?? 0,
+    recover_p50_s: pct(rec, 0.5),
+    recover_max_s: pct(rec, 1),
+  };
+}
+
+if (opts.scale === 'large') {
+  const seed = opts.seed ?? opts.start;
+  const policies: FarmOptions['policy'][] = opts.compare ? ['binpack', 'spread'] : [opts.policy as 'binpack'];
+  const results: Record<string, number | string>[] = [];
+  let violations = 0;
+  let o = farm(seed);
+  for (const policy of policies) {
+    const t0 = performance.now();
+    o = farm(seed, policy);
+    const r = await runFarm(o);
+    const wall = Math.round((performance.now() - t0) / 100) / 10;
+    results.push({ ...report(r, o, wall), wall_s: wall });
+    violations += r.violations.length;
+    if (r.violations.length > 0) printViolations(r);
+  }
+  console.log(
+    JSON.stringify({
+      sim_hosts: o.hosts,
+      sim_vms: o.vms,
+      sim_hours: o.chaosMs / 3_600_000,
+      wall_s: results.length === 1 ? results[0]!['wall_s'] : wallS(),
+      violations,
+      ...(results.length > 1 ? { policies: results } : results[0]),
+    }),
+  );
+  process.exitCode = violations > 0 ? 1 : 0;
+} else {
+  const seeds =
+    opts.seed !== undefined ? [opts.seed] : [...Array(opts.seeds).keys()].map((i) => opts.start + i);
+  const failed: number[] = [];
+  let steps = 0;
+  for (const seed of seeds) {
+    const r = await runFarm(farm(seed));
+    steps += r.stats.steps;
+    if (opts.trace) for (const line of r.trace) console.log(line);
+    if (r.violations.length > 0) {
+      failed.push(seed);
+      printViolations(r);
+    } else if (seeds.length === 1) console.log(`seed ${seed}: ok ${JSON.stringify(r.stats)}`);
+  }
+  console.log(
+    JSON.stringify({
+      seeds: seeds.length,
+      failed: failed.length,
+      failed_seeds: failed.slice(0, 20),
+      steps,
+      wall_s: wallS(),
+      violations: failed.length,
+    }),
+  );
+  process.exitCode = failed.length > 0 ? 1 : 0;
+}

@@ -4,6 +4,7 @@ import { Role, SimRng } from '@hyperfarm/raft';
 import { Scope, VirtualClock } from './clock.js';
 import { DEFAULT_SHAPE, SimHost, type HostShape } from './host.js';
 import {
+  AppliedLog,
   checkHostMemory,
   checkPlacements,
   checkSingleHost,
@@ -13,6 +14,24 @@ import {
 import { SimNetwork } from './network.js';
 import { SimDaemon } from './replica.js';
 import { randomVmConfig } from './workload.js';
+
+/** The daemons' and agents' timing: the programs' defaults in small runs, slower in large ones. */
+export interface FarmTiming {
+  /** Ms per Raft tick, and ticks to an election and between heartbeats (RAFT_PROFILES). */
+  tickMs: number;
+  electionTick: number;
+  heartbeatTick: number;
+  /** Snapshot the log every this many applied entries, keeping this many. */
+  snapshotEvery: number;
+  snapshotKeep: number;
+  /** Host liveness: lease grants this often, Suspect and Down after this long without an answer. */
+  liveness: { intervalMs: number; suspectAfterMs: number; downAfterMs: number };
+  leaseMs: number;
+  /** Longest step of each engine's guest model (0: the engine's 1 s). */
+  engineStepMs: number;
+  /** The agent's own timer that brings its engine to now (calls do too). */
+  pumpMs: number;
+}
 
 export interface FarmOptions {
   seed: number;
@@ -24,14 +43,24 @@ export interface FarmOptions {
   chaosMs: number;
   settleMs: number;
   faults: boolean;
+  /** A fault this often (at a random instant in each period). */
+  faultEveryMs: number;
   trace: boolean;
   policy: 'binpack' | 'spread';
-  /** A client request this often. */
+  /** A client request this often while the farm has fewer VMs than `vms`, and once it has. */
   requestEveryMs: number;
+  churnEveryMs: number;
   /** Check, at the end, that desired and observed state converged once faults stopped. */
   converge: boolean;
+  /** Check the safety invariants after every step (0), or this often in farm time. */
+  checkEveryMs: number;
+  /** Sample host utilisation this often (0: never). */
+  sampleEveryMs: number;
   shape: HostShape;
+  timing: FarmTiming;
 }
+
+const GIB = 1024 ** 3;
 
 export const SMALL: Omit<FarmOptions, 'seed'> = {
   daemons: 3,
@@ -40,12 +69,70 @@ export const SMALL: Omit<FarmOptions, 'seed'> = {
   chaosMs: 60_000,
   settleMs: 90_000,
   faults: true,
+  faultEveryMs: 3_000,
   trace: false,
   policy: 'binpack',
   requestEveryMs: 500,
+  churnEveryMs: 500,
   converge: true,
-  shape: { ...DEFAULT_SHAPE, memoryBytes: 16 * 1024 ** 3 },
+  checkEveryMs: 0,
+  sampleEveryMs: 0,
+  shape: { ...DEFAULT_SHAPE, memoryBytes: 16 * GIB },
+  // The daemon's defaults (RAFT_PROFILES.default), with a 10 s host lease.
+  timing: {
+    tickMs: 100,
+    electionTick: 10,
+    heartbeatTick: 1,
+    snapshotEvery: 500,
+    snapshotKeep: 125,
+    liveness: { intervalMs: 1_000, suspectAfterMs: 2_000, downAfterMs: 5_000 },
+    leaseMs: 10_000,
+    engineStepMs: 0,
+    pumpMs: 1_000,
+  },
 };
+
+/**
+ * 1,000 hosts and 50,000 VMs for 24 hours of farm time, with churn and failures. A farm this
+ * size runs a calmer profile (Raft ticks of 500 ms; hosts heard every 15 s, Down after 60 s; the
+ * engines' guest model in steps of up to a minute), and the invariants are checked every 10 s
+ * of farm time instead of after every step.
+ */
+export const LARGE: Omit<FarmOptions, 'seed'> = {
+  ...SMALL,
+  hosts: 1_000,
+  vms: 50_000,
+  chaosMs: 24 * 3_600_000,
+  settleMs: 15 * 60_000,
+  faultEveryMs: 10 * 60_000,
+  requestEveryMs: 5,
+  churnEveryMs: 2_000,
+  checkEveryMs: 10_000,
+  sampleEveryMs: 3_600_000,
+  shape: { ...DEFAULT_SHAPE, logicalProcessors: 64, memoryBytes: 256 * GIB },
+  timing: {
+    tickMs: 500,
+    electionTick: 10,
+    heartbeatTick: 1,
+    snapshotEvery: 20_000,
+    snapshotKeep: 5_000,
+    liveness: { intervalMs: 15_000, suspectAfterMs: 30_000, downAfterMs: 60_000 },
+    leaseMs: 60_000,
+    engineStepMs: 60_000,
+    pumpMs: 15_000,
+  },
+};
+
+/** Host utilisation at one instant. */
+export interface UtilisationSample {
+  hour: number;
+  vmsRunning: number;
+  hostsUp: number;
+  hostsWithVms: number;
+  /** Memory in use over usable memory: mean over live hosts, and the fullest. */
+  memMean: number;
+  memMax: number;
+}
 
 export interface FarmResult {
   seed: number;
@@ -61,7 +148,13 @@ export interface FarmResult {
     elections: number;
     vmsRunning: number;
     messages: number;
+    /** VMs the farm restarted on another host (failover) and moved (migrations). */
+    failovers: number;
+    migrations: number;
   };
+  /** Per host crash: ms until every VM that ran there ran again (anywhere); unrecovered ones are left out. */
+  recoveriesMs: number[];
+  utilisation: UtilisationSample[];
 }
 
 /** Settings of the runner added by work on other branches; spread, so either shape compiles. */
@@ -79,6 +172,7 @@ export class FarmSimulation {
   readonly hosts = new Map<string, SimHost>();
   private readonly hostsByAddress = new Map<string, SimHost>();
   readonly violations: Violation[] = [];
+  private readonly appliedLog = new AppliedLog();
   readonly traceLines: string[] = [];
   private readonly client: Scope;
   /** Acknowledged creates: VM id to the name the client gave it and its operation. */
@@ -94,9 +188,16 @@ export class FarmSimulation {
     elections: 0,
     vmsRunning: 0,
     messages: 0,
+    failovers: 0,
+    migrations: 0,
   };
+  /** Host crashes whose VMs have not all run again yet: when, and which VMs. */
+  private readonly recovering: { at: number; vms: Set<string> }[] = [];
+  private readonly recoveriesMs: number[] = [];
+  private readonly utilisation: UtilisationSample[] = [];
   private names = 0;
   private chaos = true;
+  private powerFailureArmed = false;
 
   constructor(readonly o: FarmOptions) {
     this.rng = new SimRng(o.seed);
@@ -122,16 +223,16 @@ export class FarmSimulation {
         this.daemons,
         directory,
         {
-          tickMs: 100,
-          electionTick: 10,
-          heartbeatTick: 1,
-          snapshotEvery: 500,
-          snapshotKeep: 125,
+          tickMs: o.timing.tickMs,
+          electionTick: o.timing.electionTick,
+          heartbeatTick: o.timing.heartbeatTick,
+          snapshotEvery: o.timing.snapshotEvery,
+          snapshotKeep: o.timing.snapshotKeep,
           requestTimeoutMs: 10_000,
           scheduler: { policy: o.policy, vcpuRatio: 8 },
           runner: {
-            liveness: { intervalMs: 1_000, suspectAfterMs: 2_000, downAfterMs: 5_000 },
-            leaseMs: 10_000,
+            liveness: o.timing.liveness,
+            leaseMs: o.timing.leaseMs,
             scheduler: { policy: o.policy, vcpuRatio: 8 },
             placementBatch: 2_000,
             maxCalls: 256,
@@ -142,13 +243,22 @@ export class FarmSimulation {
         logger,
         o.seed * 31 + i,
         () => `r-${hex()}${hex()}`,
-        (daemon, err) =>
-          this.violations.push({
-            property: 'raft-node-failed',
-            time: this.elapsed(),
-            detail: `daemon ${daemon}'s Raft node failed: ${(err as Error).stack ?? String(err)}`,
-          }),
+        {
+          fatal: (daemon, err) =>
+            this.violations.push({
+              property: 'raft-node-failed',
+              time: this.elapsed(),
+              detail: `daemon ${daemon}'s Raft node failed: ${(err as Error).stack ?? String(err)}`,
+            }),
+          applied: (daemon, index, data) =>
+            this.appliedLog.record(daemon, index, data, this.elapsed(), this.violations),
+        },
       );
+      d.disk.onWrite = () => {
+        if (!this.powerFailureArmed || !this.chaos) return;
+        this.powerFailureArmed = false;
+        this.clock.root.set(() => this.powerFailure(), this.faultRng.int(10));
+      };
       this.daemons.set(id, d);
       // Its server binds once Raft has started: until then connections are refused.
       this.net.register(id, () => (d.serving ? d.scope : undefined));
@@ -160,7 +270,12 @@ export class FarmSimulation {
         id,
         `${id}.sim:7000`,
         o.shape,
-        { leaseMs: 10_000, saveMs: 500, restoreMs: 500 },
+        {
+          leaseMs: o.timing.leaseMs,
+          saveMs: 500,
+          restoreMs: 500,
+          ...(o.timing.engineStepMs ? { engineStepMs: o.timing.engineStepMs } : {}),
+        },
         o.seed + i,
       );
       this.hosts.set(id, h);
@@ -190,9 +305,9 @@ export class FarmSimulation {
     // The agent's own timer keeps its engine current (leases run out without any call).
     const pump = () => {
       h.pump();
-      scope.set(pump, 1_000);
+      scope.set(pump, this.o.timing.pumpMs);
     };
-    scope.set(pump, 1_000);
+    scope.set(pump, this.o.timing.pumpMs);
     this.log(`host ${h.id} boots (${h.boots})`);
   }
 
@@ -303,6 +418,8 @@ export class FarmSimulation {
       if (!h) return;
       this.stats.hostCrashes++;
       this.log(`FAULT host ${h.id} crashes`);
+      const ran = [...h.states].filter(([, st]) => st === 'VM_STATE_RUNNING').map(([id]) => id);
+      if (ran.length > 0) this.recovering.push({ at: this.clock.now, vms: new Set(ran) });
       h.crash();
       back(5_000 + this.faultRng.int(25_000), () => !h.alive && this.bootHost(h));
     } else if (r < 0.35) {
@@ -340,6 +457,21 @@ export class FarmSimulation {
       this.log(`FAULT host ${h.id}'s disk is full`);
       h.diskFull = true;
       back(2_000 + this.faultRng.int(10_000), () => (h.diskFull = false));
+    } else if (r < 0.8) {
+      // Timed by the next Raft write, so it lands while that write (and maybe others) is unsynced.
+      this.log('FAULT power failure armed: every daemon crashes during the next Raft write');
+      this.powerFailureArmed = true;
+    }
+  }
+
+  /** Every daemon at once: only what each had synced survives, and Raft must lose no committed entry. */
+  private powerFailure(): void {
+    const lost = [...this.daemons.values()].map((d) => `${d.id} ${d.disk.unsynced}`).join(', ');
+    this.log(`FAULT power failure: every daemon crashes (unsynced writes lost: ${lost})`);
+    this.stats.daemonCrashes += this.daemons.size;
+    for (const d of this.daemons.values()) {
+      d.crash();
+      this.clock.root.set(() => !d.alive && this.bootDaemon(d), 1_000 + this.faultRng.int(10_000));
     }
   }
 
@@ -364,6 +496,58 @@ export class FarmSimulation {
     checkHostMemory(this.hosts.values(), now, this.violations);
     for (const d of this.daemons.values())
       if (d.alive) checkPlacements(d.machine.state, now, this.violations);
+    this.trackRecoveries(where);
+  }
+
+  /**
+   * Time to recover: a host crash is over once every VM that ran there runs again, anywhere
+   * (or is no longer wanted Running: stopped or deleted since).
+   */
+  private trackRecoveries(where: Map<string, string[]>): void {
+    if (this.recovering.length === 0) return;
+    const s = this.leader()?.machine.state;
+    if (!s) return;
+    for (let i = this.recovering.length - 1; i >= 0; i--) {
+      const r = this.recovering[i]!;
+      for (const id of r.vms) {
+        const vm = s.vms.get(id);
+        const running = where.get(id)?.some((h) => this.hosts.get(h)?.states.get(id) === 'VM_STATE_RUNNING');
+        if (!vm || vm.desired !== 'VM_STATE_RUNNING' || running) r.vms.delete(id);
+      }
+      if (r.vms.size === 0) {
+        this.recoveriesMs.push(this.clock.now - r.at);
+        this.recovering.splice(i, 1);
+      }
+    }
+  }
+
+  /** Host utilisation now: VMs running, hosts up and in use, memory used over usable. */
+  private sample(): void {
+    let vmsRunning = 0;
+    let hostsUp = 0;
+    let hostsWithVms = 0;
+    let sum = 0;
+    let max = 0;
+    for (const h of this.hosts.values()) {
+      if (!h.alive) continue;
+      hostsUp++;
+      let running = 0;
+      for (const st of h.states.values()) if (st === 'VM_STATE_RUNNING') running++;
+      vmsRunning += running;
+      if (running > 0) hostsWithVms++;
+      const u = h.memoryInUse() / (h.shape.memoryBytes - h.shape.rootReserveBytes);
+      sum += u;
+      max = Math.max(max, u);
+    }
+    const round = (x: number) => Math.round(x * 1000) / 1000;
+    this.utilisation.push({
+      hour: round(this.elapsed() / 3_600_000),
+      vmsRunning,
+      hostsUp,
+      hostsWithVms,
+      memMean: hostsUp ? round(sum / hostsUp) : 0,
+      memMax: round(max),
+    });
   }
 
   /** Every acknowledged create is in the farm's state (unless the client deleted it since). */
@@ -393,6 +577,9 @@ export class FarmSimulation {
       const host = this.hosts.get(vm.hostId);
       const actual = host?.states.get(vm.id);
       const wanted = vm.desired;
+      // Paused for a full disk, a VM waits for the administrator to resume it once there is
+      // space (Hyper-V does not resume it by itself): converged if the farm reports it so.
+      if (actual === 'VM_STATE_PAUSED_CRITICAL' && vm.observed.state === actual) continue;
       if (actual !== wanted)
         this.violations.push({
           property: 'not-converged',
@@ -415,8 +602,28 @@ export class FarmSimulation {
       };
       this.clock.root.set(loop, ms);
     };
-    every(o.requestEveryMs, () => this.workload(), endChaos);
-    if (o.faults) every(3_000, () => this.fault(), endChaos);
+    const request = () => {
+      if (this.elapsed() >= endChaos) return;
+      this.workload();
+      const below = this.acked.size - this.deleting.size < o.vms;
+      this.clock.root.set(request, below ? o.requestEveryMs : o.churnEveryMs);
+    };
+    this.clock.root.set(request, o.requestEveryMs);
+    if (o.checkEveryMs > 0) every(o.checkEveryMs, () => this.checkSafety(), end);
+    if (o.sampleEveryMs > 0) {
+      every(o.sampleEveryMs, () => this.sample(), end);
+      // And as the faults stop, and at the end (after the calm).
+      this.clock.root.set(() => this.sample(), endChaos - 1);
+      this.clock.root.set(() => this.sample(), end);
+    }
+    // One fault every 3 s, at a random instant in it: not in step with the workload's and the
+    // daemons' round-numbered timers, so a crash can land between a write and its sync.
+    if (o.faults)
+      every(
+        o.faultEveryMs,
+        () => this.clock.root.set(() => this.fault(), this.faultRng.int(o.faultEveryMs)),
+        endChaos,
+      );
     this.clock.root.set(() => this.endChaos(), endChaos);
     let leader: string | undefined;
     try {
@@ -434,7 +641,7 @@ export class FarmSimulation {
           leader = l;
           this.log(`leader: ${l ?? 'none'}`);
         }
-        this.checkSafety();
+        if (o.checkEveryMs === 0) this.checkSafety();
         if (this.violations.length > 0) break;
       }
       const d = this.mostApplied();
@@ -449,7 +656,14 @@ export class FarmSimulation {
       for (const s of h.states.values()) if (s === 'VM_STATE_RUNNING') this.stats.vmsRunning++;
     this.stats.messages = this.net.messages;
     for (const v of this.violations) this.log(`VIOLATION ${v.property}: ${v.detail}`);
-    return { seed: o.seed, violations: this.violations, trace: this.traceLines, stats: this.stats };
+    return {
+      seed: o.seed,
+      violations: this.violations,
+      trace: this.traceLines,
+      stats: this.stats,
+      recoveriesMs: this.recoveriesMs,
+      utilisation: this.utilisation,
+    };
   }
 }
 

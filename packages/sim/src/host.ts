@@ -37,6 +37,8 @@ export interface HostTimings {
   leaseMs: number;
   saveMs: number;
   restoreMs: number;
+  /** Longest step of the engine's guest model (its default when absent). */
+  engineStepMs?: number;
 }
 
 type Listener = (e: pb.AgentEvent__Output) => void;
@@ -92,6 +94,7 @@ export class SimHost {
       leaseMs: this.timings.leaseMs,
       startMs: scope.now(),
       seed: this.seed * 7919 + this.boots,
+      maxStepMs: this.timings.engineStepMs,
     });
     // Anything that had a partition comes back Off, as after a host crash.
     for (const r of [...this.records.values()].sort((a, b) => a.id.localeCompare(b.id)))

@@ -4,4 +4,13 @@ export { SimHost, DEFAULT_SHAPE, type HostShape } from './host.js';
 export { SimDaemon, type ReplicaConfig } from './replica.js';
 export { SimAgentPort } from './agent-port.js';
 export type { Violation } from './invariants.js';
-export { FarmSimulation, runFarm, SMALL, type FarmOptions, type FarmResult } from './farm.js';
+export {
+  FarmSimulation,
+  runFarm,
+  SMALL,
+  LARGE,
+  type FarmOptions,
+  type FarmResult,
+  type FarmTiming,
+  type UtilisationSample,
+} from './farm.js';

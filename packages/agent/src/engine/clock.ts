@@ -16,7 +16,7 @@ export function advance(s: EngineCore, toMs: number): void {
   if (!(toMs > s.nowMs)) return;
   while (s.nowMs < toMs) {
     const next = nextDeadline(s);
-    const end = Math.min(toMs, s.nowMs + MAX_STEP_MS, next ?? Infinity);
+    const end = Math.min(toMs, s.nowMs + (s.options.maxStepMs ?? MAX_STEP_MS), next ?? Infinity);
     if (end > s.nowMs) {
       step(s, end - s.nowMs);
       s.nowMs = end;

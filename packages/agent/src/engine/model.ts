@@ -48,6 +48,11 @@ export interface EngineOptions {
   timings?: Partial<Timings>;
   /** Real disk writes issued per VM per step at most; the rest are accounted but not issued. */
   maxDiskWritesPerStep?: number;
+  /**
+   * Longest step of the guests' model (default MAX_STEP_MS). The farm simulator's 24-hour runs
+   * take minutes: a starved guest's heartbeat is then noticed within that step.
+   */
+  maxStepMs?: number;
 }
 
 /**
