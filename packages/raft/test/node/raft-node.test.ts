@@ -372,3 +372,12 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     await waitFor('followers applied', () => followers.every((f) => f.sm.get('durable') === 'yes'));
   });
 });
+
+describe('RaftNode options', () => {
+  it('refuses to start with neither a data folder nor an injected storage, naming dataDir', async () => {
+    await assert.rejects(
+      RaftNode.start({ id: 'n1', peers: { n1: '127.0.0.1:1' }, stateMachine: new KvStateMachine() }),
+      (err: unknown) => err instanceof RaftArgumentError && err.field === 'dataDir',
+    );
+  });
+});
