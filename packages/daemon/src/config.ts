@@ -70,6 +70,24 @@ export const daemonConfigSchema = z.object({
     .describe(
       "each grant's lease: a host left without a renewal this long turns its VMs off (0: the agent's own)",
     ),
+  maxMigrationsPerHost: z
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .default(2)
+    .describe(
+      "migrations a host takes part in at once, as source or target (Hyper-V's MaximumVirtualMachineMigrations)",
+    ),
+  migrationDeadlineMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(3_600_000)
+    .default(0)
+    .describe(
+      "a migration's transfer must end within this, or it rolls back (0: 30 s plus 1 s per 64 MiB of the VM's memory)",
+    ),
 });
 
 export interface DaemonConfig extends Omit<z.infer<typeof daemonConfigSchema>, 'peers'> {

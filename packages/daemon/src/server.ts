@@ -12,11 +12,13 @@ import { RaftNode, Role } from '@hyperfarm/raft';
 import { join } from 'node:path';
 import type { DaemonConfig } from './config.js';
 import { checkpointHandlers } from './edge/checkpoints-api.js';
+import { drainHandlers } from './edge/drain-api.js';
 import { ControllerRunner } from './edge/controller-runner.js';
 import type { FarmContext } from './edge/farm-context.js';
 import { GrpcAgentPort } from './edge/grpc-agent-port.js';
 import { hostHandlers } from './edge/hosts-api.js';
 import { membershipHandlers } from './edge/membership.js';
+import { migrationHandlers } from './edge/migrations-api.js';
 import { operationHandlers } from './edge/operations-api.js';
 import { Proposer } from './edge/proposer.js';
 import { Leadership } from './edge/leadership.js';
@@ -84,6 +86,7 @@ export async function startDaemon(
       scheduler,
       placementBatch: 2_000,
       maxCalls: 256,
+      maxMigrationsPerHost: config.maxMigrationsPerHost,
     },
   );
   leadership.attach(raft, runner);
@@ -102,8 +105,10 @@ export async function startDaemon(
             ...vmHandlers(ctx),
             ...checkpointHandlers(ctx),
             ...operationHandlers(ctx),
+            ...migrationHandlers(ctx, { deadlineMs: config.migrationDeadlineMs }),
+            ...drainHandlers(ctx, { deadlineMs: config.migrationDeadlineMs }),
           },
-          'migrations and drain: issue 10; switches and NLB: issue 11',
+          'failover settings and what-if: issue 10; switches and NLB: issue 11',
         ),
       )
       .listen(config.grpcAddress);

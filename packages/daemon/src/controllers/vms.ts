@@ -46,6 +46,8 @@ function next(s: FarmState, vm: VmRecord): AgentAction | undefined {
   const t = { hostId: vm.hostId, vmId: vm.id, generation: vm.generation };
   const op = vm.busyOpId ? s.operations.get(vm.busyOpId) : undefined;
   const p = op?.params;
+  // A migrating VM is the migration orchestrator's until the migration ends.
+  if (p?.kind === 'vm.migrate') return undefined;
   if (!vm.observed.present) {
     // Not on its host: create it there, unless it is on its way out.
     if (p?.kind === 'vm.delete') return { ...t, kind: 'delete', opId: op!.id };

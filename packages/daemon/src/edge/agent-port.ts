@@ -66,5 +66,18 @@ export interface AgentPort {
   deleteCheckpoint(host: HostRef, checkpointId: string, subtree: boolean, generation: number): Promise<void>;
   renameCheckpoint(host: HostRef, checkpointId: string, name: string, generation: number): Promise<void>;
   listCheckpoints(host: HostRef, vmId: string): Promise<pb.AgentListCheckpointsResponse__Output>;
+  /**
+   * The target's side of a migration (MigrateIn): it pulls the VM from its source and holds it.
+   * `done` resolves with the PREPARED report, or rejects with the target's status.
+   */
+  migrateIn(
+    host: HostRef,
+    req: pb.MigrateInRequest,
+    progress: (p: pb.MigrationProgress__Output) => void,
+  ): { done: Promise<pb.MigrationProgress__Output>; cancel(): void };
+  commitMigration(host: HostRef, req: pb.ResolveMigrationRequest): Promise<pb.MigrationStatus__Output>;
+  abortMigration(host: HostRef, req: pb.ResolveMigrationRequest): Promise<pb.MigrationStatus__Output>;
+  getMigrationStatus(host: HostRef, migrationId: string): Promise<pb.MigrationStatus__Output>;
+  dropStaleVm(host: HostRef, vmId: string, generation: number): Promise<void>;
   close(): void;
 }

@@ -14,6 +14,7 @@ import type { CommandBody, ErrorCode, FarmStateMachine, HostLiveView, HostStateN
 import type { SchedulerOptions } from '../scheduler/index.js';
 import type { AgentPort, HostRef } from './agent-port.js';
 import { AgentWatcher } from './agent-watcher.js';
+import { MigrationOrchestrator } from './migration-orchestrator.js';
 import type { Proposer } from './proposer.js';
 import type { Timers } from './timers.js';
 
@@ -27,6 +28,8 @@ export interface RunnerConfig {
   placementBatch: number;
   /** Agent calls in flight at once at most. */
   maxCalls: number;
+  /** Migrations a host takes part in at once at most. */
+  maxMigrationsPerHost: number;
 }
 
 /** Most items per command (placements, reports): an entry stays well under 1 MiB. */
@@ -123,6 +126,7 @@ class LeaderSession {
   private lastTick = 0;
   private leaseTimer: unknown;
   private readonly unsubscribe: () => void;
+  private readonly migrations: MigrationOrchestrator;
 
   constructor(
     readonly term: number,
@@ -134,6 +138,14 @@ class LeaderSession {
     private readonly cfg: RunnerConfig,
   ) {
     this.since = timers.now();
+    this.migrations = new MigrationOrchestrator(
+      machine,
+      (cmd) => proposer.submit(cmd),
+      port,
+      timers,
+      logger.child({ component: 'migrations' }),
+      { maxPerHost: cfg.maxMigrationsPerHost },
+    );
     this.unsubscribe = machine.onApplied((applied) => {
       for (const e of applied.events) {
         if (e.kind === 'RESOURCE_KIND_VM') this.dirtyVms.add(e.id);
@@ -153,6 +165,7 @@ class LeaderSession {
   close(): void {
     this.closed = true;
     this.unsubscribe();
+    this.migrations.close();
     this.timers.clear(this.tickTimer);
     this.timers.clear(this.leaseTimer);
     for (const w of this.watchers.values()) w.stop();
@@ -220,6 +233,7 @@ class LeaderSession {
     this.lastTick = this.timers.now();
     this.followHosts();
     this.place();
+    this.migrations.tick();
     const only = this.changedVms();
     this.observe(only);
     this.reconcile(only);

@@ -1,5 +1,13 @@
 import type * as grpc from '@grpc/grpc-js';
-import { createClient, hyperfarmProto, promiseClient, type ClientOptions, type pb } from '@hyperfarm/api';
+import {
+  ApiError,
+  createClient,
+  hyperfarmProto,
+  promiseClient,
+  status,
+  type ClientOptions,
+  type pb,
+} from '@hyperfarm/api';
 import type { AgentEventSink, AgentPort, HostDescription, HostRef } from './agent-port.js';
 
 type Client = { raw: pb.AgentServiceClient; p: ReturnType<typeof promiseClient<pb.AgentServiceClient>> };
@@ -137,6 +145,48 @@ export class GrpcAgentPort implements AgentPort {
 
   listCheckpoints(host: HostRef, vmId: string) {
     return this.client(host.address).p.listCheckpoints({ vmId }, { timeoutMs: QUICK_MS });
+  }
+
+  migrateIn(
+    host: HostRef,
+    req: pb.MigrateInRequest,
+    progress: (p: pb.MigrationProgress__Output) => void,
+  ): { done: Promise<pb.MigrationProgress__Output>; cancel(): void } {
+    // The whole pull is bounded by the target's own deadline; this one is a backstop.
+    const deadline = Date.now() + (req.deadlineMs ?? 0) + (req.holdMs ?? 0) + SLOW_MS;
+    const call: grpc.ClientReadableStream<pb.MigrationProgress__Output> = this.client(
+      host.address,
+    ).raw.migrateIn(req, { deadline });
+    const done = new Promise<pb.MigrationProgress__Output>((resolve, reject) => {
+      let last: pb.MigrationProgress__Output | undefined;
+      call.on('data', (m: pb.MigrationProgress__Output) => {
+        last = m;
+        progress(m);
+      });
+      call.on('error', reject);
+      call.on('end', () =>
+        last?.phase === 'MIGRATION_PHASE_PREPARED'
+          ? resolve(last)
+          : reject(new ApiError(status.UNAVAILABLE, 'the target ended MigrateIn without PREPARED')),
+      );
+    });
+    return { done, cancel: () => call.cancel() };
+  }
+
+  commitMigration(host: HostRef, req: pb.ResolveMigrationRequest) {
+    return this.client(host.address).p.commitMigration(req, { timeoutMs: SLOW_MS });
+  }
+
+  abortMigration(host: HostRef, req: pb.ResolveMigrationRequest) {
+    return this.client(host.address).p.abortMigration(req, { timeoutMs: QUICK_MS });
+  }
+
+  getMigrationStatus(host: HostRef, migrationId: string) {
+    return this.client(host.address).p.getMigrationStatus({ migrationId }, { timeoutMs: QUICK_MS });
+  }
+
+  async dropStaleVm(host: HostRef, vmId: string, generation: number): Promise<void> {
+    await this.client(host.address).p.dropStaleVm({ vmId, generation }, { timeoutMs: QUICK_MS });
   }
 
   close(): void {

@@ -28,6 +28,11 @@ export function hostLoad(s: FarmState, host: HostRecord, except?: string): HostL
     if (id === except) continue;
     addToLoad(load, host, s.vms.get(id)!.config);
   }
+  // A VM migrating here holds its room from the request on, so nothing else takes it meanwhile.
+  for (const mid of s.incoming.get(host.id) ?? []) {
+    const vm = s.vms.get(s.migrations.get(mid)!.vmId);
+    if (vm && vm.id !== except && vm.hostId !== host.id) addToLoad(load, host, vm.config);
+  }
   return load;
 }
 

@@ -2,11 +2,20 @@ import type {
   CheckpointRecord,
   FarmEvent,
   HostRecord,
+  MigrationRecord,
   OperationRecord,
   ResourceKindName,
   VmRecord,
 } from './model.js';
-import { putHost, putVm, removeHost, removeVm, type FarmState } from './state.js';
+import {
+  migrationFinal,
+  putHost,
+  putMigration,
+  putVm,
+  removeHost,
+  removeVm,
+  type FarmState,
+} from './state.js';
 
 type Unrevised<R> = Omit<R, 'revision'>;
 
@@ -70,6 +79,26 @@ export class Changes {
     this.s.operations.set(rec.id, rec);
     this.record('RESOURCE_KIND_OPERATION', 'EVENT_TYPE_PUT', rec);
     if (rec.done && !prev?.done) this.retire(rec.id);
+    return rec;
+  }
+
+  migration(next: Unrevised<MigrationRecord>): MigrationRecord {
+    const prev = this.s.migrations.get(next.id);
+    const rec = { ...next, revision: this.next() };
+    putMigration(this.s, rec);
+    this.record('RESOURCE_KIND_MIGRATION', 'EVENT_TYPE_PUT', rec);
+    if (migrationFinal(rec) && !(prev && migrationFinal(prev))) {
+      // Finished migrations share the operations' window.
+      const done = this.s.doneMigrations;
+      done.push(rec.id);
+      while (done.length > this.s.settings.doneOperationWindow) {
+        const old = this.s.migrations.get(done.shift()!);
+        if (!old) continue;
+        this.s.migrations.delete(old.id);
+        this.next();
+        this.record('RESOURCE_KIND_MIGRATION', 'EVENT_TYPE_DELETE', old);
+      }
+    }
     return rec;
   }
 

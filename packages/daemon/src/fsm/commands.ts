@@ -1,6 +1,8 @@
 import type { z } from 'zod';
 import type { CommandDef } from './command.js';
+import { drainCommands } from './drain.js';
 import { hostCommands } from './hosts.js';
+import { migrationCommands } from './migrations.js';
 import { vmCommands } from './vms.js';
 import { workCommands } from './work.js';
 
@@ -9,7 +11,13 @@ import { workCommands } from './work.js';
  * migrations) adds a module of definitions and lists it here; its commands then flow through the
  * same decoding, dedupe, events and snapshots.
  */
-const ALL = [...hostCommands, ...vmCommands, ...workCommands] as const;
+const ALL = [
+  ...hostCommands,
+  ...vmCommands,
+  ...workCommands,
+  ...migrationCommands,
+  ...drainCommands,
+] as const;
 
 export const COMMANDS: ReadonlyMap<string, CommandDef> = new Map(ALL.map((d) => [d.type, d as CommandDef]));
 

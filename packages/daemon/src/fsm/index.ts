@@ -11,3 +11,5 @@ export * from './snapshot.js';
 export * from './state.js';
 export * from './views.js';
 export { awaitsPlacement } from './vms.js';
+export { activeCounts, leaveRefusal, moveRefusal } from './migrations.js';
+export { drainOf } from './drain.js';

@@ -108,7 +108,16 @@ export type OperationParams =
   | { kind: 'checkpoint.create'; checkpointId: string; name: string }
   | { kind: 'checkpoint.apply'; checkpointId: string; turnOffFirst: boolean; saveCurrentFirst: boolean }
   | { kind: 'checkpoint.delete'; checkpointId: string; subtree: boolean }
-  | { kind: 'checkpoint.rename'; checkpointId: string; name: string };
+  | { kind: 'checkpoint.rename'; checkpointId: string; name: string }
+  | { kind: 'vm.migrate'; migrationId: string }
+  | {
+      kind: 'host.drain';
+      hostId: string;
+      /** The migrations the drain asked for, in the order it asked. */
+      migrationIds: string[];
+      /** VMs that could not move, each with the reason. */
+      stranded: { vmId: string; reason: string }[];
+    };
 
 export type OperationKind = OperationParams['kind'];
 
@@ -122,20 +131,30 @@ export interface OperationRecord {
   readonly message: string;
   readonly error: OperationError | null;
   /** The resource the operation produced or changed, as it was when the operation ended. */
-  readonly result: { kind: 'vm'; record: VmRecord } | { kind: 'checkpoint'; record: CheckpointRecord } | null;
+  readonly result:
+    | { kind: 'vm'; record: VmRecord }
+    | { kind: 'checkpoint'; record: CheckpointRecord }
+    | { kind: 'migration'; record: MigrationRecord }
+    | { kind: 'host'; record: HostRecord }
+    | null;
   readonly createdAtMs: number;
   readonly updatedAtMs: number;
   readonly revision: number;
 }
 
 export type ResourceKindName =
-  'RESOURCE_KIND_HOST' | 'RESOURCE_KIND_VM' | 'RESOURCE_KIND_CHECKPOINT' | 'RESOURCE_KIND_OPERATION';
+  | 'RESOURCE_KIND_HOST'
+  | 'RESOURCE_KIND_VM'
+  | 'RESOURCE_KIND_CHECKPOINT'
+  | 'RESOURCE_KIND_OPERATION'
+  | 'RESOURCE_KIND_MIGRATION';
 
 export type FarmEvent =
   | EventOf<'RESOURCE_KIND_HOST', HostRecord>
   | EventOf<'RESOURCE_KIND_VM', VmRecord>
   | EventOf<'RESOURCE_KIND_CHECKPOINT', CheckpointRecord>
-  | EventOf<'RESOURCE_KIND_OPERATION', OperationRecord>;
+  | EventOf<'RESOURCE_KIND_OPERATION', OperationRecord>
+  | EventOf<'RESOURCE_KIND_MIGRATION', MigrationRecord>;
 
 interface EventOf<K extends ResourceKindName, R> {
   readonly revision: number;
@@ -165,6 +184,53 @@ export type ErrorCode =
   | 'CANCELLED'
   | 'UNKNOWN'
   | 'DATA_LOSS';
+
+export type MigrationKindName = 'MIGRATION_KIND_QUICK' | 'MIGRATION_KIND_LIVE';
+export type MigrationPhaseName = Exclude<pb.MigrationPhase__Output, 'MIGRATION_PHASE_UNSPECIFIED'>;
+
+/**
+ * A VM move between hosts, recorded in the log with its phase, so that a leader change in the
+ * middle finishes it or rolls it back: the handover (commit or abort) is decided here, in the
+ * log, before either host is told.
+ */
+export interface MigrationRecord {
+  readonly id: string;
+  readonly vmId: string;
+  readonly sourceHostId: string;
+  readonly targetHostId: string;
+  readonly kind: MigrationKindName;
+  /**
+   * How the VM moves: 'memory' (a Running, Paused or Saved VM's state goes from host to host) or
+   * 'config' (an Off or Saved VM's configuration is handed over; its files stay on cluster
+   * storage and the target adopts them).
+   */
+  readonly mode: 'memory' | 'config';
+  readonly phase: MigrationPhaseName;
+  readonly progress: number;
+  readonly bytesTransferred: number;
+  readonly rounds: number;
+  readonly throttlePercent: number;
+  /** Measured on the target's clock alone, from the target's answer to the commit. */
+  readonly downtimeMs: number;
+  readonly error: string;
+  readonly startedAtMs: number;
+  readonly finishedAtMs: number;
+  /** The VM's generation on the source; the target's is one more. */
+  readonly fromGeneration: number;
+  readonly reason: 'user' | 'drain';
+  readonly opId: string;
+  /** The drain operation that asked for it, '' for a user's migration. */
+  readonly drainOpId: string;
+  /** '' until decided; once 'commit' or 'abort', it never changes. */
+  readonly decision: '' | 'commit' | 'abort';
+  /** The pull's deadline, ms: a leader that finds it undecided past it decides abort. */
+  readonly deadlineMs: number;
+  /** When the transfer began (the proposer's clock), 0 while pending. */
+  readonly transferStartedAtMs: number;
+  /** The verified state hash the target reported (memory moves). */
+  readonly sha256: string;
+  readonly revision: number;
+}
 
 /** A farm virtual switch, as the switch commands (issue 11) will record it. */
 export interface SwitchRecord {

@@ -5,6 +5,7 @@ import type {
   FarmEvent,
   GuestOs,
   HostRecord,
+  MigrationRecord,
   OperationRecord,
   SwitchRecord,
   VmRecord,
@@ -27,6 +28,8 @@ interface SnapshotV1 {
   vms: VmRecord[];
   checkpoints: CheckpointRecord[];
   operations: OperationRecord[];
+  /** Absent from snapshots written before migrations were recorded. */
+  migrations?: MigrationRecord[];
   switches: SwitchRecord[];
   events: { floor: number; list: FarmEvent[] };
   requests: [string, string][];
@@ -42,6 +45,7 @@ export function encodeSnapshot(s: FarmState): Uint8Array {
     vms: [...s.vms.values()],
     checkpoints: [...s.checkpoints.values()],
     operations: [...s.operations.values()],
+    migrations: [...s.migrations.values()],
     switches: [...s.switches.values()],
     events: { floor: s.events.oldestResumable, list: s.events.all() },
     requests: [...s.requests],
@@ -66,6 +70,7 @@ export function decodeSnapshot(data: Uint8Array): FarmState {
   for (const v of snap.vms) s.vms.set(v.id, v);
   for (const c of snap.checkpoints) s.checkpoints.set(c.id, c);
   for (const o of snap.operations) s.operations.set(o.id, o);
+  for (const m of snap.migrations ?? []) s.migrations.set(m.id, m);
   for (const w of snap.switches) s.switches.set(w.id, w);
   s.events = EventWindow.from(settings.eventWindow, snap.events.floor, snap.events.list);
   s.requests = new Map(snap.requests);

@@ -3,6 +3,7 @@ import type {
   CheckpointRecord,
   GuestOs,
   HostRecord,
+  MigrationRecord,
   OperationRecord,
   SwitchRecord,
   VmRecord,
@@ -38,6 +39,8 @@ export interface FarmState {
   vms: Map<string, VmRecord>;
   checkpoints: Map<string, CheckpointRecord>;
   operations: Map<string, OperationRecord>;
+  /** Migrations, running and finished (the finished ones beyond a window are forgotten). */
+  migrations: Map<string, MigrationRecord>;
   /** Switches (issue 11 adds their commands; until then the map stays empty). */
   switches: Map<string, SwitchRecord>;
   events: EventWindow;
@@ -56,6 +59,10 @@ export interface FarmState {
   macBlocks: Map<number, string>;
   /** Finished operations, oldest first: the ones dropped beyond the window. */
   doneOperations: string[];
+  /** Unfinished migrations by target host: the memory each reserves there. */
+  incoming: Map<string, Set<string>>;
+  /** Finished migrations, oldest first: the ones dropped beyond the window. */
+  doneMigrations: string[];
 }
 
 export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState {
@@ -67,6 +74,7 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     vms: new Map(),
     checkpoints: new Map(),
     operations: new Map(),
+    migrations: new Map(),
     switches: new Map(),
     events: new EventWindow(settings.eventWindow),
     requests: new Map(),
@@ -77,6 +85,8 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     macOwners: new Map(),
     macBlocks: new Map(),
     doneOperations: [],
+    incoming: new Map(),
+    doneMigrations: [],
   };
 }
 
@@ -147,6 +157,29 @@ export function reindex(s: FarmState): void {
     .filter((o) => o.done)
     .sort((a, b) => a.revision - b.revision)
     .map((o) => o.id);
+  s.incoming.clear();
+  s.doneMigrations = [];
+  const migrations = [...s.migrations.values()].sort((a, b) => a.revision - b.revision);
+  for (const m of migrations) {
+    if (migrationFinal(m)) s.doneMigrations.push(m.id);
+    else indexMigration(s, m);
+  }
+}
+
+export const migrationFinal = (m: MigrationRecord): boolean =>
+  m.phase === 'MIGRATION_PHASE_COMPLETED' || m.phase === 'MIGRATION_PHASE_FAILED';
+
+function indexMigration(s: FarmState, m: MigrationRecord): void {
+  let set = s.incoming.get(m.targetHostId);
+  if (!set) s.incoming.set(m.targetHostId, (set = new Set()));
+  set.add(m.id);
+}
+
+/** Stores a migration record, keeping the index of what each host has coming. */
+export function putMigration(s: FarmState, next: MigrationRecord): void {
+  s.migrations.set(next.id, next);
+  if (migrationFinal(next)) s.incoming.get(next.targetHostId)?.delete(next.id);
+  else indexMigration(s, next);
 }
 
 /** A VM by id, or by name when no VM has that id. */

@@ -1,8 +1,15 @@
 import { MEMORY_ASSIGNED, status, type pb } from '@hyperfarm/api';
 import { vmMemoryCost } from './capacity.js';
 import { MAC_BLOCK_SIZE, macBlockStart } from './hosts.js';
-import type { CheckpointRecord, FarmEvent, HostRecord, OperationRecord, VmRecord } from './model.js';
-import { vmsOnHost, type FarmState } from './state.js';
+import type {
+  CheckpointRecord,
+  FarmEvent,
+  HostRecord,
+  MigrationRecord,
+  OperationRecord,
+  VmRecord,
+} from './model.js';
+import { emptyState, vmsOnHost, type FarmState } from './state.js';
 
 /** The records as the API shows them. */
 
@@ -73,6 +80,29 @@ export function checkpointView(c: CheckpointRecord): pb.Checkpoint__Output {
   };
 }
 
+export function migrationView(m: MigrationRecord): pb.Migration__Output {
+  return {
+    id: m.id,
+    vmId: m.vmId,
+    sourceHostId: m.sourceHostId,
+    targetHostId: m.targetHostId,
+    kind: m.kind,
+    phase: m.phase,
+    progressPercent: m.progress,
+    bytesTransferred: m.bytesTransferred,
+    rounds: m.rounds,
+    downtimeMs: m.downtimeMs,
+    error: m.error,
+    startedAtMs: m.startedAtMs,
+    finishedAtMs: m.finishedAtMs,
+    fromGeneration: m.fromGeneration,
+    reason: m.reason,
+    operationId: m.opId,
+    throttlePercent: m.throttlePercent,
+    decision: m.decision,
+  };
+}
+
 export function operationView(op: OperationRecord): pb.Operation {
   const view: pb.Operation = {
     id: op.id,
@@ -87,6 +117,9 @@ export function operationView(op: OperationRecord): pb.Operation {
   if (op.error) view.error = { code: status[op.error.code], message: op.error.message };
   if (op.result?.kind === 'vm') view.vm = vmView(op.result.record);
   if (op.result?.kind === 'checkpoint') view.checkpoint = checkpointView(op.result.record);
+  if (op.result?.kind === 'migration') view.migration = migrationView(op.result.record);
+  // A drained host holds no VMs: its usage shows none.
+  if (op.result?.kind === 'host') view.host = hostView(emptyState(), op.result.record);
   return view;
 }
 
@@ -101,5 +134,7 @@ export function eventView(s: FarmState, e: FarmEvent): pb.Event {
       return { ...base, checkpoint: checkpointView(e.resource) };
     case 'RESOURCE_KIND_OPERATION':
       return { ...base, operation: operationView(e.resource) };
+    case 'RESOURCE_KIND_MIGRATION':
+      return { ...base, migration: migrationView(e.resource) };
   }
 }

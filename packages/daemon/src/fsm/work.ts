@@ -37,6 +37,8 @@ const recordResult = defineCommand(
   (s, p, changes) => {
     const op = requireOperation(s, p.opId);
     if (op.done) return { changed: false };
+    if (op.params.kind === 'vm.migrate' || op.params.kind === 'host.drain')
+      throw failedPrecondition(`operation ${op.id} (${op.kind}) is recorded by migration.* commands`);
     const vm = s.vms.get(op.targetId);
     if (!vm || vm.busyOpId !== op.id) {
       failOperation(changes, op, {
@@ -101,6 +103,9 @@ function succeed(s: FarmState, vm: VmRecord, op: OperationRecord, p: ResultPaylo
       changes.removeVm(vm);
       finishOperation(changes, op, `VM '${vm.config.name}' deleted`);
       return;
+    case 'vm.migrate':
+    case 'host.drain':
+      return; // refused above: migration.* commands record them
     default: {
       if (p.tree) syncCheckpoints(s, vm, p.tree, changes);
       let current: Omit<VmRecord, 'revision'> = (p.report && reported(s, vm, p.report, changes.timeMs)) || vm;

@@ -6,6 +6,7 @@ import {
   encodeSnapshot,
   DEFAULT_SETTINGS,
   type CheckpointRecord,
+  type MigrationRecord,
   type Command,
   type CommandBody,
   type FarmEvent,
@@ -188,6 +189,10 @@ function checkpointLine(c: CheckpointRecord): string {
   return `checkpoint ${c.id} vm=${c.vmId} "${c.name}" parent=${c.parentId || '-'} memory=${c.includesMemory} ${short(c.vmState, /^VM_STATE_/)}`;
 }
 
+function migrationLine(m: MigrationRecord): string {
+  return `migration ${m.id} vm=${m.vmId} ${m.sourceHostId}->${m.targetHostId} ${short(m.kind, /^MIGRATION_KIND_/)} ${m.mode} ${short(m.phase, /^MIGRATION_PHASE_/)} decision=${m.decision || '-'} gen=${m.fromGeneration}${m.error ? ` error="${m.error}"` : ''}`;
+}
+
 function eventLine(e: FarmEvent): string {
   const type = e.type === 'EVENT_TYPE_PUT' ? 'put' : 'delete';
   const summary =
@@ -199,7 +204,9 @@ function eventLine(e: FarmEvent): string {
           ? vmLine(e.resource)
           : e.kind === 'RESOURCE_KIND_OPERATION'
             ? opLine(e.resource)
-            : checkpointLine(e.resource);
+            : e.kind === 'RESOURCE_KIND_MIGRATION'
+              ? migrationLine(e.resource)
+              : checkpointLine(e.resource);
   return `  rev ${e.revision} ${type} ${summary}`;
 }
 

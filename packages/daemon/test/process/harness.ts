@@ -160,6 +160,15 @@ export class ProcessFarm {
     await a.proc.exited;
   }
 
+  /** SIGSTOP: the agent is frozen, its sockets open, until `thawAgent`. */
+  freezeAgent(id: string): void {
+    this.agents.get(id)!.proc.child.kill('SIGSTOP');
+  }
+
+  thawAgent(id: string): void {
+    this.agents.get(id)!.proc.child.kill('SIGCONT');
+  }
+
   client(daemonId: string): Cluster {
     let c = this.clients.get(daemonId);
     if (!c) {
@@ -201,6 +210,7 @@ export class ProcessFarm {
   }
 
   async stop(): Promise<void> {
+    for (const a of this.agents.values()) a.proc.child.kill('SIGCONT');
     for (const p of [...this.daemons.values(), ...[...this.agents.values()].map((a) => a.proc)])
       p.child.kill('SIGKILL');
     await Promise.all(
