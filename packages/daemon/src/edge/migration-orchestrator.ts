@@ -70,11 +70,16 @@ export class MigrationOrchestrator {
     for (const m of migrationsToStart(s, this.cfg.maxPerHost)) {
       if (this.starting.has(m.id)) continue;
       this.starting.add(m.id);
+      // Marked before the start commits: the next tick may see it under way before this answer.
+      this.startedHere.add(m.id);
       this.submit({ type: 'migration.start', migrationId: m.id, limit: this.cfg.maxPerHost })
         .then((r) => {
-          if (r['started']) this.startedHere.add(m.id);
+          if (!r['started']) this.startedHere.delete(m.id);
         })
-        .catch((err: unknown) => this.logger.debug({ err, migration: m.id }, 'migration not started yet'))
+        .catch((err: unknown) => {
+          this.startedHere.delete(m.id);
+          this.logger.debug({ err, migration: m.id }, 'migration not started yet');
+        })
         .finally(() => {
           this.starting.delete(m.id);
           this.tick();

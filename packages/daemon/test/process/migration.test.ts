@@ -107,6 +107,54 @@ describe('migration through the daemon (real processes)', function () {
     );
   });
 
+  it('drain: every VM leaves by priority and state; one that cannot is listed with its reason', async () => {
+    const high = await mf.createVm('d-high', 'hc', { priority: 'HA_PRIORITY_HIGH', busy: true });
+    const low = await mf.createVm('d-low', 'hc', { priority: 'HA_PRIORITY_LOW' });
+    const none = await mf.createVm('d-none', 'hc', { priority: 'HA_PRIORITY_NONE' });
+    const off = await mf.createVm('d-off', 'hc', { off: true });
+    const saved = await mf.createVm('d-saved', 'hc');
+    await mf.changeState(saved.id, 'VM_ACTION_SAVE');
+    // A hard anti-affinity class held on both other hosts: this one has nowhere to go.
+    await mf.createVm('d-solo-a', 'ha', { group: 'solo', off: true });
+    await mf.createVm('d-solo-b', 'hb', { group: 'solo', off: true });
+    const stuck = await mf.createVm('d-solo-c', 'hc', { group: 'solo', off: true });
+
+    const op = await mf.c().drainHost({ id: 'hc' });
+    expect(op.kind).to.equal('host.drain');
+    const ended = await mf.done(op, 120_000);
+    expect(ended.error?.code, ended.message).to.equal(9); // FAILED_PRECONDITION: one VM stayed
+    expect(ended.message).to.match(/1 VM could not move \(VM 'd-solo-c': .*hard anti-affinity class 'solo'/);
+    expect((await mf.c().getHost({ id: 'hc' })).maintenance).to.equal(true);
+
+    const kindOf = async (vmId: string) => {
+      const [m] = (await mf.c().listMigrations({ vmId })).migrations.filter((x) => x.reason === 'drain');
+      expect(m?.phase, vmId).to.equal('MIGRATION_PHASE_COMPLETED');
+      return m!.kind;
+    };
+    expect(await kindOf(high.id)).to.equal('MIGRATION_KIND_LIVE');
+    expect(await kindOf(low.id)).to.equal('MIGRATION_KIND_QUICK');
+    expect(await kindOf(none.id)).to.equal('MIGRATION_KIND_QUICK');
+    await kindOf(off.id);
+    await kindOf(saved.id);
+    for (const [vm, state] of [
+      [high, 'VM_STATE_RUNNING'],
+      [low, 'VM_STATE_RUNNING'],
+      [none, 'VM_STATE_RUNNING'],
+      [off, 'VM_STATE_OFF'],
+      [saved, 'VM_STATE_SAVED'],
+    ] as const) {
+      const now = await mf.c().getVm({ id: vm.id });
+      expect(now.status!.hostId, vm.config!.name).to.not.equal('hc');
+      await mf.settledOn(vm.id, now.status!.hostId, state);
+      await mf.onlyOn(vm.id, now.status!.hostId, HOSTS);
+    }
+    const left = (await mf.c().listVms({ hostId: 'hc' })).vms.map((v) => v.config!.name);
+    expect(left).to.deep.equal([stuck.config!.name]);
+
+    const back = await mf.c().undrainHost({ id: 'hc' });
+    expect(back.maintenance).to.equal(false);
+  });
+
   it('the leader killed mid-migration: the new leader finishes it, the VM on exactly one host', async () => {
     const vm = await mf.createVm('leader-1', 'hb', { busy: true });
     const op = await mf.c().migrateVm({ vmId: vm.id, targetHostId: 'hc', kind: 'MIGRATION_KIND_LIVE' });
