@@ -22,11 +22,17 @@ export class MigrationFarm {
 
   static async start(daemons: number, daemonArgs: string[], hosts: string[]): Promise<MigrationFarm> {
     const mf = new MigrationFarm(await ProcessFarm.start({ daemons, daemonArgs }));
-    for (const id of hosts) mf.follow(id, (await mf.farm.startAgent(id, 1, mf.agentArgs()))[0]!.grpcAddress);
-    await until(`${hosts.length} hosts Up`, 30_000, async () => {
-      const { hosts: up } = await mf.c().listHosts({ state: 'HOST_STATE_UP' });
-      return up.length === hosts.length || undefined;
-    });
+    try {
+      for (const id of hosts)
+        mf.follow(id, (await mf.farm.startAgent(id, 1, mf.agentArgs()))[0]!.grpcAddress);
+      await until(`${hosts.length} hosts Up`, 60_000, async () => {
+        const { hosts: up } = await mf.c().listHosts({ state: 'HOST_STATE_UP' });
+        return up.length === hosts.length || undefined;
+      });
+    } catch (err) {
+      await mf.stop();
+      throw err;
+    }
     return mf;
   }
 
