@@ -77,7 +77,7 @@ export function moveRefusal(
       ]
         .filter((h) => !h.clusterStorage)
         .map((h) => `'${h.id}'`)
-        .join(' and ')} has none)`,
+        .join(' and ')} ${source.clusterStorage || target.clusterStorage ? 'has' : 'have'} none)`,
     };
   }
   const reasons = targetRefusals(s, target, vm);

@@ -246,7 +246,7 @@ describe('a farm of real processes: 3 daemons, agents with several hosts', funct
         '',
       ],
       ['CreateVm taken', () => c.createVm({ config: vmSpec('target') }), status.ALREADY_EXISTS, ''],
-      ['MigrateVm', () => c.migrateVm({ vmId }), status.UNIMPLEMENTED, ''],
+      ['MigrateVm kind', () => c.migrateVm({ vmId, kind: 7 as never }), status.INVALID_ARGUMENT, 'kind'],
       ['CreateSwitch', () => c.createSwitch({ name: 's' }), status.UNIMPLEMENTED, ''],
     ];
     for (const [name, call, code, field] of cases) {
