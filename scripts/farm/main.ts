@@ -99,9 +99,15 @@ function launch(role: FarmProcess['role'], id: string, slot: number, extra: stri
 const daemonAddresses = daemonIds.map((_, i) => addr(2 * i)).join(',');
 const children: Child[] = [
   ...daemonIds.map((id, i) => launch('daemon', id, i, ['--peers', peers])),
-  // Agents register their hosts with the daemons, which give each host its own MAC range.
+  // Agents register their hosts with the daemons, which give each host its own MAC range, and
+  // share one cluster storage folder: HA VMs' files live there, so failover and moves reopen them.
   ...Array.from({ length: opts.agents }, (_, i) =>
-    launch('agent', `agent-${i + 1}`, opts.daemons + i, ['--daemons', daemonAddresses]),
+    launch('agent', `agent-${i + 1}`, opts.daemons + i, [
+      '--daemons',
+      daemonAddresses,
+      '--cluster-storage-path',
+      join(dataDir, 'cluster'),
+    ]),
   ),
 ];
 

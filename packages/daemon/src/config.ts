@@ -40,35 +40,50 @@ export const daemonConfigSchema = z.object({
     .max(64)
     .default(8)
     .describe('most virtual processors placed per logical processor of a host'),
+  livenessProfile: z
+    .enum(['default', 'fast'])
+    .default('default')
+    .describe(
+      'host monitor timing: default (Failover Clustering 2008: 1 s heartbeat, Down after 5 missed, a 5 s lease) or fast (250 ms, Down after 4 missed, a 1 s lease); the settings below override one value each',
+    ),
   heartbeatMs: z
     .number()
     .int()
     .min(50)
     .max(60_000)
-    .default(1_000)
-    .describe('the leader grants every host its lease this often'),
+    .optional()
+    .describe('the leader grants every host its lease this often (profile: 1000 or 250)'),
   suspectAfterMs: z
     .number()
     .int()
     .min(100)
     .max(600_000)
-    .default(2_000)
-    .describe('a host whose grants have failed this long is Suspect'),
+    .optional()
+    .describe('a host whose grants have failed this long is Suspect (profile: 2000 or 500)'),
   downAfterMs: z
     .number()
     .int()
     .min(100)
     .max(600_000)
-    .default(5_000)
-    .describe('a host whose grants have failed this long is Down (Failover Clustering: 5 missed heartbeats)'),
+    .optional()
+    .describe('a host whose grants have failed this long is Down (profile: 5000 or 1000)'),
   hostLeaseMs: z
     .number()
     .int()
     .min(0)
     .max(600_000)
-    .default(10_000)
+    .optional()
     .describe(
-      "each grant's lease: a host left without a renewal this long turns its VMs off (0: the agent's own)",
+      "each grant's lease: a host left without a renewal this long turns its VMs off (profile: 5000 or 1000; 0: the agent's own, 10000)",
+    ),
+  leaseMarginMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(60_000)
+    .optional()
+    .describe(
+      "failover waits this long past the end of a Down host's last lease, for clock drift and a late agent (profile: 500 or 250)",
     ),
   maxMigrationsPerHost: z
     .number()
@@ -90,7 +105,22 @@ export const daemonConfigSchema = z.object({
     ),
 });
 
-export interface DaemonConfig extends Omit<z.infer<typeof daemonConfigSchema>, 'peers'> {
+type Timing = 'heartbeatMs' | 'suspectAfterMs' | 'downAfterMs' | 'hostLeaseMs' | 'leaseMarginMs';
+
+/** The host monitor's timings per profile: Failover Clustering 2008's defaults, and a fast one. */
+export const LIVENESS_PROFILES: Record<'default' | 'fast', Record<Timing, number>> = {
+  default: {
+    heartbeatMs: 1_000,
+    suspectAfterMs: 2_000,
+    downAfterMs: 5_000,
+    hostLeaseMs: 5_000,
+    leaseMarginMs: 500,
+  },
+  fast: { heartbeatMs: 250, suspectAfterMs: 500, downAfterMs: 1_000, hostLeaseMs: 1_000, leaseMarginMs: 250 },
+};
+
+export interface DaemonConfig
+  extends Omit<z.infer<typeof daemonConfigSchema>, 'peers' | Timing>, Record<Timing, number> {
   /** Initial members, id to address; this daemon is always among them. */
   peers: Map<string, string>;
   /** Mutual TLS files, when all three are configured. */
@@ -114,9 +144,19 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (peers.size > 0 && !peers.has(c.id))
     throw configError(`peers: this daemon's id '${c.id}' is not among them`);
   if (peers.size === 0) peers.set(c.id, c.grpcAddress);
-  if (c.suspectAfterMs >= c.downAfterMs)
-    throw configError(`suspectAfterMs (${c.suspectAfterMs}) must be below downAfterMs (${c.downAfterMs})`);
-  return { ...c, peers, tls: tlsFromConfig(c) };
+  const profile = LIVENESS_PROFILES[c.livenessProfile];
+  const timing = {
+    heartbeatMs: c.heartbeatMs ?? profile.heartbeatMs,
+    suspectAfterMs: c.suspectAfterMs ?? profile.suspectAfterMs,
+    downAfterMs: c.downAfterMs ?? profile.downAfterMs,
+    hostLeaseMs: c.hostLeaseMs ?? profile.hostLeaseMs,
+    leaseMarginMs: c.leaseMarginMs ?? profile.leaseMarginMs,
+  };
+  if (timing.suspectAfterMs >= timing.downAfterMs)
+    throw configError(
+      `suspectAfterMs (${timing.suspectAfterMs}) must be below downAfterMs (${timing.downAfterMs})`,
+    );
+  return { ...c, ...timing, peers, tls: tlsFromConfig(c) };
 }
 
 const configError = (m: string) => new ConfigError(`invalid configuration: ${m}`);

@@ -16,6 +16,7 @@ import { drainHandlers } from './edge/drain-api.js';
 import { ControllerRunner } from './edge/controller-runner.js';
 import type { FarmContext } from './edge/farm-context.js';
 import { GrpcAgentPort } from './edge/grpc-agent-port.js';
+import { haHandlers } from './edge/ha-api.js';
 import { hostHandlers } from './edge/hosts-api.js';
 import { membershipHandlers } from './edge/membership.js';
 import { migrationHandlers } from './edge/migrations-api.js';
@@ -83,6 +84,7 @@ export async function startDaemon(
         downAfterMs: config.downAfterMs,
       },
       leaseMs: config.hostLeaseMs,
+      leaseMarginMs: config.leaseMarginMs,
       scheduler,
       placementBatch: 2_000,
       maxCalls: 256,
@@ -107,8 +109,9 @@ export async function startDaemon(
             ...operationHandlers(ctx),
             ...migrationHandlers(ctx, { deadlineMs: config.migrationDeadlineMs }),
             ...drainHandlers(ctx, { deadlineMs: config.migrationDeadlineMs }),
+            ...haHandlers(ctx),
           },
-          'failover settings and what-if: issue 10; switches and NLB: issue 11',
+          'switches and NLB: issue 11',
         ),
       )
       .listen(config.grpcAddress);

@@ -42,6 +42,20 @@ describe('daemon configuration', () => {
     expect(tls).to.deep.equal({ caFile: 'ca', certFile: 'cert', keyFile: 'key' });
   });
 
+  it("takes the host monitor's timings from a profile: Failover Clustering's by default, or fast; one flag overrides one value", () => {
+    const d = loadDaemonConfig([], {});
+    // Failover Clustering 2008: a heartbeat each second, Down after five missed.
+    expect([d.heartbeatMs, d.downAfterMs, d.hostLeaseMs]).to.deep.equal([1_000, 5_000, 5_000]);
+    const f = loadDaemonConfig(['--liveness-profile', 'fast'], {});
+    expect([f.heartbeatMs, f.downAfterMs / f.heartbeatMs, f.hostLeaseMs]).to.deep.equal([250, 4, 1_000]);
+    const o = loadDaemonConfig(['--liveness-profile', 'fast', '--down-after-ms', '2000'], {});
+    expect([o.heartbeatMs, o.downAfterMs]).to.deep.equal([250, 2_000]);
+    expect(() => loadDaemonConfig(['--suspect-after-ms', '6000'], {})).to.throw(
+      ConfigError,
+      /suspectAfterMs \(6000\) must be below downAfterMs \(5000\)/,
+    );
+  });
+
   it('takes a Raft timing profile, default or fast, and refuses any other', () => {
     expect(loadDaemonConfig([], {}).raftProfile).to.equal('default');
     expect(loadDaemonConfig(['--raft-profile', 'fast'], {}).raftProfile).to.equal('fast');

@@ -3,4 +3,7 @@ export * from './hosts.js';
 export * from './observed.js';
 export * from './placement.js';
 export * from './vms.js';
+export * from './admission.js';
+export * from './failover.js';
 export * from './migrations.js';
+export * from './whatif.js';

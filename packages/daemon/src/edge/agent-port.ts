@@ -49,6 +49,8 @@ export interface AgentPort {
     generation: number,
   ): Promise<pb.Vm__Output>;
   deleteVm(host: HostRef, vmId: string, generation: number): Promise<void>;
+  /** Removes a stale copy of a VM the farm placed elsewhere under `generation` (never started). */
+  dropStaleVm(host: HostRef, vmId: string, generation: number): Promise<void>;
   getVm(host: HostRef, vmId: string): Promise<pb.Vm__Output>;
   createCheckpoint(
     host: HostRef,

@@ -1,6 +1,9 @@
 import { status, statusOf, type Logger, type pb } from '@hyperfarm/api';
 import {
+  failoverRound,
+  fencedHosts,
   hostTransitions,
+  staleCopies,
   observedReports,
   placementRound,
   reconcileVms,
@@ -23,6 +26,8 @@ export interface RunnerConfig {
   liveness: LivenessConfig & { intervalMs: number };
   /** The lease each grant gives a host (0: the agent's own default). */
   leaseMs: number;
+  /** Failover waits this long past the end of a Down host's last lease (clock drift, a late agent). */
+  leaseMarginMs: number;
   scheduler: SchedulerOptions;
   /** VMs placed per round at most. */
   placementBatch: number;
@@ -41,6 +46,10 @@ const MIN_TICK_MS = 20;
  * them, in case a change went unnoticed (a safety net, not the mechanism).
  */
 const SWEEP_MS = 5_000;
+/** The agent's own lease, when grants leave it to the agent (leaseMs 0). */
+const AGENT_DEFAULT_LEASE_MS = 10_000;
+/** How often the failover plan is made again for VMs that could not restart yet. */
+const FAILOVER_RETRY_MS = 1_000;
 /** A refusal the host will give again: the operation fails with it. Anything else is retried. */
 const DEFINITIVE = new Set<number>([
   status.INVALID_ARGUMENT,
@@ -121,8 +130,16 @@ class LeaderSession {
   private readonly dirtyHosts = new Set<string>();
   private nextSweep = 0;
   private placing = false;
+  private failingOver = false;
+  /** The fenced hosts of the last failover round, and when to plan again for them anyway. */
+  private fencedBefore = '';
+  private nextFailoverMs = 0;
+  private fenceTimer: { handle: unknown; atMs: number } | undefined;
+  /** Stale copies being dropped, as host/vm. */
+  private readonly dropping = new Set<string>();
   private closed = false;
   private tickTimer: unknown;
+  private tickAt = 0;
   private lastTick = 0;
   private leaseTimer: unknown;
   private readonly unsubscribe: () => void;
@@ -168,6 +185,7 @@ class LeaderSession {
     this.migrations.close();
     this.timers.clear(this.tickTimer);
     this.timers.clear(this.leaseTimer);
+    if (this.fenceTimer) this.timers.clear(this.fenceTimer.handle);
     for (const w of this.watchers.values()) w.stop();
   }
 
@@ -219,13 +237,23 @@ class LeaderSession {
 
   // --- the controllers ---
 
+  /**
+   * Runs the controllers soon (at most every MIN_TICK_MS). A later run already set (the idle
+   * timer waiting for the next sweep) is brought forward: a change must not wait for the sweep.
+   */
   private schedule(): void {
-    if (this.closed || this.tickTimer !== undefined) return;
-    const wait = Math.max(0, this.lastTick + MIN_TICK_MS - this.timers.now());
+    if (this.closed) return;
+    const now = this.timers.now();
+    const at = Math.max(now, this.lastTick + MIN_TICK_MS);
+    if (this.tickTimer !== undefined) {
+      if (this.tickAt <= at) return;
+      this.timers.clear(this.tickTimer);
+    }
+    this.tickAt = at;
     this.tickTimer = this.timers.set(() => {
       this.tickTimer = undefined;
       this.tick();
-    }, wait);
+    }, at - now);
   }
 
   private tick(): void {
@@ -233,20 +261,22 @@ class LeaderSession {
     this.lastTick = this.timers.now();
     this.followHosts();
     this.place();
+    this.failover();
     this.migrations.tick();
+    const returned = [...this.dirtyHosts];
     const only = this.changedVms();
+    this.dropStale(only === undefined ? this.watchers.keys() : returned);
     this.observe(only);
     this.reconcile(only);
     // Backoffs end, and sweeps fall due, without any event to wake the loop.
     if (this.tickTimer === undefined) {
       const busy = this.backoff.size > 0 || this.dirtyVms.size > 0;
-      this.tickTimer = this.timers.set(
-        () => {
-          this.tickTimer = undefined;
-          this.tick();
-        },
-        busy ? 500 : Math.max(MIN_TICK_MS, this.nextSweep - this.timers.now()),
-      );
+      const wait = busy ? 500 : Math.max(MIN_TICK_MS, this.nextSweep - this.timers.now());
+      this.tickAt = this.timers.now() + wait;
+      this.tickTimer = this.timers.set(() => {
+        this.tickTimer = undefined;
+        this.tick();
+      }, wait);
     }
   }
 
@@ -311,6 +341,90 @@ class LeaderSession {
       this.placing = false;
       this.schedule();
     });
+  }
+
+  // --- failover ---
+
+  /**
+   * Restarts the HA VMs of Down hosts elsewhere, once each host has surely fenced itself (its
+   * lease ran out, so the agent turned its VMs off). Fencing first, then the restart, under a new
+   * generation, so no VM runs on two hosts.
+   */
+  private failover(): void {
+    if (this.failingOver) return;
+    const now = this.timers.now();
+    const { fenced, nextMs } = fencedHosts(this.state, this.lastGrant, this.since, now, {
+      leaseMs: this.cfg.leaseMs > 0 ? this.cfg.leaseMs : AGENT_DEFAULT_LEASE_MS,
+      marginMs: this.cfg.leaseMarginMs,
+    });
+    if (nextMs < Infinity) this.wakeAt(nextMs);
+    const key = fenced.join(',');
+    if (fenced.length === 0 || (key === this.fencedBefore && now < this.nextFailoverMs)) return;
+    this.fencedBefore = key;
+    this.nextFailoverMs = now + FAILOVER_RETRY_MS;
+    this.wakeAt(this.nextFailoverMs);
+    const round = failoverRound(this.state, fenced, now, this.cfg.scheduler);
+    if (round.restarts.length + round.held.length + round.stranded.length === 0) return;
+    this.logger.warn(
+      {
+        hosts: fenced,
+        restarts: round.restarts.length,
+        held: round.held.length,
+        stranded: round.stranded.length,
+      },
+      'failing over the VMs of Down hosts',
+    );
+    this.failingOver = true;
+    const commits = [
+      ...chunks(round.restarts).map((c) =>
+        this.commit({ type: 'vm.failover', restarts: c, held: [], stranded: [] }),
+      ),
+      ...chunks(round.held).map((c) =>
+        this.commit({ type: 'vm.failover', restarts: [], held: c, stranded: [] }),
+      ),
+      ...chunks(round.stranded).map((c) =>
+        this.commit({ type: 'vm.failover', restarts: [], held: [], stranded: c }),
+      ),
+    ];
+    void Promise.all(commits).finally(() => {
+      this.failingOver = false;
+      this.schedule();
+    });
+  }
+
+  /** Runs the controllers at `atMs` (a fencing wait ends), unless a run is due sooner. */
+  private wakeAt(atMs: number): void {
+    if (this.fenceTimer && this.fenceTimer.atMs <= atMs) return;
+    if (this.fenceTimer) this.timers.clear(this.fenceTimer.handle);
+    const handle = this.timers.set(
+      () => {
+        this.fenceTimer = undefined;
+        this.schedule();
+      },
+      Math.max(0, atMs - this.timers.now()),
+    );
+    this.fenceTimer = { handle, atMs };
+  }
+
+  /** Has hosts drop the copies of VMs the farm placed elsewhere (an old host back after a failover). */
+  private dropStale(hosts: Iterable<string>): void {
+    for (const c of staleCopies(this.state, this.watchers, hosts)) {
+      const key = `${c.hostId}/${c.vmId}`;
+      const host = this.hostRef(c.hostId);
+      if (!host || this.dropping.has(key)) continue;
+      this.dropping.add(key);
+      this.logger.info(c, 'dropping a stale copy of a VM placed elsewhere');
+      this.port
+        .dropStaleVm(host, c.vmId, c.generation)
+        .then(
+          () => this.watchers.get(c.hostId)?.forget(c.vmId),
+          (err: unknown) => {
+            if (statusOf(err) === status.NOT_FOUND) this.watchers.get(c.hostId)?.forget(c.vmId);
+            else this.logger.warn({ ...c, err }, 'could not drop a stale copy; the next sweep tries again');
+          },
+        )
+        .finally(() => this.dropping.delete(key));
+    }
   }
 
   private observe(only: Set<string> | undefined): void {

@@ -100,6 +100,10 @@ export class GrpcAgentPort implements AgentPort {
     await this.client(host.address).p.deleteVm({ vmId, generation }, { timeoutMs: SLOW_MS });
   }
 
+  async dropStaleVm(host: HostRef, vmId: string, generation: number): Promise<void> {
+    await this.client(host.address).p.dropStaleVm({ vmId, generation }, { timeoutMs: QUICK_MS });
+  }
+
   getVm(host: HostRef, vmId: string) {
     return this.client(host.address).p.getVm({ vmId }, { timeoutMs: QUICK_MS });
   }

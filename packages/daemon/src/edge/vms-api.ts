@@ -3,6 +3,7 @@ import { invalidArgument, normalizeVmConfig, notFound, quote, unary, type pb } f
 import { findVm, operationView, vmView, type FarmState, type VmConfig, type VmRecord } from '../fsm/index.js';
 import { explainPlacement } from '../scheduler/index.js';
 import { operationOutcome, readState, type FarmContext } from './farm-context.js';
+import { admit } from './ha-api.js';
 import type { Ok } from './proposer.js';
 import {
   optionalRequestId,
@@ -71,8 +72,10 @@ export function vmHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandlers>
       const config = requireVmConfig(ctx.machine.state, req.config);
       const hostId = req.hostId === '' ? '' : requireHostId('host_id', req.hostId);
       const requestId = optionalRequestId('request_id', req.requestId);
+      const vmId = newId('vm');
+      const warning = req.start ? admit(ctx, ctx.machine.state, { vmId, config, hostId }) : undefined;
       const result = await ctx.proposer.submit(
-        { type: 'vm.create', vmId: newId('vm'), opId: newId('op'), config, start: req.start, hostId },
+        { type: 'vm.create', vmId, opId: newId('op'), config, start: req.start, hostId, warning },
         requestId === undefined ? undefined : `create-vm:${requestId}`,
       );
       return startedOperation(ctx.machine.state, result);
@@ -122,12 +125,18 @@ export function vmHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandlers>
 
     ChangeVmState: unary<pb.ChangeVmStateRequest__Output, pb.Operation>(async (req) => {
       const action = requireEnum('action', req.action, VM_ACTIONS);
-      const vm = requireVm(await readState(ctx, 'CONSISTENCY_LINEARIZABLE'), 'id', req.id);
+      const s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
+      const vm = requireVm(s, 'id', req.id);
+      const warning =
+        action === 'VM_ACTION_START' && vm.hostId
+          ? admit(ctx, s, { vmId: vm.id, config: vm.config, hostId: vm.hostId })
+          : undefined;
       const result = await ctx.proposer.submit({
         type: 'vm.change_state',
         vmId: vm.id,
         opId: newId('op'),
         action,
+        warning,
       });
       return startedOperation(ctx.machine.state, result);
     }),

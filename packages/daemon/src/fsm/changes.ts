@@ -55,6 +55,7 @@ export class Changes {
 
   removeVm(rec: VmRecord): void {
     removeVm(this.s, rec.id);
+    this.s.failovers.delete(rec.id);
     for (const c of [...this.s.checkpoints.values()]) if (c.vmId === rec.id) this.removeCheckpoint(c);
     this.next();
     this.record('RESOURCE_KIND_VM', 'EVENT_TYPE_DELETE', rec);

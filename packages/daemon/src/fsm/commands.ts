@@ -1,8 +1,10 @@
 import type { z } from 'zod';
 import type { CommandDef } from './command.js';
 import { drainCommands } from './drain.js';
+import { failoverCommands } from './failover.js';
 import { hostCommands } from './hosts.js';
 import { migrationCommands } from './migrations.js';
+import { settingsCommands } from './settings.js';
 import { vmCommands } from './vms.js';
 import { workCommands } from './work.js';
 
@@ -17,6 +19,8 @@ const ALL = [
   ...workCommands,
   ...migrationCommands,
   ...drainCommands,
+  ...settingsCommands,
+  ...failoverCommands,
 ] as const;
 
 export const COMMANDS: ReadonlyMap<string, CommandDef> = new Map(ALL.map((d) => [d.type, d as CommandDef]));

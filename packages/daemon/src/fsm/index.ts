@@ -9,6 +9,8 @@ export * from './machine.js';
 export * from './model.js';
 export * from './snapshot.js';
 export * from './state.js';
+export * from './settings.js';
+export * from './failover.js';
 export * from './views.js';
 export { awaitsPlacement } from './vms.js';
 export { activeCounts, leaveRefusal, moveRefusal } from './migrations.js';

@@ -10,6 +10,7 @@ import type {
   SwitchRecord,
   VmRecord,
 } from './model.js';
+import { DEFAULT_HA_SETTINGS, type HaSettings } from './settings.js';
 import { DEFAULT_SETTINGS, emptyState, reindex, type FarmSettings, type FarmState } from './state.js';
 
 /**
@@ -33,6 +34,9 @@ interface SnapshotV1 {
   switches: SwitchRecord[];
   events: { floor: number; list: FarmEvent[] };
   requests: [string, string][];
+  /** Absent in snapshots written before issue 10. */
+  ha?: HaSettings;
+  failovers?: [string, number[]][];
 }
 
 export function encodeSnapshot(s: FarmState): Uint8Array {
@@ -49,6 +53,8 @@ export function encodeSnapshot(s: FarmState): Uint8Array {
     switches: [...s.switches.values()],
     events: { floor: s.events.oldestResumable, list: s.events.all() },
     requests: [...s.requests],
+    ha: s.ha,
+    failovers: [...s.failovers],
   };
   return new TextEncoder().encode(JSON.stringify(snap));
 }
@@ -74,6 +80,8 @@ export function decodeSnapshot(data: Uint8Array): FarmState {
   for (const w of snap.switches) s.switches.set(w.id, w);
   s.events = EventWindow.from(settings.eventWindow, snap.events.floor, snap.events.list);
   s.requests = new Map(snap.requests);
+  s.ha = { ...DEFAULT_HA_SETTINGS, ...snap.ha };
+  s.failovers = new Map(snap.failovers ?? []);
   reindex(s);
   return s;
 }

@@ -8,6 +8,7 @@ import type {
   SwitchRecord,
   VmRecord,
 } from './model.js';
+import { DEFAULT_HA_SETTINGS, type HaSettings } from './settings.js';
 
 /** Limits that shape the state itself, so every replica must agree on them: part of the state. */
 export interface FarmSettings {
@@ -33,6 +34,8 @@ export interface FarmState {
   /** The revision of the last event: strictly increasing, one per change. */
   revision: number;
   settings: FarmSettings;
+  /** The HA settings users change (UpdateFarmSettings). */
+  ha: HaSettings;
   hosts: Map<string, HostRecord>;
   /** The guest catalog, as the hosts reported it (the latest registration wins). */
   guests: Map<string, GuestOs>;
@@ -46,6 +49,8 @@ export interface FarmState {
   events: EventWindow;
   /** Request id to the encoded result of its command, oldest first. */
   requests: Map<string, string>;
+  /** Each VM's failovers (their commands' times, oldest first), for the failover threshold. */
+  failovers: Map<string, number[]>;
 
   // --- derived ---
   hostByName: Map<string, string>;
@@ -69,6 +74,7 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
   return {
     revision: 0,
     settings: { ...settings },
+    ha: DEFAULT_HA_SETTINGS,
     hosts: new Map(),
     guests: new Map(),
     vms: new Map(),
@@ -78,6 +84,7 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     switches: new Map(),
     events: new EventWindow(settings.eventWindow),
     requests: new Map(),
+    failovers: new Map(),
     hostByName: new Map(),
     vmByName: new Map(),
     vmsByHost: new Map(),

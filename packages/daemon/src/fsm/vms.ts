@@ -78,6 +78,8 @@ const notOnHost = (message: string, timeMs: number): ObservedVm => ({
   updatedAtMs: timeMs,
 });
 
+const withWarning = (message: string, warning: string) => (warning ? `${message}; ${warning}` : message);
+
 const createVm = defineCommand(
   'vm.create',
   z.object({
@@ -86,6 +88,8 @@ const createVm = defineCommand(
     config: vmConfigSchema,
     start: z.boolean(),
     hostId: str(63),
+    /** Admission control's warning (admission_warn_only), shown in the operation's message. */
+    warning: str(4096).default(''),
   }),
   (s, p, changes) => {
     if (s.vms.has(p.vmId)) throw alreadyExists('VM id', p.vmId);
@@ -109,7 +113,7 @@ const createVm = defineCommand(
       id: p.opId,
       targetId: p.vmId,
       params: { kind: 'vm.create', start: p.start, pinnedHostId: p.hostId },
-      message: 'waiting for placement',
+      message: withWarning('waiting for placement', p.warning),
     });
     return { vmId: p.vmId, opId: p.opId };
   },
@@ -300,7 +304,7 @@ const observeVms = defineCommand(
 
 const changeState = defineCommand(
   'vm.change_state',
-  z.object({ vmId: str(128), opId: str(128), action: vmActionSchema }),
+  z.object({ vmId: str(128), opId: str(128), action: vmActionSchema, warning: str(4096).default('') }),
   (s, p, changes) => {
     const vm = requireVm(s, p.vmId);
     const what = actionName(p.action);
@@ -332,7 +336,7 @@ const changeState = defineCommand(
       id: p.opId,
       targetId: vm.id,
       params,
-      message: `asking host '${vm.hostId}' to ${what} the VM`,
+      message: withWarning(`asking host '${vm.hostId}' to ${what} the VM`, p.warning),
     });
     return { opId: p.opId };
   },

@@ -56,6 +56,7 @@ export interface HostSpec {
   guests?: string[];
   address?: string;
   labels?: Record<string, string>;
+  clusterStorage?: boolean;
 }
 
 export function hostPayload(h: HostSpec): Omit<CommandOf<'host.register'>, 'type' | 'rid' | 't'> {
@@ -73,6 +74,7 @@ export function hostPayload(h: HostSpec): Omit<CommandOf<'host.register'>, 'type
       },
       limits: PROFILES[h.profile ?? '2008']!,
       guestOs: GUESTS.filter((g) => !h.guests || h.guests.includes(g.id)),
+      ...(h.clusterStorage ? { clusterStorage: true } : {}),
     },
   };
 }
@@ -87,6 +89,7 @@ export interface VmSpec {
   group?: string;
   macs?: string[];
   switches?: string[];
+  priority?: VmConfig['haPriority'];
 }
 
 /** A complete configuration, as the edge hands it to the state machine after validation. */
@@ -108,7 +111,7 @@ export function vmConfig(v: VmSpec): VmConfig {
     integrationServices: true,
     automaticStartAction: 'AUTOMATIC_START_ACTION_START_IF_RUNNING',
     automaticStopAction: 'AUTOMATIC_STOP_ACTION_SAVE',
-    haPriority: 'HA_PRIORITY_MEDIUM',
+    haPriority: v.priority ?? 'HA_PRIORITY_MEDIUM',
     workload: {
       cpuDemandPercent: 0,
       workingSetBytes: 0,

@@ -81,7 +81,9 @@ describe('a farm of real processes: 3 daemons, agents with several hosts', funct
 
   it('starts again the Running VMs of an agent that was killed and came back', async () => {
     const c = farm.client('daemon-1');
-    const op = await done(c, await c.createVm({ config: vmSpec('solo-vm'), start: true, hostId: 'solo' }));
+    // Priority None: however slow the restart, the VM is never failed over to another host.
+    const config = { ...vmSpec('solo-vm'), haPriority: 'HA_PRIORITY_NONE' as const };
+    const op = await done(c, await c.createVm({ config, start: true, hostId: 'solo' }));
     const before = (await c.getClusterStatus({})).revision;
     await farm.killAgent('solo');
     await farm.restartAgent('solo');

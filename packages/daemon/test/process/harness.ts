@@ -134,6 +134,9 @@ export class ProcessFarm {
       ready,
       '--daemons',
       [...this.daemonAddresses.values()].join(','),
+      // Every agent reaches the same cluster storage, as the local farm's do.
+      '--cluster-storage-path',
+      join(this.dir, 'cluster'),
       ...extra,
     ];
     const proc = run(AGENT, args);
@@ -160,13 +163,18 @@ export class ProcessFarm {
     await a.proc.exited;
   }
 
-  /** SIGSTOP: the agent is frozen, its sockets open, until `thawAgent`. */
+  /** SIGSTOP freezes an agent (alive, silent: a partition), SIGCONT lets it go on. */
+  signalAgent(id: string, signal: 'SIGSTOP' | 'SIGCONT'): void {
+    this.agents.get(id)!.proc.child.kill(signal);
+  }
+
+  /** SIGSTOP: the agent is frozen, its sockets open (a partition), until `thawAgent`. */
   freezeAgent(id: string): void {
-    this.agents.get(id)!.proc.child.kill('SIGSTOP');
+    this.signalAgent(id, 'SIGSTOP');
   }
 
   thawAgent(id: string): void {
-    this.agents.get(id)!.proc.child.kill('SIGCONT');
+    this.signalAgent(id, 'SIGCONT');
   }
 
   client(daemonId: string): Cluster {
