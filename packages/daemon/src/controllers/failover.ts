@@ -61,8 +61,10 @@ export function planFailover(
   }
   candidates.sort(restartOrder);
   const items: PlanItem[] = candidates.map((vm) => ({ vmId: vm.id, config: vm.config, pinnedHostId: '' }));
+  // The failed hosts are no candidates, even if placement would wait for them to come back.
+  const failed = new Set(failedHostIds);
   const placed = planPlacements(
-    withHosts(s, (h) => h.clusterStorage),
+    withHosts(s, (h) => h.clusterStorage && !failed.has(h.id)),
     items,
     opts,
   );
@@ -76,6 +78,14 @@ export function planFailover(
     });
   for (const f of placed.failures)
     plan.stranded.push({ vmId: f.vmId, priority: priorityOf(byId.get(f.vmId)!), reason: f.message });
+  const decided = new Set([...placed.placements, ...placed.failures].map((p) => p.vmId));
+  for (const vm of candidates)
+    if (!decided.has(vm.id))
+      plan.stranded.push({
+        vmId: vm.id,
+        priority: priorityOf(vm),
+        reason: `no host that is Up can take VM '${vm.config.name}' now`,
+      });
   plan.stranded.sort((a, b) => PRIORITY_RANK[a.priority] - PRIORITY_RANK[b.priority]);
   return plan;
 }

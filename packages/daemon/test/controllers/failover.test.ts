@@ -259,7 +259,7 @@ describe('failover: the vm.failover command', () => {
     const vm = b.s.vms.get('v')!;
     expect(vm.observed.state).to.equal('VM_STATE_UNKNOWN');
     expect(vm.observed.message).to.equal(
-      "waiting to restart on another host: no host can take VM 'web': h1: host is Down; h2: 2 GB free, 4 GB needed",
+      "waiting to restart on another host: no host can take VM 'web': h2: 2 GB free, 4 GB needed",
     );
     expect(failoverRound(b.s, ['h1'], b.t, OPTS).stranded).to.deep.equal([]);
   });
