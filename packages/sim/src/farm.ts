@@ -158,7 +158,7 @@ export interface FarmResult {
 }
 
 /** Settings of the runner added by work on other branches; spread, so either shape compiles. */
-const RUNNER_EXTRAS = { maxMigrationsPerHost: 2 };
+const RUNNER_EXTRAS = { maxMigrationsPerHost: 2, leaseMarginMs: 500 };
 
 type Handler = (call: { request: unknown }, cb: (err: unknown, value?: unknown) => void) => void;
 

@@ -80,6 +80,5 @@ export interface AgentPort {
   commitMigration(host: HostRef, req: pb.ResolveMigrationRequest): Promise<pb.MigrationStatus__Output>;
   abortMigration(host: HostRef, req: pb.ResolveMigrationRequest): Promise<pb.MigrationStatus__Output>;
   getMigrationStatus(host: HostRef, migrationId: string): Promise<pb.MigrationStatus__Output>;
-  dropStaleVm(host: HostRef, vmId: string, generation: number): Promise<void>;
   close(): void;
 }

@@ -189,10 +189,6 @@ export class GrpcAgentPort implements AgentPort {
     return this.client(host.address).p.getMigrationStatus({ migrationId }, { timeoutMs: QUICK_MS });
   }
 
-  async dropStaleVm(host: HostRef, vmId: string, generation: number): Promise<void> {
-    await this.client(host.address).p.dropStaleVm({ vmId, generation }, { timeoutMs: QUICK_MS });
-  }
-
   close(): void {
     for (const c of this.clients.values()) c.raw.close();
     this.clients.clear();
