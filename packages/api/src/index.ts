@@ -4,6 +4,7 @@ export * as pb from './generated/pb.js';
 export * from './vm-states.js';
 export * from './vm-config.js';
 export * from './ipv4.js';
+export * from './network-config.js';
 // gRPC: the one factory for servers and channels, handlers, errors, standard services.
 export * from './grpc.js';
 export * from './handlers.js';

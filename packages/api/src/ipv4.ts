@@ -29,3 +29,26 @@ export function parseCidr(text: string): Cidr | undefined {
   const prefix = Number(p);
   return prefix >= 1 && prefix <= 32 ? { ip, prefix } : undefined;
 }
+
+export function formatIpv4(ip: number): string {
+  return `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
+}
+
+/** The network mask of a prefix length, as a number. */
+export function prefixMask(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+}
+
+export function sameNetwork(a: number, b: number, prefix: number): boolean {
+  const m = prefixMask(prefix);
+  return (a & m) >>> 0 === (b & m) >>> 0;
+}
+
+export function formatCidr(c: Cidr): string {
+  return `${formatIpv4((c.ip & prefixMask(c.prefix)) >>> 0)}/${c.prefix}`;
+}
+
+/** 224.0.0.0/4, which a cluster IP must not be (NLB's multicast mode is layer 2, not IP multicast). */
+export function isIpMulticast(ip: number): boolean {
+  return ip >>> 28 === 0xe;
+}

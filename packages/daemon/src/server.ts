@@ -20,6 +20,8 @@ import { haHandlers } from './edge/ha-api.js';
 import { hostHandlers } from './edge/hosts-api.js';
 import { membershipHandlers } from './edge/membership.js';
 import { migrationHandlers } from './edge/migrations-api.js';
+import { NetworkClients, networkHandlers } from './edge/network-api.js';
+import { NetworkPusher } from './edge/network-push.js';
 import { operationHandlers } from './edge/operations-api.js';
 import { Proposer } from './edge/proposer.js';
 import { Leadership } from './edge/leadership.js';
@@ -91,7 +93,18 @@ export async function startDaemon(
       maxMigrationsPerHost: config.maxMigrationsPerHost,
     },
   );
-  leadership.attach(raft, runner);
+  const net = new NetworkClients({ tls: config.tls });
+  const pusher = new NetworkPusher(machine, proposer, net, logger.child({ component: 'network' }));
+  leadership.attach(raft, {
+    start: (term) => {
+      runner.start(term);
+      pusher.start(term);
+    },
+    stop: () => {
+      runner.stop();
+      pusher.stop();
+    },
+  });
   const ctx: FarmContext = { raft, machine, proposer, runner, port, logger, scheduler };
   let server: RunningServer;
   try {
@@ -110,8 +123,9 @@ export async function startDaemon(
             ...migrationHandlers(ctx, { deadlineMs: config.migrationDeadlineMs }),
             ...drainHandlers(ctx, { deadlineMs: config.migrationDeadlineMs }),
             ...haHandlers(ctx),
+            ...networkHandlers(ctx, net),
           },
-          'switches and NLB: issue 11',
+          'not built yet',
         ),
       )
       .listen(config.grpcAddress);
@@ -149,6 +163,7 @@ export async function startDaemon(
       await server.shutdown();
       await raft.stop();
       port.close();
+      net.close();
       await metrics.close();
       unlock();
     },

@@ -6,4 +6,5 @@ export * from './vms.js';
 export * from './admission.js';
 export * from './failover.js';
 export * from './migrations.js';
+export * from './network.js';
 export * from './whatif.js';

@@ -3,8 +3,10 @@ import type {
   FarmEvent,
   HostRecord,
   MigrationRecord,
+  NlbClusterRecord,
   OperationRecord,
   ResourceKindName,
+  SwitchRecord,
   VmRecord,
 } from './model.js';
 import {
@@ -72,6 +74,32 @@ export class Changes {
     this.s.checkpoints.delete(rec.id);
     this.next();
     this.record('RESOURCE_KIND_CHECKPOINT', 'EVENT_TYPE_DELETE', rec);
+  }
+
+  switch(next: Unrevised<SwitchRecord>): SwitchRecord {
+    const rec = { ...next, revision: this.next() };
+    this.s.switches.set(rec.id, rec);
+    this.record('RESOURCE_KIND_SWITCH', 'EVENT_TYPE_PUT', rec);
+    return rec;
+  }
+
+  removeSwitch(rec: SwitchRecord): void {
+    this.s.switches.delete(rec.id);
+    this.next();
+    this.record('RESOURCE_KIND_SWITCH', 'EVENT_TYPE_DELETE', rec);
+  }
+
+  nlbCluster(next: Unrevised<NlbClusterRecord>): NlbClusterRecord {
+    const rec = { ...next, revision: this.next() };
+    this.s.nlbClusters.set(rec.id, rec);
+    this.record('RESOURCE_KIND_NLB_CLUSTER', 'EVENT_TYPE_PUT', rec);
+    return rec;
+  }
+
+  removeNlbCluster(rec: NlbClusterRecord): void {
+    this.s.nlbClusters.delete(rec.id);
+    this.next();
+    this.record('RESOURCE_KIND_NLB_CLUSTER', 'EVENT_TYPE_DELETE', rec);
   }
 
   op(next: Unrevised<OperationRecord>): OperationRecord {

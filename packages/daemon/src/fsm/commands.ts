@@ -5,6 +5,7 @@ import { failoverCommands } from './failover.js';
 import { hostCommands } from './hosts.js';
 import { migrationCommands } from './migrations.js';
 import { settingsCommands } from './settings.js';
+import { networkCommands } from './network.js';
 import { vmCommands } from './vms.js';
 import { workCommands } from './work.js';
 
@@ -21,6 +22,7 @@ const ALL = [
   ...drainCommands,
   ...settingsCommands,
   ...failoverCommands,
+  ...networkCommands,
 ] as const;
 
 export const COMMANDS: ReadonlyMap<string, CommandDef> = new Map(ALL.map((d) => [d.type, d as CommandDef]));

@@ -7,6 +7,7 @@ export * from './events.js';
 export * from './hosts.js';
 export * from './machine.js';
 export * from './model.js';
+export * from './network.js';
 export * from './snapshot.js';
 export * from './state.js';
 export * from './settings.js';

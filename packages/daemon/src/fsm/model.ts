@@ -1,6 +1,6 @@
 import type { pb, VmActionName, VmStateName } from '@hyperfarm/api';
 import type { z } from 'zod';
-import type { vmConfigSchema } from './schemas.js';
+import type { nlbMemberSchema, nlbPortRuleSchema, vmConfigSchema } from './schemas.js';
 
 export type { VmActionName, VmStateName };
 
@@ -117,7 +117,8 @@ export type OperationParams =
       migrationIds: string[];
       /** VMs that could not move, each with the reason. */
       stranded: { vmId: string; reason: string }[];
-    };
+    }
+  | { kind: 'nlb.drainstop'; clusterId: string; vmId: string };
 
 export type OperationKind = OperationParams['kind'];
 
@@ -147,14 +148,18 @@ export type ResourceKindName =
   | 'RESOURCE_KIND_VM'
   | 'RESOURCE_KIND_CHECKPOINT'
   | 'RESOURCE_KIND_OPERATION'
-  | 'RESOURCE_KIND_MIGRATION';
+  | 'RESOURCE_KIND_MIGRATION'
+  | 'RESOURCE_KIND_SWITCH'
+  | 'RESOURCE_KIND_NLB_CLUSTER';
 
 export type FarmEvent =
   | EventOf<'RESOURCE_KIND_HOST', HostRecord>
   | EventOf<'RESOURCE_KIND_VM', VmRecord>
   | EventOf<'RESOURCE_KIND_CHECKPOINT', CheckpointRecord>
   | EventOf<'RESOURCE_KIND_OPERATION', OperationRecord>
-  | EventOf<'RESOURCE_KIND_MIGRATION', MigrationRecord>;
+  | EventOf<'RESOURCE_KIND_MIGRATION', MigrationRecord>
+  | EventOf<'RESOURCE_KIND_SWITCH', SwitchRecord>
+  | EventOf<'RESOURCE_KIND_NLB_CLUSTER', NlbClusterRecord>;
 
 interface EventOf<K extends ResourceKindName, R> {
   readonly revision: number;
@@ -232,13 +237,36 @@ export interface MigrationRecord {
   readonly revision: number;
 }
 
-/** A farm virtual switch, as the switch commands (issue 11) will record it. */
+/** A farm virtual switch (fsm/network.ts). */
 export interface SwitchRecord {
   readonly id: string;
   readonly name: string;
   readonly type: 'SWITCH_TYPE_EXTERNAL' | 'SWITCH_TYPE_INTERNAL' | 'SWITCH_TYPE_PRIVATE';
   /** Internal and Private switches live on this host; empty for External ones. */
   readonly hostId: string;
+  /** Seconds a learned MAC stays in the switch's table without traffic. */
+  readonly macAgingSeconds: number;
+  /** Internal switches: the host's own address on its port ("172.20.0.1/24"), or ''. */
+  readonly hostAddress: string;
+  readonly createdAtMs: number;
+  readonly revision: number;
+}
+
+export type NlbPortRuleRecord = Readonly<z.output<typeof nlbPortRuleSchema>>;
+export type NlbMemberRecord = Readonly<z.output<typeof nlbMemberSchema>>;
+
+/** A Windows-NLB-style cluster of VMs (fsm/network.ts), in the API's terms. */
+export interface NlbClusterRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly virtualIp: string;
+  readonly mode: 'NLB_MODE_UNICAST' | 'NLB_MODE_MULTICAST' | 'NLB_MODE_IGMP_MULTICAST';
+  readonly switchName: string;
+  readonly portRules: readonly NlbPortRuleRecord[];
+  readonly members: readonly NlbMemberRecord[];
+  readonly heartbeatThreshold: number;
+  readonly heartbeatPeriodMs: number;
+  readonly createdAtMs: number;
   readonly revision: number;
 }
 

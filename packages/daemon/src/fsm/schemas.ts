@@ -84,6 +84,8 @@ export const vmConfigSchema = z.object({
         staticMac: z.boolean(),
         switchName: str(63),
         vlanId: u32,
+        // Configurations recorded before adapters had addresses have none.
+        ipv4Address: str(18).default(''),
       }),
     )
     .max(12),
@@ -182,6 +184,27 @@ export const checkpointSchema = z.object({
   createdAtMs: u64,
   includesMemory: z.boolean(),
   vmState: vmStateSchema,
+});
+
+export const nlbPortRuleSchema = z.object({
+  startPort: u32,
+  endPort: u32,
+  protocol: z.enum(['tcp', 'udp', 'both']),
+  filteringMode: z.enum([
+    'NLB_FILTERING_MODE_MULTIPLE_HOST',
+    'NLB_FILTERING_MODE_SINGLE_HOST',
+    'NLB_FILTERING_MODE_DISABLED',
+  ]),
+  affinity: z.enum(['NLB_AFFINITY_NONE', 'NLB_AFFINITY_SINGLE', 'NLB_AFFINITY_NETWORK']),
+});
+
+export const nlbMemberSchema = z.object({
+  vmId: str(128),
+  hostPriority: u32,
+  loadWeight: u32,
+  ruleSettings: z
+    .array(z.object({ startPort: u32, equalLoad: z.boolean(), loadWeight: u32, handlingPriority: u32 }))
+    .max(32),
 });
 
 export { u64, u32, str, labels };

@@ -6,6 +6,7 @@ import type {
   GuestOs,
   HostRecord,
   MigrationRecord,
+  NlbClusterRecord,
   OperationRecord,
   SwitchRecord,
   VmRecord,
@@ -32,6 +33,8 @@ interface SnapshotV1 {
   /** Absent from snapshots written before migrations were recorded. */
   migrations?: MigrationRecord[];
   switches: SwitchRecord[];
+  /** Absent in snapshots written before NLB clusters were recorded. */
+  nlbClusters?: NlbClusterRecord[];
   events: { floor: number; list: FarmEvent[] };
   requests: [string, string][];
   /** Absent in snapshots written before issue 10. */
@@ -51,6 +54,7 @@ export function encodeSnapshot(s: FarmState): Uint8Array {
     operations: [...s.operations.values()],
     migrations: [...s.migrations.values()],
     switches: [...s.switches.values()],
+    nlbClusters: [...s.nlbClusters.values()],
     events: { floor: s.events.oldestResumable, list: s.events.all() },
     requests: [...s.requests],
     ha: s.ha,
@@ -77,7 +81,15 @@ export function decodeSnapshot(data: Uint8Array): FarmState {
   for (const c of snap.checkpoints) s.checkpoints.set(c.id, c);
   for (const o of snap.operations) s.operations.set(o.id, o);
   for (const m of snap.migrations ?? []) s.migrations.set(m.id, m);
-  for (const w of snap.switches) s.switches.set(w.id, w);
+  // Switches recorded before these fields were have Hyper-V's defaults.
+  for (const w of snap.switches)
+    s.switches.set(w.id, {
+      ...w,
+      macAgingSeconds: w.macAgingSeconds ?? 300,
+      hostAddress: w.hostAddress ?? '',
+      createdAtMs: w.createdAtMs ?? 0,
+    });
+  for (const c of snap.nlbClusters ?? []) s.nlbClusters.set(c.id, c);
   s.events = EventWindow.from(settings.eventWindow, snap.events.floor, snap.events.list);
   s.requests = new Map(snap.requests);
   s.ha = { ...DEFAULT_HA_SETTINGS, ...snap.ha };

@@ -4,6 +4,7 @@ import type {
   GuestOs,
   HostRecord,
   MigrationRecord,
+  NlbClusterRecord,
   OperationRecord,
   SwitchRecord,
   VmRecord,
@@ -44,8 +45,10 @@ export interface FarmState {
   operations: Map<string, OperationRecord>;
   /** Migrations, running and finished (the finished ones beyond a window are forgotten). */
   migrations: Map<string, MigrationRecord>;
-  /** Switches (issue 11 adds their commands; until then the map stays empty). */
+  /** Virtual switches, by id (fsm/network.ts). */
   switches: Map<string, SwitchRecord>;
+  /** NLB clusters, by id (fsm/network.ts). */
+  nlbClusters: Map<string, NlbClusterRecord>;
   events: EventWindow;
   /** Request id to the encoded result of its command, oldest first. */
   requests: Map<string, string>;
@@ -82,6 +85,7 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     operations: new Map(),
     migrations: new Map(),
     switches: new Map(),
+    nlbClusters: new Map(),
     events: new EventWindow(settings.eventWindow),
     requests: new Map(),
     failovers: new Map(),

@@ -1,12 +1,14 @@
 import { MEMORY_ASSIGNED, status, type pb } from '@hyperfarm/api';
 import { vmMemoryCost } from './capacity.js';
 import { MAC_BLOCK_SIZE, macBlockStart } from './hosts.js';
+import { nlbClusterMessage } from './network.js';
 import type {
   CheckpointRecord,
   FarmEvent,
   HostRecord,
   MigrationRecord,
   OperationRecord,
+  SwitchRecord,
   VmRecord,
 } from './model.js';
 import { emptyState, vmsOnHost, type FarmState } from './state.js';
@@ -123,6 +125,17 @@ export function operationView(op: OperationRecord): pb.Operation {
   return view;
 }
 
+export function switchView(w: SwitchRecord): pb.VirtualSwitch__Output {
+  return {
+    id: w.id,
+    name: w.name,
+    type: w.type,
+    hostId: w.hostId,
+    macAgingSeconds: w.macAgingSeconds,
+    hostAddress: w.hostAddress,
+  };
+}
+
 export function eventView(s: FarmState, e: FarmEvent): pb.Event {
   const base = { revision: e.revision, type: e.type, kind: e.kind, id: e.id, timeMs: e.timeMs };
   switch (e.kind) {
@@ -136,5 +149,9 @@ export function eventView(s: FarmState, e: FarmEvent): pb.Event {
       return { ...base, operation: operationView(e.resource) };
     case 'RESOURCE_KIND_MIGRATION':
       return { ...base, migration: migrationView(e.resource) };
+    case 'RESOURCE_KIND_SWITCH':
+      return { ...base, switch: switchView(e.resource) };
+    case 'RESOURCE_KIND_NLB_CLUSTER':
+      return { ...base, nlbCluster: nlbClusterMessage(e.resource) };
   }
 }

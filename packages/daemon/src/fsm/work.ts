@@ -121,7 +121,7 @@ function succeed(s: FarmState, vm: VmRecord, op: OperationRecord, p: ResultPaylo
           : params.kind === 'checkpoint.apply'
             ? next
             : undefined;
-      finishOperation(changes, op, CHECKPOINT_DONE[params.kind], result);
+      finishOperation(changes, op, CHECKPOINT_DONE[params.kind as keyof typeof CHECKPOINT_DONE], result);
     }
   }
 }

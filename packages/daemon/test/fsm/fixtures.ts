@@ -100,6 +100,7 @@ export function vmConfig(v: VmSpec): VmConfig {
     staticMac: v.macs?.[i] !== undefined && v.macs[i] !== '',
     switchName: v.switches?.[i] ?? '',
     vlanId: 0,
+    ipv4Address: '',
   }));
   return {
     name: v.name,

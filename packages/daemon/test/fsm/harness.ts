@@ -206,7 +206,9 @@ function eventLine(e: FarmEvent): string {
             ? opLine(e.resource)
             : e.kind === 'RESOURCE_KIND_MIGRATION'
               ? migrationLine(e.resource)
-              : checkpointLine(e.resource);
+              : e.kind === 'RESOURCE_KIND_CHECKPOINT'
+                ? checkpointLine(e.resource)
+                : `${short(e.kind, /^RESOURCE_KIND_/)} ${e.resource.name}`;
   return `  rev ${e.revision} ${type} ${summary}`;
 }
 

@@ -91,8 +91,26 @@ describe('placement filters say why they refuse a host', () => {
 
   it('switches: an adapter needs its switch to exist, and a host-local switch on that host', () => {
     const b = new FarmBuilder().host({ id: 'h1' }).host({ id: 'h2' });
-    b.s.switches.set('s1', { id: 's1', name: 'ext', type: 'SWITCH_TYPE_EXTERNAL', hostId: '', revision: 1 });
-    b.s.switches.set('s2', { id: 's2', name: 'lab', type: 'SWITCH_TYPE_PRIVATE', hostId: 'h2', revision: 2 });
+    b.s.switches.set('s1', {
+      id: 's1',
+      name: 'ext',
+      type: 'SWITCH_TYPE_EXTERNAL',
+      hostId: '',
+      macAgingSeconds: 300,
+      hostAddress: '',
+      createdAtMs: 0,
+      revision: 1,
+    });
+    b.s.switches.set('s2', {
+      id: 's2',
+      name: 'lab',
+      type: 'SWITCH_TYPE_PRIVATE',
+      hostId: 'h2',
+      macAgingSeconds: 300,
+      hostAddress: '',
+      createdAtMs: 0,
+      revision: 2,
+    });
     expect(reasonsOf(b, { name: 'x', switches: ['ext'] })).to.deep.equal({ h1: [], h2: [] });
     expect(reasonsOf(b, { name: 'x', switches: ['lab'] })).to.deep.equal({
       h1: ["switch 'lab' lives on host 'h2'"],

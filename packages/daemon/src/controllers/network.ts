@@ -1,0 +1,25 @@
+import type { pb } from '@hyperfarm/api';
+import { nlbClusterMessage, switchView, type FarmState } from '../fsm/index.js';
+
+/**
+ * The network configuration one host's agent gets: the External switches and its own Internal
+ * and Private ones (two hosts may have a Private switch of the same name), every NLB cluster
+ * whose switch it has (members whose VM no longer exists left out), and the other hosts as
+ * tunnel peers. Pure: the same state gives the same configuration, without a revision, which
+ * the pusher stamps.
+ */
+export function hostNetworkConfig(s: FarmState, hostId: string): Omit<pb.NetworkConfig__Output, 'revision'> {
+  const switches = [...s.switches.values()]
+    .filter((w) => w.type === 'SWITCH_TYPE_EXTERNAL' || w.hostId === hostId)
+    .sort((a, b) => (a.id < b.id ? -1 : 1));
+  const names = new Set(switches.map((w) => w.name));
+  const nlbClusters = [...s.nlbClusters.values()]
+    .filter((c) => names.has(c.switchName))
+    .sort((a, b) => (a.id < b.id ? -1 : 1))
+    .map((c) => nlbClusterMessage({ ...c, members: c.members.filter((m) => s.vms.has(m.vmId)) }));
+  const peers = [...s.hosts.values()]
+    .filter((h) => h.id !== hostId)
+    .sort((a, b) => (a.id < b.id ? -1 : 1))
+    .map((h) => ({ hostId: h.id, address: h.address }));
+  return { switches: switches.map(switchView), nlbClusters, peers };
+}

@@ -1,0 +1,123 @@
+import type { Logger } from '@hyperfarm/api';
+import { hostNetworkConfig } from '../controllers/index.js';
+import type { FarmStateMachine } from '../fsm/index.js';
+import type { NetworkClients } from './network-api.js';
+import type { Proposer } from './proposer.js';
+
+/** How often the leader checks that every Up agent still holds what it pushed (an agent restart). */
+const VERIFY_MS = 2_000;
+
+/**
+ * While this daemon leads: pushes each Up host's network configuration to its agent when it
+ * changes, again when the host registers anew or the agent answers with an older revision (it
+ * restarted), and at the start of every term. Also carries drainstop operations through: asks
+ * the member's host to drainstop it and ends the operation once the member reports itself
+ * stopped.
+ */
+export class NetworkPusher {
+  private session: { term: number; stop(): void } | undefined;
+
+  constructor(
+    private readonly machine: FarmStateMachine,
+    private readonly proposer: Proposer,
+    private readonly net: NetworkClients,
+    private readonly logger: Logger,
+  ) {}
+
+  start(term: number): void {
+    if (this.session?.term === term) return;
+    this.stop();
+    const pushed = new Map<string, { json: string; revision: number }>();
+    const asked = new Set<string>();
+    let closed = false;
+    let queued = false;
+    const round = async () => {
+      queued = false;
+      const s = this.machine.state;
+      await Promise.all(
+        [...s.hosts.values()]
+          .filter((h) => h.state === 'HOST_STATE_UP')
+          .map(async (h) => {
+            const cfg = hostNetworkConfig(s, h.id);
+            const json = JSON.stringify(cfg);
+            if (pushed.get(h.id)?.json === json) return;
+            try {
+              await this.net
+                .of(h.address)
+                .applyNetworkConfig({ ...cfg, revision: s.revision }, { timeoutMs: 10_000 });
+              if (!closed) pushed.set(h.id, { json, revision: s.revision });
+            } catch (err) {
+              this.logger.warn({ err, host: h.id }, 'network configuration not pushed; trying again');
+            }
+          }),
+      );
+      for (const op of s.operations.values()) {
+        if (op.done || op.params.kind !== 'nlb.drainstop') continue;
+        const { clusterId, vmId } = op.params;
+        const vm = s.vms.get(vmId);
+        const host = vm && s.hosts.get(vm.hostId);
+        if (!host) continue;
+        const c = this.net.of(host.address);
+        try {
+          if (!asked.has(op.id)) {
+            await c.controlNlbMember(
+              { clusterId, vmId, action: 'NLB_CONTROL_DRAINSTOP' },
+              { timeoutMs: 10_000 },
+            );
+            asked.add(op.id);
+          }
+          const st = await c.getNlbState({ clusterId }, { timeoutMs: 10_000 });
+          if (st.members.find((m) => m.vmId === vmId)?.state === 'stopped')
+            await this.proposer.submit({ type: 'nlb.drainstop.end', opId: op.id, error: '' });
+        } catch (err) {
+          this.logger.warn({ err, op: op.id }, 'drainstop not carried through yet; trying again');
+        }
+      }
+    };
+    const schedule = () => {
+      if (queued || closed) return;
+      queued = true;
+      setTimeout(() => void round(), 20).unref();
+    };
+    const unsubscribe = this.machine.onApplied((a) => {
+      for (const e of a.events) {
+        // A host registering anew may be an agent that restarted with nothing.
+        if (e.kind === 'RESOURCE_KIND_HOST') pushed.delete(e.id);
+      }
+      if (a.events.some((e) => e.kind !== 'RESOURCE_KIND_VM')) schedule();
+    });
+    const verify = setInterval(() => {
+      const s = this.machine.state;
+      for (const h of s.hosts.values()) {
+        const mine = pushed.get(h.id);
+        if (!mine || h.state !== 'HOST_STATE_UP') continue;
+        this.net
+          .of(h.address)
+          .getNetworkConfig({}, { timeoutMs: 5_000 })
+          .then((cfg) => {
+            if (Number(cfg.revision) < mine.revision) {
+              pushed.delete(h.id);
+              schedule();
+            }
+          })
+          .catch(() => undefined);
+      }
+      schedule();
+    }, VERIFY_MS);
+    verify.unref();
+    schedule();
+    this.session = {
+      term,
+      stop: () => {
+        closed = true;
+        unsubscribe();
+        clearInterval(verify);
+      },
+    };
+  }
+
+  stop(): void {
+    this.session?.stop();
+    this.session = undefined;
+  }
+}
