@@ -92,6 +92,10 @@ function launch(role: FarmProcess['role'], id: string, slot: number, extra: stri
     spec.dataDir,
     '--log-level',
     opts.logLevel,
+    // A local farm is for rehearsals: FaultService is on (drills use it); a production farm never
+    // passes this.
+    '--faults',
+    'true',
     ...extra,
   ]);
 }

@@ -101,6 +101,12 @@ export const agentConfigSchema = z.object({
     .default('agent')
     .describe('multi-host mode: hosts are named <prefix>-1 ... <prefix>-N'),
   logLevel: fields.logLevel(),
+  faults: z
+    .boolean()
+    .default(false)
+    .describe(
+      'serve FaultService and carry the fault interceptors (drills and tests only; see docs/drills.md)',
+    ),
   daemons: z
     .array(fields.address('a control daemon host:port'))
     .default([])

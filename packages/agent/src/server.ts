@@ -2,6 +2,8 @@ import { join } from 'node:path';
 import {
   createLogger,
   createServer,
+  enableFaults,
+  faultInjector,
   lockDataDir,
   startMetricsServer,
   tlsFromConfig,
@@ -18,6 +20,7 @@ import { VmTransfer } from './edge/vm-transfer.js';
 import { registerAgentMetrics } from './edge/metrics.js';
 import { registerWithDaemons } from './edge/registration.js';
 import { LIMITS_PROFILES } from './limits.js';
+import { FaultyDisk } from './edge/disk.js';
 import { AgentNetwork } from './network/edge/agent-network.js';
 import { networkServiceImpl, tunnelServiceImpl } from './network/edge/service.js';
 
@@ -85,7 +88,7 @@ export async function startHost(
   let bound = grpcAddress;
   let server: RunningServer;
   try {
-    server = await createServer({ logger, tls })
+    const builder = createServer({ logger, tls })
       .add(
         'agent',
         agentServiceImpl(
@@ -98,8 +101,10 @@ export async function startHost(
       )
       .add('migration', migrationServiceImpl(migrations))
       .add('network', networkServiceImpl(network))
-      .add('tunnel', tunnelServiceImpl(network))
-      .listen(grpcAddress);
+      .add('tunnel', tunnelServiceImpl(network));
+    const faults = faultInjector();
+    if (faults) builder.add('fault', faults.handlers());
+    server = await builder.listen(grpcAddress);
   } catch (err) {
     await network.stop();
     await host.stop();
@@ -121,6 +126,24 @@ export async function startHost(
   };
 }
 
+/**
+ * With faults enabled, every disk answers ENOSPC to writes while FaultService's FillStorage has
+ * marked the storage full (a drill's "fill a disk").
+ */
+function faultOptions(): Partial<AgentHostOptions> {
+  const faults = faultInjector();
+  if (!faults) return {};
+  return {
+    wrapDisk: (_vm, _index, disk) => {
+      const d = new FaultyDisk(disk);
+      const follow = (full: boolean) => (d.fault = full ? 'full' : undefined);
+      follow(faults.isStorageFull);
+      faults.onStorage(follow);
+      return d;
+    },
+  };
+}
+
 /** The gRPC address of the i-th host (0-based): port 0 stays 0, a fixed port counts up. */
 function addressFor(base: string, i: number): string {
   const at = base.lastIndexOf(':');
@@ -137,6 +160,8 @@ export async function startAgent(
   config: AgentConfig,
   logger = createLogger({ program: 'hyperfarm-agent', id: config.id, level: config.logLevel }),
 ): Promise<RunningAgent> {
+  // Before any channel or server exists, so every one carries the fault interceptors.
+  if (config.faults) enableFaults(config.id);
   const multi = config.hosts > 1;
   const metrics = await startMetricsServer(config.metricsAddress, {
     role: 'agent',
@@ -149,7 +174,9 @@ export async function startAgent(
       const id = multi ? `${config.idPrefix}-${i + 1}` : config.id;
       const dataDir = multi ? join(config.dataDir, id) : config.dataDir;
       const hostLogger = multi ? logger.child({ host: id }) : logger;
-      hosts.push(await startHost(config, id, dataDir, addressFor(config.grpcAddress, i), hostLogger));
+      hosts.push(
+        await startHost(config, id, dataDir, addressFor(config.grpcAddress, i), hostLogger, faultOptions()),
+      );
     }
   } catch (err) {
     for (const h of hosts) await h.stop();

@@ -11,7 +11,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const pkg = join(here, '..');
 const protoDir = join(pkg, '..', '..', 'proto');
 const out = join(pkg, 'src', 'generated');
-const files = ['common', 'cluster', 'agent', 'migration', 'raft', 'network'].map(
+const files = ['common', 'cluster', 'agent', 'migration', 'raft', 'network', 'fault'].map(
   (f) => `hyperfarm/v1/${f}.proto`,
 );
 

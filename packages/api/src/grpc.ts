@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { unexpectedCause } from './errors.js';
+import { faultInjector } from './faults.js';
 import { reflectionDefinition, SERVICE_NAMES } from './proto.js';
 import { ConfigError } from './runtime/config.js';
 import type { Logger } from './runtime/logger.js';
@@ -97,7 +98,8 @@ export interface ServerBuilder {
 export function createServer(opts: ServerOptions): ServerBuilder {
   const server = new grpc.Server({
     ...channelOptions(opts),
-    interceptors: opts.interceptors ?? [],
+    // With faults enabled (drills and tests only), the fault interceptor sees every call first.
+    interceptors: [...withFaults((f) => f.serverInterceptor()), ...(opts.interceptors ?? [])],
   });
   const names: string[] = [];
   const builder: ServerBuilder = {
@@ -134,6 +136,7 @@ async function listen(
   for (const name of names) health.setStatus(name, 'SERVING');
 
   const host = address.slice(0, address.lastIndexOf(':'));
+  faultInjector()?.addAddress(`${host}:${port}`);
   return {
     server,
     health,
@@ -208,8 +211,13 @@ export function createClient<C>(ctor: ClientConstructor<C>, address: string, opt
   return new ctor(address, channelCredentials(opts.tls), {
     ...channelOptions(opts),
     ...opts.channelOptions,
-    interceptors: opts.interceptors ?? [],
+    interceptors: [...(opts.interceptors ?? []), ...withFaults((f) => f.clientInterceptor(address))],
   });
+}
+
+function withFaults<T>(make: (f: NonNullable<ReturnType<typeof faultInjector>>) => T): T[] {
+  const f = faultInjector();
+  return f ? [make(f)] : [];
 }
 
 /** TLS files from a program's flat config: all three or none. */

@@ -9,6 +9,7 @@ export * from './network-config.js';
 export * from './grpc.js';
 export * from './handlers.js';
 export * from './errors.js';
+export * from './faults.js';
 export * from './services.js';
 export * from './promise-client.js';
 export * from './health.js';

@@ -7,6 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import type { ProtoGrpcType as AgentProto } from './generated/agent.js';
 import type { ProtoGrpcType as ClusterProto } from './generated/cluster.js';
+import type { ProtoGrpcType as FaultProto } from './generated/fault.js';
 import type { ProtoGrpcType as MigrationProto } from './generated/migration.js';
 import type { ProtoGrpcType as NetworkProto } from './generated/network.js';
 import type { ProtoGrpcType as RaftProto } from './generated/raft.js';
@@ -19,6 +20,7 @@ export const PROTO_FILES = [
   'hyperfarm/v1/migration.proto',
   'hyperfarm/v1/raft.proto',
   'hyperfarm/v1/network.proto',
+  'hyperfarm/v1/fault.proto',
 ] as const;
 
 /**
@@ -57,7 +59,12 @@ export function packageDefinition(): protoLoader.PackageDefinition {
   return cachedDefinition;
 }
 
-export type HyperfarmProto = AgentProto & ClusterProto & MigrationProto & RaftProto & NetworkProto;
+export type HyperfarmProto = AgentProto &
+  ClusterProto &
+  MigrationProto &
+  RaftProto &
+  NetworkProto &
+  FaultProto;
 
 let cachedProto: HyperfarmProto | undefined;
 
@@ -75,6 +82,7 @@ export const SERVICE_NAMES = {
   raft: 'hyperfarm.v1.RaftService',
   network: 'hyperfarm.v1.NetworkService',
   tunnel: 'hyperfarm.v1.TunnelService',
+  fault: 'hyperfarm.v1.FaultService',
 } as const;
 
 /** Every hyperfarm message and service, plus the standard health and reflection services. */

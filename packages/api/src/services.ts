@@ -11,6 +11,7 @@ export interface ServiceHandlers {
   raft: pb.RaftServiceHandlers;
   network: pb.NetworkServiceHandlers;
   tunnel: pb.TunnelServiceHandlers;
+  fault: pb.FaultServiceHandlers;
 }
 
 export type ServiceKind = keyof ServiceHandlers & keyof typeof SERVICE_NAMES;

@@ -4,3 +4,6 @@ export * from './client/index.js';
 export { vhdCommand, runVhd, runProgram, processIo, UsageError, type CliIo } from './cli/vhd.js';
 export { farmCommand, membersCommand } from './cli/farm.js';
 export { status } from '@hyperfarm/api';
+export { hyperfarmProgram } from './cli/program.js';
+export { bashCompletion } from './cli/completion.js';
+export { ProcessFarm, type ProcessFarmOptions } from './farm/process-farm.js';

@@ -97,6 +97,26 @@ describe('the hyperfarm CLI end to end (real farm, JSON output parsed)', functio
     expect(nowhere.err).to.match(/HYPERFARM_ENDPOINTS: 'nowhere' is not host:port/);
   });
 
+  it('lists migrations as JSON once the farm serves them, and says UNIMPLEMENTED cleanly until then', async () => {
+    const m = await hyperfarm(env, 'migration', 'ls', '-o', 'json');
+    if (m.code === 0) expect(JSON.parse(m.out)).to.be.an('array');
+    else {
+      expect(m.code).to.equal(1);
+      expect(m.err).to.match(/^error: UNIMPLEMENTED: .*\nerror: this farm does not offer that yet\n$/);
+    }
+  });
+
+  it('lists the members as JSON, and refuses to remove one that is not a member', async () => {
+    const ls = await hyperfarm(env, 'members', 'ls', '-o', 'json');
+    expect(ls.code, ls.err).to.equal(0);
+    expect(
+      (JSON.parse(ls.out) as { members: { id: string }[] }).members.map((x) => x.id).sort(),
+    ).to.deep.equal(['daemon-1', 'daemon-2', 'daemon-3']);
+    const rm = await hyperfarm(env, 'members', 'rm', 'daemon-9');
+    expect(rm.code).to.equal(1);
+    expect(rm.err.split('\n')[0]).to.match(/^error: [A-Z_]+: .*daemon-9/);
+  });
+
   it('reports the cluster status and streams events as JSON lines', async () => {
     const s = await hyperfarm(env, 'cluster', 'status', '-o', 'json');
     expect(s.code, s.err).to.equal(0);

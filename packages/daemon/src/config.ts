@@ -29,6 +29,12 @@ export const daemonConfigSchema = z.object({
       'Raft timing: default (election after 1-2 s) or fast (150-300 ms: quicker failover, but a 150 ms stall costs an election); see docs/raft.md',
     ),
   logLevel: fields.logLevel(),
+  faults: z
+    .boolean()
+    .default(false)
+    .describe(
+      'serve FaultService and carry the fault interceptors (drills and tests only; see docs/drills.md)',
+    ),
   placement: z
     .enum(['binpack', 'spread'])
     .default('binpack')

@@ -1,6 +1,7 @@
 import {
   createLogger,
   createServer,
+  enableFaults,
   lockDataDir,
   startMetricsServer,
   withUnimplemented,
@@ -48,6 +49,8 @@ export async function startDaemon(
   logger = createLogger({ program: 'hyperfarm-daemon', id: config.id, level: config.logLevel }),
 ): Promise<RunningDaemon> {
   const unlock = lockDataDir(config.dataDir);
+  // Before any channel or server exists, so every one carries the fault interceptors.
+  const faults = config.faults ? enableFaults(config.id) : undefined;
   const metrics = await startMetricsServer(config.metricsAddress, { role: 'daemon', daemon_id: config.id });
   const machine = new FarmStateMachine();
   const leadership = new Leadership(logger, realTimers);
@@ -108,7 +111,7 @@ export async function startDaemon(
   const ctx: FarmContext = { raft, machine, proposer, runner, port, logger, scheduler };
   let server: RunningServer;
   try {
-    server = await createServer({ logger, tls: config.tls })
+    const builder = createServer({ logger, tls: config.tls })
       .add('raft', raft.service)
       .add(
         'cluster',
@@ -127,8 +130,9 @@ export async function startDaemon(
           },
           'not built yet',
         ),
-      )
-      .listen(config.grpcAddress);
+      );
+    if (faults) builder.add('fault', faults.handlers());
+    server = await builder.listen(config.grpcAddress);
   } catch (err) {
     runner.stop();
     await raft.stop();

@@ -11,6 +11,8 @@ import {
 import { Command, Option } from 'commander';
 import { resolve } from 'node:path';
 import { UsageError, type CliIo } from './vhd.js';
+import { farmAction, farmOptions } from './context.js';
+import { fields } from './output.js';
 
 /**
  * Commands that talk to a running farm. The daemon to ask is `--daemon host:port`, else
@@ -105,7 +107,52 @@ export function membersCommand(io: CliIo): Command {
       );
       io.stdout(`leader is now ${res.leaderId}\n`);
     });
-  return members.addCommand(list, { isDefault: true }).addCommand(transfer);
+  return members
+    .addCommand(list.alias('ls'), { isDefault: true })
+    .addCommand(transfer)
+    .addCommand(memberChange(io, 'add'))
+    .addCommand(memberChange(io, 'promote'))
+    .addCommand(memberChange(io, 'rm'));
+}
+
+const memberRow = (m: pb.Member__Output): string =>
+  fields([
+    ['ID', m.id],
+    ['Address', m.address],
+    ['Role', m.role],
+    ['Leader', m.isLeader],
+    ['Reachable', m.reachable],
+  ]);
+
+/** `members add|promote|rm`: Raft membership changes, one at a time, as the leader commits them. */
+function memberChange(io: CliIo, what: 'add' | 'promote' | 'rm'): Command {
+  const cmd = new Command(what).argument('<id>', 'daemon id');
+  if (what === 'add')
+    cmd
+      .description(
+        'add a daemon to the control plane (as a learner first with --learner, then `members promote`)',
+      )
+      .argument('<address>', "the new daemon's host:port")
+      .option('--learner', 'join as a non-voting learner that catches up before it votes');
+  else if (what === 'promote') cmd.description('make a caught-up learner a voter');
+  else cmd.alias('remove').description('remove a daemon from the control plane');
+  return farmOptions(cmd).action(
+    farmAction(io, async (ctx, id, address) => {
+      if (what === 'rm') {
+        await ctx.client.call('removeMember', { id: id! });
+        return ctx.print({ removed: id }, () => `daemon ${id} removed from the control plane\n`);
+      }
+      const m =
+        what === 'add'
+          ? await ctx.client.call('addMember', {
+              id: id!,
+              address: address!,
+              learner: ctx.opts.learner === true,
+            })
+          : await ctx.client.call('promoteMember', { id: id! });
+      ctx.print(m, () => memberRow(m));
+    }),
+  );
 }
 
 interface ProcessStatus {

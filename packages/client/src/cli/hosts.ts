@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import type { pb } from '@hyperfarm/api';
+import { status, statusOf, type pb } from '@hyperfarm/api';
 import { farmAction, farmOptions, waitOption } from './context.js';
 import { bytes, enumName, fields, tableOf, time, type Columns } from './output.js';
 import type { CliIo } from './vhd.js';
@@ -90,9 +90,14 @@ export function hostCommand(io: CliIo): Command {
         .argument('<host>', 'host id'),
     ).action(
       farmAction(io, async (ctx, id) => {
-        const h = await ctx.client.call('updateHost', {
-          host: { id: id!, maintenance: false },
-          updateMask: { paths: ['maintenance'] },
+        const h = await ctx.client.call('undrainHost', { id: id! }).catch((err: unknown) => {
+          // A farm without UndrainHost (before the drain controller) ends maintenance by the field.
+          if (statusOf(err) !== status.UNIMPLEMENTED) throw err;
+          ctx.verbose('UndrainHost is not offered; clearing the maintenance field instead');
+          return ctx.client.call('updateHost', {
+            host: { id: id!, maintenance: false },
+            updateMask: { paths: ['maintenance'] },
+          });
         });
         ctx.print(h, () => `host ${h.id} is out of maintenance\n`);
       }),

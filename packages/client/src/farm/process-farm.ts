@@ -31,6 +31,8 @@ export interface ProcessFarmOptions {
   /** Parent of the farm's folder (default: the system's temporary folder). */
   dir?: string;
   logLevel?: string;
+  /** Serve FaultService and carry the fault interceptors (default: true, as drills need them). */
+  faults?: boolean;
 }
 
 export class ProcessFarm {
@@ -160,9 +162,14 @@ export class ProcessFarm {
   private spawn(id: string, bin: string, args: string[]): Proc {
     mkdirSync(join(this.dir, 'logs'), { recursive: true });
     const fd = openSync(this.log(id), 'a');
-    const child = spawn(process.execPath, [bin, ...args, '--log-level', this.opts.logLevel ?? 'warn'], {
-      stdio: ['ignore', fd, fd],
-    });
+    const faults = this.opts.faults === false ? [] : ['--faults', 'true'];
+    const child = spawn(
+      process.execPath,
+      [bin, ...args, ...faults, '--log-level', this.opts.logLevel ?? 'warn'],
+      {
+        stdio: ['ignore', fd, fd],
+      },
+    );
     closeSync(fd);
     const proc = { child, args, exited: new Promise<void>((r) => child.once('exit', () => r())) };
     this.procs.set(id, proc);
