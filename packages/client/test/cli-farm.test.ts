@@ -107,7 +107,7 @@ describe('the hyperfarm CLI end to end (real farm, JSON output parsed)', functio
   });
 
   it('lists the members as JSON, and refuses to remove one that is not a member', async () => {
-    const ls = await hyperfarm(env, 'members', 'ls', '-o', 'json');
+    const ls = await hyperfarm({}, 'members', 'ls', '-o', 'json', '--daemon', farm.endpoints[0]!);
     expect(ls.code, ls.err).to.equal(0);
     expect(
       (JSON.parse(ls.out) as { members: { id: string }[] }).members.map((x) => x.id).sort(),
