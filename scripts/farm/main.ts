@@ -70,7 +70,7 @@ for (const bin of Object.values(BINARIES)) {
 const releaseLock = takeFarmLock();
 
 const total = opts.daemons + opts.agents;
-const ports = await freePorts(opts.host, total * 2);
+const ports = await freePorts(opts.host, total * 2 + opts.daemons);
 const addr = (i: number) => `${opts.host}:${ports[i]}`;
 const daemonIds = Array.from({ length: opts.daemons }, (_, i) => `daemon-${i + 1}`);
 const peers = daemonIds.map((id, i) => `${id}=${addr(2 * i)}`).join(',');
@@ -102,7 +102,9 @@ function launch(role: FarmProcess['role'], id: string, slot: number, extra: stri
 
 const daemonAddresses = daemonIds.map((_, i) => addr(2 * i)).join(',');
 const children: Child[] = [
-  ...daemonIds.map((id, i) => launch('daemon', id, i, ['--peers', peers])),
+  ...daemonIds.map((id, i) =>
+    launch('daemon', id, i, ['--peers', peers, '--console-address', addr(2 * total + i)]),
+  ),
   // Agents register their hosts with the daemons, which give each host its own MAC range, and
   // share one cluster storage folder: HA VMs' files live there, so failover and moves reopen them.
   ...Array.from({ length: opts.agents }, (_, i) =>
@@ -202,6 +204,9 @@ function printSummary(f: FarmFile, hosts: pb.Host__Output[], ms: number): void {
       `  ${p.id.padEnd(10)} gRPC ${p.grpcAddress.padEnd(16)} metrics http://${p.metricsAddress}/metrics  pid ${p.pid}`,
     );
   }
+  say();
+  say(`Web console (docs/console.md), served by every daemon:`);
+  daemonIds.forEach((id, i) => say(`  ${id.padEnd(10)} http://${addr(2 * total + i)}/`));
   say();
   say(`Hosts (${hosts.length}):`);
   for (const h of hosts) {

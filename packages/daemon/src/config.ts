@@ -9,6 +9,10 @@ export const daemonConfigSchema = z.object({
   id: fields.id('daemon replica id, unique in the cluster').default('daemon-1'),
   grpcAddress: fields.address('gRPC listen address host:port (port 0 picks one)').default('127.0.0.1:7000'),
   metricsAddress: fields.address('Prometheus metrics listen address host:port').default('127.0.0.1:9000'),
+  consoleAddress: fields
+    .address('web console and its WebSocket listen address host:port (port 0 picks one), or "off"')
+    .or(z.literal('off'))
+    .default('127.0.0.1:0'),
   dataDir: z
     .string()
     .min(1)
@@ -21,7 +25,10 @@ export const daemonConfigSchema = z.object({
   tlsCa: z.string().optional().describe('CA certificate file for mutual TLS'),
   tlsCert: z.string().optional().describe('certificate file for mutual TLS'),
   tlsKey: z.string().optional().describe('private key file for mutual TLS'),
-  readyFile: z.string().optional().describe('write {pid, grpcAddress, metricsAddress} here once serving'),
+  readyFile: z
+    .string()
+    .optional()
+    .describe('write {pid, grpcAddress, metricsAddress, consoleAddress} here once serving'),
   raftProfile: z
     .enum(['default', 'fast'])
     .default('default')

@@ -15,6 +15,7 @@ import type { DaemonConfig } from './config.js';
 import { checkpointHandlers } from './edge/checkpoints-api.js';
 import { drainHandlers } from './edge/drain-api.js';
 import { ControllerRunner } from './edge/controller-runner.js';
+import { startGateway, type Gateway } from './edge/gateway/index.js';
 import type { FarmContext } from './edge/farm-context.js';
 import { GrpcAgentPort } from './edge/grpc-agent-port.js';
 import { haHandlers } from './edge/ha-api.js';
@@ -36,6 +37,8 @@ export interface RunningDaemon {
   machine: FarmStateMachine;
   grpcAddress: string;
   metricsAddress: string;
+  /** http://host:port of the web console, empty when it is off. */
+  consoleAddress: string;
   stop(): Promise<void>;
 }
 
@@ -108,8 +111,18 @@ export async function startDaemon(
       pusher.stop();
     },
   });
-  const ctx: FarmContext = { raft, machine, proposer, runner, port, logger, scheduler };
+  const ctx: FarmContext = {
+    raft,
+    machine,
+    proposer,
+    runner,
+    port,
+    logger,
+    scheduler,
+    consoleAddress: '',
+  };
   let server: RunningServer;
+  let gateway: Gateway | undefined;
   try {
     const builder = createServer({ logger, tls: config.tls })
       .add('raft', raft.service)
@@ -133,7 +146,20 @@ export async function startDaemon(
       );
     if (faults) builder.add('fault', faults.handlers());
     server = await builder.listen(config.grpcAddress);
+    // After the gRPC server: a port it was given (picked free beforehand) must not be taken by
+    // the console's port 0 in between.
+    if (config.consoleAddress !== 'off') {
+      gateway = await startGateway({
+        address: config.consoleAddress,
+        daemonId: config.id,
+        logger: logger.child({ component: 'console' }),
+        tls: config.tls,
+      });
+      ctx.consoleAddress = gateway.url;
+      gateway.attach(server.address);
+    }
   } catch (err) {
+    await gateway?.close();
     runner.stop();
     await raft.stop();
     await metrics.close();
@@ -144,6 +170,7 @@ export async function startDaemon(
     {
       grpcAddress: server.address,
       metricsAddress: metrics.address,
+      consoleAddress: gateway?.url ?? '',
       dataDir: config.dataDir,
       peers: Object.fromEntries(config.peers),
     },
@@ -154,6 +181,7 @@ export async function startDaemon(
       pid: process.pid,
       grpcAddress: server.address,
       metricsAddress: metrics.address,
+      consoleAddress: gateway?.url ?? '',
     });
   }
   return {
@@ -162,8 +190,10 @@ export async function startDaemon(
     machine,
     grpcAddress: server.address,
     metricsAddress: metrics.address,
+    consoleAddress: gateway?.url ?? '',
     async stop() {
       leadership.detach();
+      await gateway?.close();
       await server.shutdown();
       await raft.stop();
       port.close();

@@ -18,6 +18,8 @@ export interface FarmContext {
   scheduler: SchedulerOptions;
   /** The clock of handlers' waits (the real one by default; virtual in the farm simulator). */
   timers?: Timers;
+  /** http://host:port of this daemon's web console, empty when it serves none. */
+  consoleAddress?: string;
 }
 
 /**

@@ -74,6 +74,7 @@ export function operationHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHa
         revision: s.revision,
         oldestRevision: s.events.oldestResumable,
         answeredBy: r.id,
+        consoleAddress: ctx.consoleAddress ?? '',
       };
     }),
   };

@@ -1,0 +1,189 @@
+import type { Checkpoint, FarmEvent, Host, Migration, Operation, Vm, VmStateName } from './wire.js';
+
+/**
+ * The farm as the console knows it: built only from the Watch stream, one event at a time, so
+ * every view shows the same revision. Plain data and pure functions: no DOM, no socket.
+ */
+
+export const TIMELINE_LIMIT = 2_000;
+export const HISTORY_LIMIT = 50;
+
+export interface TimelineEntry {
+  revision: number;
+  timeMs: number;
+  kind: string;
+  type: string;
+  id: string;
+  text: string;
+}
+
+export interface StateChange {
+  timeMs: number;
+  revision: number;
+  state: VmStateName;
+  hostId: string;
+}
+
+export interface FarmModel {
+  /** The revision of the last event applied: where a Watch resumes. */
+  revision: number;
+  hosts: Map<string, Host>;
+  vms: Map<string, Vm>;
+  checkpoints: Map<string, Checkpoint>;
+  migrations: Map<string, Migration>;
+  operations: Map<string, Operation>;
+  /** Other resources (switches, NLB clusters), by kind then id. */
+  others: Map<string, Map<string, unknown>>;
+  /** The newest events, oldest first, at most TIMELINE_LIMIT. */
+  timeline: TimelineEntry[];
+  /** Each VM's observed states as events showed them, oldest first. */
+  history: Map<string, StateChange[]>;
+}
+
+export function emptyModel(): FarmModel {
+  return {
+    revision: 0,
+    hosts: new Map(),
+    vms: new Map(),
+    checkpoints: new Map(),
+    migrations: new Map(),
+    operations: new Map(),
+    others: new Map(),
+    timeline: [],
+    history: new Map(),
+  };
+}
+
+const RESOURCE_FIELD: Record<string, keyof FarmEvent> = {
+  RESOURCE_KIND_HOST: 'host',
+  RESOURCE_KIND_VM: 'vm',
+  RESOURCE_KIND_CHECKPOINT: 'checkpoint',
+  RESOURCE_KIND_MIGRATION: 'migration',
+  RESOURCE_KIND_SWITCH: 'switch',
+  RESOURCE_KIND_NLB_CLUSTER: 'nlbCluster',
+  RESOURCE_KIND_OPERATION: 'operation',
+};
+
+/**
+ * Applies one event. Revisions strictly grow, one per event: one at or below the model's was
+ * applied already and changes nothing. Returns whether the model changed.
+ */
+export function applyEvent(m: FarmModel, e: FarmEvent): boolean {
+  if (e.revision <= m.revision) return false;
+  m.revision = Math.max(m.revision, e.revision);
+  const field = RESOURCE_FIELD[e.kind];
+  const resource = field ? e[field] : undefined;
+  const put = e.type === 'EVENT_TYPE_PUT';
+  const store = <T>(map: Map<string, T>) => (put ? map.set(e.id, resource as T) : map.delete(e.id));
+  switch (e.kind) {
+    case 'RESOURCE_KIND_HOST':
+      store(m.hosts);
+      break;
+    case 'RESOURCE_KIND_VM':
+      store(m.vms);
+      if (put) recordState(m, e, resource as Vm);
+      else m.history.delete(e.id);
+      break;
+    case 'RESOURCE_KIND_CHECKPOINT':
+      store(m.checkpoints);
+      break;
+    case 'RESOURCE_KIND_MIGRATION':
+      store(m.migrations);
+      break;
+    case 'RESOURCE_KIND_OPERATION':
+      store(m.operations);
+      break;
+    default: {
+      let map = m.others.get(e.kind);
+      if (!map) m.others.set(e.kind, (map = new Map()));
+      store(map);
+    }
+  }
+  m.timeline.push({
+    revision: e.revision,
+    timeMs: e.timeMs,
+    kind: e.kind,
+    type: e.type,
+    id: e.id,
+    text: describeEvent(m, e),
+  });
+  if (m.timeline.length > TIMELINE_LIMIT) m.timeline.splice(0, m.timeline.length - TIMELINE_LIMIT);
+  return true;
+}
+
+function recordState(m: FarmModel, e: FarmEvent, vm: Vm): void {
+  const list = m.history.get(vm.id) ?? [];
+  const state = vm.status?.state ?? 'VM_STATE_UNSPECIFIED';
+  const hostId = vm.status?.hostId ?? '';
+  const last = list[list.length - 1];
+  if (last && last.state === state && last.hostId === hostId) return;
+  list.push({ timeMs: e.timeMs, revision: e.revision, state, hostId });
+  if (list.length > HISTORY_LIMIT) list.splice(0, list.length - HISTORY_LIMIT);
+  m.history.set(vm.id, list);
+}
+
+/** Enum names as a person reads them: VM_STATE_RUNNING_CRITICAL -> "Running critical". */
+export function enumWords(value: string | undefined, prefix: string): string {
+  if (!value) return '';
+  const words = value.startsWith(prefix) ? value.slice(prefix.length) : value;
+  const text = words.toLowerCase().replace(/_/g, ' ');
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+export const vmState = (s: string | undefined) => enumWords(s, 'VM_STATE_');
+export const hostState = (h: Host) => (h.maintenance ? 'Maintenance' : enumWords(h.state, 'HOST_STATE_'));
+export const migrationPhase = (p: string | undefined) => enumWords(p, 'MIGRATION_PHASE_');
+
+/** One line saying what an event changed, for the timeline. */
+export function describeEvent(m: FarmModel, e: FarmEvent): string {
+  const gone = e.type === 'EVENT_TYPE_DELETE';
+  switch (e.kind) {
+    case 'RESOURCE_KIND_HOST': {
+      const h = e.host!;
+      return gone ? `host ${h.name || h.id} removed` : `host ${h.name || h.id}: ${hostState(h)}`;
+    }
+    case 'RESOURCE_KIND_VM': {
+      const v = e.vm!;
+      const name = v.config?.name ?? v.id;
+      if (gone) return `VM ${name} deleted`;
+      const where = v.status?.hostId ? ` on ${v.status.hostId}` : ' (not placed)';
+      return `VM ${name}: ${vmState(v.status?.state)}${where}`;
+    }
+    case 'RESOURCE_KIND_CHECKPOINT': {
+      const c = e.checkpoint!;
+      const vm = m.vms.get(c.vmId)?.config?.name ?? c.vmId;
+      return gone ? `checkpoint ${c.name} of ${vm} deleted` : `checkpoint ${c.name} of ${vm}`;
+    }
+    case 'RESOURCE_KIND_MIGRATION': {
+      const g = e.migration!;
+      const vm = m.vms.get(g.vmId)?.config?.name ?? g.vmId;
+      return `migration of ${vm} ${g.sourceHostId} → ${g.targetHostId || '?'}: ${migrationPhase(g.phase)} ${Math.round(g.progressPercent)}%`;
+    }
+    case 'RESOURCE_KIND_OPERATION': {
+      const o = e.operation!;
+      const outcome = o.done
+        ? o.error
+          ? `failed: ${o.error.message}`
+          : 'done'
+        : `${Math.round(o.progressPercent)}%`;
+      return `${o.kind} ${o.targetId}: ${outcome}${o.message && !o.done ? ` (${o.message})` : ''}`;
+    }
+    default:
+      return `${enumWords(e.kind, 'RESOURCE_KIND_')} ${e.id} ${gone ? 'deleted' : 'changed'}`;
+  }
+}
+
+/** VMs by the host they are on ('' for those not placed), each list sorted by name. */
+export function vmsByHost(m: FarmModel): Map<string, Vm[]> {
+  const out = new Map<string, Vm[]>();
+  for (const vm of m.vms.values()) {
+    const host = vm.status?.hostId ?? '';
+    let list = out.get(host);
+    if (!list) out.set(host, (list = []));
+    list.push(vm);
+  }
+  for (const list of out.values()) list.sort((a, b) => name(a).localeCompare(name(b)));
+  return out;
+}
+
+export const name = (vm: Vm) => vm.config?.name ?? vm.id;

@@ -1,0 +1,102 @@
+import { memo } from 'preact/compat';
+import { hostState, name, vmState, vmsByHost } from '../model.js';
+import type { Store } from '../store.js';
+import { Bar, bytes, StateBadge } from '../ui.js';
+import type { Host, Vm } from '../wire.js';
+
+/** Every host as a card: state, CPU and memory, and its VMs coloured by state. Live. */
+export function FarmView(props: { store: Store }) {
+  const m = props.store.model;
+  const byHost = vmsByHost(m);
+  const hosts = [...m.hosts.values()].sort((a, b) => a.id.localeCompare(b.id));
+  const unplaced = byHost.get('') ?? [];
+  const running = [...m.vms.values()].filter((v) => v.status?.state === 'VM_STATE_RUNNING').length;
+  return (
+    <div>
+      <p class="summary" data-testid="farm-summary">
+        {hosts.length} hosts ({hosts.filter((h) => h.state === 'HOST_STATE_UP').length} up) · {m.vms.size} VMs
+        ({running} running) · revision {m.revision}
+      </p>
+      {hosts.length === 0 && (
+        <p class="empty">No host has registered yet. Start an agent with --daemons pointing here.</p>
+      )}
+      <div class="cards">
+        {hosts.map((h) => (
+          <HostCard key={h.id} host={h} vms={byHost.get(h.id) ?? EMPTY} />
+        ))}
+        {unplaced.length > 0 && (
+          <article class="card" aria-label="VMs not placed">
+            <header class="card-head">
+              <h3>Not placed</h3>
+            </header>
+            <VmChips vms={unplaced} />
+          </article>
+        )}
+      </div>
+    </div>
+  );
+}
+
+const EMPTY: Vm[] = [];
+
+const HostCard = memo(
+  function HostCard(props: { host: Host; vms: Vm[] }) {
+    const h = props.host;
+    const cap = h.capacity;
+    const mem = h.usage?.memoryUsedBytes ?? 0;
+    const state = hostState(h);
+    return (
+      <article
+        class={`card host host-${state.toLowerCase()}`}
+        aria-label={`host ${h.name || h.id}`}
+        data-host={h.id}
+      >
+        <header class="card-head">
+          <h3>{h.name || h.id}</h3>
+          <StateBadge state={h.maintenance ? 'host_state_maintenance' : h.state} text={state} />
+        </header>
+        {h.stateReason && h.state !== 'HOST_STATE_UP' && <p class="reason">{h.stateReason}</p>}
+        <Bar
+          label="CPU"
+          value={h.usage?.cpuPercent ?? 0}
+          max={100}
+          text={`${Math.round(h.usage?.cpuPercent ?? 0)}% of ${cap?.logicalProcessors ?? 0} LPs`}
+        />
+        <Bar
+          label="Memory"
+          value={mem}
+          max={cap?.memoryBytes ?? 0}
+          text={`${bytes(mem)} of ${bytes(cap?.memoryBytes ?? 0)}`}
+        />
+        <p class="muted">
+          {h.usage?.runningVms ?? 0} running of {props.vms.length} VMs · {h.address}
+        </p>
+        <VmChips vms={props.vms} />
+      </article>
+    );
+  },
+  (a, b) => a.host === b.host && sameList(a.vms, b.vms),
+);
+
+function sameList(a: Vm[], b: Vm[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function VmChips(props: { vms: Vm[] }) {
+  return (
+    <ul class="chips" aria-label="VMs">
+      {props.vms.map((vm) => (
+        <li key={vm.id}>
+          <a
+            href={`#/vm/${encodeURIComponent(vm.id)}`}
+            class={`chip state-${(vm.status?.state ?? '').toLowerCase().replace('vm_state_', '').replace(/_/g, '-')}`}
+            title={`${name(vm)}: ${vmState(vm.status?.state)}`}
+            data-vm={name(vm)}
+          >
+            {name(vm)}
+          </a>
+        </li>
+      ))}
+    </ul>
+  );
+}

@@ -1,0 +1,50 @@
+/**
+ * The gateway's JSON protocol as the browser sees it (docs/console.md). Resources are the gRPC
+ * JSON mapping of the API's messages, exactly what grpc-js decodes, so their types are the API's
+ * generated ones.
+ */
+import type { pb } from '@hyperfarm/api';
+
+export type Host = pb.Host__Output;
+export type Vm = pb.Vm__Output;
+export type Checkpoint = pb.Checkpoint__Output;
+export type Migration = pb.Migration__Output;
+export type Operation = pb.Operation__Output;
+export type FarmEvent = pb.Event__Output;
+export type ClusterStatus = pb.ClusterStatus__Output;
+export type Member = pb.Member__Output;
+export type HostVerdict = pb.HostVerdict__Output;
+export type ExplainPlacementResponse = pb.ExplainPlacementResponse__Output;
+export type ListCheckpointsResponse = pb.ListCheckpointsResponse__Output;
+export type VmConfig = pb.VmConfig;
+export type VmStateName = pb.VmState__Output;
+export type VmActionName = pb.VmAction__Output;
+
+/** A failed call, or a refused message: a gRPC status with its name and message. */
+export interface WireError {
+  code: number;
+  codeName: string;
+  message: string;
+  field?: string;
+  leaderId?: string;
+}
+
+export interface ConsoleEndpoint {
+  id: string;
+  address: string;
+}
+
+export type ServerMessage =
+  | { type: 'hello'; protocol: number; daemonId: string; consoles: ConsoleEndpoint[] }
+  | { type: 'result'; id: number; response: unknown }
+  | { type: 'error'; id?: number; error: WireError }
+  | { type: 'event'; event: FarmEvent }
+  | { type: 'watchError'; error: WireError }
+  | { type: 'resync'; fromRevision: number; reason: string }
+  | { type: 'consoles'; id: number; consoles: ConsoleEndpoint[] };
+
+export type ClientMessage =
+  | { type: 'call'; id: number; method: string; request: object }
+  | { type: 'watch'; fromRevision: number }
+  | { type: 'unwatch' }
+  | { type: 'consoles'; id: number };
