@@ -249,7 +249,7 @@ describe('a farm of real processes: 3 daemons, agents with several hosts', funct
       ],
       ['CreateVm taken', () => c.createVm({ config: vmSpec('target') }), status.ALREADY_EXISTS, ''],
       ['MigrateVm kind', () => c.migrateVm({ vmId, kind: 7 as never }), status.INVALID_ARGUMENT, 'kind'],
-      ['CreateSwitch', () => c.createSwitch({ name: 's' }), status.UNIMPLEMENTED, ''],
+      ['CreateSwitch no type', () => c.createSwitch({ name: 's' }), status.INVALID_ARGUMENT, 'type'],
     ];
     for (const [name, call, code, field] of cases) {
       const r = await refusal(call());
