@@ -5,6 +5,7 @@
  * (Down after 1 s). Real processes on loopback: one daemon, two agents on one cluster storage.
  * The last line is one JSON object. Goal: recovery <= down time + 2 s.
  */
+import type { pb } from '@hyperfarm/api';
 import { ProcessFarm, until, vmSpec } from '../../packages/daemon/test/process/harness.js';
 
 const VMS = Number(process.env['FAILOVER_VMS'] ?? 200);
@@ -29,6 +30,7 @@ async function run(profile: 'default' | 'fast'): Promise<{ recoveryMs: number; d
       const { vms } = await c.listVms({ hostId: 'src', state: 'VM_STATE_RUNNING', pageSize: 1000 });
       return vms.length === VMS ? true : undefined;
     });
+    const timeline = recordTimeline(farm);
     const killed = Date.now();
     await farm.killAgent('src');
     await until(`${VMS} VMs Running on dst`, 300_000, async () => {
@@ -40,10 +42,40 @@ async function run(profile: 'default' | 'fast'): Promise<{ recoveryMs: number; d
     console.log(
       `${profile}: ${VMS} VMs Running on another host ${recoveryMs} ms after kill -9 (down time ${downMs} ms)`,
     );
+    for (const [step, at] of timeline.steps(killed)) console.log(`  ${step.padEnd(40)} +${at} ms`);
+    timeline.stop();
     return { recoveryMs, downMs };
   } finally {
     await farm.stop();
   }
+}
+
+/**
+ * Where the time goes: when each step of the failover committed (the Watch stream's commit times,
+ * on the daemon's clock, the same machine's as ours), measured from the kill.
+ */
+function recordTimeline(farm: ProcessFarm) {
+  const at = new Map<string, number>();
+  const mark = (step: string, t: number) => at.has(step) || at.set(step, t);
+  const running = new Set<string>();
+  const stream = farm.watch('daemon-1', { kinds: ['RESOURCE_KIND_HOST', 'RESOURCE_KIND_VM'] });
+  stream.on('data', (e: pb.Event__Output) => {
+    const t = Number(e.timeMs);
+    if (e.host?.id === 'src' && e.host.state === 'HOST_STATE_SUSPECT') mark('source host Suspect', t);
+    if (e.host?.id === 'src' && e.host.state === 'HOST_STATE_DOWN') mark('source host Down', t);
+    const st = e.vm?.status;
+    if (st?.hostId !== 'dst') return;
+    mark('first VM restarted on dst (committed)', t);
+    if (st.state !== 'VM_STATE_RUNNING') return;
+    running.add(e.id);
+    mark('first VM Running on dst', t);
+    if (running.size === VMS) mark('last VM Running on dst', t);
+  });
+  stream.on('error', () => {});
+  return {
+    steps: (from: number) => [...at].sort((a, b) => a[1] - b[1]).map(([s, t]) => [s, t - from] as const),
+    stop: () => stream.cancel(),
+  };
 }
 
 const def = await run('default');
