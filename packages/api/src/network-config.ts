@@ -45,24 +45,23 @@ export function switchRules(
   s: Pick<pb.VirtualSwitch__Output, 'name' | 'type' | 'hostId' | 'macAgingSeconds' | 'hostAddress'>,
   field: string,
 ): SwitchRules {
+  // A request that is the switch itself (CreateSwitch) names its fields with no prefix.
+  const at = (name: string) => (field ? `${field}.${name}` : name);
   if (!SWITCH_NAME.test(s.name))
-    throw invalidArgument(
-      `${field}.name`,
-      `${quote(s.name)} is not 1 to 63 letters, digits, '-', '_' or '.'`,
-    );
+    throw invalidArgument(at('name'), `${quote(s.name)} is not 1 to 63 letters, digits, '-', '_' or '.'`);
   const type = SWITCH_TYPES[s.type];
-  if (!type) throw invalidArgument(`${field}.type`, 'must be EXTERNAL, INTERNAL or PRIVATE');
+  if (!type) throw invalidArgument(at('type'), 'must be EXTERNAL, INTERNAL or PRIVATE');
   if (type !== 'external' && !s.hostId)
-    throw invalidArgument(`${field}.host_id`, `an ${type} switch lives on one host, which must be named`);
+    throw invalidArgument(at('host_id'), `an ${type} switch lives on one host, which must be named`);
   if (s.macAgingSeconds > MAX_MAC_AGING_SECONDS)
-    throw invalidArgument(`${field}.mac_aging_seconds`, `at most ${MAX_MAC_AGING_SECONDS} (a day)`);
+    throw invalidArgument(at('mac_aging_seconds'), `at most ${MAX_MAC_AGING_SECONDS} (a day)`);
   let hostIp: Cidr | undefined;
   if (s.hostAddress) {
     if (type !== 'internal')
-      throw invalidArgument(`${field}.host_address`, 'only an Internal switch has a port for the host');
+      throw invalidArgument(at('host_address'), 'only an Internal switch has a port for the host');
     hostIp = parseCidr(s.hostAddress);
     if (!hostIp)
-      throw invalidArgument(`${field}.host_address`, `${quote(s.hostAddress)} is not like 172.20.0.1/24`);
+      throw invalidArgument(at('host_address'), `${quote(s.hostAddress)} is not like 172.20.0.1/24`);
   }
   return {
     name: s.name,

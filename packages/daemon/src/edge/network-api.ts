@@ -140,7 +140,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<
   return {
     CreateSwitch: unary<pb.CreateSwitchRequest__Output, pb.VirtualSwitch>(async (req) => {
       const type = requireEnum('type', req.type, SWITCH_TYPES);
-      const r = switchRules({ ...req, type }, 'switch');
+      const r = switchRules({ ...req, type }, '');
       if (type === 'SWITCH_TYPE_EXTERNAL' && req.hostId)
         throw invalidArgument('host_id', 'an External switch exists on every host; name none');
       if (req.hostId) requireHostId('host_id', req.hostId);

@@ -250,6 +250,12 @@ describe('a farm of real processes: 3 daemons, agents with several hosts', funct
       ['CreateVm taken', () => c.createVm({ config: vmSpec('target') }), status.ALREADY_EXISTS, ''],
       ['MigrateVm kind', () => c.migrateVm({ vmId, kind: 7 as never }), status.INVALID_ARGUMENT, 'kind'],
       ['CreateSwitch no type', () => c.createSwitch({ name: 's' }), status.INVALID_ARGUMENT, 'type'],
+      [
+        'CreateSwitch bad name',
+        () => c.createSwitch({ name: 'a/b', type: 'SWITCH_TYPE_EXTERNAL' }),
+        status.INVALID_ARGUMENT,
+        'name',
+      ],
     ];
     for (const [name, call, code, field] of cases) {
       const r = await refusal(call());
