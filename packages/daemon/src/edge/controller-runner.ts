@@ -202,12 +202,17 @@ class LeaderSession {
 
   private leases(): void {
     if (this.closed) return;
+    const sent = this.timers.now();
     for (const host of this.state.hosts.values()) {
       if (this.granting.has(host.id)) continue;
       this.granting.add(host.id);
       const ref = { id: host.id, address: host.address };
       this.port
-        .grantLease(ref, { daemonId: this.cfg.daemonId, term: this.term, durationMs: this.cfg.leaseMs })
+        .grantLease(ref, {
+          daemonId: this.cfg.daemonId,
+          term: this.term,
+          durationMs: this.grantMs(host.id, sent),
+        })
         .then(
           (answer) => {
             const now = this.timers.now();
@@ -233,6 +238,18 @@ class LeaderSession {
       );
     }
     this.leaseTimer = this.timers.set(() => this.leases(), this.cfg.liveness.intervalMs);
+  }
+
+  /**
+   * How long a grant sent now may make the host's lease last. Fencing waits until `leaseMs` (plus
+   * the margin) after the last ANSWERED grant, so no grant may promise more than that: a grant
+   * whose answer is lost, or that arrives late, would otherwise keep the host's VMs running past
+   * the moment the leader restarts them elsewhere (found by the farm simulator). A host silent
+   * for a whole lease gets 1 ms: it is probed (its answer shows it is back) but not extended.
+   */
+  private grantMs(hostId: string, nowMs: number): number {
+    const base = Math.max(this.lastGrant.get(hostId) ?? this.since, this.since);
+    return Math.max(1, Math.min(this.cfg.leaseMs, base + this.cfg.leaseMs - nowMs));
   }
 
   // --- the controllers ---
