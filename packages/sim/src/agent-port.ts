@@ -157,8 +157,8 @@ export class SimAgentPort implements AgentPort {
   getMigrationStatus(): Promise<pb.MigrationStatus__Output> {
     return this.noMigrations();
   }
-  dropStaleVm(): Promise<void> {
-    return this.noMigrations();
+  dropStaleVm(host: HostRef, vmId: string, generation: number): Promise<void> {
+    return this.call(host.address, QUICK_MS, (h) => h.dropStaleVm(vmId, generation));
   }
 
   close(): void {}

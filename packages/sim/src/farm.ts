@@ -6,6 +6,7 @@ import { DEFAULT_SHAPE, SimHost, type HostShape } from './host.js';
 import {
   AppliedLog,
   checkHostMemory,
+  checkLeaseWait,
   checkPlacements,
   checkSingleHost,
   runningHosts,
@@ -56,6 +57,12 @@ export interface FarmOptions {
   checkEveryMs: number;
   /** Sample host utilisation this often (0: never). */
   sampleEveryMs: number;
+  /**
+   * Crash the host running the most VMs at this farm time, and keep it down until the faults
+   * stop (0: no such crash): every HA VM that ran there must run again within `haBudgetMs`.
+   */
+  crashBusiestAtMs: number;
+  haBudgetMs: number;
   shape: HostShape;
   timing: FarmTiming;
 }
@@ -77,6 +84,9 @@ export const SMALL: Omit<FarmOptions, 'seed'> = {
   converge: true,
   checkEveryMs: 0,
   sampleEveryMs: 0,
+  crashBusiestAtMs: 0,
+  // Down after 5 s, a 10 s lease and its 0.5 s margin, a boot of up to 10 s, and 15 s to spare.
+  haBudgetMs: 40_500,
   shape: { ...DEFAULT_SHAPE, memoryBytes: 16 * GIB },
   // The daemon's defaults (RAFT_PROFILES.default), with a 10 s host lease.
   timing: {
@@ -192,7 +202,9 @@ export class FarmSimulation {
     migrations: 0,
   };
   /** Host crashes whose VMs have not all run again yet: when, and which VMs. */
-  private readonly recovering: { at: number; vms: Set<string> }[] = [];
+  private readonly recovering: { at: number; vms: Set<string>; host: string; budgetMs?: number }[] = [];
+  /** Hosts down now (crashed, not restarted). */
+  private readonly down = new Set<SimHost>();
   private readonly recoveriesMs: number[] = [];
   private readonly utilisation: UtilisationSample[] = [];
   private names = 0;
@@ -278,6 +290,7 @@ export class FarmSimulation {
         },
         o.seed + i,
       );
+      h.onStates = (vmId) => checkLeaseWait(this.down, h, vmId, this.clock.now, this.violations);
       this.hosts.set(id, h);
       this.hostsByAddress.set(h.address, h);
       this.net.register(id, () => h.scope);
@@ -303,6 +316,7 @@ export class FarmSimulation {
     h.boot(new Scope(this.clock, `${h.id}#${h.boots + 1}`));
     const scope = h.scope!;
     // The agent's own timer keeps its engine current (leases run out without any call).
+    this.down.delete(h);
     const pump = () => {
       h.pump();
       scope.set(pump, this.o.timing.pumpMs);
@@ -418,9 +432,7 @@ export class FarmSimulation {
       if (!h) return;
       this.stats.hostCrashes++;
       this.log(`FAULT host ${h.id} crashes`);
-      const ran = [...h.states].filter(([, st]) => st === 'VM_STATE_RUNNING').map(([id]) => id);
-      if (ran.length > 0) this.recovering.push({ at: this.clock.now, vms: new Set(ran) });
-      h.crash();
+      this.crashHost(h);
       back(5_000 + this.faultRng.int(25_000), () => !h.alive && this.bootHost(h));
     } else if (r < 0.35) {
       const alive = [...this.daemons.values()].filter((d) => d.alive);
@@ -475,6 +487,33 @@ export class FarmSimulation {
     }
   }
 
+  private crashHost(h: SimHost, budgetMs?: number): void {
+    const ran = [...h.states].filter(([, st]) => st === 'VM_STATE_RUNNING').map(([id]) => id);
+    if (ran.length > 0)
+      this.recovering.push({
+        at: this.clock.now,
+        vms: new Set(ran),
+        host: h.id,
+        ...(budgetMs ? { budgetMs } : {}),
+      });
+    h.crash();
+    this.down.add(h);
+  }
+
+  /** The scripted crash: the host running the most VMs, down until the faults stop. */
+  private crashBusiest(): void {
+    let busiest: SimHost | undefined;
+    let most = 0;
+    for (const h of this.hosts.values()) {
+      const running = [...h.states.values()].filter((st) => st === 'VM_STATE_RUNNING').length;
+      if (h.alive && running > most) [busiest, most] = [h, running];
+    }
+    if (!busiest) return;
+    this.stats.hostCrashes++;
+    this.log(`FAULT host ${busiest.id} crashes with ${most} VMs running, down until the faults stop`);
+    this.crashHost(busiest, this.o.haBudgetMs);
+  }
+
   private endChaos(): void {
     this.chaos = false;
     this.log('faults stop: network healed, everything restarted');
@@ -516,6 +555,13 @@ export class FarmSimulation {
       }
       if (r.vms.size === 0) {
         this.recoveriesMs.push(this.clock.now - r.at);
+        this.recovering.splice(i, 1);
+      } else if (r.budgetMs !== undefined && this.clock.now - r.at > r.budgetMs) {
+        this.violations.push({
+          property: 'ha-budget-exceeded',
+          time: this.elapsed(),
+          detail: `${r.vms.size} HA VMs of host ${r.host} (${[...r.vms].slice(0, 3).join(', ')}) not Running again ${r.budgetMs} ms after it crashed`,
+        });
         this.recovering.splice(i, 1);
       }
     }
@@ -625,6 +671,7 @@ export class FarmSimulation {
         endChaos,
       );
     this.clock.root.set(() => this.endChaos(), endChaos);
+    if (o.crashBusiestAtMs > 0) this.clock.root.set(() => this.crashBusiest(), o.crashBusiestAtMs);
     let leader: string | undefined;
     try {
       for (;;) {
@@ -654,6 +701,8 @@ export class FarmSimulation {
     }
     for (const h of this.hosts.values())
       for (const s of h.states.values()) if (s === 'VM_STATE_RUNNING') this.stats.vmsRunning++;
+    for (const times of this.mostApplied()?.machine.state.failovers.values() ?? [])
+      this.stats.failovers += times.length;
     this.stats.messages = this.net.messages;
     for (const v of this.violations) this.log(`VIOLATION ${v.property}: ${v.detail}`);
     return {

@@ -1,6 +1,7 @@
 import {
   failedPrecondition,
   invalidArgument,
+  notFound,
   MEMORY_ASSIGNED,
   type pb,
   type VmStateName,
@@ -127,8 +128,12 @@ export class SimHost {
     return used;
   }
 
+  /** When the lease it held as it crashed would have run out (0: it held none, or it runs). */
+  leaseAtCrash = 0;
+
   /** Power lost: the VMs die with the host; its records and files stay. */
   crash(): void {
+    this.leaseAtCrash = this.leaseUntil() ?? 0;
     this.scope?.kill();
     this.scope = undefined;
     this.engine = undefined;
@@ -223,7 +228,8 @@ export class SimHost {
         limits: LIMITS_PROFILES['2008'],
         macPoolStart: macs.start,
         macPoolSize: macs.size,
-        clusterStorage: false,
+        // Every simulated host reaches the farm's cluster storage, so HA VMs can fail over.
+        clusterStorage: true,
         labels: {},
         maintenance: false,
         lastHeartbeatMs: 0,
@@ -264,6 +270,20 @@ export class SimHost {
 
   deleteVm(vmId: string, generation: number): void {
     this.mutate((e) => e.vms.delete(vmId, generation));
+  }
+
+  /** DropStaleVm: the farm runs this VM elsewhere under `generation`; this copy goes. */
+  dropStaleVm(vmId: string, generation: number): void {
+    if (generation < 1)
+      throw invalidArgument('generation', 'must be the generation the farm gives the VM now');
+    const was = this.mutate((e) =>
+      e.migration.dropStale(
+        vmId,
+        generation,
+        `dropped as stale: the farm runs it elsewhere under generation ${generation}`,
+      ),
+    );
+    if (was === undefined) throw notFound('VM', vmId);
   }
 
   /**

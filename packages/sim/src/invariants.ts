@@ -92,3 +92,29 @@ function fnv1a(data: Uint8Array): number {
   for (const b of data) h = Math.imul(h ^ b, 0x01000193);
   return h >>> 0;
 }
+
+/**
+ * Fencing before failover: a VM gets a partition on a host while a crashed host that ran it
+ * under an older generation may still hold its lease (as far as the farm can know, that host
+ * is only unreachable and still runs it). `down` are the hosts that are down now.
+ */
+export function checkLeaseWait(
+  down: Iterable<SimHost>,
+  on: SimHost,
+  vmId: string,
+  now: number,
+  out: Violation[],
+): void {
+  const state = on.states.get(vmId);
+  const generation = on.records.get(vmId)?.generation;
+  if (!state || !MEMORY_ASSIGNED.has(state) || generation === undefined) return;
+  for (const h of down) {
+    const old = h.records.get(vmId);
+    if (old && old.generation < generation && MEMORY_ASSIGNED.has(old.state) && now < h.leaseAtCrash)
+      out.push({
+        property: 'restarted-before-lease-expired',
+        time: now,
+        detail: `VM ${vmId} runs on ${on.id} (generation ${generation}) ${h.leaseAtCrash - now} ms before the lease of ${h.id}, which ran it under generation ${old.generation}, runs out`,
+      });
+  }
+}

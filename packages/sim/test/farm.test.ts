@@ -38,6 +38,22 @@ describe('farm simulator (the real daemons and engines on a virtual clock)', fun
     }
   });
 
+  it('a host crash: its HA VMs restart elsewhere only once its lease has run out, and run again within the HA budget', async () => {
+    for (const seed of [1, 2]) {
+      const r = await runFarm({
+        ...SMALL,
+        seed,
+        faults: false,
+        crashBusiestAtMs: 40_000,
+        chaosMs: 120_000,
+        settleMs: 30_000,
+      });
+      expectClean(r);
+      expect(r.stats.failovers, `seed ${seed}`).to.be.greaterThan(0);
+      expect(r.recoveriesMs, `seed ${seed}`).to.have.length(1);
+    }
+  });
+
   it('replays a seed exactly', async () => {
     const replay = () => run(7, { chaosMs: 15_000, settleMs: 5_000, converge: false, trace: true });
     const a = await replay();
