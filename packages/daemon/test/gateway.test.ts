@@ -78,6 +78,10 @@ describe('console gateway', function () {
     farm = await ProcessFarm.start({ daemons: 1 });
     grpc = farm.client('daemon-1');
     await farm.startAgent('agent-1', 2);
+    // The hosts registered (their guest catalog known), so both ways of calling see one state.
+    await until('2 hosts Up', 60_000, async () =>
+      (await grpc.listHosts({ state: 'HOST_STATE_UP' })).hosts.length === 2 ? true : undefined,
+    );
     consoleAddress = (await grpc.getClusterStatus({})).consoleAddress;
     // Each daemon serves a console by default, on a free loopback port.
     expect(consoleAddress).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);

@@ -53,7 +53,7 @@ describe('switches and NLB through the daemons, on real agents', function () {
   it('refuses bad switches and NLB configuration with the field and the reason', async () => {
     expect(await refusal(c.createSwitch({ name: 'lan', type: 'SWITCH_TYPE_PRIVATE' }))).to.include({
       code: status.INVALID_ARGUMENT,
-      field: 'switch.host_id',
+      field: 'host_id',
     });
     expect(
       await refusal(c.createSwitch({ name: 'x', type: 'SWITCH_TYPE_EXTERNAL', hostId: 'a-1' })),
