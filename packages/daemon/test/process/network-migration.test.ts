@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type { pb } from '@hyperfarm/api';
-import { until, vmSpec } from './harness.js';
+import { until } from './harness.js';
+import { vmOnExt, webCluster } from './network-helpers.js';
 import { MigrationFarm } from './migration-helpers.js';
 
 // Live migration of an NLB member through the daemon (MigrateVm), with real processes and
@@ -14,14 +15,6 @@ const HOSTS = ['ha', 'hb', 'hc'];
 const SOLO_MAC = '00-15-5D-AA-00-50';
 /** Unicast mode: member 2 sends with the masked MAC 02-<priority>-<VIP>. */
 const MASKED_2 = '02-02-0A-00-00-64';
-
-const withAdapter = (name: string, mac: string, ip: string): pb.VmConfig => ({
-  ...vmSpec(name),
-  workload: { bootMs: 200, cpuDemandPercent: 5, requestServiceTimeMs: 2, dirtyPagesPerSecond: 500 },
-  networkAdapters: [
-    { kind: 'NIC_KIND_SYNTHETIC', staticMac: true, macAddress: mac, switchName: 'ext', ipv4Address: ip },
-  ],
-});
 
 describe('an NLB member live-migrated through the daemon, under traffic (real processes)', function () {
   this.timeout(240_000);
@@ -38,25 +31,11 @@ describe('an NLB member live-migrated through the daemon, under traffic (real pr
     await c.createSwitch({ name: 'ext', type: 'SWITCH_TYPE_EXTERNAL' });
     const create = async (config: pb.VmConfig, hostId: string) =>
       (await mf.ok(await c.createVm({ config, hostId, start: true }))).vm!;
-    const web1 = await create(withAdapter('web-1', '00-15-5D-AA-00-01', '10.0.0.11/24'), 'ha');
-    const web2 = await create(withAdapter('web-2', '00-15-5D-AA-00-02', '10.0.0.12/24'), 'hb');
-    const solo = await create(withAdapter('solo', SOLO_MAC, '10.0.0.50/24'), 'hb');
+    const web1 = await create(vmOnExt('web-1', '00-15-5D-AA-00-01', '10.0.0.11/24'), 'ha');
+    const web2 = await create(vmOnExt('web-2', '00-15-5D-AA-00-02', '10.0.0.12/24'), 'hb');
+    const solo = await create(vmOnExt('solo', SOLO_MAC, '10.0.0.50/24'), 'hb');
     // Windows NLB's default heartbeats (1 s, lost after 5 missed).
-    const web = await c.createNlbCluster({
-      name: 'web',
-      virtualIp: '10.0.0.100',
-      mode: 'NLB_MODE_UNICAST',
-      switchName: 'ext',
-      portRules: [
-        {
-          startPort: 80,
-          endPort: 80,
-          protocol: 'tcp',
-          filteringMode: 'NLB_FILTERING_MODE_MULTIPLE_HOST',
-          affinity: 'NLB_AFFINITY_NONE',
-        },
-      ],
-    });
+    const web = await c.createNlbCluster(webCluster());
     await c.addNlbMember({ clusterId: web.id, member: { vmId: web1.id, hostPriority: 1 } });
     await c.addNlbMember({ clusterId: web.id, member: { vmId: web2.id, hostPriority: 2 } });
     await until('two members converged', 60_000, async () => {

@@ -1,7 +1,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { status, TRAILERS, type pb } from '@hyperfarm/api';
-import { ProcessFarm, until, vmSpec, type Cluster } from './harness.js';
+import { ProcessFarm, until, type Cluster } from './harness.js';
+import { vmOnExt, webCluster } from './network-helpers.js';
 
 // Switches and NLB through the daemons, on real agent processes: the daemon records the
 // configuration, pushes it to the agents (again after an agent restarts), and reads the
@@ -19,19 +20,7 @@ const refusal = (p: Promise<unknown>) =>
     }),
   );
 
-const member = (i: number, sw = 'ext'): pb.VmConfig => ({
-  ...vmSpec(`web-${i}`),
-  workload: { bootMs: 100, cpuDemandPercent: 5, requestServiceTimeMs: 2 },
-  networkAdapters: [
-    {
-      kind: 'NIC_KIND_SYNTHETIC',
-      staticMac: true,
-      macAddress: `00-15-5D-AA-00-0${i}`,
-      switchName: sw,
-      ipv4Address: `10.0.0.1${i}/24`,
-    },
-  ],
-});
+const member = (i: number): pb.VmConfig => vmOnExt(`web-${i}`, `00-15-5D-AA-00-0${i}`, `10.0.0.1${i}/24`);
 
 describe('switches and NLB through the daemons, on real agents', function () {
   this.timeout(180_000);
@@ -116,22 +105,7 @@ describe('switches and NLB through the daemons, on real agents', function () {
       expect(done.error, done.message).to.equal(null);
       vms.push(done.vm!.id);
     }
-    const web = await c.createNlbCluster({
-      name: 'web',
-      virtualIp: '10.0.0.100',
-      mode: 'NLB_MODE_UNICAST',
-      switchName: 'ext',
-      portRules: [
-        {
-          startPort: 80,
-          endPort: 80,
-          protocol: 'tcp',
-          filteringMode: 'NLB_FILTERING_MODE_MULTIPLE_HOST',
-          affinity: 'NLB_AFFINITY_NONE',
-        },
-      ],
-      heartbeatPeriodMs: 100,
-    });
+    const web = await c.createNlbCluster(webCluster(100));
     expect(web.clusterMac).to.equal('02-BF-0A-00-00-64');
     for (let i = 0; i < 3; i++)
       await c.addNlbMember({ clusterId: web.id, member: { vmId: vms[i]!, hostPriority: i + 1 } });
