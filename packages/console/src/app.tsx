@@ -1,8 +1,12 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import type { Store } from './store.js';
-import { useStore } from './ui.js';
+import { Notices, useStore } from './ui.js';
 import { ControlView } from './views/control.js';
+import { EventsView } from './views/events.js';
 import { FarmView } from './views/farm.js';
+import { OperationsView } from './views/operations.js';
+import { VmView } from './views/vm.js';
+import { VmsView } from './views/vms.js';
 
 interface Route {
   path: string;
@@ -11,8 +15,14 @@ interface Route {
 
 const ROUTES: Route[] = [
   { path: 'farm', title: 'Farm' },
+  { path: 'vms', title: 'VMs' },
+  { path: 'operations', title: 'Operations' },
+  { path: 'events', title: 'Events' },
   { path: 'control', title: 'Control plane' },
 ];
+
+/** Pages not in the navigation bar, reached from links. */
+const PAGES: Route[] = [{ path: 'vm', title: 'VM' }];
 
 function currentRoute(): { path: string; arg: string } {
   const [path = 'farm', ...rest] = location.hash.replace(/^#\/?/, '').split('/');
@@ -24,15 +34,20 @@ export function App(props: { store: Store }) {
   const store = props.store;
   useStore(store);
   const [route, setRoute] = useState(currentRoute);
+  const mounted = useRef(false);
   useEffect(() => {
     const on = () => setRoute(currentRoute());
     addEventListener('hashchange', on);
     return () => removeEventListener('hashchange', on);
   }, []);
-  const active = ROUTES.find((r) => r.path === route.path) ?? ROUTES[0]!;
+  const active = [...ROUTES, ...PAGES].find((r) => r.path === route.path) ?? ROUTES[0]!;
+  const title = active.path === 'vm' ? `VM ${route.arg}` : active.title;
   useEffect(() => {
-    document.title = `${active.title} · hyperfarm`;
-  }, [active]);
+    document.title = `${title} · hyperfarm`;
+    // Keyboard and screen-reader users land on the new view, not on the link they left.
+    if (mounted.current) document.getElementById('main')?.focus();
+    mounted.current = true;
+  }, [title]);
   return (
     <div class="shell">
       <a class="skip" href="#main">
@@ -44,7 +59,12 @@ export function App(props: { store: Store }) {
           <ul>
             {ROUTES.map((r) => (
               <li key={r.path}>
-                <a href={`#/${r.path}`} aria-current={r.path === active.path ? 'page' : undefined}>
+                <a
+                  href={`#/${r.path}`}
+                  aria-current={
+                    r.path === active.path || (r.path === 'vms' && active.path === 'vm') ? 'page' : undefined
+                  }
+                >
                   {r.title}
                 </a>
               </li>
@@ -59,8 +79,13 @@ export function App(props: { store: Store }) {
         </div>
       )}
       <main id="main" tabIndex={-1}>
-        <h2 class="view-title">{active.title}</h2>
+        <h2 class="view-title">{title}</h2>
+        <Notices store={store} />
         {active.path === 'farm' && <FarmView store={store} />}
+        {active.path === 'vms' && <VmsView store={store} />}
+        {active.path === 'vm' && <VmView store={store} id={route.arg} />}
+        {active.path === 'operations' && <OperationsView store={store} />}
+        {active.path === 'events' && <EventsView store={store} />}
         {active.path === 'control' && <ControlView store={store} />}
       </main>
     </div>

@@ -8,6 +8,24 @@ export class CallError extends Error {
   }
 }
 
+/** gRPC status codes by number, as an operation's error carries them. */
+export const CODE_NAMES: Record<number, string> = {
+  1: 'CANCELLED',
+  2: 'UNKNOWN',
+  3: 'INVALID_ARGUMENT',
+  4: 'DEADLINE_EXCEEDED',
+  5: 'NOT_FOUND',
+  6: 'ALREADY_EXISTS',
+  7: 'PERMISSION_DENIED',
+  8: 'RESOURCE_EXHAUSTED',
+  9: 'FAILED_PRECONDITION',
+  10: 'ABORTED',
+  11: 'OUT_OF_RANGE',
+  12: 'UNIMPLEMENTED',
+  13: 'INTERNAL',
+  14: 'UNAVAILABLE',
+};
+
 /** The codes the gateway itself gives when no daemon answered. */
 export const CONNECTION_LOST = 14;
 
@@ -64,6 +82,8 @@ export function explain(err: unknown): { message: string; action: string } {
       };
     case 'CANCELLED':
       return { message, action: 'Try again.' };
+    case 'ABORTED':
+      return { message, action: 'It was stopped part way and rolled back: try again.' };
     default:
       return {
         message,

@@ -1,6 +1,9 @@
 import { Connection, type ConnectionState } from './connection.js';
 import { applyEvent, emptyModel, type FarmModel } from './model.js';
-import type { FarmEvent } from './wire.js';
+import type { Notice } from './notices.js';
+import type { FarmEvent, Operation } from './wire.js';
+
+const NOTICE_LIMIT = 6;
 
 /**
  * The page's state: the farm model fed by the connection's events, and who to tell when it
@@ -14,7 +17,10 @@ export class Store {
   version = 0;
   /** When the last applied event was committed, and when it was applied here (ms). */
   lastEvent = { timeMs: 0, appliedAt: 0, revision: 0 };
+  /** What the person asked for lately, newest first, each followed to its end. */
+  notices: Notice[] = [];
   readonly conn: Connection;
+  private noticeSeq = 0;
   private readonly listeners = new Set<() => void>();
   private scheduled = false;
 
@@ -46,6 +52,36 @@ export class Store {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Runs a call that starts an operation and keeps a notice of it: the call's error, or the
+   * operation, which the event stream then follows to its end. Resolves with the answer.
+   */
+  async act<T extends object>(label: string, call: () => Promise<T>): Promise<T | undefined> {
+    const notice: Notice = { key: ++this.noticeSeq, label };
+    this.notices = [notice, ...this.notices].slice(0, NOTICE_LIMIT);
+    this.changed();
+    try {
+      const result = await call();
+      // Calls that start an operation answer it; the others (a rename) are done when answered.
+      if (isOperation(result)) this.patchNotice(notice.key, { operationId: result.id, operation: result });
+      else this.patchNotice(notice.key, { answered: true });
+      return result;
+    } catch (error) {
+      this.patchNotice(notice.key, { error });
+      return undefined;
+    }
+  }
+
+  dismiss(key: number): void {
+    this.notices = this.notices.filter((n) => n.key !== key);
+    this.changed();
+  }
+
+  private patchNotice(key: number, patch: Partial<Notice>): void {
+    this.notices = this.notices.map((n) => (n.key === key ? { ...n, ...patch } : n));
+    this.changed();
+  }
+
   private apply(e: FarmEvent): void {
     if (!applyEvent(this.model, e)) return;
     this.lastEvent = { timeMs: e.timeMs, appliedAt: Date.now(), revision: e.revision };
@@ -62,3 +98,5 @@ export class Store {
     });
   }
 }
+
+const isOperation = (x: object): x is Operation => 'done' in x && 'targetId' in x;
