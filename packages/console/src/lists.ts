@@ -1,4 +1,4 @@
-import { name, vmState } from './model.js';
+import { byText, name, vmState } from './model.js';
 import type { Checkpoint, Vm } from './wire.js';
 
 /** The console's lists as pure functions: the VM table's filter and order, the snapshot tree. */
@@ -35,8 +35,8 @@ export function filterVms(
   return out.sort((a, b) => {
     const x = key(a);
     const y = key(b);
-    const c = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y));
-    return c !== 0 ? c * dir : name(a).localeCompare(name(b));
+    const c = typeof x === 'number' && typeof y === 'number' ? x - y : byText(String(x), String(y));
+    return c !== 0 ? c * dir : byText(name(a), name(b));
   });
 }
 

@@ -173,6 +173,13 @@ export function describeEvent(m: FarmModel, e: FarmEvent): string {
   }
 }
 
+/**
+ * Names in the order a person expects ("web-2" before "web-10"). One collator for the page:
+ * String.localeCompare builds one per call, which made sorting 1,000 VMs cost a frame.
+ */
+const collator = new Intl.Collator(undefined, { numeric: true });
+export const byText = (a: string, b: string): number => collator.compare(a, b);
+
 /** VMs by the host they are on ('' for those not placed), each list sorted by name. */
 export function vmsByHost(m: FarmModel): Map<string, Vm[]> {
   const out = new Map<string, Vm[]>();
@@ -182,7 +189,7 @@ export function vmsByHost(m: FarmModel): Map<string, Vm[]> {
     if (!list) out.set(host, (list = []));
     list.push(vm);
   }
-  for (const list of out.values()) list.sort((a, b) => name(a).localeCompare(name(b)));
+  for (const list of out.values()) list.sort((a, b) => byText(name(a), name(b)));
   return out;
 }
 

@@ -4,6 +4,7 @@ import type { Notice } from './notices.js';
 import type { FarmEvent, Operation } from './wire.js';
 
 const NOTICE_LIMIT = 6;
+const RENDERS_KEPT = 2_000;
 
 /**
  * The page's state: the farm model fed by the connection's events, and who to tell when it
@@ -17,6 +18,11 @@ export class Store {
   version = 0;
   /** When the last applied event was committed, and when it was applied here (ms). */
   lastEvent = { timeMs: 0, appliedAt: 0, revision: 0 };
+  /**
+   * When the farm view showed each revision (Date.now() ms), newest last and at most
+   * RENDERS_KEPT: how `npm run bench:console` measures how far the view lags behind the stream.
+   */
+  readonly renders: { revision: number; at: number }[] = [];
   /** What the person asked for lately, newest first, each followed to its end. */
   notices: Notice[] = [];
   readonly conn: Connection;
@@ -70,6 +76,14 @@ export class Store {
       this.patchNotice(notice.key, { error });
       return undefined;
     }
+  }
+
+  /** The farm view calls this once its DOM shows the model's revision. */
+  rendered(): void {
+    const last = this.renders[this.renders.length - 1];
+    if (last?.revision === this.model.revision) return;
+    this.renders.push({ revision: this.model.revision, at: Date.now() });
+    if (this.renders.length > RENDERS_KEPT) this.renders.splice(0, this.renders.length - RENDERS_KEPT);
   }
 
   dismiss(key: number): void {

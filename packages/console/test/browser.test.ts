@@ -1,12 +1,38 @@
 import { expect } from 'chai';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ProcessFarm, until } from '../../daemon/test/process/harness.js';
 
 /**
  * The console in a real browser (Debian's Chromium, driven by playwright-core) against a real
- * farm of processes: 3 daemons, one agent with 2 hosts.
+ * farm of processes: 3 daemons, one agent with 2 hosts on one cluster storage (so VMs can move).
+ * The cases share the farm and run in order: the last one kills the daemon the page talks to.
+ *
+ * HYPERFARM_SCREENSHOTS=1 (`npm run screenshots:console`) also writes the screenshots of
+ * docs/images/ from the views as these cases leave them; a plain test run writes no file.
  */
 const CHROMIUM = process.env.HYPERFARM_CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS =
+  process.env.HYPERFARM_SCREENSHOTS === '1' ? join(import.meta.dirname, '../../../docs/images') : '';
+
+/** Moves the page to a view as a link would: same page, no reload. */
+async function go(page: Page, hash: string): Promise<void> {
+  await page.evaluate(
+    (h) => ((globalThis as unknown as { location: { hash: string } }).location.hash = h),
+    hash,
+  );
+}
+
+async function shot(page: Page, name: string, hash?: string): Promise<void> {
+  if (!SHOTS) return;
+  if (hash) {
+    await go(page, hash);
+    await page.waitForTimeout(600); // a frame or two for the view to render; only for the picture
+  }
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, `console-${name}.png`), fullPage: true });
+}
 
 describe('web console in Chromium', function () {
   this.timeout(120_000);
@@ -17,7 +43,7 @@ describe('web console in Chromium', function () {
 
   before(async () => {
     farm = await ProcessFarm.start({ daemons: 3 });
-    await farm.startAgent('agent-1', 2);
+    await farm.startAgent('agent-1', 2, ['--cluster-storage-path', join(farm.dir, 'cluster')]);
     consoles = new Map();
     for (const id of farm.daemonIds)
       consoles.set(id, (await farm.client(id).getClusterStatus({})).consoleAddress);
@@ -63,7 +89,92 @@ describe('web console in Chromium', function () {
       });
   });
 
+  it('creates and starts a VM from the console, by keyboard, and shows it Running', async () => {
+    await go(page, '#/vms');
+    const summary = page.locator('summary', { hasText: 'New VM' });
+    await summary.focus();
+    await page.keyboard.press('Enter');
+    await page.getByLabel('Name', { exact: true }).focus();
+    await page.keyboard.type('console-1');
+    await page.getByLabel('Boot time (s)').focus();
+    await page.keyboard.type('0.2');
+    await page.keyboard.press('Enter'); // submits the form
+    await page
+      .locator('[data-vm-row="console-1"] .state-running')
+      .waitFor({ timeout: 60_000 })
+      .catch(async (err: Error) => {
+        throw new Error(`${err.message}; page: ${await page.locator('main').innerText()}`);
+      });
+    const vm = await farm.client('daemon-2').getVm({ id: 'console-1' });
+    expect(vm.status?.state).to.equal('VM_STATE_RUNNING');
+    await page.locator('.notice-done', { hasText: 'Create console-1' }).waitFor({ timeout: 30_000 });
+    // A refused request says what to fix: the same name again.
+    await page.getByLabel('Name', { exact: true }).fill('console-1');
+    await page.getByRole('button', { name: 'Create', exact: true }).click();
+    const failed = page.locator('.notice-failed', { hasText: 'Create console-1' });
+    await failed.waitFor({ timeout: 30_000 });
+    expect(await failed.innerText()).to.match(/already|exists/i);
+    await page.getByRole('button', { name: 'Dismiss Create console-1' }).first().click();
+    await shot(page, 'vms');
+  });
+
+  it('migrates a VM from the console: progress shows, and it ends on the other host', async () => {
+    const before = await farm.client('daemon-2').getVm({ id: 'console-1' });
+    const source = before.status!.hostId;
+    const target = (await farm.client('daemon-2').listHosts({})).hosts.find((h) => h.id !== source)!.id;
+    await page.getByLabel('Select console-1').check();
+    await page.locator('[data-action="migrate"]').click();
+    const dialog = page.getByRole('dialog');
+    // Placement's verdict on the other host, as ExplainPlacement gave it.
+    await dialog.locator(`[data-verdict="${target}"]`).waitFor({ timeout: 30_000 });
+    expect(await dialog.innerText()).to.contain('Let placement choose');
+    await shot(page, 'migrate');
+    await dialog.locator(`[data-verdict="${target}"] input[type=radio]`).check();
+    await dialog.getByLabel(/Live/).check();
+    await dialog.getByRole('button', { name: 'Migrate' }).click();
+    await go(page, '#/operations');
+    const row = page.locator('[data-migration]').first();
+    await row.waitFor({ timeout: 30_000 }).catch(async (err: Error) => {
+      throw new Error(`${err.message}; page: ${await page.locator('main').innerText()}`);
+    });
+    expect(await row.getByRole('meter').count()).to.equal(1);
+    await until('the migration done, on the page', 120_000, async () =>
+      (await row.getAttribute('data-phase')) === 'MIGRATION_PHASE_COMPLETED' ? true : undefined,
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}; page: ${await page.locator('main').innerText()}`);
+    });
+    // The page followed it as it went: a phase before the end, with its percentage.
+    const seen = await page.evaluate(() =>
+      (
+        globalThis as unknown as { hyperfarm: { model: { timeline: { kind: string; text: string }[] } } }
+      ).hyperfarm.model.timeline
+        .filter((e) => e.kind === 'RESOURCE_KIND_MIGRATION')
+        .map((e) => e.text),
+    );
+    expect(seen.some((t) => !/Completed|Failed/.test(t))).to.equal(true, seen.join('\n'));
+    expect(await row.getByTestId('downtime').innerText()).to.match(/^\d+ ms$/);
+    await shot(page, 'operations');
+    await go(page, '#/vm/console-1');
+    await until('the VM page shows the new host', 30_000, async () =>
+      (await page.getByTestId('vm-host').innerText()).includes(target) ? true : undefined,
+    );
+    const after = await farm.client('daemon-2').getVm({ id: 'console-1' });
+    expect(after.status?.hostId).to.equal(target);
+    expect(after.status?.state).to.equal('VM_STATE_RUNNING');
+    await shot(page, 'vm');
+    await shot(page, 'farm', '#/farm');
+    await shot(page, 'events', '#/events');
+    await shot(page, 'control', '#/control');
+    if (SHOTS) {
+      await page.setViewportSize({ width: 1920, height: 1000 });
+      await shot(page, 'farm-wide', '#/farm');
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+    await go(page, '#/farm');
+  });
+
   it('moves to another daemon when the one it talks to dies, and resumes without a reload', async () => {
+    await go(page, '#/farm');
     const connected = page.getByTestId('connection');
     await until('connected to daemon-1', 10_000, async () =>
       (await connected.textContent())?.includes('daemon-1') ? true : undefined,

@@ -60,14 +60,14 @@ describe('console: VM table', () => {
 
   it('filters by name, label, state and host (or not placed)', () => {
     const byName = { column: 'name', descending: false } as const;
-    expect(names(filterVms(vms, { ...all, text: 'WEB' }, byName))).to.deep.equal(['web-10', 'web-2']);
+    expect(names(filterVms(vms, { ...all, text: 'WEB' }, byName))).to.deep.equal(['web-2', 'web-10']);
     expect(names(filterVms(vms, { ...all, text: 'tier=front' }, byName))).to.deep.equal(['web-2']);
     expect(names(filterVms(vms, { ...all, state: 'VM_STATE_OFF' }, byName))).to.deep.equal(['db-1', 'new-1']);
     expect(names(filterVms(vms, { ...all, host: 'h2' }, byName))).to.deep.equal(['db-1', 'web-10']);
     expect(names(filterVms(vms, { ...all, host: '-' }, byName))).to.deep.equal(['new-1']);
   });
 
-  it('sorts by a column either way, numbers as numbers, ties by name', () => {
+  it('sorts by a column either way, numbers as numbers, ties by name (web-2 before web-10)', () => {
     expect(names(filterVms(vms, all, { column: 'memory', descending: true }))).to.deep.equal([
       'db-1',
       'web-2',
@@ -78,8 +78,8 @@ describe('console: VM table', () => {
     expect(names(filterVms(vms, all, { column: 'state', descending: false }))).to.deep.equal([
       'db-1',
       'new-1',
-      'web-10',
       'web-2',
+      'web-10',
     ]);
   });
 });

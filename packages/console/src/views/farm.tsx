@@ -1,5 +1,6 @@
 import { memo } from 'preact/compat';
-import { hostState, name, vmState, vmsByHost } from '../model.js';
+import { useLayoutEffect } from 'preact/hooks';
+import { byText, hostState, name, vmsByHost, vmState } from '../model.js';
 import type { Store } from '../store.js';
 import { Bar, bytes, StateBadge } from '../ui.js';
 import type { Host, Vm } from '../wire.js';
@@ -7,8 +8,10 @@ import type { Host, Vm } from '../wire.js';
 /** Every host as a card: state, CPU and memory, and its VMs coloured by state. Live. */
 export function FarmView(props: { store: Store }) {
   const m = props.store.model;
+  // After every render: the DOM now shows this revision.
+  useLayoutEffect(() => props.store.rendered());
   const byHost = vmsByHost(m);
-  const hosts = [...m.hosts.values()].sort((a, b) => a.id.localeCompare(b.id));
+  const hosts = [...m.hosts.values()].sort((a, b) => byText(a.id, b.id));
   const unplaced = byHost.get('') ?? [];
   const running = [...m.vms.values()].filter((v) => v.status?.state === 'VM_STATE_RUNNING').length;
   return (

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { filterVms, type Column } from '../lists.js';
-import { hostState, name, vmState } from '../model.js';
+import { byText, hostState, name, vmState } from '../model.js';
 import type { Store } from '../store.js';
 import { bytes, duration, SortHeader, StateBadge } from '../ui.js';
 import type { Operation } from '../wire.js';
@@ -21,7 +21,7 @@ export function VmsView(props: { store: Store }) {
   const [shown, setShown] = useState(PAGE);
   const rows = filterVms(m.vms.values(), filter, sort);
   const states = [...new Set([...m.vms.values()].map((v) => v.status?.state ?? ''))].filter(Boolean).sort();
-  const hosts = [...m.hosts.values()].sort((a, b) => a.id.localeCompare(b.id));
+  const hosts = [...m.hosts.values()].sort((a, b) => byText(a.id, b.id));
   const chosen = m.vms.get(selected);
   const header = (label: string, column: Column) => (
     <SortHeader label={label} column={column} sort={sort} onSort={setSort} />
