@@ -112,7 +112,11 @@ try {
   const arrivals = new Map<number, number>();
   const from = (await c.getClusterStatus({})).revision;
   const watch = farm.watch('daemon-1', { fromRevision: from });
-  watch.on('data', (e: pb.Event__Output) => arrivals.set(e.revision, Date.now()));
+  const kindCount = new Map<string, number>();
+  watch.on('data', (e: pb.Event__Output) => {
+    arrivals.set(e.revision, Date.now());
+    kindCount.set(e.kind, (kindCount.get(e.kind) ?? 0) + 1);
+  });
   watch.on('error', () => undefined);
 
   const renders: { revision: number; at: number }[] = [];
@@ -123,15 +127,21 @@ try {
     });
     renders.push(...got);
   };
-  const memory: { t: number; heapMiB: number; nodes: number }[] = [];
+  const memory: { t: number; heapMiB: number; nodes: number; busyS: number }[] = [];
   const sampleMemory = async () => {
     await cdp.send('HeapProfiler.collectGarbage');
     const heap = (await cdp.send('Runtime.getHeapUsage')) as { usedSize: number };
     const metrics = (await cdp.send('Performance.getMetrics')) as {
       metrics: { name: string; value: number }[];
     };
-    const nodes = metrics.metrics.find((m) => m.name === 'Nodes')?.value ?? 0;
-    memory.push({ t: (Date.now() - start) / 1000, heapMiB: heap.usedSize / 2 ** 20, nodes });
+    const metric = (name: string) => metrics.metrics.find((m) => m.name === name)?.value ?? 0;
+    // TaskDuration: seconds the page's main thread has been busy (script, style, layout, paint).
+    memory.push({
+      t: (Date.now() - start) / 1000,
+      heapMiB: heap.usedSize / 2 ** 20,
+      nodes: metric('Nodes'),
+      busyS: metric('TaskDuration'),
+    });
   };
   await cdp.send('Performance.enable');
 
@@ -191,9 +201,35 @@ try {
   const slope =
     memory.reduce((s, m) => s + (m.t - mt) * (m.heapMiB - mh), 0) /
     memory.reduce((s, m) => s + (m.t - mt) ** 2, 0);
+  const busy = (memory.at(-1)!.busyS - memory[0]!.busyS) / (memory.at(-1)!.t - memory[0]!.t);
   const status = await page.evaluate(() => (globalThis as unknown as Win).hyperfarm.connection.status);
-  const shownVms = await page.evaluate(() => document.querySelectorAll('[data-vm]').length);
+  const shownVms = await page.evaluate(
+    () =>
+      (
+        globalThis as unknown as { document: { querySelectorAll(s: string): { length: number } } }
+      ).document.querySelectorAll('[data-vm]').length,
+  );
   console.log(`VM chips on the page at the end: ${shownVms}`);
+  const sizes = await page.evaluate(() => {
+    const m = (globalThis as unknown as Win).hyperfarm.model as unknown as {
+      timeline: unknown[];
+      history: Map<string, unknown[]>;
+      operations: Map<string, unknown>;
+      migrations: Map<string, unknown>;
+      checkpoints: Map<string, unknown>;
+      others: Map<string, Map<string, unknown>>;
+    };
+    return {
+      timeline: m.timeline.length,
+      history: [...m.history.values()].reduce((s, l) => s + l.length, 0),
+      operations: m.operations.size,
+      migrations: m.migrations.size,
+      checkpoints: m.checkpoints.size,
+      others: [...m.others.values()].reduce((s, l) => s + l.size, 0),
+    };
+  });
+  console.log(`page model sizes: ${JSON.stringify(sizes)}`);
+  console.log(`events by kind: ${JSON.stringify(Object.fromEntries(kindCount))}`);
 
   const r = (x: number, d = 1) => Number(x.toFixed(d));
   console.log(
@@ -205,6 +241,9 @@ try {
   console.log('page memory (after GC):');
   for (const m of memory)
     console.log(`  ${r(m.t).toString().padStart(6)} s  heap ${r(m.heapMiB, 2)} MiB  DOM nodes ${m.nodes}`);
+  console.log(
+    `page main thread busy ${r(busy * 100)}% of the time (garbage collections forced by the samples included)`,
+  );
   console.log(`heap slope ${r(slope * 60, 3)} MiB/min; connection ${status}`);
   console.log(
     JSON.stringify({
@@ -220,6 +259,7 @@ try {
       lagMs: { p50: r(pct(50)), p95: r(pct(95)), p99: r(pct(99)), max: r(lags.at(-1) ?? NaN) },
       heapMiB: { first: r(heap[0]!, 2), last: r(heap.at(-1)!, 2), max: r(Math.max(...heap), 2) },
       heapSlopeMiBPerMin: r(slope * 60, 3),
+      pageBusyPercent: r(busy * 100),
       domNodes: { first: memory[0]!.nodes, last: memory.at(-1)!.nodes },
       machine: { cpus: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
       loadavg: { before: load0.map((x) => r(x, 2)), after: loadavg().map((x) => r(x, 2)) },

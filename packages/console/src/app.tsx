@@ -4,6 +4,7 @@ import { Notices, useStore } from './ui.js';
 import { ControlView } from './views/control.js';
 import { EventsView } from './views/events.js';
 import { FarmView } from './views/farm.js';
+import { NlbView } from './views/nlb.js';
 import { OperationsView } from './views/operations.js';
 import { VmView } from './views/vm.js';
 import { VmsView } from './views/vms.js';
@@ -18,6 +19,7 @@ const ROUTES: Route[] = [
   { path: 'vms', title: 'VMs' },
   { path: 'operations', title: 'Operations' },
   { path: 'events', title: 'Events' },
+  { path: 'nlb', title: 'NLB' },
   { path: 'control', title: 'Control plane' },
 ];
 
@@ -86,6 +88,7 @@ export function App(props: { store: Store }) {
         {active.path === 'vm' && <VmView store={store} id={route.arg} />}
         {active.path === 'operations' && <OperationsView store={store} />}
         {active.path === 'events' && <EventsView store={store} />}
+        {active.path === 'nlb' && <NlbView store={store} id={route.arg} />}
         {active.path === 'control' && <ControlView store={store} />}
       </main>
     </div>

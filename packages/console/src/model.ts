@@ -7,6 +7,11 @@ import type { Checkpoint, FarmEvent, Host, Migration, Operation, Vm, VmStateName
 
 export const TIMELINE_LIMIT = 2_000;
 export const HISTORY_LIMIT = 50;
+/**
+ * Finished operations and migrations kept, beyond every one still running: the farm keeps them
+ * longer than a page needs, and a page left open for days must not grow with them.
+ */
+export const FINISHED_KEPT = 500;
 
 export interface TimelineEntry {
   revision: number;
@@ -88,10 +93,17 @@ export function applyEvent(m: FarmModel, e: FarmEvent): boolean {
       store(m.checkpoints);
       break;
     case 'RESOURCE_KIND_MIGRATION':
+      m.migrations.delete(e.id); // re-inserted last: the Map's order is the order of last change
       store(m.migrations);
+      forgetFinished(
+        m.migrations,
+        (g) => g.phase === 'MIGRATION_PHASE_COMPLETED' || g.phase === 'MIGRATION_PHASE_FAILED',
+      );
       break;
     case 'RESOURCE_KIND_OPERATION':
+      m.operations.delete(e.id);
       store(m.operations);
+      forgetFinished(m.operations, (o) => o.done);
       break;
     default: {
       let map = m.others.get(e.kind);
@@ -109,6 +121,23 @@ export function applyEvent(m: FarmModel, e: FarmEvent): boolean {
   });
   if (m.timeline.length > TIMELINE_LIMIT) m.timeline.splice(0, m.timeline.length - TIMELINE_LIMIT);
   return true;
+}
+
+/**
+ * Drops the finished entries changed longest ago (the Map's order) until at most
+ * FINISHED_KEPT finished ones remain; running ones are never dropped.
+ */
+function forgetFinished<T>(map: Map<string, T>, finished: (t: T) => boolean): void {
+  let done = 0;
+  for (const v of map.values()) if (finished(v)) done++;
+  if (done <= FINISHED_KEPT) return;
+  for (const [id, v] of map) {
+    if (done <= FINISHED_KEPT) break;
+    if (finished(v)) {
+      map.delete(id);
+      done--;
+    }
+  }
 }
 
 function recordState(m: FarmModel, e: FarmEvent, vm: Vm): void {

@@ -12,9 +12,10 @@ export function useStore(store: Store): number {
 }
 
 /** A labelled bar: `value` of `max`, with the figure in words for screen readers. */
-export function Bar(props: { label: string; value: number; max: number; text: string }) {
+export function Bar(props: { label: string; value: number; max: number; text: string; progress?: boolean }) {
   const pct = props.max > 0 ? Math.min(100, Math.max(0, (100 * props.value) / props.max)) : 0;
-  const level = pct >= 90 ? 'high' : pct >= 70 ? 'mid' : 'low';
+  // A usage bar warns as it fills; a progress bar does not.
+  const level = props.progress ? 'progress' : pct >= 90 ? 'high' : pct >= 70 ? 'mid' : 'low';
   return (
     <div class="bar-row">
       <span class="bar-label">{props.label}</span>

@@ -17,6 +17,10 @@ export type HostVerdict = pb.HostVerdict__Output;
 export type ExplainPlacementResponse = pb.ExplainPlacementResponse__Output;
 export type ListCheckpointsResponse = pb.ListCheckpointsResponse__Output;
 export type VmConfig = pb.VmConfig;
+export type NlbCluster = pb.NlbCluster__Output;
+export type NlbClusterState = pb.NlbClusterState__Output;
+export type NlbBucketMap = pb.NlbBucketMap__Output;
+export type TrafficReport = pb.TrafficReport__Output;
 export type VmStateName = pb.VmState__Output;
 export type VmActionName = pb.VmAction__Output;
 

@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { ProcessFarm, until } from '../../daemon/test/process/harness.js';
+import type { pb } from '@hyperfarm/api';
+import { ProcessFarm, until, vmSpec } from '../../daemon/test/process/harness.js';
 
 /**
  * The console in a real browser (Debian's Chromium, driven by playwright-core) against a real
@@ -171,6 +172,94 @@ describe('web console in Chromium', function () {
       await page.setViewportSize({ width: 1280, height: 800 });
     }
     await go(page, '#/farm');
+  });
+
+  it('shows an NLB cluster: members, the bucket map, and each member’s share of a traffic run', async () => {
+    const c = farm.client('daemon-2');
+    await c.createSwitch({ name: 'ext', type: 'SWITCH_TYPE_EXTERNAL' });
+    const hosts = (await c.listHosts({})).hosts.map((h) => h.id).sort();
+    const members: string[] = [];
+    for (const [i, hostId] of hosts.entries()) {
+      const config: pb.VmConfig = {
+        ...vmSpec(`web-${i + 1}`),
+        workload: { bootMs: 100, cpuDemandPercent: 5, requestServiceTimeMs: 2 },
+        networkAdapters: [
+          {
+            kind: 'NIC_KIND_SYNTHETIC',
+            staticMac: true,
+            macAddress: `00-15-5D-AA-00-0${i + 1}`,
+            switchName: 'ext',
+            ipv4Address: `10.0.0.1${i + 1}/24`,
+          },
+        ],
+      };
+      const op = await c.createVm({ config, start: true, hostId });
+      const done = await c.waitOperation({ id: op.id, timeoutMs: 60_000 });
+      expect(done.error, done.message).to.equal(null);
+      members.push(done.vm!.id);
+    }
+    const web = await c.createNlbCluster({
+      name: 'web',
+      virtualIp: '10.0.0.100',
+      mode: 'NLB_MODE_UNICAST',
+      switchName: 'ext',
+      portRules: [
+        {
+          startPort: 80,
+          endPort: 80,
+          protocol: 'tcp',
+          filteringMode: 'NLB_FILTERING_MODE_MULTIPLE_HOST',
+          affinity: 'NLB_AFFINITY_NONE',
+        },
+      ],
+      heartbeatPeriodMs: 100,
+    });
+    for (const [i, vmId] of members.entries())
+      await c.addNlbMember({ clusterId: web.id, member: { vmId, hostPriority: i + 1 } });
+    const run = await c.startTraffic({
+      traffic: {
+        id: 'run',
+        switchName: 'ext',
+        virtualIp: '10.0.0.100',
+        port: 80,
+        ratePerSecond: 50,
+        durationMs: 120_000,
+        clients: 200,
+        retransmitTimeoutMs: 100,
+        seed: 1,
+      },
+    });
+    try {
+      await go(page, '#/nlb/web');
+      await until('both members listed', 30_000, async () =>
+        (await page.locator('[data-member]').count()) === 2 ? true : undefined,
+      );
+      // Multiple-host filtering with equal weights: the 60 buckets split evenly, 30 each.
+      await until('the converged bucket map', 60_000, async () => {
+        const colours = await page
+          .locator('.bucket')
+          .evaluateAll((els) =>
+            els.map((e) => (e as unknown as { style: { background: string } }).style.background),
+          );
+        const counts = [...new Set(colours)].map((c) => colours.filter((x) => x === c).length);
+        return colours.length === 60 && counts.length === 2 && counts.every((n) => n === 30)
+          ? true
+          : undefined;
+      });
+      await page.getByRole('textbox', { name: 'Traffic run' }).fill('run');
+      await page.getByLabel('on host').fill(run.hostId);
+      await page.getByRole('button', { name: 'Follow' }).click();
+      // Both members answer a share of each second's requests.
+      await until('a share for each member', 60_000, async () => {
+        const text = await page.getByTestId('shares').innerText();
+        const shares = [...text.matchAll(/(\d+)%/g)].map((m) => Number(m[1]));
+        return shares.length === 2 && shares.every((x) => x > 0) ? true : undefined;
+      });
+      if (SHOTS) await page.waitForTimeout(15_000); // a chart with some history, for the picture
+      await shot(page, 'nlb');
+    } finally {
+      await c.stopTraffic({ hostId: run.hostId, id: 'run', remove: true });
+    }
   });
 
   it('moves to another daemon when the one it talks to dies, and resumes without a reload', async () => {

@@ -76,6 +76,7 @@ export function MigrationRow(props: { store: Store; migration: Migration }) {
       </td>
       <td class="progress-cell">
         <Bar
+          progress
           label="Progress"
           value={g.progressPercent}
           max={100}

@@ -1,0 +1,47 @@
+import { expect } from 'chai';
+import { applyEvent, emptyModel, FINISHED_KEPT } from '../src/model.js';
+import type { FarmEvent, Operation } from '../src/wire.js';
+
+/** The page's farm model: bounded however long the page stays open. */
+describe('console: farm model', () => {
+  const opEvent = (revision: number, id: string, done: boolean): FarmEvent =>
+    ({
+      revision,
+      timeMs: revision,
+      kind: 'RESOURCE_KIND_OPERATION',
+      type: 'EVENT_TYPE_PUT',
+      id,
+      operation: {
+        id,
+        kind: 'vm.update',
+        targetId: 'v',
+        done,
+        progressPercent: done ? 100 : 0,
+        message: '',
+        error: null,
+      },
+    }) as unknown as FarmEvent;
+
+  it('keeps every running operation and only the newest finished ones', () => {
+    const m = emptyModel();
+    let rev = 0;
+    applyEvent(m, opEvent(++rev, 'running-first', false));
+    for (let i = 0; i < FINISHED_KEPT + 100; i++) applyEvent(m, opEvent(++rev, `op-${i}`, true));
+    expect(m.operations.size).to.equal(FINISHED_KEPT + 1);
+    expect(m.operations.has('running-first')).to.equal(true);
+    expect(m.operations.has('op-0')).to.equal(false);
+    expect(m.operations.has(`op-${FINISHED_KEPT + 99}`)).to.equal(true);
+    // The running one finishing later is kept as the newest news, and the oldest finished goes.
+    applyEvent(m, opEvent(++rev, 'running-first', true));
+    expect((m.operations.get('running-first') as Operation).done).to.equal(true);
+    expect(m.operations.size).to.equal(FINISHED_KEPT);
+  });
+
+  it('applies an event once: a revision already applied changes nothing', () => {
+    const m = emptyModel();
+    expect(applyEvent(m, opEvent(5, 'a', false))).to.equal(true);
+    expect(applyEvent(m, opEvent(5, 'a', true))).to.equal(false);
+    expect((m.operations.get('a') as Operation).done).to.equal(false);
+    expect(m.timeline).to.have.length(1);
+  });
+});
