@@ -43,6 +43,8 @@ export interface FarmModel {
   timeline: TimelineEntry[];
   /** Each VM's observed states as events showed them, oldest first. */
   history: Map<string, StateChange[]>;
+  /** Grows when a VM appears, goes, is renamed or changes host: when vmsByHost must sort again. */
+  placement: number;
 }
 
 export function emptyModel(): FarmModel {
@@ -56,6 +58,7 @@ export function emptyModel(): FarmModel {
     others: new Map(),
     timeline: [],
     history: new Map(),
+    placement: 0,
   };
 }
 
@@ -84,11 +87,16 @@ export function applyEvent(m: FarmModel, e: FarmEvent): boolean {
     case 'RESOURCE_KIND_HOST':
       store(m.hosts);
       break;
-    case 'RESOURCE_KIND_VM':
+    case 'RESOURCE_KIND_VM': {
+      const before = m.vms.get(e.id);
+      const after = resource as Vm | undefined;
+      if (!put || !before || name(before) !== name(after!) || before.status?.hostId !== after!.status?.hostId)
+        m.placement++;
       store(m.vms);
       if (put) recordState(m, e, resource as Vm);
       else m.history.delete(e.id);
       break;
+    }
     case 'RESOURCE_KIND_CHECKPOINT':
       store(m.checkpoints);
       break;
@@ -209,8 +217,33 @@ export function describeEvent(m: FarmModel, e: FarmEvent): string {
 const collator = new Intl.Collator(undefined, { numeric: true });
 export const byText = (a: string, b: string): number => collator.compare(a, b);
 
-/** VMs by the host they are on ('' for those not placed), each list sorted by name. */
+const sorted = new WeakMap<FarmModel, { placement: number; ids: Map<string, string[]> }>();
+
+/**
+ * VMs by the host they are on ('' for those not placed), each list sorted by name. Sorting is
+ * redone only when placement changed; otherwise the last order is filled with the VMs as they
+ * are now (most events change a VM's state, not where it is or its name).
+ */
 export function vmsByHost(m: FarmModel): Map<string, Vm[]> {
+  const cached = sorted.get(m);
+  if (cached && cached.placement === m.placement) {
+    const out = new Map<string, Vm[]>();
+    for (const [host, ids] of cached.ids)
+      out.set(
+        host,
+        ids.map((id) => m.vms.get(id)!),
+      );
+    return out;
+  }
+  const out = sortVmsByHost(m);
+  sorted.set(m, {
+    placement: m.placement,
+    ids: new Map([...out].map(([h, vms]) => [h, vms.map((v) => v.id)])),
+  });
+  return out;
+}
+
+function sortVmsByHost(m: FarmModel): Map<string, Vm[]> {
   const out = new Map<string, Vm[]>();
   for (const vm of m.vms.values()) {
     const host = vm.status?.hostId ?? '';

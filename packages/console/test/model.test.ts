@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { applyEvent, emptyModel, FINISHED_KEPT } from '../src/model.js';
+import { applyEvent, emptyModel, FINISHED_KEPT, vmsByHost } from '../src/model.js';
 import type { FarmEvent, Operation } from '../src/wire.js';
 
 /** The page's farm model: bounded however long the page stays open. */
@@ -43,5 +43,52 @@ describe('console: farm model', () => {
     expect(applyEvent(m, opEvent(5, 'a', true))).to.equal(false);
     expect((m.operations.get('a') as Operation).done).to.equal(false);
     expect(m.timeline).to.have.length(1);
+  });
+});
+
+describe('console: VMs by host', () => {
+  const vmEvent = (
+    revision: number,
+    id: string,
+    vmName: string,
+    hostId: string,
+    state = 'VM_STATE_OFF',
+  ): FarmEvent =>
+    ({
+      revision,
+      timeMs: revision,
+      kind: 'RESOURCE_KIND_VM',
+      type: 'EVENT_TYPE_PUT',
+      id,
+      vm: { id, config: { name: vmName }, status: { state, hostId } },
+    }) as unknown as FarmEvent;
+  const names = (m: ReturnType<typeof emptyModel>) =>
+    Object.fromEntries(
+      [...vmsByHost(m)].map(([h, vms]) => [h, vms.map((v) => `${v.config!.name}:${v.status!.state}`)]),
+    );
+
+  it('lists each host’s VMs by name, and follows moves, renames, new VMs and state changes', () => {
+    const m = emptyModel();
+    let rev = 0;
+    applyEvent(m, vmEvent(++rev, 'v1', 'web-10', 'h1'));
+    applyEvent(m, vmEvent(++rev, 'v2', 'web-2', 'h1'));
+    applyEvent(m, vmEvent(++rev, 'v3', 'db', 'h2'));
+    expect(names(m)).to.deep.equal({
+      h1: ['web-2:VM_STATE_OFF', 'web-10:VM_STATE_OFF'],
+      h2: ['db:VM_STATE_OFF'],
+    });
+    applyEvent(m, vmEvent(++rev, 'v2', 'web-2', 'h1', 'VM_STATE_RUNNING'));
+    expect(names(m).h1).to.deep.equal(['web-2:VM_STATE_RUNNING', 'web-10:VM_STATE_OFF']);
+    applyEvent(m, vmEvent(++rev, 'v1', 'web-10', 'h2'));
+    expect(names(m)).to.deep.equal({
+      h1: ['web-2:VM_STATE_RUNNING'],
+      h2: ['db:VM_STATE_OFF', 'web-10:VM_STATE_OFF'],
+    });
+    applyEvent(m, vmEvent(++rev, 'v3', 'a-db', 'h2'));
+    applyEvent(m, vmEvent(++rev, 'v4', 'web-1', 'h1'));
+    expect(names(m)).to.deep.equal({
+      h1: ['web-1:VM_STATE_OFF', 'web-2:VM_STATE_RUNNING'],
+      h2: ['a-db:VM_STATE_OFF', 'web-10:VM_STATE_OFF'],
+    });
   });
 });

@@ -89,17 +89,25 @@ function VmChips(props: { vms: Vm[] }) {
   return (
     <ul class="chips" aria-label="VMs">
       {props.vms.map((vm) => (
-        <li key={vm.id}>
-          <a
-            href={`#/vm/${encodeURIComponent(vm.id)}`}
-            class={`chip state-${(vm.status?.state ?? '').toLowerCase().replace('vm_state_', '').replace(/_/g, '-')}`}
-            title={`${name(vm)}: ${vmState(vm.status?.state)}`}
-            data-vm={name(vm)}
-          >
-            {name(vm)}
-          </a>
-        </li>
+        <VmChip key={vm.id} vm={vm} />
       ))}
     </ul>
   );
 }
+
+/** One VM; re-rendered only when that VM changed (a card holds up to 192). */
+const VmChip = memo(function VmChip(props: { vm: Vm }) {
+  const vm = props.vm;
+  return (
+    <li>
+      <a
+        href={`#/vm/${encodeURIComponent(vm.id)}`}
+        class={`chip state-${(vm.status?.state ?? '').toLowerCase().replace('vm_state_', '').replace(/_/g, '-')}`}
+        title={`${name(vm)}: ${vmState(vm.status?.state)}`}
+        data-vm={name(vm)}
+      >
+        {name(vm)}
+      </a>
+    </li>
+  );
+});
