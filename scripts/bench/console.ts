@@ -152,7 +152,7 @@ try {
   let failed = 0;
   let inFlight = 0;
   const end = start + SECONDS * 1000;
-  const drainTimer = setInterval(() => void drain(), 500);
+  const drainTimer = setInterval(() => void drain().catch(() => undefined), 500);
   let nextSample = start + (SECONDS * 1000) / SAMPLES;
   while (Date.now() < end) {
     const due = Math.floor(((Date.now() - start) * RATE) / 1000);
