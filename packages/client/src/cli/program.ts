@@ -7,6 +7,7 @@ import { opCommand, watchCommand } from './operations.js';
 import { clusterCommand } from './cluster.js';
 import { migrationCommand } from './migrations.js';
 import { completionCommand } from './completion.js';
+import { drillCommand } from './drill.js';
 import { networkCommands } from './network.js';
 
 /** The `hyperfarm` command. Each area adds its subcommand group here. */
@@ -21,6 +22,7 @@ export function hyperfarmProgram(io: CliIo = processIo): Command {
   program.addCommand(membersCommand(io));
   for (const c of networkCommands(io)) program.addCommand(c);
   program.addCommand(farmCommand(io));
+  program.addCommand(drillCommand(io));
   program.addCommand(vhdCommand(io));
   program.addCommand(completionCommand(io, () => program));
   return program;

@@ -1,0 +1,791 @@
+/**
+ * Plays a drill's timeline against a farm and records what happens. This is the I/O edge: it
+ * calls the farm, follows the daemons' Watch stream and every agent's own event stream, and
+ * appends observations; the verdicts are computed from them afterwards (verdict.ts).
+ */
+import { createClient, hyperfarmProto, promiseClient, type pb } from '@hyperfarm/api';
+import { HyperfarmClient } from '../client/hyperfarm-client.js';
+import { ms, type Plan } from './format.js';
+import type { DrillFarm } from './drill-farm.js';
+import { EXECUTING, type Observation } from './observations.js';
+import type { Condition, HostRef, Step, StepKind } from './types.js';
+
+const proto = () => hyperfarmProto().hyperfarm.v1;
+const HA: Record<string, pb.HaPriority> = {
+  high: 'HA_PRIORITY_HIGH',
+  medium: 'HA_PRIORITY_MEDIUM',
+  low: 'HA_PRIORITY_LOW',
+  none: 'HA_PRIORITY_NONE',
+};
+const sleep = (n: number) => new Promise((r) => setTimeout(r, n));
+
+export interface RunOptions {
+  /** Told of each step as it starts and ends, for a person watching. */
+  onStep?: (line: string) => void;
+}
+
+export class DrillRun {
+  readonly obs: Observation[] = [];
+  private readonly started = Date.now();
+  private readonly client: HyperfarmClient;
+  private readonly stop = new AbortController();
+  private readonly background: Promise<void>[] = [];
+  private readonly ids = new Map<string, string>();
+  private readonly names = new Map<string, string>();
+  private readonly trafficHosts = new Map<string, string>();
+  private writer?: { stop: boolean; done: Promise<void> };
+  private writes = 0;
+
+  constructor(
+    private readonly plan: Plan,
+    private readonly farm: DrillFarm,
+    private readonly opts: RunOptions = {},
+  ) {
+    this.client = new HyperfarmClient({ endpoints: farm.endpoints, deadlineMs: 20_000 });
+  }
+
+  private now(): number {
+    return Date.now() - this.started;
+  }
+
+  private record(o: Observation): void {
+    this.obs.push(o);
+  }
+
+  /** Plays the whole timeline (stopping at the first step that fails), then reads the end state. */
+  async run(): Promise<Observation[]> {
+    this.watchDaemons();
+    for (const h of this.farm.hostNames()) this.watchAgent(h);
+    this.background.push(this.sampleLeader());
+    await this.waitReady();
+    for (const s of this.plan.steps) {
+      this.record({
+        t: this.now(),
+        type: 'step-start',
+        index: s.index,
+        kind: s.kind,
+        ...(s.label ? { label: s.label } : {}),
+      });
+      this.opts.onStep?.(`step ${s.index + 1}: ${s.kind}${s.label ? ` [${s.label}]` : ''} (line ${s.line})`);
+      try {
+        const detail = await this.play(s.step, s.kind);
+        this.record({
+          t: this.now(),
+          type: 'step-end',
+          index: s.index,
+          ok: true,
+          ...(detail ? { detail } : {}),
+        });
+        if (detail) this.opts.onStep?.(`  ${detail}`);
+      } catch (err) {
+        const error = (err as Error).message;
+        this.record({ t: this.now(), type: 'step-end', index: s.index, ok: false, error });
+        this.opts.onStep?.(`  failed: ${error}`);
+        break;
+      }
+    }
+    await this.finish();
+    return this.obs;
+  }
+
+  /** Every daemon answers and every host is Up before the timeline starts. */
+  private async waitReady(): Promise<void> {
+    await this.until('every host Up', 60_000, async () => {
+      const hosts = await this.client.list('listHosts', {}, (r) => r.hosts);
+      const up = new Set(
+        hosts.filter((h) => h.state === 'HOST_STATE_UP').map((h) => this.farm.hostName(h.id)),
+      );
+      const missing = this.farm.hostNames().filter((h) => !up.has(h));
+      return missing.length ? `not Up: ${missing.join(', ')}` : true;
+    });
+  }
+
+  private async finish(): Promise<void> {
+    if (this.writer) {
+      this.writer.stop = true;
+      await this.writer.done;
+    }
+    await this.sampleTraffic().catch(() => undefined);
+    try {
+      const vms = await this.client.list('listVms', {}, (r) => r.vms);
+      this.record({ t: this.now(), type: 'final', vms: vms.map((v) => v.config?.name ?? v.id) });
+    } catch (err) {
+      this.opts.onStep?.(`could not read the farm's VMs at the end: ${(err as Error).message}`);
+    }
+    if (
+      this.plan.expectations.some((e) => e.kind === 'migrationDowntime') ||
+      this.plan.steps.some((s) => s.kind === 'migrate' || s.kind === 'drain')
+    )
+      try {
+        for (const m of await this.client.list('listMigrations', {}, (r) => r.migrations))
+          this.recordMigration(m);
+      } catch (err) {
+        this.opts.onStep?.(`could not read the farm's migrations: ${(err as Error).message}`);
+      }
+    this.stop.abort();
+    await Promise.allSettled(this.background);
+    this.client.close();
+  }
+
+  private recordMigration(m: pb.Migration__Output): void {
+    if (m.phase === 'MIGRATION_PHASE_UNSPECIFIED') return;
+    this.record({
+      t: this.now(),
+      type: 'migration',
+      id: m.id,
+      vm: this.names.get(m.vmId) ?? m.vmId,
+      phase: m.phase,
+      downtimeMs: Number(m.downtimeMs),
+      error: m.error,
+      from: this.farm.hostName(m.sourceHostId),
+      to: this.farm.hostName(m.targetHostId),
+    });
+  }
+
+  // --- observers ---
+
+  private watchDaemons(): void {
+    this.background.push(
+      (async () => {
+        try {
+          for await (const e of this.client.watch({ fromRevision: 0 }, { signal: this.stop.signal })) {
+            if (e.vm) {
+              const name = e.vm.config?.name ?? e.id;
+              this.ids.set(name, e.vm.id);
+              this.names.set(e.vm.id, name);
+              this.record({
+                t: this.now(),
+                type: 'vm',
+                vm: name,
+                state: e.type === 'EVENT_TYPE_DELETE' ? 'DELETED' : (e.vm.status?.state ?? ''),
+                host: this.farm.hostName(e.vm.status?.hostId ?? ''),
+              });
+            } else if (e.host) {
+              this.record({
+                t: this.now(),
+                type: 'host',
+                host: this.farm.hostName(e.host.id),
+                state: e.host.state,
+              });
+            }
+          }
+        } catch (err) {
+          if (!this.stop.signal.aborted)
+            this.opts.onStep?.(`the daemons' watch ended: ${(err as Error).message}`);
+        }
+      })(),
+    );
+  }
+
+  /**
+   * Follows a host's own agent events for the whole run, reconnecting (with its initial state)
+   * after a break and to the new address after a restart.
+   */
+  private watchAgent(host: string): void {
+    this.background.push(
+      (async () => {
+        while (!this.stop.signal.aborted) {
+          if (!this.farm.running(this.farm.hostId(host))) {
+            await sleep(100);
+            continue;
+          }
+          const raw = createClient(proto().AgentService, this.farm.hostAddress(host));
+          await new Promise<void>((resolve) => {
+            const call = raw.watchEvents({ initialState: true });
+            const end = () => {
+              this.stop.signal.removeEventListener('abort', cancel);
+              resolve();
+            };
+            const cancel = () => call.cancel();
+            this.stop.signal.addEventListener('abort', cancel);
+            call.on('data', (e: pb.AgentEvent__Output) => {
+              if (!e.vmId) return;
+              this.record({
+                t: Number(e.timeMs) - this.started,
+                type: 'agent',
+                host,
+                vm: e.vm?.config?.name || this.names.get(e.vmId) || e.vmId,
+                state: e.vm?.status?.state ?? '',
+                event: e.type,
+              });
+            });
+            call.on('error', end);
+            call.on('end', end);
+          });
+          raw.close();
+          await sleep(100);
+        }
+      })(),
+    );
+  }
+
+  private async sampleLeader(): Promise<void> {
+    let last = '';
+    while (!this.stop.signal.aborted) {
+      const leader = await this.agreedLeader().catch(() => '');
+      if (leader !== last) {
+        this.record({ t: this.now(), type: 'leader', leader });
+        last = leader;
+      }
+      await sleep(100);
+    }
+  }
+
+  /** The leader every live daemon names, or '' while they disagree or know none. */
+  private async agreedLeader(): Promise<string> {
+    const live = [...this.farm.daemons].filter(([id]) => this.farm.running(id));
+    const views = await Promise.all(
+      live.map(async ([, address]) => {
+        const c = promiseClient(createClient(proto().ClusterService, address));
+        try {
+          return (await c.getClusterStatus({}, { timeoutMs: 500 })).leaderId;
+        } finally {
+          (c as unknown as { close?: () => void }).close?.();
+        }
+      }),
+    );
+    const ids = new Set(views);
+    const [id] = ids;
+    return ids.size === 1 && id && live.some(([d]) => d === id) ? id : '';
+  }
+
+  private async sampleTraffic(): Promise<void> {
+    for (const [name, hostId] of this.trafficHosts) {
+      const r = await this.traffic('getTraffic', { hostId, id: name });
+      const phases = [r.before, r.during, r.after].filter((p): p is pb.TrafficPhase__Output => Boolean(p));
+      const sum = (k: 'started' | 'completed' | 'lost' | 'reset') =>
+        phases.reduce((a, p) => a + Number(p[k]), 0);
+      this.record({
+        t: this.now(),
+        type: 'traffic',
+        name,
+        started: sum('started'),
+        completed: sum('completed'),
+        lost: sum('lost'),
+        reset: sum('reset'),
+      });
+    }
+  }
+
+  // --- steps ---
+
+  private vms(set: string[] | 'all' | undefined): string[] {
+    return set === undefined || set === 'all' ? this.plan.vms.map((v) => v.name) : set;
+  }
+
+  private vmId(name: string): string {
+    return this.ids.get(name) ?? name;
+  }
+
+  private async hostOf(ref: HostRef): Promise<string> {
+    if (ref.host) return ref.host;
+    const vm = await this.client.call('getVm', { id: this.vmId(ref.hostOf!) });
+    if (!vm.status?.hostId) throw new Error(`${ref.hostOf} is on no host`);
+    return this.farm.hostName(vm.status.hostId);
+  }
+
+  private faults(address: string) {
+    return promiseClient(createClient(proto().FaultService, address));
+  }
+
+  /** Every process's address by name: daemons by id, hosts by the drill's names. */
+  private address(name: string): string {
+    return this.farm.daemons.get(name) ?? this.farm.hostAddress(name);
+  }
+
+  private async resolveProcess(name: string): Promise<string> {
+    if (name !== 'leader') return name;
+    const leader = await this.agreedLeader();
+    if (!leader) throw new Error('no leader is agreed on');
+    return leader;
+  }
+
+  /** Cuts the links between two groups of processes, both ways, on both sides. */
+  private async cut(a: string[], b: string[]): Promise<void> {
+    const peer = (n: string) => ({
+      name: this.farm.daemons.has(n) ? n : this.farm.hostId(n),
+      addresses: [this.address(n)],
+    });
+    const side = async (from: string[], to: string[]) => {
+      for (const f of from) {
+        if (!this.running(f)) continue;
+        await this.faults(this.address(f)).setLinkFaults(
+          { rules: to.map((t) => ({ peer: peer(t), direction: 'LINK_DIRECTION_BOTH', cut: true })) },
+          { timeoutMs: 5_000 },
+        );
+      }
+    };
+    await side(a, b);
+    await side(b, a);
+  }
+
+  private running(name: string): boolean {
+    return this.farm.running(this.farm.daemons.has(name) ? name : this.farm.hostId(name));
+  }
+
+  private readonly created = new Set<string>();
+
+  /** The drill's switches, once. */
+  private async createSwitches(): Promise<void> {
+    for (const sw of this.plan.switches) {
+      if (this.created.has(`switch/${sw.name}`)) continue;
+      const type = `SWITCH_TYPE_${sw.type.toUpperCase()}` as pb.SwitchType;
+      await this.client.call('createSwitch', { name: sw.name, type });
+      this.created.add(`switch/${sw.name}`);
+    }
+  }
+
+  /** NLB clusters whose members all exist now, once; then waits until their members converge. */
+  private async createNlbClusters(): Promise<string[]> {
+    const made: string[] = [];
+    for (const n of this.plan.nlb) {
+      if (this.created.has(`nlb/${n.name}`) || !n.members.every((m) => this.ids.has(m))) continue;
+      const cluster = await this.client.call('createNlbCluster', {
+        name: n.name,
+        virtualIp: n.vip,
+        mode: 'NLB_MODE_UNICAST',
+        switchName: n.switch,
+        portRules: [
+          {
+            startPort: 80,
+            endPort: 80,
+            protocol: 'tcp',
+            filteringMode: 'NLB_FILTERING_MODE_MULTIPLE_HOST',
+            affinity: 'NLB_AFFINITY_NONE',
+          },
+        ],
+      });
+      for (const [i, m] of n.members.entries())
+        await this.client.call('addNlbMember', {
+          clusterId: cluster.id,
+          member: { vmId: this.vmId(m), hostPriority: i + 1 },
+        });
+      this.created.add(`nlb/${n.name}`);
+      await this.until(`NLB ${n.name} converged`, 60_000, async () => {
+        const call = this.client.call as unknown as (
+          m: string,
+          r: object,
+        ) => Promise<{ converged: boolean; members: unknown[] }>;
+        const st = await call.call(this.client, 'getNlbClusterState', { id: cluster.id });
+        return st.converged && st.members.length === n.members.length
+          ? true
+          : `${st.members.length} members converged`;
+      });
+      made.push(n.name);
+    }
+    return made;
+  }
+
+  /** A VM's network adapter: a static MAC, and an address in its NLB cluster's network. */
+  private adapter(name: string, switchName: string): pb.NetworkAdapter {
+    const i = this.plan.vms.findIndex((v) => v.name === name) + 1;
+    const nlb = this.plan.nlb.find((n) => n.members.includes(name));
+    const net = (nlb?.vip ?? '10.0.0.1').split('.').slice(0, 3).join('.');
+    const hex = (n: number) => n.toString(16).padStart(2, '0').toUpperCase();
+    return {
+      kind: 'NIC_KIND_SYNTHETIC',
+      staticMac: true,
+      macAddress: `00-15-5D-AB-${hex(i >> 8)}-${hex(i & 255)}`,
+      switchName,
+      ipv4Address: `${net}.${10 + i}/24`,
+    };
+  }
+
+  private createRequest(name: string, start: boolean): pb.CreateVmRequest {
+    const v = this.plan.vms.find((x) => x.name === name)!;
+    return {
+      config: {
+        name,
+        processor: { count: v.cpus },
+        memoryBytes: v.memoryBytes,
+        guestOs: 'windows-server-2008-x64',
+        integrationServices: true,
+        haPriority: HA[v.ha],
+        workload: { bootMs: v.bootMs, ...(v.switch ? { requestServiceTimeMs: 2 } : {}) },
+        ...(v.switch ? { networkAdapters: [this.adapter(name, v.switch)] } : {}),
+      },
+      start,
+      ...(v.host ? { hostId: this.farm.hostId(v.host) } : {}),
+    };
+  }
+
+  private async play(step: Step, kind: StepKind): Promise<string | undefined> {
+    switch (kind) {
+      case 'create': {
+        const c = step.create ?? {};
+        const names = c.vms
+          ? this.vms(c.vms)
+          : this.plan.vms.map((v) => v.name).filter((n) => !this.ids.has(n));
+        await this.createSwitches();
+        await Promise.all(
+          names.map(async (name) => {
+            const op = await this.client.run('createVm', this.createRequest(name, c.start ?? true));
+            this.record({ t: this.now(), type: 'write', name, ok: true });
+            if (op.vm) {
+              this.ids.set(name, op.vm.id);
+              this.names.set(op.vm.id, name);
+            }
+          }),
+        );
+        const nlbs = await this.createNlbClusters();
+        return `created ${[...names, ...nlbs.map((n) => `NLB ${n}`)].join(', ')}`;
+      }
+      case 'start': {
+        const names = this.vms(step.start?.vms);
+        await Promise.all(
+          names.map((n) => this.client.run('changeVmState', { id: this.vmId(n), action: 'VM_ACTION_START' })),
+        );
+        return `started ${names.join(', ')}`;
+      }
+      case 'migrate': {
+        const m = step.migrate!;
+        const req = {
+          vmId: this.vmId(m.vm),
+          ...(m.to ? { targetHostId: this.farm.hostId(m.to) } : {}),
+          kind: (m.kind === 'quick' ? 'MIGRATION_KIND_QUICK' : 'MIGRATION_KIND_LIVE') as pb.MigrationKind,
+        };
+        if (m.wait === false) {
+          await this.client.call('migrateVm', req);
+          return `migration of ${m.vm} started`;
+        }
+        await this.client.run('migrateVm', req);
+        const vm = await this.client.call('getVm', { id: this.vmId(m.vm) });
+        return `${m.vm} now on ${this.farm.hostName(vm.status?.hostId ?? '')}`;
+      }
+      case 'drain': {
+        const host = await this.hostOf(step.drain!);
+        this.record({ t: this.now(), type: 'fault', what: `drain ${host}`, on: true });
+        if (step.drain!.wait === false) await this.client.call('drainHost', { id: this.farm.hostId(host) });
+        else await this.client.run('drainHost', { id: this.farm.hostId(host) });
+        return `${host} drained`;
+      }
+      case 'undrain': {
+        const host = await this.hostOf(step.undrain!);
+        await this.client.call('undrainHost', { id: this.farm.hostId(host) });
+        this.record({ t: this.now(), type: 'fault', what: `undrain ${host}`, on: false });
+        return undefined;
+      }
+      case 'kill-agent': {
+        const host = await this.hostOf(step['kill-agent']!);
+        await this.farm.killAgent(host);
+        this.record({ t: this.now(), type: 'agent-gone', host });
+        this.record({ t: this.now(), type: 'fault', what: `kill -9 ${host}`, on: true });
+        return `killed ${host}'s agent`;
+      }
+      case 'restart-agent': {
+        const host = await this.hostOf(step['restart-agent']!);
+        if (this.running(host)) {
+          await this.farm.killAgent(host);
+          this.record({ t: this.now(), type: 'agent-gone', host });
+        }
+        this.record({ t: this.now(), type: 'fault', what: `restart ${host}`, on: false });
+        await this.farm.restartAgent(host);
+        await this.until(`${host} Up again`, 60_000, async () => {
+          const h = await this.client.call('getHost', { id: this.farm.hostId(host) });
+          return h.state === 'HOST_STATE_UP' ? true : `${host} is ${h.state}`;
+        });
+        return `${host} restarted and Up`;
+      }
+      case 'kill-leader': {
+        const leader = await this.resolveProcess('leader');
+        await this.farm.killDaemon(leader);
+        this.record({ t: this.now(), type: 'fault', what: `kill -9 ${leader} (leader)`, on: true });
+        return `killed ${leader}, the leader`;
+      }
+      case 'kill-daemon': {
+        await this.farm.killDaemon(step['kill-daemon']!);
+        this.record({ t: this.now(), type: 'fault', what: `kill -9 ${step['kill-daemon']}`, on: true });
+        return undefined;
+      }
+      case 'restart-daemons': {
+        const dead = [...this.farm.daemons.keys()].filter((d) => !this.farm.running(d));
+        for (const d of dead) this.farm.startDaemon(d);
+        this.record({
+          t: this.now(),
+          type: 'fault',
+          what: `restart ${dead.join(', ') || 'no daemon'}`,
+          on: false,
+        });
+        return dead.length ? `started ${dead.join(', ')}` : 'every daemon was running';
+      }
+      case 'partition': {
+        const all = [...this.farm.daemons.keys()];
+        let side = step.partition!.daemons;
+        if (!side) {
+          const leader = await this.resolveProcess('leader');
+          side = [leader, ...all.filter((d) => d !== leader)].slice(0, Math.floor((all.length - 1) / 2));
+        }
+        await this.cut(
+          side,
+          all.filter((d) => !side.includes(d)),
+        );
+        this.record({ t: this.now(), type: 'fault', what: `partition ${side.join(', ')} | rest`, on: true });
+        return `cut ${side.join(', ')} off from the other daemons`;
+      }
+      case 'isolate': {
+        const host = await this.hostOf(step.isolate!);
+        await this.cut([host], [...this.farm.daemons.keys()]);
+        this.record({ t: this.now(), type: 'fault', what: `isolate ${host}`, host, on: true });
+        return `cut ${host} off from every daemon`;
+      }
+      case 'heal': {
+        const procs = [...this.farm.daemons.keys(), ...this.farm.hostNames()].filter((p) => this.running(p));
+        await Promise.all(
+          procs.map((p) => this.faults(this.address(p)).clearLinkFaults({}, { timeoutMs: 5_000 })),
+        );
+        this.record({ t: this.now(), type: 'fault', what: 'heal every link', on: false });
+        return undefined;
+      }
+      case 'slow-link': {
+        const s = step['slow-link']!;
+        const from = await this.resolveProcess(s.from);
+        const to = s.to
+          ? [await this.resolveProcess(s.to)]
+          : [...this.farm.daemons.keys()].filter((d) => d !== from);
+        await this.faults(this.address(from)).setLinkFaults(
+          {
+            rules: to.map((t) => ({
+              peer: {
+                name: this.farm.daemons.has(t) ? t : this.farm.hostId(t),
+                addresses: [this.address(t)],
+              },
+              direction: 'LINK_DIRECTION_OUTBOUND' as const,
+              delayMs: s.delay === undefined ? 0 : ms(s.delay),
+              dropShare: s.drop ?? 0,
+            })),
+          },
+          { timeoutMs: 5_000 },
+        );
+        const host = this.farm.daemons.has(from) ? undefined : from;
+        this.record({
+          t: this.now(),
+          type: 'fault',
+          what: `slow ${from} -> ${to.join(', ')}`,
+          ...(host ? { host } : {}),
+          on: true,
+        });
+        return undefined;
+      }
+      case 'fill-disk': {
+        const host = await this.hostOf(step['fill-disk']!);
+        const full = step['fill-disk']!.full ?? true;
+        await this.faults(this.address(host)).fillStorage({ full }, { timeoutMs: 5_000 });
+        this.record({
+          t: this.now(),
+          type: 'fault',
+          what: `${host} storage ${full ? 'full' : 'emptied'}`,
+          host,
+          on: full,
+        });
+        return undefined;
+      }
+      case 'stall': {
+        const s = step.stall!;
+        const p = await this.resolveProcess(s.process);
+        const duration = ms(s.duration);
+        await this.faults(this.address(p)).stall({ durationMs: duration }, { timeoutMs: 5_000 });
+        const host = this.farm.daemons.has(p) ? undefined : p;
+        this.record({
+          t: this.now(),
+          type: 'fault',
+          what: `stall ${p} ${duration} ms`,
+          ...(host ? { host } : {}),
+          on: true,
+        });
+        this.record({
+          t: this.now() + duration,
+          type: 'fault',
+          what: `${p} resumes`,
+          ...(host ? { host } : {}),
+          on: false,
+        });
+        return undefined;
+      }
+      case 'writes':
+        if (step.writes === 'start') this.startWriter();
+        else if (this.writer) {
+          this.writer.stop = true;
+          await this.writer.done;
+        }
+        return `${this.writes} writes so far`;
+      case 'start-traffic': {
+        const t = this.plan.traffic.find((x) => x.name === step['start-traffic'])!;
+        const nlb = this.plan.nlb.find((n) => n.name === t.nlb)!;
+        const r = await this.traffic('startTraffic', {
+          traffic: {
+            id: t.name,
+            switchName: nlb.switch,
+            virtualIp: nlb.vip,
+            ratePerSecond: t.rate,
+            durationMs: t.durationMs,
+          },
+        });
+        this.trafficHosts.set(t.name, r.hostId);
+        this.background.push(this.sampleTrafficEvery(1_000));
+        return `traffic ${t.name} from ${this.farm.hostName(r.hostId)}`;
+      }
+      case 'mark-traffic': {
+        const m = step['mark-traffic']!;
+        await this.traffic('markTrafficPhase', {
+          hostId: this.trafficHosts.get(m.traffic) ?? '',
+          id: m.traffic,
+          phase: m.phase,
+        });
+        return undefined;
+      }
+      case 'stop-traffic': {
+        const name = step['stop-traffic']!;
+        await this.traffic('stopTraffic', { hostId: this.trafficHosts.get(name) ?? '', id: name });
+        return undefined;
+      }
+      case 'hold':
+        await sleep(ms(step.hold!));
+        return undefined;
+      case 'wait': {
+        const { within, ...cond } = step.wait!;
+        const start = this.now();
+        await this.until(describe(cond), ms(within), () => this.check(cond));
+        return `held after ${((this.now() - start) / 1000).toFixed(1)} s`;
+      }
+      case 'assert': {
+        const r = await this.check(step.assert!);
+        if (r !== true) throw new Error(`${describe(step.assert!)}: ${r}`);
+        return undefined;
+      }
+      default:
+        throw new Error(`step ${kind} is not known`);
+    }
+  }
+
+  /** The farm's traffic generator (ClusterService's traffic RPCs, from the network work). */
+  private traffic(
+    method: 'startTraffic' | 'getTraffic' | 'markTrafficPhase' | 'stopTraffic',
+    request: object,
+  ): Promise<pb.TrafficReport__Output> {
+    const call = this.client.call as unknown as (m: string, r: object) => Promise<pb.TrafficReport__Output>;
+    return call.call(this.client, method, request);
+  }
+
+  private sampleTrafficEvery(period: number): Promise<void> {
+    return (async () => {
+      while (!this.stop.signal.aborted) {
+        await this.sampleTraffic().catch(() => undefined);
+        await sleep(period);
+      }
+    })();
+  }
+
+  private startWriter(): void {
+    if (this.writer && !this.writer.stop) return;
+    const w = this.plan.writes!;
+    const state = { stop: false, done: Promise.resolve() };
+    const one = async () => {
+      while (!state.stop && (w.limit === undefined || this.writes < w.limit)) {
+        const name = `w-${++this.writes}`;
+        try {
+          await this.client.call('createVm', {
+            config: {
+              name,
+              processor: { count: 1 },
+              memoryBytes: 32 * 1024 * 1024,
+              guestOs: 'windows-server-2008-x64',
+            },
+          });
+          this.record({ t: this.now(), type: 'write', name, ok: true });
+        } catch (err) {
+          this.record({ t: this.now(), type: 'write', name, ok: false, error: (err as Error).message });
+          await sleep(100);
+        }
+      }
+    };
+    state.done = Promise.all(Array.from({ length: w.concurrency }, one)).then(() => undefined);
+    this.writer = state;
+  }
+
+  /** True when the condition holds, else why not. */
+  private async check(c: Condition): Promise<true | string> {
+    const problems: string[] = [];
+    const vmsNeeded = c.vmsRunning || c.hostEmpty || c.vmOn || c.vmNotOn;
+    const vms = vmsNeeded ? await this.client.list('listVms', {}, (r) => r.vms) : [];
+    const byName = new Map(vms.map((v) => [v.config?.name ?? v.id, v]));
+    const where = (v: pb.Vm__Output | undefined) =>
+      v
+        ? `${v.status?.state?.replace('VM_STATE_', '')} on ${this.farm.hostName(v.status?.hostId ?? '') || 'no host'}`
+        : 'missing';
+    if (c.vmsRunning)
+      for (const n of this.vms(c.vmsRunning)) {
+        const v = byName.get(n);
+        if (v?.status?.state !== 'VM_STATE_RUNNING') problems.push(`${n} is ${where(v)}`);
+      }
+    if (c.leader && !(await this.agreedLeader())) problems.push('the daemons agree on no leader');
+    if (c.hostsUp || c.hostDown) {
+      const hosts = await this.client.list('listHosts', {}, (r) => r.hosts);
+      const state = (n: string) => hosts.find((h) => h.id === this.farm.hostId(n))?.state ?? 'missing';
+      for (const n of c.hostsUp === 'all' ? this.farm.hostNames() : (c.hostsUp ?? []))
+        if (state(n) !== 'HOST_STATE_UP') problems.push(`${n} is ${state(n)}`);
+      if (c.hostDown && state(c.hostDown) !== 'HOST_STATE_DOWN')
+        problems.push(`${c.hostDown} is ${state(c.hostDown)}`);
+    }
+    if (c.hostRunsNothing) {
+      const agent = promiseClient(
+        createClient(proto().AgentService, this.farm.hostAddress(c.hostRunsNothing)),
+      );
+      const { vms: own } = await agent.listVms({}, { timeoutMs: 5_000 });
+      const running = own.filter((v) => EXECUTING.has(v.status?.state ?? ''));
+      if (running.length)
+        problems.push(
+          `${c.hostRunsNothing}'s agent runs ${running.map((v) => v.config?.name ?? v.id).join(', ')}`,
+        );
+    }
+    if (c.hostEmpty) {
+      const on = vms.filter((v) => this.farm.hostName(v.status?.hostId ?? '') === c.hostEmpty);
+      if (on.length) problems.push(`${c.hostEmpty} still has ${on.map((v) => v.config?.name).join(', ')}`);
+    }
+    if (c.vmOn && this.farm.hostName(byName.get(c.vmOn.vm)?.status?.hostId ?? '') !== c.vmOn.host)
+      problems.push(`${c.vmOn.vm} is ${where(byName.get(c.vmOn.vm))}`);
+    if (c.vmNotOn && this.farm.hostName(byName.get(c.vmNotOn.vm)?.status?.hostId ?? '') === c.vmNotOn.host)
+      problems.push(`${c.vmNotOn.vm} is still on ${c.vmNotOn.host}`);
+    if (c.migrationsDone) {
+      const ms = await this.client.list('listMigrations', {}, (r) => r.migrations);
+      const busy = ms.filter(
+        (m) => !['MIGRATION_PHASE_COMPLETED', 'MIGRATION_PHASE_FAILED'].includes(m.phase),
+      );
+      if (busy.length)
+        problems.push(`migrating: ${busy.map((m) => this.names.get(m.vmId) ?? m.vmId).join(', ')}`);
+    }
+    return problems.length ? problems.join('; ') : true;
+  }
+
+  /** Polls `check` until it answers true; fails with its last answer after `deadline` ms. */
+  private async until(what: string, deadline: number, check: () => Promise<true | string>): Promise<void> {
+    const end = Date.now() + deadline;
+    let last = 'not checked yet';
+    for (;;) {
+      try {
+        const r = await check();
+        if (r === true) return;
+        last = r;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      if (Date.now() > end)
+        throw new Error(`${what}: not within ${(deadline / 1000).toFixed(1)} s (${last})`);
+      await sleep(100);
+    }
+  }
+}
+
+/** A condition for a person: "web-1, web-2 Running; host-2 Down". */
+export function describe(c: Condition): string {
+  const parts: string[] = [];
+  if (c.vmsRunning) parts.push(`${c.vmsRunning === 'all' ? 'every VM' : c.vmsRunning.join(', ')} Running`);
+  if (c.leader) parts.push('a leader');
+  if (c.hostsUp) parts.push(`${c.hostsUp === 'all' ? 'every host' : c.hostsUp.join(', ')} Up`);
+  if (c.hostDown) parts.push(`${c.hostDown} Down`);
+  if (c.hostRunsNothing) parts.push(`${c.hostRunsNothing} runs nothing`);
+  if (c.hostEmpty) parts.push(`${c.hostEmpty} empty`);
+  if (c.vmOn) parts.push(`${c.vmOn.vm} on ${c.vmOn.host}`);
+  if (c.vmNotOn) parts.push(`${c.vmNotOn.vm} not on ${c.vmNotOn.host}`);
+  if (c.migrationsDone) parts.push('no migration in progress');
+  return parts.join('; ');
+}
