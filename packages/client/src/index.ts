@@ -7,3 +7,20 @@ export { status } from '@hyperfarm/api';
 export { hyperfarmProgram } from './cli/program.js';
 export { bashCompletion } from './cli/completion.js';
 export { ProcessFarm, type ProcessFarmOptions } from './farm/process-farm.js';
+// The drill runner: drill files, their verdicts and reports (docs/drills.md).
+export {
+  runDrillFile,
+  runPlan,
+  loadDrill,
+  DrillFileError,
+  DRILL_SCHEMA,
+  judge,
+  buildReport,
+  renderHtml,
+  summary,
+  type DrillReport,
+  type Verdict,
+  type Observation,
+  type Plan,
+  type RunDrillOptions,
+} from './drills/index.js';

@@ -30,20 +30,9 @@ export interface DrillFarm {
   readonly logs: string;
 }
 
-/** The daemon flags of a drill's timing. */
+/** The daemon flags of a drill's timing (docs/ha.md: the liveness profiles). */
 export function daemonArgs(plan: Plan): string[] {
-  return plan.timing === 'fast'
-    ? [
-        '--heartbeat-ms',
-        '250',
-        '--suspect-after-ms',
-        '500',
-        '--down-after-ms',
-        '1000',
-        '--host-lease-ms',
-        '1000',
-      ]
-    : [];
+  return ['--liveness-profile', plan.timing];
 }
 
 export async function startOwnFarm(plan: Plan, dir: string): Promise<DrillFarm> {

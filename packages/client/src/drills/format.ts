@@ -292,7 +292,7 @@ export function compile(d: DrillBody & { name: string; description?: string }, q
     quick,
     daemons: d.farm.daemons,
     hosts,
-    timing: d.farm.timing ?? 'fast',
+    timing: d.farm.timing ?? 'default',
     clusterStorage: d.farm.clusterStorage ?? true,
     switches: (d.farm.switches ?? []).map((s) => ({ name: s.name, type: s.type ?? 'external' })),
     vms,

@@ -251,7 +251,7 @@ export class DrillRun {
 
   private async sampleTraffic(): Promise<void> {
     for (const [name, hostId] of this.trafficHosts) {
-      const r = await this.traffic('getTraffic', { hostId, id: name });
+      const r = await this.client.call('getTraffic', { hostId, id: name });
       const phases = [r.before, r.during, r.after].filter((p): p is pb.TrafficPhase__Output => Boolean(p));
       const sum = (k: 'started' | 'completed' | 'lost' | 'reset') =>
         phases.reduce((a, p) => a + Number(p[k]), 0);
@@ -354,6 +354,7 @@ export class DrillRun {
             affinity: 'NLB_AFFINITY_NONE',
           },
         ],
+        heartbeatPeriodMs: 100,
       });
       for (const [i, m] of n.members.entries())
         await this.client.call('addNlbMember', {
@@ -362,11 +363,7 @@ export class DrillRun {
         });
       this.created.add(`nlb/${n.name}`);
       await this.until(`NLB ${n.name} converged`, 60_000, async () => {
-        const call = this.client.call as unknown as (
-          m: string,
-          r: object,
-        ) => Promise<{ converged: boolean; members: unknown[] }>;
-        const st = await call.call(this.client, 'getNlbClusterState', { id: cluster.id });
+        const st = await this.client.call('getNlbClusterState', { id: cluster.id });
         return st.converged && st.members.length === n.members.length
           ? true
           : `${st.members.length} members converged`;
@@ -611,7 +608,7 @@ export class DrillRun {
       case 'start-traffic': {
         const t = this.plan.traffic.find((x) => x.name === step['start-traffic'])!;
         const nlb = this.plan.nlb.find((n) => n.name === t.nlb)!;
-        const r = await this.traffic('startTraffic', {
+        const r = await this.client.call('startTraffic', {
           traffic: {
             id: t.name,
             switchName: nlb.switch,
@@ -626,7 +623,7 @@ export class DrillRun {
       }
       case 'mark-traffic': {
         const m = step['mark-traffic']!;
-        await this.traffic('markTrafficPhase', {
+        await this.client.call('markTrafficPhase', {
           hostId: this.trafficHosts.get(m.traffic) ?? '',
           id: m.traffic,
           phase: m.phase,
@@ -635,7 +632,7 @@ export class DrillRun {
       }
       case 'stop-traffic': {
         const name = step['stop-traffic']!;
-        await this.traffic('stopTraffic', { hostId: this.trafficHosts.get(name) ?? '', id: name });
+        await this.client.call('stopTraffic', { hostId: this.trafficHosts.get(name) ?? '', id: name });
         return undefined;
       }
       case 'hold':
@@ -655,15 +652,6 @@ export class DrillRun {
       default:
         throw new Error(`step ${kind} is not known`);
     }
-  }
-
-  /** The farm's traffic generator (ClusterService's traffic RPCs, from the network work). */
-  private traffic(
-    method: 'startTraffic' | 'getTraffic' | 'markTrafficPhase' | 'stopTraffic',
-    request: object,
-  ): Promise<pb.TrafficReport__Output> {
-    const call = this.client.call as unknown as (m: string, r: object) => Promise<pb.TrafficReport__Output>;
-    return call.call(this.client, method, request);
   }
 
   private sampleTrafficEvery(period: number): Promise<void> {

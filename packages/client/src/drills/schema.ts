@@ -207,7 +207,8 @@ const FARM = obj(
     ),
     timing: {
       enum: ['fast', 'default'],
-      description: 'fast: Raft elections after 150-300 ms and hosts Down after 1 s; default: 1-2 s and 5 s',
+      description:
+        "the daemons' liveness profile: default (hosts Down after 5 s, 5 s leases) or fast (Down after 1 s, 1 s leases: quicker failover, but a loaded machine may see hosts flap)",
     },
     clusterStorage: { type: 'boolean', description: 'hosts share cluster storage (default true)' },
     switches: {
