@@ -102,7 +102,7 @@ function timeline(r: DrillReport): string {
   const W = 1000;
   const left = 150;
   const lane = 26;
-  const top = 20;
+  const top = 24;
   const x = (t: number) => left + (Math.max(0, Math.min(t, end)) / end) * (W - left - 10);
   const vmColor = new Map<string, string>();
   for (const v of [...new Set(runs.map((x) => x.vm))].sort())
@@ -148,6 +148,12 @@ function timeline(r: DrillReport): string {
       `<line x1="${fx}" x2="${fx}" y1="${top}" y2="${bottom}" class="${f.on ? 'fault' : 'heal'}"><title>${esc(`${sec(f.t)}: ${f.what}`)}</title></line>`,
     );
   }
+  for (const st of of(r.observations, 'step-start').filter((x) => x.label)) {
+    const sx = x(st.t).toFixed(1);
+    parts.push(
+      `<line x1="${sx}" x2="${sx}" y1="${top - 12}" y2="${bottom}" class="step"><title>${esc(`${sec(st.t)}: step ${st.index + 1}, ${st.kind} [${st.label}]`)}</title></line><text x="${sx}" y="${top - 4}" class="axis">${esc(st.label!)}</text>`,
+    );
+  }
   for (let t = 0; t <= end; t += tick(end)) {
     parts.push(
       `<text x="${x(t).toFixed(1)}" y="${bottom + 16}" class="axis">${(t / 1000).toFixed(0)} s</text>`,
@@ -166,14 +172,15 @@ function rates(r: DrillReport): string {
   const writes = new Array<number>(buckets).fill(0);
   for (const w of of(r.observations, 'write'))
     if (w.ok) writes[Math.min(buckets - 1, Math.floor(w.t / 1000))]!++;
-  const series: { name: string; values: number[]; color: string }[] = [];
+  // A traffic bucket no sample fell in has no value (undefined), not zero.
+  const series: { name: string; values: (number | undefined)[]; color: string }[] = [];
   if (writes.some((v) => v > 0))
     series.push({ name: 'writes acknowledged/s', values: writes, color: '#4e79a7' });
   const samples = of(r.observations, 'traffic');
   for (const name of new Set(samples.map((s) => s.name))) {
     const mine = samples.filter((s) => s.name === name);
-    const done = new Array<number>(buckets).fill(0);
-    const lost = new Array<number>(buckets).fill(0);
+    const done = new Array<number | undefined>(buckets).fill(undefined);
+    const lost = new Array<number | undefined>(buckets).fill(undefined);
     mine.forEach((s, i) => {
       const prev = mine[i - 1];
       const b = Math.min(buckets - 1, Math.floor(s.t / 1000));
@@ -188,12 +195,12 @@ function rates(r: DrillReport): string {
   const W = 1000;
   const H = 160;
   const left = 40;
-  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const max = Math.max(1, ...series.flatMap((s) => s.values.filter((v): v is number => v !== undefined)));
   const x = (i: number) => left + ((i + 0.5) / buckets) * (W - left - 10);
   const y = (v: number) => H - 20 - (v / max) * (H - 40);
   const lines = series.map(
     (s) =>
-      `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"><title>${esc(s.name)}</title></polyline>`,
+      `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.values.flatMap((v, i) => (v === undefined ? [] : [`${x(i).toFixed(1)},${y(v).toFixed(1)}`])).join(' ')}"><title>${esc(s.name)}</title></polyline>`,
   );
   const legend = series
     .map((s) => `<span style="color:${s.color}">&#9632;</span> ${esc(s.name)}`)
@@ -238,7 +245,7 @@ table{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}
 td,th{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 tr.fail td{background:#fdecea} tr.pass td:first-child{color:#2e7d32;font-weight:bold} tr.fail td:first-child{color:#c62828;font-weight:bold}
 svg text{font:11px system-ui,sans-serif} .lane{fill:#333} .bar{fill:#fff} .axis{fill:#666}
-.grid{stroke:#eee} .fault{stroke:#c62828;stroke-width:2;stroke-dasharray:4 2} .heal{stroke:#2e7d32;stroke-width:2;stroke-dasharray:2 2}
+.grid{stroke:#eee} .step{stroke:#4e79a7;stroke-dasharray:1 3} .fault{stroke:#c62828;stroke-width:2;stroke-dasharray:4 2} .heal{stroke:#2e7d32;stroke-width:2;stroke-dasharray:2 2}
 </style></head><body>
 <h1>Drill ${esc(r.drill)}${r.quick ? ' (quick)' : ''} <span class="verdict ${r.passed ? 'passed' : 'failed'}">${r.passed ? 'PASSED' : 'FAILED'}</span></h1>
 <p>${esc(r.description)}</p>

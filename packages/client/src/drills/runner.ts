@@ -3,6 +3,7 @@
  * calls the farm, follows the daemons' Watch stream and every agent's own event stream, and
  * appends observations; the verdicts are computed from them afterwards (verdict.ts).
  */
+import type * as grpc from '@grpc/grpc-js';
 import { createClient, hyperfarmProto, promiseClient, type pb } from '@hyperfarm/api';
 import { HyperfarmClient } from '../client/hyperfarm-client.js';
 import { ms, type Plan } from './format.js';
@@ -34,6 +35,7 @@ export class DrillRun {
   private readonly names = new Map<string, string>();
   private readonly trafficHosts = new Map<string, string>();
   private writer?: { stop: boolean; done: Promise<void> };
+  private readonly channels = new Map<string, grpc.Client>();
   private writes = 0;
 
   constructor(
@@ -125,6 +127,7 @@ export class DrillRun {
     this.stop.abort();
     await Promise.allSettled(this.background);
     this.client.close();
+    for (const c of this.channels.values()) c.close();
   }
 
   private recordMigration(m: pb.Migration__Output): void {
@@ -236,12 +239,10 @@ export class DrillRun {
     const live = [...this.farm.daemons].filter(([id]) => this.farm.running(id));
     const views = await Promise.all(
       live.map(async ([, address]) => {
-        const c = promiseClient(createClient(proto().ClusterService, address));
-        try {
-          return (await c.getClusterStatus({}, { timeoutMs: 500 })).leaderId;
-        } finally {
-          (c as unknown as { close?: () => void }).close?.();
-        }
+        const c = promiseClient(
+          this.cached(`cluster@${address}`, () => createClient(proto().ClusterService, address)),
+        );
+        return (await c.getClusterStatus({}, { timeoutMs: 500 })).leaderId;
       }),
     );
     const ids = new Set(views);
@@ -285,7 +286,22 @@ export class DrillRun {
   }
 
   private faults(address: string) {
-    return promiseClient(createClient(proto().FaultService, address));
+    return promiseClient(this.cached(`fault@${address}`, () => createClient(proto().FaultService, address)));
+  }
+
+  private agent(host: string) {
+    const address = this.farm.hostAddress(host);
+    return promiseClient(this.cached(`agent@${address}`, () => createClient(proto().AgentService, address)));
+  }
+
+  /** One channel per service and address for the whole run, closed at its end. */
+  private cached<C extends grpc.Client>(key: string, make: () => C): C {
+    let c = this.channels.get(key) as C | undefined;
+    if (!c) {
+      c = make();
+      this.channels.set(key, c);
+    }
+    return c;
   }
 
   /** Every process's address by name: daemons by id, hosts by the drill's names. */
@@ -704,6 +720,7 @@ export class DrillRun {
       for (const n of this.vms(c.vmsRunning)) {
         const v = byName.get(n);
         if (v?.status?.state !== 'VM_STATE_RUNNING') problems.push(`${n} is ${where(v)}`);
+        else if (!(await this.agentRuns(v))) problems.push(`${n}: its host's own agent does not run it`);
       }
     if (c.leader && !(await this.agreedLeader())) problems.push('the daemons agree on no leader');
     if (c.hostsUp || c.hostDown) {
@@ -715,10 +732,7 @@ export class DrillRun {
         problems.push(`${c.hostDown} is ${state(c.hostDown)}`);
     }
     if (c.hostRunsNothing) {
-      const agent = promiseClient(
-        createClient(proto().AgentService, this.farm.hostAddress(c.hostRunsNothing)),
-      );
-      const { vms: own } = await agent.listVms({}, { timeoutMs: 5_000 });
+      const { vms: own } = await this.agent(c.hostRunsNothing).listVms({}, { timeoutMs: 5_000 });
       const running = own.filter((v) => EXECUTING.has(v.status?.state ?? ''));
       if (running.length)
         problems.push(
@@ -742,6 +756,18 @@ export class DrillRun {
         problems.push(`migrating: ${busy.map((m) => this.names.get(m.vmId) ?? m.vmId).join(', ')}`);
     }
     return problems.length ? problems.join('; ') : true;
+  }
+
+  /** Whether the host the daemons place a VM on runs it, as that host's own agent says. */
+  private async agentRuns(v: pb.Vm__Output): Promise<boolean> {
+    const host = this.farm.hostName(v.status?.hostId ?? '');
+    if (!host || !this.running(host)) return false;
+    try {
+      const own = await this.agent(host).getVm({ vmId: v.id }, { timeoutMs: 2_000 });
+      return own.status?.state === 'VM_STATE_RUNNING';
+    } catch {
+      return false;
+    }
   }
 
   /** Polls `check` until it answers true; fails with its last answer after `deadline` ms. */

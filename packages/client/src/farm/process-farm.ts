@@ -118,10 +118,10 @@ export class ProcessFarm {
     const ready = args[args.indexOf('--ready-file') + 1]!;
     rmSync(ready, { force: true });
     const proc = this.spawn(id, PROGRAMS.agent, args);
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 60_000;
     while (!existsSync(ready)) {
       if (proc.child.exitCode !== null) throw new Error(`${id} exited during start-up; see ${this.log(id)}`);
-      if (Date.now() > deadline) throw new Error(`${id} not ready in 30 s; see ${this.log(id)}`);
+      if (Date.now() > deadline) throw new Error(`${id} not ready in 60 s; see ${this.log(id)}`);
       await new Promise((r) => setTimeout(r, 50));
     }
     return (JSON.parse(readFileSync(ready, 'utf8')) as { hosts: { id: string; grpcAddress: string }[] })
