@@ -37,6 +37,45 @@ describe('the shipped drills, at their quick scale, on farms of real processes',
       expect(page).not.to.match(/<script|src="http/);
     });
 
+  it('the fault steps no shipped drill of npm test uses play too: full storage, stalls, a daemon killed and restarted', async () => {
+    const file = join(out, 'faults.yaml');
+    writeFileSync(
+      file,
+      `name: faults
+farm: { daemons: 3, hosts: 2 }
+workload:
+  vms: [{ name: solo, memory: 128M, host: host-1 }]
+timeline:
+  - create:
+  - label: full
+    fill-disk: { host: host-1 }
+  - hold: 500ms
+  - fill-disk: { host: host-1, full: false }
+  - stall: { process: host-2, duration: 300ms }
+  - stall: { process: daemon-1, duration: 300ms }
+  - kill-daemon: daemon-2
+  - restart-daemons:
+  - wait: { vmsRunning: all, leader: true, hostsUp: all, within: 60s }
+expect:
+  - vmsRunning: { within: 30s, after: full }
+`,
+    );
+    const { report } = await runDrillFile(file, { out: join(out, 'faults') });
+    const failed = report.verdicts.filter((v) => !v.ok).map((v) => `${v.expectation}: ${v.reason}`);
+    expect(failed).to.deep.equal([]);
+    const faults = report.observations.flatMap((o) => (o.type === 'fault' ? [o.what] : []));
+    expect(faults).to.deep.equal([
+      'host-1 storage full',
+      'host-1 storage emptied',
+      'stall host-2 300 ms',
+      'host-2 resumes',
+      'stall daemon-1 300 ms',
+      'daemon-1 resumes',
+      'kill -9 daemon-2',
+      'restart daemon-2',
+    ]);
+  });
+
   it('a drill whose expectation the farm cannot meet exits 3, naming it and by how much', async () => {
     const file = join(out, 'too-strict.yaml');
     writeFileSync(
