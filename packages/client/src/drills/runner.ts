@@ -131,7 +131,8 @@ export class DrillRun {
   }
 
   private recordMigration(m: pb.Migration__Output): void {
-    if (m.phase === 'MIGRATION_PHASE_UNSPECIFIED') return;
+    // An attached farm keeps the migrations of earlier runs: only this run's count.
+    if (m.phase === 'MIGRATION_PHASE_UNSPECIFIED' || Number(m.startedAtMs) < this.started) return;
     this.record({
       t: this.now(),
       type: 'migration',
