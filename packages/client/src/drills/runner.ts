@@ -688,7 +688,9 @@ export class DrillRun {
       while (!state.stop && (w.limit === undefined || this.writes < w.limit)) {
         const name = `w-${++this.writes}`;
         try {
-          await this.client.call('createVm', {
+          // Acknowledged means done: a create the farm accepts can still fail (no host has
+          // room) and is then undone, which its operation reports.
+          await this.client.run('createVm', {
             config: {
               name,
               processor: { count: 1 },
