@@ -263,7 +263,7 @@ function explainOneOf(o: ErrorObject, errs: ErrorObject[]): { path: string; mess
 }
 
 /** Resolves a drill that passed the schema into a plan. Pure. */
-export function compile(d: DrillBody & { name: string; description?: string }, quick: boolean): Plan {
+export function compile(d: DrillFile, quick: boolean): Plan {
   const cap = d.farm.capacity ?? {};
   const hosts = (
     typeof d.farm.hosts === 'number'
@@ -287,7 +287,7 @@ export function compile(d: DrillBody & { name: string; description?: string }, q
     })),
   );
   return {
-    name: (d as { name: string }).name,
+    name: d.name,
     description: d.description ?? '',
     quick,
     daemons: d.farm.daemons,
