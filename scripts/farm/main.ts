@@ -218,16 +218,18 @@ function printSummary(f: FarmFile, hosts: pb.Host__Output[], ms: number): void {
   const d = f.processes.find((p) => p.role === 'daemon')!;
   const a = f.processes.find((p) => p.role === 'agent');
   say();
-  say('Try:');
-  say(
-    `  grpcurl -plaintext -d '{"config":{"name":"web-1","processor":{"count":1},"memory_bytes":"1073741824","guest_os":"windows-server-2008-x64","integration_services":true},"start":true}' ${d.grpcAddress} hyperfarm.v1.ClusterService/CreateVm`,
-  );
-  say(`  grpcurl -plaintext ${d.grpcAddress} hyperfarm.v1.ClusterService/ListVms`);
+  say('Try (docs/cli.md; --data picks this farm when it is not in .hyperfarm/):');
+  const data = shown === '.hyperfarm' ? '' : ` --data ${shown}`;
+  say(`  npx hyperfarm host ls${data}`);
+  say(`  npx hyperfarm vm new web-1 --memory 1G --start${data}`);
+  say(`  npx hyperfarm vm ls${data}`);
+  say(`  npx hyperfarm cluster status${data}                       # the Raft leader and members`);
+  // A rehearsal that leaves the farm as it found it (it heals its partition), for 3 daemons.
+  if (opts.daemons === 3 && opts.agents >= 2)
+    say(
+      `  npx hyperfarm drill run drills/partition-minority.yaml --quick --attach ${shown}   # docs/drills.md`,
+    );
   say(`  grpcurl -plaintext ${d.grpcAddress} list                       # reflection on any process`);
-  say(`  grpcurl -plaintext ${d.grpcAddress} grpc.health.v1.Health/Check`);
-  say(
-    `  grpcurl -plaintext ${d.grpcAddress} hyperfarm.v1.ClusterService/ListMembers   # the Raft leader and members`,
-  );
   if (a) say(`  grpcurl -plaintext ${a.grpcAddress} hyperfarm.v1.AgentService/GetHostInfo`);
   say(`  curl -s http://${d.metricsAddress}/metrics | head`);
   say();
