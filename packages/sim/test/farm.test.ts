@@ -36,6 +36,12 @@ describe('farm simulator (the real daemons and engines on a virtual clock)', fun
     for (const seed of [18, 33, 38]) expectClean(await runFarm({ ...SMALL, seed }));
   });
 
+  it('a VM failed over to a host that still holds an older copy of it replaces that copy and runs', async () => {
+    // Seeds of the default farm on which the create on the new host met the stale copy and was
+    // refused (ALREADY_EXISTS), leaving the VM Off for good.
+    for (const seed of [269, 398, 803]) expectClean(await runFarm({ ...SMALL, seed }));
+  });
+
   it('without faults: every VM ends as wanted on its host', async () => {
     for (const seed of [11, 12]) {
       const r = await run(seed, { faults: false });

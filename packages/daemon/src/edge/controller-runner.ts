@@ -503,7 +503,16 @@ class LeaderSession {
     const p = this.port;
     switch (a.kind) {
       case 'create':
-        return { vm: await p.createVm(host, a.vmId, a.config, a.generation) };
+        try {
+          return { vm: await p.createVm(host, a.vmId, a.config, a.generation) };
+        } catch (err) {
+          // The host still holds an older copy (it ran the VM before a failover or a move, and
+          // had not dropped it yet): under the new generation that copy is stale. The agent
+          // drops it only if its generation is older, then the create goes ahead.
+          if (statusOf(err) !== status.ALREADY_EXISTS) throw err;
+          await p.dropStaleVm(host, a.vmId, a.generation);
+          return { vm: await p.createVm(host, a.vmId, a.config, a.generation) };
+        }
       case 'change-state':
         return { vm: await p.changeVmState(host, a.vmId, a.action, a.generation) };
       case 'update':
