@@ -300,9 +300,10 @@ export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<
       const members = answers
         .flatMap((a) => a?.members ?? [])
         .sort((a, b) => a.hostPriority - b.hostPriority);
-      const maps = new Set(members.map((m) => JSON.stringify([m.view, m.bucketMaps])));
-      const converged =
-        members.length > 0 && maps.size === 1 && members.every((m) => m.state === 'converged');
+      // As Windows NLB: only active members count; a stopped or suspended one has left the map.
+      const active = members.filter((m) => m.state !== 'stopped' && m.state !== 'suspended');
+      const maps = new Set(active.map((m) => JSON.stringify([m.view, m.bucketMaps])));
+      const converged = active.length > 0 && maps.size === 1 && active.every((m) => m.state === 'converged');
       const last = members
         .map((m) => m.lastConvergence)
         .filter((x): x is pb.NlbConvergence__Output => !!x)
@@ -311,7 +312,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<
         clusterId: c.id,
         members,
         converged,
-        bucketMaps: converged ? members[0]!.bucketMaps : [],
+        bucketMaps: converged ? active[0]!.bucketMaps : [],
         lastConvergence: last ?? null,
         missing,
       };

@@ -127,6 +127,21 @@ describe('switches and NLB through the daemons, on real agents', function () {
     for (const p of [1, 2, 3]) expect(owners.filter((o) => o === p)).to.have.length(20);
     expect(Number(st.lastConvergence!.finishedAtMs)).to.be.greaterThan(0);
 
+    // A stopped member has left the cluster, and Windows NLB counts only active hosts: the other
+    // two converge on a map of their own, and the cluster reads as converged.
+    const third = st.members.find((m) => m.hostPriority === 3)!;
+    await c.controlNlbMember({ clusterId: web.id, vmId: third.vmId, action: 'NLB_CONTROL_STOP' });
+    const two = await until('converged without the stopped member', 60_000, async () => {
+      const s = await c.getNlbClusterState({ id: web.id });
+      return s.converged && new Set(s.bucketMaps[0]?.owners).size === 2 ? s : undefined;
+    });
+    expect(two.members.find((m) => m.hostPriority === 3)!.state).to.equal('stopped');
+    await c.controlNlbMember({ clusterId: web.id, vmId: third.vmId, action: 'NLB_CONTROL_START' });
+    await until('three members converged again', 60_000, async () => {
+      const s = await c.getNlbClusterState({ id: web.id });
+      return s.converged && new Set(s.bucketMaps[0]?.owners).size === 3 ? true : undefined;
+    });
+
     const run = await c.startTraffic({
       traffic: {
         id: 'run',
