@@ -2,7 +2,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createClient, hyperfarmProto, promiseClient, status, statusOf, type pb } from '@hyperfarm/api';
+import {
+  createClient,
+  GUEST_EXECUTES,
+  hyperfarmProto,
+  promiseClient,
+  status,
+  statusOf,
+  type pb,
+} from '@hyperfarm/api';
 
 /**
  * What the fault tests of migration stand on: real agent processes (the built program), a
@@ -106,17 +114,6 @@ export async function until<T>(
   }
 }
 
-/** States in which a guest executes: a VM in one of them on two hosts at once runs twice. */
-const RUNS = new Set<pb.VmState__Output>([
-  'VM_STATE_STARTING',
-  'VM_STATE_RUNNING',
-  'VM_STATE_RUNNING_CRITICAL',
-  'VM_STATE_STOPPING',
-  'VM_STATE_RESETTING',
-  'VM_STATE_PAUSING',
-  'VM_STATE_RESUMING',
-]);
-
 /**
  * Follows each agent's WatchEvents (with the initial state, again after each restart) and keeps,
  * per VM, the hosts where it runs now. An agent that is killed runs nothing from then on; one
@@ -147,7 +144,7 @@ export class RunChecker {
     let hosts = this.running.get(e.vmId);
     if (!hosts) this.running.set(e.vmId, (hosts = new Set()));
     const state = e.vm?.status?.state;
-    if (e.type !== 'deleted' && state && RUNS.has(state)) hosts.add(hostId);
+    if (e.type !== 'deleted' && state && GUEST_EXECUTES.has(state)) hosts.add(hostId);
     else hosts.delete(hostId);
     if (hosts.size > 1)
       this.violations.push(`VM ${e.vmId} runs on ${[...hosts].join(' and ')} (${e.type}: ${e.message})`);

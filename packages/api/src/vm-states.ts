@@ -87,6 +87,20 @@ export function actionName(action: VmAction__Output): string {
     .replace(/_/g, ' ');
 }
 
+/**
+ * States in which the guest executes: the same VM in one of them on two hosts at once runs twice
+ * (what the safety checkers of tests, drills and the simulator look for).
+ */
+export const GUEST_EXECUTES: ReadonlySet<VmStateName> = new Set<VmStateName>([
+  'VM_STATE_STARTING',
+  'VM_STATE_RUNNING',
+  'VM_STATE_RUNNING_CRITICAL',
+  'VM_STATE_STOPPING',
+  'VM_STATE_RESETTING',
+  'VM_STATE_PAUSING',
+  'VM_STATE_RESUMING',
+]);
+
 /** States in which the VM's partition exists and its memory is assigned. */
 export const MEMORY_ASSIGNED: ReadonlySet<VmStateName> = new Set<VmStateName>([
   'VM_STATE_STARTING',

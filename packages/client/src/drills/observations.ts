@@ -1,3 +1,5 @@
+import { GUEST_EXECUTES } from '@hyperfarm/api';
+
 /**
  * What a drill run records: every fact the verdicts are computed from, each with `t`, the
  * milliseconds since the run began on the farm's clock (one machine: the runner's and the
@@ -44,16 +46,8 @@ export type Observation =
 
 export type ObservationOf<K extends Observation['type']> = Extract<Observation, { type: K }>;
 
-/** VM states in which a guest executes: the same VM in one of them on two hosts runs twice. */
-export const EXECUTING = new Set([
-  'VM_STATE_STARTING',
-  'VM_STATE_RUNNING',
-  'VM_STATE_RUNNING_CRITICAL',
-  'VM_STATE_STOPPING',
-  'VM_STATE_RESETTING',
-  'VM_STATE_PAUSING',
-  'VM_STATE_RESUMING',
-]);
+/** VM states in which a guest executes, as the states arrive here: plain strings. */
+export const EXECUTING: ReadonlySet<string> = GUEST_EXECUTES;
 
 export const of = <K extends Observation['type']>(obs: Observation[], type: K): ObservationOf<K>[] =>
   obs.filter((o): o is ObservationOf<K> => o.type === type);

@@ -1,15 +1,4 @@
-import { createClient, hyperfarmProto, type pb } from '@hyperfarm/api';
-
-/** States in which a guest executes: a VM in one of them on two hosts at once runs twice. */
-const RUNS = new Set<pb.VmState__Output>([
-  'VM_STATE_STARTING',
-  'VM_STATE_RUNNING',
-  'VM_STATE_RUNNING_CRITICAL',
-  'VM_STATE_STOPPING',
-  'VM_STATE_RESETTING',
-  'VM_STATE_PAUSING',
-  'VM_STATE_RESUMING',
-]);
+import { createClient, GUEST_EXECUTES, hyperfarmProto, type pb } from '@hyperfarm/api';
 
 interface Interval {
   hostId: string;
@@ -57,7 +46,7 @@ export class RunIntervals {
     this.runs.set(e.vmId, list);
     const open = list.find((i) => i.hostId === hostId && i.to === undefined);
     const state = e.vm?.status?.state;
-    const runs = e.type !== 'deleted' && state !== undefined && RUNS.has(state);
+    const runs = e.type !== 'deleted' && state !== undefined && GUEST_EXECUTES.has(state);
     if (runs && !open) {
       const started = { hostId, from: Number(e.timeMs) };
       list.push(started);
