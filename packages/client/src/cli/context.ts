@@ -14,6 +14,7 @@ export interface FarmOptions {
   output: OutputFormat;
   verbose?: boolean;
   timeout: string;
+  waitTimeout: string;
   wait?: boolean;
   /** The command's own options. */
   [option: string]: unknown;
@@ -21,16 +22,23 @@ export interface FarmOptions {
 
 /** Adds the farm options: where the farm is, the output format, --verbose and the deadline. */
 export function farmOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '-e, --endpoints <list>',
-      'daemon addresses, host:port[,host:port...] (default: $HYPERFARM_ENDPOINTS, then .hyperfarm/farm.json)',
-    )
-    .addOption(new Option('--daemon <list>', 'the same as --endpoints').hideHelp())
-    .option('--data <dir>', "a local farm's data folder, whose farm.json lists its daemons", '.hyperfarm')
-    .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'))
-    .option('-v, --verbose', 'say which daemon answered, each retry, and the details of an error')
-    .option('--timeout <ms>', 'give up on a call (retries included) after this long', '30000');
+  return (
+    cmd
+      .option(
+        '-e, --endpoints <list>',
+        'daemon addresses, host:port[,host:port...] (default: $HYPERFARM_ENDPOINTS, then .hyperfarm/farm.json)',
+      )
+      .addOption(new Option('--daemon <list>', 'the same as --endpoints').hideHelp())
+      .option('--data <dir>', "a local farm's data folder, whose farm.json lists its daemons", '.hyperfarm')
+      .addOption(
+        new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'),
+      )
+      .option('-v, --verbose', 'say which daemon answered, each retry, and the details of an error')
+      .option('--timeout <ms>', 'give up on a call (retries included) after this long', '30000')
+      // Waiting is not a call: a Windows Server 2008 guest alone boots for 30 s, and a 16 GiB
+      // migration takes minutes, so a wait gets its own, longer, deadline.
+      .option('--wait-timeout <ms>', 'give up waiting for an operation to finish after this long', '600000')
+  );
 }
 
 /** Adds --no-wait to a command that starts long work. */
@@ -53,10 +61,15 @@ export interface Ctx {
   finish(op: pb.Operation__Output, asTable: (done: pb.Operation__Output) => string): Promise<void>;
 }
 
+function milliseconds(value: string, flag: string): number {
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 1) throw new UsageError(`${flag}: '${value}' is not a number of ms`);
+  return ms;
+}
+
 export function connect(io: CliIo, opts: FarmOptions): Ctx {
-  const timeout = Number(opts.timeout);
-  if (!Number.isInteger(timeout) || timeout < 1)
-    throw new UsageError(`--timeout: '${opts.timeout}' is not a number of ms`);
+  const timeout = milliseconds(opts.timeout, '--timeout');
+  const waitTimeoutMs = milliseconds(opts.waitTimeout, '--wait-timeout');
   const given = opts.endpoints ?? opts.daemon;
   const { endpoints, from } = resolveEndpoints({
     flag: given,
@@ -89,7 +102,7 @@ export function connect(io: CliIo, opts: FarmOptions): Ctx {
           op,
           () => `started operation ${op.id} (${op.kind}): \`hyperfarm op wait ${op.id}\`\n`,
         );
-      const done = await waitWithProgress(ctx, op);
+      const done = await waitWithProgress(ctx, op, waitTimeoutMs);
       ctx.print(done, () => asTable(done));
     },
   };
@@ -97,8 +110,11 @@ export function connect(io: CliIo, opts: FarmOptions): Ctx {
 }
 
 /** Waits for `op`, showing a bar on stderr when a person watches a terminal and wants a table. */
-async function waitWithProgress(ctx: Ctx, op: pb.Operation__Output): Promise<pb.Operation__Output> {
-  const timeoutMs = Number(ctx.opts.timeout);
+async function waitWithProgress(
+  ctx: Ctx,
+  op: pb.Operation__Output,
+  timeoutMs: number,
+): Promise<pb.Operation__Output> {
   if (!ctx.io.progress || ctx.opts.output !== 'table') {
     return ctx.client.wait(op, {
       timeoutMs,
