@@ -123,9 +123,7 @@ async function listen(
   const health = new HealthImplementation({ '': 'NOT_SERVING' });
   health.addToServer(server);
   // Reflection lists only what this server answers, so `grpcurl list` tells the truth.
-  new ReflectionService(reflectionDefinition(), {
-    services: [...names, 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection'],
-  }).addToServer(server);
+  reflectionFor(names).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(address, serverCredentials(opts.tls), (err, bound) =>
@@ -208,7 +206,7 @@ export interface ClientOptions extends TransportOptions {
 
 /** Makes a client for one service, with the shared credentials, limits and interceptors. */
 export function createClient<C>(ctor: ClientConstructor<C>, address: string, opts: ClientOptions = {}): C {
-  return new ctor(address, channelCredentials(opts.tls), {
+  return new ctor(target(address, opts.tls), channelCredentials(opts.tls), {
     ...channelOptions(opts),
     ...opts.channelOptions,
     interceptors: [...(opts.interceptors ?? []), ...withFaults((f) => f.clientInterceptor(address))],
@@ -231,4 +229,29 @@ export function tlsFromConfig(c: {
     throw new ConfigError('invalid configuration: mutual TLS needs all of tlsCa, tlsCert and tlsKey');
   }
   return { caFile: c.tlsCa, certFile: c.tlsCert, keyFile: c.tlsKey };
+}
+
+const reflections = new Map<string, ReflectionService>();
+
+/**
+ * One reflection service per set of services, shared by the servers that answer the same ones:
+ * building it decodes every file descriptor (about 0.2 s of CPU), which a multi-host agent paid
+ * once per host (a minute of CPU for 250 hosts). It holds no per-server state.
+ */
+function reflectionFor(names: readonly string[]): ReflectionService {
+  const services = [...names, 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection'];
+  const key = services.join(',');
+  let r = reflections.get(key);
+  if (!r) reflections.set(key, (r = new ReflectionService(reflectionDefinition(), { services })));
+  return r;
+}
+
+/**
+ * An IPv4 literal goes to grpc-js's IP resolver: its DNS resolver makes a c-ares channel per
+ * client even for a literal, which cost a daemon talking to 1,000 hosts (one channel each) and
+ * their agents seconds of CPU. With TLS the address is kept as written, since the certificate's
+ * name is checked against it.
+ */
+function target(address: string, tls: TlsFiles | undefined): string {
+  return !tls && /^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(address) ? `ipv4:${address}` : address;
 }

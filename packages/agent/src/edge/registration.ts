@@ -17,9 +17,17 @@ export interface Registrant {
 }
 
 /**
+ * Registrations in flight at once per process. A daemon answers a registration only after asking
+ * the host to describe itself, so a multi-host process that sent all of its 250 at once had them
+ * time out against its own busy event loop, and retried them all again.
+ */
+const IN_FLIGHT = 16;
+
+/**
  * Registers hosts with the control daemons at start-up (and so again after every restart): each
  * host calls ClusterService.RegisterHost with its own address, trying the daemons in turn (any
- * daemon will do: a follower forwards the write) and again with backoff until one answers.
+ * daemon will do: a follower forwards the write) and again with backoff until one answers. At
+ * most IN_FLIGHT at once; the others wait their turn.
  */
 export function registerWithDaemons(
   daemons: readonly string[],
@@ -32,12 +40,29 @@ export function registerWithDaemons(
   );
   let stopped = false;
   const timers = new Set<NodeJS.Timeout>();
+  const queue: { host: Registrant; n: number }[] = [];
+  let inFlight = 0;
+  const next = (): void => {
+    while (!stopped && inFlight < IN_FLIGHT && queue.length > 0) {
+      const { host, n } = queue.shift()!;
+      inFlight++;
+      attempt(host, n);
+    }
+  };
+  const done = (): void => {
+    inFlight--;
+    next();
+  };
+  const enqueue = (host: Registrant, n: number): void => {
+    queue.push({ host, n });
+    next();
+  };
 
   const attempt = (host: Registrant, n: number): void => {
-    if (stopped) return;
     const i = n % clients.length;
     clients[i]!.registerHost({ address: host.address }, { timeoutMs: 5_000 }).then(
       (answer) => {
+        done();
         host.registered(answer);
         logger.info(
           { host: host.id, daemon: daemons[i], macs: answer.macPoolStart },
@@ -45,8 +70,9 @@ export function registerWithDaemons(
         );
       },
       (err: unknown) => {
+        done();
         const leader = leaderHint(err)?.address;
-        const next = leader && daemons.includes(leader) ? daemons.indexOf(leader) : n + 1;
+        const then = leader && daemons.includes(leader) ? daemons.indexOf(leader) : n + 1;
         const delay = Math.min(5_000, 100 * 2 ** Math.min(n, 6));
         logger.debug(
           { host: host.id, daemon: daemons[i], err: (err as Error).message, retryInMs: delay },
@@ -54,14 +80,14 @@ export function registerWithDaemons(
         );
         const t = setTimeout(() => {
           timers.delete(t);
-          attempt(host, next);
+          enqueue(host, then);
         }, delay);
         timers.add(t);
       },
     );
   };
 
-  if (clients.length > 0) for (const h of hosts) attempt(h, 0);
+  if (clients.length > 0) for (const h of hosts) enqueue(h, 0);
   return {
     stop() {
       stopped = true;

@@ -3,7 +3,7 @@ import type { EngineCore } from './core.js';
 import type { GuestMemory } from './memory.js';
 import type { VmEntry } from './model.js';
 import type { VmbusChannel } from './partition.js';
-import { stateName } from './states.js';
+import { stateName, type VmState } from './states.js';
 import { checkId, normalizeConfig, validateConfig, type VmConfig } from './validate.js';
 
 /** What the engine needs to know of a VM's snapshots, which the caller keeps. */
@@ -63,6 +63,18 @@ export class Vms {
 
   list(): pb.Vm__Output[] {
     return [...this.s.vms.values()].sort((a, b) => a.id.localeCompare(b.id)).map((vm) => this.s.view(vm));
+  }
+
+  /**
+   * Every VM's id, configuration and state in id order, without the copies `list` makes: for a
+   * reader that only looks, and does so before the engine changes again. The network's sync
+   * runs on every event and every 250 ms; with `list` it cloned every VM's configuration each
+   * time, most of a multi-host agent's CPU once 10,000 VMs were placed (bench:placement).
+   */
+  peek(): { id: string; config: Readonly<VmEntry['config']>; state: VmState }[] {
+    return [...this.s.vms.values()]
+      .sort((a, b) => a.id.localeCompare(b.id))
+      .map((vm) => ({ id: vm.id, config: vm.config, state: vm.state }));
   }
 
   has(id: string): boolean {

@@ -1,11 +1,17 @@
 import type { Logger } from '@hyperfarm/api';
-import { hostNetworkConfig } from '../controllers/index.js';
+import { hostNetworkConfig, tunnelPeers } from '../controllers/index.js';
 import type { FarmStateMachine } from '../fsm/index.js';
 import type { NetworkClients } from './network-api.js';
 import type { Proposer } from './proposer.js';
 
-/** How often the leader checks that every Up agent still holds what it pushed (an agent restart). */
+/** How often the leader checks that Up agents still hold what it pushed (an agent restart). */
 const VERIFY_MS = 2_000;
+/**
+ * Agents asked per check at most, in turn: a restarted agent registers anew, which already
+ * makes the pusher push again, so the check is a safety net and need not cost 500 calls a
+ * second at 1,000 hosts.
+ */
+const VERIFY_HOSTS = 100;
 
 /**
  * While this daemon leads: pushes each Up host's network configuration to its agent when it
@@ -34,11 +40,12 @@ export class NetworkPusher {
     const round = async () => {
       queued = false;
       const s = this.machine.state;
+      const peers = tunnelPeers(s);
       await Promise.all(
         [...s.hosts.values()]
           .filter((h) => h.state === 'HOST_STATE_UP')
           .map(async (h) => {
-            const cfg = hostNetworkConfig(s, h.id);
+            const cfg = hostNetworkConfig(s, h.id, peers);
             const json = JSON.stringify(cfg);
             if (pushed.get(h.id)?.json === json) return;
             try {
@@ -80,15 +87,28 @@ export class NetworkPusher {
       setTimeout(() => void round(), 20).unref();
     };
     const unsubscribe = this.machine.onApplied((a) => {
+      let relevant = false;
       for (const e of a.events) {
         // A host registering anew may be an agent that restarted with nothing.
         if (e.kind === 'RESOURCE_KIND_HOST') pushed.delete(e.id);
+        // A round costs a configuration per host: the operations of VM creates and changes
+        // (thousands a second under load) wake it only when they are drainstops.
+        if (e.kind === 'RESOURCE_KIND_OPERATION')
+          relevant ||= this.machine.state.operations.get(e.id)?.params.kind === 'nlb.drainstop';
+        else if (e.kind !== 'RESOURCE_KIND_VM') relevant = true;
       }
-      if (a.events.some((e) => e.kind !== 'RESOURCE_KIND_VM')) schedule();
+      if (relevant) schedule();
     });
+    let verifyFrom = 0;
     const verify = setInterval(() => {
       const s = this.machine.state;
-      for (const h of s.hosts.values()) {
+      const hosts = [...s.hosts.values()];
+      const turn =
+        hosts.length <= VERIFY_HOSTS
+          ? hosts
+          : Array.from({ length: VERIFY_HOSTS }, (_, i) => hosts[(verifyFrom + i) % hosts.length]!);
+      verifyFrom = (verifyFrom + VERIFY_HOSTS) % Math.max(1, hosts.length);
+      for (const h of turn) {
         const mine = pushed.get(h.id);
         if (!mine || h.state !== 'HOST_STATE_UP') continue;
         this.net

@@ -4,7 +4,9 @@ import { SAFETY_FILTERS, refusals } from '../scheduler/feasible.js';
 import {
   antiAffinityClasses,
   formatBytes,
+  addToLoad,
   hostLoad,
+  type HostLoad,
   sharedClasses,
   usableMemory,
   vmMemoryCost,
@@ -150,6 +152,9 @@ const placeVms = defineCommand(
     const placed: string[] = [];
     const rejected: { vmId: string; reason: string }[] = [];
     const ctx = { guests: s.guests, switches: s.switches, vcpuRatio: Infinity };
+    // Each host's load is summed once per command and kept up to date as VMs land on it: a plan
+    // of 2,000 placements would otherwise sum a host's VMs again for each one (on every replica).
+    const loads = new Map<string, HostLoad>();
     for (const { vmId, hostId, note } of p.placements) {
       const vm = s.vms.get(vmId);
       const host = s.hosts.get(hostId);
@@ -166,11 +171,14 @@ const placeVms = defineCommand(
         continue;
       }
       const ask = { config: vm.config, classes: antiAffinityClasses(vm.config) };
-      const reasons = refusals(SAFETY_FILTERS, ctx, host, hostLoad(s, host), ask);
+      let load = loads.get(hostId);
+      if (!load) loads.set(hostId, (load = hostLoad(s, host)));
+      const reasons = refusals(SAFETY_FILTERS, ctx, host, load, ask);
       if (reasons.length > 0) {
         rejected.push({ vmId, reason: `${hostId}: ${reasons.join(', ')}` });
         continue;
       }
+      addToLoad(load, host, vm.config);
       const next = changes.vm({
         ...vm,
         hostId,

@@ -114,6 +114,30 @@ describe('the farm network configuration (fsm)', () => {
     expect(h1.peers.map((p) => p.hostId)).to.deep.equal(['h2', 'h3']);
   });
 
+  it('gives no tunnel peers in a farm without an External switch (tunnels are its uplinks), and every other host once there is one', () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).host({ id: 'h2' }).host({ id: 'h3' });
+    b.must({
+      type: 'switch.create',
+      id: 's-int',
+      name: 'lan',
+      switchType: 'SWITCH_TYPE_INTERNAL',
+      hostId: 'h1',
+      macAgingSeconds: 300,
+      hostAddress: '',
+    });
+    expect(hostNetworkConfig(b.s, 'h1').peers).to.deep.equal([]);
+    b.must({
+      type: 'switch.create',
+      id: 's-ext',
+      name: 'ext',
+      switchType: 'SWITCH_TYPE_EXTERNAL',
+      hostId: '',
+      macAgingSeconds: 300,
+      hostAddress: '',
+    });
+    expect(hostNetworkConfig(b.s, 'h2').peers.map((p) => p.hostId)).to.deep.equal(['h1', 'h3']);
+  });
+
   it('will not delete a switch an adapter or a cluster uses', () => {
     const b = farm();
     const [r] = b.apply({ type: 'switch.delete', id: 's-ext' });

@@ -198,7 +198,7 @@ export class AgentNetwork {
   /** Members running here whose VM cannot reach the cluster: not refused, but said. */
   private memberWarnings(clusters: NlbClusterConfig[]): string[] {
     const warnings: string[] = [];
-    const local = this.host.read((e) => new Map(e.vms.list().map((v) => [v.id, v])));
+    const local = this.host.read((e) => new Map(e.vms.peek().map((v) => [v.id, v])));
     for (const c of clusters) {
       try {
         checkMemberNetworks(c, (vmId) =>
@@ -218,7 +218,7 @@ export class AgentNetwork {
 
   /** Attaches new VMs, follows state and adapter changes, detaches VMs that left. */
   private sync(): void {
-    const { vms, cpu } = this.host.read((e) => ({ vms: e.vms.list(), cpu: e.cpuReport() }));
+    const { vms, cpu } = this.host.read((e) => ({ vms: e.vms.peek(), cpu: e.cpuReport() }));
     const seen = new Set<string>();
     for (const vm of vms) {
       const c = vm.config;
@@ -232,7 +232,7 @@ export class AgentNetwork {
         ip: parseCidr(a.ipv4Address),
       }));
       const key = JSON.stringify(adapters);
-      const vmState = vm.status?.state ?? 'VM_STATE_OFF';
+      const vmState = vm.state;
       const state: VmRunState = RUNNING.has(vmState) ? 'running' : FROZEN.has(vmState) ? 'paused' : 'off';
       const w = c.workload;
       const demandLp = ((c.processor?.count ?? 1) * (w?.cpuDemandPercent ?? 0)) / 100;
