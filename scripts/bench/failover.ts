@@ -57,7 +57,18 @@ async function run(profile: 'default' | 'fast'): Promise<{ recoveryMs: number; d
 function recordTimeline(farm: ProcessFarm) {
   const at = new Map<string, number>();
   const mark = (step: string, t: number) => at.has(step) || at.set(step, t);
-  const running = new Set<string>();
+  // Each phase's first and last VM on dst: the restart committed, the create reported (Off, or
+  // already further), the start reported (Starting), Running.
+  const phases = [
+    ['restarted', () => true],
+    ['created', (st: pb.VmStatus__Output) => !st.message.startsWith('failed over')],
+    [
+      'Starting',
+      (st: pb.VmStatus__Output) => st.state === 'VM_STATE_STARTING' || st.state === 'VM_STATE_RUNNING',
+    ],
+    ['Running', (st: pb.VmStatus__Output) => st.state === 'VM_STATE_RUNNING'],
+  ] as const;
+  const seen = new Map(phases.map(([name]) => [name, new Set<string>()]));
   const stream = farm.watch('daemon-1', { kinds: ['RESOURCE_KIND_HOST', 'RESOURCE_KIND_VM'] });
   stream.on('data', (e: pb.Event__Output) => {
     const t = Number(e.timeMs);
@@ -65,11 +76,13 @@ function recordTimeline(farm: ProcessFarm) {
     if (e.host?.id === 'src' && e.host.state === 'HOST_STATE_DOWN') mark('source host Down', t);
     const st = e.vm?.status;
     if (st?.hostId !== 'dst') return;
-    mark('first VM restarted on dst (committed)', t);
-    if (st.state !== 'VM_STATE_RUNNING') return;
-    running.add(e.id);
-    mark('first VM Running on dst', t);
-    if (running.size === VMS) mark('last VM Running on dst', t);
+    for (const [name, reached] of phases) {
+      if (!reached(st)) continue;
+      const vms = seen.get(name)!;
+      vms.add(e.id);
+      mark(`first VM ${name} on dst (committed)`, t);
+      if (vms.size === VMS) mark(`last VM ${name} on dst (committed)`, t);
+    }
   });
   stream.on('error', () => {});
   return {

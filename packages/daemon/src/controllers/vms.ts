@@ -6,6 +6,7 @@ import {
   type VmStateName,
 } from '../fsm/index.js';
 import type { AgentAction } from './actions.js';
+import type { VmReport } from './observed.js';
 
 /**
  * The VM reconciler: a pure function of the state and what the leader has in flight, returning
@@ -35,6 +36,31 @@ export function reconcileVms(s: FarmState, input: ReconcileInput, only?: Iterabl
     if (action) actions.push(action);
   }
   return actions;
+}
+
+/**
+ * The step that follows a create at once, without waiting for the create's report to reach the
+ * log: the reconciler's next step for the VM as the host answered the create (a start, for a VM
+ * that should run, such as one failing over). Only for a VM still placed there under the same
+ * generation, free or busy with its create; anything else waits for the report as usual. The
+ * step carries the same generation as the create, so it is fenced exactly as the create was.
+ */
+export function afterCreate(s: FarmState, created: VmReport): AgentAction | undefined {
+  const vm = s.vms.get(created.vmId);
+  if (!vm || vm.hostId !== created.hostId || vm.generation !== created.generation) return undefined;
+  if (s.hosts.get(vm.hostId)?.state !== 'HOST_STATE_UP') return undefined;
+  const op = vm.busyOpId ? s.operations.get(vm.busyOpId) : undefined;
+  if (op && op.params.kind !== 'vm.create') return undefined;
+  const observed = {
+    ...vm.observed,
+    present: true,
+    state: created.state,
+    heartbeat: created.heartbeat,
+    message: created.message,
+    memoryAssignedBytes: created.memoryAssignedBytes,
+  };
+  const action = next(s, { ...vm, observed });
+  return action?.kind === 'change-state' ? action : undefined;
 }
 
 /** Every VM placed on one of `hosts`. */

@@ -1,0 +1,201 @@
+import { expect } from 'chai';
+import { createLogger, type pb } from '@hyperfarm/api';
+import { afterCreate, failoverRound } from '../../src/controllers/index.js';
+import type { AgentPort, HostRef } from '../../src/edge/agent-port.js';
+import { ControllerRunner } from '../../src/edge/controller-runner.js';
+import { Proposer } from '../../src/edge/proposer.js';
+import { realTimers } from '../../src/edge/timers.js';
+import { FarmStateMachine, type CommandBody, type VmActionName } from '../../src/fsm/index.js';
+import { FarmBuilder } from '../fsm/build.js';
+
+const logger = createLogger({ program: 'test', id: 'runner', level: 'silent' });
+const SCHEDULER = { policy: 'spread' as const, vcpuRatio: 8 };
+
+/**
+ * The leader's log, in memory: every entry applies at once, except those holding a vm.observed
+ * command, which never commit (a log that has stalled for reports). What the runner does without
+ * any report committed shows what waits for one.
+ */
+function logHoldingReports(machine: FarmStateMachine, holdReports: boolean) {
+  let index = machine.appliedIndex;
+  const held: string[] = [];
+  return {
+    held,
+    raft: {
+      propose(data: Uint8Array): Promise<{ index: number; result: Uint8Array }> {
+        const text = new TextDecoder().decode(data);
+        if (holdReports && text.includes('"type":"vm.observed"')) {
+          held.push(text);
+          return new Promise(() => undefined);
+        }
+        index++;
+        return Promise.resolve({ index, result: machine.apply(data, index) });
+      },
+    },
+  };
+}
+
+type Call = { kind: 'create' | 'state'; host: string; vmId: string; generation: number; action?: string };
+
+/** Agents that answer at once, as a host does: a create leaves the VM Off, a start makes it Starting. */
+function agents(calls: Call[], refuseStarts = 0): AgentPort {
+  let revision = 0;
+  const vm = (id: string, generation: number, state: pb.VmState): pb.Vm__Output =>
+    ({
+      id,
+      revision: ++revision,
+      status: { state, generation, heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT', message: '' },
+    }) as unknown as pb.Vm__Output;
+  const unused = () => Promise.reject(new Error('not used by this test'));
+  return {
+    describe: unused,
+    grantLease: (host: HostRef) =>
+      host.id === 'h1' ? unused() : Promise.resolve({} as pb.GrantLeaseResponse__Output),
+    listVms: () => Promise.resolve([]),
+    watchEvents: () => ({ cancel: () => undefined }),
+    createVm: (host: HostRef, vmId: string, _config: unknown, generation: number) => {
+      calls.push({ kind: 'create', host: host.id, vmId, generation });
+      return Promise.resolve(vm(vmId, generation, 'VM_STATE_OFF'));
+    },
+    changeVmState: (host: HostRef, vmId: string, action: VmActionName, generation: number) => {
+      calls.push({ kind: 'state', host: host.id, vmId, generation, action });
+      if (refuseStarts-- > 0) return Promise.reject(Object.assign(new Error('unavailable'), { code: 14 }));
+      return Promise.resolve(vm(vmId, generation, 'VM_STATE_STARTING'));
+    },
+    updateVm: unused,
+    deleteVm: unused,
+    dropStaleVm: unused,
+    getVm: unused,
+    createCheckpoint: unused,
+    applyCheckpoint: unused,
+    deleteCheckpoint: unused,
+    renameCheckpoint: unused,
+    listCheckpoints: unused,
+    migrateIn: () => ({ done: unused(), cancel: () => undefined }),
+    commitMigration: unused,
+    abortMigration: unused,
+    getMigrationStatus: unused,
+    close: () => undefined,
+  } as unknown as AgentPort;
+}
+
+/** Two hosts on cluster storage; `n` HA VMs ran on h1, which went Down and was failed over to h2. */
+function failedOver(n: number): FarmStateMachine {
+  const machine = new FarmStateMachine();
+  const b = new FarmBuilder(machine.state);
+  b.host({ id: 'h1', clusterStorage: true, memGiB: 64 }).host({ id: 'h2', clusterStorage: true, memGiB: 64 });
+  for (let i = 0; i < n; i++)
+    b.vm(`vm-${i}`, { name: `vm-${i}`, memMiB: 256 }, 'h1', { start: true }).report(`vm-${i}`, 'RUNNING');
+  b.must({ type: 'host.state', id: 'h1', state: 'HOST_STATE_DOWN', reason: 'test' });
+  b.must({ type: 'vm.failover', ...failoverRound(b.s, ['h1'], b.t, SCHEDULER) } as CommandBody);
+  return machine;
+}
+
+function runner(machine: FarmStateMachine, port: AgentPort, holdReports = true) {
+  const log = logHoldingReports(machine, holdReports);
+  const proposer = new Proposer(log.raft, machine, logger);
+  const r = new ControllerRunner(machine, proposer, port, realTimers, logger, {
+    daemonId: 'd1',
+    liveness: { intervalMs: 1_000, suspectAfterMs: 2_000, downAfterMs: 5_000 },
+    leaseMs: 5_000,
+    leaseMarginMs: 500,
+    scheduler: SCHEDULER,
+    placementBatch: 1_000,
+    maxCalls: 256,
+    maxMigrationsPerHost: 2,
+  });
+  r.start(1);
+  return { runner: r, held: log.held };
+}
+
+async function until(what: string, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+describe('the controller runner: a failed-over VM', () => {
+  it('is started right after its create, under the same generation, without waiting for the create to be reported in the log', async () => {
+    const machine = failedOver(20);
+    const gens = new Map([...machine.state.vms.values()].map((v) => [v.id, v.generation]));
+    expect([...gens.values()].every((g) => g === 2)).to.equal(true);
+    const calls: Call[] = [];
+    const { runner: r, held } = runner(machine, agents(calls));
+    try {
+      await until('20 starts', () => calls.filter((c) => c.kind === 'state').length === 20);
+      // No report reached the log: the starts did not wait for one.
+      expect(machine.state.vms.get('vm-0')!.observed.present).to.equal(false);
+      for (const id of gens.keys()) {
+        const mine = calls.filter((c) => c.vmId === id);
+        expect(mine.map((c) => `${c.kind}@${c.host}:${c.generation}:${c.action ?? ''}`)).to.deep.equal([
+          'create@h2:2:',
+          'state@h2:2:VM_ACTION_START',
+        ]);
+      }
+      // What the starts answered is what goes to the log (Starting), in few entries.
+      await until('the reports proposed', () => held.join('').split('VM_STATE_STARTING').length - 1 >= 20);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it('whose start fails right after the create: the create is reported Off, and the reconciler starts it again', async () => {
+    const machine = failedOver(1);
+    const calls: Call[] = [];
+    const { runner: r } = runner(machine, agents(calls, 1), false);
+    try {
+      await until(
+        'the VM reported Starting',
+        () => machine.state.vms.get('vm-0')!.observed.state === 'VM_STATE_STARTING',
+      );
+      expect(calls.map((c) => `${c.kind}:${c.generation}:${c.action ?? ''}`)).to.deep.equal([
+        'create:2:',
+        'state:2:VM_ACTION_START',
+        'state:2:VM_ACTION_START',
+      ]);
+    } finally {
+      r.stop();
+    }
+  });
+});
+
+describe('afterCreate: the step that follows a create at once (pure)', () => {
+  const created = (vmId: string, generation: number, hostId = 'h2') => ({
+    vmId,
+    hostId,
+    generation,
+    present: true,
+    state: 'VM_STATE_OFF' as const,
+    heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT' as const,
+    message: '',
+    memoryAssignedBytes: 0,
+    macs: [],
+  });
+
+  it('starts a VM that should run, under its generation; a create with start serves its operation', () => {
+    const b = new FarmBuilder();
+    b.host({ id: 'h2', clusterStorage: true });
+    b.vm('a', { name: 'a', memMiB: 256 }, 'h2', { start: true });
+    expect(afterCreate(b.s, created('a', 1))).to.deep.include({
+      kind: 'change-state',
+      action: 'VM_ACTION_START',
+      hostId: 'h2',
+      generation: 1,
+      opId: 'op-a',
+    });
+  });
+
+  it('leaves alone a VM meant to stay Off, one moved or bumped since the create, and one on a host not Up', () => {
+    const b = new FarmBuilder();
+    b.host({ id: 'h2', clusterStorage: true }).host({ id: 'h3', clusterStorage: true });
+    b.vm('off', { name: 'off', memMiB: 256 }, 'h2');
+    b.vm('a', { name: 'a', memMiB: 256 }, 'h2', { start: true });
+    expect(afterCreate(b.s, created('off', 1))).to.equal(undefined);
+    expect(afterCreate(b.s, created('a', 0))).to.equal(undefined);
+    expect(afterCreate(b.s, created('a', 1, 'h3'))).to.equal(undefined);
+    b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_SUSPECT', reason: 'test' });
+    expect(afterCreate(b.s, created('a', 1))).to.equal(undefined);
+  });
+});
