@@ -218,6 +218,19 @@ export class AgentHost {
     return result;
   }
 
+  /**
+   * Grants or renews the host lease (GrantLease). The lease lives in memory only, so its answer
+   * does not wait for the record writer: behind a batch of hundreds of VM records (a failover's
+   * creates) it waited seconds, the daemon's next grants shrank to what was left of the last
+   * answered one, and a busy but healthy host fenced itself.
+   */
+  renewLease(daemonId: string, term: number, durationMs: number): { expiresAtMs: number; accepted: boolean } {
+    this.pump();
+    const result = this.engine.lease.grant(daemonId, term, durationMs);
+    this.pump();
+    return result;
+  }
+
   /** Resolves once every change made so far is synced to LevelDB. */
   persisted(): Promise<void> {
     return this.records.persisted();

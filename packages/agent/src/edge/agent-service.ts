@@ -142,7 +142,7 @@ export function agentServiceImpl(
     ),
     GrantLease: unary<pb.GrantLeaseRequest__Output, pb.GrantLeaseResponse>(async (req) => {
       if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
-      const r = await host.mutate((e) => e.lease.grant(req.daemonId, req.term, req.durationMs));
+      const r = host.renewLease(req.daemonId, req.term, req.durationMs);
       return { expiresAtMs: r.expiresAtMs, host: hostInfo(host, net.address()) };
     }),
     MigrateOut: serverStream<pb.MigrateOutRequest__Output, pb.MigrationProgress>((req, call) =>
