@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { GuestMemory, pageContent } from '../src/engine/memory.js';
+import { fillPages, GuestMemory, pageContent } from '../src/engine/memory.js';
 import { decodeDeviceState } from '../src/engine/partition.js';
 import { makeEngine, mib, vmConfig } from './helpers.js';
 
@@ -11,6 +11,48 @@ describe('guest memory', () => {
     expect(pageContent(2, 5, 1).equals(a)).to.equal(false);
     expect(pageContent(1, 6, 1).equals(a)).to.equal(false);
     expect(pageContent(1, 5, 0).every((b) => b === 0)).to.equal(true);
+  });
+
+  /** The content as specified: xorshift32 (13, 17, 5) from the mixed seed, in unsigned arithmetic. */
+  function specified(vmSeed: number, page: number, version: number): Buffer {
+    const out = Buffer.alloc(4096);
+    if (version === 0) return out;
+    let x = ((vmSeed ^ Math.imul(page + 1, 0x9e3779b1) ^ Math.imul(version, 0x85ebca6b)) >>> 0) as number;
+    x = Math.imul(x ^ (x >>> 16), 0x7feb352d) >>> 0;
+    if (x === 0) x = 0x1234567;
+    for (let i = 0; i < 1024; i++) {
+      x = (x ^ (x << 13)) >>> 0;
+      x = (x ^ (x >>> 17)) >>> 0;
+      x = (x ^ (x << 5)) >>> 0;
+      out.writeUInt32LE(x, i * 4);
+    }
+    return out;
+  }
+
+  it('page content is the specified xorshift stream; a batch of pages is filled the same way', () => {
+    const cases: [number, number, number][] = [
+      [1, 5, 1],
+      [0xdeadbeef, 0, 0xffffffff],
+      [7, 2 ** 32 - 1, 3],
+      [0, 123456, 77],
+    ];
+    for (const [seed, page, version] of cases)
+      expect(
+        pageContent(seed, page, version).equals(specified(seed, page, version)),
+        `${seed} ${page}`,
+      ).to.equal(true);
+    // 11 pages: two groups of four (one holding a zero page) and three left over.
+    const pages = [9, 3, 100000, 17, 5, 6, 7, 8, 400, 401, 2 ** 20];
+    const versions = [1, 2, 3, 4, 5, 0, 7, 8, 1, 0xffffffff, 2];
+    const out = Buffer.alloc(pages.length * 4096 + 8);
+    fillPages(42, pages, versions, pages.length, out, 8);
+    pages.forEach((p, k) =>
+      expect(
+        out.subarray(8 + k * 4096, 8 + (k + 1) * 4096).equals(specified(42, p, versions[k]!)),
+        `page ${p}`,
+      ).to.equal(true),
+    );
+    expect(() => fillPages(42, [1], [1], 1, out, 2)).to.throw(RangeError, /4-byte aligned/);
   });
 
   it('tracks dirty pages sparsely and the hash follows every write', () => {

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { status, type pb } from '@hyperfarm/api';
+import { EncodedMessage, hyperfarmProto, status, type pb } from '@hyperfarm/api';
 import { GuestMemory, pageContent } from '../src/engine/memory.js';
 import { encodeDeviceState } from '../src/engine/partition.js';
 import { normalizeConfig } from '../src/engine/validate.js';
@@ -22,7 +22,7 @@ async function stream(): Promise<{ chunks: pb.MigrationChunk__Output[]; memory: 
   for (const p of [0, 1, 2, 500, 16383]) memory.write(p);
   memory.write(500);
   const chunks: pb.MigrationChunk__Output[] = [];
-  const sink = { write: async (c: pb.MigrationChunk) => void chunks.push(decode(c)) };
+  const sink = { write: async (c: pb.MigrationChunk | EncodedMessage) => void chunks.push(decode(c)) };
   chunks.push({
     body: 'header',
     header: {
@@ -41,20 +41,11 @@ async function stream(): Promise<{ chunks: pb.MigrationChunk__Output[]; memory: 
   return { chunks, memory };
 }
 
-/** A sent batch as the receiver reads it off the wire. */
-function decode(c: pb.MigrationChunk): pb.MigrationChunk__Output {
-  const p = c.pages!;
-  return {
-    body: 'pages',
-    pages: {
-      round: p.round!,
-      pages: [],
-      zeroPages: (p.zeroPages ?? []).map(Number),
-      stopped: p.stopped!,
-      packed: Buffer.from(p.packed as Buffer),
-      packedCount: p.packedCount!,
-    },
-  };
+/** A sent message as the receiver reads it off the wire: encoded as the server sends it, decoded as the target's client does. */
+function decode(c: pb.MigrationChunk | EncodedMessage): pb.MigrationChunk__Output {
+  const method = hyperfarmProto().hyperfarm.v1.MigrationService.service.ExportVm;
+  const bytes = c instanceof EncodedMessage ? c.bytes : method.responseSerialize(c);
+  return method.responseDeserialize(Buffer.from(bytes)) as pb.MigrationChunk__Output;
 }
 
 async function receive(chunks: pb.MigrationChunk__Output[], reserved: string[] = []): Promise<ReceivedVm> {
@@ -159,5 +150,66 @@ describe('a migration stream on the wire', () => {
     expect(vm.stoppedAtMs).to.equal(0);
     plain[0]!.data[0]! ^= 1;
     expect((await failure(receive([chunks[0]!, { body: 'pages', pages }]))).code).to.equal(status.DATA_LOSS);
+  });
+
+  it('encodes each batch in place as exactly the bytes protobuf gives for the same message', async () => {
+    // Several batches, page numbers that need 1 to 3 varint bytes, zero pages and a later round.
+    const memory = new GuestMemory('vm-x', mib(512) / 4096);
+    const pages: number[] = [];
+    for (let p = 0; p < 1300; p++) pages.push(p * 97);
+    for (const p of pages) if (p % 3 !== 0) memory.write(p);
+    memory.write(97);
+    const sent: (pb.MigrationChunk | EncodedMessage)[] = [];
+    const bytes = await sendPages({ write: async (c) => void sent.push(c) }, memory, pages, 300, true);
+    expect(sent).to.have.length(3); // 512 pages a batch
+    const serialize = hyperfarmProto().hyperfarm.v1.MigrationService.service.ExportVm.responseSerialize;
+    let at = 0;
+    let packedPages = 0;
+    for (const c of sent) {
+      expect(c).to.be.instanceOf(EncodedMessage);
+      const batch = pages.slice(at, at + 512);
+      at += 512;
+      const written = batch.filter((p) => memory.versionOf(p) !== 0);
+      packedPages += written.length;
+      const packed = Buffer.concat(
+        written.flatMap((p) => {
+          const rec = Buffer.alloc(8);
+          rec.writeUInt32BE(p);
+          rec.writeUInt32BE(memory.versionOf(p), 4);
+          return [rec];
+        }),
+      );
+      const contents = written.map((p) => pageContent(memory.seed, p, memory.versionOf(p)));
+      const expected = serialize({
+        pages: {
+          round: 300,
+          zeroPages: batch.filter((p) => memory.versionOf(p) === 0),
+          stopped: true,
+          packed: Buffer.concat([packed, ...contents]),
+          packedCount: written.length,
+        },
+      });
+      expect(Buffer.compare((c as EncodedMessage).bytes, Buffer.from(expected))).to.equal(0);
+    }
+    expect(bytes).to.equal(packedPages * (4096 + 8) + (1300 - packedPages) * 8);
+  });
+
+  it('names the first wrong page of a batch, wherever it is in the batch', async () => {
+    const memory = new GuestMemory('vm-x', mib(64) / 4096);
+    for (let p = 0; p < 700; p++) memory.write(p);
+    const chunks: pb.MigrationChunk__Output[] = [];
+    await sendPages(
+      { write: async (c) => void chunks.push(decode(c)) },
+      memory,
+      memory.residentPageNumbers(),
+      0,
+      false,
+    );
+    const second = chunks[1]!.pages!;
+    second.packed[second.packedCount * 8 + 150 * 4096 + 4095]! ^= 0x80; // page 512 + 150, last byte
+    const { chunks: head } = await stream();
+    const err = await failure(receive([head[0]!, ...chunks.map((c) => ({ ...c }))]));
+    expect(err.code).to.equal(status.DATA_LOSS);
+    expect(err.message).to.match(/page 662 version 1 arrived with the wrong content/);
   });
 });

@@ -94,6 +94,38 @@ export interface ServerBuilder {
   listen(address: string): Promise<RunningServer>;
 }
 
+/**
+ * A response already in its protobuf wire encoding. A server stream that moves bulk data (a
+ * migration's memory) encodes each message in place, straight into one buffer, and writes it as
+ * this: the server sends the bytes as they are instead of encoding an object, which would copy
+ * every byte once more. The reader sees an ordinary message.
+ */
+export class EncodedMessage {
+  constructor(
+    readonly bytes: Buffer,
+    /** Called once gRPC has copied the bytes into its frame: the buffer may be used again. */
+    readonly copied?: () => void,
+  ) {}
+}
+
+/** The service with every response serializer taking an EncodedMessage as it is. */
+function passEncoded(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    const serialize = method.responseSerialize;
+    out[name] = {
+      ...method,
+      responseSerialize: (value: unknown) => {
+        if (!(value instanceof EncodedMessage)) return serialize(value as never);
+        // grpc-js copies the returned bytes into its frame before anything else runs.
+        if (value.copied) queueMicrotask(value.copied);
+        return value.bytes;
+      },
+    };
+  }
+  return out as grpc.ServiceDefinition;
+}
+
 /** Creates a gRPC server with the shared credentials, limits and interceptors. */
 export function createServer(opts: ServerOptions): ServerBuilder {
   const server = new grpc.Server({
@@ -104,7 +136,7 @@ export function createServer(opts: ServerOptions): ServerBuilder {
   const names: string[] = [];
   const builder: ServerBuilder = {
     add(kind, handlers) {
-      const definition = serviceDefinition(kind);
+      const definition = passEncoded(serviceDefinition(kind));
       server.addService(definition, logUnexpected(definition, handlers, opts.logger));
       names.push(SERVICE_NAMES[kind]);
       return builder;

@@ -1,8 +1,21 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, hash, type Hash } from 'node:crypto';
 import { hashString32 } from './rng.js';
 
 export const PAGE_SIZE = 4096;
 const WORDS_PER_PAGE = PAGE_SIZE / 4;
+
+/** The first state of page `page`'s xorshift stream at `version`: the three inputs mixed, never 0. */
+function streamSeed(vmSeed: number, page: number, version: number): number {
+  let x = vmSeed ^ Math.imul(page + 1, 0x9e3779b1) ^ Math.imul(version, 0x85ebca6b);
+  x = Math.imul(x ^ (x >>> 16), 0x7feb352d);
+  return x === 0 ? 0x1234567 : x;
+}
+
+/** A 32-bit view of `out` from `offset`, which must be 4-byte aligned in its memory. */
+function wordsOf(out: Buffer, offset: number, words: number): Int32Array {
+  if ((out.byteOffset + offset) % 4 !== 0) throw new RangeError('page content must start 4-byte aligned');
+  return new Int32Array(out.buffer, out.byteOffset + offset, words);
+}
 
 /**
  * Writes the content of page `page` at `version` of the VM seeded by `vmSeed` into `out` at
@@ -11,21 +24,71 @@ const WORDS_PER_PAGE = PAGE_SIZE / 4;
  * the sender. Version 0 is the never-written zero page.
  */
 export function fillPage(vmSeed: number, page: number, version: number, out: Buffer, offset = 0): void {
-  const words = new Uint32Array(out.buffer, out.byteOffset + offset, WORDS_PER_PAGE);
+  const words = wordsOf(out, offset, WORDS_PER_PAGE);
   if (version === 0) {
     words.fill(0);
     return;
   }
-  // Mix the three inputs into a non-zero xorshift state.
-  let x = (vmSeed ^ Math.imul(page + 1, 0x9e3779b1) ^ Math.imul(version, 0x85ebca6b)) >>> 0;
-  x = Math.imul(x ^ (x >>> 16), 0x7feb352d) >>> 0;
-  if (x === 0) x = 0x1234567;
+  // Int32 arithmetic throughout: the same bits as unsigned, without leaving V8's small integers.
+  let x = streamSeed(vmSeed, page, version);
   for (let i = 0; i < WORDS_PER_PAGE; i++) {
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
-    words[i] = x >>> 0;
+    words[i] = x;
   }
+}
+
+/**
+ * Writes the contents of `count` pages back to back into `out` from `offset` (4-byte aligned):
+ * page `pages[k]` at `versions[k]`, each as `fillPage` writes it. Four pages are generated in one
+ * loop: each xorshift step depends on the one before, so a single stream leaves most of the CPU
+ * idle, and four independent ones run about twice as fast. This is the bulk of a migration's CPU
+ * on both sides (the sender writes every page, the receiver regenerates it to check it).
+ */
+export function fillPages(
+  vmSeed: number,
+  pages: ArrayLike<number>,
+  versions: ArrayLike<number>,
+  count: number,
+  out: Buffer,
+  offset = 0,
+): void {
+  const words = wordsOf(out, offset, count * WORDS_PER_PAGE);
+  let k = 0;
+  for (; k + 4 <= count; k += 4) {
+    if (versions[k] === 0 || versions[k + 1] === 0 || versions[k + 2] === 0 || versions[k + 3] === 0) {
+      for (let j = k; j < k + 4; j++) fillPage(vmSeed, pages[j]!, versions[j]!, out, offset + j * PAGE_SIZE);
+      continue;
+    }
+    let x0 = streamSeed(vmSeed, pages[k]!, versions[k]!);
+    let x1 = streamSeed(vmSeed, pages[k + 1]!, versions[k + 1]!);
+    let x2 = streamSeed(vmSeed, pages[k + 2]!, versions[k + 2]!);
+    let x3 = streamSeed(vmSeed, pages[k + 3]!, versions[k + 3]!);
+    const a0 = k * WORDS_PER_PAGE;
+    const a1 = a0 + WORDS_PER_PAGE;
+    const a2 = a1 + WORDS_PER_PAGE;
+    const a3 = a2 + WORDS_PER_PAGE;
+    for (let i = 0; i < WORDS_PER_PAGE; i++) {
+      x0 ^= x0 << 13;
+      x1 ^= x1 << 13;
+      x2 ^= x2 << 13;
+      x3 ^= x3 << 13;
+      x0 ^= x0 >>> 17;
+      x1 ^= x1 >>> 17;
+      x2 ^= x2 >>> 17;
+      x3 ^= x3 >>> 17;
+      x0 ^= x0 << 5;
+      x1 ^= x1 << 5;
+      x2 ^= x2 << 5;
+      x3 ^= x3 << 5;
+      words[a0 + i] = x0;
+      words[a1 + i] = x1;
+      words[a2 + i] = x2;
+      words[a3 + i] = x3;
+    }
+  }
+  for (; k < count; k++) fillPage(vmSeed, pages[k]!, versions[k]!, out, offset + k * PAGE_SIZE);
 }
 
 /** Fills a fresh buffer; requires `offset` alignment, so callers with odd offsets use this. */
@@ -198,20 +261,26 @@ export class GuestMemory {
 
 const RECORD_BYTES = 8;
 
+/** A segment's (page, version) records, built as native words and swapped to big-endian at once. */
+const records = new Uint32Array(SEGMENT_PAGES * 2);
+const recordBytes = Buffer.from(records.buffer);
+
 /** SHA-256 over a segment's written pages as (u32 page, u32 version) records, ascending. */
 function segmentDigest(at: number, versions: Uint32Array): Buffer {
-  const buf = Buffer.allocUnsafe(SEGMENT_PAGES * RECORD_BYTES);
   const base = at * SEGMENT_PAGES;
   let n = 0;
   for (let i = 0; i < SEGMENT_PAGES; i++) {
     const v = versions[i]!;
     if (v === 0) continue;
-    buf.writeUInt32BE(base + i, n);
-    buf.writeUInt32BE(v, n + 4);
-    n += RECORD_BYTES;
+    records[n++] = base + i;
+    records[n++] = v;
   }
-  return createHash('sha256').update(buf.subarray(0, n)).digest();
+  const bytes = recordBytes.subarray(0, n * 4);
+  if (LITTLE_ENDIAN) bytes.swap32();
+  return hash('sha256', bytes, 'buffer') as unknown as Buffer;
 }
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
  * The state hash: SHA-256 over a version tag, the VM's seed and page count, then for every
