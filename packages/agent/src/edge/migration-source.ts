@@ -158,7 +158,7 @@ async function sendState(
   }
 
   // Stop-and-copy: the VM stops here; what is still dirty goes with the device state.
-  const deviceState = saved ? saved.deviceState : await host.mutate(() => m.freeze());
+  const deviceState = saved ? saved.deviceState : host.change(() => m.freeze());
   if (live) {
     round++;
     bytes += await sendPages(sink, memory, memory.takeDirty(), round, true);
@@ -177,7 +177,7 @@ async function sendState(
   const sha256 = memory.stateHash(deviceState);
   // Without the trailer the target holds nothing whole: send it only if the VM is still ours (a
   // lease expiry meanwhile has turned it off, and the daemon may restart it elsewhere).
-  if (!(await host.mutate(() => m.handOver())))
+  if (!host.change(() => m.handOver()))
     throw failedPrecondition(`VM '${m.name}' stopped migrating: ${m.message}`);
   await sink.write({ trailer: { sha256, rounds: round, stoppedAtMs: saved ? 0 : host.now() } });
   progress(round, conv.throttle);

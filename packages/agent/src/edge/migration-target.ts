@@ -292,15 +292,16 @@ export class MigrationTarget {
       );
     clearTimeout(held.timer);
     this.held.delete(id);
+    let runningAtMs: number;
     try {
-      await installMigratedVm(this.host, this.checkpoints, held);
+      runningAtMs = await installMigratedVm(this.host, this.checkpoints, held);
     } catch (err) {
       await this.host.mutate(() => held.incoming.release());
       this.tracker.update(id, { stage: 'MIGRATION_STAGE_ABORTED', message: (err as Error).message });
       throw err;
     }
     const stopped = held.received.stoppedAtMs;
-    const downtimeMs = stopped > 0 ? Math.max(0, this.host.now() - stopped) : 0;
+    const downtimeMs = stopped > 0 ? Math.max(0, runningAtMs - stopped) : 0;
     this.tracker.update(id, {
       stage: 'MIGRATION_STAGE_COMMITTED',
       downtimeMs,
@@ -335,13 +336,11 @@ export class MigrationTarget {
 /**
  * Installs a migrated VM on the decision to commit: the one place a migrated VM appears on this
  * host. Its files are claimed first (on cluster storage, under the new generation), its snapshot
- * records taken from the manifest the source keeps beside them, then it runs.
+ * records taken from the manifest the source keeps beside them, then it runs. Returns this host's
+ * clock when the guest ran again here, where the downtime ends (the answer waits on, until the
+ * VM's record is on disk).
  */
-async function installMigratedVm(
-  host: AgentHost,
-  checkpoints: Checkpoints,
-  held: Held,
-): Promise<pb.Vm__Output> {
+async function installMigratedVm(host: AgentHost, checkpoints: Checkpoints, held: Held): Promise<number> {
   const { header, memory, device } = held.received;
   const vmId = header.vmId;
   if (host.cluster) {
@@ -351,7 +350,12 @@ async function installMigratedVm(
       await checkpoints.adopt(vmId, manifest.checkpoints, manifest.currentId);
   }
   const target = header.targetState === 'VM_STATE_UNSPECIFIED' ? 'VM_STATE_RUNNING' : header.targetState;
-  const vm = await host.mutate(() => held.incoming.install(memory, device, target));
+  let runningAtMs = 0;
+  const vm = await host.mutate(() => {
+    const installed = held.incoming.install(memory, device, target);
+    runningAtMs = host.now();
+    return installed;
+  });
   if (!host.cluster) await host.prepareMigratedDisks(vm.id);
   if (target === 'VM_STATE_SAVED') {
     // Answer only once the saved state is on this host's disk: the source deletes its copy.
@@ -360,7 +364,7 @@ async function installMigratedVm(
     if (now.status!.state !== 'VM_STATE_SAVED')
       throw new ApiError(status.INTERNAL, `could not write the imported saved state: ${now.status!.message}`);
   }
-  return vm;
+  return runningAtMs;
 }
 
 function checkRequest(req: pb.MigrateInRequest__Output): void {
