@@ -1,5 +1,7 @@
 import { expect } from 'chai';
 import { Convergence } from '../src/engine/converge.js';
+import { NO_SNAPSHOTS } from '../src/engine/vms.js';
+import { makeEngine, mib, vmConfig } from './helpers.js';
 
 const MB = 1_000_000;
 const PAGE = 4096;
@@ -54,5 +56,33 @@ describe('live migration convergence (QEMU rules, pure)', () => {
     const t = new Convergence({ ...opts, thresholdPages: 256 });
     expect(t.afterRound(0, { bytes: 400 * MB, ms: 1, dirtyPages: 300 }).stop).to.equal(false);
     expect(t.afterRound(1, { bytes: PAGE, ms: 1, dirtyPages: 255 }).stop).to.equal(true);
+  });
+
+  it('a throttled guest dirties its pages that much slower, and at full speed again once the migration ends', () => {
+    const e = makeEngine();
+    const workload = {
+      bootMs: 100,
+      workingSetBytes: mib(64),
+      dirtyPagesPerSecond: 1000,
+      cpuDemandPercent: 10,
+    };
+    e.vms.create('v', vmConfig('v', { workload }));
+    e.power.change('v', 'VM_ACTION_START');
+    e.tick(100);
+    const memory = e.vms.memoryOf('v')!;
+    const out = e.migration.out('v', 0, 'MIGRATION_KIND_LIVE', NO_SNAPSHOTS, 'm-1', false);
+    memory.takeDirty();
+    const dirtied = () => {
+      e.tick(1_000);
+      return memory.takeDirty().length;
+    };
+    // 1000 random writes a second over 16 384 pages: a few land twice.
+    expect(dirtied()).to.be.within(950, 1000);
+    out.throttle(50);
+    expect(dirtied()).to.be.within(475, 500);
+    out.throttle(99);
+    expect(dirtied()).to.be.within(5, 10);
+    out.abandon('the target went away');
+    expect(dirtied()).to.be.within(950, 1000);
   });
 });
