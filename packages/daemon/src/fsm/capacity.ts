@@ -1,5 +1,5 @@
 import type { FarmState } from './state.js';
-import type { HostRecord, VmConfig } from './model.js';
+import type { HostRecord, VmConfig, VmRecord } from './model.js';
 
 /**
  * What a host has committed to its VMs. Every VM placed on a host reserves its memory (plus the
@@ -22,14 +22,58 @@ export const vmMemoryCost = (host: HostRecord, config: VmConfig): number =>
 export const usableMemory = (host: HostRecord): number =>
   Math.max(0, host.capacity.memoryBytes - host.capacity.rootReserveBytes);
 
-export function hostLoad(s: FarmState, host: HostRecord, except?: string): HostLoad {
+/**
+ * Each host's load from the VMs placed on it, kept by the set of its VMs: a planning round weighs
+ * every host, and recounting a farm of 50,000 VMs each round was most of its cost. An entry holds
+ * only for the same set, host record and VM map it was counted from (what-if copies of the state
+ * replace them, and miss); state.ts drops it whenever the set or one of its VMs changes.
+ */
+const baseLoads = new WeakMap<
+  Set<string>,
+  { host: HostRecord; vms: Map<string, VmRecord>; load: HostLoad }
+>();
+
+/** The VMs in `vmIds` changed (one came, went, or was replaced): their host's load is recounted. */
+export function forgetLoad(vmIds: Set<string> | undefined): void {
+  if (vmIds) baseLoads.delete(vmIds);
+}
+
+function countLoad(s: FarmState, host: HostRecord, ids: Iterable<string>, except?: string): HostLoad {
   const load: HostLoad = { memoryBytes: 0, vcpus: 0, vms: 0, classes: new Map() };
-  for (const id of s.vmsByHost.get(host.id) ?? []) {
+  for (const id of ids) {
     if (id === except) continue;
     addToLoad(load, host, s.vms.get(id)!.config);
   }
-  // A VM migrating here holds its room from the request on, so nothing else takes it meanwhile.
+  return load;
+}
+
+function copyLoad(l: HostLoad): HostLoad {
+  const classes = new Map<string, { vmName: string; hard: boolean }[]>();
+  for (const [name, members] of l.classes) classes.set(name, [...members]);
+  return { memoryBytes: l.memoryBytes, vcpus: l.vcpus, vms: l.vms, classes };
+}
+
+export function hostLoad(s: FarmState, host: HostRecord, except?: string): HostLoad {
+  const ids = s.vmsByHost.get(host.id);
+  let load: HostLoad;
+  if (!ids) load = countLoad(s, host, []);
+  else if (except !== undefined && ids.has(except)) load = countLoad(s, host, ids, except);
+  else {
+    let c = baseLoads.get(ids);
+    if (!c || c.host !== host || c.vms !== s.vms) {
+      c = { host, vms: s.vms, load: countLoad(s, host, ids) };
+      baseLoads.set(ids, c);
+    }
+    load = copyLoad(c.load);
+  }
+  // A VM migrating here holds its room from the request on, so nothing else takes it meanwhile;
+  // one migrating away keeps its room here until the migration ends (a committed handover is
+  // placed on the target, but the source holds the frozen copy until told, and may get it back).
   for (const mid of s.incoming.get(host.id) ?? []) {
+    const vm = s.vms.get(s.migrations.get(mid)!.vmId);
+    if (vm && vm.id !== except && vm.hostId !== host.id) addToLoad(load, host, vm.config);
+  }
+  for (const mid of s.outgoing.get(host.id) ?? []) {
     const vm = s.vms.get(s.migrations.get(mid)!.vmId);
     if (vm && vm.id !== except && vm.hostId !== host.id) addToLoad(load, host, vm.config);
   }

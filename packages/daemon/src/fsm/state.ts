@@ -1,3 +1,4 @@
+import { forgetLoad } from './capacity.js';
 import { EventWindow } from './events.js';
 import type {
   CheckpointRecord,
@@ -69,6 +70,12 @@ export interface FarmState {
   doneOperations: string[];
   /** Unfinished migrations by target host: the memory each reserves there. */
   incoming: Map<string, Set<string>>;
+  /**
+   * Unfinished migrations by source host: the source keeps the VM's room until the migration
+   * ends, since it holds the VM (running, then frozen) until it is told the decision, and a
+   * committed handover may still fall back to it.
+   */
+  outgoing: Map<string, Set<string>>;
   /** Finished migrations, oldest first: the ones dropped beyond the window. */
   doneMigrations: string[];
 }
@@ -97,6 +104,7 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     macBlocks: new Map(),
     doneOperations: [],
     incoming: new Map(),
+    outgoing: new Map(),
     doneMigrations: [],
   };
 }
@@ -138,15 +146,21 @@ export function removeVm(s: FarmState, id: string): void {
 
 function indexVm(s: FarmState, vm: VmRecord): void {
   s.vmByName.set(vm.config.name, vm.id);
-  if (vm.hostId) s.vmsByHost.get(vm.hostId)?.add(vm.id);
-  else s.unplaced.add(vm.id);
+  if (vm.hostId) {
+    const ids = s.vmsByHost.get(vm.hostId);
+    forgetLoad(ids);
+    ids?.add(vm.id);
+  } else s.unplaced.add(vm.id);
   for (const mac of macsOf(vm)) s.macOwners.set(mac, vm.id);
 }
 
 function unindexVm(s: FarmState, vm: VmRecord, stillUnplaced = false): void {
   if (s.vmByName.get(vm.config.name) === vm.id) s.vmByName.delete(vm.config.name);
-  if (vm.hostId) s.vmsByHost.get(vm.hostId)?.delete(vm.id);
-  else if (!stillUnplaced) s.unplaced.delete(vm.id);
+  if (vm.hostId) {
+    const ids = s.vmsByHost.get(vm.hostId);
+    forgetLoad(ids);
+    ids?.delete(vm.id);
+  } else if (!stillUnplaced) s.unplaced.delete(vm.id);
   for (const mac of macsOf(vm)) if (s.macOwners.get(mac) === vm.id) s.macOwners.delete(mac);
 }
 
@@ -169,6 +183,7 @@ export function reindex(s: FarmState): void {
     .sort((a, b) => a.revision - b.revision)
     .map((o) => o.id);
   s.incoming.clear();
+  s.outgoing.clear();
   s.doneMigrations = [];
   const migrations = [...s.migrations.values()].sort((a, b) => a.revision - b.revision);
   for (const m of migrations) {
@@ -184,13 +199,18 @@ function indexMigration(s: FarmState, m: MigrationRecord): void {
   let set = s.incoming.get(m.targetHostId);
   if (!set) s.incoming.set(m.targetHostId, (set = new Set()));
   set.add(m.id);
+  let out = s.outgoing.get(m.sourceHostId);
+  if (!out) s.outgoing.set(m.sourceHostId, (out = new Set()));
+  out.add(m.id);
 }
 
 /** Stores a migration record, keeping the index of what each host has coming. */
 export function putMigration(s: FarmState, next: MigrationRecord): void {
   s.migrations.set(next.id, next);
-  if (migrationFinal(next)) s.incoming.get(next.targetHostId)?.delete(next.id);
-  else indexMigration(s, next);
+  if (migrationFinal(next)) {
+    s.incoming.get(next.targetHostId)?.delete(next.id);
+    s.outgoing.get(next.sourceHostId)?.delete(next.id);
+  } else indexMigration(s, next);
 }
 
 /** A VM by id, or by name when no VM has that id. */

@@ -9,6 +9,8 @@ import {
   decodeResults,
   encodeEntry,
   FarmStateMachine,
+  hostLoad,
+  vmMemoryCost,
   type Command,
   type CommandBody,
 } from '../../src/fsm/index.js';
@@ -205,6 +207,51 @@ describe('migration orchestrator: the handover is decided in the log first', () 
     await run(farm, port);
     expect(told.some((t) => t.call === 'commit')).to.equal(false);
     expect(farm.m.phase).to.equal('MIGRATION_PHASE_FAILED');
+  });
+
+  it('a committed VM keeps its room on the source until the migration ends: a fallback finds it free', async () => {
+    // Farm simulator seed 7: the target restarted after PREPARED, the leader committed, the VM's
+    // room on the source was given to new VMs, then the refused commit fell back to the source,
+    // which the farm's books now overcommitted (and the source still held the frozen copy).
+    const farm = await Farm.withMigration();
+    const s = farm.machine.state;
+    const h1 = () => s.hosts.get('h1')!;
+    const cost = vmMemoryCost(h1(), s.vms.get('v1')!.config);
+    await farm.submit({ type: 'migration.start', migrationId: 'm1', limit: 2 });
+    const prepared = { bytesTransferred: 1, rounds: 1, sha256: 'ab' };
+    await farm.submit({
+      type: 'migration.decide',
+      migrationId: 'm1',
+      decision: 'commit',
+      reason: '',
+      prepared,
+    });
+    expect(s.vms.get('v1')!.hostId).to.equal('h2');
+    expect(hostLoad(s, h1()).memoryBytes, 'the source, committed').to.equal(cost);
+    await farm.submit({ type: 'migration.fall_back', migrationId: 'm1', reason: 'the target restarted' });
+    expect(hostLoad(s, h1()).memoryBytes, 'the source, fallen back').to.equal(cost);
+    await farm.submit({ type: 'migration.finish', migrationId: 'm1', downtimeMs: 0 });
+    expect(hostLoad(s, h1()).memoryBytes, 'the source, finished').to.equal(cost);
+    expect(hostLoad(s, s.hosts.get('h2')!).memoryBytes, 'the target, finished').to.equal(0);
+  });
+
+  it('a committed migration that finishes frees the source', async () => {
+    const farm = await Farm.withMigration();
+    const s = farm.machine.state;
+    await farm.submit({ type: 'migration.start', migrationId: 'm1', limit: 2 });
+    const prepared = { bytesTransferred: 1, rounds: 1, sha256: 'ab' };
+    await farm.submit({
+      type: 'migration.decide',
+      migrationId: 'm1',
+      decision: 'commit',
+      reason: '',
+      prepared,
+    });
+    await farm.submit({ type: 'migration.finish', migrationId: 'm1', downtimeMs: 3 });
+    expect(hostLoad(s, s.hosts.get('h1')!).memoryBytes).to.equal(0);
+    expect(hostLoad(s, s.hosts.get('h2')!).memoryBytes).to.equal(
+      vmMemoryCost(s.hosts.get('h2')!, s.vms.get('v1')!.config),
+    );
   });
 
   it('a decision stands: cancel after commit is refused, a second decide too', async () => {
