@@ -6,3 +6,9 @@ export * from './engine/engine.js';
 export * from './engine/catalog.js';
 export * from './engine/states.js';
 export { decodeDeviceState } from './engine/partition.js';
+// What the farm simulator (packages/sim) runs of a migration, as the agent runs it: the guest
+// memory model the pages travel in, the live copy's convergence rules and the tracker that
+// GetMigrationStatus answers from.
+export { GuestMemory } from './engine/memory.js';
+export { Convergence } from './engine/converge.js';
+export { MigrationTracker } from './edge/migration-tracker.js';

@@ -15,3 +15,5 @@ export { Leadership, type ReadBarrier } from './edge/leadership.js';
 export { Proposer, type Ok } from './edge/proposer.js';
 export { realTimers, type Timers } from './edge/timers.js';
 export { useIdBits, vmHandlers } from './edge/vms-api.js';
+export { migrationHandlers, type MigrationApiConfig } from './edge/migrations-api.js';
+export { drainHandlers } from './edge/drain-api.js';

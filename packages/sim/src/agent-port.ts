@@ -2,6 +2,7 @@ import { ApiError, status, type pb } from '@hyperfarm/api';
 import type { AgentEventSink, AgentPort, HostDescription, HostRef, VmConfig } from '@hyperfarm/daemon';
 import type { Scope } from './clock.js';
 import type { SimHost } from './host.js';
+import type { SimMigrations } from './migration.js';
 import type { SimNetwork } from './network.js';
 
 /** The hosts, by id and by address. */
@@ -26,7 +27,7 @@ export class SimAgentPort implements AgentPort {
     private readonly hosts: HostDirectory,
   ) {}
 
-  private call<T>(address: string, deadlineMs: number, fn: (h: SimHost) => T): Promise<T> {
+  private call<T>(address: string, deadlineMs: number, fn: (h: SimHost) => T | Promise<T>): Promise<T> {
     const host = this.hosts.byAddress(address);
     if (!host) return Promise.reject(new ApiError(status.UNAVAILABLE, `no host listens at ${address}`));
     return this.net.call(this.scope, this.daemonId, host.id, deadlineMs, () => fn(host));
@@ -136,26 +137,34 @@ export class SimAgentPort implements AgentPort {
     return this.unimplemented();
   }
 
-  // The migration calls (issue 10): not simulated yet, and refused as such.
-  private noMigrations(): Promise<never> {
-    return Promise.reject(
-      new ApiError(status.UNIMPLEMENTED, 'migrations are not simulated yet (packages/sim)'),
-    );
-  }
-
-  migrateIn(): { done: Promise<pb.MigrationProgress__Output>; cancel(): void } {
-    const done = this.noMigrations();
-    done.catch(() => undefined);
+  // The migration calls (issue 10): the target pulls from the source (packages/sim/src/migration.ts).
+  migrateIn(
+    host: HostRef,
+    req: pb.MigrateInRequest,
+    progress: (p: pb.MigrationProgress__Output) => void,
+  ): { done: Promise<pb.MigrationProgress__Output>; cancel(): void } {
+    const deadline = (req.deadlineMs ?? 0) + (req.holdMs ?? 0) + SLOW_MS;
+    const scope = this.scope;
+    const done = this.call(host.address, deadline, (h) => {
+      const m = h.migrations;
+      if (!m) throw new ApiError(status.UNIMPLEMENTED, 'this simulated host has no migrations');
+      // Progress reports travel back on the stream, in order.
+      return m.migrateIn(req, (p) => scope.set(() => progress(p), this.net.delay()));
+    });
     return { done, cancel: () => undefined };
   }
-  commitMigration(): Promise<pb.MigrationStatus__Output> {
-    return this.noMigrations();
+  commitMigration(host: HostRef, req: pb.ResolveMigrationRequest): Promise<pb.MigrationStatus__Output> {
+    return this.call(host.address, SLOW_MS, (h) => this.migrations(h).commit(req));
   }
-  abortMigration(): Promise<pb.MigrationStatus__Output> {
-    return this.noMigrations();
+  abortMigration(host: HostRef, req: pb.ResolveMigrationRequest): Promise<pb.MigrationStatus__Output> {
+    return this.call(host.address, QUICK_MS, (h) => this.migrations(h).abort(req));
   }
-  getMigrationStatus(): Promise<pb.MigrationStatus__Output> {
-    return this.noMigrations();
+  getMigrationStatus(host: HostRef, migrationId: string): Promise<pb.MigrationStatus__Output> {
+    return this.call(host.address, QUICK_MS, (h) => this.migrations(h).status(migrationId));
+  }
+  private migrations(h: SimHost): SimMigrations {
+    if (!h.migrations) throw new ApiError(status.UNIMPLEMENTED, 'this simulated host has no migrations');
+    return h.migrations;
   }
   dropStaleVm(host: HostRef, vmId: string, generation: number): Promise<void> {
     return this.call(host.address, QUICK_MS, (h) => h.dropStaleVm(vmId, generation));

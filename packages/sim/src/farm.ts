@@ -14,6 +14,7 @@ import {
 } from './invariants.js';
 import { SimNetwork } from './network.js';
 import { SimDaemon } from './replica.js';
+import { MIGRATION_STEPS, type MigrationStep } from './migration.js';
 import { randomVmConfig } from './workload.js';
 
 /** The daemons' and agents' timing: the programs' defaults in small runs, slower in large ones. */
@@ -63,6 +64,11 @@ export interface FarmOptions {
    */
   crashBusiestAtMs: number;
   haBudgetMs: number;
+  /**
+   * Migrations (quick and live) and host drains in the workload, and the fault that interrupts
+   * a migration at one of its steps (false: the workload the first seeds were found with).
+   */
+  moves: boolean;
   shape: HostShape;
   timing: FarmTiming;
 }
@@ -87,6 +93,7 @@ export const SMALL: Omit<FarmOptions, 'seed'> = {
   crashBusiestAtMs: 0,
   // Down after 5 s, a 10 s lease and its 0.5 s margin, a boot of up to 10 s, and 15 s to spare.
   haBudgetMs: 40_500,
+  moves: true,
   shape: { ...DEFAULT_SHAPE, memoryBytes: 16 * GIB },
   // The daemon's defaults (RAFT_PROFILES.default), with a 10 s host lease.
   timing: {
@@ -161,6 +168,11 @@ export interface FarmResult {
     /** VMs the farm restarted on another host (failover) and moved (migrations). */
     failovers: number;
     migrations: number;
+    /** Migrations asked for (by a client or a drain) that ended aborted, and drains asked for. */
+    migrationsAborted: number;
+    drains: number;
+    /** Migrations the armed fault interrupted at a step. */
+    migrationsInterrupted: number;
   };
   /** Per host crash: ms until every VM that ran there ran again (anywhere); unrecovered ones are left out. */
   recoveriesMs: number[];
@@ -188,6 +200,8 @@ export class FarmSimulation {
   /** Acknowledged creates: VM id to the name the client gave it and its operation. */
   private readonly acked = new Map<string, { name: string; opId: string }>();
   private readonly deleting = new Set<string>();
+  /** Acknowledged and not being deleted, in the order acknowledged: what the workload picks from. */
+  private readonly live: string[] = [];
   private readonly stats: FarmResult['stats'] = {
     steps: 0,
     requests: 0,
@@ -200,7 +214,13 @@ export class FarmSimulation {
     messages: 0,
     failovers: 0,
     migrations: 0,
+    migrationsAborted: 0,
+    drains: 0,
+    migrationsInterrupted: 0,
   };
+  /** The fault armed to interrupt the next migration that reaches a step, and how. */
+  private interrupt:
+    { step: MigrationStep; how: 'crash-host' | 'partition-host' | 'crash-leader' } | undefined;
   /** Host crashes whose VMs have not all run again yet: when, and which VMs. */
   private readonly recovering: { at: number; vms: Set<string>; host: string; budgetMs?: number }[] = [];
   /** Hosts down now (crashed, not restarted). */
@@ -291,6 +311,11 @@ export class FarmSimulation {
         o.seed + i,
       );
       h.onStates = (vmId) => checkLeaseWait(this.down, h, vmId, this.clock.now, this.violations);
+      h.links = {
+        net: this.net,
+        byAddress: (a) => this.hostsByAddress.get(a),
+        step: (on, migrationId, step) => this.migrationStep(on, migrationId, step),
+      };
       this.hosts.set(id, h);
       this.hostsByAddress.set(h.address, h);
       this.net.register(id, () => h.scope);
@@ -372,7 +397,7 @@ export class FarmSimulation {
   }
 
   private workload(): void {
-    const vms = [...this.acked.keys()].filter((id) => !this.deleting.has(id));
+    const vms = this.live;
     const r = this.rng.next();
     if (vms.length < this.o.vms && r < 0.5) {
       const name = `vm-${++this.names}`;
@@ -388,6 +413,8 @@ export class FarmSimulation {
         this.request<pb.Operation>('CreateVm', req).then(
           (op) => {
             this.stats.acknowledged++;
+            if (!this.acked.has(op.targetId!) && !this.deleting.has(op.targetId!))
+              this.live.push(op.targetId!);
             this.acked.set(op.targetId!, { name, opId: op.id! });
             this.log(`client: create ${name} acknowledged (${op.targetId})`);
           },
@@ -402,6 +429,12 @@ export class FarmSimulation {
     }
     if (vms.length === 0) return;
     const vmId = vms[this.rng.int(vms.length)]!;
+    const moves = this.o.moves;
+    if (moves && r >= 0.78 && r < 0.9) {
+      if (r < 0.88) this.migrate(vmId);
+      else this.drain();
+      return;
+    }
     if (r < 0.9) {
       const action = ['VM_ACTION_START', 'VM_ACTION_STOP', 'VM_ACTION_TURN_OFF'][this.rng.int(3)]!;
       this.log(`client: ${action} ${vmId}`);
@@ -412,12 +445,80 @@ export class FarmSimulation {
     } else if (vms.length > this.o.vms / 2) {
       this.log(`client: delete ${vmId}`);
       this.deleting.add(vmId);
+      this.live.splice(this.live.indexOf(vmId), 1);
       this.request('DeleteVm', { id: vmId }).then(
         () => this.stats.acknowledged++,
         // The outcome of a failed delete is unknown: it may have committed.
         () => undefined,
       );
     }
+  }
+
+  /** A client moves a VM (quick or live) to the host the scheduler picks. */
+  private migrate(vmId: string): void {
+    const kind = this.rng.chance(0.5) ? 'MIGRATION_KIND_LIVE' : 'MIGRATION_KIND_QUICK';
+    this.log(`client: migrate ${vmId} (${kind})`);
+    this.request<pb.Operation>('MigrateVm', { vmId, kind, targetHostId: '' }).then(
+      (op) => {
+        this.stats.acknowledged++;
+        this.log(`client: migration of ${vmId} acknowledged (${op.id})`);
+      },
+      (err: unknown) => this.log(`client: migration of ${vmId} refused: ${(err as Error).message}`),
+    );
+  }
+
+  /** A client drains a host (its VMs move elsewhere), and undrains it a while later. */
+  private drain(): void {
+    const ids = [...this.hosts.keys()];
+    const hostId = ids[this.rng.int(ids.length)]!;
+    this.stats.drains++;
+    this.log(`client: drain ${hostId}`);
+    const undrain = (tries: number) =>
+      this.request('UndrainHost', { id: hostId }).then(
+        () => this.log(`client: ${hostId} undrained`),
+        (err: unknown) => {
+          this.log(`client: undrain ${hostId} failed: ${(err as Error).message}`);
+          if (tries < 10) this.client.set(() => void undrain(tries + 1), 1_000);
+        },
+      );
+    this.request<pb.Operation>('DrainHost', { id: hostId }).then(
+      (op) => {
+        this.stats.acknowledged++;
+        this.log(`client: drain of ${hostId} acknowledged (${op.id})`);
+        this.client.set(() => void undrain(0), 10_000 + this.rng.int(20_000));
+      },
+      (err: unknown) => this.log(`client: drain of ${hostId} failed: ${(err as Error).message}`),
+    );
+  }
+
+  /** A migration reached `step` on host `on`: the armed fault interrupts it there. */
+  private migrationStep(on: SimHost, migrationId: string, step: MigrationStep): void {
+    this.log(`host ${on.id}: migration ${migrationId} ${step}`);
+    const i = this.interrupt;
+    if (!i || i.step !== step || !this.chaos) return;
+    this.interrupt = undefined;
+    this.stats.migrationsInterrupted++;
+    // After the step's own call returns: a crash lands between two steps, as a real one would.
+    this.clock.root.set(() => {
+      if (!this.chaos) return;
+      this.log(`FAULT migration ${migrationId} interrupted after ${step} on ${on.id}: ${i.how}`);
+      if (i.how === 'crash-host') {
+        if (!on.alive) return;
+        this.stats.hostCrashes++;
+        this.crashHost(on);
+        this.clock.root.set(() => !on.alive && this.bootHost(on), 5_000 + this.faultRng.int(25_000));
+      } else if (i.how === 'partition-host') {
+        this.stats.partitions++;
+        this.net.isolate(on.id);
+        this.clock.root.set(() => this.net.heal(), 3_000 + this.faultRng.int(20_000));
+      } else {
+        const d = this.leader();
+        if (!d) return;
+        this.stats.daemonCrashes++;
+        d.crash();
+        this.clock.root.set(() => !d.alive && this.bootDaemon(d), 2_000 + this.faultRng.int(15_000));
+      }
+    }, 0);
   }
 
   // --- faults ---
@@ -473,6 +574,12 @@ export class FarmSimulation {
       // Timed by the next Raft write, so it lands while that write (and maybe others) is unsynced.
       this.log('FAULT power failure armed: every daemon crashes during the next Raft write');
       this.powerFailureArmed = true;
+    } else if (r < 0.9 && this.o.moves) {
+      // The next migration to reach this step (on either host) is interrupted there.
+      const step = MIGRATION_STEPS[this.faultRng.int(MIGRATION_STEPS.length)]!;
+      const how = (['crash-host', 'partition-host', 'crash-leader'] as const)[this.faultRng.int(3)]!;
+      this.log(`FAULT armed: the next migration to reach ${step} is interrupted there (${how})`);
+      this.interrupt = { step, how };
     }
   }
 
@@ -516,6 +623,7 @@ export class FarmSimulation {
 
   private endChaos(): void {
     this.chaos = false;
+    this.interrupt = undefined;
     this.log('faults stop: network healed, everything restarted');
     this.net.heal();
     this.net.faults = { loss: 0, jitterMs: 0 };
@@ -703,6 +811,10 @@ export class FarmSimulation {
       for (const s of h.states.values()) if (s === 'VM_STATE_RUNNING') this.stats.vmsRunning++;
     for (const times of this.mostApplied()?.machine.state.failovers.values() ?? [])
       this.stats.failovers += times.length;
+    for (const m of this.mostApplied()?.machine.state.migrations.values() ?? []) {
+      if (m.decision === 'commit') this.stats.migrations++;
+      else if (m.decision === 'abort') this.stats.migrationsAborted++;
+    }
     this.stats.messages = this.net.messages;
     for (const v of this.violations) this.log(`VIOLATION ${v.property}: ${v.detail}`);
     return {

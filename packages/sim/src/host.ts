@@ -15,6 +15,7 @@ import {
   type VmRecord,
 } from '@hyperfarm/agent';
 import type { Scope } from './clock.js';
+import { SimMigrations, type MigrationLinks } from './migration.js';
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -70,6 +71,11 @@ export class SimHost {
   /** Told of each VM whose state may have changed (the invariants watch starts). */
   onStates: ((vmId: string) => void) | undefined;
   private saves = 0;
+  /** The migrations of this incarnation (lost with it), once `links` are set. */
+  migrations: SimMigrations | undefined;
+  links: MigrationLinks | undefined;
+  /** VMs frozen here for a handover when the host crashed: those copies could not have run on. */
+  frozenAtCrash = new Set<string>();
 
   constructor(
     readonly id: string,
@@ -101,6 +107,7 @@ export class SimHost {
     for (const r of [...this.records.values()].sort((a, b) => a.id.localeCompare(b.id)))
       e.recover(r, this.savedStates.has(r.id));
     this.engine = e;
+    this.migrations = this.links ? new SimMigrations(this, scope, this.links) : undefined;
     for (const vm of e.vms.list()) this.states.set(vm.id, vm.status!.state);
     this.pump();
   }
@@ -134,6 +141,8 @@ export class SimHost {
   /** Power lost: the VMs die with the host; its records and files stay. */
   crash(): void {
     this.leaseAtCrash = this.leaseUntil() ?? 0;
+    this.frozenAtCrash = new Set(this.migrations?.frozen);
+    this.migrations = undefined;
     this.scope?.kill();
     this.scope = undefined;
     this.engine = undefined;
@@ -204,7 +213,7 @@ export class SimHost {
   }
 
   /** A change from outside: the engine at now, the change, then its consequences carried out. */
-  private mutate<T>(fn: (e: HypervisorEngine) => T): T {
+  mutate<T>(fn: (e: HypervisorEngine) => T): T {
     this.pump();
     const r = fn(this.e);
     this.pump();

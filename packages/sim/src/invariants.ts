@@ -8,13 +8,19 @@ export interface Violation {
   detail: string;
 }
 
-/** Where each VM really runs: its partition exists on a live host whose lease has not run out. */
+/**
+ * Where each VM really runs: its partition exists on a live host whose lease has not run out. A
+ * copy frozen for a migration's handover does not count until the decision: it never runs again
+ * unless the migration is aborted (and then the target must not run it: that shows up here).
+ */
 export function runningHosts(hosts: Iterable<SimHost>, now: number): Map<string, string[]> {
   const where = new Map<string, string[]>();
   for (const h of hosts) {
     if (!h.alive || h.leaseExpired(now)) continue;
+    const frozen = h.migrations?.frozen;
     for (const [vmId, state] of h.states) {
       if (!MEMORY_ASSIGNED.has(state)) continue;
+      if (state === 'VM_STATE_SAVING' && frozen?.has(vmId)) continue;
       let list = where.get(vmId);
       if (!list) where.set(vmId, (list = []));
       list.push(h.id);
@@ -110,6 +116,8 @@ export function checkLeaseWait(
   if (!state || !MEMORY_ASSIGNED.has(state) || generation === undefined) return;
   for (const h of down) {
     const old = h.records.get(vmId);
+    // A copy frozen for a handover when its host crashed could not have run on (nor does it after).
+    if (h.frozenAtCrash.has(vmId)) continue;
     if (old && old.generation < generation && MEMORY_ASSIGNED.has(old.state) && now < h.leaseAtCrash)
       out.push({
         property: 'restarted-before-lease-expired',

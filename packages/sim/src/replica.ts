@@ -1,9 +1,11 @@
 import { type Logger } from '@hyperfarm/api';
 import {
   ControllerRunner,
+  drainHandlers,
   FarmStateMachine,
   hostHandlers,
   Leadership,
+  migrationHandlers,
   Proposer,
   vmHandlers,
   type FarmContext,
@@ -50,7 +52,7 @@ export class SimDaemon {
   raft: RaftNode | undefined;
   machine = new FarmStateMachine();
   runner: ControllerRunner | undefined;
-  handlers: ReturnType<typeof vmHandlers> & ReturnType<typeof hostHandlers> = {};
+  handlers: ReturnType<typeof vmHandlers> = {};
   /** What the node answers peers with, once it has started (the server binds after Raft starts). */
   raftHandlers: TransportHandlers | undefined;
   role: Role = Role.Follower;
@@ -163,7 +165,13 @@ export class SimDaemon {
         this.raft = raft;
         this.runner = runner;
         this.leadership = leadership;
-        this.handlers = { ...vmHandlers(ctx), ...hostHandlers(ctx) };
+        // The migration deadline the daemon's default config gives (0: 30 s plus 1 s per 64 MiB).
+        this.handlers = {
+          ...vmHandlers(ctx),
+          ...hostHandlers(ctx),
+          ...migrationHandlers(ctx, { deadlineMs: 0 }),
+          ...drainHandlers(ctx, { deadlineMs: 0 }),
+        };
         this.raftHandlers = handlers;
       },
       (err: unknown) => this.watch.fatal(this.id, err),
