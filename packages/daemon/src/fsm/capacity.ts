@@ -23,19 +23,45 @@ export const usableMemory = (host: HostRecord): number =>
   Math.max(0, host.capacity.memoryBytes - host.capacity.rootReserveBytes);
 
 /**
- * Each host's load from the VMs placed on it, kept by the set of its VMs: a planning round weighs
- * every host, and recounting a farm of 50,000 VMs each round was most of its cost. An entry holds
- * only for the same set, host record and VM map it was counted from (what-if copies of the state
- * replace them, and miss); state.ts drops it whenever the set or one of its VMs changes.
+ * Each host's load from the VMs placed on it, kept by the set of its VMs and updated as VMs come
+ * and go (state.ts): a planning round weighs every host, and recounting a farm of 50,000 VMs each
+ * round was most of its cost. An entry holds only for the VM map it was counted from and the
+ * host's per-VM overhead (what-if copies of the state replace the map, or the set, and miss).
  */
 const baseLoads = new WeakMap<
   Set<string>,
-  { host: HostRecord; vms: Map<string, VmRecord>; load: HostLoad }
+  { overhead: number; vms: Map<string, VmRecord>; load: HostLoad }
 >();
 
-/** The VMs in `vmIds` changed (one came, went, or was replaced): their host's load is recounted. */
-export function forgetLoad(vmIds: Set<string> | undefined): void {
-  if (vmIds) baseLoads.delete(vmIds);
+/** A VM joins the set `vmIds` (before it is added): its host's kept load counts it. */
+export function loadAdded(vmIds: Set<string> | undefined, vm: VmRecord): void {
+  const c = vmIds && baseLoads.get(vmIds);
+  if (!c || vmIds.has(vm.id)) {
+    if (vmIds) baseLoads.delete(vmIds);
+    return;
+  }
+  c.load = copyLoad(c.load);
+  addCost(c.load, c.overhead, vm.config);
+}
+
+/** A VM leaves the set `vmIds` (before it is removed): its host's kept load no longer counts it. */
+export function loadRemoved(vmIds: Set<string> | undefined, vm: VmRecord): void {
+  const c = vmIds && baseLoads.get(vmIds);
+  if (!c || !vmIds.has(vm.id)) {
+    if (vmIds) baseLoads.delete(vmIds);
+    return;
+  }
+  const load = copyLoad(c.load);
+  load.memoryBytes -= vm.config.memoryBytes + c.overhead;
+  load.vcpus -= vm.config.processor.count;
+  load.vms -= 1;
+  for (const name of antiAffinityClasses(vm.config).keys()) {
+    const members = load.classes.get(name) ?? [];
+    const at = members.findIndex((m) => m.vmName === vm.config.name);
+    if (at >= 0) members.splice(at, 1);
+    if (members.length === 0) load.classes.delete(name);
+  }
+  c.load = load;
 }
 
 function countLoad(s: FarmState, host: HostRecord, ids: Iterable<string>, except?: string): HostLoad {
@@ -47,41 +73,56 @@ function countLoad(s: FarmState, host: HostRecord, ids: Iterable<string>, except
   return load;
 }
 
-function copyLoad(l: HostLoad): HostLoad {
+/** A copy to change (a kept load is shared and never changed in place). */
+export function copyLoad(l: HostLoad): HostLoad {
+  if (l.classes.size === 0)
+    return { memoryBytes: l.memoryBytes, vcpus: l.vcpus, vms: l.vms, classes: new Map() };
   const classes = new Map<string, { vmName: string; hard: boolean }[]>();
   for (const [name, members] of l.classes) classes.set(name, [...members]);
   return { memoryBytes: l.memoryBytes, vcpus: l.vcpus, vms: l.vms, classes };
 }
 
+/**
+ * What `host` has committed (see HostLoad), leaving out `except`. The answer may be shared: it
+ * is not to be changed in place (copyLoad first).
+ */
 export function hostLoad(s: FarmState, host: HostRecord, except?: string): HostLoad {
   const ids = s.vmsByHost.get(host.id);
   let load: HostLoad;
+  let shared = false;
   if (!ids) load = countLoad(s, host, []);
   else if (except !== undefined && ids.has(except)) load = countLoad(s, host, ids, except);
   else {
+    const overhead = host.capacity.perVmOverheadBytes;
     let c = baseLoads.get(ids);
-    if (!c || c.host !== host || c.vms !== s.vms) {
-      c = { host, vms: s.vms, load: countLoad(s, host, ids) };
+    if (!c || c.overhead !== overhead || c.vms !== s.vms) {
+      c = { overhead, vms: s.vms, load: countLoad(s, host, ids) };
       baseLoads.set(ids, c);
     }
-    load = copyLoad(c.load);
+    load = c.load;
+    shared = true;
   }
   // A VM migrating here holds its room from the request on, so nothing else takes it meanwhile;
   // one migrating away keeps its room here until the migration ends (a committed handover is
   // placed on the target, but the source holds the frozen copy until told, and may get it back).
-  for (const mid of s.incoming.get(host.id) ?? []) {
-    const vm = s.vms.get(s.migrations.get(mid)!.vmId);
-    if (vm && vm.id !== except && vm.hostId !== host.id) addToLoad(load, host, vm.config);
-  }
-  for (const mid of s.outgoing.get(host.id) ?? []) {
-    const vm = s.vms.get(s.migrations.get(mid)!.vmId);
-    if (vm && vm.id !== except && vm.hostId !== host.id) addToLoad(load, host, vm.config);
+  for (const moving of [s.incoming.get(host.id), s.outgoing.get(host.id)]) {
+    if (!moving) continue;
+    for (const mid of moving) {
+      const vm = s.vms.get(s.migrations.get(mid)!.vmId);
+      if (!vm || vm.id === except || vm.hostId === host.id) continue;
+      if (shared) [load, shared] = [copyLoad(load), false];
+      addToLoad(load, host, vm.config);
+    }
   }
   return load;
 }
 
 export function addToLoad(load: HostLoad, host: HostRecord, config: VmConfig): void {
-  load.memoryBytes += vmMemoryCost(host, config);
+  addCost(load, host.capacity.perVmOverheadBytes, config);
+}
+
+function addCost(load: HostLoad, overhead: number, config: VmConfig): void {
+  load.memoryBytes += config.memoryBytes + overhead;
   load.vcpus += config.processor.count;
   load.vms += 1;
   for (const [name, hard] of antiAffinityClasses(config)) {

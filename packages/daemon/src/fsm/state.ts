@@ -1,4 +1,4 @@
-import { forgetLoad } from './capacity.js';
+import { loadAdded, loadRemoved } from './capacity.js';
 import { EventWindow } from './events.js';
 import type {
   CheckpointRecord,
@@ -148,7 +148,7 @@ function indexVm(s: FarmState, vm: VmRecord): void {
   s.vmByName.set(vm.config.name, vm.id);
   if (vm.hostId) {
     const ids = s.vmsByHost.get(vm.hostId);
-    forgetLoad(ids);
+    loadAdded(ids, vm);
     ids?.add(vm.id);
   } else s.unplaced.add(vm.id);
   for (const mac of macsOf(vm)) s.macOwners.set(mac, vm.id);
@@ -158,7 +158,7 @@ function unindexVm(s: FarmState, vm: VmRecord, stillUnplaced = false): void {
   if (s.vmByName.get(vm.config.name) === vm.id) s.vmByName.delete(vm.config.name);
   if (vm.hostId) {
     const ids = s.vmsByHost.get(vm.hostId);
-    forgetLoad(ids);
+    loadRemoved(ids, vm);
     ids?.delete(vm.id);
   } else if (!stillUnplaced) s.unplaced.delete(vm.id);
   for (const mac of macsOf(vm)) if (s.macOwners.get(mac) === vm.id) s.macOwners.delete(mac);

@@ -1,6 +1,7 @@
 import {
   addToLoad,
   antiAffinityClasses,
+  copyLoad,
   hostLoad,
   sharedClasses,
   usableMemory,
@@ -66,6 +67,7 @@ class HostTable {
   private readonly slots: Float64Array;
   /** Bumped each time the plan puts a VM on a host: a cached score of that host is stale. */
   private readonly versions: Uint32Array;
+  private readonly copied: Uint8Array;
   /**
    * Per VM shape (guest, vCPUs, memory): which hosts' catalog and limits profile take such a VM,
    * and each host's score for it (valid while `seen` matches the host's version + 1). A plan of
@@ -91,6 +93,7 @@ class HostTable {
     this.vms = new Float64Array(n);
     this.slots = new Float64Array(n);
     this.versions = new Uint32Array(n);
+    this.copied = new Uint8Array(n);
     this.hosts.forEach((h, i) => {
       this.index.set(h.id, i);
       this.open[i] = h.state === 'HOST_STATE_UP' && !h.maintenance ? 1 : 0;
@@ -167,6 +170,11 @@ class HostTable {
   }
 
   take(i: number, config: VmConfig): void {
+    // The loads hostLoad answers are shared: this plan's additions go on a copy of its own.
+    if (!this.copied[i]) {
+      this.copied[i] = 1;
+      this.loads[i] = copyLoad(this.loads[i]!);
+    }
     addToLoad(this.loads[i]!, this.hosts[i]!, config);
     this.sync(i);
     this.versions[i]!++;

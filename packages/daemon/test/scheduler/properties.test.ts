@@ -4,6 +4,9 @@ import {
   antiAffinityClasses,
   encodeSnapshot,
   decodeSnapshot,
+  hostLoad,
+  putVm,
+  removeVm,
   usableMemory,
   vmMemoryCost,
   vmsOnHost,
@@ -93,6 +96,50 @@ describe('placement properties (fast-check)', function () {
         expect(violations(b.s)).to.deep.equal([]);
       }),
       { numRuns: 200, seed: 20261201 },
+    );
+  });
+
+  it("each host's kept load, updated as VMs come, change and go, is what a recount from scratch gives", () => {
+    const recount = (st: FarmState) => {
+      const fresh = decodeSnapshot(encodeSnapshot(st));
+      return [...fresh.hosts.values()].map((h) => summary(hostLoad(fresh, h)));
+    };
+    const summary = (l: ReturnType<typeof hostLoad>) => ({
+      memoryBytes: l.memoryBytes,
+      vcpus: l.vcpus,
+      vms: l.vms,
+      classes: [...l.classes].map(([k, m]) => [k, m.map((x) => x.vmName).sort()]).sort(),
+    });
+    const kept = (st: FarmState) => [...st.hosts.values()].map((h) => summary(hostLoad(st, h)));
+    fc.assert(
+      fc.property(
+        farmArb,
+        fc.array(fc.tuple(fc.nat(), fc.nat(), fc.constantFrom('place', 'remove', 'resize')), {
+          minLength: 1,
+          maxLength: 60,
+        }),
+        ({ hosts, vms }, steps) => {
+          const b = build(hosts);
+          vms.forEach((v, i) => b.vm(`v${i}`, { name: `vm-${i}`, ...v }));
+          for (const [v, h, what] of steps) {
+            const id = `v${v % vms.length}`;
+            const vm = b.s.vms.get(id);
+            if (what === 'place') {
+              b.apply({
+                type: 'vm.place',
+                placements: [{ vmId: id, hostId: `h${h % hosts.length}`, note: '' }],
+              });
+            } else if (vm && what === 'remove') removeVm(b.s, id);
+            else if (vm) {
+              const memoryBytes = vm.config.memoryBytes + 32 * 1024 ** 2;
+              putVm(b.s, { ...vm, config: { ...vm.config, memoryBytes } });
+            }
+            // Asked between the changes, so that the kept loads are updated, not just counted.
+            expect(kept(b.s)).to.deep.equal(recount(b.s));
+          }
+        },
+      ),
+      { numRuns: 100, seed: 20261203 },
     );
   });
 
