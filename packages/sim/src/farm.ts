@@ -467,18 +467,27 @@ export class FarmSimulation {
     );
   }
 
+  /** The host a client drains now (one at a time, as an administrator would). */
+  private draining: string | undefined;
+
   /** A client drains a host (its VMs move elsewhere), and undrains it a while later. */
   private drain(): void {
+    if (this.draining) return;
     const ids = [...this.hosts.keys()];
     const hostId = ids[this.rng.int(ids.length)]!;
+    this.draining = hostId;
     this.stats.drains++;
     this.log(`client: drain ${hostId}`);
     const undrain = (tries: number) =>
       this.request('UndrainHost', { id: hostId }).then(
-        () => this.log(`client: ${hostId} undrained`),
+        () => {
+          this.log(`client: ${hostId} undrained`);
+          this.draining = undefined;
+        },
         (err: unknown) => {
           this.log(`client: undrain ${hostId} failed: ${(err as Error).message}`);
           if (tries < 10) this.client.set(() => void undrain(tries + 1), 1_000);
+          else this.draining = undefined;
         },
       );
     this.request<pb.Operation>('DrainHost', { id: hostId }).then(
@@ -487,7 +496,10 @@ export class FarmSimulation {
         this.log(`client: drain of ${hostId} acknowledged (${op.id})`);
         this.client.set(() => void undrain(0), 10_000 + this.rng.int(20_000));
       },
-      (err: unknown) => this.log(`client: drain of ${hostId} failed: ${(err as Error).message}`),
+      (err: unknown) => {
+        this.log(`client: drain of ${hostId} failed: ${(err as Error).message}`);
+        this.draining = undefined;
+      },
     );
   }
 
