@@ -99,7 +99,8 @@ function report(r: FarmResult, o: FarmOptions, wall: number): Record<string, num
   console.log(
     `  requests ${s.requests} (acknowledged ${s.acknowledged}); host crashes ${s.hostCrashes}, ` +
       `daemon crashes ${s.daemonCrashes}, partitions ${s.partitions}, elections ${s.elections}; ` +
-      `failovers ${s.failovers}, migrations ${s.migrations}`,
+      `failovers ${s.failovers}, migrations ${s.migrations} (aborted ${s.migrationsAborted}, ` +
+      `interrupted by a fault ${s.migrationsInterrupted}), drains ${s.drains}`,
   );
   console.log(
     `  time to recover from a host crash (every VM that ran there running again): ${rec.length} recovered, ` +
@@ -116,6 +117,8 @@ function report(r: FarmResult, o: FarmOptions, wall: number): Record<string, num
     policy: o.policy,
     hosts_in_use: last?.hostsWithVms ?? 0,
     mem_mean: last?.memMean ?? 0,
+    failovers: s.failovers,
+    migrations: s.migrations,
     recover_p50_s: pct(rec, 0.5),
     recover_max_s: pct(rec, 1),
   };

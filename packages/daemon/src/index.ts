@@ -17,3 +17,4 @@ export { realTimers, type Timers } from './edge/timers.js';
 export { useIdBits, vmHandlers } from './edge/vms-api.js';
 export { migrationHandlers, type MigrationApiConfig } from './edge/migrations-api.js';
 export { drainHandlers } from './edge/drain-api.js';
+export { checkpointHandlers } from './edge/checkpoints-api.js';

@@ -112,29 +112,35 @@ export class SimAgentPort implements AgentPort {
     return this.call(host.address, QUICK_MS, (h) => h.getVm(vmId));
   }
 
-  private unimplemented(): Promise<never> {
-    return Promise.reject(
-      new ApiError(
-        status.UNIMPLEMENTED,
-        'checkpoints are not simulated yet: the simulated host has no checkpoint files (packages/sim)',
-      ),
+  // Snapshots (packages/sim/src/checkpoints.ts).
+  private snapshots(h: SimHost) {
+    if (!h.checkpoints)
+      throw new ApiError(status.UNIMPLEMENTED, 'this simulated host has no cluster storage');
+    return h.checkpoints;
+  }
+  createCheckpoint(host: HostRef, vmId: string, checkpointId: string, name: string, generation: number) {
+    return this.call(host.address, SLOW_MS, (h) =>
+      this.snapshots(h).create(vmId, checkpointId, name, generation),
     );
   }
-
-  createCheckpoint(): Promise<void> {
-    return this.unimplemented();
+  applyCheckpoint(
+    host: HostRef,
+    checkpointId: string,
+    opts: { turnOffFirst: boolean; saveCurrentFirst: boolean },
+    generation: number,
+  ): Promise<pb.Vm__Output> {
+    return this.call(host.address, SLOW_MS, (h) => this.snapshots(h).apply(checkpointId, opts, generation));
   }
-  applyCheckpoint(): Promise<pb.Vm__Output> {
-    return this.unimplemented();
+  deleteCheckpoint(host: HostRef, checkpointId: string, subtree: boolean, generation: number) {
+    return this.call(host.address, SLOW_MS, (h) =>
+      this.snapshots(h).delete(checkpointId, subtree, generation),
+    );
   }
-  deleteCheckpoint(): Promise<void> {
-    return this.unimplemented();
+  renameCheckpoint(host: HostRef, checkpointId: string, name: string, generation: number) {
+    return this.call(host.address, QUICK_MS, (h) => this.snapshots(h).rename(checkpointId, name, generation));
   }
-  renameCheckpoint(): Promise<void> {
-    return this.unimplemented();
-  }
-  listCheckpoints(): Promise<pb.AgentListCheckpointsResponse__Output> {
-    return this.unimplemented();
+  listCheckpoints(host: HostRef, vmId: string): Promise<pb.AgentListCheckpointsResponse__Output> {
+    return this.call(host.address, QUICK_MS, (h) => this.snapshots(h).list(vmId));
   }
 
   // The migration calls (issue 10): the target pulls from the source (packages/sim/src/migration.ts).

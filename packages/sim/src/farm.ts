@@ -14,6 +14,7 @@ import {
 } from './invariants.js';
 import { SimNetwork } from './network.js';
 import { SimDaemon } from './replica.js';
+import { ClusterCheckpoints } from './checkpoints.js';
 import { MIGRATION_STEPS, type MigrationStep } from './migration.js';
 import { randomVmConfig } from './workload.js';
 
@@ -65,8 +66,9 @@ export interface FarmOptions {
   crashBusiestAtMs: number;
   haBudgetMs: number;
   /**
-   * Migrations (quick and live) and host drains in the workload, and the fault that interrupts
-   * a migration at one of its steps (false: the workload the first seeds were found with).
+   * Migrations (quick and live), snapshots and host drains in the workload, and the fault that
+   * interrupts a migration at one of its steps (false: the workload the first seeds were found
+   * with).
    */
   moves: boolean;
   shape: HostShape;
@@ -173,6 +175,8 @@ export interface FarmResult {
     drains: number;
     /** Migrations the armed fault interrupted at a step. */
     migrationsInterrupted: number;
+    /** Snapshot operations (create, apply, delete) the farm completed. */
+    checkpointOps: number;
   };
   /** Per host crash: ms until every VM that ran there ran again (anywhere); unrecovered ones are left out. */
   recoveriesMs: number[];
@@ -193,6 +197,8 @@ export class FarmSimulation {
   readonly daemons = new Map<string, SimDaemon>();
   readonly hosts = new Map<string, SimHost>();
   private readonly hostsByAddress = new Map<string, SimHost>();
+  /** Cluster storage's snapshot trees, which every host reaches. */
+  private readonly snapshots = new ClusterCheckpoints();
   readonly violations: Violation[] = [];
   private readonly appliedLog = new AppliedLog();
   readonly traceLines: string[] = [];
@@ -217,6 +223,7 @@ export class FarmSimulation {
     migrationsAborted: 0,
     drains: 0,
     migrationsInterrupted: 0,
+    checkpointOps: 0,
   };
   /** The fault armed to interrupt the next migration that reaches a step, and how. */
   private interrupt:
@@ -311,6 +318,7 @@ export class FarmSimulation {
         o.seed + i,
       );
       h.onStates = (vmId) => checkLeaseWait(this.down, h, vmId, this.clock.now, this.violations);
+      h.useClusterStorage(this.snapshots);
       h.links = {
         net: this.net,
         byAddress: (a) => this.hostsByAddress.get(a),
@@ -431,7 +439,8 @@ export class FarmSimulation {
     const vmId = vms[this.rng.int(vms.length)]!;
     const moves = this.o.moves;
     if (moves && r >= 0.78 && r < 0.9) {
-      if (r < 0.88) this.migrate(vmId);
+      if (r < 0.83) this.migrate(vmId);
+      else if (r < 0.88) this.checkpoint(vmId);
       else this.drain();
       return;
     }
@@ -466,6 +475,55 @@ export class FarmSimulation {
       (err: unknown) => this.log(`client: migration of ${vmId} refused: ${(err as Error).message}`),
     );
   }
+
+  /** A client takes a snapshot of a VM, or applies or deletes one of its snapshots. */
+  private checkpoint(picked: string): void {
+    const r = this.rng.next();
+    // Apply and delete go to a VM the client took a snapshot of (if any still stands).
+    const known = [...this.snapshotted].filter((id) => !this.deleting.has(id));
+    const vmId = r < 0.6 || known.length === 0 ? picked : known[this.rng.int(known.length)]!;
+    const done = (what: string) =>
+      [
+        () => {
+          this.stats.acknowledged++;
+          this.log(`client: ${what} acknowledged`);
+        },
+        (err: unknown) => this.log(`client: ${what} refused: ${(err as Error).message}`),
+      ] as const;
+    if (r < 0.6) {
+      this.log(`client: snapshot of ${vmId}`);
+      const [ok, failed] = done(`snapshot of ${vmId}`);
+      this.request('CreateCheckpoint', { vmId, name: '' }).then(() => {
+        this.snapshotted.add(vmId);
+        ok();
+      }, failed);
+      return;
+    }
+    const pick = this.rng.next();
+    this.request<pb.ListCheckpointsResponse>('ListCheckpoints', {
+      vmId,
+      consistency: 'CONSISTENCY_LINEARIZABLE',
+    }).then(
+      (list) => {
+        const cps = list.checkpoints ?? [];
+        if (cps.length === 0) return;
+        const id = cps[Math.floor(pick * cps.length)]!.id!;
+        if (r < 0.8) {
+          this.log(`client: apply snapshot ${id} to ${vmId}`);
+          this.request('ApplyCheckpoint', { id, turnOffFirst: true, saveCurrentFirst: false }).then(
+            ...done(`apply of ${id}`),
+          );
+        } else {
+          this.log(`client: delete snapshot ${id} of ${vmId}`);
+          this.request('DeleteCheckpoint', { id, subtree: false }).then(...done(`delete of ${id}`));
+        }
+      },
+      () => undefined,
+    );
+  }
+
+  /** VMs the client asked to snapshot (acknowledged). */
+  private readonly snapshotted = new Set<string>();
 
   /** The host a client drains now (one at a time, as an administrator would). */
   private draining: string | undefined;
@@ -823,6 +881,8 @@ export class FarmSimulation {
       for (const s of h.states.values()) if (s === 'VM_STATE_RUNNING') this.stats.vmsRunning++;
     for (const times of this.mostApplied()?.machine.state.failovers.values() ?? [])
       this.stats.failovers += times.length;
+    for (const op of this.mostApplied()?.machine.state.operations.values() ?? [])
+      if (op.done && !op.error && op.params.kind.startsWith('checkpoint.')) this.stats.checkpointOps++;
     for (const m of this.mostApplied()?.machine.state.migrations.values() ?? []) {
       if (m.decision === 'commit') this.stats.migrations++;
       else if (m.decision === 'abort') this.stats.migrationsAborted++;

@@ -15,6 +15,7 @@ import {
   type VmRecord,
 } from '@hyperfarm/agent';
 import type { Scope } from './clock.js';
+import { SimCheckpoints, type ClusterCheckpoints } from './checkpoints.js';
 import { SimMigrations, type MigrationLinks } from './migration.js';
 
 const GIB = 1024 ** 3;
@@ -74,6 +75,9 @@ export class SimHost {
   /** The migrations of this incarnation (lost with it), once `links` are set. */
   migrations: SimMigrations | undefined;
   links: MigrationLinks | undefined;
+  /** The farm's cluster storage for snapshots (set by the farm), and the snapshot calls on it. */
+  private cluster: ClusterCheckpoints | undefined;
+  checkpoints: SimCheckpoints | undefined;
   /** VMs frozen here for a handover when the host crashed: those copies could not have run on. */
   frozenAtCrash = new Set<string>();
 
@@ -84,6 +88,11 @@ export class SimHost {
     private readonly timings: HostTimings,
     private readonly seed: number,
   ) {}
+
+  useClusterStorage(store: ClusterCheckpoints): void {
+    this.cluster = store;
+    this.checkpoints = new SimCheckpoints(this, store);
+  }
 
   get alive(): boolean {
     return this.engine !== undefined;
@@ -202,8 +211,12 @@ export class SimHost {
         }, this.timings.restoreMs);
         return;
       case 'delete-saved-state':
+        this.savedStates.delete(effect.vmId);
+        return;
       case 'delete-vm-files':
         this.savedStates.delete(effect.vmId);
+        // A VM deleted for good takes its snapshots with it; a stale copy dropped leaves them.
+        if (!effect.keepShared) this.cluster?.forget(effect.vmId);
         return;
       case 'disk-writes':
         // A full volume fails the guest's writes (PausedCritical); otherwise they land.

@@ -1,5 +1,6 @@
 import { type Logger } from '@hyperfarm/api';
 import {
+  checkpointHandlers,
   ControllerRunner,
   drainHandlers,
   FarmStateMachine,
@@ -171,6 +172,7 @@ export class SimDaemon {
           ...hostHandlers(ctx),
           ...migrationHandlers(ctx, { deadlineMs: 0 }),
           ...drainHandlers(ctx, { deadlineMs: 0 }),
+          ...checkpointHandlers(ctx),
         };
         this.raftHandlers = handlers;
       },

@@ -62,6 +62,14 @@ describe('farm simulator (the real daemons and engines on a virtual clock)', fun
     expectClean(await runFarm({ ...SMALL, seed: 7 }));
   });
 
+  it('snapshots taken and applied on cluster storage: the VMs end as wanted', async () => {
+    // Seed 11 without faults takes snapshots and applies one (the VM turned off, then Saved or Off).
+    const r = await runFarm({ ...SMALL, seed: 11, faults: false, trace: true });
+    expectClean(r);
+    expect(r.stats.checkpointOps).to.be.greaterThan(1);
+    expect(r.trace.some((l) => /apply of cp-\S+ acknowledged/.test(l))).to.equal(true);
+  });
+
   it('without faults: every VM ends as wanted on its host', async () => {
     for (const seed of [11, 12]) {
       const r = await run(seed, { faults: false });
