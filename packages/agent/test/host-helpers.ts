@@ -17,14 +17,37 @@ export interface TestHostOptions {
 }
 
 /**
+ * A virtual clock: `t` is the time every part of the host reads, and `sleep` the timer its
+ * background jobs wait on. Timers fire only when `advance` moves `t` past them, so nothing in
+ * the host moves on real time.
+ */
+export class TestClock {
+  private timers: { at: number; fire: () => void }[] = [];
+  constructor(public t: number) {}
+
+  readonly now = (): number => this.t;
+
+  readonly sleep = (ms: number): Promise<void> =>
+    new Promise((fire) => this.timers.push({ at: this.t + ms, fire }));
+
+  /** Moves time on by `ms` and fires every timer that is due. */
+  advance(ms: number): void {
+    this.t += ms;
+    const due = this.timers.filter((x) => x.at <= this.t);
+    this.timers = this.timers.filter((x) => x.at > this.t);
+    for (const x of due) x.fire();
+  }
+}
+
+/**
  * A host of 4 LPs and 8 GiB on a virtual clock with no timer: tests move time with `clock.t`
  * and call `pump()`/`settle()` themselves.
  */
 export async function openTestHost(
   dir: string,
   opts: TestHostOptions,
-): Promise<{ host: AgentHost; clock: { t: number } }> {
-  const clock = { t: opts.startMs };
+): Promise<{ host: AgentHost; clock: TestClock }> {
+  const clock = new TestClock(opts.startMs);
   const host = await AgentHost.open({
     settings: {
       id: opts.id,
@@ -40,7 +63,8 @@ export async function openTestHost(
       ...opts.settings,
     },
     logger: createLogger({ program: 'test', id: opts.id, level: 'silent' }),
-    clock: () => clock.t,
+    clock: clock.now,
+    sleep: clock.sleep,
     tickMs: 0,
     seed: opts.seed,
     ...(opts.storageProvider ? { storageProvider: opts.storageProvider } : {}),

@@ -81,7 +81,6 @@ export function collect<T>(stream: grpc.ClientReadableStream<T>): Promise<T[]> {
   });
 }
 
-/** Polls GetVm until the VM reaches `state` (the agent runs on real time). */
 /** Polls `check` every 20 ms until it returns true, failing with `what` after `timeoutMs`. */
 export async function waitUntil(
   what: string,
@@ -95,6 +94,7 @@ export async function waitUntil(
   }
 }
 
+/** Polls GetVm until the VM reaches `state` (the agent runs on real time). */
 export async function waitForState(
   client: AgentProcess['client'],
   vmId: string,

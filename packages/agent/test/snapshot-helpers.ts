@@ -7,7 +7,7 @@ import type { AgentHost } from '../src/edge/agent-host.js';
 import { Checkpoints } from '../src/edge/checkpoints.js';
 import type { DiskBackend } from '../src/edge/disk.js';
 import { mib } from './helpers.js';
-import { openTestHost } from './host-helpers.js';
+import { openTestHost, type TestClock } from './host-helpers.js';
 
 export const SECTOR = 512;
 
@@ -24,7 +24,7 @@ export async function openSnapshotHost(
     allowedRoots?: string[];
     wrapDisk?: (vmId: string, index: number, disk: DiskBackend) => DiskBackend;
   } = {},
-): Promise<{ host: AgentHost; snaps: Checkpoints; clock: { t: number } }> {
+): Promise<{ host: AgentHost; snaps: Checkpoints; clock: TestClock }> {
   const { host, clock } = await openTestHost(dir, {
     id: 'host-snap',
     macPoolStart: '00-15-5D-20-00-00',
@@ -41,6 +41,38 @@ export async function openSnapshotHost(
   const snaps = new Checkpoints(host);
   await snaps.merges.resumeAll();
   return { host, snaps, clock };
+}
+
+/**
+ * Lets everything the host and its merges can do without time passing finish: effects, record
+ * writes and merge blocks, until each merge waits on the clock or has ended. Repeated because a
+ * merge's last step changes the engine, which may hand the effect runner more work.
+ */
+export async function quiesce(host: AgentHost, snaps: Checkpoints): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    await host.settle();
+    await snaps.merges.whenQuiet();
+  }
+}
+
+/**
+ * Moves the virtual clock `stepMs` at a time, letting the host and its merges finish between
+ * steps, until `done()` says so: no wait depends on how fast this machine is.
+ */
+export async function runUntil(
+  host: AgentHost,
+  snaps: Checkpoints,
+  clock: TestClock,
+  done: () => boolean | Promise<boolean>,
+  stepMs = 100,
+): Promise<void> {
+  for (let i = 0; i < 2000; i++) {
+    await quiesce(host, snaps);
+    if (await done()) return;
+    clock.advance(stepMs);
+    host.pump();
+  }
+  throw new Error('condition not reached after 2000 steps of the virtual clock');
 }
 
 export function snapVmConfig(

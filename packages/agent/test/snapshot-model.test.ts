@@ -2,10 +2,16 @@ import { expect } from 'chai';
 import { readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { AgentHost } from '../src/edge/agent-host.js';
 import { readFileGraph } from '../src/edge/snapshot-files.js';
-import { openSnapshotHost, readSectors, snapVmConfig, tempDir, writeSector } from './snapshot-helpers.js';
+import {
+  openSnapshotHost,
+  readSectors,
+  runUntil,
+  snapVmConfig,
+  tempDir,
+  writeSector,
+} from './snapshot-helpers.js';
 
 /** Sectors the workload touches: both 2 MiB blocks of the 4 MiB disk, edges included. */
 const SECTORS = [0, 1, 100, 4095, 4096, 5000, 8000, 8191];
@@ -72,15 +78,6 @@ function modelDelete(m: Model, id: string, subtree: boolean): void {
 describe('snapshot tree operations against a reference model (fast-check)', function () {
   this.timeout(60_000);
 
-  /** Moves the virtual clock until `done()`: the host's own I/O (merges, restores) finishes. */
-  async function until(host: AgentHost, clock: { t: number }, done: () => boolean | Promise<boolean>) {
-    for (let i = 0; i < 4000 && !(await done()); i++) {
-      clock.t += 100;
-      host.pump();
-      await delay(2);
-    }
-    expect(await done(), 'condition reached').to.equal(true);
-  }
   const stateOf = (host: AgentHost) => host.read((e) => e.vms.get('vm-m')).status!.state;
 
   const property = (running: boolean, numRuns: number, maxLength: number) => async () => {
@@ -91,7 +88,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
         const { host, snaps, clock } = await openSnapshotHost(dir);
         const startVm = async () => {
           await host.mutate((e) => e.power.change('vm-m', 'VM_ACTION_START'));
-          await until(host, clock, () => stateOf(host) === 'VM_STATE_RUNNING');
+          await runUntil(host, snaps, clock, () => stateOf(host) === 'VM_STATE_RUNNING');
         };
         try {
           await host.createVm(
@@ -104,7 +101,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
           const m: Model = { now: new Map(), current: '', snaps: new Map(), order: [] };
           let n = 0;
           for (const op of ops) {
-            clock.t += 1000;
+            clock.advance(1000);
             const pick = (k: number) => m.order[k % m.order.length]!;
             switch (op.kind) {
               case 'write': {
@@ -122,7 +119,7 @@ describe('snapshot tree operations against a reference model (fast-check)', func
               case 'take': {
                 const id = `s${++n}`;
                 if (m.order.length >= 50) break;
-                clock.t += 300; // the guest dirties memory between snapshots
+                clock.advance(300); // the guest dirties memory between snapshots
                 const memory = running ? host.read((e) => e.vms.stateHash('vm-m')).sha256 : '';
                 await snaps.create('vm-m', `snap ${n}`, 1, id);
                 m.snaps.set(id, { parent: m.current, name: `snap ${n}`, content: new Map(m.now), memory });
@@ -151,8 +148,9 @@ describe('snapshot tree operations against a reference model (fast-check)', func
                 const r = await snaps.delete(id, 1, op.kind === 'deleteSubtree');
                 if (!running) expect(r.mergeId).to.equal(''); // an Off VM merges at once
                 if (r.mergeId) {
-                  await until(
+                  await runUntil(
                     host,
+                    snaps,
                     clock,
                     async () => (await snaps.merges.get(r.mergeId)).state === 'completed',
                   );

@@ -1,14 +1,22 @@
 import { expect } from 'chai';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { FileSystemProvider, VhdDisk, type Storage, type StorageProvider } from '@hyperfarm/vhd';
 import { status, type pb } from '@hyperfarm/api';
 import type { AgentHost } from '../src/edge/agent-host.js';
 import type { Checkpoints } from '../src/edge/checkpoints.js';
 import { VmTransfer } from '../src/edge/vm-transfer.js';
 import { mib } from './helpers.js';
-import { openSnapshotHost, readSectors, snapVmConfig, tempDir, writeSector } from './snapshot-helpers.js';
+import type { TestClock } from './host-helpers.js';
+import {
+  openSnapshotHost,
+  quiesce,
+  readSectors,
+  runUntil,
+  snapVmConfig,
+  tempDir,
+  writeSector,
+} from './snapshot-helpers.js';
 
 /** A volume that can run out of space: every write answers ENOSPC while `full` is set. */
 class FullableProvider implements StorageProvider {
@@ -54,25 +62,14 @@ const errorOf = (p: Promise<unknown>) =>
     (e: { code: number; message: string; field?: string }) => e,
   );
 
-/** Moves the virtual clock and lets the host's I/O run until `done()` says so. */
-async function runUntil(
-  host: AgentHost,
-  clock: { t: number },
-  done: () => boolean | Promise<boolean>,
-  stepMs = 100,
-) {
-  for (let i = 0; i < 2000; i++) {
-    if (await done()) return;
-    clock.t += stepMs;
-    host.pump();
-    await delay(5);
-  }
-  throw new Error('condition not reached');
-}
-
-async function startRunning(host: AgentHost, clock: { t: number }, vmId: string) {
+async function startRunning(host: AgentHost, snaps: Checkpoints, clock: TestClock, vmId: string) {
   await host.mutate((e) => e.power.change(vmId, 'VM_ACTION_START'));
-  await runUntil(host, clock, () => host.read((e) => e.vms.get(vmId)).status!.state === 'VM_STATE_RUNNING');
+  await runUntil(
+    host,
+    snaps,
+    clock,
+    () => host.read((e) => e.vms.get(vmId)).status!.state === 'VM_STATE_RUNNING',
+  );
 }
 
 /** One sector with data in each 2 MiB block of a 16 MiB disk, before any snapshot. */
@@ -83,7 +80,7 @@ describe('snapshots on the engine VMs', function () {
   let dir: string;
   let host: AgentHost;
   let snaps: Checkpoints;
-  let clock: { t: number };
+  let clock: TestClock;
   const open = async (opts: Parameters<typeof openSnapshotHost>[1] = {}) => {
     ({ host, snaps, clock } = await openSnapshotHost(dir, opts));
   };
@@ -104,7 +101,7 @@ describe('snapshots on the engine VMs', function () {
     );
     const off = await snaps.create('v', 'off', 1, 'c-off');
     expect(off).to.include({ includesMemory: false, vmState: 'VM_STATE_OFF', parentId: '' });
-    await startRunning(host, clock, 'v');
+    await startRunning(host, snaps, clock, 'v');
     const hRun = host.read((e) => e.vms.stateHash('v')).sha256;
     const run = await snaps.create('v', 'running', 1, 'c-run');
     expect(run).to.include({ includesMemory: true, vmState: 'VM_STATE_RUNNING', parentId: 'c-off' });
@@ -113,13 +110,23 @@ describe('snapshots on the engine VMs', function () {
     expect(rec.savedHash).to.equal(hRun);
     expect(rec.pauseMs).to.be.a('number').greaterThan(0);
     await host.mutate((e) => e.power.change('v', 'VM_ACTION_PAUSE'));
-    await runUntil(host, clock, () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_PAUSED');
+    await runUntil(
+      host,
+      snaps,
+      clock,
+      () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_PAUSED',
+    );
     expect(await snaps.create('v', 'paused', 1, 'c-pause')).to.include({
       includesMemory: true,
       vmState: 'VM_STATE_PAUSED',
     });
     await host.mutate((e) => e.power.change('v', 'VM_ACTION_SAVE'));
-    await runUntil(host, clock, () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_SAVED');
+    await runUntil(
+      host,
+      snaps,
+      clock,
+      () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_SAVED',
+    );
     const hSaved = host.read((e) => e.vms.stateHash('v')).sha256;
     const saved = await snaps.create('v', 'saved', 1, 'c-saved');
     expect(saved).to.include({ includesMemory: true, vmState: 'VM_STATE_SAVED', parentId: 'c-pause' });
@@ -145,11 +152,11 @@ describe('snapshots on the engine VMs', function () {
       1,
     );
     await snaps.create('v', 'base', 1, 'c0');
-    await startRunning(host, clock, 'v');
+    await startRunning(host, snaps, clock, 'v');
     const err = await errorOf(snaps.apply('c0', 1, false, true));
     expect(err.code).to.equal(status.FAILED_PRECONDITION);
     expect(err.message).to.match(/VM 'apply-1': it is Running; turn it off first, or set turn_off_first/);
-    clock.t += 500;
+    clock.advance(500);
     const before = host.read((e) => e.vms.stateHash('v')).sha256;
     const vm = await snaps.apply('c0', 1, true, true);
     expect(vm.status!.state).to.equal('VM_STATE_OFF');
@@ -191,7 +198,7 @@ describe('snapshots on the engine VMs', function () {
     await host.createVm('v', snapVmConfig('online-1', { diskIops: 50, diskWriteBytes: 4096 }, mib(16)), 1);
     for (const s of PATTERN) await writeSector(join(host.vmDir('v'), 'boot.vhd'), s, 0x40 + (s % 50));
     await snaps.create('v', 'base', 1, 'c0');
-    await startRunning(host, clock, 'v');
+    await startRunning(host, snaps, clock, 'v');
     // Record the guest's writes as they reach the disk: the model of what the disk must hold.
     const live = (await host.openVhd('v', 0))!;
     const origWrite = live.write.bind(live);
@@ -199,7 +206,7 @@ describe('snapshots on the engine VMs', function () {
       await origWrite(offset, data);
       if (record) writes.push({ offset, data: Buffer.from(data) });
     };
-    clock.t += 1000;
+    clock.advance(1000);
     host.pump();
     await host.settle();
     const size = live.sizeBytes;
@@ -211,7 +218,7 @@ describe('snapshots on the engine VMs', function () {
     expect(mergeId).to.not.equal('');
     const refused = await errorOf(snaps.create('v', 'x', 1, ''));
     expect(refused.message).to.match(/merge .* is folding its snapshot disks/);
-    await runUntil(host, clock, async () => (await snaps.merges.get(mergeId)).state === 'completed');
+    await runUntil(host, snaps, clock, async () => (await snaps.merges.get(mergeId)).state === 'completed');
     await host.settle();
     record = false;
     for (const w of writes) Buffer.from(w.data).copy(model, w.offset);
@@ -250,11 +257,15 @@ describe('snapshots on the engine VMs', function () {
       },
     });
     await host.createVm('v', snapVmConfig('io-1', { diskIops: 200, diskWriteBytes: 4096 }), 1);
-    await startRunning(host, clock, 'v');
+    await startRunning(host, snaps, clock, 'v');
+    // Each step's guest writes are real I/O the host settles. While the snapshot holds guest
+    // I/O there is none, and one turn of the event loop lets the snapshot's own I/O go on: the
+    // number of steps it spans varies, what the disks must hold does not.
     const step = async () => {
-      clock.t += 100;
+      clock.advance(100);
       host.pump();
-      await delay(5);
+      await quiesce(host, snaps);
+      await new Promise((r) => setImmediate(r));
     };
     for (let i = 0; i < 10; i++) await step();
     const taking = snaps.create('v', 'under load', 1, 'u1');
@@ -293,13 +304,14 @@ describe('snapshots on the engine VMs', function () {
     await host.createVm('v', snapVmConfig('full-1', {}, mib(16)), 1);
     for (const s of PATTERN) await writeSector(join(host.vmDir('v'), 'boot.vhd'), s, 0x60 + (s % 50));
     await snaps.create('v', 'base', 1, 'c0');
-    await startRunning(host, clock, 'v');
+    await startRunning(host, snaps, clock, 'v');
     const events: pb.AgentEvent[] = [];
     host.onEvent((e) => events.push(e));
     volume.full = true;
     const { mergeId } = await snaps.delete('c0', 1, false);
     await runUntil(
       host,
+      snaps,
       clock,
       () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_RUNNING_CRITICAL',
     );
@@ -310,7 +322,7 @@ describe('snapshots on the engine VMs', function () {
       true,
     );
     volume.full = false;
-    await runUntil(host, clock, async () => (await snaps.merges.get(mergeId)).state === 'completed');
+    await runUntil(host, snaps, clock, async () => (await snaps.merges.get(mergeId)).state === 'completed');
     expect(host.read((e) => e.vms.get('v')).status!.state).to.equal('VM_STATE_RUNNING');
     const live = (await host.openVhd('v', 0))!;
     for (const s of PATTERN) expect((await live.read(s * 512, 512))[0]).to.equal(0x60 + (s % 50));
@@ -324,9 +336,9 @@ describe('snapshots on the engine VMs', function () {
     await snaps.create('v', 'a', 1, 'ca');
     await writeSector(join(host.vmDir('v'), 'boot_ca.avhd'), 3, 0x33);
     await snaps.create('v', 'b', 1, 'cb');
-    await startRunning(host, clock, 'v');
+    await startRunning(host, snaps, clock, 'v');
     const { mergeId } = await snaps.delete('ca', 1, false);
-    await runUntil(host, clock, async () => (await snaps.merges.get(mergeId)).blocksDone >= 2);
+    await runUntil(host, snaps, clock, async () => (await snaps.merges.get(mergeId)).blocksDone >= 2);
     // The process dies here: nothing is stopped cleanly (the store is closed under the merge, as
     // a kill would leave it), then the agent comes back on the same folder.
     const interrupted = await snaps.merges.get(mergeId);
@@ -357,11 +369,16 @@ describe('snapshots on the engine VMs', function () {
     await writeSector(join(host.vmDir('v'), 'boot.vhd'), 10, 0x11);
     await snaps.create('v', 'off', 1, 'e0');
     await writeSector(join(host.vmDir('v'), 'boot_e0.avhd'), 11, 0x12);
-    await startRunning(host, clock, 'v');
+    await startRunning(host, snaps, clock, 'v');
     await snaps.create('v', 'run', 1, 'e1');
-    clock.t += 700;
+    clock.advance(700);
     await host.mutate((e) => e.power.change('v', 'VM_ACTION_SAVE'));
-    await runUntil(host, clock, () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_SAVED');
+    await runUntil(
+      host,
+      snaps,
+      clock,
+      () => host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_SAVED',
+    );
     const transfer = new VmTransfer(host, snaps);
     // Outside the data folder's exports/ and every allowed root: refused before anything is written.
     const outside = await errorOf(transfer.exportToFolder('v', join(dir, 'elsewhere')));
@@ -403,6 +420,7 @@ describe('snapshots on the engine VMs', function () {
       await other.host.mutate((e) => e.power.change('v', 'VM_ACTION_START'));
       await runUntil(
         other.host,
+        other.snaps,
         other.clock,
         () => other.host.read((e) => e.vms.get('v')).status!.state === 'VM_STATE_RUNNING',
       );

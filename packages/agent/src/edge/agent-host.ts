@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { setTimeout as realSleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { invalidArgument, type Logger, type pb } from '@hyperfarm/api';
 import type { StorageProvider, VhdDisk } from '@hyperfarm/vhd';
@@ -54,6 +55,12 @@ export interface AgentHostOptions {
   clock?: () => number;
   /** How often the real timer advances the engine. */
   tickMs?: number;
+  /**
+   * The timer background jobs wait on (a snapshot merge's retry on a full volume and its
+   * throttle): real time by default. Tests pass one driven by their virtual clock, so a merge
+   * moves only when the test moves time.
+   */
+  sleep?: (ms: number) => Promise<void>;
   seed?: number;
   diskFactory?: DiskFactory;
   /** Wraps each disk as it is opened: how tests inject a failing backend. */
@@ -193,6 +200,11 @@ export class AgentHost {
 
   now(): number {
     return this.clock();
+  }
+
+  /** Waits `ms` on the host's timer (real, or the tests' virtual clock). */
+  sleep(ms: number): Promise<void> {
+    return this.opts.sleep ? this.opts.sleep(ms) : realSleep(ms).then(() => undefined);
   }
 
   vmDir(vmId: string): string {

@@ -1,5 +1,4 @@
 import { rm } from 'node:fs/promises';
-import { setTimeout as delay } from 'node:timers/promises';
 import {
   MergeJob,
   VhdNoSpaceError,
@@ -50,10 +49,16 @@ const PROGRESS_EVERY_MS = 200;
  * background for a running one. A full volume parks the merge (`waiting_for_space`, the VM
  * RunningCritical) and it retries until there is space again.
  */
+type Entry = { record: MergeRecord; job?: MergeJob; done: Promise<void>; waiting: boolean };
+
 export class SnapshotMerges {
-  private readonly active = new Map<string, { record: MergeRecord; job?: MergeJob; done: Promise<void> }>();
+  private readonly active = new Map<string, Entry>();
   private stopping = false;
   private sequence = 0;
+  /** Wakes every merge waiting on the timer: set by `stop()`. */
+  private wake!: () => void;
+  private readonly stopped = new Promise<void>((r) => (this.wake = r));
+  private readonly quietWaiters: (() => void)[] = [];
 
   constructor(
     private readonly host: AgentHost,
@@ -118,18 +123,44 @@ export class SnapshotMerges {
   /** Stops every merge after its current block; the store keeps where each one was. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.wake();
     await Promise.allSettled([...this.active.values()].map((a) => a.done));
+  }
+
+  /**
+   * Resolves once no merge can move before the host's timer does: each one in progress waits on
+   * it (a throttle, a full volume) or has ended. What a test on a virtual clock awaits before it
+   * moves time, instead of sleeping.
+   */
+  whenQuiet(): Promise<void> {
+    return new Promise((resolve) => {
+      this.quietWaiters.push(resolve);
+      this.checkQuiet();
+    });
+  }
+
+  private checkQuiet(): void {
+    for (const a of this.active.values()) if (!a.waiting) return;
+
+    for (const resolve of this.quietWaiters.splice(0)) resolve();
+  }
+
+  /** Waits on the host's timer; `stop()` cuts the wait short. */
+  private async pause(entry: Entry, ms: number): Promise<void> {
+    entry.waiting = true;
+    this.checkQuiet();
+    try {
+      await Promise.race([this.host.sleep(ms), this.stopped]);
+    } finally {
+      entry.waiting = false;
+    }
   }
 
   /** Starts the loop; resolves 'done' when it ends, or 'parked' when it first waits for space. */
   private launch(record: MergeRecord): Promise<'done' | 'parked'> {
     let signal!: (v: 'done' | 'parked') => void;
     const first = new Promise<'done' | 'parked'>((r) => (signal = r));
-    const entry = { record, done: Promise.resolve() } as {
-      record: MergeRecord;
-      job?: MergeJob;
-      done: Promise<void>;
-    };
+    const entry: Entry = { record, done: Promise.resolve(), waiting: false };
     this.active.set(record.id, entry);
     entry.done = this.loop(entry, () => signal('parked'))
       .then(
@@ -149,12 +180,13 @@ export class SnapshotMerges {
       )
       .finally(() => {
         this.active.delete(record.id);
+        this.checkQuiet();
         signal('done');
       });
     return first;
   }
 
-  private async loop(entry: { record: MergeRecord; job?: MergeJob }, parked: () => void): Promise<void> {
+  private async loop(entry: Entry, parked: () => void): Promise<void> {
     const record = entry.record;
     for (;;) {
       if (this.stopping) return;
@@ -190,7 +222,7 @@ export class SnapshotMerges {
   }
 
   /** One pair, block by block. Returns false when stopped before the end. */
-  private async runJob(entry: { record: MergeRecord; job?: MergeJob }, parked: () => void): Promise<boolean> {
+  private async runJob(entry: Entry, parked: () => void): Promise<boolean> {
     const record = entry.record;
     const spec = record.job!;
     const provider = this.host.storageProvider;
@@ -224,7 +256,7 @@ export class SnapshotMerges {
             this.event(record, 'merge_progress', `merge ${record.id} waits for space`, job.progress());
             parked();
           }
-          await delay(RETRY_FULL_MS);
+          await this.pause(entry, RETRY_FULL_MS);
           continue;
         }
         record.bytesCopied = base + job.progress().bytesCopied;
@@ -246,7 +278,7 @@ export class SnapshotMerges {
           );
         }
         const throttle = this.host.settings.mergeThrottleMs ?? 0;
-        if (throttle > 0 && !job.done) await delay(throttle);
+        if (throttle > 0 && !job.done) await this.pause(entry, throttle);
       }
       return true;
     } finally {

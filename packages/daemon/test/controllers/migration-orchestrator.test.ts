@@ -149,11 +149,22 @@ function agents(
 async function run(farm: Farm, port: AgentPort): Promise<void> {
   const o = new MigrationOrchestrator(farm.machine, farm.submit, port, realTimers, quiet, { maxPerHost: 2 });
   const off = farm.machine.onApplied(() => setImmediate(() => o.tick()));
+  // The phase changes only when the log applies an entry: wait for the entry that ends it.
+  const ended = () => ['MIGRATION_PHASE_COMPLETED', 'MIGRATION_PHASE_FAILED'].includes(farm.m.phase);
+  let stuck: NodeJS.Timeout | undefined;
+  let offEnded = () => {};
+  const end = new Promise<void>((resolve, reject) => {
+    stuck = setTimeout(() => reject(new Error(`migration stuck in ${farm.m.phase}`)), 10_000);
+    offEnded = farm.machine.onApplied(() => {
+      if (ended()) resolve();
+    });
+  });
   o.tick();
-  const deadline = Date.now() + 10_000;
-  while (!['MIGRATION_PHASE_COMPLETED', 'MIGRATION_PHASE_FAILED'].includes(farm.m.phase)) {
-    if (Date.now() > deadline) throw new Error(`migration stuck in ${farm.m.phase}`);
-    await new Promise((r) => setTimeout(r, 10));
+  try {
+    if (!ended()) await end;
+  } finally {
+    clearTimeout(stuck);
+    offEnded();
   }
   off();
   o.close();
