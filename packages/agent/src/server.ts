@@ -9,7 +9,6 @@ import {
   tlsFromConfig,
   writeJsonAtomic,
   type Logger,
-  type RunningServer,
 } from '@hyperfarm/api';
 import { allowedRoots, mib, type AgentConfig } from './config.js';
 import { AgentHost, type AgentHostOptions, type HostSettings } from './edge/agent-host.js';
@@ -85,15 +84,16 @@ export async function startHost(
   const network = new AgentNetwork(host, tls);
   host.network = network;
   const migrations = new AgentMigrations(host, checkpoints, tls ? { tls } : {});
-  let bound = grpcAddress;
-  let server: RunningServer;
-  try {
-    const builder = createServer({ logger, tls })
+  // Create, register every service, then bind: the agent service asks the server for the address
+  // it answers on, which exists once it is bound (before any call can come in).
+  const serve = async () => {
+    const builder = createServer({ logger, tls });
+    builder
       .add(
         'agent',
         agentServiceImpl(
           host,
-          { address: () => bound, ...(tls ? { client: { tls } } : {}) },
+          { address: () => builder.address(), ...(tls ? { client: { tls } } : {}) },
           checkpoints,
           new VmTransfer(host, checkpoints),
           migrations,
@@ -104,17 +104,17 @@ export async function startHost(
       .add('tunnel', tunnelServiceImpl(network));
     const faults = faultInjector();
     if (faults) builder.add('fault', faults.handlers());
-    server = await builder.listen(grpcAddress);
-  } catch (err) {
+    return builder.listen(grpcAddress);
+  };
+  const server = await serve().catch(async (err: unknown) => {
     await network.stop();
     await host.stop();
     unlock();
     throw err;
-  }
-  bound = server.address;
+  });
   return {
     id,
-    grpcAddress: bound,
+    grpcAddress: server.address,
     host,
     network,
     async stop() {

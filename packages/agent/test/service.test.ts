@@ -52,6 +52,8 @@ describe('AgentService and MigrationService in one process', function () {
       const c = agentClient(h.grpcAddress);
       const info = await c.p.getHostInfo({});
       expect(info.id).to.equal(h.id);
+      // The address each host advertises (for migrations) is the port its own server bound.
+      expect(info.address).to.equal(h.grpcAddress);
       expect(info.limits!.maxVcpusPerVm).to.equal(4);
       c.raw.close();
     }

@@ -92,6 +92,12 @@ export interface ServerBuilder {
   add<K extends ServiceKind>(kind: K, handlers: ServiceHandlers[K]): ServerBuilder;
   /** Binds host:port (port 0 picks a free one); health then answers SERVING for "" and each service. */
   listen(address: string): Promise<RunningServer>;
+  /**
+   * The host:port bound, for a handler that tells callers where it answers (an agent's
+   * GetHostInfo). Handlers registered with `add` can ask for it: no call arrives before `listen`
+   * has bound. Throws if asked earlier.
+   */
+  address(): string;
 }
 
 /**
@@ -134,6 +140,7 @@ export function createServer(opts: ServerOptions): ServerBuilder {
     interceptors: [...withFaults((f) => f.serverInterceptor()), ...(opts.interceptors ?? [])],
   });
   const names: string[] = [];
+  let running: RunningServer | undefined;
   const builder: ServerBuilder = {
     add(kind, handlers) {
       const definition = passEncoded(serviceDefinition(kind));
@@ -141,7 +148,11 @@ export function createServer(opts: ServerOptions): ServerBuilder {
       names.push(SERVICE_NAMES[kind]);
       return builder;
     },
-    listen: (address) => listen(server, names, address, opts),
+    listen: async (address) => (running = await listen(server, names, address, opts)),
+    address() {
+      if (!running) throw new Error('the gRPC server is not bound yet');
+      return running.address;
+    },
   };
   return builder;
 }

@@ -147,4 +147,32 @@ describe('gRPC server and channel factory', () => {
       await small.shutdown();
     }
   });
+
+  it('a handler registered before bind learns the bound address from the server; asking earlier throws', async () => {
+    const builder = createServer({ logger: log.logger });
+    builder.add(
+      'agent',
+      withUnimplemented(
+        'agent',
+        {
+          GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => ({
+            id: 'h',
+            address: builder.address(),
+          })),
+        },
+        'x',
+      ),
+    );
+    expect(() => builder.address()).to.throw(/not bound/);
+    const bound = await builder.listen('127.0.0.1:0');
+    try {
+      expect(builder.address())
+        .to.equal(bound.address)
+        .and.to.match(/^127\.0\.0\.1:[1-9]\d*$/);
+      const agent = promiseClient(createClient(v1.AgentService, bound.address));
+      expect((await agent.getHostInfo({})).address).to.equal(bound.address);
+    } finally {
+      await bound.shutdown();
+    }
+  });
 });
