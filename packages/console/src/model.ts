@@ -1,3 +1,4 @@
+import { MEMORY_ASSIGNED } from '../../api/src/vm-states.js';
 import type { Checkpoint, FarmEvent, Host, Migration, Operation, Vm, VmStateName } from './wire.js';
 
 /**
@@ -256,3 +257,27 @@ function sortVmsByHost(m: FarmModel): Map<string, Vm[]> {
 }
 
 export const name = (vm: Vm) => vm.config?.name ?? vm.id;
+
+export interface HostUse {
+  memoryUsedBytes: number;
+  runningVms: number;
+}
+
+/**
+ * What a host's VMs use, from the VMs as the stream shows them now. A host's own record (its
+ * `usage`) is only sent again when the host itself changes, not when a VM on it starts or stops,
+ * so the page counts for itself, by the daemon's rule (HostUsage in common.proto): each VM with
+ * memory assigned (every state but Off and Saved) costs its memory plus the host's per-VM overhead.
+ */
+export function hostUse(host: Host, vms: readonly Vm[]): HostUse {
+  const overhead = Number(host.capacity?.perVmOverheadBytes ?? 0);
+  let memoryUsedBytes = 0;
+  let runningVms = 0;
+  for (const vm of vms) {
+    const state = vm.status?.state;
+    if (!state || !MEMORY_ASSIGNED.has(state)) continue;
+    runningVms++;
+    memoryUsedBytes += Number(vm.config?.memoryBytes ?? 0) + overhead;
+  }
+  return { memoryUsedBytes, runningVms };
+}

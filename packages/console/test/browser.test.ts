@@ -88,6 +88,21 @@ describe('web console in Chromium', function () {
           `${err.message}; the farm says ${JSON.stringify(vm.status)}; page: ${await page.locator('main').innerText()}`,
         );
       });
+    // Its host's card counts it: running VMs and memory (256 MiB and the host's per-VM overhead),
+    // though the host's own record was last sent before the VM started.
+    const live = await farm.client('daemon-1').getVm({ id: 'live-1' });
+    const host = (await farm.client('daemon-1').listHosts({})).hosts.find(
+      (h) => h.id === live.status!.hostId,
+    )!;
+    const card = page.locator(`[data-host="${host.id}"]`);
+    await until('the card to count the running VM', 30_000, async () =>
+      (await card.locator('.muted').innerText()).startsWith('1 running of 1 VMs') ? true : undefined,
+    );
+    const memory = card.getByRole('meter', { name: 'Memory' });
+    expect(Number(await memory.getAttribute('aria-valuenow'))).to.equal(
+      Math.round((100 * host.usage!.memoryUsedBytes) / host.capacity!.memoryBytes),
+    );
+    expect(host.usage!.memoryUsedBytes).to.equal(268435456 + host.capacity!.perVmOverheadBytes);
   });
 
   it('creates and starts a VM from the console, by keyboard, and shows it Running', async () => {

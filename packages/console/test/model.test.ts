@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { applyEvent, emptyModel, FINISHED_KEPT, vmsByHost } from '../src/model.js';
+import { applyEvent, emptyModel, FINISHED_KEPT, hostUse, vmsByHost } from '../src/model.js';
 import type { FarmEvent, Operation } from '../src/wire.js';
 
 /** The page's farm model: bounded however long the page stays open. */
@@ -90,5 +90,54 @@ describe('console: VMs by host', () => {
       h1: ['web-1:VM_STATE_OFF', 'web-2:VM_STATE_RUNNING'],
       h2: ['a-db:VM_STATE_OFF', 'web-10:VM_STATE_OFF'],
     });
+  });
+});
+
+describe('console: a host card’s memory and running VMs', () => {
+  const MiB = 1024 * 1024;
+  const hostEvent = (revision: number): FarmEvent =>
+    ({
+      revision,
+      timeMs: revision,
+      kind: 'RESOURCE_KIND_HOST',
+      type: 'EVENT_TYPE_PUT',
+      id: 'h1',
+      host: {
+        id: 'h1',
+        name: 'h1',
+        state: 'HOST_STATE_UP',
+        capacity: {
+          logicalProcessors: 4,
+          memoryBytes: 4096 * MiB,
+          rootReserveBytes: 0,
+          perVmOverheadBytes: 32 * MiB,
+        },
+        // As the daemon sent it when the host registered: nothing ran yet.
+        usage: { memoryUsedBytes: 0, runningVms: 0, vms: 0, cpuPercent: 0 },
+      },
+    }) as unknown as FarmEvent;
+  const vmEvent = (revision: number, id: string, state: string, memoryMiB: number): FarmEvent =>
+    ({
+      revision,
+      timeMs: revision,
+      kind: 'RESOURCE_KIND_VM',
+      type: 'EVENT_TYPE_PUT',
+      id,
+      vm: { id, config: { name: id, memoryBytes: memoryMiB * MiB }, status: { state, hostId: 'h1' } },
+    }) as unknown as FarmEvent;
+  const use = (m: ReturnType<typeof emptyModel>) => hostUse(m.hosts.get('h1')!, vmsByHost(m).get('h1') ?? []);
+
+  it('follows the VMs that start and stop after the host’s own record was sent', () => {
+    const m = emptyModel();
+    let rev = 0;
+    applyEvent(m, hostEvent(++rev));
+    applyEvent(m, vmEvent(++rev, 'a', 'VM_STATE_RUNNING', 512));
+    applyEvent(m, vmEvent(++rev, 'b', 'VM_STATE_PAUSED', 1024));
+    applyEvent(m, vmEvent(++rev, 'c', 'VM_STATE_OFF', 2048));
+    applyEvent(m, vmEvent(++rev, 'd', 'VM_STATE_SAVED', 2048));
+    // common.proto's HostUsage: every state but Off and Saved holds memory plus the overhead.
+    expect(use(m)).to.deep.equal({ memoryUsedBytes: (512 + 32 + 1024 + 32) * MiB, runningVms: 2 });
+    applyEvent(m, vmEvent(++rev, 'a', 'VM_STATE_OFF', 512));
+    expect(use(m)).to.deep.equal({ memoryUsedBytes: (1024 + 32) * MiB, runningVms: 1 });
   });
 });

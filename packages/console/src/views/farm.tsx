@@ -1,6 +1,6 @@
 import { memo } from 'preact/compat';
 import { useLayoutEffect } from 'preact/hooks';
-import { byText, hostState, name, vmsByHost, vmState } from '../model.js';
+import { byText, hostState, hostUse, name, vmsByHost, vmState } from '../model.js';
 import type { Store } from '../store.js';
 import { Bar, bytes, StateBadge } from '../ui.js';
 import type { Host, Vm } from '../wire.js';
@@ -46,7 +46,9 @@ const HostCard = memo(
   function HostCard(props: { host: Host; vms: Vm[] }) {
     const h = props.host;
     const cap = h.capacity;
-    const mem = h.usage?.memoryUsedBytes ?? 0;
+    // Counted from the VMs on the card: the host's record is not sent again when they change.
+    const use = hostUse(h, props.vms);
+    const mem = use.memoryUsedBytes;
     const state = hostState(h);
     return (
       <article
@@ -72,7 +74,7 @@ const HostCard = memo(
           text={`${bytes(mem)} of ${bytes(cap?.memoryBytes ?? 0)}`}
         />
         <p class="muted">
-          {h.usage?.runningVms ?? 0} running of {props.vms.length} VMs · {h.address}
+          {use.runningVms} running of {props.vms.length} VMs · {h.address}
         </p>
         <VmChips vms={props.vms} />
       </article>
