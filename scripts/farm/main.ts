@@ -103,7 +103,15 @@ function launch(role: FarmProcess['role'], id: string, slot: number, extra: stri
 const daemonAddresses = daemonIds.map((_, i) => addr(2 * i)).join(',');
 const children: Child[] = [
   ...daemonIds.map((id, i) =>
-    launch('daemon', id, i, ['--peers', peers, '--console-address', addr(2 * total + i)]),
+    launch('daemon', id, i, [
+      '--peers',
+      peers,
+      '--console-address',
+      addr(2 * total + i),
+      // Where `hyperfarm drill run` writes its reports by default: the console lists them.
+      '--drill-reports',
+      join(dataDir, 'drills'),
+    ]),
   ),
   // Agents register their hosts with the daemons, which give each host its own MAC range, and
   // share one cluster storage folder: HA VMs' files live there, so failover and moves reopen them.

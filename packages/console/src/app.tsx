@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import type { Store } from './store.js';
 import { Notices, useStore } from './ui.js';
 import { ControlView } from './views/control.js';
+import { DrillsView } from './views/drills.js';
 import { EventsView } from './views/events.js';
 import { FarmView } from './views/farm.js';
 import { NlbView } from './views/nlb.js';
@@ -20,6 +21,7 @@ const ROUTES: Route[] = [
   { path: 'operations', title: 'Operations' },
   { path: 'events', title: 'Events' },
   { path: 'nlb', title: 'NLB' },
+  { path: 'drills', title: 'Drills' },
   { path: 'control', title: 'Control plane' },
 ];
 
@@ -43,7 +45,12 @@ export function App(props: { store: Store }) {
     return () => removeEventListener('hashchange', on);
   }, []);
   const active = [...ROUTES, ...PAGES].find((r) => r.path === route.path) ?? ROUTES[0]!;
-  const title = active.path === 'vm' ? `VM ${route.arg}` : active.title;
+  const title =
+    active.path === 'vm'
+      ? `VM ${route.arg}`
+      : active.path === 'drills' && route.arg
+        ? `Drill report ${route.arg}`
+        : active.title;
   useEffect(() => {
     document.title = `${title} · hyperfarm`;
     // Keyboard and screen-reader users land on the new view, not on the link they left.
@@ -89,6 +96,7 @@ export function App(props: { store: Store }) {
         {active.path === 'operations' && <OperationsView store={store} />}
         {active.path === 'events' && <EventsView store={store} />}
         {active.path === 'nlb' && <NlbView store={store} id={route.arg} />}
+        {active.path === 'drills' && <DrillsView store={store} path={route.arg} />}
         {active.path === 'control' && <ControlView store={store} />}
       </main>
     </div>

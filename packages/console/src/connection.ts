@@ -1,5 +1,13 @@
 import { CallError, CONNECTION_LOST } from './errors.js';
-import type { ClientMessage, ConsoleEndpoint, FarmEvent, ServerMessage, WireError } from './wire.js';
+import type {
+  ClientMessage,
+  ConsoleEndpoint,
+  DrillList,
+  DrillReport,
+  FarmEvent,
+  ServerMessage,
+  WireError,
+} from './wire.js';
 
 export interface ConnectionState {
   status: 'connecting' | 'open' | 'reconnecting';
@@ -69,6 +77,24 @@ export class Connection {
 
   /** Calls a ClusterService method on the daemon; rejects with a CallError. */
   call<T>(method: string, request: object = {}): Promise<T> {
+    return this.ask<T>({ type: 'call', method, request }, method);
+  }
+
+  /** The drill reports in the daemon's reports folder (answered by its gateway from files). */
+  drills(): Promise<DrillList> {
+    return this.ask<DrillList>({ type: 'drills' }, 'Listing the drill reports');
+  }
+
+  /** One drill report, by its folder's path as `drills` listed it. */
+  drill(path: string): Promise<DrillReport> {
+    return this.ask<{ report: DrillReport }>(
+      { type: 'drill', path },
+      `Reading the drill report ${path}`,
+    ).then((m) => m.report);
+  }
+
+  private ask<T>(message: DistributiveOmit<ClientMessage & { id: number }, 'id'>, what: string): Promise<T> {
+    const method = what;
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN)
       return Promise.reject(
@@ -87,7 +113,7 @@ export class Connection {
         );
       }, CALL_TIMEOUT_MS);
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
-      this.send({ type: 'call', id, method, request });
+      this.send({ ...message, id } as ClientMessage);
     });
   }
 
@@ -185,6 +211,9 @@ export class Connection {
         return this.watchFailed(m.error);
       case 'result':
         return this.settle(m.id, m.response);
+      case 'drills':
+      case 'drill':
+        return this.settle(m.id, m);
       case 'error':
         if (m.id === undefined) {
           this.update({ problem: m.error.message });
@@ -219,3 +248,5 @@ export class Connection {
 }
 
 const lost = (message: string) => new CallError({ code: CONNECTION_LOST, codeName: 'UNAVAILABLE', message });
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

@@ -4,6 +4,11 @@
  * generated ones.
  */
 import type { pb } from '@hyperfarm/api';
+import type { DrillReport } from '../../client/src/drills/report.js';
+
+/** A drill's report.json, as `hyperfarm drill run` writes it (packages/client/src/drills). */
+export type { DrillReport };
+export type DrillObservation = DrillReport['observations'][number];
 
 export type Host = pb.Host__Output;
 export type Vm = pb.Vm__Output;
@@ -45,10 +50,34 @@ export type ServerMessage =
   | { type: 'event'; event: FarmEvent }
   | { type: 'watchError'; error: WireError }
   | { type: 'resync'; fromRevision: number; reason: string }
-  | { type: 'consoles'; id: number; consoles: ConsoleEndpoint[] };
+  | { type: 'consoles'; id: number; consoles: ConsoleEndpoint[] }
+  | { type: 'drills'; id: number; folder: string; reports: DrillReportEntry[] }
+  | { type: 'drill'; id: number; path: string; report: DrillReport };
+
+/** A drill report as the gateway lists it: its folder's path and its verdicts counted. */
+export interface DrillReportEntry {
+  path: string;
+  drill: string;
+  passed: boolean;
+  quick: boolean;
+  startedAt: string;
+  durationMs: number;
+  held: number;
+  failed: number;
+  /** Set when the folder's report.json is not a drill report. */
+  error?: string;
+}
+
+export interface DrillList {
+  /** The daemon's reports folder, absolute. */
+  folder: string;
+  reports: DrillReportEntry[];
+}
 
 export type ClientMessage =
   | { type: 'call'; id: number; method: string; request: object }
   | { type: 'watch'; fromRevision: number }
   | { type: 'unwatch' }
-  | { type: 'consoles'; id: number };
+  | { type: 'consoles'; id: number }
+  | { type: 'drills'; id: number }
+  | { type: 'drill'; id: number; path: string };

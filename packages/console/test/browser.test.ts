@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { mkdirSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { pb } from '@hyperfarm/api';
@@ -13,6 +14,7 @@ import { ProcessFarm, until, vmSpec } from '../../daemon/test/process/harness.js
  * HYPERFARM_SCREENSHOTS=1 (`npm run screenshots:console`) also writes the screenshots of
  * docs/images/ from the views as these cases leave them; a plain test run writes no file.
  */
+const DRILL_FIXTURES = join(import.meta.dirname, 'fixtures/drills');
 const CHROMIUM = process.env.HYPERFARM_CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS =
   process.env.HYPERFARM_SCREENSHOTS === '1' ? join(import.meta.dirname, '../../../docs/images') : '';
@@ -41,9 +43,16 @@ describe('web console in Chromium', function () {
   let browser: Browser;
   let page: Page;
   let consoles: Map<string, string>;
+  let reports: string;
 
   before(async () => {
-    farm = await ProcessFarm.start({ daemons: 3 });
+    // The drill reports folder holds two reports of real `hyperfarm drill run` runs (one passed,
+    // one failed) and a file that is not a report.
+    reports = mkdtempSync(join(tmpdir(), 'hf-console-drills-'));
+    cpSync(DRILL_FIXTURES, reports, { recursive: true });
+    mkdirSync(join(reports, 'broken'));
+    writeFileSync(join(reports, 'broken', 'report.json'), '{"drill": ');
+    farm = await ProcessFarm.start({ daemons: 3, daemonArgs: ['--drill-reports', reports] });
     await farm.startAgent('agent-1', 2, ['--cluster-storage-path', join(farm.dir, 'cluster')]);
     consoles = new Map();
     for (const id of farm.daemonIds)
@@ -55,6 +64,7 @@ describe('web console in Chromium', function () {
   after(async () => {
     await browser?.close();
     await farm?.stop();
+    if (reports) rmSync(reports, { recursive: true, force: true });
   });
 
   it('shows every host of the farm, live', async () => {
@@ -275,6 +285,41 @@ describe('web console in Chromium', function () {
     } finally {
       await c.stopTraffic({ hostId: run.hostId, id: 'run', remove: true });
     }
+  });
+
+  it('lists the drill reports with their verdicts and shows one: verdicts, timeline, steps', async () => {
+    await go(page, '#/drills');
+    const rows = page.locator('[data-drill]');
+    await until('three reports listed', 30_000, async () => ((await rows.count()) === 3 ? true : undefined));
+    expect(await page.locator('[data-drill="quick-migration"]').innerText()).to.match(/Passed[\s\S]*5 held/);
+    expect(await page.locator('[data-drill="host-failure"]').innerText()).to.match(
+      /Failed[\s\S]*3 held, 3 failed/,
+    );
+    expect(await page.locator('[data-drill="broken"]').innerText()).to.contain('not JSON');
+    await shot(page, 'drills');
+    await page.locator('[data-drill="host-failure"] a').click();
+    const verdicts = page.locator('[data-verdict-ok]');
+    await verdicts.first().waitFor({ timeout: 30_000 });
+    expect(await page.locator('[data-verdict-ok="false"]').count()).to.equal(3);
+    expect(await page.locator('[data-verdict-ok="true"]').count()).to.equal(3);
+    expect(await page.locator('[data-verdict-ok="false"]').first().innerText()).to.contain(
+      "VMs web-1, web-2 never down longer than 20.0 s after 'crash'",
+    );
+    // A lane per VM of the drill, and the crash among the marks.
+    const lanes = await page
+      .locator('[data-lane]')
+      .evaluateAll((els) => els.map((e) => e.getAttribute('data-lane')));
+    expect(lanes).to.deep.equal(['batch-1', 'db', 'scratch', 'web-1', 'web-2']);
+    expect(await page.getByRole('list', { name: 'Steps, faults and leader changes' }).innerText()).to.contain(
+      "kill-agent 'crash'",
+    );
+    await shot(page, 'drill');
+    // A path out of the reports folder is refused, in words, and the page goes on.
+    await go(page, '#/drills/..%2F..%2Fetc');
+    const refused = page.locator('.error-note');
+    await refused.waitFor({ timeout: 10_000 });
+    expect(await refused.innerText()).to.match(/path/);
+    expect(await page.locator('[data-verdict-ok]').count()).to.equal(0);
   });
 
   it('moves to another daemon when the one it talks to dies, and resumes without a reload', async () => {

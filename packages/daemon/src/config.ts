@@ -13,6 +13,11 @@ export const daemonConfigSchema = z.object({
     .address('web console and its WebSocket listen address host:port (port 0 picks one), or "off"')
     .or(z.literal('off'))
     .default('127.0.0.1:0'),
+  drillReports: z
+    .string()
+    .min(1)
+    .default('.hyperfarm/drills')
+    .describe('folder of drill reports the web console lists (where `hyperfarm drill run` writes them)'),
   dataDir: z
     .string()
     .min(1)

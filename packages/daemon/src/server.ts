@@ -154,6 +154,7 @@ export async function startDaemon(
         daemonId: config.id,
         logger: logger.child({ component: 'console' }),
         tls: config.tls,
+        drillReports: config.drillReports,
       });
       ctx.consoleAddress = gateway.url;
       gateway.attach(server.address);

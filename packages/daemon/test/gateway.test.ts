@@ -7,6 +7,7 @@ import { WebSocket } from 'ws';
 import { createLogger, statusOf, type pb } from '@hyperfarm/api';
 import { startGateway } from '../src/edge/gateway/index.js';
 import { Session } from '../src/edge/gateway/session.js';
+import { DrillReports } from '../src/edge/gateway/drill-reports.js';
 import type { ClusterCaller } from '../src/edge/gateway/cluster-caller.js';
 import { ProcessFarm, until, vmSpec, type Cluster } from './process/harness.js';
 
@@ -289,7 +290,8 @@ describe('console session: bounded send queue', () => {
         return stream;
       },
     } as unknown as ClusterCaller;
-    new Session(ws as never, caller, { maxQueuedBytes: 1_000, maxCallsInFlight: 4 }, logger);
+    const drills = new DrillReports(join(tmpdir(), 'hf-no-drills'));
+    new Session(ws as never, caller, { maxQueuedBytes: 1_000, maxCallsInFlight: 4 }, logger, drills);
     ws.emit('message', Buffer.from(JSON.stringify({ type: 'watch', fromRevision: 7 })), false);
     expect(streams[0]!.req).to.deep.equal({ fromRevision: 7, kinds: [] });
     const event = (revision: number) => ({ revision, kind: 'RESOURCE_KIND_VM', padding: 'x'.repeat(100) });

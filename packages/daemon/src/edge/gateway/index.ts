@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ClusterCaller } from './cluster-caller.js';
+import { DrillReports } from './drill-reports.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import { DEFAULT_LIMITS, Session, type SessionLimits } from './session.js';
 import { StaticFiles } from './static-files.js';
@@ -26,6 +27,11 @@ export interface GatewayOptions {
   /** Folder of the console's built files (default: packages/console/dist). */
   dir?: string;
   limits?: Partial<SessionLimits>;
+  /**
+   * The folder whose drill reports (`hyperfarm drill run`'s report.json) the console lists
+   * (default .hyperfarm/drills, where the runner writes them).
+   */
+  drillReports?: string;
 }
 
 export interface Gateway {
@@ -44,6 +50,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const logger = opts.logger;
   const files = new StaticFiles(opts.dir ?? CONSOLE_DIST);
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const drills = new DrillReports(opts.drillReports ?? '.hyperfarm/drills');
   const http = createServer((req, res) => files.handle(req, res));
   const host = opts.address.slice(0, opts.address.lastIndexOf(':'));
   const port = Number(opts.address.slice(opts.address.lastIndexOf(':') + 1));
@@ -75,7 +82,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return refuse(403, `pages from ${origin} may not use this console`);
     const c = caller;
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const session = new Session(ws, c, limits, logger);
+      const session = new Session(ws, c, limits, logger, drills);
       sessions.add(session);
       ws.on('close', () => sessions.delete(session));
       session.send({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { DrillReportEntry } from './drill-reports.js';
 
 /**
  * The console's WebSocket protocol (docs/console.md): JSON text frames, one message each.
@@ -33,6 +34,16 @@ export const clientMessage = z.discriminatedUnion('type', [
     .strict(),
   z.object({ type: z.literal('unwatch') }).strict(),
   z.object({ type: z.literal('consoles'), id: callId }).strict(),
+  /** Lists the drill reports in the daemon's reports folder. */
+  z.object({ type: z.literal('drills'), id: callId }).strict(),
+  z
+    .object({
+      type: z.literal('drill'),
+      id: callId,
+      /** A report's folder, relative to the reports folder, as `drills` lists it. */
+      path: z.string().min(1).max(512),
+    })
+    .strict(),
 ]);
 
 export type ClientMessage = z.infer<typeof clientMessage>;
@@ -68,4 +79,6 @@ export type ServerMessage =
   | { type: 'event'; event: unknown }
   | { type: 'watchError'; error: WireError }
   | { type: 'resync'; fromRevision: number; reason: string }
-  | { type: 'consoles'; id: CallId; consoles: ConsoleEndpoint[] };
+  | { type: 'consoles'; id: CallId; consoles: ConsoleEndpoint[] }
+  | { type: 'drills'; id: CallId; folder: string; reports: DrillReportEntry[] }
+  | { type: 'drill'; id: CallId; path: string; report: unknown };

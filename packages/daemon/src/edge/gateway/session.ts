@@ -2,6 +2,7 @@ import { quote, status, TRAILERS, type Logger } from '@hyperfarm/api';
 import type * as grpc from '@grpc/grpc-js';
 import type { WebSocket } from 'ws';
 import type { ClusterCaller } from './cluster-caller.js';
+import type { DrillReports } from './drill-reports.js';
 import { clientMessage, type CallId, type ServerMessage, type WireError } from './protocol.js';
 
 export interface SessionLimits {
@@ -32,6 +33,7 @@ export class Session {
     private readonly cluster: ClusterCaller,
     private readonly limits: SessionLimits,
     private readonly logger: Logger,
+    private readonly drills: DrillReports,
   ) {
     ws.on('message', (data, isBinary) => {
       try {
@@ -85,7 +87,49 @@ export class Session {
       case 'consoles':
         void this.cluster.consoles().then((consoles) => this.send({ type: 'consoles', id: m.id, consoles }));
         return;
+      case 'drills':
+        return this.files(m.id, async () => ({
+          type: 'drills',
+          id: m.id,
+          folder: this.drills.folder,
+          reports: await this.drills.list(),
+        }));
+      case 'drill':
+        return this.files(m.id, async () => ({
+          type: 'drill',
+          id: m.id,
+          path: m.path,
+          report: await this.drills.read(m.path),
+        }));
     }
+  }
+
+  /** A request answered from files (the drill reports): counted in flight as a call is. */
+  private files(id: CallId, answer: () => Promise<ServerMessage>): void {
+    if (this.inFlight >= this.limits.maxCallsInFlight) return this.tooMany(id);
+    this.inFlight++;
+    answer().then(
+      (message) => {
+        this.inFlight--;
+        this.send(message);
+      },
+      (err: unknown) => {
+        this.inFlight--;
+        this.send({ type: 'error', id, error: wireError(err) });
+      },
+    );
+  }
+
+  private tooMany(id: CallId): void {
+    this.send({
+      type: 'error',
+      id,
+      error: {
+        code: status.RESOURCE_EXHAUSTED,
+        codeName: 'RESOURCE_EXHAUSTED',
+        message: `${this.limits.maxCallsInFlight} calls are already in flight on this connection: wait for their answers`,
+      },
+    });
   }
 
   private refuse(id: CallId | undefined, message: string): void {
@@ -94,17 +138,7 @@ export class Session {
   }
 
   private call(id: CallId, method: string, request: Record<string, unknown>): void {
-    if (this.inFlight >= this.limits.maxCallsInFlight) {
-      return this.send({
-        type: 'error',
-        id,
-        error: {
-          code: status.RESOURCE_EXHAUSTED,
-          codeName: 'RESOURCE_EXHAUSTED',
-          message: `${this.limits.maxCallsInFlight} calls are already in flight on this connection: wait for their answers`,
-        },
-      });
-    }
+    if (this.inFlight >= this.limits.maxCallsInFlight) return this.tooMany(id);
     this.inFlight++;
     this.cluster.call(method, request).then(
       (response) => {
