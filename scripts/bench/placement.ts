@@ -78,7 +78,7 @@ try {
   const any = cluster(daemons[0]!.address);
   const leaderId = await until(
     'a leader',
-    30_000,
+    90_000,
     async () => (await any.listMembers({})).leaderId || undefined,
   );
   const leaderAddress = daemons.find((d) => d.id === leaderId)!.address;
@@ -104,7 +104,8 @@ try {
   }
   let shown = 0;
   await until(`${opts.hosts} hosts Up`, 300_000, async () => {
-    const { hosts } = await leader.listHosts({ pageSize: 1000 });
+    // Stale: what this daemon has applied, so the wait goes on when the leadership moves.
+    const { hosts } = await leader.listHosts({ pageSize: 1000, consistency: 'CONSISTENCY_STALE' });
     const up = hosts.filter((h) => h.state === 'HOST_STATE_UP').length;
     if (Date.now() - shown > 10_000) {
       shown = Date.now();
@@ -117,7 +118,7 @@ try {
   );
 
   // Placements, as the leader commits them.
-  const from = await until('the revision', 30_000, async () => (await leader.getClusterStatus({})).revision);
+  const from = await until('the revision', 30_000, async () => (await any.getClusterStatus({})).revision);
   const placedAt = new Map<string, number>();
   const raw = createClient(hyperfarmProto().hyperfarm.v1.ClusterService, leaderAddress);
   const watch = raw.watch({ fromRevision: from, kinds: ['RESOURCE_KIND_VM'] });
@@ -210,7 +211,11 @@ try {
     say(`${probeErrors.length} GetVm/ListVms calls failed, first: ${probeErrors[0]}`);
   const seconds = (last - t0) / 1000;
   const placementsPerS = Math.round(opts.vms / seconds);
-  const used = new Set((await leader.listVms({ pageSize: 1000 })).vms.map((v) => v.status!.hostId));
+  const used = new Set(
+    (await leader.listVms({ pageSize: 1000, consistency: 'CONSISTENCY_STALE' })).vms.map(
+      (v) => v.status!.hostId,
+    ),
+  );
   say(
     `${opts.vms} CreateVm acknowledged in ${((acknowledged - t0) / 1000).toFixed(2)} s; all placed (committed) after ${seconds.toFixed(2)} s`,
   );

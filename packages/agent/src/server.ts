@@ -67,6 +67,8 @@ export async function startHost(
   grpcAddress: string,
   logger: Logger,
   extra: Partial<AgentHostOptions> = {},
+  /** The hosts of this process (multi-host mode), this one included once it is started. */
+  siblings?: Map<string, { host: AgentHost; address(): string }>,
 ): Promise<RunningHost> {
   const unlock = lockDataDir(dataDir);
   let host: AgentHost;
@@ -93,7 +95,11 @@ export async function startHost(
         'agent',
         agentServiceImpl(
           host,
-          { address: () => builder.address(), ...(tls ? { client: { tls } } : {}) },
+          {
+            address: () => builder.address(),
+            ...(tls ? { client: { tls } } : {}),
+            ...(siblings ? { siblings: () => siblings } : {}),
+          },
           checkpoints,
           new VmTransfer(host, checkpoints),
           migrations,
@@ -168,15 +174,24 @@ export async function startAgent(
     host_id: multi ? config.idPrefix : config.id,
   });
   const hosts: RunningHost[] = [];
+  const siblings = new Map<string, { host: AgentHost; address(): string }>();
   registerAgentMetrics(metrics.registry, () => hosts.map((h) => h.host));
   try {
     for (let i = 0; i < config.hosts; i++) {
       const id = multi ? `${config.idPrefix}-${i + 1}` : config.id;
       const dataDir = multi ? join(config.dataDir, id) : config.dataDir;
       const hostLogger = multi ? logger.child({ host: id }) : logger;
-      hosts.push(
-        await startHost(config, id, dataDir, addressFor(config.grpcAddress, i), hostLogger, faultOptions()),
+      const h = await startHost(
+        config,
+        id,
+        dataDir,
+        addressFor(config.grpcAddress, i),
+        hostLogger,
+        faultOptions(),
+        multi ? siblings : undefined,
       );
+      hosts.push(h);
+      siblings.set(h.id, { host: h.host, address: () => h.grpcAddress });
     }
   } catch (err) {
     for (const h of hosts) await h.stop();

@@ -60,6 +60,41 @@ describe('AgentService and MigrationService in one process', function () {
     expect(agent.hosts[1]!.host.settings.dataDir).to.equal(join(dir, 'sim-2'));
   });
 
+  it('multi-host mode: one GrantLease renews the leases of hosts of the same process, each with its duration, and refuses others by name', async () => {
+    agent = await startAgent(
+      testConfig(dir, { hosts: 3, idPrefix: 'sim' }),
+      createLogger({ program: 't', id: 't', level: 'silent' }),
+    );
+    const c = agentClient(agent.hosts[0]!.grpcAddress);
+    try {
+      const answer = await c.p.grantLease({
+        daemonId: 'd1',
+        term: 3,
+        durationMs: 4_000,
+        more: [
+          { hostId: 'sim-3', durationMs: 9_000 },
+          { hostId: 'elsewhere-1', durationMs: 9_000 },
+          { hostId: 'sim-1', durationMs: 9_000 },
+        ],
+      });
+      expect(answer.siblingHostIds).to.deep.equal(['sim-2', 'sim-3']);
+      expect(answer.more.map((r) => [r.hostId, r.error !== ''])).to.deep.equal([
+        ['sim-3', false],
+        ['elsewhere-1', true],
+        ['sim-1', true],
+      ]);
+      expect(answer.more[1]!.error).to.include("'elsewhere-1'");
+      expect(answer.more[0]!.host!.id).to.equal('sim-3');
+      // Each lease as granted: sim-3's for 9 s, sim-2 (not asked) none, sim-1 its own 4 s.
+      const lease = (i: number) => agent!.hosts[i]!.host.read((e) => e.lease.state());
+      expect(lease(2)).to.deep.include({ daemonId: 'd1', term: 3 });
+      expect(lease(2)!.expiresAtMs - lease(0)!.expiresAtMs).to.be.within(4_000, 5_100);
+      expect(lease(1)).to.equal(undefined);
+    } finally {
+      c.raw.close();
+    }
+  });
+
   it('lists in pages, streams events with the initial state, refuses hardware changes while running, exports a Saved VM', async () => {
     agent = await startAgent(testConfig(dir), createLogger({ program: 't', id: 't', level: 'silent' }));
     const c = agentClient(agent.grpcAddress);

@@ -265,7 +265,7 @@ export class SimHost {
   grantLease(req: { daemonId: string; term: number; durationMs: number }): pb.GrantLeaseResponse__Output {
     if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
     const r = this.mutate((e) => e.lease.grant(req.daemonId, req.term, req.durationMs));
-    return { expiresAtMs: r.expiresAtMs, host: this.describe().host };
+    return { expiresAtMs: r.expiresAtMs, host: this.describe().host, more: [], siblingHostIds: [] };
   }
 
   listVms(): pb.Vm__Output[] {

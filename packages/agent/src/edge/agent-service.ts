@@ -24,6 +24,11 @@ export interface HostAddressing {
   address(): string;
   /** Transport options for calls to other agents (migration). */
   client?: ClientOptions;
+  /**
+   * The other hosts of this process (a multi-host agent), by id: a GrantLease to this host may
+   * carry their grants too.
+   */
+  siblings?: () => ReadonlyMap<string, { host: AgentHost; address(): string }>;
 }
 
 export function hostInfo(host: AgentHost, address: string): pb.Host {
@@ -143,7 +148,25 @@ export function agentServiceImpl(
     GrantLease: unary<pb.GrantLeaseRequest__Output, pb.GrantLeaseResponse>(async (req) => {
       if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
       const r = host.renewLease(req.daemonId, req.term, req.durationMs);
-      return { expiresAtMs: r.expiresAtMs, host: hostInfo(host, net.address()) };
+      const siblings = net.siblings?.() ?? new Map<string, { host: AgentHost; address(): string }>();
+      // Each further host is granted as if called on its own: same daemon, term and rules.
+      const more = req.more.map((m): pb.HostLeaseResult => {
+        const sib = m.hostId === host.settings.id ? undefined : siblings.get(m.hostId);
+        if (!sib)
+          return { hostId: m.hostId, error: `host '${m.hostId}' is not served by this agent process` };
+        try {
+          const g = sib.host.renewLease(req.daemonId, req.term, m.durationMs);
+          return { hostId: m.hostId, expiresAtMs: g.expiresAtMs, host: hostInfo(sib.host, sib.address()) };
+        } catch (err) {
+          return { hostId: m.hostId, error: (err as Error).message || String(err) };
+        }
+      });
+      return {
+        expiresAtMs: r.expiresAtMs,
+        host: hostInfo(host, net.address()),
+        more,
+        siblingHostIds: [...siblings.keys()].filter((id) => id !== host.settings.id),
+      };
     }),
     MigrateOut: serverStream<pb.MigrateOutRequest__Output, pb.MigrationProgress>((req, call) =>
       migrations.migrateOut(req, net.address(), (p) => call.write(p)),

@@ -28,10 +28,23 @@ export interface AgentEventSink {
  */
 export interface AgentPort {
   describe(address: string): Promise<HostDescription>;
+  /**
+   * Grants the host its lease; with `more`, also those of other hosts of the same agent process
+   * (answered in `more`, whose `siblingHostIds` name them). A port that cannot carry them answers
+   * without `more` and `siblingHostIds`, and the runner grants each host on its own.
+   */
   grantLease(
     host: HostRef,
-    req: { daemonId: string; term: number; durationMs: number },
-  ): Promise<pb.GrantLeaseResponse__Output>;
+    req: {
+      daemonId: string;
+      term: number;
+      durationMs: number;
+      more?: { hostId: string; durationMs: number }[];
+    },
+  ): Promise<
+    Omit<pb.GrantLeaseResponse__Output, 'more' | 'siblingHostIds'> &
+      Partial<Pick<pb.GrantLeaseResponse__Output, 'more' | 'siblingHostIds'>>
+  >;
   listVms(host: HostRef): Promise<pb.Vm__Output[]>;
   watchEvents(host: HostRef, sink: AgentEventSink): { cancel(): void };
   createVm(host: HostRef, vmId: string, config: VmConfig, generation: number): Promise<pb.Vm__Output>;

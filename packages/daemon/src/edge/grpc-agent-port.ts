@@ -42,7 +42,15 @@ export class GrpcAgentPort implements AgentPort {
     return { host, guests: catalog.guestOs };
   }
 
-  grantLease(host: HostRef, req: { daemonId: string; term: number; durationMs: number }) {
+  grantLease(
+    host: HostRef,
+    req: {
+      daemonId: string;
+      term: number;
+      durationMs: number;
+      more?: { hostId: string; durationMs: number }[];
+    },
+  ) {
     return this.client(host.address).p.grantLease(req, { timeoutMs: 2_000 });
   }
 
