@@ -103,7 +103,7 @@ try {
     );
   }
   let shown = 0;
-  await until(`${opts.hosts} hosts Up`, 300_000, async () => {
+  await until(`${opts.hosts} hosts Up`, 600_000, async () => {
     // Stale: what this daemon has applied, so the wait goes on when the leadership moves.
     const { hosts } = await leader.listHosts({ pageSize: 1000, consistency: 'CONSISTENCY_STALE' });
     const up = hosts.filter((h) => h.state === 'HOST_STATE_UP').length;
