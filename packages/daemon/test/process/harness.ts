@@ -102,6 +102,11 @@ export class ProcessFarm {
     );
   }
 
+  /** The process id of a daemon or an agent (a benchmark reads its CPU time). */
+  pidOf(id: string): number | undefined {
+    return (this.daemons.get(id) ?? this.agents.get(id)?.proc)?.child.pid;
+  }
+
   /** kill -9. */
   async killDaemon(id: string): Promise<void> {
     const p = this.daemons.get(id)!;
