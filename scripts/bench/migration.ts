@@ -94,6 +94,24 @@ interface Run {
 
 let sequence = 0;
 
+/**
+ * A control call, asked again if the connection dropped: on a machine loaded past 20 an agent
+ * busy with a large VM sometimes answers a keepalive ping late and grpc-js drops the connection
+ * under the call in flight. Every call retried here is idempotent (the same update, a status, a
+ * commit the agent answers again). The migration itself is never retried.
+ */
+async function again<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if ((err as { code?: number }).code !== 14 || attempt === 5) throw err;
+      console.error(`(connection dropped, asking again: ${(err as Error).message})`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
 async function migrate(
   src: Agent,
   dst: Agent,
@@ -127,19 +145,21 @@ async function migrate(
     if (h && h.residentPages >= 0.95 * (memoryBytes / 4096)) break;
     await new Promise((r) => setTimeout(r, 500));
   }
-  await src.c.updateVm({
-    vmId,
-    generation: 1,
-    config: {
-      ...config,
-      workload: {
-        ...config.workload,
-        dirtyPagesPerSecond: dirty ? dirtyPagesPerSecond : 0,
-        workingSetBytes: Math.min(memoryBytes, GIB),
+  await again(() =>
+    src.c.updateVm({
+      vmId,
+      generation: 1,
+      config: {
+        ...config,
+        workload: {
+          ...config.workload,
+          dirtyPagesPerSecond: dirty ? dirtyPagesPerSecond : 0,
+          workingSetBytes: Math.min(memoryBytes, GIB),
+        },
       },
-    },
-    updateMask: { paths: ['workload'] },
-  });
+      updateMask: { paths: ['workload'] },
+    }),
+  );
   const id = `m-${vmId}`;
   const started = performance.now();
   await new Promise<void>((resolve, reject) => {
@@ -158,12 +178,12 @@ async function migrate(
   });
   const transferMs = performance.now() - started;
   const req = { migrationId: id, vmId, targetGeneration: 2, reason: '' };
-  const done = await dst.c.commitMigration({ ...req, role: 'MIGRATION_ROLE_TARGET' });
-  const source = await src.c.getMigrationStatus({ migrationId: id });
-  await src.c.commitMigration({ ...req, role: 'MIGRATION_ROLE_SOURCE' });
+  const done = await again(() => dst.c.commitMigration({ ...req, role: 'MIGRATION_ROLE_TARGET' }));
+  const source = await again(() => src.c.getMigrationStatus({ migrationId: id }));
+  await again(() => src.c.commitMigration({ ...req, role: 'MIGRATION_ROLE_SOURCE' }));
   const totalMs = performance.now() - started;
-  await dst.c.changeVmState({ vmId, action: 'VM_ACTION_TURN_OFF', generation: 2 });
-  await dst.c.deleteVm({ vmId, generation: 2 });
+  await again(() => dst.c.changeVmState({ vmId, action: 'VM_ACTION_TURN_OFF', generation: 2 }));
+  await again(() => dst.c.deleteVm({ vmId, generation: 2 }));
   return {
     label: `${kind} ${gib} GiB ${dirty ? `dirtying ${arg('dirty-mb-s', '20')} MB/s` : 'idle'}`,
     gib,
