@@ -1,5 +1,5 @@
 import { failedPrecondition, notFound, type pb } from '@hyperfarm/api';
-import { GuestMemory, type Capture } from '@hyperfarm/agent';
+import { GuestMemory, type Capture, type Effect, type VmRecord } from '@hyperfarm/agent';
 import type { SimHost } from './host.js';
 
 /** One snapshot as the agent keeps it: its place in the tree and what the engine captured. */
@@ -12,12 +12,34 @@ interface SimCheckpoint {
   capture: Capture;
 }
 
+/** A saved-state file: the memory and device state a save wrote. */
+export interface SavedState {
+  memory: Extract<Effect, { kind: 'save' }>['memory'];
+  device: Buffer;
+}
+
 /**
- * The farm's cluster storage as far as snapshots go: each VM's snapshot tree and what each
- * snapshot holds live beside the VM's files, so they survive a host crash and follow the VM to
- * any host (a migration or a failover; the agent adopts them from the manifest there).
+ * The farm's cluster storage, which every simulated host reaches: each VM's folder holds its
+ * manifest (the record its host last wrote, and which host), its saved-state file, and its
+ * snapshot tree with what each snapshot holds. So they survive a host crash and follow the VM
+ * to any host: a create there under a newer generation adopts the VM as it was left (the
+ * agent's adoptOrCreate), Saved if it was.
  */
 export class ClusterCheckpoints {
+  readonly savedStates = new Map<string, SavedState>();
+  private readonly manifests = new Map<string, { record: VmRecord; hostId: string }>();
+
+  /** A host wrote a VM's record: the manifest follows, unless a newer generation owns the folder. */
+  wrote(hostId: string, record: VmRecord): void {
+    const m = this.manifests.get(record.id);
+    if (m && m.record.generation > record.generation) return;
+    this.manifests.set(record.id, { record, hostId });
+  }
+
+  manifest(vmId: string): { record: VmRecord; hostId: string } | undefined {
+    return this.manifests.get(vmId);
+  }
+
   private readonly trees = new Map<string, { checkpoints: Map<string, SimCheckpoint>; currentId: string }>();
 
   tree(vmId: string): { checkpoints: Map<string, SimCheckpoint>; currentId: string } {
@@ -37,6 +59,8 @@ export class ClusterCheckpoints {
   /** The VM was deleted: its files, and its snapshots, go. */
   forget(vmId: string): void {
     this.trees.delete(vmId);
+    this.manifests.delete(vmId);
+    this.savedStates.delete(vmId);
   }
 }
 

@@ -62,6 +62,21 @@ export class VirtualClock {
       return ev;
     }
   }
+
+  /** The next callback due at `time` at the latest (its scope alive), or undefined. */
+  popBy(time: number): Scheduled | undefined {
+    for (;;) {
+      const top = this.heap.peek();
+      if (!top || top.time > time) return undefined;
+      const ev = this.pop();
+      if (ev && ev.time <= time) return ev;
+      if (ev) {
+        // Paused past `time`: back in the queue, in its place.
+        this.heap.push(ev);
+        return undefined;
+      }
+    }
+  }
 }
 
 const byTimeThenOrder = (a: Scheduled, b: Scheduled): number => a.time - b.time || a.seq - b.seq;

@@ -57,11 +57,8 @@ export class SimHost {
   scope: Scope | undefined;
   /** What the agent's store holds: survives a crash. */
   readonly records = new Map<string, VmRecord>();
-  /** Saved-state files, by VM. */
-  readonly savedStates = new Map<
-    string,
-    { memory: Extract<Effect, { kind: 'save' }>['memory']; device: Buffer }
-  >();
+  /** Saved-state files, by VM: on the farm's cluster storage once the farm gives one (useClusterStorage). */
+  savedStates = new Map<string, { memory: Extract<Effect, { kind: 'save' }>['memory']; device: Buffer }>();
   private readonly listeners = new Set<Listener>();
   /** Watch streams to close when the process dies. */
   private readonly streams = new Set<() => void>();
@@ -91,6 +88,7 @@ export class SimHost {
 
   useClusterStorage(store: ClusterCheckpoints): void {
     this.cluster = store;
+    this.savedStates = store.savedStates;
     this.checkpoints = new SimCheckpoints(this, store);
   }
 
@@ -174,7 +172,10 @@ export class SimHost {
     e.advance(this.scope.now());
     for (const effect of e.takeEffects()) this.run(effect);
     const { records, deleted } = e.takeChanges();
-    for (const r of records) this.records.set(r.id, r);
+    for (const r of records) {
+      this.records.set(r.id, r);
+      this.cluster?.wrote(this.id, r);
+    }
     for (const id of deleted) this.records.delete(id);
     const events = e.takeEvents();
     for (const ev of events) {
@@ -214,9 +215,11 @@ export class SimHost {
         this.savedStates.delete(effect.vmId);
         return;
       case 'delete-vm-files':
+        // A VM deleted for good takes its files with it; a stale copy dropped leaves them (on
+        // cluster storage they are the VM's, wherever it runs now).
+        if (effect.keepShared && this.cluster) return;
         this.savedStates.delete(effect.vmId);
-        // A VM deleted for good takes its snapshots with it; a stale copy dropped leaves them.
-        if (!effect.keepShared) this.cluster?.forget(effect.vmId);
+        this.cluster?.forget(effect.vmId);
         return;
       case 'disk-writes':
         // A full volume fails the guest's writes (PausedCritical); otherwise they land.
@@ -276,8 +279,29 @@ export class SimHost {
     return this.mutate((e) => e.vms.get(vmId));
   }
 
+  /**
+   * CreateVm, as the agent's adoptOrCreate: a VM whose folder on cluster storage was left by an
+   * older generation (a failover, or a stopped VM moved here) is adopted as it was left, Saved
+   * if its saved state is there; otherwise a plain create.
+   */
   createVm(vmId: string, config: pb.VmConfig, generation: number): pb.Vm__Output {
-    return this.mutate((e) => e.vms.create(vmId, config, generation));
+    const m = this.cluster?.manifest(vmId);
+    if (!m || this.e.vms.has(vmId) || m.record.generation >= generation)
+      return this.mutate((e) => e.vms.create(vmId, config, generation));
+    const saved = m.record.state === 'VM_STATE_SAVED' && this.savedStates.has(vmId);
+    return this.mutate((e) =>
+      e.adopt(
+        {
+          ...m.record,
+          generation,
+          state: saved ? 'VM_STATE_SAVED' : 'VM_STATE_OFF',
+          desiredState: saved ? 'VM_STATE_SAVED' : 'VM_STATE_OFF',
+          message: '',
+        },
+        saved,
+        `adopted from cluster storage (left by host '${m.hostId}' at generation ${m.record.generation})`,
+      ),
+    );
   }
 
   changeVmState(vmId: string, action: pb.VmAction__Output, generation: number): pb.Vm__Output {
