@@ -34,6 +34,8 @@ export interface FarmTiming {
   engineStepMs: number;
   /** The agent's own timer that brings its engine to now (calls do too). */
   pumpMs: number;
+  /** The controllers' sweep over every VM (0: the daemon's default, 5 s). */
+  sweepMs: number;
 }
 
 export interface FarmOptions {
@@ -116,6 +118,7 @@ export const SMALL: Omit<FarmOptions, 'seed'> = {
     leaseMs: 10_000,
     engineStepMs: 0,
     pumpMs: 1_000,
+    sweepMs: 0,
   },
 };
 
@@ -148,6 +151,7 @@ export const LARGE: Omit<FarmOptions, 'seed'> = {
     leaseMs: 60_000,
     engineStepMs: 60_000,
     pumpMs: 15_000,
+    sweepMs: 60_000,
   },
 };
 
@@ -286,6 +290,7 @@ export class FarmSimulation {
             maxCalls: 256,
             // The runner's settings that other work adds (issue 10's migrations per host).
             ...RUNNER_EXTRAS,
+            ...(o.timing.sweepMs ? { sweepMs: o.timing.sweepMs } : {}),
           },
         },
         logger,

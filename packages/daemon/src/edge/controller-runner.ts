@@ -36,6 +36,11 @@ export interface RunnerConfig {
   maxCalls: number;
   /** Migrations a host takes part in at once at most. */
   maxMigrationsPerHost: number;
+  /**
+   * How often the controllers look at every VM, not only the changed ones (SWEEP_MS when
+   * absent). A farm of tens of thousands of VMs may sweep less often: the sweep is a safety net.
+   */
+  sweepMs?: number;
 }
 
 /** Most items per command (placements, reports): an entry stays well under 1 MiB. */
@@ -363,7 +368,7 @@ class LeaderSession {
     const changed = new Set(this.dirtyVms);
     this.dirtyVms.clear();
     if (now < this.nextSweep) return changed;
-    this.nextSweep = now + SWEEP_MS;
+    this.nextSweep = now + (this.cfg.sweepMs ?? SWEEP_MS);
     this.waiting.clear();
     return undefined;
   }
