@@ -66,6 +66,8 @@ describe('the local farm launcher', function () {
       expect(p.dataDir).to.equal(join(data, p.id));
     }
     expect(output).to.match(/hyperfarm is up in [\d.]+ s: 1 daemons, 1 agents/);
+    // The web console's address, which the launcher learns from the daemon once it serves.
+    expect(output).to.match(/Web console .*\n {2}daemon-1 +http:\/\/127\.0\.0\.1:[1-9]\d*\n/);
   });
 
   it('has every process answer health checks and reflection', async () => {

@@ -6,7 +6,9 @@ export { farmCommand, membersCommand } from './cli/farm.js';
 export { status } from '@hyperfarm/api';
 export { hyperfarmProgram } from './cli/program.js';
 export { bashCompletion } from './cli/completion.js';
-export { ProcessFarm, type ProcessFarmOptions } from './farm/process-farm.js';
+export { ProcessFarm, PROGRAMS, type ProcessFarmOptions } from './farm/process-farm.js';
+export { LoopbackNetwork, NetnsNetwork, netnsUnavailable, type FarmNetwork } from './farm/network.js';
+export { runLauncher } from './farm/launcher.js';
 // The drill runner: drill files, their verdicts and reports (docs/drills.md).
 export {
   runDrillFile,
