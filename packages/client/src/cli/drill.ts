@@ -42,10 +42,14 @@ export function drillCommand(io: CliIo): Command {
       .option('--attach [dir]', 'use the farm `npm start` runs from this data folder', false)
       .option('--out <dir>', 'where report.json and report.html go (default .hyperfarm/drills/<name>)')
       .option('--keep', "keep the drill's farm folder (logs, data) even when it passes")
+      .option(
+        '--netns',
+        'root only: each process in its own network namespace; partitions take links down for real',
+      )
       .action(
         async (
           file: string,
-          opts: { quick?: boolean; attach: string | boolean; out?: string; keep?: boolean },
+          opts: { quick?: boolean; attach: string | boolean; out?: string; keep?: boolean; netns?: boolean },
         ) => {
           const text = read(file);
           try {
@@ -61,6 +65,7 @@ export function drillCommand(io: CliIo): Command {
             ...(attach ? { attach } : {}),
             ...(opts.out ? { out: opts.out } : {}),
             keep: opts.keep,
+            netns: opts.netns === true,
             onStep: (line) => io.stderr(`${line}\n`),
           });
           io.stdout(summary(outcome.report));

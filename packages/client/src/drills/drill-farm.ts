@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { processAlive, readFarmFile } from '@hyperfarm/api';
 import { ProcessFarm } from '../farm/process-farm.js';
+import { NetnsNetwork } from '../farm/network.js';
 import type { Plan } from './format.js';
 
 /**
@@ -28,6 +29,12 @@ export interface DrillFarm {
   stop(keep: boolean): Promise<void>;
   /** Where the processes' logs are. */
   readonly logs: string;
+  /**
+   * In network namespaces: cuts every link of these processes (daemon ids, host names) at the
+   * link layer, and brings them all back. Absent on loopback, where FaultService cuts links.
+   */
+  cutLinks?(names: string[]): Promise<void>;
+  healLinks?(): Promise<void>;
 }
 
 /** The daemon flags of a drill's timing (docs/ha.md: the liveness profiles). */
@@ -35,9 +42,19 @@ export function daemonArgs(plan: Plan): string[] {
   return ['--liveness-profile', plan.timing];
 }
 
-export async function startOwnFarm(plan: Plan, dir: string): Promise<DrillFarm> {
+export async function startOwnFarm(
+  plan: Plan,
+  dir: string,
+  opts: { netns?: boolean } = {},
+): Promise<DrillFarm> {
   mkdirSync(dir, { recursive: true });
-  const farm = await ProcessFarm.start({ daemons: plan.daemons, daemonArgs: daemonArgs(plan), dir });
+  const netns = opts.netns ? new NetnsNetwork() : undefined;
+  const farm = await ProcessFarm.start({
+    daemons: plan.daemons,
+    daemonArgs: daemonArgs(plan),
+    dir,
+    ...(netns ? { network: netns } : {}),
+  });
   const addresses = new Map<string, string>();
   const cluster = join(farm.dir, 'cluster');
   const agentArgs = (h: Plan['hosts'][number]) => [
@@ -76,6 +93,7 @@ export async function startOwnFarm(plan: Plan, dir: string): Promise<DrillFarm> 
     killDaemon: (id) => farm.kill(id),
     startDaemon: (id) => farm.startDaemon(id),
     stop: (keep) => farm.stop(keep),
+    ...(netns ? { cutLinks: (names: string[]) => netns.cut(names), healLinks: () => netns.heal() } : {}),
   };
 }
 

@@ -30,6 +30,11 @@ export interface RunDrillOptions {
   out?: string;
   /** Keep the drill's own farm folder (logs, data) even when the drill passes. */
   keep?: boolean;
+  /**
+   * Root only: run the drill's own farm with each process in its own network namespace, so a
+   * partition or an isolation takes links down for real (docs/drills.md).
+   */
+  netns?: boolean;
   onStep?: (line: string) => void;
 }
 
@@ -54,9 +59,13 @@ export async function runPlan(plan: Plan, file: string, opts: RunDrillOptions = 
   opts.onStep?.(
     opts.attach
       ? `attaching to the farm in ${opts.attach}`
-      : `starting a farm of ${plan.daemons} daemons and ${plan.hosts.length} hosts in ${out}`,
+      : `starting a farm of ${plan.daemons} daemons and ${plan.hosts.length} hosts in ${out}${opts.netns ? ', each process in its own network namespace' : ''}`,
   );
-  const farm: DrillFarm = opts.attach ? attachFarm(plan, opts.attach) : await startOwnFarm(plan, out);
+  if (opts.attach && opts.netns)
+    throw new Error('--netns starts its own farm: it cannot be used with --attach');
+  const farm: DrillFarm = opts.attach
+    ? attachFarm(plan, opts.attach)
+    : await startOwnFarm(plan, out, { netns: opts.netns === true });
   let report: DrillReport | undefined;
   try {
     const obs = await new DrillRun(plan, farm, { onStep: opts.onStep }).run();

@@ -235,9 +235,12 @@ export class DrillRun {
     }
   }
 
-  /** The leader every live daemon names, or '' while they disagree or know none. */
+  /**
+   * The leader every live daemon names, or '' while they disagree or know none. A daemon whose
+   * link is down (network namespaces) cannot be asked: the others decide.
+   */
   private async agreedLeader(): Promise<string> {
-    const live = [...this.farm.daemons].filter(([id]) => this.farm.running(id));
+    const live = [...this.farm.daemons].filter(([id]) => this.farm.running(id) && !this.linkDown.has(id));
     const views = await Promise.all(
       live.map(async ([, address]) => {
         const c = promiseClient(
@@ -310,15 +313,33 @@ export class DrillRun {
     return this.farm.daemons.get(name) ?? this.farm.hostAddress(name);
   }
 
+  /**
+   * A process the drill names; 'leader' is the one every reachable daemon agrees on, waited for
+   * up to 10 s (just after a heal, a daemon that was cut off may not have heard of it yet).
+   */
   private async resolveProcess(name: string): Promise<string> {
     if (name !== 'leader') return name;
-    const leader = await this.agreedLeader();
-    if (!leader) throw new Error('no leader is agreed on');
-    return leader;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const leader = await this.agreedLeader().catch(() => '');
+      if (leader) return leader;
+      if (Date.now() > deadline) throw new Error('no leader is agreed on within 10 s');
+      await sleep(100);
+    }
   }
 
-  /** Cuts the links between two groups of processes, both ways, on both sides. */
+  /**
+   * Cuts the links between two groups of processes, both ways, on both sides. In network
+   * namespaces, side `a` (the minority, the isolated host) loses its link for real instead: cut
+   * from every process, as a machine whose cable is pulled.
+   */
   private async cut(a: string[], b: string[]): Promise<void> {
+    if (this.farm.cutLinks) {
+      const ids = a.filter((n) => this.running(n)).map((n) => this.processId(n));
+      await this.farm.cutLinks(ids);
+      for (const id of ids) this.linkDown.add(id);
+      return;
+    }
     const peer = (n: string) => ({
       name: this.farm.daemons.has(n) ? n : this.farm.hostId(n),
       addresses: [this.address(n)],
@@ -337,10 +358,16 @@ export class DrillRun {
   }
 
   private running(name: string): boolean {
-    return this.farm.running(this.farm.daemons.has(name) ? name : this.farm.hostId(name));
+    return this.farm.running(this.processId(name));
+  }
+
+  private processId(name: string): string {
+    return this.farm.daemons.has(name) ? name : this.farm.hostId(name);
   }
 
   private readonly created = new Set<string>();
+  /** Processes whose link a cut took down (network namespaces), until the next heal. */
+  private readonly linkDown = new Set<string>();
 
   /** The drill's switches, once. */
   private async createSwitches(): Promise<void> {
@@ -534,18 +561,32 @@ export class DrillRun {
           all.filter((d) => !side.includes(d)),
         );
         this.record({ t: this.now(), type: 'fault', what: `partition ${side.join(', ')} | rest`, on: true });
-        return `cut ${side.join(', ')} off from the other daemons`;
+        return `cut ${side.join(', ')} off from the other daemons${this.farm.cutLinks ? ' (link down)' : ''}`;
       }
       case 'isolate': {
         const host = await this.hostOf(step.isolate!);
         await this.cut([host], [...this.farm.daemons.keys()]);
         this.record({ t: this.now(), type: 'fault', what: `isolate ${host}`, host, on: true });
-        return `cut ${host} off from every daemon`;
+        return `cut ${host} off from every daemon${this.farm.cutLinks ? ' (link down)' : ''}`;
       }
       case 'heal': {
+        await this.farm.healLinks?.();
+        // A link brought back up carries traffic again once TCP's retransmissions get through:
+        // the heal is done when every process answers, within 30 s.
+        const deadline = Date.now() + (this.linkDown.size > 0 ? 30_000 : 0);
+        this.linkDown.clear();
         const procs = [...this.farm.daemons.keys(), ...this.farm.hostNames()].filter((p) => this.running(p));
         await Promise.all(
-          procs.map((p) => this.faults(this.address(p)).clearLinkFaults({}, { timeoutMs: 5_000 })),
+          procs.map(async (p) => {
+            for (;;) {
+              try {
+                return await this.faults(this.address(p)).clearLinkFaults({}, { timeoutMs: 5_000 });
+              } catch (err) {
+                if (Date.now() > deadline) throw err;
+                await sleep(200);
+              }
+            }
+          }),
         );
         this.record({ t: this.now(), type: 'fault', what: 'heal every link', on: false });
         return undefined;
