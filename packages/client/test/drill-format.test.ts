@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DRILL_SCHEMA, DrillFileError, loadDrill, mergePatch } from '../src/drills/index.js';
 import { hyperfarmProgram, runProgram } from '../src/index.js';
+import { daemonArgs } from '../src/drills/drill-farm.js';
 
 const DRILLS = fileURLToPath(new URL('../../../drills/', import.meta.url));
 
@@ -156,5 +157,15 @@ describe('drill files: the format and its errors', () => {
     expect(JSON.parse(readFileSync(join(DRILLS, 'schema.json'), 'utf8'))).to.deep.equal(
       JSON.parse(JSON.stringify(DRILL_SCHEMA)),
     );
+  });
+
+  it("a drill's fast timing runs the daemons with Raft's fast profile too, so a leader's death does not outlast the 1 s leases", () => {
+    const drill = (timing: string) =>
+      loadDrill(
+        `name: t\nfarm: { daemons: 3, hosts: 1, timing: ${timing} }\ntimeline: [{ hold: 1s }]\n`,
+        't.yaml',
+      );
+    expect(daemonArgs(drill('fast'))).to.deep.equal(['--liveness-profile', 'fast', '--raft-profile', 'fast']);
+    expect(daemonArgs(drill('default'))).to.deep.equal(['--liveness-profile', 'default']);
   });
 });
