@@ -3,6 +3,7 @@
  * second, and the console's Farm view open in Debian's Chromium (playwright-core).
  *
  *   npm run bench:console [-- --vms 1000] [--rate 100] [--seconds 60] [--minutes 10] [--daemons 1]
+ *                         [--profile page.cpuprofile]
  *
  * Load: UpdateVm calls (a label) on the VMs in turn, paced to `--rate` per second; each commits
  * one VM event. Lag: a gRPC Watch in this process notes when each revision arrives; the page
@@ -10,8 +11,13 @@
  * second minus the first, on the machine's one clock. Memory: the page's JS heap after a forced
  * garbage collection (CDP), and its DOM node count, sampled through the run; the slope of a
  * least-squares line through the heap samples says whether it grows.
+ * The lag is also split at the page: until the page applied the revision (daemon, gateway,
+ * socket, and the page's main thread queueing the message), and from then to the render.
+ * `--profile FILE` records the page's CPU profile (CDP Profiler) over the load and writes it as a
+ * .cpuprofile (Chrome DevTools opens it), with the functions that took most time printed.
  * Figures first; the last line is one JSON object.
  */
+import { writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { chromium } from 'playwright-core';
 import type { pb } from '@hyperfarm/api';
@@ -31,10 +37,12 @@ const DAEMONS = Number(arg('daemons', '1'));
 const HOSTS = Math.ceil(VMS / 180);
 const SAMPLES = 12;
 const CHROMIUM = process.env.HYPERFARM_CHROMIUM ?? '/usr/bin/chromium';
+const PROFILE = process.argv.includes('--profile') ? arg('profile', 'console.cpuprofile') : '';
 
 interface PageStore {
   model: { revision: number; vms: Map<string, unknown> };
   renders: { revision: number; at: number }[];
+  arrivals: { revision: number; at: number }[];
   connection: { status: string };
 }
 type Win = { hyperfarm: PageStore };
@@ -120,12 +128,17 @@ try {
   watch.on('error', () => undefined);
 
   const renders: { revision: number; at: number }[] = [];
+  const received = new Map<number, number>();
   const drain = async () => {
     const got = await page.evaluate(() => {
-      const r = (globalThis as unknown as Win).hyperfarm.renders;
-      return r.splice(0, r.length);
+      const s = (globalThis as unknown as Win).hyperfarm;
+      return {
+        renders: s.renders.splice(0, s.renders.length),
+        arrivals: s.arrivals.splice(0, s.arrivals.length),
+      };
     });
-    renders.push(...got);
+    renders.push(...got.renders);
+    for (const a of got.arrivals) received.set(a.revision, a.at);
   };
   const memory: { t: number; heapMiB: number; nodes: number; busyS: number }[] = [];
   const sampleMemory = async () => {
@@ -144,6 +157,14 @@ try {
     });
   };
   await cdp.send('Performance.enable');
+  if (PROFILE) {
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
+    await cdp.send('Profiler.start');
+    await browser.startTracing(page, {
+      categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline'],
+    });
+  }
 
   // The load: RATE changes a second, paced to a schedule (late calls catch up, never pile up).
   const start = Date.now();
@@ -179,6 +200,16 @@ try {
     return renders.some((r) => r.revision >= lastRevision) || undefined;
   });
   clearInterval(drainTimer);
+  if (PROFILE) {
+    const { profile } = (await cdp.send('Profiler.stop')) as { profile: CpuProfile };
+    writeFileSync(PROFILE, JSON.stringify(profile));
+    console.log(`page CPU profile written to ${PROFILE}; most self time:`);
+    for (const line of topSelfTime(profile, 25)) console.log(`  ${line}`);
+    const trace = JSON.parse(String(await browser.stopTracing())) as { traceEvents: TraceEvent[] };
+    writeFileSync(PROFILE.replace(/(\.cpuprofile)?$/, '.trace.json'), JSON.stringify(trace));
+    console.log("the page's main thread by task kind (trace, top-level events):");
+    for (const line of mainThreadTime(trace.traceEvents)) console.log(`  ${line}`);
+  }
   await sampleMemory();
   watch.cancel();
   const elapsed = (Date.now() - start) / 1000;
@@ -193,7 +224,22 @@ try {
     if (shown < Infinity) lags.push(Math.max(0, shown - at));
   }
   lags.sort((a, b) => a - b);
-  const pct = (p: number) => lags[Math.min(lags.length - 1, Math.floor((p / 100) * lags.length))] ?? NaN;
+  // The same lag in two parts: until the page applied the revision, and from then to the render.
+  const upstream: number[] = [];
+  const inPage: number[] = [];
+  j = 0;
+  for (const [revision, at] of [...received].sort((a, b) => a[0] - b[0])) {
+    while (j < renders.length && renders[j]!.revision < revision) j++;
+    const shown = renders.slice(j).reduce((min, r) => Math.min(min, r.at), Infinity);
+    const sent = arrivals.get(revision);
+    if (shown < Infinity) inPage.push(Math.max(0, shown - at));
+    if (sent !== undefined) upstream.push(Math.max(0, at - sent));
+  }
+  upstream.sort((a, b) => a - b);
+  inPage.sort((a, b) => a - b);
+  const pctOf = (list: number[], p: number) =>
+    list[Math.min(list.length - 1, Math.floor((p / 100) * list.length))] ?? NaN;
+  const pct = (p: number) => pctOf(lags, p);
   const heap = memory.map((m) => m.heapMiB);
   const n = memory.length;
   const mt = memory.reduce((s, m) => s + m.t, 0) / n;
@@ -238,6 +284,9 @@ try {
   console.log(
     `farm view lag behind the stream, ms: p50 ${r(pct(50))}, p95 ${r(pct(95))}, p99 ${r(pct(99))}, max ${r(lags.at(-1) ?? NaN)} (${lags.length} revisions)`,
   );
+  console.log(
+    `  of which until the page applied it: p50 ${r(pctOf(upstream, 50))}, p95 ${r(pctOf(upstream, 95))}, p99 ${r(pctOf(upstream, 99))}; from then to the render: p50 ${r(pctOf(inPage, 50))}, p95 ${r(pctOf(inPage, 95))}, p99 ${r(pctOf(inPage, 99))}`,
+  );
   console.log('page memory (after GC):');
   for (const m of memory)
     console.log(`  ${r(m.t).toString().padStart(6)} s  heap ${r(m.heapMiB, 2)} MiB  DOM nodes ${m.nodes}`);
@@ -257,6 +306,8 @@ try {
       events: arrivals.size,
       refused: failed,
       lagMs: { p50: r(pct(50)), p95: r(pct(95)), p99: r(pct(99)), max: r(lags.at(-1) ?? NaN) },
+      toPageMs: { p50: r(pctOf(upstream, 50)), p95: r(pctOf(upstream, 95)), p99: r(pctOf(upstream, 99)) },
+      inPageMs: { p50: r(pctOf(inPage, 50)), p95: r(pctOf(inPage, 95)), p99: r(pctOf(inPage, 99)) },
       heapMiB: { first: r(heap[0]!, 2), last: r(heap.at(-1)!, 2), max: r(Math.max(...heap), 2) },
       heapSlopeMiBPerMin: r(slope * 60, 3),
       pageBusyPercent: r(busy * 100),
@@ -269,4 +320,74 @@ try {
 } finally {
   await browser.close();
   await farm.stop();
+}
+
+interface CpuProfile {
+  nodes: {
+    id: number;
+    callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number };
+    hitCount?: number;
+  }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** The functions with the most self time in a CPU profile, as "ms  share  function (file:line)". */
+function topSelfTime(p: CpuProfile, n: number): string[] {
+  const byNode = new Map(p.nodes.map((x) => [x.id, x]));
+  const self = new Map<string, number>();
+  let total = 0;
+  p.samples.forEach((id, i) => {
+    const dt = (p.timeDeltas[i + 1] ?? 0) / 1000;
+    total += dt;
+    const f = byNode.get(id)!.callFrame;
+    const key = `${f.functionName || '(anonymous)'} (${f.url.split('/').pop()}:${f.lineNumber + 1}:${f.columnNumber + 1})`;
+    self.set(key, (self.get(key) ?? 0) + dt);
+  });
+  return [...self]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(
+      ([k, ms]) => `${ms.toFixed(0).padStart(7)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}%  ${k}`,
+    );
+}
+
+interface TraceEvent {
+  name: string;
+  ph: string;
+  pid: number;
+  tid: number;
+  ts: number;
+  dur?: number;
+  args?: { name?: string };
+}
+
+/** Time on the renderer's main thread by event name, counting only events not inside another. */
+function mainThreadTime(events: TraceEvent[]): string[] {
+  const main = events.find(
+    (e) => e.ph === 'M' && e.name === 'thread_name' && e.args?.name === 'CrRendererMain',
+  );
+  if (!main) return ['(no renderer main thread in the trace)'];
+  const own = events
+    .filter((e) => e.pid === main.pid && e.tid === main.tid && e.ph === 'X' && e.dur !== undefined)
+    .sort((a, b) => a.ts - b.ts);
+  const by = new Map<string, number>();
+  const stack: TraceEvent[] = [];
+  let span = 0;
+  for (const e of own) {
+    while (stack.length && stack[stack.length - 1]!.ts + stack[stack.length - 1]!.dur! <= e.ts) stack.pop();
+    // Second level: what the thread's tasks spent their time on.
+    if (stack.length === 1) by.set(e.name, (by.get(e.name) ?? 0) + e.dur! / 1000);
+    if (stack.length === 0) span += e.dur! / 1000;
+    stack.push(e);
+  }
+  const first = own[0]?.ts ?? 0;
+  const last = own.reduce((m, e) => Math.max(m, e.ts + e.dur!), first);
+  return [
+    `tasks ${span.toFixed(0)} ms over ${((last - first) / 1000).toFixed(0)} ms`,
+    ...[...by]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 15)
+      .map(([k, ms]) => `${ms.toFixed(0).padStart(7)} ms  ${k}`),
+  ];
 }

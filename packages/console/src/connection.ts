@@ -202,6 +202,9 @@ export class Connection {
       case 'event':
         this.hooks.event(m.event);
         return;
+      case 'events':
+        for (const e of m.events) this.hooks.event(e);
+        return;
       case 'resync':
         // The gateway stopped sending because this page fell behind: everything it queued has
         // arrived by now, so resume from what the page has.

@@ -46,6 +46,8 @@ export interface FarmModel {
   history: Map<string, StateChange[]>;
   /** Grows when a VM appears, goes, is renamed or changes host: when vmsByHost must sort again. */
   placement: number;
+  /** VMs Running now, kept as events come: the Farm view's summary, without a pass over them all. */
+  running: number;
 }
 
 export function emptyModel(): FarmModel {
@@ -60,6 +62,7 @@ export function emptyModel(): FarmModel {
     timeline: [],
     history: new Map(),
     placement: 0,
+    running: 0,
   };
 }
 
@@ -90,9 +93,10 @@ export function applyEvent(m: FarmModel, e: FarmEvent): boolean {
       break;
     case 'RESOURCE_KIND_VM': {
       const before = m.vms.get(e.id);
-      const after = resource as Vm | undefined;
+      const after = put ? (resource as Vm) : undefined;
       if (!put || !before || name(before) !== name(after!) || before.status?.hostId !== after!.status?.hostId)
         m.placement++;
+      m.running += (isRunning(after) ? 1 : 0) - (isRunning(before) ? 1 : 0);
       store(m.vms);
       if (put) recordState(m, e, resource as Vm);
       else m.history.delete(e.id);
@@ -131,6 +135,8 @@ export function applyEvent(m: FarmModel, e: FarmEvent): boolean {
   if (m.timeline.length > TIMELINE_LIMIT) m.timeline.splice(0, m.timeline.length - TIMELINE_LIMIT);
   return true;
 }
+
+const isRunning = (vm: Vm | undefined) => vm?.status?.state === 'VM_STATE_RUNNING';
 
 /**
  * Drops the finished entries changed longest ago (the Map's order) until at most

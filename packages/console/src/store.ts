@@ -23,6 +23,11 @@ export class Store {
    * RENDERS_KEPT: how `npm run bench:console` measures how far the view lags behind the stream.
    */
   readonly renders: { revision: number; at: number }[] = [];
+  /**
+   * When each revision reached the page (Date.now() ms), at most RENDERS_KEPT: with `renders`,
+   * splits the benchmark's lag into the way here (daemon, gateway, socket) and the page's own.
+   */
+  readonly arrivals: { revision: number; at: number }[] = [];
   /** What the person asked for lately, newest first, each followed to its end. */
   notices: Notice[] = [];
   readonly conn: Connection;
@@ -98,7 +103,10 @@ export class Store {
 
   private apply(e: FarmEvent): void {
     if (!applyEvent(this.model, e)) return;
-    this.lastEvent = { timeMs: e.timeMs, appliedAt: Date.now(), revision: e.revision };
+    const now = Date.now();
+    this.lastEvent = { timeMs: e.timeMs, appliedAt: now, revision: e.revision };
+    this.arrivals.push({ revision: e.revision, at: now });
+    if (this.arrivals.length > RENDERS_KEPT) this.arrivals.splice(0, this.arrivals.length - RENDERS_KEPT);
     this.changed();
   }
 

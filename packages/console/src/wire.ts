@@ -48,6 +48,7 @@ export type ServerMessage =
   | { type: 'result'; id: number; response: unknown }
   | { type: 'error'; id?: number; error: WireError }
   | { type: 'event'; event: FarmEvent }
+  | { type: 'events'; events: FarmEvent[] }
   | { type: 'watchError'; error: WireError }
   | { type: 'resync'; fromRevision: number; reason: string }
   | { type: 'consoles'; id: number; consoles: ConsoleEndpoint[] }

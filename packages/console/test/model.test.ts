@@ -140,4 +140,24 @@ describe('console: a host card’s memory and running VMs', () => {
     applyEvent(m, vmEvent(++rev, 'a', 'VM_STATE_OFF', 512));
     expect(use(m)).to.deep.equal({ memoryUsedBytes: (1024 + 32) * MiB, runningVms: 1 });
   });
+
+  it('counts the farm’s running VMs as they start, stop and go, each event once', () => {
+    const m = emptyModel();
+    let rev = 0;
+    applyEvent(m, vmEvent(++rev, 'a', 'VM_STATE_RUNNING', 512));
+    applyEvent(m, vmEvent(++rev, 'b', 'VM_STATE_RUNNING', 512));
+    applyEvent(m, vmEvent(++rev, 'c', 'VM_STATE_PAUSED', 512));
+    expect(m.running).to.equal(2);
+    applyEvent(m, vmEvent(rev, 'c', 'VM_STATE_RUNNING', 512)); // already applied: ignored
+    applyEvent(m, vmEvent(++rev, 'a', 'VM_STATE_OFF', 512));
+    expect(m.running).to.equal(1);
+    applyEvent(m, {
+      ...vmEvent(++rev, 'b', 'VM_STATE_RUNNING', 512),
+      type: 'EVENT_TYPE_DELETE',
+    } as FarmEvent);
+    expect(m.running).to.equal(0);
+    expect(m.running).to.equal(
+      [...m.vms.values()].filter((v) => v.status?.state === 'VM_STATE_RUNNING').length,
+    );
+  });
 });

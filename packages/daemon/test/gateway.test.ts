@@ -21,7 +21,11 @@ class Browser {
 
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (data) => {
-      this.received.push(JSON.parse(String(data)) as Record<string, unknown>);
+      const m = JSON.parse(String(data)) as Record<string, unknown>;
+      // Events that came together arrive in one `events` message: kept here one by one.
+      if (m.type === 'events')
+        for (const event of m.events as unknown[]) this.received.push({ type: 'event', event });
+      else this.received.push(m);
       for (const w of this.waiters.splice(0)) w();
     });
   }
@@ -300,8 +304,12 @@ describe('console session: bounded send queue', () => {
     const last = r - 1;
     // More events after the stop are not queued.
     for (let i = 0; i < 100; i++) streams[0]!.stream.emit('data', event(r++));
-    const events = ws.sent.filter((m) => m.type === 'event');
+    // Events that came together went in one message.
+    const events = ws.sent.flatMap((m) =>
+      m.type === 'event' ? [m.event] : m.type === 'events' ? (m.events as unknown[]) : [],
+    );
     expect(events.length).to.equal(last - 7);
+    expect(ws.sent.filter((m) => m.type === 'events')).to.have.length(1);
     expect(ws.sent.at(-1)).to.deep.include({ type: 'resync', fromRevision: last });
     // What the socket holds stayed within the limit plus one event and the resync notice.
     expect(ws.bufferedAmount).to.be.below(

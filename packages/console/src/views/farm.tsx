@@ -13,12 +13,11 @@ export function FarmView(props: { store: Store }) {
   const byHost = vmsByHost(m);
   const hosts = [...m.hosts.values()].sort((a, b) => byText(a.id, b.id));
   const unplaced = byHost.get('') ?? [];
-  const running = [...m.vms.values()].filter((v) => v.status?.state === 'VM_STATE_RUNNING').length;
   return (
     <div>
       <p class="summary" data-testid="farm-summary">
         {hosts.length} hosts ({hosts.filter((h) => h.state === 'HOST_STATE_UP').length} up) · {m.vms.size} VMs
-        ({running} running) · revision {m.revision}
+        ({m.running} running) · revision {m.revision}
       </p>
       {hosts.length === 0 && (
         <p class="empty">No host has registered yet. Start an agent with --daemons pointing here.</p>

@@ -77,6 +77,8 @@ export type ServerMessage =
   | { type: 'result'; id: CallId; response: unknown }
   | { type: 'error'; id?: CallId; error: WireError }
   | { type: 'event'; event: unknown }
+  /** Several events of the stream, in revision order, that came together. */
+  | { type: 'events'; events: unknown[] }
   | { type: 'watchError'; error: WireError }
   | { type: 'resync'; fromRevision: number; reason: string }
   | { type: 'consoles'; id: CallId; consoles: ConsoleEndpoint[] }

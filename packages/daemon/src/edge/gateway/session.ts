@@ -15,6 +15,9 @@ export interface SessionLimits {
   maxCallsInFlight: number;
 }
 
+/** Most events in one message: a browser applies a message in one task, and that stays short. */
+const MAX_BATCH = 256;
+
 export const DEFAULT_LIMITS: SessionLimits = { maxQueuedBytes: 1024 * 1024, maxCallsInFlight: 32 };
 
 /**
@@ -27,6 +30,9 @@ export class Session {
   private lastRevision = 0;
   private inFlight = 0;
   private closed = false;
+  /** Events of the stream not sent yet, each as JSON: sent together once this turn ends. */
+  private batch: string[] = [];
+  private batchBytes = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -165,8 +171,17 @@ export class Session {
     stream.on('data', (event) => {
       if (this.watch !== stream) return;
       this.lastRevision = event.revision;
-      this.send({ type: 'event', event });
-      if (this.ws.bufferedAmount > this.limits.maxQueuedBytes) this.fellBehind();
+      // Events that come together (one commit often makes several) go in one message: each
+      // message costs the browser a task of its own, and under load those tasks, queued behind
+      // a frame, were most of the page's lag (docs/benchmarks.md, Web console).
+      const json = JSON.stringify(event);
+      if (this.batch.length === 0) setImmediate(() => this.flush());
+      this.batch.push(json);
+      this.batchBytes += json.length;
+      if (this.ws.bufferedAmount + this.batchBytes > this.limits.maxQueuedBytes) {
+        this.flush();
+        this.fellBehind();
+      } else if (this.batch.length >= MAX_BATCH) this.flush();
     });
     stream.on('error', (err: grpc.ServiceError) => {
       if (this.watch !== stream) return;
@@ -193,6 +208,20 @@ export class Session {
       fromRevision: this.lastRevision,
       reason: `more than ${this.limits.maxQueuedBytes} bytes were waiting to be sent`,
     });
+  }
+
+  /** Sends the events batched: one `event` message, or one `events` message with several. */
+  private flush(): void {
+    const batch = this.batch;
+    if (batch.length === 0) return;
+    this.batch = [];
+    this.batchBytes = 0;
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(
+      batch.length === 1
+        ? `{"type":"event","event":${batch[0]}}`
+        : `{"type":"events","events":[${batch.join(',')}]}`,
+    );
   }
 
   private stopWatch(): void {
