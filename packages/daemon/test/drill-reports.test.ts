@@ -80,6 +80,20 @@ describe('drill reports', () => {
     expect(list.some((r) => r.drill === 'secret')).to.equal(false);
   });
 
+  it('lists a report again as it is now once its file changed', async () => {
+    const file = join(folder, 'rerun', 'report.json');
+    mkdirSync(join(folder, 'rerun'));
+    writeFileSync(file, JSON.stringify(report('rerun', '2026-11-01T00:00:00.000Z', [false])));
+    expect((await reports.list()).find((r) => r.path === 'rerun')).to.deep.include({
+      passed: false,
+      failed: 1,
+    });
+    writeFileSync(file, JSON.stringify(report('rerun', '2026-11-02T00:00:00.000Z', [true, true])));
+    expect((await reports.list()).find((r) => r.path === 'rerun')).to.deep.include({ passed: true, held: 2 });
+    rmSync(join(folder, 'rerun'), { recursive: true });
+    expect((await reports.list()).some((r) => r.path === 'rerun')).to.equal(false);
+  });
+
   it('reads one report whole by its path', async () => {
     const r = (await reports.read('nightly/leader-failure')) as { drill: string; verdicts: unknown[] };
     expect(r.drill).to.equal('leader-failure');

@@ -40,6 +40,12 @@ const REPORT_FILE = 'report.json';
 export class DrillReports {
   /** The folder, absolute, as configured (it may not exist yet: no drill has run). */
   readonly folder: string;
+  /**
+   * Each listed report's entry by path, with the file's size and time it was read at: a console
+   * lists the folder every few seconds, and a report (every observation of a run) is re-read
+   * only when it changed.
+   */
+  private readonly entries = new Map<string, { size: number; mtimeMs: number; entry: DrillReportEntry }>();
 
   constructor(folder: string) {
     this.folder = resolve(folder);
@@ -50,6 +56,8 @@ export class DrillReports {
     const found: string[] = [];
     await this.scan(this.folder, [], found);
     const entries = await Promise.all(found.map((path) => this.entry(path)));
+    const listed = new Set(found);
+    for (const path of this.entries.keys()) if (!listed.has(path)) this.entries.delete(path);
     return entries.sort((a, b) => (b.startedAt > a.startedAt ? 1 : b.startedAt < a.startedAt ? -1 : 0));
   }
 
@@ -127,28 +135,38 @@ export class DrillReports {
       failed: 0,
     };
     let text: string;
+    let info: { size: number; mtimeMs: number };
     try {
       const file = join(this.folder, ...path.split('/'), REPORT_FILE);
-      if ((await lstat(file)).size > MAX_REPORT_BYTES)
-        return { ...empty, error: 'larger than a console reads' };
+      info = await lstat(file);
+      const known = this.entries.get(path);
+      if (known && known.size === info.size && known.mtimeMs === info.mtimeMs) return known.entry;
+      if (info.size > MAX_REPORT_BYTES) return { ...empty, error: 'larger than a console reads' };
       text = await readFile(file, 'utf8');
     } catch (err) {
       return { ...empty, error: `cannot be read: ${(err as Error).message}` };
     }
-    const r = parseReport(text);
-    if (typeof r === 'string') return { ...empty, error: r };
-    const held = r.verdicts.filter((v) => (v as { ok?: unknown }).ok === true).length;
-    return {
-      path,
-      drill: r.drill,
-      passed: r.passed,
-      quick: r.quick === true,
-      startedAt: typeof r.startedAt === 'string' ? r.startedAt : '',
-      durationMs: typeof r.durationMs === 'number' ? r.durationMs : 0,
-      held,
-      failed: r.verdicts.length - held,
-    };
+    const entry = summarize(path, text, empty);
+    this.entries.set(path, { size: info.size, mtimeMs: info.mtimeMs, entry });
+    return entry;
   }
+}
+
+/** A report's line in the listing, or why its file is not a report. */
+function summarize(path: string, text: string, empty: DrillReportEntry): DrillReportEntry {
+  const r = parseReport(text);
+  if (typeof r === 'string') return { ...empty, error: r };
+  const held = r.verdicts.filter((v) => (v as { ok?: unknown }).ok === true).length;
+  return {
+    path,
+    drill: r.drill,
+    passed: r.passed,
+    quick: r.quick === true,
+    startedAt: typeof r.startedAt === 'string' ? r.startedAt : '',
+    durationMs: typeof r.durationMs === 'number' ? r.durationMs : 0,
+    held,
+    failed: r.verdicts.length - held,
+  };
 }
 
 interface ReportShape {
