@@ -249,7 +249,7 @@ export interface ClientOptions extends TransportOptions {
 
 /** Makes a client for one service, with the shared credentials, limits and interceptors. */
 export function createClient<C>(ctor: ClientConstructor<C>, address: string, opts: ClientOptions = {}): C {
-  return new ctor(target(address, opts.tls), channelCredentials(opts.tls), {
+  return new ctor(address, channelCredentials(opts.tls), {
     ...channelOptions(opts),
     ...opts.channelOptions,
     interceptors: [...(opts.interceptors ?? []), ...withFaults((f) => f.clientInterceptor(address))],
@@ -287,14 +287,4 @@ function reflectionFor(names: readonly string[]): ReflectionService {
   let r = reflections.get(key);
   if (!r) reflections.set(key, (r = new ReflectionService(reflectionDefinition(), { services })));
   return r;
-}
-
-/**
- * An IPv4 literal goes to grpc-js's IP resolver: its DNS resolver makes a c-ares channel per
- * client even for a literal, which cost a daemon talking to 1,000 hosts (one channel each) and
- * their agents seconds of CPU. With TLS the address is kept as written, since the certificate's
- * name is checked against it.
- */
-function target(address: string, tls: TlsFiles | undefined): string {
-  return !tls && /^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(address) ? `ipv4:${address}` : address;
 }
