@@ -4,9 +4,7 @@ import { SAFETY_FILTERS, refusals } from '../scheduler/feasible.js';
 import {
   antiAffinityClasses,
   formatBytes,
-  addToLoad,
   hostLoad,
-  type HostLoad,
   sharedClasses,
   usableMemory,
   vmMemoryCost,
@@ -152,9 +150,6 @@ const placeVms = defineCommand(
     const placed: string[] = [];
     const rejected: { vmId: string; reason: string }[] = [];
     const ctx = { guests: s.guests, switches: s.switches, vcpuRatio: Infinity };
-    // Each host's load is summed once per command and kept up to date as VMs land on it: a plan
-    // of 2,000 placements would otherwise sum a host's VMs again for each one (on every replica).
-    const loads = new Map<string, HostLoad>();
     for (const { vmId, hostId, note } of p.placements) {
       const vm = s.vms.get(vmId);
       const host = s.hosts.get(hostId);
@@ -171,14 +166,12 @@ const placeVms = defineCommand(
         continue;
       }
       const ask = { config: vm.config, classes: antiAffinityClasses(vm.config) };
-      let load = loads.get(hostId);
-      if (!load) loads.set(hostId, (load = hostLoad(s, host)));
-      const reasons = refusals(SAFETY_FILTERS, ctx, host, load, ask);
+      // hostLoad is kept as VMs land (capacity.ts), so asking per placement costs no recount.
+      const reasons = refusals(SAFETY_FILTERS, ctx, host, hostLoad(s, host), ask);
       if (reasons.length > 0) {
         rejected.push({ vmId, reason: `${hostId}: ${reasons.join(', ')}` });
         continue;
       }
-      addToLoad(load, host, vm.config);
       const next = changes.vm({
         ...vm,
         hostId,
