@@ -120,17 +120,40 @@ try {
   // Placements, as the leader commits them.
   const from = await until('the revision', 30_000, async () => (await any.getClusterStatus({})).revision);
   const placedAt = new Map<string, number>();
-  const raw = createClient(hyperfarmProto().hyperfarm.v1.ClusterService, leaderAddress);
-  const watch = raw.watch({ fromRevision: from, kinds: ['RESOURCE_KIND_VM'] });
   let allPlaced!: () => void;
   const placed = new Promise<void>((r) => (allPlaced = r));
-  watch.on('data', (e: pb.Event__Output) => {
-    if (e.vm?.status?.hostId && !placedAt.has(e.id)) {
-      placedAt.set(e.id, Date.now());
-      if (placedAt.size >= opts.vms) allPlaced();
-    }
-  });
-  watch.on('error', () => undefined);
+  // A stream that ends (a leader change, a daemon that fell behind) is opened again from the
+  // last revision seen, on the next daemon: a lost stream would stop the count, not the farm.
+  let revision = Number(from) - 1;
+  let watch: ReturnType<ReturnType<typeof createClient<pb.ClusterServiceClient>>['watch']>;
+  let watching = true;
+  const follow = (n: number): void => {
+    const raw = createClient(
+      hyperfarmProto().hyperfarm.v1.ClusterService,
+      n === 0 ? leaderAddress : daemons[n % daemons.length]!.address,
+    );
+    watch = raw.watch({ fromRevision: revision + 1, kinds: ['RESOURCE_KIND_VM'] });
+    watch.on('data', (e: pb.Event__Output) => {
+      revision = Math.max(revision, Number(e.revision));
+      if (e.vm?.status?.hostId && !placedAt.has(e.id)) {
+        placedAt.set(e.id, Date.now());
+        if (placedAt.size >= opts.vms) allPlaced();
+      }
+    });
+    let again = false;
+    const reopen = (err?: Error) => {
+      if (again || !watching) return;
+      again = true;
+      raw.close();
+      say(
+        `  the Watch stream ended (${err?.message ?? 'closed'}); following again from revision ${revision + 1}`,
+      );
+      setTimeout(() => follow(n + 1), 200);
+    };
+    watch.on('error', reopen);
+    watch.on('end', () => reopen());
+  };
+  follow(0);
 
   // The latency probe: GetVm of a VM created so far, and one page of ListVms.
   const ids: string[] = [];
@@ -204,7 +227,8 @@ try {
   const last = Math.max(...placedAt.values());
   probing = false;
   await probe;
-  watch.cancel();
+  watching = false;
+  watch!.cancel();
 
   // A read that failed (a leader change under way) is reported, and its time counted.
   if (probeErrors.length > 0)
