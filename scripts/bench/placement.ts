@@ -127,12 +127,14 @@ try {
   let revision = Number(from) - 1;
   let watch: ReturnType<ReturnType<typeof createClient<pb.ClusterServiceClient>>['watch']>;
   let watching = true;
-  const follow = (n: number): void => {
+  const follow = (n: number, resync = false): void => {
     const raw = createClient(
       hyperfarmProto().hyperfarm.v1.ClusterService,
       n === 0 ? leaderAddress : daemons[n % daemons.length]!.address,
     );
-    watch = raw.watch({ fromRevision: revision + 1, kinds: ['RESOURCE_KIND_VM'] });
+    // Fallen out of the kept window (this reader was too slow): from 0, the current state of
+    // every VM, whose placements count from when they are seen (later than they happened).
+    watch = raw.watch({ fromRevision: resync ? 0 : revision + 1, kinds: ['RESOURCE_KIND_VM'] });
     watch.on('data', (e: pb.Event__Output) => {
       revision = Math.max(revision, Number(e.revision));
       if (e.vm?.status?.hostId && !placedAt.has(e.id)) {
@@ -148,7 +150,7 @@ try {
       say(
         `  the Watch stream ended (${err?.message ?? 'closed'}); following again from revision ${revision + 1}`,
       );
-      setTimeout(() => follow(n + 1), 200);
+      setTimeout(() => follow(n + 1, (err as { code?: number } | undefined)?.code === 11), 200);
     };
     watch.on('error', reopen);
     watch.on('end', () => reopen());
