@@ -1,0 +1,299 @@
+/**
+ * What bench:placement and bench:scale share: real daemon and agent processes on loopback (agents
+ * in multi-host mode), the wait for hosts Up, CreateVm with many calls in flight that survive a
+ * leader change, a Watch stream followed again when it ends, latency percentiles and the
+ * processes' memory.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createClient, freePorts, hyperfarmProto, promiseClient, type pb } from '@hyperfarm/api';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const DAEMON = join(root, 'packages/daemon/dist/bin/hyperfarm-daemon.js');
+const AGENT = join(root, 'packages/agent/dist/bin/hyperfarm-agent.js');
+
+export type Cluster = ReturnType<typeof promiseClient<pb.ClusterServiceClient>>;
+export const say = (line: string) => process.stdout.write(`${line}\n`);
+export const cluster = (address: string): Cluster =>
+  promiseClient(createClient(hyperfarmProto().hyperfarm.v1.ClusterService, address));
+
+export async function until<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export const percentile = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? 0 : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+export const round = (x: number) => Math.round(x * 100) / 100;
+
+/** p50 and p99 of a set of latencies, in ms, rounded. */
+export const summary = (xs: number[]) => ({
+  p50: round(percentile(xs, 50)),
+  p99: round(percentile(xs, 99)),
+  n: xs.length,
+});
+
+/** Resident memory of a process in MiB (/proc/<pid>/status VmRSS), 0 once it has exited. */
+export function rssMb(pid: number | undefined): number {
+  try {
+    const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kb ? Math.round(Number(kb) / 1024) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export interface Daemon {
+  id: string;
+  address: string;
+  proc: ChildProcess;
+}
+
+export interface Agent {
+  id: string;
+  hosts: number;
+  proc: ChildProcess;
+}
+
+/** Three (or `daemons`) daemons and their agents; `stop` ends every process and removes the folder. */
+export class BenchFarm {
+  readonly dir: string;
+  readonly daemons: Daemon[] = [];
+  readonly agents: Agent[] = [];
+  private readonly procs: ChildProcess[] = [];
+  leaderAddress = '';
+
+  constructor(
+    name: string,
+    private readonly profile?: string,
+  ) {
+    this.dir = mkdtempSync(join(tmpdir(), `hf-bench-${name}-`));
+    for (const bin of [DAEMON, AGENT])
+      if (!existsSync(bin)) throw new Error(`${bin} is missing: npm run build`);
+  }
+
+  private run(bin: string, args: string[]): ChildProcess {
+    const prof = this.profile ? ['--cpu-prof', '--cpu-prof-dir', this.profile] : [];
+    const p = spawn(process.execPath, [...prof, bin, ...args, '--log-level', 'warn'], { stdio: 'ignore' });
+    this.procs.push(p);
+    return p;
+  }
+
+  /** Starts the daemons and resolves once they have a leader. */
+  async startDaemons(n = 3): Promise<Cluster> {
+    const ports = await freePorts('127.0.0.1', n);
+    const ds = ports.map((p, i) => ({ id: `daemon-${i + 1}`, address: `127.0.0.1:${p}` }));
+    const peers = ds.map((d) => `${d.id}=${d.address}`).join(',');
+    for (const d of ds) {
+      const args = ['--id', d.id, '--grpc-address', d.address, '--metrics-address', '127.0.0.1:0'];
+      const proc = this.run(DAEMON, [...args, '--data-dir', join(this.dir, d.id), '--peers', peers]);
+      this.daemons.push({ ...d, proc });
+    }
+    const any = cluster(ds[0]!.address);
+    const leaderId = await until(
+      'a leader',
+      90_000,
+      async () => (await any.listMembers({})).leaderId || undefined,
+    );
+    this.leaderAddress = ds.find((d) => d.id === leaderId)!.address;
+    return cluster(this.leaderAddress);
+  }
+
+  /** The daemon that leads now, asked of any daemon. */
+  async leader(): Promise<Cluster> {
+    for (const d of this.daemons) {
+      const id = await cluster(d.address)
+        .listMembers({}, { timeoutMs: 2_000 })
+        .then((m) => m.leaderId)
+        .catch(() => '');
+      const l = this.daemons.find((x) => x.id === id);
+      if (l) {
+        this.leaderAddress = l.address;
+        return cluster(l.address);
+      }
+    }
+    throw new Error('no leader');
+  }
+
+  /** An agent process with `hosts` hosts named `<id>-1` ... (or `<id>` alone for one host). */
+  startAgent(id: string, hosts: number, extra: string[] = []): Agent {
+    const args = ['--id', id, '--id-prefix', id, '--hosts', String(hosts)]
+      .concat(['--grpc-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0'])
+      .concat(['--data-dir', join(this.dir, id)])
+      .concat(['--daemons', this.daemons.map((d) => d.address).join(','), ...extra]);
+    const agent = { id, hosts, proc: this.run(AGENT, args) };
+    this.agents.push(agent);
+    return agent;
+  }
+
+  /** `hosts` hosts shared among `processes` agent processes named rack1, rack2, ... */
+  startRacks(hosts: number, processes: number): void {
+    const per = Math.ceil(hosts / processes);
+    for (let a = 0; a < processes; a++) {
+      const n = Math.min(per, hosts - a * per);
+      if (n > 0) this.startAgent(`rack${a + 1}`, n);
+    }
+  }
+
+  /** Waits until `n` hosts are Up, saying how many every 10 s. */
+  async hostsUp(n: number, timeoutMs = 600_000): Promise<void> {
+    let shown = 0;
+    await until(`${n} hosts Up`, timeoutMs, async () => {
+      // Stale: what this daemon has applied, so the wait goes on when the leadership moves.
+      const c = cluster(this.leaderAddress);
+      let up = 0;
+      let pageToken = '';
+      do {
+        const page = await c.listHosts({
+          pageSize: 1000,
+          pageToken,
+          state: 'HOST_STATE_UP',
+          consistency: 'CONSISTENCY_STALE',
+        });
+        up += page.hosts.length;
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+      if (Date.now() - shown > 10_000) {
+        shown = Date.now();
+        say(`  ${up} hosts Up`);
+      }
+      return up >= n ? true : undefined;
+    });
+  }
+
+  /**
+   * Follows the farm's events from `fromRevision`. A stream that ends (a leader change, a daemon
+   * that cut it for falling behind) is opened again from the last revision seen, on the next
+   * daemon; if that revision is no longer kept (OUT_OF_RANGE), from the current one, and
+   * `onGap` is told: the events between are lost, and the caller counts what it needs otherwise.
+   */
+  watch(
+    req: { fromRevision: number; kinds: pb.WatchRequest['kinds'] },
+    onEvent: (e: pb.Event__Output) => void,
+    onGap: () => void = () => undefined,
+  ): { stop: () => void; restarts: () => number } {
+    let revision = req.fromRevision - 1;
+    let watching = true;
+    let restarts = 0;
+    let current: { cancel: () => void } | undefined;
+    const follow = (n: number, from: number): void => {
+      const address = n === 0 ? this.leaderAddress : this.daemons[n % this.daemons.length]!.address;
+      const raw = createClient(hyperfarmProto().hyperfarm.v1.ClusterService, address);
+      const stream = raw.watch({ fromRevision: from, kinds: req.kinds });
+      current = stream;
+      stream.on('data', (e: pb.Event__Output) => {
+        revision = Math.max(revision, Number(e.revision));
+        onEvent(e);
+      });
+      let again = false;
+      const reopen = (err?: Error & { code?: number }) => {
+        if (again || !watching) return;
+        again = true;
+        restarts++;
+        raw.close();
+        // 11: OUT_OF_RANGE, the revision asked for is compacted away.
+        const gap = err?.code === 11;
+        say(`  the Watch stream ended (${err?.message ?? 'closed'}); following again`);
+        setTimeout(() => {
+          if (!gap) return follow(n + 1, revision + 1);
+          void cluster(this.daemons[(n + 1) % this.daemons.length]!.address)
+            .getClusterStatus({})
+            .then((s) => {
+              onGap();
+              revision = Number(s.revision);
+              follow(n + 1, revision + 1);
+            })
+            .catch(() => follow(n + 1, revision + 1));
+        }, 200);
+      };
+      stream.on('error', reopen);
+      stream.on('end', () => reopen());
+    };
+    follow(0, req.fromRevision);
+    return {
+      stop: () => {
+        watching = false;
+        current?.cancel();
+      },
+      restarts: () => restarts,
+    };
+  }
+
+  /**
+   * `count` CreateVm calls, `concurrency` in flight. A leader change on this loaded machine
+   * answers UNAVAILABLE: the create is sent again under the same request id (so it is applied
+   * once), to whichever daemon leads then. Resolves with how many were sent again.
+   */
+  async createVms(opts: {
+    count: number;
+    concurrency: number;
+    config: (i: number) => pb.VmConfig;
+    requestId: (i: number) => string;
+    created?: (id: string, ms: number) => void;
+  }): Promise<{ retried: number }> {
+    let creates = cluster(this.leaderAddress);
+    let retried = 0;
+    let next = 0;
+    const refused: string[] = [];
+    const creator = async () => {
+      while (next < opts.count) {
+        const i = next++;
+        for (let attempt = 0; ; attempt++) {
+          const t = performance.now();
+          try {
+            const op = await creates.createVm(
+              { config: opts.config(i), requestId: opts.requestId(i) },
+              { timeoutMs: 60_000 },
+            );
+            opts.created?.(op.targetId, performance.now() - t);
+            break;
+          } catch (err) {
+            if (attempt >= 20) {
+              refused.push((err as Error).message);
+              break;
+            }
+            retried++;
+            await new Promise((r) => setTimeout(r, 250));
+            creates = await this.leader().catch(() => creates);
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: opts.concurrency }, creator));
+    if (refused.length > 0) throw new Error(`${refused.length} creates refused, first: ${refused[0]}`);
+    return { retried };
+  }
+
+  /** kill -9 of one agent process. */
+  async killAgent(agent: Agent): Promise<void> {
+    agent.proc.kill('SIGKILL');
+    if (agent.proc.exitCode === null && agent.proc.signalCode === null)
+      await new Promise((r) => agent.proc.once('exit', r));
+  }
+
+  /**
+   * Ends every process and removes the folder. A profiled process writes its profile as it
+   * exits: it is asked to stop, and killed only if it does not within 20 s.
+   */
+  async stop(): Promise<void> {
+    for (const p of this.procs) p.kill(this.profile ? 'SIGTERM' : 'SIGKILL');
+    const kill = setTimeout(() => this.procs.forEach((p) => p.kill('SIGKILL')), this.profile ? 20_000 : 0);
+    await Promise.all(
+      this.procs.map((p) =>
+        p.exitCode === null && p.signalCode === null ? new Promise((r) => p.once('exit', r)) : null,
+      ),
+    );
+    clearTimeout(kill);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * bench:scale (issue 14) — the live farm at scale: 3 real daemons and 1,000 real hosts (4 agent
+ * processes in multi-host mode, 250 hosts each) on this machine, filled to 50,000 VMs.
+ *
+ * - The fill: CreateVm 256 in flight (small VMs, 64 MiB and 1 vCPU, created Off: placed and
+ *   created on their hosts, not run), until every VM has its host.
+ * - Meanwhile, and for a while after, a probe calls one at a time GetVm, ListVms (one page of
+ *   100) and CreateVm, linearizable, and records their latency: the API as a user sees it while
+ *   the farm is loaded.
+ * - A Watch stream (VMs and hosts) records its lag: when we receive an event against the time
+ *   its change committed (one machine, one clock).
+ * - The resident memory (VmRSS) of every daemon and agent process, sampled every 2 s.
+ * - Failover: a single-host agent with HA VMs running, and another to take them (both on one
+ *   cluster storage), joined once the farm is full; kill -9 of the first, timed until its host is
+ *   Down and until every one of its VMs is Running on the other (from the Watch stream).
+ *
+ * Goals (issue 14): API p99 under 100 ms, daemon memory under 2 GB.
+ * Last line: {"hosts", "vms", "api_p99_ms", "daemon_rss_mb", "watch_lag_ms", ...}.
+ */
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import type { pb } from '@hyperfarm/api';
+import { BenchFarm, rssMb, say, summary, until, type Cluster } from './farm-harness.js';
+
+const opts = new Command('bench:scale')
+  .option('--hosts <n>', 'hosts in the farm', Number, 1000)
+  .option('--agents <n>', 'agent processes the hosts are shared among', Number, 4)
+  .option('--vms <n>', 'VMs to fill the farm with', Number, 50_000)
+  .option('--concurrency <n>', 'CreateVm calls in flight during the fill', Number, 256)
+  .option('--ha-vms <n>', 'HA VMs on the host that is killed', Number, 20)
+  .option('--settle <s>', 'seconds the probe goes on once the farm is full', Number, 20)
+  .option('--profile <dir>', 'write a CPU profile of every daemon and agent process into this folder')
+  .parse()
+  .opts<{
+    hosts: number;
+    agents: number;
+    vms: number;
+    concurrency: number;
+    haVms: number;
+    settle: number;
+    profile?: string;
+  }>();
+
+const MIB = 1024 * 1024;
+const small = (name: string): pb.VmConfig => ({
+  name,
+  processor: { count: 1 },
+  memoryBytes: 64 * MIB,
+  guestOs: 'windows-server-2008-x64',
+  integrationServices: true,
+  workload: { bootMs: 200 },
+});
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
+
+const farm = new BenchFarm('scale', opts.profile);
+let samplerTimer: NodeJS.Timeout | undefined;
+try {
+  say(`load average at the start: ${load()}`);
+  let leader = await farm.startDaemons(3);
+  const started = Date.now();
+  farm.startRacks(opts.hosts, opts.agents);
+  await farm.hostsUp(opts.hosts);
+  const upS = (Date.now() - started) / 1000;
+  say(`${opts.hosts} hosts Up in ${upS.toFixed(1)} s (${opts.agents} agent processes)`);
+
+  // Memory: the peak of every process, sampled every 2 s.
+  const peak = new Map<string, number>();
+  const sample = () => {
+    for (const p of [...farm.daemons, ...farm.agents])
+      peak.set(p.id, Math.max(peak.get(p.id) ?? 0, rssMb(p.proc.pid)));
+  };
+  sample();
+  samplerTimer = setInterval(sample, 2_000);
+  const idleDaemonMb = Math.max(...farm.daemons.map((d) => rssMb(d.proc.pid)));
+
+  // The Watch stream: lag of every event, the VMs placed, and the failover's VMs.
+  const lag: number[] = [];
+  const created = new Set<string>();
+  const placed = new Set<string>();
+  let placedOfCreated = 0;
+  let gaps = 0;
+  const ha = new Set<string>();
+  const haRunningOn = new Map<string, string>();
+  let onHaEvent: (e: pb.Event__Output) => void = () => undefined;
+  const from = Number((await leader.getClusterStatus({})).revision) + 1;
+  const watch = farm.watch(
+    { fromRevision: from, kinds: ['RESOURCE_KIND_VM', 'RESOURCE_KIND_HOST'] },
+    (e) => {
+      lag.push(Date.now() - Number(e.timeMs));
+      if (e.vm?.status?.hostId && !placed.has(e.id)) {
+        placed.add(e.id);
+        if (created.has(e.id)) placedOfCreated++;
+      }
+      onHaEvent(e);
+    },
+    () => gaps++,
+  );
+  const noteCreated = (id: string) => {
+    if (created.has(id)) return;
+    created.add(id);
+    if (placed.has(id)) placedOfCreated++;
+  };
+
+  // The probe: one call at a time, each phase's latencies apart.
+  type Phase = 'fill' | 'full';
+  let phase: Phase = 'fill';
+  const latency = {
+    fill: { get: [] as number[], list: [] as number[], create: [] as number[] },
+    full: { get: [] as number[], list: [] as number[], create: [] as number[] },
+  };
+  const ids: string[] = [];
+  let probing = true;
+  const probeErrors: string[] = [];
+  const timed = async (into: number[], call: () => Promise<unknown>) => {
+    const t = performance.now();
+    await call().catch((err: Error) => probeErrors.push(err.message));
+    into.push(performance.now() - t);
+  };
+  const probe = (async () => {
+    for (let i = 0; probing; i++) {
+      if (ids.length === 0) {
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
+      }
+      const l = latency[phase];
+      const c: Cluster = leader;
+      await timed(l.get, () => c.getVm({ id: ids[Math.floor(Math.random() * ids.length)]! }));
+      if (i % 4 === 0) await timed(l.list, () => c.listVms({ pageSize: 100 }));
+      if (i % 8 === 0)
+        await timed(l.create, async () => {
+          const op = await c.createVm({ config: small(`probe-${i}`), requestId: `probe-${i}` });
+          noteCreated(op.targetId);
+          ids.push(op.targetId);
+        });
+    }
+  })();
+
+  // The fill.
+  const bulk: number[] = [];
+  const t0 = Date.now();
+  let shown = t0;
+  const { retried } = await farm.createVms({
+    count: opts.vms,
+    concurrency: opts.concurrency,
+    config: (i) => small(`vm-${i}`),
+    requestId: (i) => `scale-${i}`,
+    created: (id, ms) => {
+      noteCreated(id);
+      ids.push(id);
+      bulk.push(ms);
+      if (Date.now() - shown > 15_000) {
+        shown = Date.now();
+        say(`  ${ids.length} created, ${placed.size} placed, load ${load()}`);
+      }
+    },
+  });
+  const ackS = (Date.now() - t0) / 1000;
+  say(`${opts.vms} CreateVm acknowledged in ${ackS.toFixed(1)} s (${Math.round(opts.vms / ackS)}/s)`);
+  if (retried > 0) say(`${retried} creates sent again after an error (a leader change)`);
+
+  // Every VM has its host: from the stream, or, if it lost events, from a listing.
+  const countPlaced = async () => {
+    if (gaps === 0) return placedOfCreated;
+    let n = 0;
+    let pageToken = '';
+    do {
+      const page = await leader.listVms({ pageSize: 1000, pageToken, consistency: 'CONSISTENCY_STALE' });
+      n += page.vms.filter((v) => v.status?.hostId).length;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    return n;
+  };
+  await until('every VM placed', 600_000, async () => {
+    const n = await countPlaced();
+    if (n >= created.size) return true;
+    await new Promise((r) => setTimeout(r, gaps === 0 ? 0 : 5_000));
+    return undefined;
+  });
+  const placedS = (Date.now() - t0) / 1000;
+  say(`${created.size} VMs placed after ${placedS.toFixed(1)} s; load ${load()}`);
+
+  // The full farm, at rest but for the probe.
+  phase = 'full';
+  await new Promise((r) => setTimeout(r, opts.settle * 1000));
+
+  // Failover: two single-host agents on one cluster storage.
+  leader = await farm.leader();
+  const storage = ['--cluster-storage-path', join(farm.dir, 'cluster')];
+  const src = farm.startAgent('ha-src', 1, storage);
+  farm.startAgent('ha-dst', 1, storage);
+  await farm.hostsUp(opts.hosts + 2);
+  const lastOnSrc = new Map<string, string>();
+  const allOnSrc = new Promise<void>((resolve) => {
+    onHaEvent = (e) => {
+      if (!ha.has(e.id) || !e.vm?.status) return;
+      const st = e.vm.status;
+      lastOnSrc.set(e.id, st.hostId === 'ha-src' ? st.state : '');
+      if ([...ha].every((id) => lastOnSrc.get(id) === 'VM_STATE_RUNNING')) resolve();
+    };
+  });
+  for (let i = 0; i < opts.haVms; i++) {
+    const op = await leader.createVm({ config: small(`ha-${i}`), hostId: 'ha-src', start: true });
+    ha.add(op.targetId);
+  }
+  await Promise.race([
+    allOnSrc,
+    until(`${opts.haVms} HA VMs Running on ha-src`, 120_000, async () => {
+      const { vms } = await leader.listVms({ hostId: 'ha-src', state: 'VM_STATE_RUNNING', pageSize: 1000 });
+      return vms.length >= opts.haVms ? true : undefined;
+    }),
+  ]);
+  let downAt = 0;
+  let allRunning!: (t: number) => void;
+  const recovered = new Promise<number>((r) => (allRunning = r));
+  onHaEvent = (e) => {
+    if (e.host?.id === 'ha-src' && e.host.state === 'HOST_STATE_DOWN' && !downAt) downAt = Date.now();
+    if (!ha.has(e.id) || !e.vm?.status) return;
+    const st = e.vm.status;
+    if (st.hostId === 'ha-dst' && st.state === 'VM_STATE_RUNNING') haRunningOn.set(e.id, st.hostId);
+    else haRunningOn.delete(e.id);
+    if (haRunningOn.size === ha.size) allRunning(Date.now());
+  };
+  const killed = Date.now();
+  await farm.killAgent(src);
+  // The stream tells; a listing every second stands in if it lost events.
+  const recoveredAt = await Promise.race([
+    recovered,
+    until(`${opts.haVms} HA VMs Running on ha-dst`, 300_000, async () => {
+      await new Promise((r) => setTimeout(r, 1_000));
+      const { vms } = await leader.listVms({ hostId: 'ha-dst', state: 'VM_STATE_RUNNING', pageSize: 1000 });
+      return vms.filter((v) => ha.has(v.id)).length >= opts.haVms ? Date.now() : undefined;
+    }),
+  ]);
+  const detectMs = downAt ? downAt - killed : undefined;
+  const failoverMs = recoveredAt - killed;
+  say(
+    `kill -9 of a host with ${opts.haVms} HA VMs: Down after ${detectMs ?? '?'} ms, all Running elsewhere after ${failoverMs} ms`,
+  );
+
+  probing = false;
+  await probe;
+  watch.stop();
+  clearInterval(samplerTimer);
+  sample();
+
+  if (probeErrors.length > 0) say(`${probeErrors.length} probe calls failed, first: ${probeErrors[0]}`);
+  const s = {
+    fill: {
+      get: summary(latency.fill.get),
+      list: summary(latency.fill.list),
+      create: summary(latency.fill.create),
+    },
+    full: {
+      get: summary(latency.full.get),
+      list: summary(latency.full.list),
+      create: summary(latency.full.create),
+    },
+  };
+  for (const ph of ['fill', 'full'] as const)
+    for (const call of ['get', 'list', 'create'] as const)
+      say(
+        `${ph === 'fill' ? 'during the fill' : 'farm full     '} ${{ get: 'GetVm', list: 'ListVms(100)', create: 'CreateVm' }[call].padEnd(13)} p50 ${s[ph][call].p50} ms, p99 ${s[ph][call].p99} ms (${s[ph][call].n} calls)`,
+      );
+  const bulkS = summary(bulk);
+  say(`CreateVm with ${opts.concurrency} in flight (the fill): p50 ${bulkS.p50} ms, p99 ${bulkS.p99} ms`);
+  const lagS = summary(lag);
+  say(
+    `Watch lag: p50 ${lagS.p50} ms, p99 ${lagS.p99} ms, max ${Math.max(0, ...lag)} ms over ${lag.length} events; followed again ${watch.restarts()} times, ${gaps} gaps`,
+  );
+  const daemonMb = Math.max(...farm.daemons.map((d) => peak.get(d.id) ?? 0));
+  const agentMb = Math.max(
+    ...farm.agents.filter((a) => a.id.startsWith('rack')).map((a) => peak.get(a.id) ?? 0),
+  );
+  say(
+    `peak RSS: ${[...peak].map(([id, mb]) => `${id} ${mb} MiB`).join(', ')} (daemons idle: ${idleDaemonMb} MiB)`,
+  );
+  const apiP99 = Math.max(...(['get', 'list', 'create'] as const).map((c) => s.fill[c].p99));
+  say(
+    `goals: API p99 ${apiP99} ms (< 100 ms: ${apiP99 < 100 ? 'met' : 'missed'}), daemon RSS ${daemonMb} MiB (< 2 GB: ${daemonMb * MIB < 2e9 ? 'met' : 'missed'})`,
+  );
+  say(`load average at the end: ${load()}`);
+  say(
+    JSON.stringify({
+      hosts: opts.hosts,
+      vms: created.size,
+      api_p99_ms: apiP99,
+      daemon_rss_mb: daemonMb,
+      watch_lag_ms: lagS.p99,
+      watch_lag_p50_ms: lagS.p50,
+      get_p50_ms: s.fill.get.p50,
+      get_p99_ms: s.fill.get.p99,
+      list_p50_ms: s.fill.list.p50,
+      list_p99_ms: s.fill.list.p99,
+      create_p50_ms: s.fill.create.p50,
+      create_p99_ms: s.fill.create.p99,
+      full_api_p99_ms: Math.max(s.full.get.p99, s.full.list.p99, s.full.create.p99),
+      agent_rss_mb: agentMb,
+      hosts_up_s: Math.round(upS),
+      fill_ack_per_s: Math.round(opts.vms / ackS),
+      placed_s: Math.round(placedS),
+      detect_ms: detectMs ?? null,
+      failover_ms: failoverMs,
+    }),
+  );
+} finally {
+  clearInterval(samplerTimer);
+  await farm.stop();
+}
+process.exit(0);
