@@ -5,7 +5,7 @@
  * processes' memory.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +40,8 @@ export const round = (x: number) => Math.round(x * 100) / 100;
 export const summary = (xs: number[]) => ({
   p50: round(percentile(xs, 50)),
   p99: round(percentile(xs, 99)),
+  // Not Math.max(...xs): a few hundred thousand arguments overflow the stack.
+  max: round(xs.reduce((m, x) => Math.max(m, x), 0)),
   n: xs.length,
 });
 
@@ -84,7 +86,12 @@ export class BenchFarm {
 
   private run(bin: string, args: string[]): ChildProcess {
     const prof = this.profile ? ['--cpu-prof', '--cpu-prof-dir', this.profile] : [];
-    const p = spawn(process.execPath, [...prof, bin, ...args, '--log-level', 'warn'], { stdio: 'ignore' });
+    // HF_BENCH_LOGS=<folder>: each process's warnings and errors go to <folder>/<id>.log.
+    const logs = process.env['HF_BENCH_LOGS'];
+    const out = logs ? openSync(join(logs, `${args[args.indexOf('--id') + 1]}.log`), 'a') : 'ignore';
+    const p = spawn(process.execPath, [...prof, bin, ...args, '--log-level', 'warn'], {
+      stdio: ['ignore', out, out],
+    });
     this.procs.push(p);
     return p;
   }
