@@ -110,9 +110,27 @@ export function page<T>(
       throw invalidArgument('page_token', 'is not a token this list issued');
     after = text.slice(list.length + 1);
   }
-  const sorted = [...items].filter((i) => key(i) > after).sort((a, b) => (key(a) < key(b) ? -1 : 1));
-  const out = sorted.slice(0, size);
-  const more = sorted.length > size;
+  // The `size` smallest keys after `after`, kept sorted as the items go by, rather than sorting
+  // them all: at 50,000 VMs every page sorted the whole farm (ListVms(100) p99 329 ms).
+  const best: { k: string; item: T }[] = [];
+  let remaining = 0;
+  for (const item of items) {
+    const k = key(item);
+    if (k <= after) continue;
+    remaining++;
+    if (best.length === size && k >= best[size - 1]!.k) continue;
+    let lo = 0;
+    let hi = best.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (best[mid]!.k < k) lo = mid + 1;
+      else hi = mid;
+    }
+    best.splice(lo, 0, { k, item });
+    if (best.length > size) best.pop();
+  }
+  const out = best.map((b) => b.item);
+  const more = remaining > size;
   return {
     items: out,
     nextPageToken: more ? Buffer.from(`${list}:${key(out[out.length - 1]!)}`).toString('base64url') : '',
