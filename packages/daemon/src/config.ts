@@ -92,7 +92,7 @@ export const daemonConfigSchema = z.object({
     .max(600_000)
     .optional()
     .describe(
-      "each grant's lease: a host left without a renewal this long turns its VMs off (profile: 5000 or 1000; 0: the agent's own, 10000)",
+      "each grant's lease: a host left without a renewal this long turns its VMs off (profile: 4500 or 1000; 0: the agent's own, 10000)",
     ),
   leaseMarginMs: z
     .number()
@@ -131,7 +131,8 @@ export const LIVENESS_PROFILES: Record<'default' | 'fast', Record<Timing, number
     heartbeatMs: 1_000,
     suspectAfterMs: 2_000,
     downAfterMs: 5_000,
-    hostLeaseMs: 5_000,
+    // The lease ends a margin before the host is Down, so failover restarts its VMs at once then.
+    hostLeaseMs: 4_500,
     leaseMarginMs: 500,
   },
   fast: { heartbeatMs: 250, suspectAfterMs: 500, downAfterMs: 1_000, hostLeaseMs: 1_000, leaseMarginMs: 250 },

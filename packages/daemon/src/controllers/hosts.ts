@@ -44,13 +44,45 @@ export function hostTransitions(
   leaderSinceMs: number,
   nowMs: number,
   cfg: LivenessConfig,
-): HostTransition[] {
-  const out: HostTransition[] = [];
+  /**
+   * Hosts with a grant just sent and not answered yet: they get no worse until it settles (an
+   * answer that is a few ms slower than the last one must not make a healthy host Suspect).
+   */
+  awaiting: ReadonlySet<string> = new Set(),
+): { transitions: HostTransition[]; nextMs: number } {
+  const transitions: HostTransition[] = [];
+  let nextMs = Infinity;
   for (const host of s.hosts.values()) {
-    const t = judge(host, lastGrantMs.get(host.id), leaderSinceMs, nowMs, cfg);
-    if (t) out.push(t);
+    const lastOk = lastGrantMs.get(host.id);
+    const t = judge(host, lastOk, leaderSinceMs, nowMs, cfg);
+    if (t && !(awaiting.has(host.id) && SEVERITY[t.state] > SEVERITY[host.state])) transitions.push(t);
+    nextMs = Math.min(nextMs, worseAt(host, lastOk, leaderSinceMs, nowMs, cfg));
   }
-  return out;
+  return { transitions, nextMs };
+}
+
+/**
+ * When the host's silence, if nothing is heard meanwhile, next crosses a threshold (Infinity if
+ * it is Down already). Judging at that very moment, rather than at the next grant round, keeps
+ * "Down after 5 missed" at 5 s: a round's answers arrive a little after it, so the round 5 s
+ * after the last answer sees 4.99 s of silence, and the one after, 5.99 s.
+ */
+function worseAt(
+  host: HostRecord,
+  lastOk: number | undefined,
+  leaderSinceMs: number,
+  nowMs: number,
+  cfg: LivenessConfig,
+): number {
+  const since = silenceSince(host, lastOk, leaderSinceMs);
+  for (const at of [since + cfg.suspectAfterMs, since + cfg.downAfterMs]) if (at > nowMs) return at;
+  return Infinity;
+}
+
+/** A host that just came Up (registered, re-registered) gets the full time from then. */
+function silenceSince(host: HostRecord, lastOk: number | undefined, leaderSinceMs: number): number {
+  const upSince = host.state === 'HOST_STATE_UP' ? host.stateChangedAtMs : 0;
+  return Math.max(lastOk ?? 0, leaderSinceMs, upSince);
 }
 
 function judge(
@@ -60,9 +92,7 @@ function judge(
   nowMs: number,
   cfg: LivenessConfig,
 ): HostTransition | undefined {
-  // A host that just came Up (registered, re-registered) gets the full time from then.
-  const upSince = host.state === 'HOST_STATE_UP' ? host.stateChangedAtMs : 0;
-  const since = Math.max(lastOk ?? 0, leaderSinceMs, upSince);
+  const since = silenceSince(host, lastOk, leaderSinceMs);
   const silence = nowMs - since;
   let state: HostStateName =
     silence >= cfg.downAfterMs

@@ -61,6 +61,8 @@ const AGENT_DEFAULT_LEASE_MS = 10_000;
  * 1,000 calls a second into about 32.
  */
 const GRANT_BATCH = 32;
+/** A grant this recent and unanswered holds its host's judgment until it settles. */
+const GRANT_GRACE_MS = 250;
 /** How often the failover plan is made again for VMs that could not restart yet. */
 const FAILOVER_RETRY_MS = 1_000;
 /** A refusal the host will give again: the operation fails with it. Anything else is retried. */
@@ -129,6 +131,8 @@ class LeaderSession {
   private resumedAt = 0;
   private readonly lastGrant = new Map<string, number>();
   private readonly granting = new Set<string>();
+  /** When each grant in flight was sent. */
+  private readonly grantSent = new Map<string, number>();
   /** Per host, the other hosts of its agent process, as its last grant answer named them. */
   private readonly siblings = new Map<string, string[]>();
   private readonly proposedStates = new Map<string, HostStateName>();
@@ -157,6 +161,7 @@ class LeaderSession {
   private tickAt = 0;
   private lastTick = 0;
   private leaseTimer: unknown;
+  private judgeTimer: unknown;
   private readonly unsubscribe: () => void;
   private readonly migrations: MigrationOrchestrator;
 
@@ -200,6 +205,7 @@ class LeaderSession {
     this.migrations.close();
     this.timers.clear(this.tickTimer);
     this.timers.clear(this.leaseTimer);
+    if (this.judgeTimer !== undefined) this.timers.clear(this.judgeTimer);
     if (this.fenceTimer) this.timers.clear(this.fenceTimer.handle);
     for (const w of this.watchers.values()) w.stop();
   }
@@ -230,6 +236,7 @@ class LeaderSession {
       for (const id of [host.id, ...more]) {
         grouped.add(id);
         this.granting.add(id);
+        this.grantSent.set(id, sent);
       }
       this.grant({ id: host.id, address: host.address }, more, sent);
     }
@@ -238,8 +245,31 @@ class LeaderSession {
     // no grant went out meanwhile, so the hosts' silence then is ours, and is not counted.
     if (now - (this.lastRound ?? now) > 2 * this.cfg.liveness.intervalMs) this.resumedAt = now;
     this.lastRound = now;
+    this.judge();
+    this.leaseTimer = this.timers.set(() => this.leases(), this.cfg.liveness.intervalMs);
+  }
+
+  /** Commits the hosts' state changes due now, and looks again when the next one falls due. */
+  private judge(): void {
+    if (this.closed) return;
+    const now = this.timers.now();
     const from = Math.max(this.since, this.resumedAt);
-    for (const t of hostTransitions(this.state, this.lastGrant, from, now, this.cfg.liveness)) {
+    const awaiting = new Set<string>();
+    let graceEnds = Infinity;
+    for (const [id, sent] of this.grantSent)
+      if (now - sent < GRANT_GRACE_MS) {
+        awaiting.add(id);
+        graceEnds = Math.min(graceEnds, sent + GRANT_GRACE_MS);
+      }
+    const { transitions, nextMs } = hostTransitions(
+      this.state,
+      this.lastGrant,
+      from,
+      now,
+      this.cfg.liveness,
+      awaiting,
+    );
+    for (const t of transitions) {
       if (this.proposedStates.get(t.hostId) === t.state) continue;
       this.proposedStates.set(t.hostId, t.state);
       this.logger.warn({ host: t.hostId, state: t.state, reason: t.reason }, 'host state changes');
@@ -247,7 +277,9 @@ class LeaderSession {
         this.proposedStates.delete(t.hostId),
       );
     }
-    this.leaseTimer = this.timers.set(() => this.leases(), this.cfg.liveness.intervalMs);
+    const at = Math.min(nextMs, graceEnds);
+    if (this.judgeTimer !== undefined) this.timers.clear(this.judgeTimer);
+    this.judgeTimer = at === Infinity ? undefined : this.timers.set(() => this.judge(), at - now);
   }
 
   /**
@@ -263,6 +295,7 @@ class LeaderSession {
       durationMs: this.grantMs(host.id, sent),
       more: more.map((id) => ({ hostId: id, durationMs: this.grantMs(id, sent) })),
     };
+    let failed = false;
     this.port
       .grantLease(host, req)
       .then(
@@ -280,6 +313,7 @@ class LeaderSession {
         () => {
           this.siblings.delete(host.id);
           if (this.closed) return;
+          failed = true;
           for (const id of more) {
             const h = this.state.hosts.get(id);
             this.granting.delete(id);
@@ -291,8 +325,12 @@ class LeaderSession {
         },
       )
       .finally(() => {
-        this.granting.delete(host.id);
-        for (const id of more) this.granting.delete(id);
+        for (const id of [host.id, ...more]) {
+          this.granting.delete(id);
+          this.grantSent.delete(id);
+        }
+        // The host may have been held while this grant was on its way: judged again now.
+        if (failed && !this.closed) this.judge();
       });
   }
 

@@ -21,19 +21,51 @@ describe('the host monitor (pure)', () => {
       ['h1', 10_000],
       ['h2', 10_000],
     ]);
-    expect(hostTransitions(b.s, grants, 0, 11_999, LIVENESS)).to.deep.equal([]);
-    expect(hostTransitions(b.s, grants, 0, 12_000, LIVENESS)).to.deep.equal([
+    expect(hostTransitions(b.s, grants, 0, 11_999, LIVENESS).transitions).to.deep.equal([]);
+    expect(hostTransitions(b.s, grants, 0, 12_000, LIVENESS).transitions).to.deep.equal([
       { hostId: 'h1', state: 'HOST_STATE_SUSPECT', reason: 'no lease renewal for 2.0 s' },
       { hostId: 'h2', state: 'HOST_STATE_SUSPECT', reason: 'no lease renewal for 2.0 s' },
     ]);
     grants.set('h1', 14_000);
-    expect(hostTransitions(b.s, grants, 0, 15_000, LIVENESS)).to.deep.equal([
+    expect(hostTransitions(b.s, grants, 0, 15_000, LIVENESS).transitions).to.deep.equal([
       { hostId: 'h2', state: 'HOST_STATE_DOWN', reason: 'no lease renewal for 5.0 s' },
     ]);
     b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_DOWN', reason: 'x' });
     grants.set('h2', 15_500);
-    expect(hostTransitions(b.s, grants, 0, 15_600, LIVENESS)).to.deep.equal([
+    expect(hostTransitions(b.s, grants, 0, 15_600, LIVENESS).transitions).to.deep.equal([
       { hostId: 'h2', state: 'HOST_STATE_UP', reason: 'its lease is renewed again' },
+    ]);
+  });
+
+  it('says when the next host falls due (Suspect at 2 s, Down at 5 s of silence), so it is judged then and not at the next round', () => {
+    const b = farm();
+    const grants = new Map([
+      ['h1', 10_040],
+      ['h2', 10_900],
+    ]);
+    expect(hostTransitions(b.s, grants, 0, 11_000, LIVENESS).nextMs).to.equal(12_040);
+    b.must({ type: 'host.state', id: 'h1', state: 'HOST_STATE_SUSPECT', reason: 'x' });
+    expect(hostTransitions(b.s, grants, 0, 12_040, LIVENESS).nextMs).to.equal(12_900);
+    expect(hostTransitions(b.s, grants, 0, 13_000, LIVENESS).nextMs).to.equal(15_040);
+    b.must({ type: 'host.state', id: 'h1', state: 'HOST_STATE_DOWN', reason: 'x' });
+    b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_DOWN', reason: 'x' });
+    expect(hostTransitions(b.s, grants, 0, 16_000, LIVENESS).nextMs).to.equal(Infinity);
+  });
+
+  it('holds back a host whose grant is on its way, but still lets it come Up', () => {
+    const b = farm();
+    b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_SUSPECT', reason: 'x' });
+    const grants = new Map([
+      ['h1', 10_000],
+      ['h2', 15_000],
+    ]);
+    const awaiting = new Set(['h1', 'h2']);
+    expect(hostTransitions(b.s, grants, 0, 15_000, LIVENESS, awaiting).transitions).to.deep.equal([
+      { hostId: 'h2', state: 'HOST_STATE_UP', reason: 'its lease is renewed again' },
+    ]);
+    expect(hostTransitions(b.s, grants, 0, 15_000, LIVENESS).transitions.map((t) => t.state)).to.deep.equal([
+      'HOST_STATE_DOWN',
+      'HOST_STATE_UP',
     ]);
   });
 
@@ -42,8 +74,8 @@ describe('the host monitor (pure)', () => {
     b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_DOWN', reason: 'x' });
     const none = new Map<string, number>();
     // Elected at 100 s: nothing for h1 before 102 s; h2 stays Down although only 1 s passed.
-    expect(hostTransitions(b.s, none, 100_000, 101_000, LIVENESS)).to.deep.equal([]);
-    expect(hostTransitions(b.s, none, 100_000, 105_000, LIVENESS)).to.deep.equal([
+    expect(hostTransitions(b.s, none, 100_000, 101_000, LIVENESS).transitions).to.deep.equal([]);
+    expect(hostTransitions(b.s, none, 100_000, 105_000, LIVENESS).transitions).to.deep.equal([
       {
         hostId: 'h1',
         state: 'HOST_STATE_DOWN',
@@ -60,13 +92,13 @@ describe('the host monitor (pure)', () => {
       ['h2', 9_000],
     ]);
     // The leader's process stalled from 10.5 s to 14 s: it sent no grant, so it counts from 14 s.
-    expect(hostTransitions(b.s, grants, 14_000, 15_000, LIVENESS)).to.deep.equal([]);
-    expect(hostTransitions(b.s, grants, 14_000, 16_000, LIVENESS)).to.deep.equal([
+    expect(hostTransitions(b.s, grants, 14_000, 15_000, LIVENESS).transitions).to.deep.equal([]);
+    expect(hostTransitions(b.s, grants, 14_000, 16_000, LIVENESS).transitions).to.deep.equal([
       { hostId: 'h1', state: 'HOST_STATE_SUSPECT', reason: 'no lease renewal for 2.0 s' },
     ]);
     // h2 answered again only after the stall: Up.
     grants.set('h2', 14_200);
-    expect(hostTransitions(b.s, grants, 14_000, 14_300, LIVENESS)).to.deep.equal([
+    expect(hostTransitions(b.s, grants, 14_000, 14_300, LIVENESS).transitions).to.deep.equal([
       { hostId: 'h2', state: 'HOST_STATE_UP', reason: 'its lease is renewed again' },
     ]);
   });
@@ -76,8 +108,8 @@ describe('the host monitor (pure)', () => {
     b.t = 103_000;
     b.host({ id: 'late' });
     const none = new Map<string, number>();
-    expect(hostTransitions(b.s, none, 100_000, 104_500, LIVENESS)).to.deep.equal([]);
-    expect(hostTransitions(b.s, none, 100_000, 105_000, LIVENESS)).to.deep.equal([
+    expect(hostTransitions(b.s, none, 100_000, 104_500, LIVENESS).transitions).to.deep.equal([]);
+    expect(hostTransitions(b.s, none, 100_000, 105_000, LIVENESS).transitions).to.deep.equal([
       { hostId: 'late', state: 'HOST_STATE_SUSPECT', reason: 'no lease renewal for 2.0 s' },
     ]);
   });

@@ -10,6 +10,17 @@ import { FarmBuilder } from '../fsm/build.js';
 
 const logger = createLogger({ program: 'test', id: 'runner', level: 'silent' });
 const SCHEDULER = { policy: 'spread' as const, vcpuRatio: 8 };
+/** Failover Clustering 2008's timings, as the daemon's default profile. */
+const RUNNER = {
+  daemonId: 'd1',
+  liveness: { intervalMs: 1_000, suspectAfterMs: 2_000, downAfterMs: 5_000 },
+  leaseMs: 4_500,
+  leaseMarginMs: 500,
+  scheduler: SCHEDULER,
+  placementBatch: 1_000,
+  maxCalls: 256,
+  maxMigrationsPerHost: 2,
+};
 
 /**
  * The leader's log, in memory: every entry applies at once, except those holding a vm.observed
@@ -94,16 +105,7 @@ function failedOver(n: number): FarmStateMachine {
 function runner(machine: FarmStateMachine, port: AgentPort, holdReports = true) {
   const log = logHoldingReports(machine, holdReports);
   const proposer = new Proposer(log.raft, machine, logger);
-  const r = new ControllerRunner(machine, proposer, port, realTimers, logger, {
-    daemonId: 'd1',
-    liveness: { intervalMs: 1_000, suspectAfterMs: 2_000, downAfterMs: 5_000 },
-    leaseMs: 5_000,
-    leaseMarginMs: 500,
-    scheduler: SCHEDULER,
-    placementBatch: 1_000,
-    maxCalls: 256,
-    maxMigrationsPerHost: 2,
-  });
+  const r = new ControllerRunner(machine, proposer, port, realTimers, logger, RUNNER);
   r.start(1);
   return { runner: r, held: log.held };
 }
@@ -197,5 +199,127 @@ describe('afterCreate: the step that follows a create at once (pure)', () => {
     expect(afterCreate(b.s, created('a', 1, 'h3'))).to.equal(undefined);
     b.must({ type: 'host.state', id: 'h2', state: 'HOST_STATE_SUSPECT', reason: 'test' });
     expect(afterCreate(b.s, created('a', 1))).to.equal(undefined);
+  });
+});
+
+/** A virtual clock: timers run in time order when the test advances it, promises settling between. */
+class VirtualTimers {
+  private t = 0;
+  private seq = 0;
+  private readonly due = new Map<number, { at: number; fn: () => void }>();
+  now = (): number => this.t;
+  set = (fn: () => void, ms: number): unknown => {
+    this.due.set(++this.seq, { at: this.t + Math.max(0, ms), fn });
+    return this.seq;
+  };
+  clear = (handle: unknown): void => void this.due.delete(handle as number);
+  async advanceTo(end: number): Promise<void> {
+    for (;;) {
+      // Several turns: a settled promise may queue an immediate of its own (the proposer's flush).
+      for (let i = 0; i < 4; i++) await new Promise((r) => setImmediate(r));
+      let next: [number, { at: number; fn: () => void }] | undefined;
+      for (const e of this.due) if (!next || e[1].at < next[1].at) next = e;
+      if (!next || next[1].at > end) break;
+      this.due.delete(next[0]);
+      this.t = next[1].at;
+      next[1].fn();
+    }
+    this.t = end;
+  }
+}
+
+describe('the controller runner: liveness on a virtual clock', () => {
+  /**
+   * Hosts h1 and h2 answer each grant after `latencyMs(host, n)` (n counts that host's grants);
+   * `lost(host, n)` grants fail. Returns when each host state change was proposed.
+   */
+  function farm(
+    latencyMs: (host: string, n: number) => number,
+    lost: (host: string, n: number, t: number) => boolean,
+  ) {
+    const timers = new VirtualTimers();
+    const machine = new FarmStateMachine();
+    const b = new FarmBuilder(machine.state);
+    b.t = 0;
+    b.host({ id: 'h1' }).host({ id: 'h2' });
+    let index = machine.appliedIndex;
+    const changes: string[] = [];
+    const raft = {
+      propose(data: Uint8Array) {
+        const entry = JSON.parse(new TextDecoder().decode(data)) as {
+          cmds: { type: string; id?: string; state?: string }[];
+        };
+        for (const c of entry.cmds)
+          if (c.type === 'host.state') changes.push(`${c.id} ${c.state} at ${timers.now()}`);
+        index++;
+        return Promise.resolve({ index, result: machine.apply(data, index) });
+      },
+    };
+    const count = new Map<string, number>();
+    const port = {
+      ...agents([]),
+      grantLease: (host: HostRef) => {
+        const n = (count.get(host.id) ?? 0) + 1;
+        count.set(host.id, n);
+        return new Promise((resolve, reject) =>
+          timers.set(
+            () =>
+              lost(host.id, n, timers.now())
+                ? reject(Object.assign(new Error('unavailable'), { code: 14 }))
+                : resolve({} as pb.GrantLeaseResponse__Output),
+            latencyMs(host.id, n),
+          ),
+        );
+      },
+    } as AgentPort;
+    const proposer = new Proposer(raft, machine, logger, { timers });
+    const r = new ControllerRunner(machine, proposer, port, timers, logger, RUNNER);
+    r.start(1);
+    return { timers, changes, stop: () => r.stop() };
+  }
+
+  it('declares a host Down 5 s after its last answer, not at the grant round after that', async () => {
+    // Grants go out at 0, 1000, 2000...; answers come 10 ms later. h1 dies at 3500: its last
+    // answer came at 3010, so it is Suspect at 5010 and Down at 8010 (at rounds: 6000 and 9000).
+    const f = farm(
+      () => 10,
+      (host, _n, t) => host === 'h1' && t >= 3_500,
+    );
+    try {
+      await f.timers.advanceTo(12_000);
+      expect(f.changes).to.deep.equal(['h1 HOST_STATE_SUSPECT at 5010', 'h1 HOST_STATE_DOWN at 8010']);
+    } finally {
+      f.stop();
+    }
+  });
+
+  it('does not make a host Suspect while a grant sent just now is on its way, a little slower than the last', async () => {
+    // h1's 3rd grant (sent at 2000) is lost; its last answer came at 1010. The 4th, sent at 3000,
+    // answers after 30 ms instead of 10: its silence passes 2 s at 3010, with that grant on its way.
+    const f = farm(
+      (host, n) => (host === 'h1' && n === 4 ? 30 : 10),
+      (host, n) => host === 'h1' && n === 3,
+    );
+    try {
+      await f.timers.advanceTo(10_000);
+      expect(f.changes).to.deep.equal([]);
+    } finally {
+      f.stop();
+    }
+  });
+
+  it('judges a host whose grant failed while it was held as soon as the grant settles', async () => {
+    // h1 answers nothing after its 1st grant (answer at 10); grants fail 40 ms after they are sent.
+    // Silence reaches 2 s at 2010 with the grant sent at 2000 on its way: held until it fails at 2040.
+    const f = farm(
+      (host, n) => (host === 'h1' && n > 1 ? 40 : 10),
+      (host, n) => host === 'h1' && n > 1,
+    );
+    try {
+      await f.timers.advanceTo(6_000);
+      expect(f.changes).to.deep.equal(['h1 HOST_STATE_SUSPECT at 2040', 'h1 HOST_STATE_DOWN at 5040']);
+    } finally {
+      f.stop();
+    }
   });
 });

@@ -38,13 +38,17 @@ interface Proc {
 
 /**
  * Starts a program. With HYPERFARM_TEST_LOGS=<folder>, each process logs at info level to
- * <folder>/<id>.log (appended across restarts), to see what a failed run did.
+ * <folder>/<id>.log (appended across restarts), to see what a failed run did; with
+ * HYPERFARM_CPU_PROF=<folder>, each writes a CPU profile there when it exits (a benchmark's
+ * processes, where --cpu-prof is not allowed in NODE_OPTIONS).
  */
 function run(bin: string, args: string[]): Proc {
   const logDir = process.env['HYPERFARM_TEST_LOGS'];
+  const profDir = process.env['HYPERFARM_CPU_PROF'];
   const id = args[args.indexOf('--id') + 1] ?? 'process';
   const out = logDir ? openSync(join(logDir, `${id}.log`), 'a') : 'ignore';
-  const child = spawn(process.execPath, [bin, ...args, '--log-level', logDir ? 'info' : 'warn'], {
+  const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${id}.cpuprofile`] : [];
+  const child = spawn(process.execPath, [...prof, bin, ...args, '--log-level', logDir ? 'info' : 'warn'], {
     stdio: ['ignore', out, out],
   });
   return { child, exited: new Promise((r) => child.once('exit', () => r())) };
@@ -224,8 +228,10 @@ export class ProcessFarm {
 
   async stop(): Promise<void> {
     for (const a of this.agents.values()) a.proc.child.kill('SIGCONT');
+    // A profiled process must exit on its own to write its profile.
+    const signal = process.env['HYPERFARM_CPU_PROF'] ? 'SIGTERM' : 'SIGKILL';
     for (const p of [...this.daemons.values(), ...[...this.agents.values()].map((a) => a.proc)])
-      p.child.kill('SIGKILL');
+      p.child.kill(signal);
     await Promise.all(
       [...this.daemons.values(), ...[...this.agents.values()].map((a) => a.proc)].map((p) => p.exited),
     );
