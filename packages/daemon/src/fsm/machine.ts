@@ -1,7 +1,7 @@
 import type { StateMachine } from '@hyperfarm/raft';
 import { applyEntry, type AppliedEntry } from './apply.js';
 import type { CommandResult } from './command.js';
-import { decodeSnapshot, encodeSnapshot } from './snapshot.js';
+import { decodeSnapshot, encodeSnapshot, encodeSnapshotInSlices } from './snapshot.js';
 import { emptyState, type FarmState } from './state.js';
 
 export interface Applied extends AppliedEntry {
@@ -43,8 +43,19 @@ export class FarmStateMachine implements StateMachine {
     for (const w of ready) w.resolve();
   }
 
-  snapshot(): Uint8Array {
-    return encodeSnapshot(this.state);
+  constructor(
+    private readonly opts: {
+      /**
+       * Given, snapshots are encoded a slice at a time with this between slices (the daemon
+       * yields to its event loop); absent, at once (the farm simulator, which must replay exactly).
+       */
+      pause?: () => Promise<void>;
+    } = {},
+  ) {}
+
+  snapshot(): Uint8Array | Promise<Uint8Array> {
+    const pause = this.opts.pause;
+    return pause ? encodeSnapshotInSlices(this.state, pause) : encodeSnapshot(this.state);
   }
 
   /**

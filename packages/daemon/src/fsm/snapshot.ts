@@ -42,8 +42,12 @@ interface SnapshotV1 {
   failovers?: [string, number[]][];
 }
 
-export function encodeSnapshot(s: FarmState): Uint8Array {
-  const snap: SnapshotV1 = {
+/**
+ * What a snapshot holds, as the state is now. Records are replaced when they change, never
+ * edited in place, so these references keep this moment's state while the state moves on.
+ */
+function capture(s: FarmState): SnapshotV1 {
+  return {
     format: FORMAT_VERSION,
     revision: s.revision,
     settings: s.settings,
@@ -60,8 +64,48 @@ export function encodeSnapshot(s: FarmState): Uint8Array {
     ha: s.ha,
     failovers: [...s.failovers],
   };
-  return new TextEncoder().encode(JSON.stringify(snap));
 }
+
+export function encodeSnapshot(s: FarmState): Uint8Array {
+  return Buffer.from(JSON.stringify(capture(s)));
+}
+
+/**
+ * The same bytes as encodeSnapshot, but the state is only captured at the call: it is encoded
+ * `slice` records at a time, with `pause()` between slices, so that a large farm's snapshot (70
+ * MiB and seconds of CPU at 50,000 VMs) does not stall the daemon's event loop.
+ */
+export async function encodeSnapshotInSlices(
+  s: FarmState,
+  pause: () => Promise<void>,
+  slice = 1_000,
+): Promise<Uint8Array> {
+  const parts: Buffer[] = [];
+  const write = async (value: unknown): Promise<void> => {
+    if (Array.isArray(value) && value.length > slice) {
+      parts.push(Buffer.from('['));
+      for (let i = 0; i < value.length; i += slice) {
+        parts.push(Buffer.from((i > 0 ? ',' : '') + JSON.stringify(value.slice(i, i + slice)).slice(1, -1)));
+        await pause();
+      }
+      parts.push(Buffer.from(']'));
+    } else if (isPlainObject(value)) {
+      let sep = '{';
+      for (const [k, v] of Object.entries(value)) {
+        if (v === undefined) continue;
+        parts.push(Buffer.from(`${sep}${JSON.stringify(k)}:`));
+        sep = ',';
+        await write(v);
+      }
+      parts.push(Buffer.from(sep === '{' ? '{}' : '}'));
+    } else parts.push(Buffer.from(JSON.stringify(value)));
+  };
+  await write(capture(s));
+  return Buffer.concat(parts);
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype;
 
 export function decodeSnapshot(data: Uint8Array): FarmState {
   if (data.byteLength === 0) return emptyState();

@@ -13,6 +13,7 @@ import { GrpcTransport } from '../transport/grpc-transport.js';
 import {
   type ConfChange,
   ConfChangeType,
+  type ConfState,
   type Entry,
   EntryType,
   type Message,
@@ -39,8 +40,12 @@ import { decodeSnapshotEnvelope, encodeSnapshotEnvelope } from './snapshot-envel
 export interface StateMachine {
   /** Applies a committed command; the result goes back to whoever proposed it. */
   apply(data: Uint8Array, index: number): Uint8Array;
-  /** The whole state, for a snapshot. */
-  snapshot(): Uint8Array;
+  /**
+   * The whole state, for a snapshot. A large state may answer a promise, so that serializing it
+   * does not stall the process: it must then capture the state at the call, synchronously (the
+   * next entry may be applied before the promise settles), and may encode it over later turns.
+   */
+  snapshot(): Uint8Array | Promise<Uint8Array>;
   /** Replaces the whole state with a snapshot's (empty data: the initial state). */
   restore(data: Uint8Array): void;
 }
@@ -165,6 +170,9 @@ export class RaftNode {
   private failure: unknown;
   private applied: number;
   private snapshotIndex: number;
+  /** A snapshot being encoded in the background, and one encoded and waiting to be saved. */
+  private encoding: Promise<void> | undefined;
+  private encoded: { index: number; conf: ConfState; data: Uint8Array } | undefined;
   private leader: NodeId = '';
   private role: Role = Role.Follower;
   /** Unique across restarts: see ReadIds. */
@@ -474,6 +482,15 @@ export class RaftNode {
 
   private async loop(): Promise<void> {
     while (!this.stopped) {
+      if (this.encoded) {
+        try {
+          await this.saveEncodedSnapshot();
+        } catch (err) {
+          this.fatal(err);
+          return;
+        }
+        continue;
+      }
       if (!this.raw.hasReady()) {
         await new Promise<void>((resolve) => (this.wakeup = resolve));
         // Let the event loop take in what already arrived (client requests, peers' messages)
@@ -616,13 +633,37 @@ export class RaftNode {
 
   private async maybeSnapshot(): Promise<void> {
     const every = this.opts.snapshotEvery ?? 100_000;
-    if (this.applied - this.snapshotIndex < every) return;
+    if (this.encoding || this.applied - this.snapshotIndex < every) return;
     const index = this.applied;
-    const data = encodeSnapshotEnvelope({
-      addresses: this.addresses,
-      app: this.opts.stateMachine.snapshot(),
-    });
-    const snapshot = this.mem.createSnapshot(index, this.raw.status().conf, data);
+    const conf = this.raw.status().conf;
+    const addresses = { ...this.addresses };
+    const app = this.opts.stateMachine.snapshot();
+    if (app instanceof Uint8Array)
+      return this.saveSnapshot(index, conf, encodeSnapshotEnvelope({ addresses, app }));
+    // Encoded while the loop goes on (a farm of 50,000 VMs took seconds: a leader that stalls
+    // that long loses its followers and its hosts' leases); saved by the loop once ready.
+    this.encoding = app.then(
+      (data) => {
+        this.encoded = { index, conf, data: encodeSnapshotEnvelope({ addresses, app: data }) };
+        this.encoding = undefined;
+        this.notify();
+      },
+      (err: unknown) => this.fatal(err),
+    );
+  }
+
+  /** Saves a snapshot encoded in the background, in the loop, so storage writes stay in order. */
+  private async saveEncodedSnapshot(): Promise<void> {
+    const e = this.encoded;
+    if (!e) return;
+    this.encoded = undefined;
+    // A snapshot installed from the leader meanwhile is newer: this one is of no use.
+    if (e.index <= this.mem.snapshot().meta.index) return;
+    await this.saveSnapshot(e.index, e.conf, e.data);
+  }
+
+  private async saveSnapshot(index: number, conf: ConfState, data: Uint8Array): Promise<void> {
+    const snapshot = this.mem.createSnapshot(index, conf, data);
     const compactThrough = Math.max(this.mem.firstIndex() - 1, index - (this.opts.snapshotKeep ?? 5_000));
     await this.storage.saveSnapshot(snapshot, compactThrough);
     if (compactThrough >= this.mem.firstIndex()) this.mem.compact(compactThrough);

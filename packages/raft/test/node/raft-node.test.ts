@@ -10,7 +10,7 @@ import { NotLeaderError, RaftArgumentError } from '../../src/core/errors.js';
 import { NodeStoppedError, OutcomeUnknownError } from '../../src/node/errors.js';
 import { GrpcTransport } from '../../src/transport/grpc-transport.js';
 import { encodeKvCommand, KvStateMachine } from '../../src/node/kv-state-machine.js';
-import { RaftNode } from '../../src/node/raft-node.js';
+import { RaftNode, type StateMachine } from '../../src/node/raft-node.js';
 import type { PersistRequest } from '../../src/storage/level-storage.js';
 import { EntryType, MessageType } from '../../src/types.js';
 import { message, serveRaft, waitFor, waitForAsync } from '../transport/helpers.js';
@@ -39,6 +39,17 @@ interface ClusterOptions {
   snapshotEvery?: number;
   forward?: boolean;
   electionTick?: number;
+  /** Given, each snapshot is the state machine's, handed over when this settles. */
+  slowSnapshot?: (data: Uint8Array) => Promise<Uint8Array>;
+}
+
+/** The state machine, its snapshots handed over late (captured at the call, as the contract asks). */
+function slowSnapshots(sm: KvStateMachine, late: (data: Uint8Array) => Promise<Uint8Array>): StateMachine {
+  return {
+    apply: (data, index) => sm.apply(data, index),
+    restore: (data) => sm.restore(data),
+    snapshot: () => late(sm.snapshot()),
+  };
 }
 
 class Cluster {
@@ -86,7 +97,7 @@ class Cluster {
       dataDir: m.dir,
       peers: founder ? this.peers : { ...this.peers, [m.id]: m.address },
       join: !founder,
-      stateMachine: m.sm,
+      stateMachine: this.opts.slowSnapshot ? slowSnapshots(m.sm, this.opts.slowSnapshot) : m.sm,
       tickMs: 20,
       electionTick: this.opts.electionTick ?? 10,
       seed: Number(m.id.slice(1)),
@@ -302,6 +313,36 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     await c.boot(lagging);
     await waitFor('lagging node caught up', () => lagging.sm.get('z59') === '59');
     assert.equal(lagging.sm.get('z0'), '0');
+    assert.ok(lagging.node!.status().snapshotIndex >= 20, 'the lagging node installed a snapshot');
+  });
+
+  it('encodes a snapshot in the background when the state machine answers a promise: writes go on meanwhile', async () => {
+    // Each snapshot captures the state when asked and is encoded only when the test releases it.
+    const held: (() => void)[] = [];
+    const slowSnapshot = (data: Uint8Array) => new Promise<Uint8Array>((r) => held.push(() => r(data)));
+    const leader = await startThree({ snapshotEvery: 20, slowSnapshot });
+    const lagging = c.members.find((m) => m !== leader)!;
+    await c.stop(lagging);
+    const first = leader.node!.status().snapshotIndex;
+    for (let i = 0; i < 30; i++) await leader.node!.propose(put(`s${i}`, `${i}`));
+    await waitFor('a snapshot asked for', () => held.length > 0);
+    // The encoding is pending, and the log still takes writes.
+    for (let i = 30; i < 60; i++) await leader.node!.propose(put(`s${i}`, `${i}`));
+    assert.equal(leader.node!.status().snapshotIndex, first);
+    while (held.length > 0) held.shift()!();
+    await waitFor('leader saved the snapshot', () => leader.node!.status().snapshotIndex >= 20);
+    // The next one is asked for once the first is saved, and brings the lagging node back.
+    await waitFor('a second snapshot asked for', () => held.length > 0);
+    while (held.length > 0) held.shift()!();
+    await waitFor('leader saved the second snapshot', () => leader.node!.status().snapshotIndex >= 40);
+    await c.boot(lagging);
+    const release = setInterval(() => held.splice(0).forEach((r) => r()), 10);
+    try {
+      await waitFor('lagging node caught up', () => lagging.sm.get('s59') === '59');
+    } finally {
+      clearInterval(release);
+    }
+    assert.equal(lagging.sm.get('s0'), '0');
     assert.ok(lagging.node!.status().snapshotIndex >= 20, 'the lagging node installed a snapshot');
   });
 
