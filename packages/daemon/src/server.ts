@@ -21,6 +21,7 @@ import type { FarmContext } from './edge/farm-context.js';
 import { GrpcAgentPort } from './edge/grpc-agent-port.js';
 import { haHandlers } from './edge/ha-api.js';
 import { hostHandlers } from './edge/hosts-api.js';
+import { LiveHosts } from './edge/live-hosts.js';
 import { membershipHandlers } from './edge/membership.js';
 import { migrationHandlers } from './edge/migrations-api.js';
 import { NetworkClients, networkHandlers } from './edge/network-api.js';
@@ -28,6 +29,7 @@ import { NetworkPusher } from './edge/network-push.js';
 import { operationHandlers } from './edge/operations-api.js';
 import { Proposer } from './edge/proposer.js';
 import { Leadership } from './edge/leadership.js';
+import { clusterClients } from './edge/service-clients.js';
 import { realTimers } from './edge/timers.js';
 import { vmHandlers } from './edge/vms-api.js';
 import { FarmStateMachine } from './fsm/index.js';
@@ -113,11 +115,14 @@ export async function startDaemon(
       pusher.stop();
     },
   });
+  // Other daemons' ClusterService: the leader, for a follower's forwarded calls.
+  const daemons = clusterClients({ tls: config.tls });
   const ctx: FarmContext = {
     raft,
     machine,
     proposer,
     runner,
+    liveHosts: new LiveHosts(raft, (id) => runner.live(id), daemons, logger.child({ component: 'hosts' })),
     port,
     logger,
     scheduler,
@@ -133,7 +138,7 @@ export async function startDaemon(
         withUnimplemented(
           'cluster',
           {
-            ...membershipHandlers(raft, { tls: config.tls }),
+            ...membershipHandlers(raft, daemons),
             ...hostHandlers(ctx),
             ...vmHandlers(ctx),
             ...checkpointHandlers(ctx),
@@ -164,6 +169,7 @@ export async function startDaemon(
   } catch (err) {
     await gateway?.close();
     runner.stop();
+    daemons.close();
     await raft.stop();
     await metrics.close();
     unlock();
@@ -201,6 +207,7 @@ export async function startDaemon(
       await raft.stop();
       port.close();
       net.close();
+      daemons.close();
       await metrics.close();
       unlock();
     },

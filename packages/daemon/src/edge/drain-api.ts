@@ -2,6 +2,7 @@ import { notFound, unary, type pb } from '@hyperfarm/api';
 import { planDrain } from '../controllers/index.js';
 import { hostView } from '../fsm/index.js';
 import { readState, type FarmContext } from './farm-context.js';
+import { liveLookup } from './live-hosts.js';
 import { migrationDeadline, type MigrationApiConfig } from './migrations-api.js';
 import { requireHostId } from './requests.js';
 import { newId, startedOperation } from './vms-api.js';
@@ -30,10 +31,11 @@ export function drainHandlers(ctx: FarmContext, cfg: MigrationApiConfig): Partia
     UndrainHost: unary<pb.UndrainHostRequest__Output, pb.Host>(async (req) => {
       const id = requireHostId('id', req.id);
       await ctx.proposer.submit({ type: 'host.undrain', hostId: id });
+      const live = await liveLookup(ctx);
       const s = ctx.machine.state;
       const host = s.hosts.get(id);
       if (!host) throw notFound('host', id);
-      return hostView(s, host, ctx.runner.live(id));
+      return hostView(s, host, live(id));
     }),
   };
 }

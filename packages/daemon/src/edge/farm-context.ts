@@ -4,6 +4,7 @@ import type { FarmState, FarmStateMachine, OperationRecord } from '../fsm/index.
 import type { SchedulerOptions } from '../scheduler/index.js';
 import type { AgentPort } from './agent-port.js';
 import type { ControllerRunner } from './controller-runner.js';
+import type { LiveHosts } from './live-hosts.js';
 import type { Proposer } from './proposer.js';
 import { realTimers, type Timers } from './timers.js';
 
@@ -13,6 +14,8 @@ export interface FarmContext {
   machine: FarmStateMachine;
   proposer: Proposer;
   runner: ControllerRunner;
+  /** The hosts' live usage on any replica (a follower asks the leader); without it, the runner's. */
+  liveHosts?: LiveHosts;
   port: AgentPort;
   logger: Logger;
   scheduler: SchedulerOptions;

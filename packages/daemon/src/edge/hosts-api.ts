@@ -1,6 +1,7 @@
 import { invalidArgument, notFound, quote, unary, unavailable, type pb } from '@hyperfarm/api';
 import { hostView, type FarmState } from '../fsm/index.js';
 import { readState, type FarmContext } from './farm-context.js';
+import { liveLookup, type LiveLookup } from './live-hosts.js';
 import {
   page,
   requireAddress,
@@ -15,10 +16,10 @@ const HOST_FIELDS = ['name', 'labels', 'maintenance'] as const;
 
 /** ClusterService: hosts. */
 export function hostHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandlers> {
-  const view = (s: FarmState, id: string): pb.Host => {
+  const view = (s: FarmState, id: string, live: LiveLookup): pb.Host => {
     const host = s.hosts.get(id);
     if (!host) throw notFound('host', id);
-    return hostView(s, host, ctx.runner.live(id));
+    return hostView(s, host, live(id));
   };
 
   return {
@@ -52,12 +53,15 @@ export function hostHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandler
           clusterStorage: d.host.clusterStorage,
         },
       });
-      return view(ctx.machine.state, id);
+      const live = await liveLookup(ctx);
+      return view(ctx.machine.state, id, live);
     }),
 
     GetHost: unary<pb.GetHostRequest__Output, pb.Host>(async (req) => {
       const id = requireHostId('id', req.id);
-      return view(await readState(ctx, req.consistency), id);
+      const s = await readState(ctx, req.consistency);
+      const live = await liveLookup(ctx);
+      return view(s, id, live);
     }),
 
     ListHosts: unary<pb.ListHostsRequest__Output, pb.ListHostsResponse>(async (req) => {
@@ -66,7 +70,8 @@ export function hostHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandler
       const s = await readState(ctx, req.consistency);
       const hosts = [...s.hosts.values()].filter((h) => !state || h.state === state);
       const p = page('hosts', hosts, (h) => h.id, req);
-      return { hosts: p.items.map((h) => view(s, h.id)), nextPageToken: p.nextPageToken };
+      const live = await liveLookup(ctx);
+      return { hosts: p.items.map((h) => view(s, h.id, live)), nextPageToken: p.nextPageToken };
     }),
 
     UpdateHost: unary<pb.UpdateHostRequest__Output, pb.Host>(async (req) => {
@@ -91,7 +96,8 @@ export function hostHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandler
         labels: fields.includes('labels') ? requireLabels('host.labels', req.host.labels) : {},
         maintenance: req.host.maintenance,
       });
-      return view(ctx.machine.state, id);
+      const live = await liveLookup(ctx);
+      return view(ctx.machine.state, id, live);
     }),
 
     RemoveHost: unary<pb.RemoveHostRequest__Output, pb.RemoveHostResponse>(async (req) => {

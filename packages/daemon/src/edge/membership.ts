@@ -1,22 +1,17 @@
 import {
   alreadyExists,
-  createClient,
   failedPrecondition,
-  hyperfarmProto,
   invalidArgument,
   notFound,
-  promiseClient,
   quote,
   unary,
-  type ClientOptions,
   type pb,
 } from '@hyperfarm/api';
 import { NotLeaderError, throwRaftApiError, type RaftNode } from '@hyperfarm/raft';
+import { clusterClients, type ClusterClient } from './service-clients.js';
 
 const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const ADDRESS = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
-
-type ClusterClient = ReturnType<typeof promiseClient<pb.ClusterServiceClient>>;
 
 /**
  * The control plane's own membership, served by every daemon: ListMembers answers from this
@@ -24,10 +19,8 @@ type ClusterClient = ReturnType<typeof promiseClient<pb.ClusterServiceClient>>;
  */
 export function membershipHandlers(
   raft: RaftNode,
-  clientOptions: ClientOptions = {},
+  clients = clusterClients(),
 ): Partial<pb.ClusterServiceHandlers> {
-  const leaders = new Map<string, ClusterClient>();
-
   /**
    * Runs `local` on the leader, or the same call on the leader's ClusterService from a follower.
    * Raft's refusals become statuses through Raft's one mapping (UNAVAILABLE names the leader).
@@ -40,14 +33,7 @@ export function membershipHandlers(
     if (leader === raft.id || leader === '') return local().catch(throwRaftApiError);
     const address = raft.status().addresses[leader];
     if (!address) throwRaftApiError(new NotLeaderError(leader));
-    let client = leaders.get(address);
-    if (!client) {
-      client = promiseClient(
-        createClient(hyperfarmProto().hyperfarm.v1.ClusterService, address, clientOptions),
-      );
-      leaders.set(address, client);
-    }
-    return remote(client);
+    return remote(clients.of(address));
   }
 
   const member = (id: string): pb.Member => memberView(raft, id);

@@ -1,18 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import {
-  createClient,
   failedPrecondition,
   hyperfarmProto,
   invalidArgument,
   notFound,
   parseIpv4,
   portRulesOf,
-  promiseClient,
   quote,
   status,
   switchRules,
   unary,
   type ClientOptions,
+  type PromiseClient,
   type pb,
 } from '@hyperfarm/api';
 import {
@@ -24,28 +23,13 @@ import {
   type SwitchRecord,
 } from '../fsm/index.js';
 import { readState, type FarmContext } from './farm-context.js';
+import { ServiceClients } from './service-clients.js';
 import { page, requireEnum, requireHostId, requireRef } from './requests.js';
 
-type NetClient = ReturnType<typeof promiseClient<pb.NetworkServiceClient>>;
-
 /** NetworkService clients, one channel per agent address. */
-export class NetworkClients {
-  private readonly clients = new Map<string, { raw: pb.NetworkServiceClient; p: NetClient }>();
-  constructor(private readonly options: ClientOptions = {}) {}
-
-  of(address: string): NetClient {
-    let c = this.clients.get(address);
-    if (!c) {
-      const raw = createClient(hyperfarmProto().hyperfarm.v1.NetworkService, address, this.options);
-      c = { raw, p: promiseClient(raw) };
-      this.clients.set(address, c);
-    }
-    return c.p;
-  }
-
-  close(): void {
-    for (const c of this.clients.values()) c.raw.close();
-    this.clients.clear();
+export class NetworkClients extends ServiceClients<pb.NetworkServiceClient> {
+  constructor(options: ClientOptions = {}) {
+    super(hyperfarmProto().hyperfarm.v1.NetworkService, options);
   }
 }
 
@@ -124,7 +108,10 @@ export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<
     return h.address;
   };
   /** The run on the host named, or on whichever Up host has it. */
-  const onRunHost = async <T>(hostId: string, fn: (c: NetClient) => Promise<T>): Promise<T> => {
+  const onRunHost = async <T>(
+    hostId: string,
+    fn: (c: PromiseClient<pb.NetworkServiceClient>) => Promise<T>,
+  ): Promise<T> => {
     const s = ctx.machine.state;
     if (hostId) return fn(net.of(hostAddress(s, hostId)));
     for (const h of upHosts(s)) {

@@ -48,6 +48,25 @@ describe('a farm of real processes: 3 daemons, agents with several hosts', funct
     expect((await agent.getHostInfo({})).macPoolStart).to.equal(hosts[0]!.macPoolStart);
   });
 
+  it("answers a host's last heartbeat and CPU on a follower too, as the leader sees them", async () => {
+    const c = farm.client(await farm.follower());
+    // Every host is granted its lease every 200 ms: a view a second or two old at most.
+    await until('recent heartbeats on a follower', 10_000, async () => {
+      const { hosts } = await c.listHosts({ consistency: 'CONSISTENCY_STALE', pageSize: 2 });
+      const recent = (h: pb.Host__Output) => Date.now() - h.lastHeartbeatMs < 3_000;
+      return hosts.length === 2 && hosts.every(recent) ? true : undefined;
+    });
+    // A guest using 80% of its processor: the host's CPU, reported in its grant answers.
+    const config = { ...vmSpec('busy'), workload: { bootMs: 200, cpuDemandPercent: 80 } };
+    await done(c, await c.createVm({ config, start: true, hostId: 'rack-2' }));
+    await until('the busy host using CPU, read on a follower', 10_000, async () => {
+      const host = await c.getHost({ id: 'rack-2' });
+      return host.usage!.cpuPercent > 0 && Date.now() - host.lastHeartbeatMs < 3_000 ? true : undefined;
+    });
+    await done(c, await c.changeVmState({ id: 'busy', action: 'VM_ACTION_TURN_OFF' }));
+    await done(c, await c.deleteVm({ id: 'busy' }));
+  });
+
   it('creates, starts, stops and deletes a VM through a follower, each step an operation', async () => {
     const c = farm.client(await farm.follower());
     const nic = { kind: 'NIC_KIND_SYNTHETIC' as const };
