@@ -1,10 +1,13 @@
 import { Connection, type ConnectionState } from './connection.js';
+import { mergeLive, type HostLive } from './live.js';
 import { applyEvent, emptyModel, type FarmModel } from './model.js';
 import type { Notice } from './notices.js';
-import type { FarmEvent, Operation } from './wire.js';
+import type { FarmEvent, Host, ListHostsResponse, Operation } from './wire.js';
 
 const NOTICE_LIMIT = 6;
 const RENDERS_KEPT = 2_000;
+/** How often the hosts' live figures are asked for while connected. */
+const LIVE_MS = 2_000;
 
 /**
  * The page's state: the farm model fed by the connection's events, and who to tell when it
@@ -28,6 +31,8 @@ export class Store {
    * splits the benchmark's lag into the way here (daemon, gateway, socket) and the page's own.
    */
   readonly arrivals: { revision: number; at: number }[] = [];
+  /** Each host's CPU and last heartbeat, by id: not in the event stream (see HostLive). */
+  live: ReadonlyMap<string, HostLive> = new Map();
   /** What the person asked for lately, newest first, each followed to its end. */
   notices: Notice[] = [];
   readonly conn: Connection;
@@ -56,6 +61,7 @@ export class Store {
         this.changed();
       },
     });
+    void this.pollLive();
   }
 
   subscribe(listener: () => void): () => void {
@@ -80,6 +86,34 @@ export class Store {
     } catch (error) {
       this.patchNotice(notice.key, { error });
       return undefined;
+    }
+  }
+
+  /** Asks every host's live figures (ListHosts, every page), and again every LIVE_MS. */
+  private async pollLive(): Promise<void> {
+    try {
+      if (this.connection.status === 'open') {
+        const hosts: Host[] = [];
+        let pageToken = '';
+        do {
+          const page = await this.conn.call<ListHostsResponse>('ListHosts', {
+            consistency: 'CONSISTENCY_STALE',
+            pageSize: 1000,
+            pageToken,
+          });
+          hosts.push(...page.hosts);
+          pageToken = page.nextPageToken;
+        } while (pageToken);
+        const next = mergeLive(this.live, hosts);
+        if (next !== this.live) {
+          this.live = next;
+          this.changed();
+        }
+      }
+    } catch {
+      // The next round asks again; a lost connection shows in the banner already.
+    } finally {
+      setTimeout(() => void this.pollLive(), LIVE_MS);
     }
   }
 

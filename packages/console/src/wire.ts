@@ -21,6 +21,7 @@ export type Member = pb.Member__Output;
 export type HostVerdict = pb.HostVerdict__Output;
 export type ExplainPlacementResponse = pb.ExplainPlacementResponse__Output;
 export type ListCheckpointsResponse = pb.ListCheckpointsResponse__Output;
+export type ListHostsResponse = pb.ListHostsResponse__Output;
 export type VmConfig = pb.VmConfig;
 export type NlbCluster = pb.NlbCluster__Output;
 export type NlbClusterState = pb.NlbClusterState__Output;

@@ -86,6 +86,8 @@ describe('web console in Chromium', function () {
         processor: { count: 1 },
         memoryBytes: 268435456,
         guestOs: 'windows-server-2008-x64',
+        // A busy guest: its host's CPU shows on the card.
+        workload: { cpuDemandPercent: 80 },
       },
       start: true,
     });
@@ -113,6 +115,25 @@ describe('web console in Chromium', function () {
       Math.round((100 * host.usage!.memoryUsedBytes) / host.capacity!.memoryBytes),
     );
     expect(host.usage!.memoryUsedBytes).to.equal(268435456 + host.capacity!.perVmOverheadBytes);
+  });
+
+  it("shows a busy host's CPU and last heartbeat, which the event stream does not carry", async () => {
+    const hostId = (await farm.client('daemon-1').getVm({ id: 'live-1' })).status!.hostId;
+    const card = page.locator(`[data-host="${hostId}"]`);
+    const cpu = card.getByRole('meter', { name: 'CPU' });
+    await until('the CPU bar above 0%', 30_000, async () =>
+      Number(await cpu.getAttribute('aria-valuenow')) > 0 ? true : undefined,
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}; card: ${await card.innerText()}`);
+    });
+    expect(await cpu.getAttribute('aria-valuetext')).to.match(/^[1-9]\d*% of \d+ LPs$/);
+    // The time of a heartbeat the leader heard, in the page's clock format; refreshed as it goes.
+    const heartbeat = card.locator('.heartbeat');
+    const first = await heartbeat.innerText();
+    expect(first).to.match(/^last heartbeat \d/);
+    await until('a later heartbeat', 30_000, async () =>
+      (await heartbeat.innerText()) !== first ? true : undefined,
+    );
   });
 
   it('creates and starts a VM from the console, by keyboard, and shows it Running', async () => {

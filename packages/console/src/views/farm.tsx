@@ -2,7 +2,8 @@ import { memo } from 'preact/compat';
 import { useLayoutEffect } from 'preact/hooks';
 import { byText, hostState, hostUse, name, vmsByHost, vmState } from '../model.js';
 import type { Store } from '../store.js';
-import { Bar, bytes, StateBadge } from '../ui.js';
+import type { HostLive } from '../live.js';
+import { Bar, bytes, StateBadge, time } from '../ui.js';
 import type { Host, Vm } from '../wire.js';
 
 /** Every host as a card: state, CPU and memory, and its VMs coloured by state. Live. */
@@ -24,7 +25,7 @@ export function FarmView(props: { store: Store }) {
       )}
       <div class="cards">
         {hosts.map((h) => (
-          <HostCard key={h.id} host={h} vms={byHost.get(h.id) ?? EMPTY} />
+          <HostCard key={h.id} host={h} vms={byHost.get(h.id) ?? EMPTY} live={props.store.live.get(h.id)} />
         ))}
         {unplaced.length > 0 && (
           <article class="card" aria-label="VMs not placed">
@@ -42,9 +43,12 @@ export function FarmView(props: { store: Store }) {
 const EMPTY: Vm[] = [];
 
 const HostCard = memo(
-  function HostCard(props: { host: Host; vms: Vm[] }) {
+  function HostCard(props: { host: Host; vms: Vm[]; live: HostLive | undefined }) {
     const h = props.host;
     const cap = h.capacity;
+    // CPU is not in the event stream: the store asks for it (the leader's live view).
+    const cpu = props.live?.cpuPercent ?? h.usage?.cpuPercent ?? 0;
+    const heartbeat = props.live?.lastHeartbeatMs ?? 0;
     // Counted from the VMs on the card: the host's record is not sent again when they change.
     const use = hostUse(h, props.vms);
     const mem = use.memoryUsedBytes;
@@ -62,9 +66,9 @@ const HostCard = memo(
         {h.stateReason && h.state !== 'HOST_STATE_UP' && <p class="reason">{h.stateReason}</p>}
         <Bar
           label="CPU"
-          value={h.usage?.cpuPercent ?? 0}
+          value={cpu}
           max={100}
-          text={`${Math.round(h.usage?.cpuPercent ?? 0)}% of ${cap?.logicalProcessors ?? 0} LPs`}
+          text={`${Math.round(cpu)}% of ${cap?.logicalProcessors ?? 0} LPs`}
         />
         <Bar
           label="Memory"
@@ -75,11 +79,12 @@ const HostCard = memo(
         <p class="muted">
           {use.runningVms} running of {props.vms.length} VMs · {h.address}
         </p>
+        <p class="heartbeat">last heartbeat {heartbeat ? time(heartbeat) : 'not yet'}</p>
         <VmChips vms={props.vms} />
       </article>
     );
   },
-  (a, b) => a.host === b.host && sameList(a.vms, b.vms),
+  (a, b) => a.host === b.host && a.live === b.live && sameList(a.vms, b.vms),
 );
 
 function sameList(a: Vm[], b: Vm[]): boolean {
