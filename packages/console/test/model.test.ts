@@ -2,6 +2,23 @@ import { expect } from 'chai';
 import { applyEvent, emptyModel, FINISHED_KEPT, hostUse, vmsByHost } from '../src/model.js';
 import type { FarmEvent, Operation } from '../src/wire.js';
 
+/** A VM's PUT event, as the stream sends it. */
+const vmEvent = (
+  revision: number,
+  id: string,
+  vmName: string,
+  hostId: string,
+  state = 'VM_STATE_OFF',
+): FarmEvent =>
+  ({
+    revision,
+    timeMs: revision,
+    kind: 'RESOURCE_KIND_VM',
+    type: 'EVENT_TYPE_PUT',
+    id,
+    vm: { id, config: { name: vmName }, status: { state, hostId } },
+  }) as unknown as FarmEvent;
+
 /** The page's farm model: bounded however long the page stays open. */
 describe('console: farm model', () => {
   const opEvent = (revision: number, id: string, done: boolean): FarmEvent =>
@@ -37,6 +54,31 @@ describe('console: farm model', () => {
     expect(m.operations.size).to.equal(FINISHED_KEPT);
   });
 
+  it('keeps 50 state changes per VM in a small farm, 10,000 in all up to 2,000 VMs, and 5 per VM beyond', () => {
+    const m = emptyModel();
+    let rev = 0;
+    const churn = (ids: string[], rounds: number) => {
+      for (let r = 0; r < rounds; r++)
+        for (const id of ids)
+          applyEvent(m, vmEvent(++rev, id, id, 'h1', r % 2 ? 'VM_STATE_RUNNING' : 'VM_STATE_OFF'));
+    };
+    const names = (from: number, n: number) => Array.from({ length: n }, (_, i) => `vm-${from + i}`);
+    const total = () => [...m.history.values()].reduce((sum, l) => sum + l.length, 0);
+    churn(names(0, 100), 80);
+    expect(m.history.get('vm-0')).to.have.length(50);
+    expect(m.history.get('vm-0')!.at(-1)!.revision).to.equal(rev - 99);
+    // 1,000 VMs: 10 each, the histories already kept cut as soon as the farm grows.
+    churn(names(100, 900), 1);
+    expect(total()).to.be.at.most(10_000);
+    churn(names(0, 1_000), 40);
+    expect(m.history.get('vm-999')).to.have.length(10);
+    expect(total()).to.equal(10_000);
+    // 4,000 VMs: never fewer than 5 each.
+    churn(names(1_000, 3_000), 6);
+    expect(m.history.get('vm-3999')).to.have.length(5);
+    expect(total()).to.equal(20_000);
+  });
+
   it('applies an event once: a revision already applied changes nothing', () => {
     const m = emptyModel();
     expect(applyEvent(m, opEvent(5, 'a', false))).to.equal(true);
@@ -47,21 +89,6 @@ describe('console: farm model', () => {
 });
 
 describe('console: VMs by host', () => {
-  const vmEvent = (
-    revision: number,
-    id: string,
-    vmName: string,
-    hostId: string,
-    state = 'VM_STATE_OFF',
-  ): FarmEvent =>
-    ({
-      revision,
-      timeMs: revision,
-      kind: 'RESOURCE_KIND_VM',
-      type: 'EVENT_TYPE_PUT',
-      id,
-      vm: { id, config: { name: vmName }, status: { state, hostId } },
-    }) as unknown as FarmEvent;
   const names = (m: ReturnType<typeof emptyModel>) =>
     Object.fromEntries(
       [...vmsByHost(m)].map(([h, vms]) => [h, vms.map((v) => `${v.config!.name}:${v.status!.state}`)]),
