@@ -129,6 +129,21 @@ describe('drill verdicts (pure, from observations)', () => {
     expect(v[3]!.reason).to.equal('1 of 3 acknowledged writes missing: w-1');
   });
 
+  it('the leader before a step is the one seen before it began, even in the same millisecond (virtual time)', () => {
+    const plan = loadDrill(DRILL, 'd.yaml');
+    const obs: Observation[] = [
+      { t: 100, type: 'leader', leader: 'daemon-1' },
+      ...step(0, 0, 'create'),
+      // The simulator kills the leader in the step's own millisecond and sees it gone at once.
+      { t: 5000, type: 'step-start', index: 1, kind: 'kill-leader', label: 'crash' },
+      { t: 5000, type: 'leader', leader: '' },
+      { t: 5000, type: 'step-end', index: 1, ok: true },
+      { t: 6200, type: 'leader', leader: 'daemon-2' },
+    ];
+    const v = judge(plan, obs).find((x) => x.kind === 'leaderWithin')!;
+    expect(v.reason).to.equal('daemon-2 leads after 1.2 s (before: daemon-1), 0.8 s under the 2.0 s allowed');
+  });
+
   it('a step that failed fails the drill, naming the step and its line', () => {
     const plan = loadDrill(DRILL, 'd.yaml');
     const obs: Observation[] = [

@@ -36,6 +36,8 @@ export interface FarmTiming {
   pumpMs: number;
   /** The controllers' sweep over every VM (0: the daemon's default, 5 s). */
   sweepMs: number;
+  /** Failover's wait past a Down host's last lease (absent: 500 ms, the default profile's). */
+  leaseMarginMs?: number;
 }
 
 export interface FarmOptions {
@@ -81,6 +83,8 @@ export interface FarmOptions {
    */
   moves: boolean;
   shape: HostShape;
+  /** Each host's own shape, by index (a drill's hosts may differ); `shape` for the rest. */
+  hostShapes?: HostShape[];
   timing: FarmTiming;
 }
 
@@ -196,6 +200,23 @@ export interface FarmResult {
   utilisation: UtilisationSample[];
 }
 
+/** What a drill drives on a FarmSimulation (FarmSimulation.drillHandle). */
+export interface DrillHandle {
+  /** The client's process: its timers run the drill's timeline. */
+  client: Scope;
+  /** A ClusterService call from the client to a daemon, over the simulated network. */
+  request<T>(method: string, req: unknown): Promise<T>;
+  registerHosts(): void;
+  crashHost(h: SimHost): void;
+  bootHost(h: SimHost): void;
+  bootDaemon(d: SimDaemon): void;
+  /** The safety invariants now: violations go to the farm's `violations`. */
+  checkSafety(): void;
+  mostApplied(): SimDaemon | undefined;
+  /** The run is over: the daemons' id source goes back to its default. */
+  end(): void;
+}
+
 /** Settings of the runner added by work on other branches; spread, so either shape compiles. */
 const RUNNER_EXTRAS = { maxMigrationsPerHost: 2, leaseMarginMs: 500 };
 
@@ -290,6 +311,7 @@ export class FarmSimulation {
             maxCalls: 256,
             // The runner's settings that other work adds (issue 10's migrations per host).
             ...RUNNER_EXTRAS,
+            ...(o.timing.leaseMarginMs !== undefined ? { leaseMarginMs: o.timing.leaseMarginMs } : {}),
             ...(o.timing.sweepMs ? { sweepMs: o.timing.sweepMs } : {}),
           },
         },
@@ -322,7 +344,7 @@ export class FarmSimulation {
       const h = new SimHost(
         id,
         `${id}.sim:7000`,
-        o.shape,
+        o.hostShapes?.[i] ?? o.shape,
         {
           leaseMs: o.timing.leaseMs,
           saveMs: 500,
@@ -916,6 +938,30 @@ export class FarmSimulation {
       stats: this.stats,
       recoveriesMs: this.recoveriesMs,
       utilisation: this.utilisation,
+    };
+  }
+
+  // --- what a drill plays here (drill/) ---
+
+  /**
+   * The farm's own client, faults and checks, for a drill that plays its timeline on this farm
+   * instead of the random workload: the same crash and boot (so the lease-wait invariant knows
+   * which hosts are down), the same client path to the daemons, the same safety checks.
+   */
+  drillHandle(): DrillHandle {
+    return {
+      client: this.client,
+      request: (method, req) => this.request(method, req),
+      registerHosts: () => this.registerHosts(),
+      crashHost: (h) => {
+        this.stats.hostCrashes++;
+        this.crashHost(h);
+      },
+      bootHost: (h) => this.bootHost(h),
+      bootDaemon: (d) => this.bootDaemon(d),
+      checkSafety: () => this.checkSafety(),
+      mostApplied: () => this.mostApplied(),
+      end: () => useIdBits(undefined),
     };
   }
 }

@@ -13,4 +13,11 @@ export {
   type FarmResult,
   type FarmTiming,
   type UtilisationSample,
+  type DrillHandle,
 } from './farm.js';
+export {
+  runSimDrillFile,
+  runSimPlan,
+  farmOptions as drillFarmOptions,
+  unsupported as simUnsupported,
+} from './drill/index.js';

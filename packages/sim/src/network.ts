@@ -32,6 +32,8 @@ export class SimNetwork {
   private readonly isolated = new Set<string>();
   /** Open streams, broken when their link is cut. */
   private readonly streams = new Set<{ a: string; b: string; scope: Scope; broken(): void }>();
+  /** Slowed links, one way, as "from>to": extra delay and a share of messages lost (a drill's slow-link). */
+  private readonly slow = new Map<string, { delayMs: number; drop: number }>();
   /** How long a stream over a cut link takes to notice (gRPC keepalive). */
   streamBreakMs = 10_000;
   messages = 0;
@@ -74,6 +76,22 @@ export class SimNetwork {
   heal(): void {
     this.cuts.clear();
     this.isolated.clear();
+    this.slow.clear();
+  }
+
+  /** Messages from `from` to `to` wait `delayMs` more, and `drop` of them are lost, until the heal. */
+  slowLink(from: string, to: string, delayMs: number, drop: number): void {
+    this.slow.set(`${from}>${to}`, { delayMs, drop });
+  }
+
+  /** The one-way delay of the next message from `from` to `to`. */
+  private delayOn(from: string, to: string): number {
+    return this.delay() + (this.slow.size ? (this.slow.get(`${from}>${to}`)?.delayMs ?? 0) : 0);
+  }
+
+  private lostOn(from: string, to: string): boolean {
+    const drop = this.slow.size ? (this.slow.get(`${from}>${to}`)?.drop ?? 0) : 0;
+    return this.lost() || (drop > 0 && this.rng.chance(drop));
   }
 
   connected(a: string, b: string): boolean {
@@ -98,7 +116,7 @@ export class SimNetwork {
   /** Sends a one-way message; it runs at the receiver (if up, reachable and not lost) later. */
   send(from: string, to: string, fn: () => void): void {
     this.messages++;
-    if (!this.connected(from, to) || this.lost()) {
+    if (!this.connected(from, to) || this.lostOn(from, to)) {
       this.dropped++;
       return;
     }
@@ -107,10 +125,13 @@ export class SimNetwork {
       this.dropped++;
       return;
     }
-    scope.set(() => {
-      // Still the same incarnation, still reachable when it lands.
-      if (this.endpoints.get(to)?.() === scope && this.connected(from, to)) fn();
-    }, this.delay());
+    scope.set(
+      () => {
+        // Still the same incarnation, still reachable when it lands.
+        if (this.endpoints.get(to)?.() === scope && this.connected(from, to)) fn();
+      },
+      this.delayOn(from, to),
+    );
   }
 
   /**
@@ -160,7 +181,7 @@ export class SimNetwork {
           () => settle(() => reject(new ApiError(status.UNAVAILABLE, `the connection to ${to} broke`))),
           2 * this.delay(),
         );
-      if (this.lost()) {
+      if (this.lostOn(caller, to)) {
         this.dropped++;
         reset();
         return;
@@ -179,32 +200,35 @@ export class SimNetwork {
           this.dropped++;
           return;
         }
-        if (this.lost()) {
+        if (this.lostOn(to, caller)) {
           this.dropped++;
           reset();
           return;
         }
-        callerScope.set(() => settle(f), this.delay());
+        callerScope.set(() => settle(f), this.delayOn(to, caller));
       };
       // The receiver dying with the call in flight resets the connection: UNAVAILABLE.
       const forget = target.onKill(() =>
         answer(() => reject(new ApiError(status.UNAVAILABLE, `the connection to ${to} was reset`))),
       );
-      target.set(() => {
-        if (this.endpoints.get(to)?.() !== target) return;
-        Promise.resolve()
-          .then(fn)
-          .then(
-            (v) => {
-              forget();
-              if (this.endpoints.get(to)?.() === target) answer(() => resolve(v));
-            },
-            (err: unknown) => {
-              forget();
-              if (this.endpoints.get(to)?.() === target) answer(() => reject(err));
-            },
-          );
-      }, this.delay());
+      target.set(
+        () => {
+          if (this.endpoints.get(to)?.() !== target) return;
+          Promise.resolve()
+            .then(fn)
+            .then(
+              (v) => {
+                forget();
+                if (this.endpoints.get(to)?.() === target) answer(() => resolve(v));
+              },
+              (err: unknown) => {
+                forget();
+                if (this.endpoints.get(to)?.() === target) answer(() => reject(err));
+              },
+            );
+        },
+        this.delayOn(caller, to),
+      );
     });
   }
 }

@@ -1,11 +1,46 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { DRILL_SCHEMA, DrillFileError, loadDrill, runDrillFile, summary } from '../drills/index.js';
+import {
+  DRILL_SCHEMA,
+  DrillFileError,
+  loadDrill,
+  runDrillFile,
+  summary,
+  type DrillOutcome,
+  type RunSimDrill,
+} from '../drills/index.js';
 import { ExitCode, UsageError, type CliIo } from './vhd.js';
 
 const read = (file: string) => {
   if (!existsSync(file)) throw new UsageError(`${file}: no such file`);
   return readFileSync(file, 'utf8');
+};
+
+/**
+ * The farm simulator runs drills for `--sim`. It depends on this package (the drill format,
+ * verdicts and report live here), so this package cannot depend on it back without a cycle:
+ * it is loaded by name at run time, from the workspace that has both.
+ */
+const SIM_PACKAGE = '@hyperfarm/sim';
+
+async function loadSimRunner(): Promise<RunSimDrill> {
+  let mod: { runSimDrillFile?: RunSimDrill };
+  try {
+    mod = (await import(SIM_PACKAGE)) as typeof mod;
+  } catch (err) {
+    throw new Error(
+      `--sim needs the farm simulator (${SIM_PACKAGE}, in the hyperfarm repository; npm run build): ${(err as Error).message}`,
+    );
+  }
+  if (!mod.runSimDrillFile) throw new Error(`${SIM_PACKAGE} has no drill runner (runSimDrillFile)`);
+  return mod.runSimDrillFile;
+}
+
+const seedOf = (v: string) => {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new UsageError(`--seed: ${JSON.stringify(v)} is not a whole number`);
+  return n;
 };
 
 /** `hyperfarm drill validate|run|schema`: failure rehearsals from YAML files (docs/drills.md). */
@@ -46,10 +81,20 @@ export function drillCommand(io: CliIo): Command {
         '--netns',
         'root only: each process in its own network namespace; partitions take links down for real',
       )
+      .option('--sim', 'play it in the farm simulator, on a virtual clock, instead of on real processes')
+      .option('--seed <n>', "the simulator's seed (with --sim; default 1): the same seed, the same run")
       .action(
         async (
           file: string,
-          opts: { quick?: boolean; attach: string | boolean; out?: string; keep?: boolean; netns?: boolean },
+          opts: {
+            quick?: boolean;
+            attach: string | boolean;
+            out?: string;
+            keep?: boolean;
+            netns?: boolean;
+            sim?: boolean;
+            seed?: string;
+          },
         ) => {
           const text = read(file);
           try {
@@ -60,15 +105,36 @@ export function drillCommand(io: CliIo): Command {
             throw new ExitCode(2);
           }
           const attach = opts.attach === true ? '.hyperfarm' : opts.attach || undefined;
-          const outcome = await runDrillFile(file, {
-            quick: opts.quick,
-            ...(attach ? { attach } : {}),
-            ...(opts.out ? { out: opts.out } : {}),
-            keep: opts.keep,
-            netns: opts.netns === true,
-            onStep: (line) => io.stderr(`${line}\n`),
-          });
+          if (opts.seed !== undefined && !opts.sim) throw new UsageError('--seed: only with --sim');
+          if (opts.sim && (attach || opts.netns || opts.keep))
+            throw new UsageError(
+              '--sim: the simulator runs its own farm: not with --attach, --netns or --keep',
+            );
+          const seed = opts.seed === undefined ? undefined : seedOf(opts.seed);
+          const onStep = (line: string) => io.stderr(`${line}\n`);
+          const outcome: DrillOutcome = opts.sim
+            ? await (
+                await loadSimRunner()
+              )(file, {
+                quick: opts.quick,
+                ...(opts.out ? { out: opts.out } : {}),
+                ...(seed !== undefined ? { seed } : {}),
+                onStep,
+              })
+            : await runDrillFile(file, {
+                quick: opts.quick,
+                ...(attach ? { attach } : {}),
+                ...(opts.out ? { out: opts.out } : {}),
+                keep: opts.keep,
+                netns: opts.netns === true,
+                onStep,
+              });
           io.stdout(summary(outcome.report));
+          const sim = outcome.report.simulation;
+          if (sim)
+            io.stdout(
+              `replay: hyperfarm drill run ${file}${opts.quick ? ' --quick' : ''} --sim --seed ${sim.seed}\n`,
+            );
           io.stdout(`report: ${outcome.html} (and ${outcome.json})\n`);
           if (outcome.farmDir) io.stdout(`the farm's logs: ${outcome.farmDir}\n`);
           if (!outcome.report.passed) throw new ExitCode(3);

@@ -19,8 +19,18 @@ export {
   type Availability,
 } from './verdict.js';
 export { buildReport, renderHtml, summary, type DrillReport } from './report.js';
-export type { Observation } from './observations.js';
-export type { DrillFile } from './types.js';
+export { EXECUTING, type Observation } from './observations.js';
+export { ms } from './format.js';
+export {
+  describe as describeCondition,
+  playTimeline,
+  until,
+  Writer,
+  type FarmProbe,
+  type RunClock,
+} from './timeline.js';
+export { createVmRequest, writerVmConfig } from './requests.js';
+export type { Condition, DrillFile, HostRef, Step, StepKind } from './types.js';
 
 export interface RunDrillOptions {
   quick?: boolean;
@@ -37,6 +47,21 @@ export interface RunDrillOptions {
   netns?: boolean;
   onStep?: (line: string) => void;
 }
+
+/**
+ * What `drill run --sim` asks of the farm simulator: @hyperfarm/sim's `runSimDrillFile`. The
+ * simulator depends on this package (the drill format, verdicts and report are here), so this
+ * package cannot depend on it back: the CLI loads it at run time (cli/drill.ts).
+ */
+export interface SimDrillOptions {
+  quick?: boolean;
+  /** Where the report goes; default .hyperfarm/drills/<name>-sim. */
+  out?: string;
+  /** The simulator's seed: the same seed plays the same run and writes the same report. */
+  seed?: number;
+  onStep?: (line: string) => void;
+}
+export type RunSimDrill = (file: string, opts?: SimDrillOptions) => Promise<DrillOutcome>;
 
 export interface DrillOutcome {
   report: DrillReport;
@@ -74,10 +99,17 @@ export async function runPlan(plan: Plan, file: string, opts: RunDrillOptions = 
     // A failed drill's farm folder (logs, data) stays for a post-mortem.
     await farm.stop(Boolean(opts.keep) || !report?.passed);
   }
+  const { json, html } = writeReport(report, out);
+  const kept = (opts.keep || !report.passed) && !opts.attach;
+  return { report, json, html, ...(kept ? { farmDir: farm.logs } : {}) };
+}
+
+/** Writes report.json and report.html in `out`; returns their paths. */
+export function writeReport(report: DrillReport, out: string): { json: string; html: string } {
+  mkdirSync(out, { recursive: true });
   const json = join(out, 'report.json');
   const html = join(out, 'report.html');
   writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(html, renderHtml(report));
-  const kept = (opts.keep || !report.passed) && !opts.attach;
-  return { report, json, html, ...(kept ? { farmDir: farm.logs } : {}) };
+  return { json, html };
 }

@@ -27,6 +27,11 @@ export interface DrillReport {
     detail?: string;
   }[];
   observations: Observation[];
+  /**
+   * Set when the drill ran in the farm simulator (`drill run --sim`): the seed that replays it,
+   * and the simulator's invariant violations (also a verdict, `simInvariants`).
+   */
+  simulation?: { seed: number; violations: { property: string; time: number; detail: string }[] };
 }
 
 export function buildReport(
@@ -75,7 +80,8 @@ export function summary(r: DrillReport): string {
   const lines = r.verdicts.map(
     (v) => `  ${v.ok ? 'PASS' : 'FAIL'}  ${v.expectation}${v.line ? ` (line ${v.line})` : ''}: ${v.reason}`,
   );
-  return `drill ${r.drill}${r.quick ? ' (quick)' : ''}: ${r.passed ? 'PASSED' : 'FAILED'} in ${(r.durationMs / 1000).toFixed(1)} s\n${lines.join('\n')}\n`;
+  const sim = r.simulation ? ` (simulated, seed ${r.simulation.seed})` : '';
+  return `drill ${r.drill}${r.quick ? ' (quick)' : ''}${sim}: ${r.passed ? 'PASSED' : 'FAILED'} in ${(r.durationMs / 1000).toFixed(1)} s\n${lines.join('\n')}\n`;
 }
 
 const esc = (s: string) =>
@@ -249,7 +255,7 @@ svg text{font:11px system-ui,sans-serif} .lane{fill:#333} .bar{fill:#fff} .axis{
 </style></head><body>
 <h1>Drill ${esc(r.drill)}${r.quick ? ' (quick)' : ''} <span class="verdict ${r.passed ? 'passed' : 'failed'}">${r.passed ? 'PASSED' : 'FAILED'}</span></h1>
 <p>${esc(r.description)}</p>
-<p>File ${esc(r.file)}; started ${esc(r.startedAt)}; ran ${sec(r.durationMs)}.</p>
+<p>File ${esc(r.file)}; started ${esc(r.startedAt)}; ran ${sec(r.durationMs)}${r.simulation ? ` of farm time in the simulator, seed ${r.simulation.seed}` : ''}.</p>
 <h2>Verdict</h2>
 <table><tr><th></th><th>expectation</th><th>measured</th><th>why</th></tr>
 ${verdictRows}

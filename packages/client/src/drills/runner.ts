@@ -8,17 +8,13 @@ import { createClient, hyperfarmProto, promiseClient, type pb } from '@hyperfarm
 import { HyperfarmClient } from '../client/hyperfarm-client.js';
 import { ms, type Plan } from './format.js';
 import type { DrillFarm } from './drill-farm.js';
-import { EXECUTING, type Observation } from './observations.js';
-import type { Condition, HostRef, Step, StepKind } from './types.js';
+import type { Observation } from './observations.js';
+import { createVmRequest, writerVmConfig } from './requests.js';
+import { playTimeline, until, Writer, type FarmProbe, type RunClock } from './timeline.js';
+import type { HostRef, Step, StepKind } from './types.js';
 
 const proto = () => hyperfarmProto().hyperfarm.v1;
-const HA: Record<string, pb.HaPriority> = {
-  high: 'HA_PRIORITY_HIGH',
-  medium: 'HA_PRIORITY_MEDIUM',
-  low: 'HA_PRIORITY_LOW',
-  none: 'HA_PRIORITY_NONE',
-};
-const sleep = (n: number) => new Promise((r) => setTimeout(r, n));
+const sleep = (n: number) => new Promise<void>((r) => setTimeout(r, n));
 
 export interface RunOptions {
   /** Told of each step as it starts and ends, for a person watching. */
@@ -29,14 +25,14 @@ export class DrillRun {
   readonly obs: Observation[] = [];
   private readonly started = Date.now();
   private readonly client: HyperfarmClient;
+  private readonly clock: RunClock;
+  private readonly writer: Writer;
   private readonly stop = new AbortController();
   private readonly background: Promise<void>[] = [];
   private readonly ids = new Map<string, string>();
   private readonly names = new Map<string, string>();
   private readonly trafficHosts = new Map<string, string>();
-  private writer?: { stop: boolean; done: Promise<void> };
   private readonly channels = new Map<string, grpc.Client>();
-  private writes = 0;
 
   constructor(
     private readonly plan: Plan,
@@ -44,6 +40,17 @@ export class DrillRun {
     private readonly opts: RunOptions = {},
   ) {
     this.client = new HyperfarmClient({ endpoints: farm.endpoints, deadlineMs: 20_000 });
+    this.clock = {
+      now: () => this.now(),
+      sleep,
+      record: (o) => this.record(o),
+      ...(opts.onStep ? { onStep: opts.onStep } : {}),
+    };
+    this.writer = new Writer(plan, this.clock, async (name) => {
+      // Acknowledged means done: a create the farm accepts can still fail (no host has room)
+      // and is then undone, which its operation reports.
+      await this.client.run('createVm', { config: writerVmConfig(name) });
+    });
   }
 
   private now(): number {
@@ -60,39 +67,14 @@ export class DrillRun {
     for (const h of this.farm.hostNames()) this.watchAgent(h);
     this.background.push(this.sampleLeader());
     await this.waitReady();
-    for (const s of this.plan.steps) {
-      this.record({
-        t: this.now(),
-        type: 'step-start',
-        index: s.index,
-        kind: s.kind,
-        ...(s.label ? { label: s.label } : {}),
-      });
-      this.opts.onStep?.(`step ${s.index + 1}: ${s.kind}${s.label ? ` [${s.label}]` : ''} (line ${s.line})`);
-      try {
-        const detail = await this.play(s.step, s.kind);
-        this.record({
-          t: this.now(),
-          type: 'step-end',
-          index: s.index,
-          ok: true,
-          ...(detail ? { detail } : {}),
-        });
-        if (detail) this.opts.onStep?.(`  ${detail}`);
-      } catch (err) {
-        const error = (err as Error).message;
-        this.record({ t: this.now(), type: 'step-end', index: s.index, ok: false, error });
-        this.opts.onStep?.(`  failed: ${error}`);
-        break;
-      }
-    }
+    await playTimeline(this.plan, this.clock, this.probe, this.writer, (step, kind) => this.play(step, kind));
     await this.finish();
     return this.obs;
   }
 
   /** Every daemon answers and every host is Up before the timeline starts. */
   private async waitReady(): Promise<void> {
-    await this.until('every host Up', 60_000, async () => {
+    await until(this.clock, 'every host Up', 60_000, async () => {
       const hosts = await this.client.list('listHosts', {}, (r) => r.hosts);
       const up = new Set(
         hosts.filter((h) => h.state === 'HOST_STATE_UP').map((h) => this.farm.hostName(h.id)),
@@ -103,10 +85,7 @@ export class DrillRun {
   }
 
   private async finish(): Promise<void> {
-    if (this.writer) {
-      this.writer.stop = true;
-      await this.writer.done;
-    }
+    await this.writer.stop();
     await this.sampleTraffic().catch(() => undefined);
     try {
       const vms = await this.client.list('listVms', {}, (r) => r.vms);
@@ -406,7 +385,7 @@ export class DrillRun {
           member: { vmId: this.vmId(m), hostPriority: i + 1 },
         });
       this.created.add(`nlb/${n.name}`);
-      await this.until(`NLB ${n.name} converged`, 60_000, async () => {
+      await until(this.clock, `NLB ${n.name} converged`, 60_000, async () => {
         const st = await this.client.call('getNlbClusterState', { id: cluster.id });
         return st.converged && st.members.length === n.members.length
           ? true
@@ -415,39 +394,6 @@ export class DrillRun {
       made.push(n.name);
     }
     return made;
-  }
-
-  /** A VM's network adapter: a static MAC, and an address in its NLB cluster's network. */
-  private adapter(name: string, switchName: string): pb.NetworkAdapter {
-    const i = this.plan.vms.findIndex((v) => v.name === name) + 1;
-    const nlb = this.plan.nlb.find((n) => n.members.includes(name));
-    const net = (nlb?.vip ?? '10.0.0.1').split('.').slice(0, 3).join('.');
-    const hex = (n: number) => n.toString(16).padStart(2, '0').toUpperCase();
-    return {
-      kind: 'NIC_KIND_SYNTHETIC',
-      staticMac: true,
-      macAddress: `00-15-5D-AB-${hex(i >> 8)}-${hex(i & 255)}`,
-      switchName,
-      ipv4Address: `${net}.${10 + i}/24`,
-    };
-  }
-
-  private createRequest(name: string, start: boolean): pb.CreateVmRequest {
-    const v = this.plan.vms.find((x) => x.name === name)!;
-    return {
-      config: {
-        name,
-        processor: { count: v.cpus },
-        memoryBytes: v.memoryBytes,
-        guestOs: 'windows-server-2008-x64',
-        integrationServices: true,
-        haPriority: HA[v.ha],
-        workload: { bootMs: v.bootMs, ...(v.switch ? { requestServiceTimeMs: 2 } : {}) },
-        ...(v.switch ? { networkAdapters: [this.adapter(name, v.switch)] } : {}),
-      },
-      start,
-      ...(v.host ? { hostId: this.farm.hostId(v.host) } : {}),
-    };
   }
 
   private async play(step: Step, kind: StepKind): Promise<string | undefined> {
@@ -460,7 +406,10 @@ export class DrillRun {
         await this.createSwitches();
         await Promise.all(
           names.map(async (name) => {
-            const op = await this.client.run('createVm', this.createRequest(name, c.start ?? true));
+            const op = await this.client.run(
+              'createVm',
+              createVmRequest(this.plan, name, c.start ?? true, (h) => this.farm.hostId(h)),
+            );
             this.record({ t: this.now(), type: 'write', name, ok: true });
             if (op.vm) {
               this.ids.set(name, op.vm.id);
@@ -521,7 +470,7 @@ export class DrillRun {
         }
         this.record({ t: this.now(), type: 'fault', what: `restart ${host}`, on: false });
         await this.farm.restartAgent(host);
-        await this.until(`${host} Up again`, 60_000, async () => {
+        await until(this.clock, `${host} Up again`, 60_000, async () => {
           const h = await this.client.call('getHost', { id: this.farm.hostId(host) });
           return h.state === 'HOST_STATE_UP' ? true : `${host} is ${h.state}`;
         });
@@ -656,13 +605,6 @@ export class DrillRun {
         });
         return undefined;
       }
-      case 'writes':
-        if (step.writes === 'start') this.startWriter();
-        else if (this.writer) {
-          this.writer.stop = true;
-          await this.writer.done;
-        }
-        return `${this.writes} writes so far`;
       case 'start-traffic': {
         const t = this.plan.traffic.find((x) => x.name === step['start-traffic'])!;
         const nlb = this.plan.nlb.find((n) => n.name === t.nlb)!;
@@ -693,20 +635,6 @@ export class DrillRun {
         await this.client.call('stopTraffic', { hostId: this.trafficHosts.get(name) ?? '', id: name });
         return undefined;
       }
-      case 'hold':
-        await sleep(ms(step.hold!));
-        return undefined;
-      case 'wait': {
-        const { within, ...cond } = step.wait!;
-        const start = this.now();
-        await this.until(describe(cond), ms(within), () => this.check(cond));
-        return `held after ${((this.now() - start) / 1000).toFixed(1)} s`;
-      }
-      case 'assert': {
-        const r = await this.check(step.assert!);
-        if (r !== true) throw new Error(`${describe(step.assert!)}: ${r}`);
-        return undefined;
-      }
       default:
         throw new Error(`step ${kind} is not known`);
     }
@@ -721,129 +649,41 @@ export class DrillRun {
     })();
   }
 
-  private startWriter(): void {
-    if (this.writer && !this.writer.stop) return;
-    const w = this.plan.writes!;
-    const state = { stop: false, done: Promise.resolve() };
-    const one = async () => {
-      while (!state.stop && (w.limit === undefined || this.writes < w.limit)) {
-        const name = `w-${++this.writes}`;
-        try {
-          // Acknowledged means done: a create the farm accepts can still fail (no host has
-          // room) and is then undone, which its operation reports.
-          await this.client.run('createVm', {
-            config: {
-              name,
-              processor: { count: 1 },
-              memoryBytes: 32 * 1024 * 1024,
-              guestOs: 'windows-server-2008-x64',
-            },
-          });
-          this.record({ t: this.now(), type: 'write', name, ok: true });
-        } catch (err) {
-          this.record({ t: this.now(), type: 'write', name, ok: false, error: (err as Error).message });
-          await sleep(100);
-        }
-      }
-    };
-    state.done = Promise.all(Array.from({ length: w.concurrency }, one)).then(() => undefined);
-    this.writer = state;
-  }
-
-  /** True when the condition holds, else why not. */
-  private async check(c: Condition): Promise<true | string> {
-    const problems: string[] = [];
-    const vmsNeeded = c.vmsRunning || c.hostEmpty || c.vmOn || c.vmNotOn;
-    const vms = vmsNeeded ? await this.client.list('listVms', {}, (r) => r.vms) : [];
-    const byName = new Map(vms.map((v) => [v.config?.name ?? v.id, v]));
-    const where = (v: pb.Vm__Output | undefined) =>
-      v
-        ? `${v.status?.state?.replace('VM_STATE_', '')} on ${this.farm.hostName(v.status?.hostId ?? '') || 'no host'}`
-        : 'missing';
-    if (c.vmsRunning)
-      for (const n of this.vms(c.vmsRunning)) {
-        const v = byName.get(n);
-        if (v?.status?.state !== 'VM_STATE_RUNNING') problems.push(`${n} is ${where(v)}`);
-        else if (!(await this.agentRuns(v))) problems.push(`${n}: its host's own agent does not run it`);
-      }
-    if (c.leader && !(await this.agreedLeader())) problems.push('the daemons agree on no leader');
-    if (c.hostsUp || c.hostDown) {
-      const hosts = await this.client.list('listHosts', {}, (r) => r.hosts);
-      const state = (n: string) => hosts.find((h) => h.id === this.farm.hostId(n))?.state ?? 'missing';
-      for (const n of c.hostsUp === 'all' ? this.farm.hostNames() : (c.hostsUp ?? []))
-        if (state(n) !== 'HOST_STATE_UP') problems.push(`${n} is ${state(n)}`);
-      if (c.hostDown && state(c.hostDown) !== 'HOST_STATE_DOWN')
-        problems.push(`${c.hostDown} is ${state(c.hostDown)}`);
-    }
-    if (c.hostRunsNothing) {
-      const { vms: own } = await this.agent(c.hostRunsNothing).listVms({}, { timeoutMs: 5_000 });
-      const running = own.filter((v) => EXECUTING.has(v.status?.state ?? ''));
-      if (running.length)
-        problems.push(
-          `${c.hostRunsNothing}'s agent runs ${running.map((v) => v.config?.name ?? v.id).join(', ')}`,
-        );
-    }
-    if (c.hostEmpty) {
-      const on = vms.filter((v) => this.farm.hostName(v.status?.hostId ?? '') === c.hostEmpty);
-      if (on.length) problems.push(`${c.hostEmpty} still has ${on.map((v) => v.config?.name).join(', ')}`);
-    }
-    if (c.vmOn && this.farm.hostName(byName.get(c.vmOn.vm)?.status?.hostId ?? '') !== c.vmOn.host)
-      problems.push(`${c.vmOn.vm} is ${where(byName.get(c.vmOn.vm))}`);
-    if (c.vmNotOn && this.farm.hostName(byName.get(c.vmNotOn.vm)?.status?.hostId ?? '') === c.vmNotOn.host)
-      problems.push(`${c.vmNotOn.vm} is still on ${c.vmNotOn.host}`);
-    if (c.migrationsDone) {
-      const ms = await this.client.list('listMigrations', {}, (r) => r.migrations);
-      const busy = ms.filter(
-        (m) => !['MIGRATION_PHASE_COMPLETED', 'MIGRATION_PHASE_FAILED'].includes(m.phase),
-      );
-      if (busy.length)
-        problems.push(`migrating: ${busy.map((m) => this.names.get(m.vmId) ?? m.vmId).join(', ')}`);
-    }
-    return problems.length ? problems.join('; ') : true;
-  }
-
-  /** Whether the host the daemons place a VM on runs it, as that host's own agent says. */
-  private async agentRuns(v: pb.Vm__Output): Promise<boolean> {
-    const host = this.farm.hostName(v.status?.hostId ?? '');
-    if (!host || !this.running(host)) return false;
-    try {
-      const own = await this.agent(host).getVm({ vmId: v.id }, { timeoutMs: 2_000 });
-      return own.status?.state === 'VM_STATE_RUNNING';
-    } catch {
-      return false;
-    }
-  }
-
-  /** Polls `check` until it answers true; fails with its last answer after `deadline` ms. */
-  private async until(what: string, deadline: number, check: () => Promise<true | string>): Promise<void> {
-    const end = Date.now() + deadline;
-    let last = 'not checked yet';
-    for (;;) {
+  /** What the conditions see: the daemons' answers, and each host's own agent. */
+  private readonly probe: FarmProbe = {
+    vms: async () =>
+      (await this.client.list('listVms', {}, (r) => r.vms)).map((v) => ({
+        id: v.id,
+        name: v.config?.name ?? v.id,
+        state: v.status?.state ?? '',
+        host: this.farm.hostName(v.status?.hostId ?? ''),
+      })),
+    hostStates: async () =>
+      new Map(
+        (await this.client.list('listHosts', {}, (r) => r.hosts)).map((h) => [
+          this.farm.hostName(h.id),
+          h.state,
+        ]),
+      ),
+    hostNames: () => this.farm.hostNames(),
+    agentRuns: async (host, vmId) => {
+      if (!host || !this.running(host)) return false;
       try {
-        const r = await check();
-        if (r === true) return;
-        last = r;
-      } catch (err) {
-        last = (err as Error).message;
+        const own = await this.agent(host).getVm({ vmId }, { timeoutMs: 2_000 });
+        return own.status?.state === 'VM_STATE_RUNNING';
+      } catch {
+        return false;
       }
-      if (Date.now() > end)
-        throw new Error(`${what}: not within ${(deadline / 1000).toFixed(1)} s (${last})`);
-      await sleep(100);
-    }
-  }
-}
-
-/** A condition for a person: "web-1, web-2 Running; host-2 Down". */
-export function describe(c: Condition): string {
-  const parts: string[] = [];
-  if (c.vmsRunning) parts.push(`${c.vmsRunning === 'all' ? 'every VM' : c.vmsRunning.join(', ')} Running`);
-  if (c.leader) parts.push('a leader');
-  if (c.hostsUp) parts.push(`${c.hostsUp === 'all' ? 'every host' : c.hostsUp.join(', ')} Up`);
-  if (c.hostDown) parts.push(`${c.hostDown} Down`);
-  if (c.hostRunsNothing) parts.push(`${c.hostRunsNothing} runs nothing`);
-  if (c.hostEmpty) parts.push(`${c.hostEmpty} empty`);
-  if (c.vmOn) parts.push(`${c.vmOn.vm} on ${c.vmOn.host}`);
-  if (c.vmNotOn) parts.push(`${c.vmNotOn.vm} not on ${c.vmNotOn.host}`);
-  if (c.migrationsDone) parts.push('no migration in progress');
-  return parts.join('; ');
+    },
+    agentVms: async (host) =>
+      (await this.agent(host).listVms({}, { timeoutMs: 5_000 })).vms.map((v) => ({
+        name: v.config?.name ?? v.id,
+        state: v.status?.state ?? '',
+      })),
+    leader: () => this.agreedLeader(),
+    migrating: async () =>
+      (await this.client.list('listMigrations', {}, (r) => r.migrations))
+        .filter((m) => !['MIGRATION_PHASE_COMPLETED', 'MIGRATION_PHASE_FAILED'].includes(m.phase))
+        .map((m) => this.names.get(m.vmId) ?? m.vmId),
+  };
 }

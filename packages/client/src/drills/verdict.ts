@@ -191,9 +191,12 @@ const JUDGES: { [K in keyof Expectations]-?: Judge<K> } = {
     const expectation = `a leader within ${secs(limit)} after '${e.after}'`;
     const t0 = stepStart(obs, e.after);
     if (t0 === undefined) return { expectation, ok: false, reason: `step '${e.after}' never ran` };
-    const leaders = of(obs, 'leader');
-    const before = leaders.filter((l) => l.t <= t0).at(-1)?.leader ?? '';
-    const next = leaders.find((l) => l.t > t0 && l.leader && l.leader !== before);
+    // Before and after in the order observed, not by time alone: in the simulator's virtual
+    // time the leader the step kills is seen gone in the very millisecond the step began.
+    const start = obs.findIndex((o) => o.type === 'step-start' && o.label === e.after);
+    const leaders = obs.flatMap((o, i) => (o.type === 'leader' ? [{ ...o, i }] : []));
+    const before = leaders.filter((l) => l.i < start).at(-1)?.leader ?? '';
+    const next = leaders.find((l) => l.i > start && l.leader && l.leader !== before);
     if (!next)
       return { expectation, ok: false, reason: `no new leader after ${before || 'none'} by the end` };
     const took = next.t - t0;
