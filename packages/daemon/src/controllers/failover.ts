@@ -175,13 +175,14 @@ export interface FencingConfig {
 /**
  * The Down hosts with VMs whose last lease has surely run out at `nowMs` (they fenced
  * themselves), and the earliest time another will have. A lease runs on the agent from when it
- * took the grant, which is before its answer arrived here (`lastAnswerMs`); a leader that has no
- * answer from a host counts a full lease from its own election, since the grants of the leader
- * before it are not in the log.
+ * took the grant, which is before its answer arrived here, and no grant promises more than a
+ * lease past the instant it was sent to count from (`leaseFromMs`: per host, the latest of
+ * both this leader knows); a leader that has no answer from a host counts a full lease from its
+ * own election, since the grants of the leader before it are not in the log.
  */
 export function fencedHosts(
   s: FarmState,
-  lastAnswerMs: ReadonlyMap<string, number>,
+  leaseFromMs: ReadonlyMap<string, number>,
   leaderSinceMs: number,
   nowMs: number,
   cfg: FencingConfig,
@@ -191,7 +192,7 @@ export function fencedHosts(
   for (const host of s.hosts.values()) {
     if (host.state !== 'HOST_STATE_DOWN' || !s.vmsByHost.get(host.id)?.size) continue;
     const ends =
-      Math.max(lastAnswerMs.get(host.id) ?? leaderSinceMs, leaderSinceMs) + cfg.leaseMs + cfg.marginMs;
+      Math.max(leaseFromMs.get(host.id) ?? leaderSinceMs, leaderSinceMs) + cfg.leaseMs + cfg.marginMs;
     if (nowMs >= ends) fenced.push(host.id);
     else nextMs = Math.min(nextMs, ends);
   }

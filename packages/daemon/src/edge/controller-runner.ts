@@ -130,6 +130,13 @@ class LeaderSession {
   private lastRound: number | undefined;
   private resumedAt = 0;
   private readonly lastGrant = new Map<string, number>();
+  /**
+   * Per host, the latest instant a lease this leader granted may count from: an answer, or the
+   * base a grant was sent with (leaseBase). Failover waits a lease and the margin past it.
+   */
+  private readonly leaseFrom = new Map<string, number>();
+  /** Per host that came Up since it last answered: when, and when its first grant since went out. */
+  private readonly firstGrant = new Map<string, { upSinceMs: number; atMs: number }>();
   private readonly granting = new Set<string>();
   /** When each grant in flight was sent. */
   private readonly grantSent = new Map<string, number>();
@@ -336,19 +343,40 @@ class LeaderSession {
 
   private heard(hostId: string, now: number, cpuPercent: number): void {
     this.lastGrant.set(hostId, now);
+    this.leaseFrom.set(hostId, Math.max(this.leaseFrom.get(hostId) ?? now, now));
     this.live.set(hostId, { lastHeartbeatMs: now, cpuPercent });
   }
 
   /**
    * How long a grant sent now may make the host's lease last. Fencing waits until `leaseMs` (plus
-   * the margin) after the last ANSWERED grant, so no grant may promise more than that: a grant
-   * whose answer is lost, or that arrives late, would otherwise keep the host's VMs running past
-   * the moment the leader restarts them elsewhere (found by the farm simulator). A host silent
-   * for a whole lease gets 1 ms: it is probed (its answer shows it is back) but not extended.
+   * the margin) after the latest instant a grant of this term counted from (`leaseFrom`), so no
+   * grant may promise more than that: a grant whose answer is lost, or that arrives late, would
+   * otherwise keep the host's VMs running past the moment the leader restarts them elsewhere
+   * (found by the farm simulator). A host silent for a whole lease gets 1 ms: it is probed (its
+   * answer shows it is back) but not extended.
    */
   private grantMs(hostId: string, nowMs: number): number {
-    const base = Math.max(this.lastGrant.get(hostId) ?? this.since, this.since);
+    const base = this.leaseBase(hostId, nowMs);
+    this.leaseFrom.set(hostId, Math.max(this.leaseFrom.get(hostId) ?? base, base));
     return Math.max(1, Math.min(this.cfg.leaseMs, base + this.cfg.leaseMs - nowMs));
+  }
+
+  /**
+   * The instant a grant sent now may count the host's lease from: its last answered grant, never
+   * before this leader took over. A host that came Up (registered, re-registered) after that has
+   * answered nothing yet: counted from the election it got 1 ms, and refused VM starts for a
+   * heartbeat round. Its first grant since it came Up counts from when it is sent (a full lease);
+   * the grants after it count from that one until it answers, so a host that never answers is
+   * not kept alive by them, and fencing waits from it.
+   */
+  private leaseBase(hostId: string, nowMs: number): number {
+    const base = Math.max(this.lastGrant.get(hostId) ?? this.since, this.since);
+    const host = this.state.hosts.get(hostId);
+    if (host?.state !== 'HOST_STATE_UP' || host.stateChangedAtMs <= base) return base;
+    let first = this.firstGrant.get(hostId);
+    if (first?.upSinceMs !== host.stateChangedAtMs)
+      this.firstGrant.set(hostId, (first = { upSinceMs: host.stateChangedAtMs, atMs: nowMs }));
+    return Math.max(base, first.atMs);
   }
 
   // --- the controllers ---
@@ -469,7 +497,7 @@ class LeaderSession {
   private failover(): void {
     if (this.failingOver) return;
     const now = this.timers.now();
-    const { fenced, nextMs } = fencedHosts(this.state, this.lastGrant, this.since, now, {
+    const { fenced, nextMs } = fencedHosts(this.state, this.leaseFrom, this.since, now, {
       leaseMs: this.cfg.leaseMs > 0 ? this.cfg.leaseMs : AGENT_DEFAULT_LEASE_MS,
       marginMs: this.cfg.leaseMarginMs,
     });

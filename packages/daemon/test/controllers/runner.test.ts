@@ -4,7 +4,7 @@ import { afterCreate, failoverRound } from '../../src/controllers/index.js';
 import type { AgentPort, HostRef } from '../../src/edge/agent-port.js';
 import { ControllerRunner } from '../../src/edge/controller-runner.js';
 import { Proposer } from '../../src/edge/proposer.js';
-import { realTimers } from '../../src/edge/timers.js';
+import { realTimers, type Timers } from '../../src/edge/timers.js';
 import { FarmStateMachine, type CommandBody, type VmActionName } from '../../src/fsm/index.js';
 import { FarmBuilder } from '../fsm/build.js';
 
@@ -102,10 +102,10 @@ function failedOver(n: number): FarmStateMachine {
   return machine;
 }
 
-function runner(machine: FarmStateMachine, port: AgentPort, holdReports = true) {
+function runner(machine: FarmStateMachine, port: AgentPort, holdReports = true, timers: Timers = realTimers) {
   const log = logHoldingReports(machine, holdReports);
-  const proposer = new Proposer(log.raft, machine, logger);
-  const r = new ControllerRunner(machine, proposer, port, realTimers, logger, RUNNER);
+  const proposer = new Proposer(log.raft, machine, logger, { timers });
+  const r = new ControllerRunner(machine, proposer, port, timers, logger, RUNNER);
   r.start(1);
   return { runner: r, held: log.held };
 }
@@ -163,6 +163,110 @@ describe('the controller runner: a failed-over VM', () => {
   });
 });
 
+/**
+ * The leader's timers on a clock the test moves: each callback due runs in order, then the
+ * promises it settled (agent answers, commits) before the next.
+ */
+class ManualTimers implements Timers {
+  private queue: { atMs: number; seq: number; fn: () => void; cancelled: boolean }[] = [];
+  private seq = 0;
+  constructor(private t: number) {}
+  now(): number {
+    return this.t;
+  }
+  set(fn: () => void, ms: number): unknown {
+    const h = { atMs: this.t + ms, seq: this.seq++, fn, cancelled: false };
+    this.queue.push(h);
+    return h;
+  }
+  clear(handle: unknown): void {
+    if (handle) (handle as { cancelled: boolean }).cancelled = true;
+  }
+  async advanceTo(t: number): Promise<void> {
+    for (;;) {
+      this.queue = this.queue.filter((h) => !h.cancelled);
+      this.queue.sort((a, b) => a.atMs - b.atMs || a.seq - b.seq);
+      const next = this.queue[0];
+      if (!next || next.atMs > t) break;
+      this.queue.shift();
+      this.t = Math.max(this.t, next.atMs);
+      next.fn();
+      // Several turns: a settled promise may queue an immediate of its own (the proposer's flush).
+      for (let i = 0; i < 4; i++) await new Promise((r) => setImmediate(r));
+    }
+    this.t = t;
+  }
+}
+
+describe('the controller runner: the lease of a host that joins while a leader leads', () => {
+  /** The leader took over at 1 s; `late` registers at 61 s, a minute into its term. */
+  const LATE_AT = 61_000;
+  const LEASE = RUNNER.leaseMs;
+
+  function farm(port: AgentPort) {
+    const machine = new FarmStateMachine();
+    const b = new FarmBuilder(machine.state);
+    b.t = 1_000;
+    b.host({ id: 'h2', clusterStorage: true, memGiB: 64 });
+    const timers = new ManualTimers(1_000);
+    const grants: { host: string; atMs: number; durationMs: number }[] = [];
+    const grantLease = port.grantLease.bind(port);
+    port.grantLease = (host, req) => {
+      grants.push({ host: host.id, atMs: timers.now(), durationMs: req.durationMs });
+      return grantLease(host, req);
+    };
+    const { runner: r } = runner(machine, port, false, timers);
+    return { machine, b, timers, grants, r };
+  }
+
+  it('its first grant is a full lease, not 1 ms (it would refuse VM starts for a heartbeat round)', async () => {
+    const { b, timers, grants, r } = farm(agents([]));
+    try {
+      await timers.advanceTo(LATE_AT);
+      b.t = LATE_AT;
+      b.host({ id: 'h3', clusterStorage: true, memGiB: 64 });
+      await timers.advanceTo(LATE_AT + 3_000);
+      const late = grants.filter((g) => g.host === 'h3');
+      expect(late.length).to.be.greaterThan(1);
+      // The first is a whole lease; the next ones count from its answers, as every host's do.
+      const steady = (atMs: number) => grants.find((g) => g.host === 'h2' && g.atMs === atMs)!.durationMs;
+      expect(late.map((g) => g.durationMs)).to.deep.equal([
+        LEASE,
+        ...late.slice(1).map((g) => steady(g.atMs)),
+      ]);
+      expect(steady(late[1]!.atMs)).to.equal(LEASE - 1_000);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it('whose first answer is lost: its VMs restart elsewhere only a lease and the margin after that first grant', async () => {
+    // h1's grants are never answered (agents() refuses them): it goes Down with its VM.
+    const calls: Call[] = [];
+    const { machine, b, timers, grants, r } = farm(agents(calls));
+    try {
+      await timers.advanceTo(LATE_AT);
+      b.t = LATE_AT;
+      b.host({ id: 'h1', clusterStorage: true, memGiB: 64 });
+      b.vm('vm-0', { name: 'vm-0', memMiB: 256 }, 'h1', { start: true }).report('vm-0', 'RUNNING');
+      const first = () => grants.find((g) => g.host === 'h1')!;
+      await timers.advanceTo(LATE_AT + 1_000);
+      expect(first().durationMs).to.equal(LEASE);
+      // Had its first grant arrived, h1 runs vm-0 until then: no restart before, plus the margin.
+      const leaseEnd = first().atMs + LEASE;
+      await timers.advanceTo(leaseEnd + 499);
+      expect(machine.state.hosts.get('h1')!.state).to.equal('HOST_STATE_DOWN');
+      expect(machine.state.vms.get('vm-0')!.hostId).to.equal('h1');
+      expect(calls).to.deep.equal([]);
+      await timers.advanceTo(leaseEnd + 2_000);
+      expect(machine.state.vms.get('vm-0')!.hostId).to.equal('h2');
+      expect(calls.map((c) => `${c.kind}@${c.host}`)).to.include('create@h2');
+    } finally {
+      r.stop();
+    }
+  });
+});
+
 describe('afterCreate: the step that follows a create at once (pure)', () => {
   const created = (vmId: string, generation: number, hostId = 'h2') => ({
     vmId,
@@ -202,32 +306,6 @@ describe('afterCreate: the step that follows a create at once (pure)', () => {
   });
 });
 
-/** A virtual clock: timers run in time order when the test advances it, promises settling between. */
-class VirtualTimers {
-  private t = 0;
-  private seq = 0;
-  private readonly due = new Map<number, { at: number; fn: () => void }>();
-  now = (): number => this.t;
-  set = (fn: () => void, ms: number): unknown => {
-    this.due.set(++this.seq, { at: this.t + Math.max(0, ms), fn });
-    return this.seq;
-  };
-  clear = (handle: unknown): void => void this.due.delete(handle as number);
-  async advanceTo(end: number): Promise<void> {
-    for (;;) {
-      // Several turns: a settled promise may queue an immediate of its own (the proposer's flush).
-      for (let i = 0; i < 4; i++) await new Promise((r) => setImmediate(r));
-      let next: [number, { at: number; fn: () => void }] | undefined;
-      for (const e of this.due) if (!next || e[1].at < next[1].at) next = e;
-      if (!next || next[1].at > end) break;
-      this.due.delete(next[0]);
-      this.t = next[1].at;
-      next[1].fn();
-    }
-    this.t = end;
-  }
-}
-
 describe('the controller runner: liveness on a virtual clock', () => {
   /**
    * Hosts h1 and h2 answer each grant after `latencyMs(host, n)` (n counts that host's grants);
@@ -237,7 +315,7 @@ describe('the controller runner: liveness on a virtual clock', () => {
     latencyMs: (host: string, n: number) => number,
     lost: (host: string, n: number, t: number) => boolean,
   ) {
-    const timers = new VirtualTimers();
+    const timers = new ManualTimers(0);
     const machine = new FarmStateMachine();
     const b = new FarmBuilder(machine.state);
     b.t = 0;
