@@ -14,13 +14,6 @@ const DRILLS = fileURLToPath(new URL('../../../drills/', import.meta.url));
 const NOT_SIMULATED: Record<string, RegExp> = {
   'nlb-live-migration': /virtual switches, NLB clusters or traffic/,
 };
-/**
- * Drills that fail in the simulator because it found a race in the farm (not in the runner):
- * a create placed on the host between DrainHost's plan and its commit strands the VM, and the
- * drain fails. On real processes the create is rarely that quick.
- */
-const FINDS_A_RACE = new Set(['host-drain']);
-
 function io(): CliIo & { out: string[]; err: string[] } {
   const out: string[] = [];
   const err: string[] = [];
@@ -54,7 +47,6 @@ describe('drills in the farm simulator (drill run --sim)', function () {
           expect(err).to.be.instanceOf(UsageError);
           expect((err as Error).message).to.match(NOT_SIMULATED[name]!);
         });
-      else if (FINDS_A_RACE.has(name)) continue;
       else
         it(`${title} passes every expectation, with no invariant violated`, async () => {
           const lines: string[] = [];
