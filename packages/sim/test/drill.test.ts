@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hyperfarmProgram, runProgram, UsageError, type CliIo } from '@hyperfarm/client';
-import { runSimDrillFile } from '../src/index.js';
+import { loadDrill } from '@hyperfarm/client';
+import { runSimDrillFile, runSimPlan } from '../src/index.js';
 
 // `hyperfarm drill run --sim`: the drill files of drills/ played in the farm simulator, in farm
 // time, judged and reported as on real processes (docs/drills.md).
@@ -67,6 +68,25 @@ describe('drills in the farm simulator (drill run --sim)', function () {
           expect(report.observations.some((o) => o.type === 'agent')).to.equal(true);
         });
     }
+
+  it("a planted bug (failover that does not wait out the old host's lease) fails the drill with the simulator's violations in the report", async () => {
+    const file = join(DRILLS, 'agent-isolation.yaml');
+    const plan = loadDrill(readFileSync(file, 'utf8'), file, { quick: true });
+    // Leases of 3 s that failover waits none of: the isolated host's VM restarts elsewhere while
+    // that host still holds its lease and runs it.
+    const { report } = await runSimPlan(plan, file, { quick: true, out: join(out, 'planted') }, (o) => ({
+      ...o,
+      timing: { ...o.timing, leaseMs: 3_000, leaseMarginMs: -3_000 },
+    }));
+    expect(report.passed).to.equal(false);
+    const properties = report.simulation!.violations.map((v) => v.property);
+    expect(properties).to.include.members(['vm-on-two-hosts']);
+    const invariants = report.verdicts.find((v) => v.kind === 'simInvariants')!;
+    expect(invariants.ok).to.equal(false);
+    expect(invariants.reason).to.match(/^vm-on-two-hosts at \d+\.\d{3} s: VM \S+ runs on h0001 and h000\d/);
+    // The agents' own events show it too.
+    expect(report.verdicts.find((v) => v.kind === 'oneHost')!.ok).to.equal(false);
+  });
 
   it('the same seed plays the same run: the same report, byte for byte', async () => {
     const file = join(DRILLS, 'leader-failure.yaml');

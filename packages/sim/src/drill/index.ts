@@ -89,10 +89,15 @@ export function farmOptions(plan: Plan, seed: number): FarmOptions {
   };
 }
 
+/**
+ * Plays a drill's plan in the simulator and writes its report. `tune` changes the farm's options
+ * before it starts: tests plant a bug with it (say, failover that does not wait out the lease).
+ */
 export async function runSimPlan(
   plan: Plan,
   file: string,
   opts: SimDrillOptions = {},
+  tune: (o: FarmOptions) => FarmOptions = (o) => o,
 ): Promise<DrillOutcome> {
   const why = unsupported(plan);
   if (why.length) throw new UsageError(`${file}: the simulator cannot play this drill: ${why.join('; ')}`);
@@ -101,7 +106,7 @@ export async function runSimPlan(
   opts.onStep?.(
     `simulating a farm of ${plan.daemons} daemons and ${plan.hosts.length} hosts, seed ${seed}, in farm time`,
   );
-  const farm = new FarmSimulation(farmOptions(plan, seed));
+  const farm = new FarmSimulation(tune(farmOptions(plan, seed)));
   let obs;
   try {
     obs = await new SimDrillRun(plan, farm, opts.onStep).run();
