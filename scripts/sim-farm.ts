@@ -33,6 +33,7 @@ const program = new Command()
   .option('--trace', 'print the trace of the run (with --seed)', false)
   .option('--scale <s>', 'small (many short seeds) or large (one farm of 1,000 hosts for 24 h)', 'small')
   .option('--hours <n>', 'farm hours with workload and faults (--scale large)', num('--hours'))
+  .option('--settle <minutes>', 'farm minutes of calm after the faults stop', num('--settle'))
   .option('--compare', 'run binpack and spread on the same seed and compare (--scale large)', false)
   .option('--daemons <n>', 'daemons (3 or 5)', int('--daemons'))
   .option('--hosts <n>', 'hosts', int('--hosts'))
@@ -49,6 +50,7 @@ const opts = program.opts<{
   trace: boolean;
   scale: string;
   hours?: number;
+  settle?: number;
   compare: boolean;
   daemons?: number;
   hosts?: number;
@@ -70,6 +72,7 @@ const farm = (seed: number, policy = opts.policy as FarmOptions['policy']): Farm
   hosts: opts.hosts ?? base.hosts,
   vms: opts.vms ?? base.vms,
   ...(opts.hours !== undefined ? { chaosMs: opts.hours * 3_600_000 } : {}),
+  ...(opts.settle !== undefined ? { settleMs: opts.settle * 60_000 } : {}),
   policy,
   faults: opts.faults,
   converge: opts.converge,
@@ -124,6 +127,30 @@ function report(r: FarmResult, o: FarmOptions, wall: number): Record<string, num
   };
 }
 
+/**
+ * The fill (farm time and wall time to reach --vms) apart from what follows it: farm hours per
+ * wall minute once full is what a 24 h run costs per hour.
+ */
+function fillFigures(
+  fill: { farmMs: number; wallMs: number } | undefined,
+  o: FarmOptions,
+  wallMs: number,
+): Record<string, number> {
+  if (!fill) return { filled: 0 };
+  const farmHoursAfter = (o.chaosMs + o.settleMs - fill.farmMs) / 3_600_000;
+  const wallMinutesAfter = (wallMs - fill.wallMs) / 60_000;
+  const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
+  console.log(
+    `  filled to ${o.vms} VMs at ${round(fill.farmMs / 60_000, 1)} min of farm time, ${round(fill.wallMs / 1000, 1)} s wall; ` +
+      `then ${round(farmHoursAfter, 2)} farm h in ${round(wallMinutesAfter, 2)} wall min`,
+  );
+  return {
+    fill_farm_min: round(fill.farmMs / 60_000, 1),
+    fill_wall_s: round(fill.wallMs / 1000, 1),
+    full_farm_h_per_wall_min: wallMinutesAfter > 0 ? round(farmHoursAfter / wallMinutesAfter, 3) : 0,
+  };
+}
+
 if (opts.scale === 'large') {
   const seed = opts.seed ?? opts.start;
   const policies: FarmOptions['policy'][] = opts.compare ? ['binpack', 'spread'] : [opts.policy as 'binpack'];
@@ -132,10 +159,16 @@ if (opts.scale === 'large') {
   let o = farm(seed);
   for (const policy of policies) {
     const t0 = performance.now();
-    o = farm(seed, policy);
+    const cpu0 = process.cpuUsage();
+    let fill: { farmMs: number; wallMs: number } | undefined;
+    o = { ...farm(seed, policy), onFilled: (farmMs) => (fill = { farmMs, wallMs: performance.now() - t0 }) };
     const r = await runFarm(o);
-    const wall = Math.round((performance.now() - t0) / 100) / 10;
-    results.push({ ...report(r, o, wall), wall_s: wall });
+    const wallMs = performance.now() - t0;
+    const wall = Math.round(wallMs / 100) / 10;
+    // CPU time besides wall time: on a shared machine the process gets a varying share of a core.
+    const cpu = process.cpuUsage(cpu0);
+    const cpuS = Math.round((cpu.user + cpu.system) / 100_000) / 10;
+    results.push({ ...report(r, o, wall), ...fillFigures(fill, o, wallMs), cpu_s: cpuS, wall_s: wall });
     violations += r.violations.length;
     if (r.violations.length > 0) printViolations(r);
   }

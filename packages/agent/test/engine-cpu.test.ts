@@ -3,6 +3,15 @@ import fc from 'fast-check';
 import { shareCpu } from '../src/engine/scheduler.js';
 import { makeEngine, vmConfig } from './helpers.js';
 
+/** A VM's claim with demand, reserve and limit up to `lps` logical processors. */
+const claimUpTo = (lps: number) =>
+  fc.record({
+    demand: fc.double({ min: 0, max: lps, noNaN: true }),
+    reserve: fc.double({ min: 0, max: lps, noNaN: true }),
+    limit: fc.double({ min: 0, max: lps, noNaN: true }),
+    weight: fc.integer({ min: 1, max: 10_000 }),
+  });
+
 describe('CPU shares under contention', () => {
   it('without contention every VM gets its demand', () => {
     const s = shareCpu(8, [
@@ -35,12 +44,7 @@ describe('CPU shares under contention', () => {
   });
 
   it('properties: never more than capacity, demand or limit; reserves honoured when they fit', () => {
-    const claim = fc.record({
-      demand: fc.double({ min: 0, max: 4, noNaN: true }),
-      reserve: fc.double({ min: 0, max: 4, noNaN: true }),
-      limit: fc.double({ min: 0, max: 4, noNaN: true }),
-      weight: fc.integer({ min: 1, max: 10_000 }),
-    });
+    const claim = claimUpTo(4);
     fc.assert(
       fc.property(
         fc.double({ min: 0.5, max: 16, noNaN: true }),
@@ -67,6 +71,23 @@ describe('CPU shares under contention', () => {
         },
       ),
       { seed: 7, numRuns: 300 },
+    );
+  });
+
+  it('properties: when everything asked for fits, each VM gets its demand up to its limit', () => {
+    const claim = claimUpTo(2);
+    fc.assert(
+      fc.property(
+        fc.array(claim, { maxLength: 60 }),
+        fc.double({ min: 0, max: 8, noNaN: true }),
+        (raw, spare) => {
+          const claims = raw.map((c, i) => ({ ...c, id: `v${i}` }));
+          const wanted = claims.reduce((a, c) => a + Math.min(c.demand, c.limit), 0);
+          const s = shareCpu(wanted + spare, claims);
+          for (const c of claims) expect(s.get(c.id)).to.be.closeTo(Math.min(c.demand, c.limit), 1e-12);
+        },
+      ),
+      { seed: 11, numRuns: 300 },
     );
   });
 

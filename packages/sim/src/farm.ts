@@ -9,6 +9,8 @@ import {
   checkLeaseWait,
   checkPlacements,
   checkSingleHost,
+  HostSafetyWatch,
+  PlacementWatch,
   runningHosts,
   type Violation,
 } from './invariants.js';
@@ -32,8 +34,19 @@ export interface FarmTiming {
   leaseMs: number;
   /** Longest step of each engine's guest model (0: the engine's 1 s). */
   engineStepMs: number;
+  /**
+   * Disk writes each VM issues per engine step at most (0: the engine's 64); the rest are
+   * counted, not issued. One still meets a full disk at the next step.
+   */
+  engineWritesPerStep: number;
   /** The agent's own timer that brings its engine to now (calls do too). */
   pumpMs: number;
+  /**
+   * The timer waits `pumpMs` after the engine last moved (a call moves it too) instead of
+   * running every `pumpMs`: a host its daemons call every interval is then stepped once per
+   * interval, not twice. Off in small runs, whose seeds replay the runs that found bugs.
+   */
+  pumpAfterCalls: boolean;
   /** The controllers' sweep over every VM (0: the daemon's default, 5 s). */
   sweepMs: number;
   /** Failover's wait past a Down host's last lease (absent: 500 ms, the default profile's). */
@@ -59,7 +72,10 @@ export interface FarmOptions {
   churnEveryMs: number;
   /** Check, at the end, that desired and observed state converged once faults stopped. */
   converge: boolean;
-  /** Check the safety invariants after every step (0), or this often in farm time. */
+  /**
+   * The safety invariants are checked after every step on what the step changed; full scans of
+   * every host and every daemon's books run after every step too (0), or this often in farm time.
+   */
   checkEveryMs: number;
   /**
    * Run up to this many callbacks due at the same instant before letting the promises they
@@ -86,6 +102,11 @@ export interface FarmOptions {
   /** Each host's own shape, by index (a drill's hosts may differ); `shape` for the rest. */
   hostShapes?: HostShape[];
   timing: FarmTiming;
+  /**
+   * Told once, at the farm time (ms) the workload first has `vms` VMs: a caller that measures
+   * wall time tells the fill from the steady churn after it.
+   */
+  onFilled?: (farmMs: number) => void;
 }
 
 const GIB = 1024 ** 3;
@@ -121,7 +142,9 @@ export const SMALL: Omit<FarmOptions, 'seed'> = {
     liveness: { intervalMs: 1_000, suspectAfterMs: 2_000, downAfterMs: 5_000 },
     leaseMs: 10_000,
     engineStepMs: 0,
+    engineWritesPerStep: 0,
     pumpMs: 1_000,
+    pumpAfterCalls: false,
     sweepMs: 0,
   },
 };
@@ -141,7 +164,7 @@ export const LARGE: Omit<FarmOptions, 'seed'> = {
   faultEveryMs: 10 * 60_000,
   requestEveryMs: 5,
   churnEveryMs: 2_000,
-  checkEveryMs: 10_000,
+  checkEveryMs: 600_000,
   sameInstantBatch: 256,
   sampleEveryMs: 3_600_000,
   shape: { ...DEFAULT_SHAPE, logicalProcessors: 64, memoryBytes: 256 * GIB },
@@ -154,7 +177,9 @@ export const LARGE: Omit<FarmOptions, 'seed'> = {
     liveness: { intervalMs: 15_000, suspectAfterMs: 30_000, downAfterMs: 60_000 },
     leaseMs: 60_000,
     engineStepMs: 60_000,
+    engineWritesPerStep: 1,
     pumpMs: 15_000,
+    pumpAfterCalls: true,
     sweepMs: 60_000,
   },
 };
@@ -235,6 +260,9 @@ export class FarmSimulation {
   private readonly snapshots = new ClusterCheckpoints();
   readonly violations: Violation[] = [];
   private readonly appliedLog = new AppliedLog();
+  private readonly hostSafety = new HostSafetyWatch();
+  /** Per daemon, its state machine's placements. */
+  private readonly placementWatch = new Map<string, PlacementWatch>();
   readonly traceLines: string[] = [];
   private readonly client: Scope;
   /** Acknowledged creates: VM id to the name the client gave it and its operation. */
@@ -270,6 +298,7 @@ export class FarmSimulation {
   private readonly utilisation: UtilisationSample[] = [];
   private names = 0;
   private chaos = true;
+  private filled = false;
   private powerFailureArmed = false;
 
   constructor(readonly o: FarmOptions) {
@@ -350,10 +379,12 @@ export class FarmSimulation {
           saveMs: 500,
           restoreMs: 500,
           ...(o.timing.engineStepMs ? { engineStepMs: o.timing.engineStepMs } : {}),
+          ...(o.timing.engineWritesPerStep ? { engineWritesPerStep: o.timing.engineWritesPerStep } : {}),
         },
         o.seed + i,
       );
       h.onStates = (vmId) => checkLeaseWait(this.down, h, vmId, this.clock.now, this.violations);
+      h.onTouched = (host, vmId) => this.hostSafety.touched(host, vmId);
       h.useClusterStorage(this.snapshots);
       h.links = {
         net: this.net,
@@ -378,6 +409,9 @@ export class FarmSimulation {
 
   private bootDaemon(d: SimDaemon): void {
     d.boot(new Scope(this.clock, `${d.id}#${d.boots + 1}`));
+    let watch = this.placementWatch.get(d.id);
+    if (!watch) this.placementWatch.set(d.id, (watch = new PlacementWatch()));
+    watch.follow(d.machine);
     this.log(`daemon ${d.id} boots (${d.boots})`);
   }
 
@@ -386,11 +420,17 @@ export class FarmSimulation {
     const scope = h.scope!;
     // The agent's own timer keeps its engine current (leases run out without any call).
     this.down.delete(h);
+    const pumpMs = this.o.timing.pumpMs;
     const pump = () => {
-      h.pump();
-      scope.set(pump, this.o.timing.pumpMs);
+      if (!this.o.timing.pumpAfterCalls) {
+        h.pump();
+        scope.set(pump, pumpMs);
+        return;
+      }
+      if (scope.now() >= (h.engine?.now() ?? 0) + pumpMs) h.pump();
+      scope.set(pump, (h.engine?.now() ?? scope.now()) + pumpMs - scope.now());
     };
-    scope.set(pump, this.o.timing.pumpMs);
+    scope.set(pump, pumpMs);
     this.log(`host ${h.id} boots (${h.boots})`);
   }
 
@@ -742,6 +782,18 @@ export class FarmSimulation {
 
   // --- checks ---
 
+  /** The safety invariants over what the last step changed (see HostSafetyWatch, PlacementWatch). */
+  private checkChanges(): void {
+    const now = this.clock.now;
+    this.hostSafety.check(now, this.violations);
+    for (const d of this.daemons.values())
+      if (d.alive) this.placementWatch.get(d.id)?.check(now, this.violations);
+    this.trackRecoveries((id) =>
+      this.hostSafety.runningOn(id, now).some((h) => h.states.get(id) === 'VM_STATE_RUNNING'),
+    );
+  }
+
+  /** The safety invariants by full scans of every host and every daemon's books. */
   private checkSafety(): void {
     const now = this.clock.now;
     const where = runningHosts(this.hosts.values(), now);
@@ -749,14 +801,13 @@ export class FarmSimulation {
     checkHostMemory(this.hosts.values(), now, this.violations);
     for (const d of this.daemons.values())
       if (d.alive) checkPlacements(d.machine.state, now, this.violations);
-    this.trackRecoveries(where);
   }
 
   /**
    * Time to recover: a host crash is over once every VM that ran there runs again, anywhere
    * (or is no longer wanted Running: stopped or deleted since).
    */
-  private trackRecoveries(where: Map<string, string[]>): void {
+  private trackRecoveries(running: (vmId: string) => boolean): void {
     if (this.recovering.length === 0) return;
     const s = this.leader()?.machine.state;
     if (!s) return;
@@ -764,8 +815,7 @@ export class FarmSimulation {
       const r = this.recovering[i]!;
       for (const id of r.vms) {
         const vm = s.vms.get(id);
-        const running = where.get(id)?.some((h) => this.hosts.get(h)?.states.get(id) === 'VM_STATE_RUNNING');
-        if (!vm || vm.desired !== 'VM_STATE_RUNNING' || running) r.vms.delete(id);
+        if (!vm || vm.desired !== 'VM_STATE_RUNNING' || running(id)) r.vms.delete(id);
       }
       if (r.vms.size === 0) {
         this.recoveriesMs.push(this.clock.now - r.at);
@@ -866,6 +916,10 @@ export class FarmSimulation {
       if (this.elapsed() >= endChaos) return;
       this.workload();
       const below = this.acked.size - this.deleting.size < o.vms;
+      if (!below && !this.filled) {
+        this.filled = true;
+        o.onFilled?.(this.elapsed());
+      }
       this.clock.root.set(request, below ? o.requestEveryMs : o.churnEveryMs);
     };
     this.clock.root.set(request, o.requestEveryMs);
@@ -908,6 +962,7 @@ export class FarmSimulation {
           leader = l;
           this.log(`leader: ${l ?? 'none'}`);
         }
+        this.checkChanges();
         if (o.checkEveryMs === 0) this.checkSafety();
         if (this.violations.length > 0) break;
       }

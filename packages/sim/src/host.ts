@@ -42,6 +42,8 @@ export interface HostTimings {
   restoreMs: number;
   /** Longest step of the engine's guest model (its default when absent). */
   engineStepMs?: number;
+  /** Disk writes each VM issues per step at most, the rest counted only (the engine's default when absent). */
+  engineWritesPerStep?: number;
 }
 
 type Listener = (e: pb.AgentEvent__Output) => void;
@@ -68,6 +70,13 @@ export class SimHost {
   boots = 0;
   /** Told of each VM whose state may have changed (the invariants watch starts). */
   onStates: ((vmId: string) => void) | undefined;
+  /** Told of each VM whose state here, or whose frozen mark, may have changed: the incremental checks. */
+  onTouched: ((host: SimHost, vmId: string) => void) | undefined;
+
+  /** Every VM here may have changed (a boot, a crash). */
+  private touchAll(): void {
+    if (this.onTouched) for (const id of this.states.keys()) this.onTouched(this, id);
+  }
   private saves = 0;
   /** The migrations of this incarnation (lost with it), once `links` are set. */
   migrations: SimMigrations | undefined;
@@ -109,6 +118,7 @@ export class SimHost {
       startMs: scope.now(),
       seed: this.seed * 7919 + this.boots,
       maxStepMs: this.timings.engineStepMs,
+      ...(this.timings.engineWritesPerStep ? { maxDiskWritesPerStep: this.timings.engineWritesPerStep } : {}),
     });
     // Anything that had a partition comes back Off, as after a host crash.
     for (const r of [...this.records.values()].sort((a, b) => a.id.localeCompare(b.id)))
@@ -116,6 +126,7 @@ export class SimHost {
     this.engine = e;
     this.migrations = this.links ? new SimMigrations(this, scope, this.links) : undefined;
     for (const vm of e.vms.list()) this.states.set(vm.id, vm.status!.state);
+    this.touchAll();
     this.pump();
   }
 
@@ -153,6 +164,7 @@ export class SimHost {
     this.scope?.kill();
     this.scope = undefined;
     this.engine = undefined;
+    this.touchAll();
     this.states.clear();
     this.listeners.clear();
     const streams = [...this.streams];
@@ -182,6 +194,7 @@ export class SimHost {
       if (!ev.vmId) continue;
       if (e.vms.has(ev.vmId)) this.states.set(ev.vmId, e.vms.get(ev.vmId).status!.state);
       else this.states.delete(ev.vmId);
+      this.onTouched?.(this, ev.vmId);
     }
     if (this.onStates) for (const ev of events) if (ev.vmId) this.onStates(ev.vmId);
     if (events.length > 0 && this.listeners.size > 0) {
@@ -239,36 +252,37 @@ export class SimHost {
   // --- AgentService ---
 
   describe(): { host: pb.Host__Output; guests: pb.GuestOs__Output[] } {
-    const e = this.mutate((x) => x);
+    return { host: this.hostInfo(this.mutate((x) => x)), guests: guestOsList() as pb.GuestOs__Output[] };
+  }
+
+  /** The host as the agent's hostInfo reports it, read from the engine as it is (no pump). */
+  private hostInfo(e: HypervisorEngine): pb.Host__Output {
     const lease = e.lease.state();
     const macs = e.macRange();
     return {
-      host: {
-        id: this.id,
-        name: this.id,
-        address: this.address,
-        state: lease?.expired ? 'HOST_STATE_DOWN' : 'HOST_STATE_UP',
-        capacity: { ...this.shape },
-        usage: e.usage(),
-        limits: LIMITS_PROFILES['2008'],
-        macPoolStart: macs.start,
-        macPoolSize: macs.size,
-        // Every simulated host reaches the farm's cluster storage, so HA VMs can fail over.
-        clusterStorage: true,
-        labels: {},
-        maintenance: false,
-        lastHeartbeatMs: 0,
-        stateReason: '',
-        guestOsIds: [],
-      },
-      guests: guestOsList() as pb.GuestOs__Output[],
+      id: this.id,
+      name: this.id,
+      address: this.address,
+      state: lease?.expired ? 'HOST_STATE_DOWN' : 'HOST_STATE_UP',
+      capacity: { ...this.shape },
+      usage: e.usage(),
+      limits: LIMITS_PROFILES['2008'],
+      macPoolStart: macs.start,
+      macPoolSize: macs.size,
+      // Every simulated host reaches the farm's cluster storage, so HA VMs can fail over.
+      clusterStorage: true,
+      labels: {},
+      maintenance: false,
+      lastHeartbeatMs: 0,
+      stateReason: '',
+      guestOsIds: [],
     };
   }
 
   grantLease(req: { daemonId: string; term: number; durationMs: number }): pb.GrantLeaseResponse__Output {
     if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
     const r = this.mutate((e) => e.lease.grant(req.daemonId, req.term, req.durationMs));
-    return { expiresAtMs: r.expiresAtMs, host: this.describe().host, more: [], siblingHostIds: [] };
+    return { expiresAtMs: r.expiresAtMs, host: this.hostInfo(this.e), more: [], siblingHostIds: [] };
   }
 
   listVms(): pb.Vm__Output[] {

@@ -262,6 +262,7 @@ export class SimMigrations {
       this.exports.delete(id);
       this.scope.clear(x.idle);
       this.frozen.add(x.m.vmId);
+      this.host.onTouched?.(this.host, x.m.vmId);
       this.tracker.update(id, { stage: 'MIGRATION_STAGE_FROZEN', rounds: x.round, sha256 });
       this.step(id, 'handed-over');
       return { pages, final: { device, sha256, stoppedAtMs: x.saved ? 0 : now } };
@@ -435,6 +436,7 @@ export class SimMigrations {
     const gen = Number(req.targetGeneration ?? 0);
     this.host.mutate((e) => e.migration.dropStale(vmId, gen, `migrated away (${id}): it runs on its target`));
     this.frozen.delete(vmId);
+    this.host.onTouched?.(this.host, vmId);
     this.settle(id, vmId, gen, 'MIGRATION_STAGE_COMMITTED', 'the copy here was dropped');
     this.step(id, 'source-committed');
     return Promise.resolve(this.tracker.status(id));
@@ -512,6 +514,7 @@ export class SimMigrations {
     }
     const resumed = this.host.mutate((e) => e.migration.abort(vmId, id, reason));
     this.frozen.delete(vmId);
+    this.host.onTouched?.(this.host, vmId);
     this.settle(id, vmId, gen, 'MIGRATION_STAGE_ABORTED', resumed ? `resumed: ${reason}` : reason);
     this.step(id, 'source-aborted');
     return this.tracker.status(id);

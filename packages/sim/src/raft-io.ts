@@ -46,11 +46,12 @@ export class SimRaftDisk {
       snapshot: snap.meta.index > 0 ? snap : undefined,
       entries: d.entries(d.firstIndex(), d.lastIndex() + 1),
     };
+    // Once per incarnation, not per write: the scope keeps every watcher until it dies.
+    scope.onKill(() => (this.unsynced = 0));
     const write = (apply: () => void) => {
       const at = Math.max(this.lastDoneAt, scope.now() + 1 + this.rng.int(this.maxFsyncMs));
       this.lastDoneAt = at;
       this.unsynced++;
-      scope.onKill(() => (this.unsynced = 0));
       this.onWrite?.();
       return new Promise<void>((resolve) =>
         scope.set(() => {

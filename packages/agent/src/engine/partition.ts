@@ -41,11 +41,14 @@ export interface DevicePaths {
 }
 
 export function devicePaths(c: VmConfig): DevicePaths {
-  return {
-    emulatedDisk: !c.integrationServices,
-    legacyNics: c.networkAdapters.filter((n) => n.kind === 'NIC_KIND_LEGACY').length,
-    syntheticNics: c.networkAdapters.filter((n) => n.kind === 'NIC_KIND_SYNTHETIC').length,
-  };
+  // Counted without filtering copies: every running VM's paths are read at every engine step.
+  let legacyNics = 0;
+  let syntheticNics = 0;
+  for (const n of c.networkAdapters) {
+    if (n.kind === 'NIC_KIND_LEGACY') legacyNics++;
+    else if (n.kind === 'NIC_KIND_SYNTHETIC') syntheticNics++;
+  }
+  return { emulatedDisk: !c.integrationServices, legacyNics, syntheticNics };
 }
 
 /**

@@ -17,6 +17,8 @@ export interface CpuClaim {
 }
 
 export function shareCpu(capacity: number, claims: readonly CpuClaim[]): Map<string, number> {
+  const uncontended = shareUncontended(capacity, claims);
+  if (uncontended) return uncontended;
   const alloc = new Map<string, number>();
   const cap = new Map<string, number>();
   for (const c of claims) cap.set(c.id, Math.max(0, Math.min(c.demand, c.limit)));
@@ -48,6 +50,25 @@ export function shareCpu(capacity: number, claims: readonly CpuClaim[]): Map<str
       alloc.set(c.id, cap.get(c.id)!);
     }
     active = active.filter((c) => !saturated.includes(c));
+  }
+  return alloc;
+}
+
+/**
+ * The shares when everything asked for fits with room to spare (a host's usual case): each claim
+ * gets its cap, what the water-filling below ends with then, without its rounds and maps. A claim
+ * whose reserve already reaches its cap keeps the reserve, as there. The margin keeps rounding
+ * in those rounds from mattering; undefined when the claims do not fit within it.
+ */
+function shareUncontended(capacity: number, claims: readonly CpuClaim[]): Map<string, number> | undefined {
+  let total = 0;
+  for (const c of claims) total += Math.max(0, Math.min(c.demand, c.limit));
+  if (!(total <= capacity - 1e-9)) return undefined;
+  const alloc = new Map<string, number>();
+  for (const c of claims) {
+    const cap = Math.max(0, Math.min(c.demand, c.limit));
+    const reserved = Math.min(c.reserve, cap);
+    alloc.set(c.id, reserved >= cap - 1e-12 ? reserved : cap);
   }
   return alloc;
 }
