@@ -155,6 +155,8 @@ class LeaderSession {
   private readonly dirtyVms = new Set<string>();
   private readonly dirtyHosts = new Set<string>();
   private nextSweep = 0;
+  /** A host record changed since the watchers were last matched to the hosts. */
+  private hostsChanged = true;
   private placing = false;
   private failingOver = false;
   /** The fenced hosts of the last failover round, and when to plan again for them anyway. */
@@ -196,6 +198,7 @@ class LeaderSession {
         else if (e.kind === 'RESOURCE_KIND_OPERATION') this.dirtyVms.add(e.resource.targetId);
         else if (e.kind === 'RESOURCE_KIND_HOST') {
           this.dirtyHosts.add(e.id);
+          this.hostsChanged = true;
           // A host changed: the VMs waiting for one are planned again.
           this.waiting.clear();
         }
@@ -403,7 +406,9 @@ class LeaderSession {
   private tick(): void {
     if (this.closed) return;
     this.lastTick = this.timers.now();
-    this.followHosts();
+    // Matching a watcher to every host is work per host: only when one changed (or at a sweep).
+    if (this.hostsChanged || this.lastTick >= this.nextSweep) this.followHosts();
+    this.hostsChanged = false;
     this.place();
     this.failover();
     this.migrations.tick();
