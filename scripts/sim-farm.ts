@@ -5,7 +5,7 @@
  *
  *   npm run sim:farm -- --seeds 100 [--start 1] [--hosts 5] [--vms 24] [--daemons 3|5]
  *   npm run sim:farm -- --seed 1234 --trace        replays one seed and prints its trace
- *   npm run sim:farm -- --scale large [--hours 24] [--compare]
+ *   npm run sim:farm -- --scale large [--hours 24] [--settle 15] [--compare]
  *                                                  1,000 hosts, 50,000 VMs, 24 h, with a report
  *
  * The last line printed is one JSON object. The exit code is non-zero if any seed failed.

@@ -279,10 +279,51 @@ export class SimHost {
     };
   }
 
-  grantLease(req: { daemonId: string; term: number; durationMs: number }): pb.GrantLeaseResponse__Output {
+  /**
+   * The other hosts this host's agent process serves (a multi-host agent, as bench:scale runs
+   * them): a grant to this host may carry theirs. Empty: an agent of its own.
+   */
+  siblings: SimHost[] = [];
+
+  /**
+   * GrantLease, as the agent's: this host's lease, and those of the siblings in `more`, each as
+   * if called on its own. A sibling down, paused or cut off from the daemon answers an error
+   * (in a real multi-host agent they share a process and its network: the simulation lets them
+   * fail apart).
+   */
+  grantLease(req: {
+    daemonId: string;
+    term: number;
+    durationMs: number;
+    more?: { hostId: string; durationMs: number }[];
+  }): pb.GrantLeaseResponse__Output {
     if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
-    const r = this.mutate((e) => e.lease.grant(req.daemonId, req.term, req.durationMs));
-    return { expiresAtMs: r.expiresAtMs, host: this.hostInfo(this.e), more: [], siblingHostIds: [] };
+    const r = this.renewLease(req.daemonId, req.term, req.durationMs);
+    const more = (req.more ?? []).map((m): pb.HostLeaseResult__Output => {
+      const sib = this.siblings.find((h) => h.id === m.hostId);
+      const fail = (error: string) => ({ hostId: m.hostId, expiresAtMs: 0, host: null, error });
+      if (!sib) return fail(`host '${m.hostId}' is not served by this agent process`);
+      if (!sib.engine || !sib.scope || sib.scope.pausedUntil > sib.scope.now())
+        return fail(`host '${m.hostId}' does not answer`);
+      if (this.links && !this.links.net.connected(req.daemonId, sib.id))
+        return fail(`host '${m.hostId}' is cut off from ${req.daemonId}`);
+      try {
+        const g = sib.renewLease(req.daemonId, req.term, m.durationMs);
+        return { hostId: m.hostId, expiresAtMs: g.expiresAtMs, host: sib.hostInfo(sib.e), error: '' };
+      } catch (err) {
+        return fail((err as Error).message);
+      }
+    });
+    return {
+      expiresAtMs: r.expiresAtMs,
+      host: this.hostInfo(this.e),
+      more,
+      siblingHostIds: this.siblings.map((h) => h.id),
+    };
+  }
+
+  private renewLease(daemonId: string, term: number, durationMs: number): { expiresAtMs: number } {
+    return this.mutate((e) => e.lease.grant(daemonId, term, durationMs));
   }
 
   listVms(): pb.Vm__Output[] {
