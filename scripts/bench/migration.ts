@@ -4,12 +4,13 @@
  * idle or dirtying 20 MB/s: total time, downtime, rounds and bytes moved; and, in the same run,
  * iperf3's loopback TCP throughput, the ceiling a transfer could reach.
  *
- *   npm run bench:migration [-- --sizes 1,4,16] [--dirty-mb-s 20]
+ *   npm run bench:migration [-- --sizes 1,4,16] [--dirty-mb-s 20] [--data-channel off]
  *
  * The handover is decided here, as the daemon does: MigrateIn on the target (it pulls and holds
  * the VM whole), then CommitMigration on the target and on the source. Through the daemon the
  * decision is also written to the Raft log first, which adds one commit to the downtime.
- * HF_AGENT_NODE_ARGS passes node flags to both agents (for example "--cpu-prof").
+ * Memory moves over the agents' TCP data connection; `--data-channel off` keeps it on the gRPC
+ * stream, for comparison. HF_AGENT_NODE_ARGS passes node flags to both agents (for example "--cpu-prof").
  * The last line is one JSON object.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -49,6 +50,7 @@ async function startAgent(dir: string, id: string): Promise<Agent> {
       ...['--id', id, '--grpc-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0'],
       ...['--data-dir', join(dir, id), '--ready-file', ready, '--log-level', 'error'],
       ...['--memory-mib', String(40 * 1024), '--logical-processors', '16'],
+      ...['--migration-data-channel', String(arg('data-channel', 'on') === 'on')],
     ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );

@@ -84,6 +84,17 @@ export const agentConfigSchema = z.object({
     .describe(
       'absolute folders outside the data folder that requests may name (disk paths, export and import folders); none by default',
     ),
+  migrationDataChannel: z
+    .boolean()
+    .default(true)
+    .describe(
+      'move migration memory over a dedicated TCP connection instead of the gRPC stream, as source and as target (off with TLS: the data connection is not encrypted)',
+    ),
+  migrationDataAddress: fields
+    .address(
+      "where a migration source listens for its targets' data connections, host:port (default: the gRPC host, port 0 picks one; Hyper-V uses 6600)",
+    )
+    .optional(),
   tlsCa: z.string().optional().describe('CA certificate file for mutual TLS'),
   tlsCert: z.string().optional().describe('certificate file for mutual TLS'),
   tlsKey: z.string().optional().describe('private key file for mutual TLS'),

@@ -85,7 +85,13 @@ export async function startHost(
   const tls = tlsFromConfig(config);
   const network = new AgentNetwork(host, tls);
   host.network = network;
-  const migrations = new AgentMigrations(host, checkpoints, tls ? { tls } : {});
+  // The data connection is plain TCP: with TLS, migrations stay on the (encrypted) gRPC stream.
+  let grpcBound = grpcAddress;
+  const dataAddress =
+    config.migrationDataChannel && !tls
+      ? () => config.migrationDataAddress ?? `${grpcBound.slice(0, grpcBound.lastIndexOf(':'))}:0`
+      : undefined;
+  const migrations = new AgentMigrations(host, checkpoints, tls ? { tls } : {}, dataAddress);
   // Create, register every service, then bind: the agent service asks the server for the address
   // it answers on, which exists once it is bound (before any call can come in).
   const serve = async () => {
@@ -110,9 +116,12 @@ export async function startHost(
       .add('tunnel', tunnelServiceImpl(network));
     const faults = faultInjector();
     if (faults) builder.add('fault', faults.handlers());
-    return builder.listen(grpcAddress);
+    const server = await builder.listen(grpcAddress);
+    grpcBound = server.address;
+    return server;
   };
   const server = await serve().catch(async (err: unknown) => {
+    await migrations.close();
     await network.stop();
     await host.stop();
     unlock();
@@ -125,6 +134,7 @@ export async function startHost(
     network,
     async stop() {
       await network.stop();
+      await migrations.close();
       await server.shutdown();
       await host.stop();
       unlock();

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { fillPages, GuestMemory, pageContent } from '../src/engine/memory.js';
+import { fillPages, GuestMemory, holdsPage, holdsPageV1, pageContent } from '../src/engine/memory.js';
 import { decodeDeviceState } from '../src/engine/partition.js';
 import { makeEngine, mib, vmConfig } from './helpers.js';
 
@@ -13,14 +13,17 @@ describe('guest memory', () => {
     expect(pageContent(1, 5, 0).every((b) => b === 0)).to.equal(true);
   });
 
-  /** The content as specified: xorshift32 (13, 17, 5) from the mixed seed, in unsigned arithmetic. */
-  function specified(vmSeed: number, page: number, version: number): Buffer {
-    const out = Buffer.alloc(4096);
-    if (version === 0) return out;
+  /** The mixed seed of (VM, page, version), as specified. */
+  function mixed(vmSeed: number, page: number, version: number): number {
     let x = ((vmSeed ^ Math.imul(page + 1, 0x9e3779b1) ^ Math.imul(version, 0x85ebca6b)) >>> 0) as number;
     x = Math.imul(x ^ (x >>> 16), 0x7feb352d) >>> 0;
-    if (x === 0) x = 0x1234567;
-    for (let i = 0; i < 1024; i++) {
+    return x === 0 ? 0x1234567 : x;
+  }
+
+  /** `words` words of the xorshift32 (13, 17, 5) stream from `x`, in unsigned arithmetic, little-endian. */
+  function xorshift(x: number, words: number): Buffer {
+    const out = Buffer.alloc(words * 4);
+    for (let i = 0; i < words; i++) {
       x = (x ^ (x << 13)) >>> 0;
       x = (x ^ (x >>> 17)) >>> 0;
       x = (x ^ (x << 5)) >>> 0;
@@ -29,30 +32,58 @@ describe('guest memory', () => {
     return out;
   }
 
-  it('page content is the specified xorshift stream; a batch of pages is filled the same way', () => {
+  /**
+   * The content as specified (version 2): u32 page and u32 version, big-endian, then 4088 bytes
+   * of the VM's pool (its xorshift stream from mixed(seed, -1, 0)) from word
+   * mixed(seed, page, version) mod 2^18.
+   */
+  function specified(vmSeed: number, page: number, version: number): Buffer {
+    const out = Buffer.alloc(4096);
+    if (version === 0) return out;
+    out.writeUInt32BE(page, 0);
+    out.writeUInt32BE(version, 4);
+    const from = (mixed(vmSeed, page, version) % 2 ** 18) * 4;
+    xorshift(mixed(vmSeed, -1, 0), 2 ** 18 + 1022).copy(out, 8, from, from + 4088);
+    return out;
+  }
+
+  it('page content is as specified; a batch of pages is filled the same way and checked in place', () => {
     const cases: [number, number, number][] = [
       [1, 5, 1],
       [0xdeadbeef, 0, 0xffffffff],
       [7, 2 ** 32 - 1, 3],
       [0, 123456, 77],
     ];
-    for (const [seed, page, version] of cases)
-      expect(
-        pageContent(seed, page, version).equals(specified(seed, page, version)),
-        `${seed} ${page}`,
-      ).to.equal(true);
-    // 11 pages: two groups of four (one holding a zero page) and three left over.
+    for (const [seed, page, version] of cases) {
+      const content = pageContent(seed, page, version);
+      expect(content.equals(specified(seed, page, version)), `${seed} ${page}`).to.equal(true);
+      expect(holdsPage(seed, page, version, content)).to.equal(true);
+      // Any byte changed, in the stamp or the body, and the page is refused.
+      for (const at of [0, 7, 8, 4095]) {
+        const bad = Buffer.from(content);
+        bad[at]! ^= 0x40;
+        expect(holdsPage(seed, page, version, bad), `byte ${at}`).to.equal(false);
+      }
+      expect(holdsPage(seed, page, version + 1, content)).to.equal(false);
+    }
+    // 11 pages, a zero page among them, at an odd offset.
     const pages = [9, 3, 100000, 17, 5, 6, 7, 8, 400, 401, 2 ** 20];
     const versions = [1, 2, 3, 4, 5, 0, 7, 8, 1, 0xffffffff, 2];
-    const out = Buffer.alloc(pages.length * 4096 + 8);
-    fillPages(42, pages, versions, pages.length, out, 8);
-    pages.forEach((p, k) =>
-      expect(
-        out.subarray(8 + k * 4096, 8 + (k + 1) * 4096).equals(specified(42, p, versions[k]!)),
-        `page ${p}`,
-      ).to.equal(true),
-    );
-    expect(() => fillPages(42, [1], [1], 1, out, 2)).to.throw(RangeError, /4-byte aligned/);
+    const out = Buffer.alloc(pages.length * 4096 + 3);
+    fillPages(42, pages, versions, pages.length, out, 3);
+    pages.forEach((p, k) => {
+      const at = 3 + k * 4096;
+      expect(out.subarray(at, at + 4096).equals(specified(42, p, versions[k]!)), `page ${p}`).to.equal(true);
+      expect(holdsPage(42, p, versions[k]!, out, at)).to.equal(true);
+    });
+    expect(holdsPage(42, 6, 0, Buffer.alloc(4096, 1))).to.equal(false);
+  });
+
+  it('version 1 contents (saved-state files before version 2) are a whole xorshift stream per page', () => {
+    const v1 = xorshift(mixed(42, 5, 3), 1024);
+    expect(holdsPageV1(42, 5, 3, v1)).to.equal(true);
+    expect(holdsPageV1(42, 5, 4, v1)).to.equal(false);
+    expect(holdsPageV1(42, 5, 0, Buffer.alloc(4096))).to.equal(true);
   });
 
   it('tracks dirty pages sparsely and the hash follows every write', () => {

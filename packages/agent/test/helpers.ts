@@ -1,5 +1,6 @@
 import type { pb } from '@hyperfarm/api';
 import { HypervisorEngine, type EngineOptions } from '../src/engine/engine.js';
+import { encodeDeviceState } from '../src/engine/partition.js';
 import { LIMITS_PROFILES } from '../src/limits.js';
 
 const MIB = 1024 * 1024;
@@ -37,3 +38,15 @@ export function vmConfig(name: string, over: Partial<pb.VmConfig> = {}): pb.VmCo
 
 export const mib = (n: number): number => n * MIB;
 export const gib = (n: number): number => n * GIB;
+
+/** The device state of a VM with `vcpus` processors and no channels, adapters or disks. */
+export const bareDeviceState = (vcpus = 1): Buffer =>
+  encodeDeviceState({
+    version: 1,
+    vcpus,
+    integrationServices: true,
+    channels: [],
+    nics: [],
+    disks: [],
+    boots: 1,
+  });

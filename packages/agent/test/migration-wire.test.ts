@@ -33,6 +33,8 @@ async function stream(): Promise<{ chunks: pb.MigrationChunk__Output[]; memory: 
       totalPages: memory.totalPages,
       targetState: 'VM_STATE_RUNNING',
       sourceHostId: 'elsewhere',
+      dataPort: 0,
+      dataToken: Buffer.alloc(0),
     },
   });
   await sendPages(sink, memory, [...memory.residentPageNumbers(), 7], 0, true);

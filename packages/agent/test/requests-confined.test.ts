@@ -17,8 +17,7 @@ import { createClient, createLogger, createServer, hyperfarmProto, status, type 
 import { agentConfigSchema, type AgentConfig } from '../src/config.js';
 import { startAgent, type RunningAgent } from '../src/server.js';
 import { GuestMemory, pageContent } from '../src/engine/memory.js';
-import { encodeDeviceState } from '../src/engine/partition.js';
-import { mib } from './helpers.js';
+import { bareDeviceState, mib } from './helpers.js';
 import { agentClient } from './process-helpers.js';
 
 // Requests that reached outside their folder, or answered INTERNAL, found by the request fuzzer.
@@ -116,17 +115,7 @@ async function pullFrom(
 function stream(vmId: string, tamper: { zeroPage?: number; device?: Buffer } = {}): pb.MigrationChunk[] {
   const memory = new GuestMemory(vmId, mib(64) / 4096);
   memory.write(3);
-  const device =
-    tamper.device ??
-    encodeDeviceState({
-      version: 1,
-      vcpus: 1,
-      integrationServices: true,
-      channels: [],
-      nics: [],
-      disks: [],
-      boots: 1,
-    });
+  const device = tamper.device ?? bareDeviceState();
   return [
     {
       header: {

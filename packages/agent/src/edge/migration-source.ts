@@ -1,9 +1,11 @@
 import type * as grpc from '@grpc/grpc-js';
+import type { Socket } from 'node:net';
 import { ApiError, failedPrecondition, invalidArgument, status, type pb } from '@hyperfarm/api';
 import { Convergence } from '../engine/converge.js';
 import type { OutgoingMigration, SnapshotFacts } from '../engine/engine.js';
 import type { GuestMemory } from '../engine/memory.js';
 import type { AgentHost } from './agent-host.js';
+import { socketSink, type DataChannelListener, type DataSink } from './migration-data.js';
 import { checkMigrationId, sendPages, streamSink, type Sink } from './migration-wire.js';
 import type { MigrationTracker } from './migration-tracker.js';
 import { readSavedState } from './saved-state.js';
@@ -38,6 +40,7 @@ export async function exportMigration(
   stream: ExportStream,
   tracker: MigrationTracker,
   facts: SnapshotFacts,
+  dataChannel?: DataChannelListener,
 ): Promise<void> {
   const id = checkMigrationId('migration_id', req.migrationId);
   const kind = req.kind === 'MIGRATION_KIND_UNSPECIFIED' ? 'MIGRATION_KIND_QUICK' : req.kind;
@@ -57,15 +60,17 @@ export async function exportMigration(
   }
   tracker.start(id, m.vmId, 'MIGRATION_ROLE_SOURCE', m.generation);
   let releaseDisks: (() => void) | undefined;
+  const opened = new Opened(stream, req.dataChannel ? dataChannel : undefined);
   try {
-    const sink = streamSink(stream, idleLimit(stream));
-    const sent = await sendState(host, m, req, sink, tracker, (release) => (releaseDisks = release));
+    const sent = await sendState(host, m, req, opened, tracker, (release) => (releaseDisks = release));
+    await opened.finish();
     tracker.update(id, { stage: 'MIGRATION_STAGE_FROZEN', ...sent });
     host.logger.info(
       { vmId: m.vmId, migration: id, target: req.targetHostId, kind, ...sent },
       'migration: final state handed over; holding the VM frozen until the decision',
     );
   } catch (err) {
+    opened.fail();
     const reason = (err as Error).message;
     if (m.handedOver) {
       // The target may hold the VM whole: only the decision may move it now.
@@ -94,11 +99,58 @@ export async function exportMigration(
   }
 }
 
+/**
+ * Where a migration stream goes after its header: the gRPC stream, or the data connection the
+ * header offers when the target asked for one and this host has a listener.
+ */
+class Opened {
+  private socket: Socket | undefined;
+  private data: DataSink | undefined;
+  private readonly idleMs: number;
+
+  constructor(
+    private readonly stream: ExportStream,
+    private readonly dataChannel: DataChannelListener | undefined,
+  ) {
+    this.idleMs = idleLimit(stream);
+  }
+
+  /** Sends the header; returns the sink for the rest. */
+  async open(header: pb.MigrationHeader): Promise<Sink> {
+    const control = streamSink(this.stream, this.idleMs);
+    if (!this.dataChannel) {
+      await control.write({ header });
+      return control;
+    }
+    const offer = await this.dataChannel.offer(this.idleMs);
+    const gone = () => offer.withdraw('the stream ended before the data connection opened');
+    this.stream.once('cancelled', gone);
+    this.stream.once('close', gone);
+    try {
+      await control.write({ header: { ...header, dataPort: offer.port, dataToken: offer.token } });
+      this.socket = await offer.connection;
+    } finally {
+      this.stream.off('cancelled', gone);
+      this.stream.off('close', gone);
+    }
+    return (this.data = socketSink(this.socket, this.idleMs, this.stream));
+  }
+
+  /** The trailer is written: the export ends once it has gone out on the data connection. */
+  async finish(): Promise<void> {
+    await this.data?.finish();
+  }
+
+  fail(): void {
+    this.socket?.destroy();
+  }
+}
+
 async function sendState(
   host: AgentHost,
   m: OutgoingMigration,
   req: pb.ExportVmRequest__Output,
-  sink: Sink,
+  opened: Opened,
   tracker: MigrationTracker,
   disksHeld: (release: () => void) => void,
 ): Promise<{ bytesTransferred: number; rounds: number; throttlePercent: number; sha256: string }> {
@@ -111,16 +163,14 @@ async function sendState(
   const progress = (round: number, throttlePercent: number) =>
     tracker.update(m.id, { bytesTransferred: bytes, rounds: round, throttlePercent });
 
-  await sink.write({
-    header: {
-      vmId: m.vmId,
-      config: m.config,
-      generation: req.targetGeneration,
-      kind: m.kind,
-      totalPages: memory.totalPages,
-      targetState: saved ? 'VM_STATE_SAVED' : m.state,
-      sourceHostId: host.settings.id,
-    },
+  const sink = await opened.open({
+    vmId: m.vmId,
+    config: m.config,
+    generation: req.targetGeneration,
+    kind: m.kind,
+    totalPages: memory.totalPages,
+    targetState: saved ? 'VM_STATE_SAVED' : m.state,
+    sourceHostId: host.settings.id,
   });
   let round = 0;
   const stoppedNow = !live && !saved;

@@ -14,6 +14,7 @@ import type { IncomingMigration } from '../engine/engine.js';
 import type { AgentHost } from './agent-host.js';
 import type { Checkpoints } from './checkpoints.js';
 import { confineDisks } from './disk-files.js';
+import { DataChannelReader, hostOf } from './migration-data.js';
 import { checkAddress, checkMigrationId, Receiver, type ReceivedVm } from './migration-wire.js';
 import type { MigrationTracker } from './migration-tracker.js';
 
@@ -60,6 +61,8 @@ export class MigrationTarget {
     private readonly tracker: MigrationTracker,
     private readonly checkpoints: Checkpoints,
     private readonly client: ClientOptions = {},
+    /** Ask sources for a data connection (MigrationHeader.data_port). */
+    private readonly dataChannel = false,
   ) {}
 
   /**
@@ -124,9 +127,11 @@ export class MigrationTarget {
     };
     let cancelled: string | undefined;
     let call: grpc.ClientReadableStream<pb.MigrationChunk__Output> | undefined;
+    let data: DataChannelReader | undefined;
     pull.cancel = (reason) => {
       cancelled ??= reason;
       call?.cancel();
+      data?.close();
     };
     let incoming: IncomingMigration | undefined;
     let idle: NodeJS.Timeout | undefined;
@@ -201,16 +206,31 @@ export class MigrationTarget {
           noAutoConverge: req.noAutoConverge,
           stopCopyThresholdPages: req.stopCopyThresholdPages,
           targetHostId: host.settings.id,
+          dataChannel: this.dataChannel,
         },
         { deadline: Date.now() + (req.deadlineMs || 60 * 60_000) },
       );
+      const callEnd = watchEnd(call);
       if (cancelled) call.cancel();
       arm();
       let received: ReceivedVm | undefined;
-      for await (const chunk of call as AsyncIterable<pb.MigrationChunk__Output>) {
+      // Iterated by hand: leaving a for-await loop would destroy the call, which the source
+      // watches while it sends over the data connection.
+      const messages = (call as AsyncIterable<pb.MigrationChunk__Output>)[Symbol.asyncIterator]();
+      for (let next = await messages.next(); !next.done; next = await messages.next()) {
         arm();
-        received = await receiver.take(chunk);
+        received = await receiver.take(next.value);
         if (received) break;
+        const offer = next.value.header;
+        if (offer?.dataPort) {
+          data = new DataChannelReader(hostOf(req.sourceAddress), offer.dataPort, offer.dataToken);
+          if (cancelled) data.close();
+          received = await readDataChannel(data, callEnd, async (chunk) => {
+            arm();
+            return receiver.take(chunk);
+          });
+          break;
+        }
       }
       if (cancelled) throw new ApiError(status.ABORTED, `migration ${id}: ${cancelled}`);
       if (!received) throw invalidArgument('trailer', 'the stream ended before the trailer');
@@ -226,6 +246,7 @@ export class MigrationTarget {
       throw new ApiError(status.UNAVAILABLE, `migration ${id}: ${(err as Error).message}`);
     } finally {
       clearTimeout(idle);
+      data?.close();
       client.close();
     }
   }
@@ -371,6 +392,57 @@ async function installMigratedVm(host: AgentHost, checkpoints: Checkpoints, held
       throw new ApiError(status.INTERNAL, `could not write the imported saved state: ${now.status!.message}`);
   }
   return runningAtMs;
+}
+
+/**
+ * Takes the rest of a stream from its data connection. The source reports a failure on the gRPC
+ * call and drops the connection, in either order: a connection that fails is answered with the
+ * call's error once the call has ended, so the source's reason (a stale generation, a VM that
+ * stopped migrating) reaches the caller rather than "the data connection closed".
+ */
+async function readDataChannel(
+  data: DataChannelReader,
+  call: CallEnd,
+  take: (chunk: pb.MigrationChunk__Output) => Promise<ReceivedVm | undefined>,
+): Promise<ReceivedVm | undefined> {
+  call.onError((err) => data.fail(err));
+  try {
+    for await (const chunk of data) {
+      const received = await take(chunk);
+      if (received) return received;
+    }
+    return undefined;
+  } catch (err) {
+    await call.ended;
+    throw call.error ?? err;
+  }
+}
+
+interface CallEnd {
+  /** Resolves once the call has its status (a cancel gives it one at once). */
+  ended: Promise<void>;
+  error: Error | undefined;
+  /** Runs now if the call failed already, else when it fails. */
+  onError(listener: (err: Error) => void): void;
+}
+
+function watchEnd(call: grpc.ClientReadableStream<pb.MigrationChunk__Output>): CallEnd {
+  const end: CallEnd = {
+    // grpc-js may emit the status before the error: the status alone says how the call failed.
+    ended: new Promise<void>((resolve) =>
+      call.on('status', (s: grpc.StatusObject) => {
+        if (s.code !== status.OK) end.error ??= new ApiError(s.code, s.details);
+        resolve();
+      }),
+    ),
+    error: undefined,
+    onError: (listener) => {
+      if (end.error) listener(end.error);
+      else call.on('error', listener);
+    },
+  };
+  call.on('error', (err: Error) => (end.error ??= err));
+  return end;
 }
 
 function checkRequest(req: pb.MigrateInRequest__Output): void {

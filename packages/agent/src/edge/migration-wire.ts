@@ -1,6 +1,6 @@
 import { ApiError, EncodedMessage, invalidArgument, quote, status, type pb } from '@hyperfarm/api';
 import type { EventEmitter } from 'node:events';
-import { fillPage, fillPages, GuestMemory, MAX_VERSION, PAGE_SIZE } from '../engine/memory.js';
+import { fillPages, GuestMemory, holdsPage, MAX_VERSION, PAGE_SIZE } from '../engine/memory.js';
 import { decodeDeviceState, type DeviceStateModel } from '../engine/partition.js';
 import { normalizeConfig, type VmConfig } from '../engine/validate.js';
 
@@ -39,27 +39,35 @@ export function streamSink(
       if (ended) throw ended;
       // The server's serializer sends an EncodedMessage's bytes as they are.
       if (stream.write(chunk as pb.MigrationChunk)) return;
-      await new Promise<void>((resolve, reject) => {
-        const done = (err?: Error) => {
-          clearTimeout(timer);
-          stream.off('drain', ok);
-          stream.off('close', closed);
-          stream.off('cancelled', closed);
-          if (err) reject(err);
-          else resolve();
-        };
-        const ok = () => done();
-        const closed = () => done(ended ?? new ApiError(status.CANCELLED, 'the stream closed'));
-        const timer = setTimeout(
-          () => done(new ApiError(status.DEADLINE_EXCEEDED, `the reader took no data for ${idleMs} ms`)),
-          idleMs,
-        );
-        stream.once('drain', ok);
-        stream.once('close', closed);
-        stream.once('cancelled', closed);
-      });
+      await drained(stream, idleMs, () => ended);
     },
   };
+}
+
+/**
+ * Resolves on the writer's next 'drain'; fails when it closes (or is cancelled) first, or when
+ * the reader took nothing for `idleMs` (frozen or gone).
+ */
+export function drained(writer: EventEmitter, idleMs: number, ended: () => Error | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      writer.off('drain', ok);
+      writer.off('close', closed);
+      writer.off('cancelled', closed);
+      if (err) reject(err);
+      else resolve();
+    };
+    const ok = () => done();
+    const closed = () => done(ended() ?? new ApiError(status.CANCELLED, 'the stream closed'));
+    const timer = setTimeout(
+      () => done(new ApiError(status.DEADLINE_EXCEEDED, `the reader took no data for ${idleMs} ms`)),
+      idleMs,
+    );
+    writer.once('drain', ok);
+    writer.once('close', closed);
+    writer.once('cancelled', closed);
+  });
 }
 
 /**
@@ -67,7 +75,7 @@ export function streamSink(
  * sent. Written pages go as (number, version) records with their 4 KiB; zero pages as numbers.
  *
  * Each batch is encoded here, straight into the one buffer that goes to gRPC: the page contents
- * are generated in place (four streams at a time), with no per-page object, no protobuf encoding
+ * are written in place (a copy from the VM's content pool each), with no per-page object, no protobuf encoding
  * of an object and no copy of 2 MiB. Between batches the event loop runs, so the batch before
  * goes out on the socket while the next one is generated.
  */
@@ -129,8 +137,7 @@ function writeVarint(buf: Buffer, at: number, n: number): number {
 /**
  * One batch as the wire encoding of MigrationChunk { pages: MemoryPages { round, zero_pages,
  * stopped, packed, packed_count } }: the bytes protobuf's encoder produces for those fields, in
- * field order. The contents start 4-byte aligned in memory, so they are generated as 32-bit
- * words in place.
+ * field order.
  */
 function encodeBatch(
   seed: number,
@@ -150,11 +157,8 @@ function encodeBatch(
     (stopped ? 2 : 0) +
     (count > 0 ? 1 + varintSize(count) + 1 + varintSize(packedBytes) + packedBytes : 0);
   const total = 1 + varintSize(inner) + inner;
-  const contentsAt = total - (count > 0 ? 1 + varintSize(count) : 0) - count * PAGE_SIZE;
-  // Room to shift the message so that its contents fall on a 4-byte boundary.
-  const room = batchBuffer(total + 3);
-  const shift = (4 - ((room.byteOffset + contentsAt) % 4)) % 4;
-  const buf = room.subarray(shift, shift + total);
+  const room = batchBuffer(total);
+  const buf = room.subarray(0, total);
   let at = 0;
   buf[at++] = 0x12; // MigrationChunk.pages, length-delimited
   at = writeVarint(buf, at, inner);
@@ -187,7 +191,7 @@ function encodeBatch(
   return new EncodedMessage(buf, () => reuseBatchBuffer(room));
 }
 
-/** The largest encoded batch, with room for the alignment shift. */
+/** The largest encoded batch. */
 const BATCH_BUFFER_BYTES = PAGES_PER_BATCH * (PAGE_SIZE + PACKED_RECORD + 5) + 64;
 /**
  * Batch buffers gRPC has copied, kept for the next batches: a fresh 2 MiB for every batch cost
@@ -250,7 +254,6 @@ export class Receiver {
   private bytes = 0;
   private round = -1;
   private stoppedAtMs = 0;
-  private expected = Buffer.alloc(PAGE_SIZE);
 
   constructor(
     private readonly hooks: ReceiverHooks,
@@ -335,23 +338,10 @@ export class Receiver {
         checkPage(memory, 'pages.packed', numbers[k]!);
         checkVersion('pages.packed', numbers[k]!, versions[k]!);
       }
-      // The whole batch's expected contents at once, checked with one comparison.
-      const size = count * PAGE_SIZE;
-      if (this.expected.length < size) this.expected = Buffer.allocUnsafe(size);
-      fillPages(memory.seed, numbers, versions, count, this.expected);
-      if (p.packed.compare(this.expected, 0, size, head, head + size) !== 0) {
-        let k = 0;
-        while (
-          p.packed.compare(
-            this.expected,
-            k * PAGE_SIZE,
-            (k + 1) * PAGE_SIZE,
-            head + k * PAGE_SIZE,
-            head + (k + 1) * PAGE_SIZE,
-          ) === 0
-        )
-          k++;
-        throw wrongContent(numbers[k]!, versions[k]!);
+      // Each page compared in place with its derivation: no copy, nothing regenerated.
+      for (let k = 0; k < count; k++) {
+        if (!holdsPage(memory.seed, numbers[k]!, versions[k]!, p.packed, head + k * PAGE_SIZE))
+          throw wrongContent(numbers[k]!, versions[k]!);
       }
       for (let k = 0; k < count; k++) memory.install(numbers[k]!, versions[k]!);
       bytes += p.packed.length;
@@ -368,8 +358,8 @@ export class Receiver {
   private install(memory: GuestMemory, field: string, number: number, version: number, data: Buffer): void {
     checkPage(memory, field, number);
     checkVersion(field, number, version);
-    fillPage(memory.seed, number, version, this.expected);
-    if (!this.expected.subarray(0, PAGE_SIZE).equals(data)) throw wrongContent(number, version);
+    if (data.length !== PAGE_SIZE || !holdsPage(memory.seed, number, version, data))
+      throw wrongContent(number, version);
     memory.install(number, version);
   }
 

@@ -14,6 +14,7 @@ import {
 } from '@hyperfarm/api';
 import type { AgentHost } from './agent-host.js';
 import type { Checkpoints } from './checkpoints.js';
+import { DataChannelListener } from './migration-data.js';
 import { exportMigration, exportSaved } from './migration-source.js';
 import { MigrationTarget } from './migration-target.js';
 import { MigrationTracker } from './migration-tracker.js';
@@ -31,13 +32,23 @@ const QUICK_CALL_MS = 5_000;
 export class AgentMigrations {
   readonly tracker = new MigrationTracker();
   readonly target: MigrationTarget;
+  /** Where targets open data connections to this host as a source; none without a data channel. */
+  private readonly dataChannel: DataChannelListener | undefined;
 
   constructor(
     private readonly host: AgentHost,
     private readonly checkpoints: Checkpoints,
     private readonly client: ClientOptions = {},
+    /** host:port to listen on for data connections (bound on first use); unset: no data channel. */
+    dataAddress?: () => string,
   ) {
-    this.target = new MigrationTarget(host, this.tracker, checkpoints, client);
+    this.target = new MigrationTarget(host, this.tracker, checkpoints, client, dataAddress !== undefined);
+    this.dataChannel = dataAddress && new DataChannelListener(dataAddress, host.logger);
+  }
+
+  /** Stops listening for data connections. */
+  async close(): Promise<void> {
+    await this.dataChannel?.close();
   }
 
   /** ExportVm: a migration out (with an id), or a copy of a Saved VM's state. */
@@ -47,7 +58,8 @@ export class AgentMigrations {
   ): Promise<void> {
     if (!req.migrationId) return exportSaved(this.host, req, stream);
     const id = this.host.read((e) => e.vms.get(req.vmId)).id;
-    return exportMigration(this.host, req, stream, this.tracker, await this.checkpoints.facts(id));
+    const facts = await this.checkpoints.facts(id);
+    return exportMigration(this.host, req, stream, this.tracker, facts, this.dataChannel);
   }
 
   async commit(req: pb.ResolveMigrationRequest__Output): Promise<pb.MigrationStatus__Output> {

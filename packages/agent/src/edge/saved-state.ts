@@ -1,18 +1,20 @@
 import { open, rename, rm } from 'node:fs/promises';
-import { fillPage, GuestMemory, PAGE_SIZE, StateHasher } from '../engine/memory.js';
+import { fillPage, GuestMemory, holdsPage, holdsPageV1, PAGE_SIZE, StateHasher } from '../engine/memory.js';
 import { decodeDeviceState, type DeviceStateModel } from '../engine/partition.js';
 
 /**
  * The saved-state file of a VM (its ".vsv"/".bin" pair in Hyper-V, one file here):
  *
- *   "HFSAVE01" | u32 total pages | u32 device-state length | device state
+ *   "HFSAVE02" | u32 total pages | u32 device-state length | device state
  *   then per written page, ascending: u32 page | u32 version | 4096 bytes of content
  *   then u32 0xFFFFFFFF | 32-byte SHA-256 state hash
  *
- * Zero pages (never written) are skipped. Written through a temporary file, fsynced and renamed,
+ * Zero pages (never written) are skipped. "HFSAVE01" files, written before page contents version 2
+ * (engine/memory.ts), are read too: their contents are checked against version 1. Written through a temporary file, fsynced and renamed,
  * so a crash leaves either the old file or the new one, never half of one.
  */
-const MAGIC = Buffer.from('HFSAVE01', 'ascii');
+const MAGIC = Buffer.from('HFSAVE02', 'ascii');
+const MAGIC_V1 = Buffer.from('HFSAVE01', 'ascii');
 const RECORD = 8 + PAGE_SIZE;
 const END = 0xffffffff;
 const BATCH_RECORDS = 256; // ~1 MiB per write
@@ -117,7 +119,9 @@ export async function readSavedState(path: string, vmId: string): Promise<Restor
     const { size } = await fh.stat();
     const head = Buffer.alloc(16);
     await fh.read(head, 0, 16, 0);
-    if (!head.subarray(0, 8).equals(MAGIC)) throw new Error(`${path} is not a saved-state file`);
+    const v1 = head.subarray(0, 8).equals(MAGIC_V1);
+    if (!v1 && !head.subarray(0, 8).equals(MAGIC)) throw new Error(`${path} is not a saved-state file`);
+    const holds = v1 ? holdsPageV1 : holdsPage;
     const totalPages = head.readUInt32BE(8);
     const deviceLength = head.readUInt32BE(12);
     const deviceState = Buffer.alloc(deviceLength);
@@ -125,7 +129,6 @@ export async function readSavedState(path: string, vmId: string): Promise<Restor
     const device = decodeDeviceState(deviceState);
     const memory = new GuestMemory(vmId, totalPages);
     const h = new StateHasher(memory.seed, totalPages);
-    const expected = Buffer.alloc(PAGE_SIZE);
     const buf = Buffer.allocUnsafe(BATCH_RECORDS * RECORD);
     let position = 16 + deviceLength;
     const recordsEnd = size - 36;
@@ -138,9 +141,7 @@ export async function readSavedState(path: string, vmId: string): Promise<Restor
       for (let at = 0; at < want; at += RECORD) {
         const page = buf.readUInt32BE(at);
         const version = buf.readUInt32BE(at + 4);
-        const content = buf.subarray(at + 8, at + RECORD);
-        fillPage(memory.seed, page, version, expected);
-        if (!content.equals(expected))
+        if (!holds(memory.seed, page, version, buf, at + 8))
           throw new Error(`${path}: page ${page} does not hold version ${version}'s content`);
         memory.install(page, version);
         h.addPage(page, version);
