@@ -68,7 +68,8 @@ export function fillPage(vmSeed: number, page: number, version: number, out: Buf
   out.writeUInt32BE(page >>> 0, offset);
   out.writeUInt32BE(version >>> 0, offset + 4);
   const from = bodyOffset(vmSeed, page, version);
-  contentPool(vmSeed).copy(out, offset + STAMP_BYTES, from, from + BODY_BYTES);
+  // set() of a view: Buffer.copy with offsets costs about twice as much per 4 KiB page.
+  out.set(contentPool(vmSeed).subarray(from, from + BODY_BYTES), offset + STAMP_BYTES);
 }
 
 /** Writes `count` pages back to back into `out` from `offset`: page `pages[k]` at `versions[k]`. */
