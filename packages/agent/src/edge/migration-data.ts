@@ -146,6 +146,9 @@ export function socketSink(socket: net.Socket, idleMs: number, stream: EventEmit
     ended ??= new ApiError(status.CANCELLED, why);
     socket.destroy();
   };
+  // Each message goes out whole (length and bytes corked together): Nagle would only hold the
+  // small last ones (device state, trailer), inside the downtime, for the reader's delayed ACK.
+  socket.setNoDelay(true);
   const cancelled = end('the reader cancelled the stream');
   stream.once('cancelled', cancelled);
   socket.once('close', end('the data connection closed'));
