@@ -25,13 +25,14 @@ describe('live migration rounds and auto-converge (two agents, one process)', fu
   const agents: RunningAgent[] = [];
   const clients: Client[] = [];
 
-  async function start(id: string): Promise<{ agent: RunningAgent; c: Client }> {
+  async function start(id: string, over: { migrationDataChannel?: boolean } = {}) {
     const base = agentConfigSchema.parse({
       grpcAddress: '127.0.0.1:0',
       metricsAddress: '127.0.0.1:0',
       dataDir: join(dir, id),
       logLevel: 'silent',
       id,
+      ...over,
     });
     const agent = await startAgent(
       { ...base, memoryBytes: base.memoryMib * 1024 * 1024 },
@@ -117,6 +118,30 @@ describe('live migration rounds and auto-converge (two agents, one process)', fu
     const status = await dst.c.p.getMigrationStatus({ migrationId: 'm-idle' });
     expect(status.stage).to.equal('MIGRATION_STAGE_COMMITTED');
     expect(status.downtimeMs).to.be.at.least(0);
+  });
+
+  it('without a data connection on either side, the stream stays on gRPC and the memory arrives the same', async () => {
+    const src = await start('src');
+    const plain = await start('plain', { migrationDataChannel: false });
+    await runningVm(src.c, 'to-plain', 0);
+    const before = await src.c.p.getVmStateHash({ vmId: 'to-plain' });
+    const there = (await migrate(src.c, 'to-plain', plain.agent.grpcAddress)).pop()!;
+    expect(there.verifiedSha256).to.equal(before.sha256);
+    // And back: this time the source offers no connection (the target asks for none either).
+    const back = (
+      await collect(
+        plain.c.raw.migrateOut({
+          vmId: 'to-plain',
+          generation: 2,
+          targetAddress: src.agent.grpcAddress,
+          kind: 'MIGRATION_KIND_QUICK',
+          targetGeneration: 3,
+          migrationId: 'm-back',
+        }),
+      )
+    ).pop()!;
+    expect(back.phase).to.equal('MIGRATION_PHASE_COMPLETED');
+    expect((await src.c.p.getVmStateHash({ vmId: 'to-plain' })).sha256).to.equal(before.sha256);
   });
 
   it('a guest that dirties faster than the copy is throttled (auto-converge); without it, it is not', async () => {
