@@ -38,6 +38,8 @@ export const SAFETY: Record<Method, Safety> = {
   getFarmSettings: 'read',
   updateFarmSettings: 'idempotent',
   createVm: 'keyed',
+  // Each VM carries its own request id (if the caller gives them): no one key for the call.
+  createVms: 'write',
   getVm: 'read',
   listVms: 'read',
   updateVm: 'idempotent',

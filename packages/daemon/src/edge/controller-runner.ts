@@ -19,6 +19,7 @@ import type { SchedulerOptions } from '../scheduler/index.js';
 import type { AgentPort, HostRef } from './agent-port.js';
 import { AgentWatcher } from './agent-watcher.js';
 import { MigrationOrchestrator } from './migration-orchestrator.js';
+import { PlacementsInFlight } from './placements-in-flight.js';
 import type { Proposer } from './proposer.js';
 import type { Timers } from './timers.js';
 
@@ -86,6 +87,8 @@ const DEFINITIVE = new Set<number>([
  */
 export class ControllerRunner {
   private session: LeaderSession | undefined;
+  /** Placements proposed and not applied yet, by the controllers and by the create path. */
+  readonly placements = new PlacementsInFlight();
 
   constructor(
     private readonly machine: FarmStateMachine,
@@ -108,7 +111,13 @@ export class ControllerRunner {
       this.timers,
       this.logger,
       this.cfg,
+      this.placements,
     );
+  }
+
+  /** Whether this daemon runs the controllers (it leads). */
+  get leading(): boolean {
+    return this.session !== undefined;
   }
 
   stop(): void {
@@ -182,6 +191,7 @@ class LeaderSession {
     private readonly timers: Timers,
     private readonly logger: Logger,
     private readonly cfg: RunnerConfig,
+    private readonly proposed: PlacementsInFlight,
   ) {
     this.since = timers.now();
     this.migrations = new MigrationOrchestrator(
@@ -469,7 +479,13 @@ class LeaderSession {
 
   private place(): void {
     if (this.placing) return;
-    const plan = placementRound(this.state, this.cfg.scheduler, this.cfg.placementBatch, this.waiting);
+    const plan = placementRound(
+      this.state,
+      this.cfg.scheduler,
+      this.cfg.placementBatch,
+      { has: (vmId) => this.waiting.has(vmId) || this.proposed.has(vmId) },
+      this.proposed.values(),
+    );
     // Each waiting VM's reason is committed when it changes; the VM is planned again once a
     // host changes (or at the next sweep).
     const waiting = plan.waiting.filter((w) => this.waiting.get(w.vmId) !== w.message);
@@ -478,10 +494,13 @@ class LeaderSession {
     this.placing = true;
     const commits = [
       ...chunks(plan.placements).map((c) =>
-        this.commit({
-          type: 'vm.place',
-          placements: c.map(({ vmId, hostId, note }) => ({ vmId, hostId, note })),
-        }),
+        this.proposed.during(
+          c.map((p) => ({ ...p, config: this.state.vms.get(p.vmId)!.config })),
+          this.commit({
+            type: 'vm.place',
+            placements: c.map(({ vmId, hostId, note }) => ({ vmId, hostId, note })),
+          }),
+        ),
       ),
       ...chunks(waiting).map((c) => this.commit({ type: 'vm.place', placements: [], waiting: c })),
       ...chunks(plan.failures).map((c) => this.commit({ type: 'vm.place_failed', failures: c })),

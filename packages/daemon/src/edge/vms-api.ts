@@ -1,10 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { invalidArgument, normalizeVmConfig, notFound, quote, unary, type pb } from '@hyperfarm/api';
+import {
+  ApiError,
+  invalidArgument,
+  normalizeVmConfig,
+  notFound,
+  quote,
+  status,
+  unary,
+  type pb,
+} from '@hyperfarm/api';
 import { findVm, operationView, vmView, type FarmState, type VmConfig, type VmRecord } from '../fsm/index.js';
 import { explainPlacement } from '../scheduler/index.js';
 import { operationOutcome, readState, type FarmContext } from './farm-context.js';
 import { admit } from './ha-api.js';
 import type { Ok } from './proposer.js';
+import { VmCreator, type CreateAsk } from './vm-creator.js';
 import {
   optionalRequestId,
   page,
@@ -65,20 +75,57 @@ export function startedOperation(s: FarmState, result: Ok): pb.Operation {
   return operationView(s.operations.get(String(result['opId']))!);
 }
 
+/** Most VMs in one CreateVms call. */
+export const MAX_CREATES_PER_CALL = 1_000;
+
+/** A CreateVm request checked field by field (`prefix` names it inside a CreateVms call). */
+function createAsk(s: FarmState, req: pb.CreateVmRequest__Output, prefix = ''): CreateAsk {
+  const config = requireVmConfig(s, req.config, `${prefix}config`);
+  const hostId = req.hostId === '' ? '' : requireHostId(`${prefix}host_id`, req.hostId);
+  const requestId = optionalRequestId(`${prefix}request_id`, req.requestId);
+  return {
+    vmId: newId('vm'),
+    opId: newId('op'),
+    config,
+    start: req.start,
+    hostId,
+    warning: '',
+    ...(requestId === undefined ? {} : { rid: `create-vm:${requestId}` }),
+  };
+}
+
+/** Admission control for a VM created running: a refusal is thrown, a warning returned. */
+function admitted(ctx: FarmContext, ask: CreateAsk): CreateAsk {
+  if (!ask.start) return ask;
+  const warning = admit(ctx, ctx.machine.state, { vmId: ask.vmId, config: ask.config, hostId: ask.hostId });
+  return warning ? { ...ask, warning } : ask;
+}
+
 /** ClusterService: VMs. */
 export function vmHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandlers> {
+  const creator = new VmCreator(ctx);
   return {
-    CreateVm: unary<pb.CreateVmRequest__Output, pb.Operation>(async (req) => {
-      const config = requireVmConfig(ctx.machine.state, req.config);
-      const hostId = req.hostId === '' ? '' : requireHostId('host_id', req.hostId);
-      const requestId = optionalRequestId('request_id', req.requestId);
-      const vmId = newId('vm');
-      const warning = req.start ? admit(ctx, ctx.machine.state, { vmId, config, hostId }) : undefined;
-      const result = await ctx.proposer.submit(
-        { type: 'vm.create', vmId, opId: newId('op'), config, start: req.start, hostId, warning },
-        requestId === undefined ? undefined : `create-vm:${requestId}`,
+    CreateVm: unary<pb.CreateVmRequest__Output, pb.Operation>(async (req) =>
+      creator.create(admitted(ctx, createAsk(ctx.machine.state, req))),
+    ),
+
+    CreateVms: unary<pb.CreateVmsRequest__Output, pb.CreateVmsResponse>(async (req) => {
+      if (req.vms.length === 0) throw invalidArgument('vms', 'is empty: name 1 to 1000 VMs');
+      if (req.vms.length > MAX_CREATES_PER_CALL)
+        throw invalidArgument('vms', `${req.vms.length} VMs, at most ${MAX_CREATES_PER_CALL} a call`);
+      // Every field is checked before anything is proposed: a bad one refuses the whole call.
+      const asks = req.vms.map((vm, i) => createAsk(ctx.machine.state, vm, `vms[${i}].`));
+      const results = await Promise.all(
+        asks.map((ask) =>
+          Promise.resolve()
+            .then(() => creator.create(admitted(ctx, ask)))
+            .then(
+              (operation): pb.CreateVmsResult => ({ operation }),
+              (err: unknown): pb.CreateVmsResult => ({ error: resultError(err) }),
+            ),
+        ),
       );
-      return startedOperation(ctx.machine.state, result);
+      return { results };
     }),
 
     GetVm: unary<pb.GetVmRequest__Output, pb.Vm>(async (req) => {
@@ -153,6 +200,12 @@ export function vmHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandlers>
       return { verdicts: e.verdicts, chosenHostId: e.chosen };
     }),
   };
+}
+
+/** A VM's refusal inside a CreateVms answer, as CreateVm would have failed with it. */
+function resultError(err: unknown): pb.OperationError {
+  if (err instanceof ApiError) return { code: err.code, message: err.message };
+  return { code: status.INTERNAL, message: (err as Error).message ?? String(err) };
 }
 
 const TOP_FIELDS = new Set([

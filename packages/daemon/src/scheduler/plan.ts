@@ -199,14 +199,32 @@ class HostTable {
 /** Every filter but liveness: what a host would still refuse once it is Up again. */
 const UNLESS_DOWN = FILTERS.filter((f) => f.name !== 'state');
 
+/** A placement proposed to the log and not known to be applied yet. */
+export interface PendingPlacement {
+  hostId: string;
+  config: VmConfig;
+}
+
 /**
  * Places VMs: a pure function of the state, returning a plan for the state machine to commit
  * (Nomad's generic scheduler). VMs are placed in the order given, each seeing the ones before
- * it, so one plan never overcommits a host.
+ * it, so one plan never overcommits a host. `pending` are placements of earlier plans still on
+ * their way through the log: they count as taken, as Nomad's plan queue applies a plan on top of
+ * the ones before it, so plans made back to back do not all pick the same room (the state
+ * machine would refuse all but the first, and the VMs would wait for another round).
  */
-export function planPlacements(s: FarmState, items: readonly PlanItem[], opts: SchedulerOptions): Plan {
+export function planPlacements(
+  s: FarmState,
+  items: readonly PlanItem[],
+  opts: SchedulerOptions,
+  pending: Iterable<PendingPlacement> = [],
+): Plan {
   const ctx = filterContext(s, opts);
   const table = new HostTable(s, ctx, opts.policy);
+  for (const p of pending) {
+    const i = table.index.get(p.hostId);
+    if (i !== undefined) table.take(i, p.config);
+  }
   const plan: Plan = { placements: [], failures: [], waiting: [] };
   for (const item of items) {
     const ask = { config: item.config, classes: antiAffinityClasses(item.config) };

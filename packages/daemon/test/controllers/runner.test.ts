@@ -5,8 +5,9 @@ import type { AgentPort, HostRef } from '../../src/edge/agent-port.js';
 import { ControllerRunner } from '../../src/edge/controller-runner.js';
 import { Proposer } from '../../src/edge/proposer.js';
 import { realTimers, type Timers } from '../../src/edge/timers.js';
-import { FarmStateMachine, type CommandBody, type VmActionName } from '../../src/fsm/index.js';
+import { FarmStateMachine, type CommandBody } from '../../src/fsm/index.js';
 import { FarmBuilder } from '../fsm/build.js';
+import { agents, type Call } from './fake-agents.js';
 
 const logger = createLogger({ program: 'test', id: 'runner', level: 'silent' });
 const SCHEDULER = { policy: 'spread' as const, vcpuRatio: 8 };
@@ -44,50 +45,6 @@ function logHoldingReports(machine: FarmStateMachine, holdReports: boolean) {
       },
     },
   };
-}
-
-type Call = { kind: 'create' | 'state'; host: string; vmId: string; generation: number; action?: string };
-
-/** Agents that answer at once, as a host does: a create leaves the VM Off, a start makes it Starting. */
-function agents(calls: Call[], refuseStarts = 0): AgentPort {
-  let revision = 0;
-  const vm = (id: string, generation: number, state: pb.VmState): pb.Vm__Output =>
-    ({
-      id,
-      revision: ++revision,
-      status: { state, generation, heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT', message: '' },
-    }) as unknown as pb.Vm__Output;
-  const unused = () => Promise.reject(new Error('not used by this test'));
-  return {
-    describe: unused,
-    grantLease: (host: HostRef) =>
-      host.id === 'h1' ? unused() : Promise.resolve({} as pb.GrantLeaseResponse__Output),
-    listVms: () => Promise.resolve([]),
-    watchEvents: () => ({ cancel: () => undefined }),
-    createVm: (host: HostRef, vmId: string, _config: unknown, generation: number) => {
-      calls.push({ kind: 'create', host: host.id, vmId, generation });
-      return Promise.resolve(vm(vmId, generation, 'VM_STATE_OFF'));
-    },
-    changeVmState: (host: HostRef, vmId: string, action: VmActionName, generation: number) => {
-      calls.push({ kind: 'state', host: host.id, vmId, generation, action });
-      if (refuseStarts-- > 0) return Promise.reject(Object.assign(new Error('unavailable'), { code: 14 }));
-      return Promise.resolve(vm(vmId, generation, 'VM_STATE_STARTING'));
-    },
-    updateVm: unused,
-    deleteVm: unused,
-    dropStaleVm: unused,
-    getVm: unused,
-    createCheckpoint: unused,
-    applyCheckpoint: unused,
-    deleteCheckpoint: unused,
-    renameCheckpoint: unused,
-    listCheckpoints: unused,
-    migrateIn: () => ({ done: unused(), cancel: () => undefined }),
-    commitMigration: unused,
-    abortMigration: unused,
-    getMigrationStatus: unused,
-    close: () => undefined,
-  } as unknown as AgentPort;
 }
 
 /** Two hosts on cluster storage; `n` HA VMs ran on h1, which went Down and was failed over to h2. */

@@ -98,6 +98,32 @@ describe('a farm of real processes: 3 daemons, agents with several hosts', funct
     );
   });
 
+  it('creates many VMs with one CreateVms call through a follower: one answer per VM, in order', async () => {
+    const c = farm.client(await farm.follower());
+    const { results } = await c.createVms({
+      vms: [
+        { config: vmSpec('many-1'), requestId: 'many-1' },
+        { config: vmSpec('many-2'), start: true, hostId: 'rack-1' },
+        // The same request id again: one create, answered twice.
+        { config: vmSpec('many-1'), requestId: 'many-1' },
+        { config: vmSpec('many-2') },
+      ],
+    });
+    expect(results.map((r) => r.result)).to.deep.equal(['operation', 'operation', 'operation', 'error']);
+    expect(results[2]!.operation!.id).to.equal(results[0]!.operation!.id);
+    // The name taken by the VM before it in the same call: refused alone, as CreateVm would.
+    expect(results[3]!.error).to.deep.equal({
+      code: status.ALREADY_EXISTS,
+      message: "VM 'many-2' already exists",
+    });
+    const one = await done(c, results[0]!.operation!);
+    const two = await done(c, results[1]!.operation!);
+    expect(one.vm!.status!.state).to.equal('VM_STATE_OFF');
+    expect(two.vm!.status!.state).to.equal('VM_STATE_RUNNING');
+    const names = (await c.listVms({})).vms.map((v) => v.config!.name);
+    expect(names.filter((n) => n.startsWith('many-')).sort()).to.deep.equal(['many-1', 'many-2']);
+  });
+
   it('starts again the Running VMs of an agent that was killed and came back', async () => {
     const c = farm.client('daemon-1');
     // Priority None: however slow the restart, the VM is never failed over to another host.
@@ -216,6 +242,20 @@ describe('a farm of real processes: 3 daemons, agents with several hosts', funct
         () => c.createVm({ config: bad, requestId: 'no spaces' }),
         status.INVALID_ARGUMENT,
         'request_id',
+      ],
+      ['CreateVms empty', () => c.createVms({}), status.INVALID_ARGUMENT, 'vms'],
+      [
+        'CreateVms too many',
+        () => c.createVms({ vms: Array.from({ length: 1001 }, () => ({ config: bad })) }),
+        status.INVALID_ARGUMENT,
+        'vms',
+      ],
+      [
+        // The first VM is valid: nothing of it is created either.
+        'CreateVms one bad',
+        () => c.createVms({ vms: [{ config: bad }, { config: { ...bad, name: 'no spaces' } }] }),
+        status.INVALID_ARGUMENT,
+        'vms[1].config.name',
       ],
       ['GetVm', () => c.getVm({ id: 'x'.repeat(1_000_000) }), status.INVALID_ARGUMENT, 'id'],
       ['ListVms', () => c.listVms({ pageSize: 1001 }), status.INVALID_ARGUMENT, 'page_size'],

@@ -215,6 +215,26 @@ describe('placement chooses, scores and explains', () => {
     );
   });
 
+  it('a plan counts the placements of earlier plans still in the log as taken', () => {
+    const b = new FarmBuilder()
+      .host({ id: 'h1', memGiB: 8, overheadMiB: 0 })
+      .host({ id: 'h2', memGiB: 4, overheadMiB: 0 });
+    const item = (n: string) => ({ vmId: n, config: vmConfig({ name: n, memMiB: 2048 }), pinnedHostId: '' });
+    // h2's 2 GiB usable is promised to a VM whose placement has not applied yet: binpack's
+    // choice is h1, and once h1's 6 GiB are promised too, the VM fails as on a full farm.
+    const inFlight = (n: number, hostId: string) =>
+      Array.from({ length: n }, (_, i) => ({ hostId, config: vmConfig({ name: `p${i}`, memMiB: 2048 }) }));
+    const plan = planPlacements(b.s, [item('a')], BINPACK, inFlight(1, 'h2'));
+    expect(plan.placements.map((p) => `${p.vmId}@${p.hostId}`)).to.deep.equal(['a@h1']);
+    const full = planPlacements(b.s, [item('a')], BINPACK, [...inFlight(1, 'h2'), ...inFlight(3, 'h1')]);
+    expect(full.placements).to.deep.equal([]);
+    expect(full.failures.map((f) => f.vmId)).to.deep.equal(['a']);
+    // A placement on a host the farm no longer has counts for nothing.
+    expect(planPlacements(b.s, [item('a')], BINPACK, inFlight(1, 'gone')).placements[0]!.hostId).to.equal(
+      'h2',
+    );
+  });
+
   it('a pinned VM goes to its host or nowhere', () => {
     const b = new FarmBuilder().host({ id: 'h1' }).host({ id: 'h2', maintenance: true });
     const plan = planPlacements(
