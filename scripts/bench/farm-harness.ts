@@ -237,32 +237,45 @@ export class BenchFarm {
   }
 
   /**
-   * `count` CreateVm calls, `concurrency` in flight. A leader change on this loaded machine
-   * answers UNAVAILABLE: the create is sent again under the same request id (so it is applied
-   * once), to whichever daemon leads then. Resolves with how many were sent again.
+   * `count` VMs created, `concurrency` calls in flight, each a CreateVm or (with `batch` above 1)
+   * a CreateVms of `batch` VMs. A leader change on this loaded machine answers UNAVAILABLE: the
+   * call is sent again under the same request ids (so each VM is created once), to whichever
+   * daemon leads then. Resolves with how many calls were sent again.
    */
   async createVms(opts: {
     count: number;
     concurrency: number;
+    batch?: number;
     config: (i: number) => pb.VmConfig;
     requestId: (i: number) => string;
     created?: (id: string, ms: number) => void;
   }): Promise<{ retried: number }> {
+    const batch = Math.max(1, opts.batch ?? 1);
     let creates = cluster(this.leaderAddress);
     let retried = 0;
     let next = 0;
     const refused: string[] = [];
+    const request = (i: number) => ({ config: opts.config(i), requestId: opts.requestId(i) });
+    // The operations of VMs first..first+n-1, one call.
+    const call = async (first: number, n: number): Promise<pb.Operation__Output[]> => {
+      if (batch === 1) return [await creates.createVm(request(first), { timeoutMs: 60_000 })];
+      const vms = Array.from({ length: n }, (_, k) => request(first + k));
+      const { results } = await creates.createVms({ vms }, { timeoutMs: 60_000 });
+      return results.map((r) => {
+        if (r.error) throw new Error(`VM ${r.error.message} (code ${r.error.code})`);
+        return r.operation!;
+      });
+    };
     const creator = async () => {
       while (next < opts.count) {
-        const i = next++;
+        const first = next;
+        const n = Math.min(batch, opts.count - first);
+        next += n;
         for (let attempt = 0; ; attempt++) {
           const t = performance.now();
           try {
-            const op = await creates.createVm(
-              { config: opts.config(i), requestId: opts.requestId(i) },
-              { timeoutMs: 60_000 },
-            );
-            opts.created?.(op.targetId, performance.now() - t);
+            const ops = await call(first, n);
+            for (const op of ops) opts.created?.(op.targetId, performance.now() - t);
             break;
           } catch (err) {
             if (attempt >= 20) {
