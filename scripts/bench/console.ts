@@ -194,7 +194,9 @@ try {
     await new Promise((r) => setTimeout(r, 5));
   }
   await until('the last calls answered', 30_000, () => inFlight === 0 || undefined);
-  const lastRevision = Math.max(...arrivals.keys());
+  // A loop, not Math.max(...keys): a 10-minute run streams more revisions than the stack holds.
+  let lastRevision = 0;
+  for (const rev of arrivals.keys()) lastRevision = Math.max(lastRevision, rev);
   await until('the page showing the last revision', 30_000, async () => {
     await drain();
     return renders.some((r) => r.revision >= lastRevision) || undefined;
