@@ -20,6 +20,11 @@ export interface CallOptions {
   /** Milliseconds from now until the call fails with DEADLINE_EXCEEDED. */
   timeoutMs?: number;
   metadata?: grpc.Metadata;
+  /**
+   * Wait, within the deadline, for the channel to connect rather than fail at once: a channel to
+   * an address a stopped process used before may share its subchannel, still backing off.
+   */
+  waitForReady?: boolean;
 }
 
 export function promiseClient<C extends grpc.Client>(client: C): PromiseClient<C> {
@@ -32,6 +37,7 @@ export function promiseClient<C extends grpc.Client>(client: C): PromiseClient<C
           const callOptions: grpc.CallOptions = {};
           if (options.timeoutMs !== undefined) callOptions.deadline = Date.now() + options.timeoutMs;
           const metadata = options.metadata ?? new grpc.Metadata();
+          if (options.waitForReady) metadata.setOptions({ waitForReady: true });
           (method as (...args: unknown[]) => unknown).call(
             client,
             request,

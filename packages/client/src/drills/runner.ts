@@ -16,6 +16,9 @@ import type { HostRef, Step, StepKind } from './types.js';
 const proto = () => hyperfarmProto().hyperfarm.v1;
 const sleep = (n: number) => new Promise<void>((r) => setTimeout(r, n));
 
+/** A fault call waits for its channel (see CallOptions.waitForReady), within 5 s. */
+const FAULT_CALL = { timeoutMs: 5_000, waitForReady: true };
+
 export interface RunOptions {
   /** Told of each step as it starts and ends, for a person watching. */
   onStep?: (line: string) => void;
@@ -328,7 +331,7 @@ export class DrillRun {
         if (!this.running(f)) continue;
         await this.faults(this.address(f)).setLinkFaults(
           { rules: to.map((t) => ({ peer: peer(t), direction: 'LINK_DIRECTION_BOTH', cut: true })) },
-          { timeoutMs: 5_000 },
+          FAULT_CALL,
         );
       }
     };
@@ -529,7 +532,7 @@ export class DrillRun {
           procs.map(async (p) => {
             for (;;) {
               try {
-                return await this.faults(this.address(p)).clearLinkFaults({}, { timeoutMs: 5_000 });
+                return await this.faults(this.address(p)).clearLinkFaults({}, FAULT_CALL);
               } catch (err) {
                 if (Date.now() > deadline) throw err;
                 await sleep(200);
@@ -558,7 +561,7 @@ export class DrillRun {
               dropShare: s.drop ?? 0,
             })),
           },
-          { timeoutMs: 5_000 },
+          FAULT_CALL,
         );
         const host = this.farm.daemons.has(from) ? undefined : from;
         this.record({
@@ -573,7 +576,7 @@ export class DrillRun {
       case 'fill-disk': {
         const host = await this.hostOf(step['fill-disk']!);
         const full = step['fill-disk']!.full ?? true;
-        await this.faults(this.address(host)).fillStorage({ full }, { timeoutMs: 5_000 });
+        await this.faults(this.address(host)).fillStorage({ full }, FAULT_CALL);
         this.record({
           t: this.now(),
           type: 'fault',
@@ -587,7 +590,7 @@ export class DrillRun {
         const s = step.stall!;
         const p = await this.resolveProcess(s.process);
         const duration = ms(s.duration);
-        await this.faults(this.address(p)).stall({ durationMs: duration }, { timeoutMs: 5_000 });
+        await this.faults(this.address(p)).stall({ durationMs: duration }, FAULT_CALL);
         const host = this.farm.daemons.has(p) ? undefined : p;
         this.record({
           t: this.now(),
