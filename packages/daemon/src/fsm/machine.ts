@@ -1,7 +1,12 @@
 import type { StateMachine } from '@hyperfarm/raft';
 import { applyEntry, type AppliedEntry } from './apply.js';
 import type { CommandResult } from './command.js';
-import { decodeSnapshot, encodeSnapshot, encodeSnapshotInSlices } from './snapshot.js';
+import {
+  decodeSnapshot,
+  decodeSnapshotInSlices,
+  encodeSnapshot,
+  encodeSnapshotInSlices,
+} from './snapshot.js';
 import { emptyState, type FarmState } from './state.js';
 
 export interface Applied extends AppliedEntry {
@@ -46,8 +51,9 @@ export class FarmStateMachine implements StateMachine {
   constructor(
     private readonly opts: {
       /**
-       * Given, snapshots are encoded a slice at a time with this between slices (the daemon
-       * yields to its event loop); absent, at once (the farm simulator, which must replay exactly).
+       * Given, snapshots are encoded and restored a slice at a time with this between slices
+       * (the daemon yields to its event loop); absent, at once (the farm simulator, which must
+       * replay exactly).
        */
       pause?: () => Promise<void>;
     } = {},
@@ -60,10 +66,17 @@ export class FarmStateMachine implements StateMachine {
 
   /**
    * Replaces the state (RaftNode does not say the snapshot's index: waiters below it are
-   * released by the next entry applied, which always follows an installed snapshot).
+   * released by the next entry applied, which always follows an installed snapshot). Decoded
+   * in slices when paced: the old state serves reads until the new one replaces it whole.
    */
-  restore(data: Uint8Array): void {
-    this.state = decodeSnapshot(data);
+  restore(data: Uint8Array): void | Promise<void> {
+    const pause = this.opts.pause;
+    if (!pause) return this.replaceState(decodeSnapshot(data));
+    return decodeSnapshotInSlices(data, pause).then((state) => this.replaceState(state));
+  }
+
+  private replaceState(state: FarmState): void {
+    this.state = state;
     for (const l of this.restoreListeners) l();
   }
 

@@ -1,4 +1,3 @@
-import { FORMAT_VERSION } from './commands.js';
 import { EventWindow } from './events.js';
 import type {
   CheckpointRecord,
@@ -12,132 +11,215 @@ import type {
   VmRecord,
 } from './model.js';
 import { DEFAULT_HA_SETTINGS, type HaSettings } from './settings.js';
-import { DEFAULT_SETTINGS, emptyState, reindex, type FarmSettings, type FarmState } from './state.js';
+import { DEFAULT_SETTINGS, emptyState, reindexSteps, type FarmSettings, type FarmState } from './state.js';
 
 /**
  * The farm state as snapshot bytes and back: the truth only (the indices are rebuilt), with the
  * event window and the request ids, so a restored replica resumes Watch and dedupes retries
- * exactly as the one that wrote it. Versioned like the commands: a daemon reads every older
- * format.
+ * exactly as the one that wrote it. Versioned: a daemon reads every older format.
+ *
+ * Format 2 is JSON lines: a header, then each record list as lines of up to `perLine` records
+ * (`["vms",[...]]`). A line is a unit of work both ways, so a daemon encodes and decodes a large
+ * farm's snapshot (70 MiB at 50,000 VMs) a line at a time with its event loop served between
+ * lines. Format 1 was one JSON document (the lists of SnapshotV1 below, whole).
  */
 
-interface SnapshotV1 {
-  format: 1;
+const SNAPSHOT_FORMAT = 2;
+const PER_LINE = 1_000;
+
+interface Header {
+  format: 2;
   revision: number;
   settings: FarmSettings;
+  ha: HaSettings;
+  eventsFloor: number;
+}
+
+/** The record lists of a snapshot; each format-2 line holds a slice of one of them. */
+interface Lists {
   hosts: HostRecord[];
   guests: GuestOs[];
   vms: VmRecord[];
   checkpoints: CheckpointRecord[];
   operations: OperationRecord[];
-  /** Absent from snapshots written before migrations were recorded. */
-  migrations?: MigrationRecord[];
+  migrations: MigrationRecord[];
   switches: SwitchRecord[];
-  /** Absent in snapshots written before NLB clusters were recorded. */
-  nlbClusters?: NlbClusterRecord[];
-  events: { floor: number; list: FarmEvent[] };
+  nlbClusters: NlbClusterRecord[];
+  events: FarmEvent[];
   requests: [string, string][];
-  /** Absent in snapshots written before issue 10. */
+  failovers: [string, number[]][];
+}
+
+/** Format 1, still read: one document (lists added later are absent from older ones). */
+interface SnapshotV1
+  extends
+    Omit<Lists, 'events' | 'migrations' | 'nlbClusters' | 'failovers'>,
+    Partial<Pick<Lists, 'migrations' | 'nlbClusters' | 'failovers'>> {
+  format: 1;
+  revision: number;
+  settings: FarmSettings;
+  events: { floor: number; list: FarmEvent[] };
   ha?: HaSettings;
-  failovers?: [string, number[]][];
 }
 
 /**
  * What a snapshot holds, as the state is now. Records are replaced when they change, never
  * edited in place, so these references keep this moment's state while the state moves on.
  */
-function capture(s: FarmState): SnapshotV1 {
+function capture(s: FarmState): { header: Header; lists: Lists } {
   return {
-    format: FORMAT_VERSION,
-    revision: s.revision,
-    settings: s.settings,
-    hosts: [...s.hosts.values()],
-    guests: [...s.guests.values()],
-    vms: [...s.vms.values()],
-    checkpoints: [...s.checkpoints.values()],
-    operations: [...s.operations.values()],
-    migrations: [...s.migrations.values()],
-    switches: [...s.switches.values()],
-    nlbClusters: [...s.nlbClusters.values()],
-    events: { floor: s.events.oldestResumable, list: s.events.all() },
-    requests: [...s.requests],
-    ha: s.ha,
-    failovers: [...s.failovers],
+    header: {
+      format: SNAPSHOT_FORMAT,
+      revision: s.revision,
+      settings: s.settings,
+      ha: s.ha,
+      eventsFloor: s.events.oldestResumable,
+    },
+    lists: {
+      hosts: [...s.hosts.values()],
+      guests: [...s.guests.values()],
+      vms: [...s.vms.values()],
+      checkpoints: [...s.checkpoints.values()],
+      operations: [...s.operations.values()],
+      migrations: [...s.migrations.values()],
+      switches: [...s.switches.values()],
+      nlbClusters: [...s.nlbClusters.values()],
+      events: s.events.all(),
+      requests: [...s.requests],
+      failovers: [...s.failovers],
+    },
   };
 }
 
-export function encodeSnapshot(s: FarmState): Uint8Array {
-  return Buffer.from(JSON.stringify(capture(s)));
+function* encodedLines(s: FarmState, perLine: number): Generator<Buffer> {
+  const { header, lists } = capture(s);
+  yield Buffer.from(JSON.stringify(header));
+  for (const [name, list] of Object.entries(lists) as [keyof Lists, unknown[]][])
+    for (let i = 0; i < list.length; i += perLine)
+      yield Buffer.from('\n' + JSON.stringify([name, list.slice(i, i + perLine)]));
+}
+
+export function encodeSnapshot(s: FarmState, perLine = PER_LINE): Uint8Array {
+  return Buffer.concat([...encodedLines(s, perLine)]);
 }
 
 /**
- * The same bytes as encodeSnapshot, but the state is only captured at the call: it is encoded
- * `slice` records at a time, with `pause()` between slices, so that a large farm's snapshot (70
- * MiB and seconds of CPU at 50,000 VMs) does not stall the daemon's event loop.
+ * The same bytes as encodeSnapshot, but only the capture happens at the call: the lines are
+ * encoded one at a time with `pause()` between them, so that a large farm's snapshot does not
+ * stall the daemon's event loop.
  */
 export async function encodeSnapshotInSlices(
   s: FarmState,
   pause: () => Promise<void>,
-  slice = 1_000,
+  perLine = PER_LINE,
 ): Promise<Uint8Array> {
   const parts: Buffer[] = [];
-  const write = async (value: unknown): Promise<void> => {
-    if (Array.isArray(value) && value.length > slice) {
-      parts.push(Buffer.from('['));
-      for (let i = 0; i < value.length; i += slice) {
-        parts.push(Buffer.from((i > 0 ? ',' : '') + JSON.stringify(value.slice(i, i + slice)).slice(1, -1)));
-        await pause();
-      }
-      parts.push(Buffer.from(']'));
-    } else if (isPlainObject(value)) {
-      let sep = '{';
-      for (const [k, v] of Object.entries(value)) {
-        if (v === undefined) continue;
-        parts.push(Buffer.from(`${sep}${JSON.stringify(k)}:`));
-        sep = ',';
-        await write(v);
-      }
-      parts.push(Buffer.from(sep === '{' ? '{}' : '}'));
-    } else parts.push(Buffer.from(JSON.stringify(value)));
-  };
-  await write(capture(s));
+  for (const line of encodedLines(s, perLine)) {
+    parts.push(line);
+    await pause();
+  }
   return Buffer.concat(parts);
 }
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype;
-
 export function decodeSnapshot(data: Uint8Array): FarmState {
+  const steps = decodeSteps(data);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/** decodeSnapshot a line at a time, with `pause()` between lines (a follower installing one). */
+export async function decodeSnapshotInSlices(
+  data: Uint8Array,
+  pause: () => Promise<void>,
+): Promise<FarmState> {
+  const steps = decodeSteps(data);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    await pause();
+  }
+}
+
+/** Decodes a snapshot, yielding after each line's work. */
+function* decodeSteps(data: Uint8Array): Generator<void, FarmState> {
   if (data.byteLength === 0) return emptyState();
-  const snap = JSON.parse(new TextDecoder().decode(data)) as SnapshotV1;
-  if (snap.format !== 1) {
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const end = bytes.indexOf(10);
+  const first = JSON.parse(bytes.toString('utf8', 0, end < 0 ? bytes.length : end)) as Header | SnapshotV1;
+  if (first.format === 1) return yield* restoreSteps(first, first.events.floor, v1Lines(first));
+  if (first.format !== SNAPSHOT_FORMAT) {
     throw new Error(
-      `farm snapshot format ${String(snap.format)} is not one this daemon reads (1 to ${FORMAT_VERSION})`,
+      `farm snapshot format ${String((first as { format: unknown }).format)} is not one this daemon reads (1 to ${SNAPSHOT_FORMAT})`,
     );
   }
-  const settings = { ...DEFAULT_SETTINGS, ...snap.settings };
-  const s = emptyState(settings);
-  s.revision = snap.revision;
+  return yield* restoreSteps(first, first.eventsFloor, v2Lines(bytes, end));
+}
+
+type Line = [keyof Lists, unknown[]];
+
+function* v2Lines(bytes: Buffer, end: number): Generator<Line> {
+  while (end >= 0) {
+    const start = end + 1;
+    end = bytes.indexOf(10, start);
+    yield JSON.parse(bytes.toString('utf8', start, end < 0 ? bytes.length : end)) as Line;
+  }
+}
+
+/** Format 1's lists (those added after it began are absent from older snapshots). */
+function* v1Lines(v1: SnapshotV1): Generator<Line> {
+  const { hosts, guests, vms, checkpoints, operations, switches, requests } = v1;
+  yield* Object.entries({ hosts, guests, vms, checkpoints, operations, switches, requests }) as Line[];
+  yield ['migrations', v1.migrations ?? []];
+  yield ['nlbClusters', v1.nlbClusters ?? []];
+  yield ['events', v1.events.list];
+  yield ['failovers', v1.failovers ?? []];
+}
+
+/** How each list's records go into the state (older records get the fields added since). */
+const LOADERS: { [K in Exclude<keyof Lists, 'events'>]: (s: FarmState, r: Lists[K][number]) => void } = {
   // Hosts recorded before cluster storage was reported have none.
-  for (const h of snap.hosts) s.hosts.set(h.id, { ...h, clusterStorage: h.clusterStorage ?? false });
-  for (const g of snap.guests) s.guests.set(g.id, g);
-  for (const v of snap.vms) s.vms.set(v.id, v);
-  for (const c of snap.checkpoints) s.checkpoints.set(c.id, c);
-  for (const o of snap.operations) s.operations.set(o.id, o);
-  for (const m of snap.migrations ?? []) s.migrations.set(m.id, m);
+  hosts: (s, h) => s.hosts.set(h.id, { ...h, clusterStorage: h.clusterStorage ?? false }),
+  guests: (s, g) => s.guests.set(g.id, g),
+  vms: (s, v) => s.vms.set(v.id, v),
+  checkpoints: (s, c) => s.checkpoints.set(c.id, c),
+  operations: (s, o) => s.operations.set(o.id, o),
+  migrations: (s, m) => s.migrations.set(m.id, m),
   // Switches recorded before these fields were have Hyper-V's defaults.
-  for (const w of snap.switches)
+  switches: (s, w) =>
     s.switches.set(w.id, {
       ...w,
       macAgingSeconds: w.macAgingSeconds ?? 300,
       hostAddress: w.hostAddress ?? '',
       createdAtMs: w.createdAtMs ?? 0,
-    });
-  for (const c of snap.nlbClusters ?? []) s.nlbClusters.set(c.id, c);
-  s.events = EventWindow.from(settings.eventWindow, snap.events.floor, snap.events.list);
-  s.requests = new Map(snap.requests);
-  s.ha = { ...DEFAULT_HA_SETTINGS, ...snap.ha };
-  s.failovers = new Map(snap.failovers ?? []);
-  reindex(s);
+    }),
+  nlbClusters: (s, c) => s.nlbClusters.set(c.id, c),
+  requests: (s, [id, result]) => s.requests.set(id, result),
+  failovers: (s, [vmId, times]) => s.failovers.set(vmId, times),
+};
+
+function* restoreSteps(
+  head: { revision: number; settings: FarmSettings; ha?: HaSettings },
+  eventsFloor: number,
+  lines: Iterable<Line>,
+): Generator<void, FarmState> {
+  const settings = { ...DEFAULT_SETTINGS, ...head.settings };
+  const s = emptyState(settings);
+  s.revision = head.revision;
+  s.ha = { ...DEFAULT_HA_SETTINGS, ...head.ha };
+  const events: FarmEvent[] = [];
+  for (const [name, records] of lines) {
+    if (name === 'events') {
+      for (const e of records) events.push(e as FarmEvent);
+    } else {
+      const load = LOADERS[name] as ((s: FarmState, r: unknown) => void) | undefined;
+      if (!load) throw new Error(`farm snapshot: unknown record list "${String(name)}"`);
+      for (const r of records) load(s, r);
+    }
+    yield;
+  }
+  s.events = EventWindow.from(settings.eventWindow, eventsFloor, events);
+  yield* reindexSteps(s);
   return s;
 }

@@ -170,6 +170,12 @@ export function macsOf(vm: VmRecord): string[] {
 
 /** Rebuilds every derived index from the maps (after a restore). */
 export function reindex(s: FarmState): void {
+  const steps = reindexSteps(s);
+  while (!steps.next().done);
+}
+
+/** reindex, yielding every `every` VMs so a large farm's restore can be cut in slices. */
+export function* reindexSteps(s: FarmState, every = 1_000): Generator<void> {
   s.hostByName.clear();
   s.vmByName.clear();
   s.vmsByHost.clear();
@@ -177,11 +183,16 @@ export function reindex(s: FarmState): void {
   s.macOwners.clear();
   s.macBlocks.clear();
   for (const h of s.hosts.values()) putHost(s, h);
-  for (const vm of s.vms.values()) indexVm(s, vm);
+  let n = 0;
+  for (const vm of s.vms.values()) {
+    indexVm(s, vm);
+    if (++n % every === 0) yield;
+  }
   s.doneOperations = [...s.operations.values()]
     .filter((o) => o.done)
     .sort((a, b) => a.revision - b.revision)
     .map((o) => o.id);
+  yield;
   s.incoming.clear();
   s.outgoing.clear();
   s.doneMigrations = [];

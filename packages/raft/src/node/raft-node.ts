@@ -46,8 +46,12 @@ export interface StateMachine {
    * next entry may be applied before the promise settles), and may encode it over later turns.
    */
   snapshot(): Uint8Array | Promise<Uint8Array>;
-  /** Replaces the whole state with a snapshot's (empty data: the initial state). */
-  restore(data: Uint8Array): void;
+  /**
+   * Replaces the whole state with a snapshot's (empty data: the initial state). A large state
+   * may answer a promise, decoding over later turns: the node applies nothing until it settles,
+   * and the state machine keeps serving its old state until then.
+   */
+  restore(data: Uint8Array): void | Promise<void>;
 }
 
 export interface RaftNodeOptions {
@@ -223,7 +227,8 @@ export class RaftNode {
       const { mem, addresses } = loadMemory(state, opts);
       const node = new RaftNode(opts, storage, mem, addresses);
       metrics = node.metrics;
-      opts.stateMachine.restore(decodeSnapshotEnvelope(mem.snapshot().data).app);
+      const restored = opts.stateMachine.restore(decodeSnapshotEnvelope(mem.snapshot().data).app);
+      if (restored) await restored;
       const makeTransport: NodeTransportFactory =
         opts.transport ?? ((o) => new GrpcTransport({ ...o, tls: opts.tls }));
       node.transport = makeTransport({
@@ -535,7 +540,12 @@ export class RaftNode {
     // 2. Send.
     if (!sendFirst && rd.messages.length > 0) this.transport.send(rd.messages);
     // 3. Apply.
-    if (rd.snapshot) this.installSnapshot(rd.snapshot);
+    if (rd.snapshot) {
+      // Awaited only when the state machine decodes over several turns, so that a synchronous
+      // one (the simulators') runs in exactly the same steps as before.
+      const installing = this.installSnapshot(rd.snapshot);
+      if (installing) await installing;
+    }
     for (const e of rd.committedEntries) this.applyEntry(e);
     if (rd.committedEntries.length > 0) this.metrics.appliedIndex.set(this.applied);
     for (const rs of rd.readStates) {
@@ -575,17 +585,26 @@ export class RaftNode {
     this.metrics.isLeader.set(role === Role.Leader ? 1 : 0);
   }
 
-  private installSnapshot(snapshot: Snapshot): void {
+  private installSnapshot(snapshot: Snapshot): Promise<void> | undefined {
     const env = decodeSnapshotEnvelope(snapshot.data);
     for (const [id, address] of Object.entries(env.addresses)) this.learnAddress(id, address);
-    this.opts.stateMachine.restore(env.app);
-    this.applied = snapshot.meta.index;
-    this.snapshotIndex = snapshot.meta.index;
+    // Decoded over several turns for a large farm: messages from peers are taken in meanwhile
+    // (a heartbeat from the leader keeps this follower from starting an election), and what
+    // they make this node send goes out with the next Ready.
+    const restored = this.opts.stateMachine.restore(env.app);
+    if (restored) return restored.then(() => this.snapshotInstalled(snapshot.meta.index));
+    this.snapshotInstalled(snapshot.meta.index);
+    return undefined;
+  }
+
+  private snapshotInstalled(index: number): void {
+    this.applied = index;
+    this.snapshotIndex = index;
     // Proposals at or below the snapshot can no longer be matched to their entries.
-    for (const w of this.proposals.replacedThrough(snapshot.meta.index)) {
+    for (const w of this.proposals.replacedThrough(index)) {
       w.reject(
         new OutcomeUnknownError(
-          `the log up to ${snapshot.meta.index} was replaced by a snapshot from the leader before the proposal was applied here; outcome unknown`,
+          `the log up to ${index} was replaced by a snapshot from the leader before the proposal was applied here; outcome unknown`,
         ),
       );
     }

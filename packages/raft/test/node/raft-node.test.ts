@@ -41,14 +41,20 @@ interface ClusterOptions {
   electionTick?: number;
   /** Given, each snapshot is the state machine's, handed over when this settles. */
   slowSnapshot?: (data: Uint8Array) => Promise<Uint8Array>;
+  /** Given, each restore is done by `install`, called when the test lets it (a promise). */
+  slowRestore?: (data: Uint8Array, install: () => void) => Promise<void>;
 }
 
-/** The state machine, its snapshots handed over late (captured at the call, as the contract asks). */
-function slowSnapshots(sm: KvStateMachine, late: (data: Uint8Array) => Promise<Uint8Array>): StateMachine {
+/**
+ * The state machine, its snapshots handed over late (captured at the call, as the contract
+ * asks) and its restores done late, as the options say.
+ */
+function paced(sm: KvStateMachine, opts: ClusterOptions): StateMachine {
+  const { slowSnapshot, slowRestore } = opts;
   return {
     apply: (data, index) => sm.apply(data, index),
-    restore: (data) => sm.restore(data),
-    snapshot: () => late(sm.snapshot()),
+    restore: (data) => (slowRestore ? slowRestore(data, () => sm.restore(data)) : sm.restore(data)),
+    snapshot: () => (slowSnapshot ? slowSnapshot(sm.snapshot()) : sm.snapshot()),
   };
 }
 
@@ -97,7 +103,7 @@ class Cluster {
       dataDir: m.dir,
       peers: founder ? this.peers : { ...this.peers, [m.id]: m.address },
       join: !founder,
-      stateMachine: this.opts.slowSnapshot ? slowSnapshots(m.sm, this.opts.slowSnapshot) : m.sm,
+      stateMachine: this.opts.slowSnapshot || this.opts.slowRestore ? paced(m.sm, this.opts) : m.sm,
       tickMs: 20,
       electionTick: this.opts.electionTick ?? 10,
       seed: Number(m.id.slice(1)),
@@ -342,6 +348,44 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     }
     assert.equal(lagging.sm.get('s0'), '0');
     assert.ok(lagging.node!.status().snapshotIndex >= 20, 'the lagging node installed a snapshot');
+  });
+
+  it('installs a snapshot whose restore takes several turns: nothing applied meanwhile, no election, the leader heard', async () => {
+    // Restores of a snapshot started while `hold` is set wait for the test (a farm of 50,000
+    // VMs decodes for seconds); the node must keep stepping its peers' messages meanwhile. (A
+    // node starting with no snapshot restores empty data, at once.)
+    let hold = false;
+    const held: (() => void)[] = [];
+    const slowRestore = (data: Uint8Array, install: () => void): Promise<void> => {
+      if (!hold || data.byteLength === 0) return Promise.resolve(install());
+      return new Promise<void>((resolve) => held.push(() => resolve(install())));
+    };
+    const leader = await startThree({ snapshotEvery: 20, slowRestore });
+    const lagging = c.members.find((m) => m !== leader)!;
+    await c.stop(lagging);
+    for (let i = 0; i < 30; i++) await leader.node!.propose(put(`r${i}`, `${i}`));
+    await waitFor('leader saved a snapshot', () => leader.node!.status().snapshotIndex >= 20);
+    hold = true;
+    const term = leader.node!.status().term;
+    await c.boot(lagging);
+    await waitFor("the lagging node restoring the leader's snapshot", () => held.length > 0);
+    const restoring = lagging.node!.status();
+    for (let i = 30; i < 40; i++) await leader.node!.propose(put(`r${i}`, `${i}`));
+    const last = leader.node!.status().commit;
+    // The follower took the leader's appends in while its state machine was still restoring...
+    await waitFor('the follower heard the new commits', () => lagging.node!.status().commit >= last);
+    // ...for three election timeouts (10 ticks of 20 ms), without starting an election...
+    const since = Date.now();
+    await waitFor('three election timeouts', () => Date.now() - since > 600);
+    assert.equal(leader.node!.status().term, term);
+    assert.ok(leader.node!.isLeader());
+    // ...and applied nothing on top of a state that is not yet there.
+    assert.equal(lagging.node!.status().applied, restoring.applied);
+    assert.equal(lagging.sm.get('r0'), undefined);
+    hold = false;
+    held.splice(0).forEach((release) => release());
+    await waitFor('lagging node caught up', () => lagging.sm.get('r39') === '39');
+    assert.equal(lagging.sm.get('r0'), '0');
   });
 
   it('transfers leadership and changes membership', async () => {
