@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClient, freePorts, hyperfarmProto, promiseClient, type pb } from '@hyperfarm/api';
+import { followWatch, type Following } from './watch-follow.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const DAEMON = join(root, 'packages/daemon/dist/bin/hyperfarm-daemon.js');
@@ -82,6 +83,18 @@ export class BenchFarm {
     this.dir = mkdtempSync(join(tmpdir(), `hf-bench-${name}-`));
     for (const bin of [DAEMON, AGENT])
       if (!existsSync(bin)) throw new Error(`${bin} is missing: npm run build`);
+    // A bench that dies (an uncaught error, Ctrl-C, kill) takes its farm with it: left running,
+    // a 1,000-host farm's processes load the machine for every later measurement.
+    process.once('exit', () => this.killAll());
+    for (const signal of ['SIGINT', 'SIGTERM'] as const)
+      process.once(signal, () => {
+        this.killAll();
+        process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+      });
+  }
+
+  private killAll(): void {
+    for (const p of this.procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   }
 
   private run(bin: string, args: string[]): ChildProcess {
@@ -188,52 +201,17 @@ export class BenchFarm {
     req: { fromRevision: number; kinds: pb.WatchRequest['kinds'] },
     onEvent: (e: pb.Event__Output) => void,
     onGap: () => void = () => undefined,
-  ): { stop: () => void; restarts: () => number } {
-    let revision = req.fromRevision - 1;
-    let watching = true;
-    let restarts = 0;
-    let current: { cancel: () => void } | undefined;
-    const follow = (n: number, from: number): void => {
-      const address = n === 0 ? this.leaderAddress : this.daemons[n % this.daemons.length]!.address;
-      const raw = createClient(hyperfarmProto().hyperfarm.v1.ClusterService, address);
-      const stream = raw.watch({ fromRevision: from, kinds: req.kinds });
-      current = stream;
-      stream.on('data', (e: pb.Event__Output) => {
-        revision = Math.max(revision, Number(e.revision));
-        onEvent(e);
-      });
-      let again = false;
-      const reopen = (err?: Error & { code?: number }) => {
-        if (again || !watching) return;
-        again = true;
-        restarts++;
-        raw.close();
-        // 11: OUT_OF_RANGE, the revision asked for is compacted away.
-        const gap = err?.code === 11;
-        say(`  the Watch stream ended (${err?.message ?? 'closed'}); following again`);
-        setTimeout(() => {
-          if (!gap) return follow(n + 1, revision + 1);
-          void cluster(this.daemons[(n + 1) % this.daemons.length]!.address)
-            .getClusterStatus({})
-            .then((s) => {
-              onGap();
-              revision = Number(s.revision);
-              follow(n + 1, revision + 1);
-            })
-            .catch(() => follow(n + 1, revision + 1));
-        }, 200);
-      };
-      stream.on('error', reopen);
-      stream.on('end', () => reopen());
-    };
-    follow(0, req.fromRevision);
-    return {
-      stop: () => {
-        watching = false;
-        current?.cancel();
-      },
-      restarts: () => restarts,
-    };
+  ): Following {
+    return followWatch({ ...this.watchFrom(req), onEvent, onGap, say });
+  }
+
+  /** Where and what a Watch follows: the leader first, then each daemon in turn. */
+  watchFrom(req: { fromRevision: number; kinds: pb.WatchRequest['kinds'] }): {
+    addresses: string[];
+    fromRevision: number;
+    kinds: pb.WatchRequest['kinds'];
+  } {
+    return { addresses: [this.leaderAddress, ...this.daemons.map((d) => d.address)], ...req };
   }
 
   /**
