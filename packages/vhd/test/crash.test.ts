@@ -72,7 +72,10 @@ async function openCheckRead(fs: MemoryFileSystem, path: string, label: string):
   return all;
 }
 
-describe('crash safety (a crash at every step)', () => {
+describe('crash safety (a crash at every step)', function () {
+  // Each test replays its operation once per write, pure CPU: a full test suite on a loaded
+  // machine (load average 26) took the merge's past the default 20 s.
+  this.timeout(120_000);
   const oldData = pattern(SIZE, 1);
   oldData.fill(0, BLOCK * 2); // blocks 2.. are unallocated before the action
   const newBytes = pattern(BLOCK + 4 * KiB, 2);
