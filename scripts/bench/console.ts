@@ -17,7 +17,7 @@
  * .cpuprofile (Chrome DevTools opens it), with the functions that took most time printed.
  * Figures first; the last line is one JSON object.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { chromium } from 'playwright-core';
 import type { pb } from '@hyperfarm/api';
@@ -130,19 +130,30 @@ try {
   const renders: { revision: number; at: number }[] = [];
   const received = new Map<number, number>();
   const drain = async () => {
-    const got = await page.evaluate(() => {
-      const s = (globalThis as unknown as Win).hyperfarm;
-      return {
-        renders: s.renders.splice(0, s.renders.length),
-        arrivals: s.arrivals.splice(0, s.arrivals.length),
-      };
-    });
+    // One string: playwright's serializer walking hundreds of objects took more of the page's
+    // main thread (about 8 ms a second at 27 changes a second) than the page's own event handling.
+    const got = JSON.parse(
+      await page.evaluate(() => {
+        const s = (globalThis as unknown as Win).hyperfarm;
+        return JSON.stringify({
+          renders: s.renders.splice(0, s.renders.length),
+          arrivals: s.arrivals.splice(0, s.arrivals.length),
+        });
+      }),
+    ) as { renders: { revision: number; at: number }[]; arrivals: { revision: number; at: number }[] };
     renders.push(...got.renders);
     for (const a of got.arrivals) received.set(a.revision, a.at);
   };
   const memory: { t: number; heapMiB: number; nodes: number; busyS: number }[] = [];
+  const gcMs: number[] = [];
+  // When each forced collection ran: it stops the page's main thread (hundreds of ms under load),
+  // which no page sees in use; the lag is also given without the revisions it held up.
+  const gcWindows: { from: number; to: number }[] = [];
   const sampleMemory = async () => {
+    const g0 = Date.now();
     await cdp.send('HeapProfiler.collectGarbage');
+    gcMs.push(Date.now() - g0);
+    gcWindows.push({ from: g0, to: Date.now() });
     const heap = (await cdp.send('Runtime.getHeapUsage')) as { usedSize: number };
     const metrics = (await cdp.send('Performance.getMetrics')) as {
       metrics: { name: string; value: number }[];
@@ -166,9 +177,27 @@ try {
     });
   }
 
+  // Work per change, which the machine's load does not change: CPU time of each process.
+  const browserCdp = await browser.newBrowserCDPSession();
+  const cpuNow = async (): Promise<Map<string, number>> => {
+    const out = new Map<string, number>();
+    for (const id of ['daemon-1', 'agent-1']) out.set(id, procCpuMs(farm.pidOf(id)));
+    const u = process.cpuUsage();
+    out.set('bench', (u.user + u.system) / 1000);
+    const info = (await browserCdp.send('SystemInfo.getProcessInfo')) as {
+      processInfo: { type: string; id: number; cpuTime: number }[];
+    };
+    for (const p of info.processInfo) {
+      const key = `chromium ${p.type}`;
+      out.set(key, (out.get(key) ?? 0) + p.cpuTime * 1000);
+    }
+    return out;
+  };
+
   // The load: RATE changes a second, paced to a schedule (late calls catch up, never pile up).
   const start = Date.now();
   await sampleMemory();
+  const cpu0 = await cpuNow();
   let sent = 0;
   let failed = 0;
   let inFlight = 0;
@@ -202,6 +231,7 @@ try {
     return renders.some((r) => r.revision >= lastRevision) || undefined;
   });
   clearInterval(drainTimer);
+  const cpu1 = await cpuNow();
   if (PROFILE) {
     const { profile } = (await cdp.send('Profiler.stop')) as { profile: CpuProfile };
     writeFileSync(PROFILE, JSON.stringify(profile));
@@ -219,13 +249,17 @@ try {
   // Each revision's lag: the first render showing it, minus its arrival here.
   renders.sort((a, b) => a.revision - b.revision);
   const lags: number[] = [];
+  const lagsNoGc: number[] = [];
   let j = 0;
   for (const [revision, at] of [...arrivals].sort((a, b) => a[0] - b[0])) {
     while (j < renders.length && renders[j]!.revision < revision) j++;
     const shown = renders.slice(j).reduce((min, r) => Math.min(min, r.at), Infinity);
-    if (shown < Infinity) lags.push(Math.max(0, shown - at));
+    if (shown === Infinity) continue;
+    lags.push(Math.max(0, shown - at));
+    if (!gcWindows.some((w) => w.from < shown && w.to > at)) lagsNoGc.push(Math.max(0, shown - at));
   }
   lags.sort((a, b) => a - b);
+  lagsNoGc.sort((a, b) => a - b);
   // The same lag in two parts: until the page applied the revision, and from then to the render.
   const upstream: number[] = [];
   const inPage: number[] = [];
@@ -287,6 +321,9 @@ try {
     `farm view lag behind the stream, ms: p50 ${r(pct(50))}, p95 ${r(pct(95))}, p99 ${r(pct(99))}, max ${r(lags.at(-1) ?? NaN)} (${lags.length} revisions)`,
   );
   console.log(
+    `  without the ${lags.length - lagsNoGc.length} revisions in flight during the ${gcWindows.length} forced garbage collections of the memory samples: p50 ${r(pctOf(lagsNoGc, 50))}, p95 ${r(pctOf(lagsNoGc, 95))}, p99 ${r(pctOf(lagsNoGc, 99))}, max ${r(lagsNoGc.at(-1) ?? NaN)}`,
+  );
+  console.log(
     `  of which until the page applied it: p50 ${r(pctOf(upstream, 50))}, p95 ${r(pctOf(upstream, 95))}, p99 ${r(pctOf(upstream, 99))}; from then to the render: p50 ${r(pctOf(inPage, 50))}, p95 ${r(pctOf(inPage, 95))}, p99 ${r(pctOf(inPage, 99))}`,
   );
   console.log('page memory (after GC):');
@@ -296,6 +333,13 @@ try {
     `page main thread busy ${r(busy * 100)}% of the time (garbage collections forced by the samples included)`,
   );
   console.log(`heap slope ${r(slope * 60, 3)} MiB/min; connection ${status}`);
+  const cpuPerChange: Record<string, number> = {};
+  for (const [k, v] of cpu1) cpuPerChange[k] = r((v - (cpu0.get(k) ?? 0)) / Math.max(1, sent), 2);
+  const busyMsPerChange = r(((memory.at(-1)!.busyS - memory[0]!.busyS) * 1000) / Math.max(1, sent), 2);
+  console.log(`CPU ms per change by process: ${JSON.stringify(cpuPerChange)}`);
+  console.log(
+    `page main thread busy ${busyMsPerChange} ms per change; forced GC of a memory sample ${r(gcMs.reduce((a, b) => a + b, 0) / gcMs.length)} ms on average`,
+  );
   console.log(
     JSON.stringify({
       bench: 'console',
@@ -308,11 +352,21 @@ try {
       events: arrivals.size,
       refused: failed,
       lagMs: { p50: r(pct(50)), p95: r(pct(95)), p99: r(pct(99)), max: r(lags.at(-1) ?? NaN) },
+      lagWithoutForcedGcMs: {
+        p50: r(pctOf(lagsNoGc, 50)),
+        p95: r(pctOf(lagsNoGc, 95)),
+        p99: r(pctOf(lagsNoGc, 99)),
+        max: r(lagsNoGc.at(-1) ?? NaN),
+        revisions: lagsNoGc.length,
+      },
+      forcedGcMs: r(gcMs.reduce((a, b) => a + b, 0) / gcMs.length),
       toPageMs: { p50: r(pctOf(upstream, 50)), p95: r(pctOf(upstream, 95)), p99: r(pctOf(upstream, 99)) },
       inPageMs: { p50: r(pctOf(inPage, 50)), p95: r(pctOf(inPage, 95)), p99: r(pctOf(inPage, 99)) },
       heapMiB: { first: r(heap[0]!, 2), last: r(heap.at(-1)!, 2), max: r(Math.max(...heap), 2) },
       heapSlopeMiBPerMin: r(slope * 60, 3),
       pageBusyPercent: r(busy * 100),
+      pageBusyMsPerChange: busyMsPerChange,
+      cpuMsPerChange: cpuPerChange,
       domNodes: { first: memory[0]!.nodes, last: memory.at(-1)!.nodes },
       machine: { cpus: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
       loadavg: { before: load0.map((x) => r(x, 2)), after: loadavg().map((x) => r(x, 2)) },
@@ -322,6 +376,16 @@ try {
 } finally {
   await browser.close();
   await farm.stop();
+}
+
+/** User and system CPU time of a process so far, in ms (Linux /proc; clock ticks of 10 ms). */
+function procCpuMs(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
+  }
 }
 
 interface CpuProfile {
@@ -376,20 +440,42 @@ function mainThreadTime(events: TraceEvent[]): string[] {
   const by = new Map<string, number>();
   const stack: TraceEvent[] = [];
   let span = 0;
+  // Each top-level task, with what its time went to (second-level events by name).
+  const tasks: { ms: number; parts: Map<string, number> }[] = [];
   for (const e of own) {
     while (stack.length && stack[stack.length - 1]!.ts + stack[stack.length - 1]!.dur! <= e.ts) stack.pop();
     // Second level: what the thread's tasks spent their time on.
-    if (stack.length === 1) by.set(e.name, (by.get(e.name) ?? 0) + e.dur! / 1000);
-    if (stack.length === 0) span += e.dur! / 1000;
+    if (stack.length === 1) {
+      by.set(e.name, (by.get(e.name) ?? 0) + e.dur! / 1000);
+      const parts = tasks[tasks.length - 1]!.parts;
+      parts.set(e.name, (parts.get(e.name) ?? 0) + e.dur! / 1000);
+    }
+    if (stack.length === 0) {
+      span += e.dur! / 1000;
+      tasks.push({ ms: e.dur! / 1000, parts: new Map() });
+    }
     stack.push(e);
   }
   const first = own[0]?.ts ?? 0;
   const last = own.reduce((m, e) => Math.max(m, e.ts + e.dur!), first);
+  const sorted = tasks.map((t) => t.ms).sort((a, b) => a - b);
+  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+  const longest = [...tasks].sort((a, b) => b.ms - a.ms).slice(0, 8);
   return [
     `tasks ${span.toFixed(0)} ms over ${((last - first) / 1000).toFixed(0)} ms`,
     ...[...by]
       .sort((a, b) => b[1] - a[1])
       .slice(0, 15)
       .map(([k, ms]) => `${ms.toFixed(0).padStart(7)} ms  ${k}`),
+    `${tasks.length} tasks: p50 ${at(50).toFixed(1)} ms, p99 ${at(99).toFixed(1)} ms, max ${at(100).toFixed(1)} ms; ${sorted.filter((x) => x > 16).length} over 16 ms, ${sorted.filter((x) => x > 50).length} over 50 ms`,
+    'longest tasks:',
+    ...longest.map(
+      (t) =>
+        `${t.ms.toFixed(1).padStart(7)} ms  ${[...t.parts]
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 4)
+          .map(([k, ms]) => `${k} ${ms.toFixed(1)}`)
+          .join(', ')}`,
+    ),
   ];
 }
