@@ -63,6 +63,11 @@ export interface FarmModel {
   placement: number;
   /** VMs Running now, kept as events come: the Farm view's summary, without a pass over them all. */
   running: number;
+  /**
+   * Finished operations and migrations held now, kept as events come: trimming to FINISHED_KEPT
+   * no longer counts them on every event (a pass over 500 entries per operation event).
+   */
+  finished: { operations: number; migrations: number };
 }
 
 export function emptyModel(): FarmModel {
@@ -79,6 +84,7 @@ export function emptyModel(): FarmModel {
     historyKept: HISTORY_LIMIT,
     placement: 0,
     running: 0,
+    finished: { operations: 0, migrations: 0 },
   };
 }
 
@@ -122,17 +128,16 @@ export function applyEvent(m: FarmModel, e: FarmEvent): boolean {
       store(m.checkpoints);
       break;
     case 'RESOURCE_KIND_MIGRATION':
-      m.migrations.delete(e.id); // re-inserted last: the Map's order is the order of last change
-      store(m.migrations);
-      forgetFinished(
-        m.migrations,
-        (g) => g.phase === 'MIGRATION_PHASE_COMPLETED' || g.phase === 'MIGRATION_PHASE_FAILED',
-      );
+      m.finished.migrations = replaceLast(m.migrations, e.id, put ? (resource as Migration) : undefined, {
+        finished: migrationEnded,
+        count: m.finished.migrations,
+      });
       break;
     case 'RESOURCE_KIND_OPERATION':
-      m.operations.delete(e.id);
-      store(m.operations);
-      forgetFinished(m.operations, (o) => o.done);
+      m.finished.operations = replaceLast(m.operations, e.id, put ? (resource as Operation) : undefined, {
+        finished: (o) => o.done,
+        count: m.finished.operations,
+      });
       break;
     default: {
       let map = m.others.get(e.kind);
@@ -154,21 +159,37 @@ export function applyEvent(m: FarmModel, e: FarmEvent): boolean {
 
 const isRunning = (vm: Vm | undefined) => vm?.status?.state === 'VM_STATE_RUNNING';
 
+const migrationEnded = (g: Migration) =>
+  g.phase === 'MIGRATION_PHASE_COMPLETED' || g.phase === 'MIGRATION_PHASE_FAILED';
+
 /**
- * Drops the finished entries changed longest ago (the Map's order) until at most
- * FINISHED_KEPT finished ones remain; running ones are never dropped.
+ * Puts (or, with `value` undefined, deletes) an entry and moves it last, so the Map's order is
+ * the order of last change; then drops the finished entries changed longest ago until at most
+ * FINISHED_KEPT finished ones remain (running ones are never dropped). `count` is how many
+ * finished entries the map held before; returns how many it holds now.
  */
-function forgetFinished<T>(map: Map<string, T>, finished: (t: T) => boolean): void {
-  let done = 0;
-  for (const v of map.values()) if (finished(v)) done++;
-  if (done <= FINISHED_KEPT) return;
-  for (const [id, v] of map) {
-    if (done <= FINISHED_KEPT) break;
-    if (finished(v)) {
-      map.delete(id);
-      done--;
+function replaceLast<T>(
+  map: Map<string, T>,
+  id: string,
+  value: T | undefined,
+  done: { finished: (t: T) => boolean; count: number },
+): number {
+  const before = map.get(id);
+  let count = done.count - (before !== undefined && done.finished(before) ? 1 : 0);
+  map.delete(id);
+  if (value !== undefined) {
+    map.set(id, value);
+    if (done.finished(value)) count++;
+  }
+  if (count <= FINISHED_KEPT) return count;
+  for (const [key, v] of map) {
+    if (count <= FINISHED_KEPT) break;
+    if (done.finished(v)) {
+      map.delete(key);
+      count--;
     }
   }
+  return count;
 }
 
 function recordState(m: FarmModel, e: FarmEvent, vm: Vm): void {
@@ -284,6 +305,23 @@ function sortVmsByHost(m: FarmModel): Map<string, Vm[]> {
 }
 
 export const name = (vm: Vm) => vm.config?.name ?? vm.id;
+
+/**
+ * Whether the Farm view draws two versions of a VM alike: its chip (name, state) and its share
+ * of its host's card (memory while it holds memory). Most events change what the view does not
+ * show (a label, a checkpoint's parent), and drawing a card again for those, its up to 192 chips
+ * included, was most of the page's script per frame (docs/benchmarks.md, Web console).
+ */
+export const sameLook = (a: Vm, b: Vm): boolean =>
+  a === b ||
+  (a.id === b.id &&
+    name(a) === name(b) &&
+    a.status?.state === b.status?.state &&
+    Number(a.config?.memoryBytes ?? 0) === Number(b.config?.memoryBytes ?? 0));
+
+/** Whether a host's card looks the same with these VMs: the same ones, in order, each drawn alike. */
+export const sameLooks = (a: readonly Vm[], b: readonly Vm[]): boolean =>
+  a.length === b.length && a.every((v, i) => sameLook(v, b[i]!));
 
 export interface HostUse {
   memoryUsedBytes: number;

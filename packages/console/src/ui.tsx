@@ -80,8 +80,11 @@ export function bytes(n: number): string {
   return `${n} B`;
 }
 
+/** One formatter for the page: toLocaleTimeString builds one per call (a host card drawn per frame). */
+const clock = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit', second: '2-digit' });
+
 export function time(ms: number): string {
-  return ms ? new Date(ms).toLocaleTimeString() : '—';
+  return ms ? clock.format(ms) : '—';
 }
 
 /** Polls `load` every `everyMs` while mounted; returns the latest value and error. */

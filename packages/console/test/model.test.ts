@@ -1,6 +1,14 @@
 import { expect } from 'chai';
-import { applyEvent, emptyModel, FINISHED_KEPT, hostUse, vmsByHost } from '../src/model.js';
-import type { FarmEvent, Operation } from '../src/wire.js';
+import {
+  applyEvent,
+  emptyModel,
+  FINISHED_KEPT,
+  hostUse,
+  sameLook,
+  sameLooks,
+  vmsByHost,
+} from '../src/model.js';
+import type { FarmEvent, Operation, Vm } from '../src/wire.js';
 
 /** A VM's PUT event, as the stream sends it. */
 const vmEvent = (
@@ -52,6 +60,19 @@ describe('console: farm model', () => {
     applyEvent(m, opEvent(++rev, 'running-first', true));
     expect((m.operations.get('running-first') as Operation).done).to.equal(true);
     expect(m.operations.size).to.equal(FINISHED_KEPT);
+  });
+
+  it('counts a finished operation deleted from the farm out of those kept', () => {
+    const m = emptyModel();
+    let rev = 0;
+    for (let i = 0; i < FINISHED_KEPT; i++) applyEvent(m, opEvent(++rev, `op-${i}`, true));
+    for (let i = 0; i < 10; i++)
+      applyEvent(m, { ...opEvent(++rev, `op-${i}`, true), type: 'EVENT_TYPE_DELETE' } as FarmEvent);
+    // Room for 10 more finished ones: none of those still held is dropped for them.
+    for (let i = 0; i < 10; i++) applyEvent(m, opEvent(++rev, `new-${i}`, true));
+    expect(m.operations.size).to.equal(FINISHED_KEPT);
+    expect(m.operations.has('op-10')).to.equal(true);
+    expect(m.finished.operations).to.equal(FINISHED_KEPT);
   });
 
   it('keeps 50 state changes per VM in a small farm, 10,000 in all up to 2,000 VMs, and 5 per VM beyond', () => {
@@ -186,5 +207,33 @@ describe('console: a host card’s memory and running VMs', () => {
     expect(m.running).to.equal(
       [...m.vms.values()].filter((v) => v.status?.state === 'VM_STATE_RUNNING').length,
     );
+  });
+});
+
+describe('console: what the Farm view draws of a VM', () => {
+  const vm = (patch: { name?: string; state?: string; memoryBytes?: string; labels?: object } = {}) =>
+    ({
+      id: 'v1',
+      config: {
+        name: patch.name ?? 'web-1',
+        memoryBytes: patch.memoryBytes ?? '268435456',
+        labels: patch.labels ?? {},
+      },
+      status: { state: patch.state ?? 'VM_STATE_RUNNING', hostId: 'h1' },
+    }) as unknown as Vm;
+
+  it('draws a VM again when its name, state or memory changed, not for a label', () => {
+    expect(sameLook(vm(), vm({ labels: { seq: '7' } }))).to.equal(true);
+    expect(sameLook(vm(), vm({ name: 'web-2' }))).to.equal(false);
+    expect(sameLook(vm(), vm({ state: 'VM_STATE_PAUSED' }))).to.equal(false);
+    expect(sameLook(vm(), vm({ memoryBytes: '536870912' }))).to.equal(false);
+  });
+
+  it('draws a card again when its VMs are others or in another order', () => {
+    const a = vm();
+    const b = { ...vm({ name: 'web-2' }), id: 'v2' } as Vm;
+    expect(sameLooks([a, b], [vm({ labels: { x: '1' } }), b])).to.equal(true);
+    expect(sameLooks([a, b], [b, a])).to.equal(false);
+    expect(sameLooks([a, b], [a])).to.equal(false);
   });
 });

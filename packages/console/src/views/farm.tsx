@@ -1,6 +1,6 @@
 import { memo } from 'preact/compat';
 import { useLayoutEffect } from 'preact/hooks';
-import { byText, hostState, hostUse, name, vmsByHost, vmState } from '../model.js';
+import { byText, hostState, hostUse, name, sameLook, sameLooks, vmsByHost, vmState } from '../model.js';
 import type { Store } from '../store.js';
 import type { HostLive } from '../live.js';
 import { Bar, bytes, StateBadge, time } from '../ui.js';
@@ -84,36 +84,39 @@ const HostCard = memo(
       </article>
     );
   },
-  (a, b) => a.host === b.host && a.live === b.live && sameList(a.vms, b.vms),
+  (a, b) => a.host === b.host && a.live === b.live && sameLooks(a.vms, b.vms),
 );
 
-function sameList(a: Vm[], b: Vm[]): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
-}
+/** A card's VMs; drawn again only when one of them looks different (not for the host's CPU). */
+const VmChips = memo(
+  function VmChips(props: { vms: Vm[] }) {
+    return (
+      <ul class="chips" aria-label="VMs">
+        {props.vms.map((vm) => (
+          <VmChip key={vm.id} vm={vm} />
+        ))}
+      </ul>
+    );
+  },
+  (a, b) => sameLooks(a.vms, b.vms),
+);
 
-function VmChips(props: { vms: Vm[] }) {
-  return (
-    <ul class="chips" aria-label="VMs">
-      {props.vms.map((vm) => (
-        <VmChip key={vm.id} vm={vm} />
-      ))}
-    </ul>
-  );
-}
-
-/** One VM; re-rendered only when that VM changed (a card holds up to 192). */
-const VmChip = memo(function VmChip(props: { vm: Vm }) {
-  const vm = props.vm;
-  return (
-    <li>
-      <a
-        href={`#/vm/${encodeURIComponent(vm.id)}`}
-        class={`chip state-${(vm.status?.state ?? '').toLowerCase().replace('vm_state_', '').replace(/_/g, '-')}`}
-        title={`${name(vm)}: ${vmState(vm.status?.state)}`}
-        data-vm={name(vm)}
-      >
-        {name(vm)}
-      </a>
-    </li>
-  );
-});
+/** One VM; re-rendered only when what it shows of that VM changed (a card holds up to 192). */
+const VmChip = memo(
+  function VmChip(props: { vm: Vm }) {
+    const vm = props.vm;
+    return (
+      <li>
+        <a
+          href={`#/vm/${encodeURIComponent(vm.id)}`}
+          class={`chip state-${(vm.status?.state ?? '').toLowerCase().replace('vm_state_', '').replace(/_/g, '-')}`}
+          title={`${name(vm)}: ${vmState(vm.status?.state)}`}
+          data-vm={name(vm)}
+        >
+          {name(vm)}
+        </a>
+      </li>
+    );
+  },
+  (a, b) => sameLook(a.vm, b.vm),
+);
