@@ -18,3 +18,5 @@ export { useIdBits, vmHandlers } from './edge/vms-api.js';
 export { migrationHandlers, type MigrationApiConfig } from './edge/migrations-api.js';
 export { drainHandlers } from './edge/drain-api.js';
 export { checkpointHandlers } from './edge/checkpoints-api.js';
+export { networkHandlers, type NetworkAgent, type NetworkAgents } from './edge/network-api.js';
+export { NetworkPusher } from './edge/network-push.js';

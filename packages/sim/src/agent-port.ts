@@ -1,5 +1,13 @@
 import { ApiError, status, type pb } from '@hyperfarm/api';
-import type { AgentEventSink, AgentPort, HostDescription, HostRef, VmConfig } from '@hyperfarm/daemon';
+import type {
+  AgentEventSink,
+  AgentPort,
+  HostDescription,
+  HostRef,
+  NetworkAgent,
+  NetworkAgents,
+  VmConfig,
+} from '@hyperfarm/daemon';
 import type { Scope } from './clock.js';
 import type { SimHost } from './host.js';
 import type { SimMigrations } from './migration.js';
@@ -177,4 +185,35 @@ export class SimAgentPort implements AgentPort {
   }
 
   close(): void {}
+}
+
+/**
+ * The daemon's NetworkService clients in the simulation: each call crosses the simulated network
+ * to the host and is answered by the agent's own handlers on its AgentNetwork, with the deadline
+ * the daemon gives it.
+ */
+export class SimNetworkAgents implements NetworkAgents {
+  constructor(
+    private readonly daemonId: string,
+    private readonly scope: Scope,
+    private readonly net: SimNetwork,
+    private readonly hosts: HostDirectory,
+  ) {}
+
+  of(address: string): NetworkAgent {
+    return new Proxy({} as NetworkAgent, {
+      // Not a thenable: `then` is no NetworkService method.
+      get: (_t, method: string) =>
+        method === 'then'
+          ? undefined
+          : (req: unknown, opts?: { timeoutMs?: number }) => {
+              const host = this.hosts.byAddress(address);
+              if (!host)
+                return Promise.reject(new ApiError(status.UNAVAILABLE, `no host listens at ${address}`));
+              return this.net.call(this.scope, this.daemonId, host.id, opts?.timeoutMs ?? QUICK_MS, () =>
+                host.networkRequest(method, req),
+              );
+            },
+    });
+  }
 }

@@ -2,6 +2,7 @@ import { createLogger, statusOf, status, type pb } from '@hyperfarm/api';
 import { useIdBits, type FarmState } from '@hyperfarm/daemon';
 import { Role, SimRng } from '@hyperfarm/raft';
 import { Scope, VirtualClock } from './clock.js';
+import { checkNlb } from './nlb-checks.js';
 import { DEFAULT_SHAPE, SimHost, type HostShape } from './host.js';
 import {
   AppliedLog,
@@ -106,6 +107,12 @@ export interface FarmOptions {
    * grant to one carries its siblings' (up to 32 per call, GRANT_BATCH). 1: an agent per host.
    */
   hostsPerAgent: number;
+  /**
+   * The hosts have the agent's virtual network (switches spanning hosts over tunnels on the
+   * simulated network, NLB members, traffic generators), and the daemons push its configuration
+   * and answer the network API. Off by default: the farm's workload uses none of it.
+   */
+  network?: boolean;
   timing: FarmTiming;
   /**
    * Told once, at the farm time (ms) the workload first has `vms` VMs: a caller that measures
@@ -340,6 +347,7 @@ export class FarmSimulation {
           snapshotKeep: o.timing.snapshotKeep,
           requestTimeoutMs: 10_000,
           scheduler: { policy: o.policy, vcpuRatio: 8 },
+          network: o.network ?? false,
           runner: {
             liveness: o.timing.liveness,
             leaseMs: o.timing.leaseMs,
@@ -398,6 +406,7 @@ export class FarmSimulation {
         net: this.net,
         byAddress: (a) => this.hostsByAddress.get(a),
         step: (on, migrationId, step) => this.migrationStep(on, migrationId, step),
+        networks: o.network ? (hostId) => this.hosts.get(hostId)?.network : undefined,
       };
       this.hosts.set(id, h);
       this.hostsByAddress.set(h.address, h);
@@ -814,6 +823,7 @@ export class FarmSimulation {
     checkHostMemory(this.hosts.values(), now, this.violations);
     for (const d of this.daemons.values())
       if (d.alive) checkPlacements(d.machine.state, now, this.violations);
+    if (this.o.network) checkNlb(this.hosts.values(), now, this.violations);
   }
 
   /**

@@ -17,6 +17,7 @@ import {
 import type { Scope } from './clock.js';
 import { SimCheckpoints, type ClusterCheckpoints } from './checkpoints.js';
 import { SimMigrations, type MigrationLinks } from './migration.js';
+import { startHostNetwork, type SimAgentNetwork } from './sim-network.js';
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -86,6 +87,12 @@ export class SimHost {
   checkpoints: SimCheckpoints | undefined;
   /** VMs frozen here for a handover when the host crashed: those copies could not have run on. */
   frozenAtCrash = new Set<string>();
+  /**
+   * The host's network (switches, NLB members, traffic), once the farm gives hosts one: the
+   * agent's AgentNetwork on this incarnation's timers. It dies with the process.
+   */
+  network: SimAgentNetwork | undefined;
+  private networkCall: ((method: string, req: unknown) => Promise<unknown>) | undefined;
 
   constructor(
     readonly id: string,
@@ -128,6 +135,29 @@ export class SimHost {
     for (const vm of e.vms.list()) this.states.set(vm.id, vm.status!.state);
     this.touchAll();
     this.pump();
+    if (this.links?.networks) {
+      const networks = this.links.networks;
+      const { network, call } = startHostNetwork({
+        hostId: this.id,
+        scope,
+        net: this.links.net,
+        read: (fn) => this.mutate(fn),
+        onEvent: (l) => {
+          this.listeners.add(l);
+          return () => this.listeners.delete(l);
+        },
+        peerNetwork: (id) => networks(id),
+      });
+      this.network = network;
+      this.networkCall = call;
+    }
+  }
+
+  /** A NetworkService call (the daemon's pusher, the network API), answered by the agent's handlers. */
+  networkRequest(method: string, req: unknown): Promise<unknown> {
+    if (!this.networkCall)
+      return Promise.reject(failedPrecondition(`simulated host ${this.id} has no network`));
+    return this.networkCall(method, req);
   }
 
   /** The lease this host holds ran out by `now`: the engine turns every VM off at that instant. */
@@ -161,6 +191,9 @@ export class SimHost {
     this.leaseAtCrash = this.leaseUntil() ?? 0;
     this.frozenAtCrash = new Set(this.migrations?.frozen);
     this.migrations = undefined;
+    void this.network?.stop();
+    this.network = undefined;
+    this.networkCall = undefined;
     this.scope?.kill();
     this.scope = undefined;
     this.engine = undefined;

@@ -17,6 +17,7 @@ import {
 import type { Scope } from './clock.js';
 import type { SimHost } from './host.js';
 import type { SimNetwork } from './network.js';
+import type { SimAgentNetwork } from './sim-network.js';
 
 const PAGE_BYTES = 4096;
 /** The migration network: 1 GiB/s (a 10 Gb/s link, well used). */
@@ -60,13 +61,15 @@ export interface MigrationLinks {
   net: SimNetwork;
   byAddress(address: string): SimHost | undefined;
   step(host: SimHost, migrationId: string, step: MigrationStep): void;
+  /** The other hosts' virtual networks, when the farm's hosts have one (their tunnels' far ends). */
+  networks?: ((hostId: string) => SimAgentNetwork | undefined) | undefined;
 }
 
 /** A batch of pages from the source: page number and version, as the wire's records carry. */
 interface Pages {
   pages: [number, number][];
   /** The last batch: the device state and the hash of the whole state; the copy here is frozen. */
-  final?: { device: Buffer; sha256: string; stoppedAtMs: number };
+  final?: { device: Buffer; sha256: string; stoppedAtMs: number; network?: Buffer | undefined };
 }
 
 interface Export {
@@ -214,6 +217,7 @@ export class SimMigrations {
       return;
     }
     this.host.mutate(() => x.m.abandon(reason));
+    this.host.network?.migrationEnded(x.m.vmId, false);
     this.tracker.update(id, { stage: 'MIGRATION_STAGE_ABORTED', message: reason });
   }
 
@@ -256,6 +260,9 @@ export class SimMigrations {
         ? this.host.savedStates.get(x.m.vmId)!.device
         : this.host.mutate(() => x.m.freeze());
       const pages = x.live ? x.memory.takeDirty().map(page) : [];
+      // The guest's network state (connections, NLB member) travels with it, as the agent's
+      // stop-and-copy sends it; the network here keeps it until the decision.
+      const network = x.saved ? undefined : this.host.network?.handOff(x.m.vmId);
       const sha256 = x.memory.stateHash(device);
       if (!this.host.mutate(() => x.m.handOver()))
         throw failedPrecondition(`VM '${x.m.name}' stopped migrating: ${x.m.message}`);
@@ -265,7 +272,7 @@ export class SimMigrations {
       this.host.onTouched?.(this.host, x.m.vmId);
       this.tracker.update(id, { stage: 'MIGRATION_STAGE_FROZEN', rounds: x.round, sha256 });
       this.step(id, 'handed-over');
-      return { pages, final: { device, sha256, stoppedAtMs: x.saved ? 0 : now } };
+      return { pages, final: { device, sha256, stoppedAtMs: x.saved ? 0 : now, network } };
     } catch (err) {
       this.giveUp(id, (err as Error).message);
       throw err;
@@ -365,6 +372,8 @@ export class SimMigrations {
               status.DATA_LOSS,
               `migration ${id}: the state received does not match its hash`,
             );
+          // Kept by the network until the VM appears here (or for a minute, if it never does).
+          if (batch.final.network) this.host.network?.adopt(vmId, batch.final.network);
           const h: Held = {
             incoming,
             memory,
@@ -435,6 +444,7 @@ export class SimMigrations {
     const vmId = req.vmId ?? '';
     const gen = Number(req.targetGeneration ?? 0);
     this.host.mutate((e) => e.migration.dropStale(vmId, gen, `migrated away (${id}): it runs on its target`));
+    this.host.network?.migrationEnded(vmId, true);
     this.frozen.delete(vmId);
     this.host.onTouched?.(this.host, vmId);
     this.settle(id, vmId, gen, 'MIGRATION_STAGE_COMMITTED', 'the copy here was dropped');
@@ -513,6 +523,7 @@ export class SimMigrations {
       this.scope.clear(x.idle);
     }
     const resumed = this.host.mutate((e) => e.migration.abort(vmId, id, reason));
+    this.host.network?.migrationEnded(vmId, false);
     this.frozen.delete(vmId);
     this.host.onTouched?.(this.host, vmId);
     this.settle(id, vmId, gen, 'MIGRATION_STAGE_ABORTED', resumed ? `resumed: ${reason}` : reason);

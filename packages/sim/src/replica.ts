@@ -7,6 +7,8 @@ import {
   hostHandlers,
   Leadership,
   migrationHandlers,
+  networkHandlers,
+  NetworkPusher,
   Proposer,
   vmHandlers,
   type FarmContext,
@@ -16,7 +18,7 @@ import {
 import { RaftNode, Role, SimRng, type TransportHandlers } from '@hyperfarm/raft';
 import type { Scope } from './clock.js';
 import type { SimNetwork } from './network.js';
-import { SimAgentPort, type HostDirectory } from './agent-port.js';
+import { SimAgentPort, SimNetworkAgents, type HostDirectory } from './agent-port.js';
 import { SimRaftDisk, SimRaftTransport } from './raft-io.js';
 
 /** What the simulator's checks hear from a daemon. */
@@ -38,6 +40,11 @@ export interface ReplicaConfig {
   requestTimeoutMs: number;
   runner: Omit<RunnerConfig, 'daemonId'>;
   scheduler: SchedulerOptions;
+  /**
+   * The hosts have virtual networks: the daemon runs its network pusher while it leads and
+   * answers the network API (switches, NLB clusters, traffic), both through NetworkService.
+   */
+  network?: boolean;
 }
 
 /**
@@ -61,6 +68,7 @@ export class SimDaemon {
   term = 0;
   boots = 0;
   private leadership: Leadership | undefined;
+  private network: SimNetworkAgents | undefined;
 
   constructor(
     readonly id: string,
@@ -152,7 +160,22 @@ export class SimDaemon {
           ...this.cfg.runner,
           daemonId: this.id,
         });
-        leadership.attach(raft, runner);
+        if (this.cfg.network) {
+          // As startDaemon: the pusher leads with the runner.
+          const agents = new SimNetworkAgents(this.id, scope, this.net, this.hosts);
+          const pusher = new NetworkPusher(machine, proposer, agents, logger, scope);
+          leadership.attach(raft, {
+            start: (term) => {
+              runner.start(term);
+              pusher.start(term);
+            },
+            stop: () => {
+              runner.stop();
+              pusher.stop();
+            },
+          });
+          this.network = agents;
+        } else leadership.attach(raft, runner);
         const ctx: FarmContext = {
           raft,
           machine,
@@ -173,6 +196,7 @@ export class SimDaemon {
           ...migrationHandlers(ctx, { deadlineMs: 0 }),
           ...drainHandlers(ctx, { deadlineMs: 0 }),
           ...checkpointHandlers(ctx),
+          ...(this.network ? networkHandlers(ctx, this.network) : {}),
         };
         this.raftHandlers = handlers;
       },

@@ -29,7 +29,15 @@ export {
   type FarmProbe,
   type RunClock,
 } from './timeline.js';
-export { createVmRequest, writerVmConfig } from './requests.js';
+export {
+  createVmRequest,
+  nlbClusterRequest,
+  nlbMemberRequests,
+  switchRequest,
+  trafficRequest,
+  trafficTotals,
+  writerVmConfig,
+} from './requests.js';
 export type { Condition, DrillFile, HostRef, Step, StepKind } from './types.js';
 
 export interface RunDrillOptions {

@@ -31,7 +31,20 @@ export interface DrillReport {
    * Set when the drill ran in the farm simulator (`drill run --sim`): the seed that replays it,
    * and the simulator's invariant violations (also a verdict, `simInvariants`).
    */
-  simulation?: { seed: number; violations: { property: string; time: number; detail: string }[] };
+  simulation?: {
+    seed: number;
+    violations: { property: string; time: number; detail: string }[];
+    /** The drill's NLB clusters as the simulated hosts' networks left them. */
+    nlb?: NlbClusterSummary[];
+  };
+}
+
+/** An NLB cluster at the end of a simulated drill: whether it converged, and each member's share. */
+export interface NlbClusterSummary {
+  cluster: string;
+  converged: boolean;
+  /** Each member: its VM, the host it runs on, its state, and the buckets of the first rule it owns. */
+  members: { vm: string; host: string; state: string; buckets: number }[];
 }
 
 export function buildReport(

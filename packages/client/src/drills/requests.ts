@@ -60,3 +60,69 @@ export function writerVmConfig(name: string): pb.VmConfig {
     guestOs: 'windows-server-2008-x64',
   };
 }
+
+type NlbPlan = Plan['nlb'][number];
+type TrafficPlan = Plan['traffic'][number];
+
+/** CreateSwitch for one of the drill's switches. */
+export function switchRequest(sw: Plan['switches'][number]): pb.CreateSwitchRequest {
+  return { name: sw.name, type: `SWITCH_TYPE_${sw.type.toUpperCase()}` as pb.SwitchType };
+}
+
+/**
+ * CreateNlbCluster for one of the drill's clusters: unicast, one multiple-host rule for TCP port
+ * 80 without affinity, heartbeats every 100 ms (a drill measures seconds of failover).
+ */
+export function nlbClusterRequest(n: NlbPlan): pb.CreateNlbClusterRequest {
+  return {
+    name: n.name,
+    virtualIp: n.vip,
+    mode: 'NLB_MODE_UNICAST',
+    switchName: n.switch,
+    portRules: [
+      {
+        startPort: 80,
+        endPort: 80,
+        protocol: 'tcp',
+        filteringMode: 'NLB_FILTERING_MODE_MULTIPLE_HOST',
+        affinity: 'NLB_AFFINITY_NONE',
+      },
+    ],
+    heartbeatPeriodMs: 100,
+  };
+}
+
+/** AddNlbMember for each member, in the drill's order of priority (the first is priority 1). */
+export function nlbMemberRequests(
+  n: NlbPlan,
+  clusterId: string,
+  vmId: (name: string) => string,
+): pb.AddNlbMemberRequest[] {
+  return n.members.map((m, i) => ({ clusterId, member: { vmId: vmId(m), hostPriority: i + 1 } }));
+}
+
+/** StartTraffic for one of the drill's traffic runs, at its cluster's virtual IP. */
+export function trafficRequest(plan: Plan, t: TrafficPlan): pb.StartHostTrafficRequest {
+  const nlb = plan.nlb.find((n) => n.name === t.nlb)!;
+  return {
+    traffic: {
+      id: t.name,
+      switchName: nlb.switch,
+      virtualIp: nlb.vip,
+      ratePerSecond: t.rate,
+      durationMs: t.durationMs,
+    },
+  };
+}
+
+/** A traffic run's report as the drill records it: its phases summed. */
+export function trafficTotals(r: pb.TrafficReport__Output): {
+  started: number;
+  completed: number;
+  lost: number;
+  reset: number;
+} {
+  const phases = [r.before, r.during, r.after].filter((p): p is pb.TrafficPhase__Output => Boolean(p));
+  const sum = (k: 'started' | 'completed' | 'lost' | 'reset') => phases.reduce((a, p) => a + Number(p[k]), 0);
+  return { started: sum('started'), completed: sum('completed'), lost: sum('lost'), reset: sum('reset') };
+}

@@ -9,7 +9,15 @@ import { HyperfarmClient } from '../client/hyperfarm-client.js';
 import { ms, type Plan } from './format.js';
 import type { DrillFarm } from './drill-farm.js';
 import type { Observation } from './observations.js';
-import { createVmRequest, writerVmConfig } from './requests.js';
+import {
+  createVmRequest,
+  nlbClusterRequest,
+  nlbMemberRequests,
+  switchRequest,
+  trafficRequest,
+  trafficTotals,
+  writerVmConfig,
+} from './requests.js';
 import { playTimeline, until, Writer, type FarmProbe, type RunClock } from './timeline.js';
 import type { HostRef, Step, StepKind } from './types.js';
 
@@ -239,18 +247,7 @@ export class DrillRun {
   private async sampleTraffic(): Promise<void> {
     for (const [name, hostId] of this.trafficHosts) {
       const r = await this.client.call('getTraffic', { hostId, id: name });
-      const phases = [r.before, r.during, r.after].filter((p): p is pb.TrafficPhase__Output => Boolean(p));
-      const sum = (k: 'started' | 'completed' | 'lost' | 'reset') =>
-        phases.reduce((a, p) => a + Number(p[k]), 0);
-      this.record({
-        t: this.now(),
-        type: 'traffic',
-        name,
-        started: sum('started'),
-        completed: sum('completed'),
-        lost: sum('lost'),
-        reset: sum('reset'),
-      });
+      this.record({ t: this.now(), type: 'traffic', name, ...trafficTotals(r) });
     }
   }
 
@@ -355,8 +352,7 @@ export class DrillRun {
   private async createSwitches(): Promise<void> {
     for (const sw of this.plan.switches) {
       if (this.created.has(`switch/${sw.name}`)) continue;
-      const type = `SWITCH_TYPE_${sw.type.toUpperCase()}` as pb.SwitchType;
-      await this.client.call('createSwitch', { name: sw.name, type });
+      await this.client.call('createSwitch', switchRequest(sw));
       this.created.add(`switch/${sw.name}`);
     }
   }
@@ -366,27 +362,9 @@ export class DrillRun {
     const made: string[] = [];
     for (const n of this.plan.nlb) {
       if (this.created.has(`nlb/${n.name}`) || !n.members.every((m) => this.ids.has(m))) continue;
-      const cluster = await this.client.call('createNlbCluster', {
-        name: n.name,
-        virtualIp: n.vip,
-        mode: 'NLB_MODE_UNICAST',
-        switchName: n.switch,
-        portRules: [
-          {
-            startPort: 80,
-            endPort: 80,
-            protocol: 'tcp',
-            filteringMode: 'NLB_FILTERING_MODE_MULTIPLE_HOST',
-            affinity: 'NLB_AFFINITY_NONE',
-          },
-        ],
-        heartbeatPeriodMs: 100,
-      });
-      for (const [i, m] of n.members.entries())
-        await this.client.call('addNlbMember', {
-          clusterId: cluster.id,
-          member: { vmId: this.vmId(m), hostPriority: i + 1 },
-        });
+      const cluster = await this.client.call('createNlbCluster', nlbClusterRequest(n));
+      for (const req of nlbMemberRequests(n, cluster.id, (m) => this.vmId(m)))
+        await this.client.call('addNlbMember', req);
       this.created.add(`nlb/${n.name}`);
       await until(this.clock, `NLB ${n.name} converged`, 60_000, async () => {
         const st = await this.client.call('getNlbClusterState', { id: cluster.id });
@@ -610,16 +588,7 @@ export class DrillRun {
       }
       case 'start-traffic': {
         const t = this.plan.traffic.find((x) => x.name === step['start-traffic'])!;
-        const nlb = this.plan.nlb.find((n) => n.name === t.nlb)!;
-        const r = await this.client.call('startTraffic', {
-          traffic: {
-            id: t.name,
-            switchName: nlb.switch,
-            virtualIp: nlb.vip,
-            ratePerSecond: t.rate,
-            durationMs: t.durationMs,
-          },
-        });
+        const r = await this.client.call('startTraffic', trafficRequest(this.plan, t));
         this.trafficHosts.set(t.name, r.hostId);
         this.background.push(this.sampleTrafficEvery(1_000));
         return `traffic ${t.name} from ${this.farm.hostName(r.hostId)}`;

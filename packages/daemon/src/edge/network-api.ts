@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import {
   failedPrecondition,
   hyperfarmProto,
@@ -25,9 +24,32 @@ import {
 import { readState, type FarmContext } from './farm-context.js';
 import { ServiceClients } from './service-clients.js';
 import { page, requireEnum, requireHostId, requireRef } from './requests.js';
+import { newId } from './vms-api.js';
+
+/** The NetworkService calls the daemon makes of an agent. */
+export type NetworkAgent = Pick<
+  PromiseClient<pb.NetworkServiceClient>,
+  | 'applyNetworkConfig'
+  | 'getNetworkConfig'
+  | 'getNlbState'
+  | 'controlNlbMember'
+  | 'getSwitchState'
+  | 'startTraffic'
+  | 'getTraffic'
+  | 'markTrafficPhase'
+  | 'stopTraffic'
+>;
+
+/**
+ * The agents' NetworkService, by address: gRPC clients in the daemon (NetworkClients), calls
+ * across the simulated network in the farm simulator.
+ */
+export interface NetworkAgents {
+  of(address: string): NetworkAgent;
+}
 
 /** NetworkService clients, one channel per agent address. */
-export class NetworkClients extends ServiceClients<pb.NetworkServiceClient> {
+export class NetworkClients extends ServiceClients<pb.NetworkServiceClient> implements NetworkAgents {
   constructor(options: ClientOptions = {}) {
     super(hyperfarmProto().hyperfarm.v1.NetworkService, options);
   }
@@ -100,7 +122,7 @@ function vmId(s: FarmState, ref: string): string {
 }
 
 /** ClusterService: virtual switches, NLB clusters, and the traffic generator on the agents. */
-export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<pb.ClusterServiceHandlers> {
+export function networkHandlers(ctx: FarmContext, net: NetworkAgents): Partial<pb.ClusterServiceHandlers> {
   const upHosts = (s: FarmState) => [...s.hosts.values()].filter((h) => h.state === 'HOST_STATE_UP');
   const hostAddress = (s: FarmState, id: string): string => {
     const h = s.hosts.get(requireHostId('host_id', id));
@@ -108,10 +130,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<
     return h.address;
   };
   /** The run on the host named, or on whichever Up host has it. */
-  const onRunHost = async <T>(
-    hostId: string,
-    fn: (c: PromiseClient<pb.NetworkServiceClient>) => Promise<T>,
-  ): Promise<T> => {
+  const onRunHost = async <T>(hostId: string, fn: (c: NetworkAgent) => Promise<T>): Promise<T> => {
     const s = ctx.machine.state;
     if (hostId) return fn(net.of(hostAddress(s, hostId)));
     for (const h of upHosts(s)) {
@@ -131,7 +150,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<
       if (type === 'SWITCH_TYPE_EXTERNAL' && req.hostId)
         throw invalidArgument('host_id', 'an External switch exists on every host; name none');
       if (req.hostId) requireHostId('host_id', req.hostId);
-      const id = randomUUID();
+      const id = newId('sw');
       await ctx.proposer.submit({
         type: 'switch.create',
         id,
@@ -166,7 +185,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<
       if (parseIpv4(req.virtualIp) === undefined)
         throw invalidArgument('virtual_ip', `${quote(req.virtualIp)} is not an IPv4 address`);
       const mode = requireEnum('mode', req.mode, MODES);
-      const id = randomUUID();
+      const id = newId('nlb');
       await ctx.proposer.submit({
         type: 'nlb.create',
         id,
@@ -249,7 +268,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkClients): Partial<
     DrainstopNlbMember: unary<pb.DrainstopNlbMemberRequest__Output, pb.Operation>(async (req) => {
       const s = ctx.machine.state;
       const c = findCluster(s, requireRef('cluster_id', req.clusterId));
-      const opId = randomUUID();
+      const opId = newId('op');
       await ctx.proposer.submit({
         type: 'nlb.drainstop',
         clusterId: c.id,

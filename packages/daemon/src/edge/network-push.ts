@@ -1,8 +1,9 @@
 import type { Logger } from '@hyperfarm/api';
 import { hostNetworkConfig, tunnelPeers } from '../controllers/index.js';
 import type { FarmStateMachine } from '../fsm/index.js';
-import type { NetworkClients } from './network-api.js';
+import type { NetworkAgents } from './network-api.js';
 import type { Proposer } from './proposer.js';
+import { realTimers, type Timers } from './timers.js';
 
 /** How often the leader checks that Up agents still hold what it pushed (an agent restart). */
 const VERIFY_MS = 2_000;
@@ -12,6 +13,9 @@ const VERIFY_MS = 2_000;
  * second at 1,000 hosts.
  */
 const VERIFY_HOSTS = 100;
+
+/** The real clock, its timers not keeping the process alive (a daemon that stops leading exits). */
+const backgroundTimers: Timers = { ...realTimers, set: (fn, ms) => setTimeout(fn, ms).unref() };
 
 /**
  * While this daemon leads: pushes each Up host's network configuration to its agent when it
@@ -26,8 +30,9 @@ export class NetworkPusher {
   constructor(
     private readonly machine: FarmStateMachine,
     private readonly proposer: Proposer,
-    private readonly net: NetworkClients,
+    private readonly net: NetworkAgents,
     private readonly logger: Logger,
+    private readonly timers: Timers = backgroundTimers,
   ) {}
 
   start(term: number): void {
@@ -84,7 +89,7 @@ export class NetworkPusher {
     const schedule = () => {
       if (queued || closed) return;
       queued = true;
-      setTimeout(() => void round(), 20).unref();
+      this.timers.set(() => void round(), 20);
     };
     const unsubscribe = this.machine.onApplied((a) => {
       let relevant = false;
@@ -100,7 +105,8 @@ export class NetworkPusher {
       if (relevant) schedule();
     });
     let verifyFrom = 0;
-    const verify = setInterval(() => {
+    let verifyTimer: unknown;
+    const verify = () => {
       const s = this.machine.state;
       const hosts = [...s.hosts.values()];
       const turn =
@@ -123,15 +129,16 @@ export class NetworkPusher {
           .catch(() => undefined);
       }
       schedule();
-    }, VERIFY_MS);
-    verify.unref();
+      if (!closed) verifyTimer = this.timers.set(verify, VERIFY_MS);
+    };
+    verifyTimer = this.timers.set(verify, VERIFY_MS);
     schedule();
     this.session = {
       term,
       stop: () => {
         closed = true;
         unsubscribe();
-        clearInterval(verify);
+        this.timers.clear(verifyTimer);
       },
     };
   }

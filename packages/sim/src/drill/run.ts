@@ -9,6 +9,11 @@ import { ApiError, status, statusOf, type pb } from '@hyperfarm/api';
 import {
   createVmRequest,
   ms,
+  nlbClusterRequest,
+  nlbMemberRequests,
+  switchRequest,
+  trafficRequest,
+  trafficTotals,
   playTimeline,
   until,
   Writer,
@@ -24,6 +29,8 @@ import {
 import { migrationView, type FarmState, type OperationRecord } from '@hyperfarm/daemon';
 import { Role } from '@hyperfarm/raft';
 import { VirtualClock } from '../clock.js';
+import { nlbSummary } from '../nlb-checks.js';
+import { overWire, wireMethod } from '../wire.js';
 import type { DrillHandle, FarmSimulation } from '../farm.js';
 import type { SimHost } from '../host.js';
 import type { SimDaemon } from '../replica.js';
@@ -51,6 +58,10 @@ export class SimDrillRun {
   private readonly clock: RunClock;
   private readonly writer: Writer;
   private checking = true;
+  /** The drill's switches and NLB clusters made so far; each traffic run and the host it runs on. */
+  private readonly created = new Set<string>();
+  private readonly trafficHosts = new Map<string, string>();
+  private sampling = false;
 
   constructor(
     private readonly plan: Plan,
@@ -144,6 +155,8 @@ export class SimDrillRun {
 
   private async finish(): Promise<void> {
     await this.writer.stop();
+    this.sampling = false;
+    await this.sampleTraffic().catch(() => undefined);
     // A linearizable listing: the leader's, once there is one.
     try {
       await until(this.clock, 'a leader to list the VMs', 30_000, () =>
@@ -169,6 +182,17 @@ export class SimDrillRun {
     } catch (err) {
       this.onStep?.(`could not read the farm's VMs at the end: ${(err as Error).message}`);
     }
+  }
+
+  /** The drill's NLB clusters as the hosts' networks hold them now (none without networks). */
+  nlbReport(): ReturnType<typeof nlbSummary> {
+    const clusterNames = new Map([...this.clusterIds].map(([name, id]) => [id, name]));
+    return nlbSummary(
+      this.farm.hosts.values(),
+      (id) => clusterNames.get(id) ?? id,
+      (id) => this.names.get(id) ?? id,
+      (id) => this.hostName(id),
+    );
   }
 
   // --- observers ---
@@ -279,6 +303,69 @@ export class SimDrillRun {
     }
   }
 
+  /**
+   * A network API call, its request and answer as gRPC carries them (every field present): the
+   * network handlers read fields the drill's requests leave out.
+   */
+  private async netCall<T>(method: string, req: unknown): Promise<T> {
+    const { def } = wireMethod('ClusterService', method);
+    return overWire.response(def, await this.call(method, overWire.request(def, req))) as T;
+  }
+
+  /** The drill's switches, once. */
+  private async createSwitches(): Promise<void> {
+    for (const sw of this.plan.switches) {
+      if (this.created.has(`switch/${sw.name}`)) continue;
+      await this.netCall('CreateSwitch', switchRequest(sw));
+      this.created.add(`switch/${sw.name}`);
+    }
+  }
+
+  /** NLB clusters whose members all exist now, once; then waits until their members converge. */
+  private async createNlbClusters(): Promise<string[]> {
+    const made: string[] = [];
+    for (const n of this.plan.nlb) {
+      if (this.created.has(`nlb/${n.name}`) || !n.members.every((m) => this.ids.has(m))) continue;
+      const cluster = await this.netCall<pb.NlbCluster__Output>('CreateNlbCluster', nlbClusterRequest(n));
+      for (const req of nlbMemberRequests(n, cluster.id, (m) => this.ids.get(m) ?? m))
+        await this.netCall('AddNlbMember', req);
+      this.created.add(`nlb/${n.name}`);
+      this.clusterIds.set(n.name, cluster.id);
+      let st: pb.NlbClusterState__Output | undefined;
+      await until(this.clock, `NLB ${n.name} converged`, 60_000, async () => {
+        st = await this.netCall<pb.NlbClusterState__Output>('GetNlbClusterState', { id: cluster.id });
+        return st.converged && st.members.length === n.members.length
+          ? true
+          : `${st.members.length} members converged`;
+      });
+      made.push(n.name);
+    }
+    return made;
+  }
+
+  /** The drill's NLB clusters by name, with the farm's ids. */
+  readonly clusterIds = new Map<string, string>();
+
+  private async sampleTraffic(): Promise<void> {
+    for (const [name, hostId] of this.trafficHosts) {
+      const r = await this.netCall<pb.TrafficReport__Output>('GetTraffic', { hostId, id: name });
+      this.record({ t: this.now(), type: 'traffic', name, ...trafficTotals(r) });
+    }
+  }
+
+  /** The traffic's counts every second while it runs, as the drill runner samples them. */
+  private sampleTrafficEvery(period: number): void {
+    if (this.sampling) return;
+    this.sampling = true;
+    const loop = async (): Promise<void> => {
+      while (this.sampling) {
+        await this.sampleTraffic().catch(() => undefined);
+        await this.sleep(period);
+      }
+    };
+    void loop();
+  }
+
   /** A call that starts an operation, then its end: the operation, or its error thrown. */
   private async operation(method: string, req: unknown): Promise<OperationRecord> {
     const op = await this.call<pb.Operation>(method, req);
@@ -332,6 +419,7 @@ export class SimDrillRun {
         const names = c.vms
           ? this.vmsOf(c.vms)
           : this.plan.vms.map((v) => v.name).filter((n) => !this.ids.has(n));
+        await this.createSwitches();
         await Promise.all(
           names.map(async (name) => {
             const op = await this.operation('CreateVm', {
@@ -344,7 +432,8 @@ export class SimDrillRun {
             this.names.set(op.targetId, name);
           }),
         );
-        return `created ${names.join(', ')}`;
+        const nlbs = await this.createNlbClusters();
+        return `created ${[...names, ...nlbs.map((n) => `NLB ${n}`)].join(', ')}`;
       }
       case 'start': {
         const names = this.vmsOf(step.start?.vms);
@@ -484,8 +573,28 @@ export class SimDrillRun {
         });
         return undefined;
       }
+      case 'start-traffic': {
+        const t = this.plan.traffic.find((x) => x.name === step['start-traffic'])!;
+        const r = await this.netCall<pb.TrafficReport__Output>('StartTraffic', trafficRequest(this.plan, t));
+        this.trafficHosts.set(t.name, r.hostId);
+        this.sampleTrafficEvery(1_000);
+        return `traffic ${t.name} from ${this.hostName(r.hostId)}`;
+      }
+      case 'mark-traffic': {
+        const m = step['mark-traffic']!;
+        await this.netCall('MarkTrafficPhase', {
+          hostId: this.trafficHosts.get(m.traffic) ?? '',
+          id: m.traffic,
+          phase: m.phase,
+        });
+        return undefined;
+      }
+      case 'stop-traffic': {
+        const name = step['stop-traffic']!;
+        await this.netCall('StopTraffic', { hostId: this.trafficHosts.get(name) ?? '', id: name });
+        return undefined;
+      }
       default:
-        // Refused before the run (unsupported): the network steps.
         throw new Error(`step ${kind} cannot be played in the simulator`);
     }
   }

@@ -9,12 +9,13 @@ import {
 import type { HypervisorEngine } from '../../engine/engine.js';
 import type { VmState } from '../../engine/states.js';
 import { parseCidr } from '../addr.js';
+import type { Frame } from '../frame.js';
 import { parseVmNetworkSnapshot } from '../codec.js';
 import { HostNetwork, type AdapterSpec, type VmNetworkSnapshot, type VmRunState } from '../host-network.js';
 import { checkMemberNetworks, type NlbClusterConfig } from '../nlb/config.js';
 import type { GuestInfo } from '../stack.js';
 import { nlbClusterConfig, switchSpec } from './convert.js';
-import { Tunnels } from './tunnel.js';
+import { Tunnels, type TunnelOptions } from './tunnel.js';
 
 // One host's network in the agent: the HostNetwork core driven by the real clock, kept in step
 // with the engine's VMs (their adapters, whether they run, their CPU share), fed by the tunnels,
@@ -27,6 +28,36 @@ export interface NetworkHostPort {
   now(): number;
   read<T>(fn: (engine: HypervisorEngine) => T): T;
   onEvent(listener: (event: pb.AgentEvent) => void): () => void;
+}
+
+/**
+ * The network's timers: the real ones in the agent, a virtual clock's in the farm simulator
+ * (packages/sim), which runs this same class.
+ */
+export interface NetworkTimers {
+  set(fn: () => void, ms: number): unknown;
+  clear(handle: unknown): void;
+  /** Soon, after what runs now: setImmediate's place. */
+  soon(fn: () => void): void;
+}
+
+export const realNetworkTimers: NetworkTimers = {
+  set: (fn, ms) => setTimeout(fn, ms).unref(),
+  clear: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  soon: (fn) => void setImmediate(fn),
+};
+
+/** What carries frames to the other hosts: gRPC tunnels in the agent, the simulated network in the simulator. */
+export interface FrameLinks {
+  setPeers(peers: { hostId: string; address: string }[]): void;
+  send(peer: string, switchName: string, frame: Frame): void;
+  close(): void;
+}
+
+/** How the network is wired to the world; the defaults are the agent's. */
+export interface AgentNetworkIo<L extends FrameLinks> {
+  timers: NetworkTimers;
+  links(opts: Pick<TunnelOptions, 'deliver' | 'dropped'>): L;
 }
 
 /** Guest states in which its network stack runs, and in which it is frozen but kept. */
@@ -48,45 +79,56 @@ interface KnownVm {
   guest: GuestInfo;
 }
 
-export class AgentNetwork {
+export class AgentNetwork<L extends FrameLinks = Tunnels> {
   readonly net: HostNetwork;
-  readonly tunnels: Tunnels;
+  readonly tunnels: L;
   private applied: pb.NetworkConfig__Output = { revision: 0, switches: [], nlbClusters: [], peers: [] };
   private clusters = new Map<string, NlbClusterConfig>();
   private readonly vms = new Map<string, KnownVm>();
   private readonly adoptions = new Map<string, { snap: VmNetworkSnapshot; until: number }>();
   /** Network state of VMs migrating away, kept until the migration ends, to restore on failure. */
   private readonly leaving = new Map<string, VmNetworkSnapshot>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: unknown;
   private timerAt = Infinity;
-  private readonly syncTimer: NodeJS.Timeout;
+  private syncTimer: unknown;
+  private readonly timers: NetworkTimers;
   private readonly unsubscribe: () => void;
   private stopped = false;
 
   constructor(
     private readonly host: NetworkHostPort,
-    private readonly tls?: TlsFiles | undefined,
+    tls?: TlsFiles | undefined,
+    io?: AgentNetworkIo<L>,
   ) {
+    this.timers = io?.timers ?? realNetworkTimers;
     this.net = new HostNetwork({
       hostId: host.settings.id,
       seed: 1,
       startMs: host.now(),
       guest: (vmId) => this.vms.get(vmId)?.guest ?? { serviceTimeMs: 1, workers: 1 },
     });
-    this.tunnels = new Tunnels({
-      hostId: host.settings.id,
-      logger: host.logger,
-      tls,
-      deliver: (peer, switchName, frames) =>
+    const ends: Pick<TunnelOptions, 'deliver' | 'dropped'> = {
+      deliver: (peer, switchName, frames) => {
+        if (this.stopped) return;
         this.run(() => {
           for (const f of frames) this.net.receiveFromPeer(peer, switchName, f);
-        }),
+        });
+      },
       dropped: (peer, switchName, n) => this.net.countTunnelDrops(peer, switchName, n),
-    });
+    };
+    this.tunnels = io
+      ? io.links(ends)
+      : (new Tunnels({ hostId: host.settings.id, logger: host.logger, tls, ...ends }) as FrameLinks as L);
     // Events arrive from inside the host's pump: sync right after it, not within it.
     this.unsubscribe = host.onEvent(() => this.scheduleSync());
-    this.syncTimer = setInterval(() => this.run(() => this.sync()), SYNC_MS);
-    this.syncTimer.unref();
+    const every = () => {
+      this.syncTimer = this.timers.set(() => {
+        if (this.stopped) return;
+        this.run(() => this.sync());
+        every();
+      }, SYNC_MS);
+    };
+    every();
     this.run(() => this.sync());
   }
 
@@ -95,7 +137,7 @@ export class AgentNetwork {
   private scheduleSync(): void {
     if (this.syncQueued) return;
     this.syncQueued = true;
-    setImmediate(() => {
+    this.timers.soon(() => {
       this.syncQueued = false;
       if (!this.stopped) this.run(() => this.sync());
     });
@@ -126,9 +168,9 @@ export class AgentNetwork {
     if (next === undefined || this.stopped) return;
     const at = Math.min(next, this.host.now() + MAX_TIMER_MS);
     if (this.timer && at >= this.timerAt) return;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) this.timers.clear(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(
+    this.timer = this.timers.set(
       () => {
         this.timer = undefined;
         this.timerAt = Infinity;
@@ -136,7 +178,6 @@ export class AgentNetwork {
       },
       Math.max(0, at - this.host.now()),
     );
-    this.timer.unref();
   }
 
   // --- Configuration ---
@@ -305,8 +346,8 @@ export class AgentNetwork {
     if (this.stopped) return;
     this.stopped = true;
     this.unsubscribe();
-    clearInterval(this.syncTimer);
-    if (this.timer) clearTimeout(this.timer);
+    this.timers.clear(this.syncTimer);
+    if (this.timer) this.timers.clear(this.timer);
     this.tunnels.close();
   }
 }

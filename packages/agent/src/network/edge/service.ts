@@ -13,7 +13,7 @@ import { parseIpv4, type Mac } from '../addr.js';
 import { hashString32 } from '../../engine/rng.js';
 import type { NlbAction } from '../host-network.js';
 import { PHASES, type Phase, type TrafficSpec } from '../traffic.js';
-import type { AgentNetwork } from './agent-network.js';
+import type { AgentNetwork, FrameLinks } from './agent-network.js';
 import { memberStateOut, switchStateOut, trafficReportOut } from './convert.js';
 
 // NetworkService and TunnelService of one agent's host.
@@ -87,7 +87,7 @@ const phaseOf = (text: string): Phase => {
   return text as Phase;
 };
 
-export function networkServiceImpl(n: AgentNetwork): ServiceHandlers['network'] {
+export function networkServiceImpl(n: AgentNetwork<FrameLinks>): ServiceHandlers['network'] {
   const host = n.hostId;
   const report = (id: string) => trafficReportOut(id, n.net.trafficReport(id), host);
   return {
