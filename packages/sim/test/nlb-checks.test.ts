@@ -78,7 +78,7 @@ describe('NLB invariants', () => {
   });
 
   it('a converged map that gives a bucket to a member outside the view is nlb-bucket-owner', () => {
-    const map = Array.from({ length: BUCKETS }, (_, b) => (b < BUCKETS / 2 ? 1 : 2));
+    const map: number[] = Array.from({ length: BUCKETS }, (_, b) => (b < BUCKETS / 2 ? 1 : 2));
     map[7] = 3;
     const v = check([
       host('h1', [member('a', 1, { maps: [map] })]),
