@@ -174,7 +174,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkAgents): Partial<p
     }),
 
     DeleteSwitch: unary<pb.DeleteSwitchRequest__Output, pb.DeleteSwitchResponse>(async (req) => {
-      const sw = findSwitch(ctx.machine.state, requireRef('id', req.id));
+      const sw = findSwitch(await readState(ctx, 'CONSISTENCY_LINEARIZABLE'), requireRef('id', req.id));
       await ctx.proposer.submit({ type: 'switch.delete', id: sw.id });
       return {};
     }),
@@ -215,7 +215,10 @@ export function networkHandlers(ctx: FarmContext, net: NetworkAgents): Partial<p
 
     UpdateNlbCluster: unary<pb.UpdateNlbClusterRequest__Output, pb.NlbCluster>(async (req) => {
       if (!req.cluster) throw invalidArgument('cluster', 'is required');
-      const c = findCluster(ctx.machine.state, requireRef('cluster.id', req.cluster.id));
+      const c = findCluster(
+        await readState(ctx, 'CONSISTENCY_LINEARIZABLE'),
+        requireRef('cluster.id', req.cluster.id),
+      );
       const paths = req.updateMask?.paths ?? [];
       if (paths.length === 0)
         throw invalidArgument('update_mask', `name the fields to change: ${NLB_FIELDS.join(', ')}`);
@@ -237,13 +240,13 @@ export function networkHandlers(ctx: FarmContext, net: NetworkAgents): Partial<p
     }),
 
     DeleteNlbCluster: unary<pb.DeleteNlbClusterRequest__Output, pb.DeleteNlbClusterResponse>(async (req) => {
-      const c = findCluster(ctx.machine.state, requireRef('id', req.id));
+      const c = findCluster(await readState(ctx, 'CONSISTENCY_LINEARIZABLE'), requireRef('id', req.id));
       await ctx.proposer.submit({ type: 'nlb.delete', id: c.id });
       return {};
     }),
 
     AddNlbMember: unary<pb.AddNlbMemberRequest__Output, pb.NlbCluster>(async (req) => {
-      const s = ctx.machine.state;
+      const s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
       const c = findCluster(s, requireRef('cluster_id', req.clusterId));
       const m = member(req.member, 'member');
       await ctx.proposer.submit({
@@ -255,7 +258,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkAgents): Partial<p
     }),
 
     RemoveNlbMember: unary<pb.RemoveNlbMemberRequest__Output, pb.NlbCluster>(async (req) => {
-      const s = ctx.machine.state;
+      const s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
       const c = findCluster(s, requireRef('cluster_id', req.clusterId));
       await ctx.proposer.submit({
         type: 'nlb.member.remove',
@@ -266,7 +269,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkAgents): Partial<p
     }),
 
     DrainstopNlbMember: unary<pb.DrainstopNlbMemberRequest__Output, pb.Operation>(async (req) => {
-      const s = ctx.machine.state;
+      const s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
       const c = findCluster(s, requireRef('cluster_id', req.clusterId));
       const opId = newId('op');
       await ctx.proposer.submit({
@@ -346,7 +349,7 @@ export function networkHandlers(ctx: FarmContext, net: NetworkAgents): Partial<p
 
     StartTraffic: unary<pb.StartHostTrafficRequest__Output, pb.TrafficReport>(async (req) => {
       if (!req.traffic) throw invalidArgument('traffic', 'is required');
-      const s = ctx.machine.state;
+      const s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
       const hostId = req.hostId || upHosts(s)[0]?.id;
       if (!hostId) throw failedPrecondition('no host is Up to run the traffic generator');
       const sw = switchesNamed(s, req.traffic.switchName).find((w) => w.type === 'SWITCH_TYPE_EXTERNAL');
