@@ -48,6 +48,24 @@ expect:
   - vmsRunning: { vms: [web-1, web-2], within: 1s, after: crash }
 `;
 
+/**
+ * The same cluster; the tunnels between host-1 (where the clients are) and host-2 drop every
+ * frame for 10 s, longer than a client's retransmissions last (250 ms doubling, 4 retries).
+ */
+const CUT = CRASH.replace('name: nlb-member-host-crash', 'name: nlb-tunnel-cut')
+  .replace('ha: none', 'ha: high')
+  .replace(
+    '  - label: crash\n    kill-agent: { host: host-3 }\n  - hold: 3s\n',
+    `  - label: cut
+    slow-link: { from: host-1, to: host-2, drop: 1 }
+  - slow-link: { from: host-2, to: host-1, drop: 1 }
+  - hold: 10s
+  - heal:
+  - hold: 5s
+`,
+  )
+  .replace(/expect:\n.*\n$/, 'expect:\n  - vmsRunning: { vms: [web-3], within: 1s, after: cut }\n');
+
 describe('NLB in the farm simulator', function () {
   this.timeout(120_000);
   const out = mkdtempSync(join(tmpdir(), 'sim-nlb-'));
@@ -114,6 +132,22 @@ describe('NLB in the farm simulator', function () {
       // one period before the crash); then the others agree within a few heartbeats.
       expect(after).to.be.within(4 * 100, 5 * 100 + 500);
     }
+  });
+
+  it('the tunnels ride the simulated network: frames a cut link drops lose connections, and the cluster converges again after the heal', async () => {
+    const plan = loadDrill(CUT, 'cut.yaml');
+    expect(plan.steps.map((x) => x.kind)).to.include.members(['slow-link', 'heal']);
+    const { report } = await runSimPlan(plan, 'cut.yaml', { out: join(out, 'cut') });
+    expect(report.verdicts.filter((v) => !v.ok)).to.deep.equal([]);
+    const traffic = report.observations.filter((o) => o.type === 'traffic').at(-1) as {
+      lost: number;
+      reset: number;
+    };
+    // The clients on host-1 reach web-2 only through the tunnel to host-2.
+    expect(traffic.lost + traffic.reset).to.be.above(0);
+    const [web] = report.simulation!.nlb!;
+    expect(web!.converged).to.equal(true);
+    expect(web!.members.map((m) => m.buckets)).to.deep.equal([BUCKETS / 3, BUCKETS / 3, BUCKETS / 3]);
   });
 
   it('the same seed replays the NLB drill identically; another seed is another run', async () => {
