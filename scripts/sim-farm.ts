@@ -41,6 +41,11 @@ const program = new Command()
   .option('--policy <p>', 'placement: binpack or spread', 'binpack')
   .option('--no-faults', 'no faults (the workload alone)')
   .option('--no-converge', 'check safety only, not convergence after the faults stop')
+  .option(
+    '--network',
+    "the hosts' virtual networks: a switch, an NLB cluster of the first VMs, clients",
+    false,
+  )
   .parse();
 
 const opts = program.opts<{
@@ -58,6 +63,7 @@ const opts = program.opts<{
   policy: string;
   faults: boolean;
   converge: boolean;
+  network: boolean;
 }>();
 if (opts.policy !== 'binpack' && opts.policy !== 'spread') program.error('--policy: binpack or spread');
 if (opts.scale !== 'small' && opts.scale !== 'large') program.error('--scale: small or large');
@@ -76,6 +82,7 @@ const farm = (seed: number, policy = opts.policy as FarmOptions['policy']): Farm
   policy,
   faults: opts.faults,
   converge: opts.converge,
+  network: opts.network,
   trace: opts.trace,
 });
 

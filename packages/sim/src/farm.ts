@@ -3,6 +3,7 @@ import { useIdBits, type FarmState } from '@hyperfarm/daemon';
 import { Role, SimRng } from '@hyperfarm/raft';
 import { Scope, VirtualClock } from './clock.js';
 import { checkNlb } from './nlb-checks.js';
+import { FarmNlb } from './nlb-workload.js';
 import { DEFAULT_SHAPE, SimHost, type HostShape } from './host.js';
 import {
   AppliedLog,
@@ -315,6 +316,8 @@ export class FarmSimulation {
   private chaos = true;
   private filled = false;
   private powerFailureArmed = false;
+  /** The network part of the workload, with `network`. */
+  private readonly nlb: FarmNlb | undefined;
 
   constructor(readonly o: FarmOptions) {
     this.rng = new SimRng(o.seed);
@@ -329,6 +332,14 @@ export class FarmSimulation {
         .toString(16)
         .padStart(6, '0');
     useIdBits(() => hex() + hex());
+    this.nlb = o.network
+      ? new FarmNlb(
+          this.client,
+          (method, req) => this.request(method, req),
+          (line) => this.log(line),
+          o.chaosMs + o.settleMs,
+        )
+      : undefined;
     const logger = createLogger({ program: 'sim', id: 'sim', level: process.env['SIM_LOG'] ?? 'silent' });
     const ids = [...Array(o.daemons).keys()].map((i) => `d${i + 1}`);
     const directory = { byAddress: (a: string) => this.hostsByAddress.get(a) };
@@ -503,13 +514,16 @@ export class FarmSimulation {
   }
 
   private workload(): void {
+    this.nlb?.start();
     const vms = this.live;
     const r = this.rng.next();
     if (vms.length < this.o.vms && r < 0.5) {
       const name = `vm-${++this.names}`;
       const requestId = `create-${name}`;
+      const config = randomVmConfig(this.rng, name, { disks: true });
+      if (this.nlb) config.networkAdapters = [this.nlb.adapter(this.names)];
       const req = {
-        config: randomVmConfig(this.rng, name, { disks: true }),
+        config,
         hostId: '',
         start: this.rng.chance(0.8),
         requestId,
@@ -519,8 +533,10 @@ export class FarmSimulation {
         this.request<pb.Operation>('CreateVm', req).then(
           (op) => {
             this.stats.acknowledged++;
-            if (!this.acked.has(op.targetId!) && !this.deleting.has(op.targetId!))
+            if (!this.acked.has(op.targetId!) && !this.deleting.has(op.targetId!)) {
               this.live.push(op.targetId!);
+              this.nlb?.created(op.targetId!);
+            }
             this.acked.set(op.targetId!, { name, opId: op.id! });
             this.log(`client: create ${name} acknowledged (${op.targetId})`);
           },
