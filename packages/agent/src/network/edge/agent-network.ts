@@ -121,11 +121,12 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
       : (new Tunnels({ hostId: host.settings.id, logger: host.logger, tls, ...ends }) as FrameLinks as L);
     // Events arrive from inside the host's pump: sync right after it, not within it.
     this.unsubscribe = host.onEvent(() => this.scheduleSync());
+    // Re-armed before the sync runs, so a sync that throws does not end the loop (as setInterval).
     const every = () => {
       this.syncTimer = this.timers.set(() => {
         if (this.stopped) return;
-        this.run(() => this.sync());
         every();
+        this.run(() => this.sync());
       }, SYNC_MS);
     };
     every();
