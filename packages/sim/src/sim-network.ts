@@ -27,8 +27,6 @@ interface Ends {
 export class SimTunnels implements FrameLinks {
   private peers = new Set<string>();
   private closed = false;
-  /** Frames sent to the other hosts. */
-  sent = 0;
 
   constructor(
     private readonly hostId: string,
@@ -47,10 +45,11 @@ export class SimTunnels implements FrameLinks {
       return;
     }
     const bytes = encodeFrame(frame);
-    this.sent++;
     this.net.send(this.hostId, peer, () => {
       const f = decodeFrame(bytes);
-      if (f) this.peerNetwork(peer)?.tunnels.receive(this.hostId, switchName, f);
+      // The codec is the agents' own: a frame it cannot read back is a bug to see, not a loss.
+      if (!f) throw new Error(`a frame did not survive its encoding: ${JSON.stringify(frame)}`);
+      this.peerNetwork(peer)?.tunnels.receive(this.hostId, switchName, f);
     });
   }
 
