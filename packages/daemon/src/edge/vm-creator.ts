@@ -1,5 +1,5 @@
-import { ApiError, type pb } from '@hyperfarm/api';
-import { operationView, type VmConfig } from '../fsm/index.js';
+import type { pb } from '@hyperfarm/api';
+import { operationView, type CommandBody, type CommandResult, type VmConfig } from '../fsm/index.js';
 import { planPlacements, type Placement, type PlanItem } from '../scheduler/index.js';
 import type { FarmContext } from './farm-context.js';
 import type { Ok } from './proposer.js';
@@ -25,18 +25,63 @@ interface Queued {
   reject(err: unknown): void;
 }
 
-/** Most placements per vm.place command: an entry stays well under RaftNode's 1 MiB. */
-const PLACEMENTS_PER_COMMAND = 2_000;
+/**
+ * Most bytes of creates (their JSON) per vm.create_many command: with the placements, a command
+ * stays well under RaftNode's 1 MiB entry limit; a bigger turn is split.
+ */
+const CREATE_BYTES_PER_COMMAND = 256 * 1024;
+
+/** A create's command entry (vm.create_many's `creates`). */
+const createEntry = (ask: CreateAsk) => ({
+  rid: ask.rid ?? '',
+  vmId: ask.vmId,
+  opId: ask.opId,
+  config: ask.config,
+  start: ask.start,
+  hostId: ask.hostId,
+  warning: ask.warning,
+});
+
+/**
+ * The vm.create_many commands of a turn's creates and their placements: each command holds the
+ * placements of its own creates, and at most CREATE_BYTES_PER_COMMAND of creates (at least one).
+ * Returns, per command, the positions of its creates in `asks`.
+ */
+export function createCommands(
+  asks: readonly CreateAsk[],
+  placements: readonly Placement[],
+): { cmd: Extract<CommandBody, { type: 'vm.create_many' }>; asks: number[] }[] {
+  const at = new Map(placements.map((p) => [p.vmId, p]));
+  const out: ReturnType<typeof createCommands> = [];
+  let bytes = Infinity;
+  asks.forEach((ask, i) => {
+    const entry = createEntry(ask);
+    // The configuration's JSON measures the entry: it is nearly all of it.
+    const size = JSON.stringify(ask.config).length + 200;
+    if (bytes + size > CREATE_BYTES_PER_COMMAND) {
+      out.push({ cmd: { type: 'vm.create_many', creates: [], placements: [] }, asks: [] });
+      bytes = 0;
+    }
+    const last = out[out.length - 1]!;
+    bytes += size;
+    last.cmd.creates.push(entry);
+    last.asks.push(i);
+    const p = at.get(ask.vmId);
+    if (p) last.cmd.placements!.push({ vmId: p.vmId, hostId: p.hostId, note: p.note });
+  });
+  return out;
+}
 
 /**
  * The create path's group commit (Nomad's plan applier): the creates that reach this daemon in
  * one turn of the event loop, from any number of CreateVm and CreateVms calls, are planned
- * together on one state snapshot, and their vm.create commands and the vm.place of the plan go to
- * the log side by side, so a VM is placed in the entry that creates it instead of a controller
- * round later. The state machine checks each placement again against the committed state; one
- * that no longer fits (or a VM the plan found no host for) is left waiting, and the placement
- * controller places it, or fails it with the reasons, as it does every waiting VM. Only the
- * leader plans: a follower forwards the creates, and the leader's controller places them.
+ * together on one state snapshot, and go to the log as vm.create_many commands that carry the
+ * plan's placements of their own VMs, so a VM is placed in the command that creates it instead of
+ * a controller round later, and a turn of hundreds of creates is a few commands, not hundreds.
+ * The state machine checks each placement again against the committed state; a VM whose
+ * placement no longer fits (or that the plan found no host for) is created waiting, and the
+ * placement controller places it, or fails it with the reasons, as it does every waiting VM.
+ * Only the leader plans: a follower forwards the creates, and the leader's controller places them.
  */
 export class VmCreator {
   private queue: Queued[] = [];
@@ -66,38 +111,31 @@ export class VmCreator {
     this.queue = [];
     this.byRid.clear();
     const { machine, proposer } = this.ctx;
-    const placements = this.plan(batch.map((q) => q.ask));
+    const asks = batch.map((q) => q.ask);
+    const placements = this.plan(asks);
+    const configs = new Map(asks.map((a) => [a.vmId, a.config]));
     // Submitted in this turn, so the proposer puts them in one entry (split in order past its
-    // size limit): the creates first, then the plan that places them.
-    for (const { ask, resolve, reject } of batch) {
-      const cmd = {
-        type: 'vm.create' as const,
-        vmId: ask.vmId,
-        opId: ask.opId,
-        config: ask.config,
-        start: ask.start,
-        hostId: ask.hostId,
-        warning: ask.warning,
-      };
-      proposer
-        .submit(cmd, ask.rid)
-        .then(
-          (result: Ok) => resolve(operationView(machine.state.operations.get(String(result['opId']))!)),
-          reject,
-        );
-    }
-    const configs = new Map(batch.map((q) => [q.ask.vmId, q.ask.config]));
-    for (let i = 0; i < placements.length; i += PLACEMENTS_PER_COMMAND) {
-      const chunk = placements.slice(i, i + PLACEMENTS_PER_COMMAND);
-      const commit = proposer.submit({
-        type: 'vm.place',
-        placements: chunk.map(({ vmId, hostId, note }) => ({ vmId, hostId, note })),
-      });
-      const held = chunk.map((p) => ({ vmId: p.vmId, hostId: p.hostId, config: configs.get(p.vmId)! }));
+    // size limit).
+    for (const { cmd, asks: mine } of createCommands(asks, placements)) {
+      const commit = proposer.submit(cmd).then(
+        (ok: Ok) => {
+          const results = ok['results'] as CommandResult[];
+          mine.forEach((i, k) => {
+            const r = results[k]!;
+            const q = batch[i]!;
+            if (r.ok) q.resolve(operationView(machine.state.operations.get(String(r['opId']))!));
+            else q.reject(proposer.refusal('vm.create', r.error));
+          });
+        },
+        (err: unknown) => mine.forEach((i) => batch[i]!.reject(err)),
+      );
+      const held = cmd.placements!.map((p) => ({
+        vmId: p.vmId,
+        hostId: p.hostId,
+        config: configs.get(p.vmId)!,
+      }));
       // A refused or failed placement leaves its VM waiting: the controller's to place.
-      this.ctx.runner.placements.during(held, commit).catch((err: unknown) => {
-        if (!(err instanceof ApiError)) this.ctx.logger.warn({ err }, 'could not commit a placement plan');
-      });
+      if (held.length > 0) void this.ctx.runner.placements.during(held, commit);
     }
   }
 

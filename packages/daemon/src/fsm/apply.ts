@@ -1,9 +1,10 @@
 import { Changes } from './changes.js';
-import type { CommandResult } from './command.js';
+import { safeCheck, type Checked } from './check.js';
+import type { CommandDef, CommandResult } from './command.js';
 import { COMMANDS, FORMAT_VERSION, type Command } from './commands.js';
 import { FsmError } from './errors.js';
 import type { FarmEvent } from './model.js';
-import type { FarmState } from './state.js';
+import { firstResult, rememberResult, type FarmState } from './state.js';
 
 /**
  * The reducer: applies one log entry (a batch of commands) to the state, in order. It reads
@@ -59,11 +60,10 @@ function applyCommand(s: FarmState, cmd: unknown, events: FarmEvent[]): CommandR
   const { type, rid, t, ...payload } = (cmd && typeof cmd === 'object' ? cmd : {}) as Record<string, unknown>;
   if (typeof rid !== 'string' || rid.length === 0 || rid.length > 200)
     return refuse('INVALID_ARGUMENT', 'a command needs a request id (rid) of 1 to 200 characters');
-  const first = s.requests.get(rid);
-  if (first !== undefined) return JSON.parse(first) as CommandResult;
+  const first = firstResult(s, rid);
+  if (first !== undefined) return first;
   const result = run(s, type, t, payload, events);
-  s.requests.set(rid, JSON.stringify(result));
-  if (s.requests.size > s.settings.requestWindow) s.requests.delete(s.requests.keys().next().value!);
+  rememberResult(s, rid, result);
   return result;
 }
 
@@ -78,24 +78,27 @@ function run(
   if (!def) return refuse('INVALID_ARGUMENT', `unknown command type '${String(type).slice(0, 64)}'`);
   if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 0)
     return refuse('INVALID_ARGUMENT', `${def.type}: t must be the proposer's time in Unix ms`);
-  const parsed = def.schema.safeParse(payload);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    return refuse('INVALID_ARGUMENT', `${def.type}: ${issue.path.join('.') || 'payload'}: ${issue.message}`);
-  }
-  const changes = new Changes(s, t);
+  const parsed = parse(def, payload);
+  if (!parsed.success)
+    return refuse(
+      'INVALID_ARGUMENT',
+      `${def.type}: ${parsed.path.join('.') || 'payload'}: ${parsed.message}`,
+    );
+  const changes = new Changes(s, t, events);
   try {
     const out = def.apply(s, parsed.data, changes) ?? {};
     return { ok: true, ...out };
   } catch (err) {
-    if (err instanceof FsmError)
-      return {
-        ok: false,
-        error: { code: err.code, message: err.message, ...(err.field ? { field: err.field } : {}) },
-      };
+    if (err instanceof FsmError) return { ok: false, error: err.result() };
     // A bug: the same on every replica, so the replicas still agree; the edge logs it.
     return refuse('INTERNAL', `${def.type} failed: ${(err as Error).stack ?? String(err)}`);
-  } finally {
-    events.push(...changes.events);
   }
+}
+
+function parse(def: CommandDef, payload: unknown): Checked<unknown> {
+  if (def.check) return safeCheck(def.check, payload);
+  const parsed = def.schema.safeParse(payload);
+  if (parsed.success) return { success: true, data: parsed.data };
+  const issue = parsed.error.issues[0]!;
+  return { success: false, path: issue.path as (string | number)[], message: issue.message };
 }

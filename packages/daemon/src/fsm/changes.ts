@@ -27,12 +27,12 @@ type Unrevised<R> = Omit<R, 'revision'>;
  * revisions stay strictly increasing and every record names the change that made it.
  */
 export class Changes {
-  readonly events: FarmEvent[] = [];
-
   constructor(
     private readonly s: FarmState,
     /** The command's time: when the proposer asked for it. */
     readonly timeMs: number,
+    /** Where the events go, in order (the entry's list, shared by its commands). */
+    readonly events: FarmEvent[] = [],
   ) {}
 
   host(next: Unrevised<HostRecord>): HostRecord {

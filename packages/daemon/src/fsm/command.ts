@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import type { Changes } from './changes.js';
+import { compile, type Check } from './check.js';
 import type { FarmState } from './state.js';
 
 /** What a command answers its proposer: plain JSON, the same on every replica. */
@@ -19,6 +20,11 @@ export interface ResultError {
 export interface CommandDef<S extends z.ZodType = z.ZodType> {
   type: string;
   schema: S;
+  /**
+   * The schema compiled to a plain function (check.ts), for commands with an entry per VM, where
+   * zod's own parse would be most of the apply; absent, the schema parses.
+   */
+  check?: Check<z.output<S>>;
   apply(
     s: FarmState,
     payload: z.output<S>,
@@ -30,6 +36,7 @@ export function defineCommand<const T extends string, S extends z.ZodType>(
   type: T,
   schema: S,
   apply: CommandDef<S>['apply'],
+  opts: { compiled?: boolean } = {},
 ): CommandDef<S> & { type: T } {
-  return { type, schema, apply };
+  return { type, schema, apply, ...(opts.compiled ? { check: compile(schema) } : {}) };
 }

@@ -1,4 +1,5 @@
 import { quote } from '@hyperfarm/api';
+import type { ResultError } from './command.js';
 import type { ErrorCode } from './model.js';
 
 /**
@@ -15,6 +16,11 @@ export class FsmError extends Error {
   ) {
     super(message);
     this.name = 'FsmError';
+  }
+
+  /** The refusal as a command's result carries it. */
+  result(): ResultError {
+    return { code: this.code, message: this.message, ...(this.field ? { field: this.field } : {}) };
   }
 }
 

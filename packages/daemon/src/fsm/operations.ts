@@ -18,8 +18,8 @@ interface NewOperation {
   message: string;
 }
 
-export function startOperation(changes: Changes, o: NewOperation): OperationRecord {
-  return changes.op(fresh(changes, o));
+export function startOperation(changes: Changes, o: NewOperation, progress = 0): OperationRecord {
+  return changes.op(fresh(changes, o, progress));
 }
 
 /** An operation that is over as soon as it is asked for (nothing for a host to do). */
@@ -27,13 +27,13 @@ export function doneOperation(changes: Changes, o: NewOperation, result?: VmReco
   return finishOperation(changes, fresh(changes, o), o.message, result);
 }
 
-const fresh = (changes: Changes, o: NewOperation): Omit<OperationRecord, 'revision'> => ({
+const fresh = (changes: Changes, o: NewOperation, progress = 0): Omit<OperationRecord, 'revision'> => ({
   id: o.id,
   kind: o.params.kind,
   targetId: o.targetId,
   params: o.params,
   done: false,
-  progress: 0,
+  progress,
   message: o.message,
   error: null,
   result: null,

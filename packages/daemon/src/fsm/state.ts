@@ -1,4 +1,5 @@
 import { loadAdded, loadRemoved } from './capacity.js';
+import type { CommandResult } from './command.js';
 import { EventWindow } from './events.js';
 import type {
   CheckpointRecord,
@@ -107,6 +108,20 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     outgoing: new Map(),
     doneMigrations: [],
   };
+}
+
+// --- request ids ---
+
+/** The result a request id's command (or create) got the first time it applied, if it did. */
+export function firstResult(s: FarmState, rid: string): CommandResult | undefined {
+  const first = s.requests.get(rid);
+  return first === undefined ? undefined : (JSON.parse(first) as CommandResult);
+}
+
+/** Records a request id's result, forgetting the oldest beyond the window. */
+export function rememberResult(s: FarmState, rid: string, result: CommandResult): void {
+  s.requests.set(rid, JSON.stringify(result));
+  if (s.requests.size > s.settings.requestWindow) s.requests.delete(s.requests.keys().next().value!);
 }
 
 // --- record updates that keep the indices right ---

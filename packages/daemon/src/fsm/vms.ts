@@ -10,7 +10,7 @@ import {
   vmMemoryCost,
 } from './capacity.js';
 import type { Changes } from './changes.js';
-import { defineCommand } from './command.js';
+import { defineCommand, type CommandResult } from './command.js';
 import { alreadyExists, failedPrecondition, FsmError, notFound } from './errors.js';
 import type { HostRecord, ObservedVm, OperationRecord, VmConfig, VmRecord } from './model.js';
 import {
@@ -21,7 +21,7 @@ import {
   startOperation,
 } from './operations.js';
 import { reportSchema, str, vmActionSchema, vmConfigSchema } from './schemas.js';
-import type { FarmState } from './state.js';
+import { firstResult, rememberResult, type FarmState } from './state.js';
 
 type Report = z.output<typeof reportSchema>;
 type Unrevised = Omit<VmRecord, 'revision'>;
@@ -80,43 +80,127 @@ const notOnHost = (message: string, timeMs: number): ObservedVm => ({
 
 const withWarning = (message: string, warning: string) => (warning ? `${message}; ${warning}` : message);
 
-const createVm = defineCommand(
-  'vm.create',
-  z.object({
-    vmId: str(128),
-    opId: str(128),
-    config: vmConfigSchema,
-    start: z.boolean(),
-    hostId: str(63),
-    /** Admission control's warning (admission_warn_only), shown in the operation's message. */
-    warning: str(4096).default(''),
-  }),
-  (s, p, changes) => {
-    if (s.vms.has(p.vmId)) throw alreadyExists('VM id', p.vmId);
-    if (s.operations.has(p.opId)) throw alreadyExists('operation', p.opId);
-    requireNameFree(s, p.config.name, p.vmId);
-    requireMacsFree(s, p.config, p.vmId);
-    if (p.hostId && !s.hosts.has(p.hostId)) throw notFound('host', p.hostId);
-    changes.vm({
-      id: p.vmId,
-      config: p.config,
-      desired: p.start ? 'VM_STATE_RUNNING' : 'VM_STATE_OFF',
-      hostId: '',
-      generation: 0,
-      placementNote: '',
-      observed: notOnHost('waiting for placement', changes.timeMs),
-      busyOpId: p.opId,
-      checkpointCurrentId: '',
-      createdAtMs: changes.timeMs,
-    });
-    startOperation(changes, {
+const createSchema = z.object({
+  vmId: str(128),
+  opId: str(128),
+  config: vmConfigSchema,
+  start: z.boolean(),
+  hostId: str(63),
+  /** Admission control's warning (admission_warn_only), shown in the operation's message. */
+  warning: str(4096).default(''),
+});
+type NewVm = z.output<typeof createSchema>;
+
+const placementSchema = z.object({ vmId: str(128), hostId: str(63), note: str(1024) });
+type PlacementOf = z.output<typeof placementSchema>;
+
+/**
+ * Creates a VM, placed at once when the leader's plan named a host that still takes it (checked
+ * against the committed state, as vm.place does), else waiting for placement. Checks everything
+ * before it changes anything.
+ */
+function createOne(s: FarmState, p: NewVm, changes: Changes, placement?: PlacementOf): void {
+  if (s.vms.has(p.vmId)) throw alreadyExists('VM id', p.vmId);
+  if (s.operations.has(p.opId)) throw alreadyExists('operation', p.opId);
+  requireNameFree(s, p.config.name, p.vmId);
+  requireMacsFree(s, p.config, p.vmId);
+  if (p.hostId && !s.hosts.has(p.hostId)) throw notFound('host', p.hostId);
+  const hostId =
+    placement && placementRefusal(s, p.config, p.hostId, placement.hostId) === undefined
+      ? placement.hostId
+      : '';
+  changes.vm({
+    id: p.vmId,
+    config: p.config,
+    desired: p.start ? 'VM_STATE_RUNNING' : 'VM_STATE_OFF',
+    hostId,
+    generation: hostId ? 1 : 0,
+    placementNote: hostId ? placement!.note : '',
+    observed: notOnHost(hostId ? placedMessage(hostId) : 'waiting for placement', changes.timeMs),
+    busyOpId: p.opId,
+    checkpointCurrentId: '',
+    createdAtMs: changes.timeMs,
+  });
+  startOperation(
+    changes,
+    {
       id: p.opId,
       targetId: p.vmId,
       params: { kind: 'vm.create', start: p.start, pinnedHostId: p.hostId },
-      message: withWarning('waiting for placement', p.warning),
-    });
-    return { vmId: p.vmId, opId: p.opId };
+      message: withWarning(hostId ? placedStep(hostId) : 'waiting for placement', p.warning),
+    },
+    hostId ? PLACED_PROGRESS : 0,
+  );
+}
+
+const placedMessage = (hostId: string) => `placed on host '${hostId}'; being created there`;
+const placedStep = (hostId: string) => `placed on host '${hostId}'; creating the VM there`;
+const PLACED_PROGRESS = 30;
+
+/**
+ * Why `hostId` cannot take a VM of this configuration now, or undefined if it can: the host
+ * exists, is the one the create asked for (if any), and passes the safety filters.
+ */
+function placementRefusal(
+  s: FarmState,
+  config: VmConfig,
+  pinned: string,
+  hostId: string,
+): string | undefined {
+  const host = s.hosts.get(hostId);
+  if (!host || (pinned && pinned !== hostId))
+    return `host '${hostId}' ${host ? 'is not the one asked for' : 'not found'}`;
+  const ask = { config, classes: antiAffinityClasses(config) };
+  // hostLoad is kept as VMs land (capacity.ts), so asking per placement costs no recount.
+  const reasons = refusals(SAFETY_FILTERS, placementFilters(s), host, hostLoad(s, host), ask);
+  return reasons.length > 0 ? `${hostId}: ${reasons.join(', ')}` : undefined;
+}
+
+const placementFilters = (s: FarmState) => ({ guests: s.guests, switches: s.switches, vcpuRatio: Infinity });
+
+/** One create (the log's form before vm.create_many; still replayed, and still accepted). */
+const createVm = defineCommand('vm.create', createSchema, (s, p, changes) => {
+  createOne(s, p, changes);
+  return { vmId: p.vmId, opId: p.opId };
+});
+
+/**
+ * The creates of a turn of the leader's create path, with the plan that places them: one command
+ * for hundreds of VMs, checked by its compiled schema. Each create is answered on its own, as a
+ * vm.create command would be (a refused one leaves nothing behind and does not stop the others),
+ * and one that carries the caller's request id (`rid`) is applied once: a retry, in this command
+ * or a later one, or after an older daemon's vm.create of the same id, gets the first answer.
+ */
+const createMany = defineCommand(
+  'vm.create_many',
+  z.object({
+    creates: z.array(createSchema.extend({ rid: str(200).default('') })).max(5_000),
+    placements: z.array(placementSchema).max(5_000).default([]),
+  }),
+  (s, p, changes) => {
+    const placements = new Map<string, PlacementOf>();
+    for (const pl of p.placements) placements.set(pl.vmId, pl);
+    const results: CommandResult[] = [];
+    for (const c of p.creates) {
+      const first = c.rid ? firstResult(s, c.rid) : undefined;
+      if (first) {
+        results.push(first);
+        continue;
+      }
+      let result: CommandResult;
+      try {
+        createOne(s, c, changes, placements.get(c.vmId));
+        result = { ok: true, vmId: c.vmId, opId: c.opId };
+      } catch (err) {
+        if (!(err instanceof FsmError)) throw err;
+        result = { ok: false, error: err.result() };
+      }
+      if (c.rid) rememberResult(s, c.rid, result);
+      results.push(result);
+    }
+    return { results };
   },
+  { compiled: true },
 );
 
 /** A VM that waits for a host: created, and neither placed nor being deleted. */
@@ -133,7 +217,7 @@ export function awaitsPlacement(s: FarmState, vm: VmRecord): boolean {
 const placeVms = defineCommand(
   'vm.place',
   z.object({
-    placements: z.array(z.object({ vmId: str(128), hostId: str(63), note: str(1024) })).max(20_000),
+    placements: z.array(placementSchema).max(20_000),
     waiting: z
       .array(z.object({ vmId: str(128), message: str(4096) }))
       .max(20_000)
@@ -149,27 +233,16 @@ const placeVms = defineCommand(
     }
     const placed: string[] = [];
     const rejected: { vmId: string; reason: string }[] = [];
-    const ctx = { guests: s.guests, switches: s.switches, vcpuRatio: Infinity };
     for (const { vmId, hostId, note } of p.placements) {
       const vm = s.vms.get(vmId);
-      const host = s.hosts.get(hostId);
       if (!vm || !awaitsPlacement(s, vm)) {
         rejected.push({ vmId, reason: 'no longer waits for placement' });
         continue;
       }
       const pinned = (s.operations.get(vm.busyOpId)!.params as { pinnedHostId: string }).pinnedHostId;
-      if (!host || (pinned && pinned !== hostId)) {
-        rejected.push({
-          vmId,
-          reason: `host '${hostId}' ${host ? 'is not the one asked for' : 'not found'}`,
-        });
-        continue;
-      }
-      const ask = { config: vm.config, classes: antiAffinityClasses(vm.config) };
-      // hostLoad is kept as VMs land (capacity.ts), so asking per placement costs no recount.
-      const reasons = refusals(SAFETY_FILTERS, ctx, host, hostLoad(s, host), ask);
-      if (reasons.length > 0) {
-        rejected.push({ vmId, reason: `${hostId}: ${reasons.join(', ')}` });
+      const reason = placementRefusal(s, vm.config, pinned, hostId);
+      if (reason !== undefined) {
+        rejected.push({ vmId, reason });
         continue;
       }
       const next = changes.vm({
@@ -177,18 +250,14 @@ const placeVms = defineCommand(
         hostId,
         generation: vm.generation + 1,
         placementNote: note,
-        observed: notOnHost(`placed on host '${hostId}'; being created there`, changes.timeMs),
+        observed: notOnHost(placedMessage(hostId), changes.timeMs),
       });
-      progressOperation(
-        changes,
-        s.operations.get(vm.busyOpId)!,
-        30,
-        `placed on host '${hostId}'; creating the VM there`,
-      );
+      progressOperation(changes, s.operations.get(vm.busyOpId)!, PLACED_PROGRESS, placedStep(hostId));
       placed.push(next.id);
     }
     return { placed, rejected };
   },
+  { compiled: true },
 );
 
 /** VMs no host can take: the create fails with the reasons, and nothing of the VM is kept. */
@@ -301,6 +370,7 @@ const observeVms = defineCommand(
     }
     return { applied };
   },
+  { compiled: true },
 );
 
 const changeState = defineCommand(
@@ -432,4 +502,13 @@ const deleteVm = defineCommand('vm.delete', z.object({ vmId: str(128), opId: str
   return { opId: p.opId };
 });
 
-export const vmCommands = [createVm, placeVms, placementFailed, observeVms, changeState, updateVm, deleteVm];
+export const vmCommands = [
+  createVm,
+  createMany,
+  placeVms,
+  placementFailed,
+  observeVms,
+  changeState,
+  updateVm,
+  deleteVm,
+];

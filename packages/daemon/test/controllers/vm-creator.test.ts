@@ -83,7 +83,13 @@ const ask = (name: string, memMiB: number, extra: Partial<CreateAsk> = {}): Crea
   ...extra,
 });
 
-const commands = (text: string) => (JSON.parse(text) as { cmds: { type: string }[] }).cmds.map((c) => c.type);
+interface Cmd {
+  type: string;
+  creates?: { vmId: string }[];
+  placements?: { vmId: string; hostId: string }[];
+}
+const cmdsOf = (text: string) => (JSON.parse(text) as { cmds: Cmd[] }).cmds;
+const commands = (text: string) => cmdsOf(text).map((c) => c.type);
 
 /** No host holds more memory than it can give its VMs. */
 function expectNoOvercommit(machine: FarmStateMachine): void {
@@ -106,16 +112,17 @@ const ONE_EACH: HostSpec[] = [
 ];
 
 describe('the create path: creates of one turn committed together with their placements', () => {
-  it('puts the creates of one turn and the plan that places them in one entry', async () => {
+  it('puts the creates of one turn and the plan that places them in one vm.create_many command', async () => {
     const { machine, log, runner, creator } = leader([
       { id: 'a1', memGiB: 64 },
       { id: 'a2', memGiB: 64 },
     ]);
     try {
       const ops = await Promise.all(['w1', 'w2', 'w3'].map((n) => creator.create(ask(n, 512))));
-      expect(log.entries.map((e) => commands(e.text))).to.deep.equal([
-        ['vm.create', 'vm.create', 'vm.create', 'vm.place'],
-      ]);
+      expect(log.entries.map((e) => commands(e.text))).to.deep.equal([['vm.create_many']]);
+      const [cmd] = cmdsOf(log.entries[0]!.text);
+      expect(cmd!.creates).to.have.length(3);
+      expect(cmd!.placements!.map((p) => p.vmId)).to.have.members(cmd!.creates!.map((c) => c.vmId));
       // Placed by the entry that created them: the answer already says where.
       for (const op of ops) {
         const vm = machine.state.vms.get(op.targetId!)!;
@@ -152,8 +159,8 @@ describe('the create path: creates of one turn committed together with their pla
       // Another entry commits first and takes the room the plan chose.
       let intruder = '';
       log.before = (text) => {
-        if (intruder || !text.includes('"type":"vm.place"')) return;
-        const chosen = /"hostId":"(a\d)"/.exec(text.slice(text.indexOf('"type":"vm.place"')))![1]!;
+        if (intruder || !text.includes('"type":"vm.create_many"')) return;
+        const chosen = cmdsOf(text)[0]!.placements![0]!.hostId;
         intruder = chosen;
         b.vm('intruder', { name: 'intruder', memMiB: 1536 }, chosen);
       };
@@ -175,8 +182,7 @@ describe('the create path: creates of one turn committed together with their pla
       await until('the first entry proposed', () => log.entries.length === 1);
       const second = creator.create(ask('second', 1536));
       await until('the second entry proposed', () => log.entries.length === 2);
-      const hostOf = (text: string) =>
-        /"type":"vm.place","placements":\[\{"vmId":"[^"]+","hostId":"(\w+)"/.exec(text)?.[1];
+      const hostOf = (text: string) => cmdsOf(text)[0]!.placements![0]?.hostId;
       const [h1, h2] = log.entries.map((e) => hostOf(e.text));
       expect(h1).to.be.oneOf(['a1', 'a2']);
       expect(h2, 'the second plan saw the first').to.be.oneOf(['a1', 'a2']).and.not.equal(h1);
@@ -202,10 +208,13 @@ describe('the create path: creates of one turn committed together with their pla
       });
       const ops: pb.Operation[] = await Promise.all(asks.map((a) => creator.create(a)));
       expect(log.entries.length, 'entries').to.be.above(1);
-      // In order: every create before the plan that places it.
-      const types = log.entries.flatMap((e) => commands(e.text));
-      expect(types.slice(0, 1500).every((t) => t === 'vm.create')).to.equal(true);
-      expect(types.slice(1500)).to.deep.equal(['vm.place']);
+      // In order, each command with the placements of its own creates.
+      const cmds = log.entries.flatMap((e) => cmdsOf(e.text));
+      expect(cmds.length, 'commands').to.be.above(1);
+      expect(cmds.every((c) => c.type === 'vm.create_many')).to.equal(true);
+      expect(cmds.flatMap((c) => c.creates!.map((x) => x.vmId))).to.deep.equal(asks.map((a) => a.vmId));
+      for (const c of cmds)
+        expect(c.placements!.map((p) => p.vmId)).to.have.members(c.creates!.map((x) => x.vmId));
       expect(ops.every((op) => machine.state.vms.get(op.targetId!)!.hostId !== '')).to.equal(true);
       expectNoOvercommit(machine);
     } finally {

@@ -1,0 +1,228 @@
+/**
+ * bench:placement-apply — the CPU one replica spends per VM created and placed, without gRPC,
+ * Raft or a shared machine's scheduling in the figure: a farm state of 1,000 hosts, then the
+ * entries the leader's create path writes (a CreateVms turn of `--batch` creates with the plan
+ * that places them), and the agents' reports that the VMs exist, each encoded, applied and its
+ * results encoded as FarmStateMachine does on every replica. CPU time (process.cpuUsage), not
+ * wall time, so the figure holds on a loaded machine.
+ *
+ *   node --import tsx scripts/bench/placement-apply.ts [--hosts 1000] [--vms 10000] [--batch 500]
+ *
+ * Last line: {"apply_us_per_vm", "plan_us_per_vm", "encode_us_per_vm", "entry_bytes_per_vm", ...}.
+ */
+import { Command } from 'commander';
+import {
+  FarmStateMachine,
+  type Command as FarmCommand,
+  type CommandBody,
+  type VmConfig,
+} from '../../packages/daemon/src/fsm/index.js';
+import { createCommands } from '../../packages/daemon/src/edge/vm-creator.js';
+import {
+  DEFAULT_SCHEDULER_OPTIONS,
+  planPlacements,
+  type Placement,
+} from '../../packages/daemon/src/scheduler/index.js';
+
+const opts = new Command('bench:placement-apply')
+  .option('--hosts <n>', 'hosts in the farm', Number, 1000)
+  .option('--vms <n>', 'VMs to create and place', Number, 10_000)
+  .option('--batch <n>', 'creates per entry (one CreateVms turn)', Number, 500)
+  .option('--legacy', 'one vm.create command per VM (the format before vm.create_many)')
+  .option('--runs <n>', 'runs, each on a fresh state; the least CPU of each step is reported', Number, 3)
+  .parse()
+  .opts<{ hosts: number; vms: number; batch: number; legacy?: boolean; runs: number }>();
+
+const GIB = 1024 ** 3;
+const MIB = 1024 ** 2;
+let rid = 0;
+let t = 1_700_000_000_000;
+const stamp = (c: CommandBody): FarmCommand => ({ rid: `r${++rid}`, t: ++t, ...c }) as FarmCommand;
+// As the proposer encodes an entry.
+const entry = (cmds: FarmCommand[]): Uint8Array => Buffer.from(JSON.stringify({ v: 1, cmds }));
+
+/** The configuration the edge hands on for the bench's VMs (requireVmConfig's defaults). */
+const config = (i: number): VmConfig => ({
+  name: `vm-${i}`,
+  processor: { count: 1, reservePercent: 0, limitPercent: 100, relativeWeight: 100 },
+  memoryBytes: 512 * MIB,
+  guestOs: 'windows-server-2008-x64',
+  disks: [],
+  networkAdapters: [],
+  integrationServices: true,
+  automaticStartAction: 'AUTOMATIC_START_ACTION_START_IF_RUNNING',
+  automaticStopAction: 'AUTOMATIC_STOP_ACTION_SAVE',
+  haPriority: 'HA_PRIORITY_MEDIUM',
+  workload: {
+    cpuDemandPercent: 0,
+    workingSetBytes: 0,
+    dirtyPagesPerSecond: 0,
+    diskIops: 0,
+    diskWriteBytes: 0,
+    requestServiceTimeMs: 0,
+    bootMs: 0,
+  },
+  antiAffinityGroup: '',
+  labels: {},
+  antiAffinityClassNames: [],
+  antiAffinityHard: false,
+});
+
+type Ask = Parameters<typeof createCommands>[0][number];
+
+/** The entry before vm.create_many: a vm.create per VM, then the vm.place of the plan. */
+function legacy(asks: readonly Ask[], placements: readonly Placement[]): FarmCommand[] {
+  const cmds: FarmCommand[] = asks.map((a) => ({
+    type: 'vm.create',
+    rid: a.rid!,
+    t: ++t,
+    vmId: a.vmId,
+    opId: a.opId,
+    config: a.config,
+    start: a.start,
+    hostId: a.hostId,
+    warning: a.warning,
+  }));
+  cmds.push(
+    stamp({
+      type: 'vm.place',
+      placements: placements.map(({ vmId, hostId, note }) => ({ vmId, hostId, note })),
+    }),
+  );
+  return cmds;
+}
+
+const usage = (f: () => void): number => {
+  const u = process.cpuUsage();
+  f();
+  const d = process.cpuUsage(u);
+  return d.user + d.system;
+};
+
+/** One run on a fresh state: the CPU of each step, in µs. */
+function run() {
+  const machine = new FarmStateMachine();
+  let index = 0;
+  const apply = (data: Uint8Array) => machine.apply(data, ++index);
+
+  for (let i = 0; i < opts.hosts; i += 100) {
+    const cmds: FarmCommand[] = [];
+    for (let h = i; h < Math.min(opts.hosts, i + 100); h++)
+      cmds.push(
+        stamp({
+          type: 'host.register',
+          host: {
+            id: `host-${h}`,
+            name: `host-${h}`,
+            address: `127.0.0.1:${10_000 + h}`,
+            labels: {},
+            capacity: {
+              logicalProcessors: 16,
+              memoryBytes: 32 * GIB,
+              rootReserveBytes: 2 * GIB,
+              perVmOverheadBytes: 32 * MIB,
+            },
+            limits: {
+              name: '2008',
+              maxVcpusPerVm: 4,
+              maxMemoryBytesPerVm: 64 * GIB,
+              maxRunningVmsPerHost: 192,
+              maxLogicalProcessors: 24,
+            },
+            guestOs: [
+              {
+                id: 'windows-server-2008-x64',
+                displayName: 'Windows Server 2008 x64',
+                architectureBits: 64,
+                maxVcpus: 4,
+                integrationServicesAvailable: true,
+                maxMemoryBytes: 2048 * GIB,
+              },
+            ],
+          },
+        }),
+      );
+    apply(entry(cmds));
+  }
+
+  const cpu = { plan: 0, encode: 0, apply: 0, observedApply: 0 };
+  let bytes = 0;
+
+  for (let i = 0; i < opts.vms; i += opts.batch) {
+    const n = Math.min(opts.batch, opts.vms - i);
+    const asks = Array.from({ length: n }, (_, k) => ({
+      vmId: `vm-id-${i + k}`,
+      opId: `op-id-${i + k}`,
+      config: config(i + k),
+      start: false,
+      hostId: '',
+      warning: '',
+      rid: `create-vm:bench-${i + k}`,
+    }));
+    let placements: Placement[] = [];
+    cpu.plan += usage(() => {
+      placements = planPlacements(
+        machine.state,
+        asks.map((a) => ({ vmId: a.vmId, config: a.config, pinnedHostId: a.hostId })),
+        DEFAULT_SCHEDULER_OPTIONS,
+      ).placements;
+    });
+    let data!: Uint8Array;
+    cpu.encode += usage(() => {
+      const cmds: FarmCommand[] = opts.legacy
+        ? legacy(asks, placements)
+        : createCommands(asks, placements).map((c) => stamp(c.cmd));
+      data = entry(cmds);
+    });
+    bytes += data.length;
+    cpu.apply += usage(() => apply(data));
+    // The agents' reports: each VM exists on its host, Off (a create without start).
+    const reports = placements.map((p) => ({
+      vmId: p.vmId,
+      hostId: p.hostId,
+      generation: 1,
+      present: true,
+      state: 'VM_STATE_OFF' as const,
+      heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT' as const,
+      message: '',
+      memoryAssignedBytes: 0,
+      macs: [],
+    }));
+    const observed = entry([stamp({ type: 'vm.observed', reports })]);
+    cpu.observedApply += usage(() => apply(observed));
+  }
+
+  const placed = [...machine.state.vms.values()].filter((v) => v.hostId !== '').length;
+  if (placed !== opts.vms) throw new Error(`only ${placed} of ${opts.vms} VMs placed`);
+  return { cpu, bytes };
+}
+
+const runs = Array.from({ length: opts.runs }, run);
+const least = (k: keyof ReturnType<typeof run>['cpu']) => Math.min(...runs.map((r) => r.cpu[k]));
+const cpu = {
+  plan: least('plan'),
+  encode: least('encode'),
+  apply: least('apply'),
+  observedApply: least('observedApply'),
+};
+const bytes = runs[0]!.bytes;
+const per = (us: number) => Math.round((us / opts.vms) * 10) / 10;
+console.log(
+  `${opts.vms} VMs on ${opts.hosts} hosts, ${opts.batch} a batch${opts.legacy ? ' (legacy vm.create)' : ''}: least CPU of ${opts.runs} runs`,
+);
+console.log(`plan (leader only): ${per(cpu.plan)} µs CPU per VM`);
+console.log(
+  `encode the entry (leader only): ${per(cpu.encode)} µs per VM, ${Math.round(bytes / opts.vms)} bytes per VM`,
+);
+console.log(`apply create + place (every replica): ${per(cpu.apply)} µs per VM`);
+console.log(`apply the agents' reports (every replica): ${per(cpu.observedApply)} µs per VM`);
+console.log(
+  JSON.stringify({
+    apply_us_per_vm: per(cpu.apply + cpu.observedApply),
+    create_apply_us_per_vm: per(cpu.apply),
+    observed_apply_us_per_vm: per(cpu.observedApply),
+    plan_us_per_vm: per(cpu.plan),
+    encode_us_per_vm: per(cpu.encode),
+    entry_bytes_per_vm: Math.round(bytes / opts.vms),
+  }),
+);
