@@ -56,6 +56,18 @@ export function rssMb(pid: number | undefined): number {
   }
 }
 
+/** CPU time a process has used (user + system, /proc/<pid>/stat), in seconds; 0 once it has exited. */
+export function cpuSeconds(pid: number | undefined): number {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 export interface Daemon {
   id: string;
   address: string;
@@ -226,7 +238,8 @@ export class BenchFarm {
     batch?: number;
     config: (i: number) => pb.VmConfig;
     requestId: (i: number) => string;
-    created?: (id: string, ms: number) => void;
+    /** Each create as acknowledged: its VM, the call's time, and the operation as answered. */
+    created?: (id: string, ms: number, op: pb.Operation__Output) => void;
   }): Promise<{ retried: number }> {
     const batch = Math.max(1, opts.batch ?? 1);
     let creates = cluster(this.leaderAddress);
@@ -253,7 +266,7 @@ export class BenchFarm {
           const t = performance.now();
           try {
             const ops = await call(first, n);
-            for (const op of ops) opts.created?.(op.targetId, performance.now() - t);
+            for (const op of ops) opts.created?.(op.targetId, performance.now() - t, op);
             break;
           } catch (err) {
             if (attempt >= 20) {
