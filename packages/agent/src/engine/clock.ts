@@ -1,5 +1,5 @@
 import type { EngineCore } from './core.js';
-import { step } from './guest.js';
+import { shareHostCpu, step } from './guest.js';
 import { expireLease } from './lease.js';
 import { MAX_STEP_MS, type VmEntry } from './model.js';
 import { bootCompleted, bootMs, powerOn } from './power.js';
@@ -16,9 +16,16 @@ export function advance(s: EngineCore, toMs: number): void {
   if (!(toMs > s.nowMs)) return;
   while (s.nowMs < toMs) {
     const next = nextDeadline(s);
-    const end = Math.min(toMs, s.nowMs + (s.options.maxStepMs ?? MAX_STEP_MS), next ?? Infinity);
+    // A lazy engine whose shares are steady has nothing to do until a deadline or `toMs`.
+    const stepMs = s.lazyGuests && s.steady ? Infinity : (s.options.maxStepMs ?? MAX_STEP_MS);
+    const end = Math.min(toMs, s.nowMs + stepMs, next ?? Infinity);
     if (end > s.nowMs) {
-      step(s, end - s.nowMs);
+      if (!s.lazyGuests) step(s, end - s.nowMs);
+      else if (!s.steady) {
+        // The guests ran the last step at the shares it began with; then the shares as they are now.
+        s.settleGuests();
+        s.steady = !shareHostCpu(s);
+      }
       s.nowMs = end;
     }
     if (next !== undefined && next <= s.nowMs) fireDeadlines(s);
@@ -26,40 +33,45 @@ export function advance(s: EngineCore, toMs: number): void {
 }
 
 function nextDeadline(s: EngineCore): number | undefined {
-  let next: number | undefined;
-  const consider = (t: number | undefined) => {
-    if (t !== undefined && (next === undefined || t < next)) next = t;
-  };
+  // A plain loop: it runs at every step of every host.
+  let next = s.lease && !s.lease.expired ? s.lease.expiresAtMs : Infinity;
+  const lostAfter = s.timings.heartbeatLostAfterMs;
   for (const vm of s.vms.values()) {
-    consider(vm.deadlineMs);
+    if (vm.deadlineMs !== undefined && vm.deadlineMs < next) next = vm.deadlineMs;
     if (vm.unresponsiveSinceMs !== undefined && vm.heartbeat === 'HEARTBEAT_STATUS_OK') {
-      consider(vm.unresponsiveSinceMs + s.timings.heartbeatLostAfterMs);
+      const at = vm.unresponsiveSinceMs + lostAfter;
+      if (at < next) next = at;
     }
   }
-  if (s.lease && !s.lease.expired) consider(s.lease.expiresAtMs);
-  return next;
+  return next === Infinity ? undefined : next;
 }
 
 function fireDeadlines(s: EngineCore): void {
   const now = s.nowMs;
   if (s.lease && !s.lease.expired && s.lease.expiresAtMs <= now) expireLease(s);
-  for (const vm of [...s.vms.values()].sort((a, b) => a.id.localeCompare(b.id))) {
-    if (vm.deadlineMs !== undefined && vm.deadlineMs <= now) {
+  // Only the VMs with something due, in id order: what one of them does due changes no other's.
+  const due = [...s.vms.values()].filter((vm) => deadlineDue(vm, now) || heartbeatDue(s, vm, now));
+  for (const vm of due.sort((a, b) => a.id.localeCompare(b.id))) {
+    if (deadlineDue(vm, now)) {
       const next = vm.next!;
       vm.deadlineMs = undefined;
       vm.next = undefined;
       finishTransition(s, vm, next);
     }
-    if (
-      vm.unresponsiveSinceMs !== undefined &&
-      vm.heartbeat === 'HEARTBEAT_STATUS_OK' &&
-      vm.unresponsiveSinceMs + s.timings.heartbeatLostAfterMs <= now
-    ) {
+    if (heartbeatDue(s, vm, now)) {
       vm.heartbeat = 'HEARTBEAT_STATUS_LOST_COMMUNICATION';
       s.emit(vm, 'heartbeat_lost', `VM '${vm.config.name}': heartbeat Lost communication`);
     }
   }
 }
+
+const deadlineDue = (vm: VmEntry, now: number): boolean =>
+  vm.deadlineMs !== undefined && vm.deadlineMs <= now;
+
+const heartbeatDue = (s: EngineCore, vm: VmEntry, now: number): boolean =>
+  vm.unresponsiveSinceMs !== undefined &&
+  vm.heartbeat === 'HEARTBEAT_STATUS_OK' &&
+  vm.unresponsiveSinceMs + s.timings.heartbeatLostAfterMs <= now;
 
 function finishTransition(s: EngineCore, vm: VmEntry, next: VmState): void {
   switch (vm.state) {

@@ -9,6 +9,7 @@ import {
   type Timings,
   type VmEntry,
 } from './model.js';
+import { settleGuest } from './guest.js';
 import { encodeDeviceState, type DeviceStateModel } from './partition.js';
 import { seededRng, type Rng } from './rng.js';
 import { MEMORY_ASSIGNED, stateName, type VmState } from './states.js';
@@ -35,6 +36,11 @@ export class EngineCore {
   readonly reservedImports = new Map<string, number>();
   lease: { daemonId: string; term: number; expiresAtMs: number; expired: boolean } | undefined;
   lastCpu: CpuReport = { hostPercent: 0, rootLp: 0, vms: new Map() };
+  readonly lazyGuests: boolean;
+  /** A lazy engine's shares are what the VMs as they are give: working them out again changes nothing. */
+  steady = false;
+  /** When a lazy engine last closed every guest's account. */
+  private settledAllAtMs = -Infinity;
 
   constructor(readonly options: EngineOptions) {
     this.nowMs = options.startMs;
@@ -42,6 +48,25 @@ export class EngineCore {
     this.macs = new MacPool(options.macPoolStart, options.macPoolSize);
     this.timings = { ...DEFAULT_TIMINGS, ...options.timings };
     this.maxWritesPerStep = options.maxDiskWritesPerStep ?? 64;
+    this.lazyGuests = options.lazyGuests ?? false;
+  }
+
+  /**
+   * Something the guests' shares or accounts depend on is about to change (a VM's state,
+   * configuration, throttle or partition): a lazy engine first closes every guest's account at
+   * the shares they ran at, and works the shares out again at its next step.
+   */
+  guestsChange(): void {
+    if (!this.lazyGuests) return;
+    this.steady = false;
+    this.settleGuests();
+  }
+
+  /** A lazy engine closes every guest's account at now (a stepping one has nothing open). */
+  settleGuests(): void {
+    if (!this.lazyGuests || this.settledAllAtMs === this.nowMs) return;
+    this.settledAllAtMs = this.nowMs;
+    for (const vm of this.vms.values()) settleGuest(this, vm);
   }
 
   find(idOrName: string): VmEntry {
@@ -96,6 +121,7 @@ export class EngineCore {
 
   /** The partition is torn down: memory, channels and heartbeat go. */
   release(vm: VmEntry): void {
+    this.guestsChange();
     vm.memory = undefined;
     vm.channels = [];
     vm.deadlineMs = undefined;
@@ -107,9 +133,12 @@ export class EngineCore {
   }
 
   setState(vm: VmEntry, state: VmState, message: string): void {
+    this.guestsChange();
     const from = vm.state;
     vm.state = state;
     vm.message = message;
+    // A lazy engine's guest is brought to now before its memory is read (a migration's rounds, a save).
+    if (this.lazyGuests && vm.memory) vm.memory.beforeRead = () => settleGuest(this, vm);
     this.emit(
       vm,
       'state_changed',

@@ -70,6 +70,15 @@ export class HypervisorEngine {
     advance(this.core, toMs);
   }
 
+  /**
+   * A lazy engine (EngineOptions.lazyGuests) works out what every guest did up to now, issuing
+   * the disk writes it owes: for a caller whose storage just failed or filled, so the guests meet
+   * it. A stepping engine has nothing owed.
+   */
+  settleGuests(): void {
+    this.core.settleGuests();
+  }
+
   cpuReport(): CpuReport {
     return this.core.lastCpu;
   }

@@ -6,14 +6,31 @@ import { devicePaths, IO_COST_LP_SECONDS } from './partition.js';
 import { type CpuClaim, shareCpu } from './scheduler.js';
 import { VCPUS_RUN } from './states.js';
 
-// The guests and the host's CPU: one simulated step of CPU shares, dirtied pages and disk writes.
+// The guests and the host's CPU: CPU shares, then what each guest does with its share over time
+// (dirtied pages, disk writes, packets). While no VM changes state those are linear in time, so
+// a lazy engine (EngineOptions.lazyGuests) keeps each guest's account open and closes it only
+// when something reads the guest or the shares change; a stepping engine closes every account
+// at every step.
 
+/** One step of the stepping engine: the shares as the host is now, then `dtMs` of every guest. */
 export function step(s: EngineCore, dtMs: number): void {
+  shareHostCpu(s);
   const dt = dtMs / 1000;
+  for (const vm of s.vms.values()) runFor(s, vm, dt);
+}
+
+/**
+ * Hands out the host's CPU among the VMs as they are now and sets each one's share, its root
+ * partition I/O cost and its packet rate. The root's cost of a guest's requests follows the
+ * share it got at the last call, so shares settle over a call or two after a change; returns
+ * whether any share moved (false: calling again would give the same shares).
+ */
+export function shareHostCpu(s: EngineCore): boolean {
   const claims: CpuClaim[] = [];
   let rootLp = 0;
   for (const vm of s.vms.values()) {
     vm.rootCpuLp = 0;
+    vm.packetsPerSecond = 0;
     if (!VCPUS_RUN.has(vm.state)) {
       vm.cpuLp = 0;
       continue;
@@ -45,7 +62,7 @@ export function step(s: EngineCore, dtMs: number): void {
       vm.rootCpuLp =
         iops * (paths.emulatedDisk ? IO_COST_LP_SECONDS.emulatedDisk : IO_COST_LP_SECONDS.syntheticDisk) +
         packets * perPacket;
-      vm.stats.packets += packets * dt;
+      vm.packetsPerSecond = packets;
       rootLp += vm.rootCpuLp;
     }
   }
@@ -53,20 +70,41 @@ export function step(s: EngineCore, dtMs: number): void {
   rootLp = Math.min(rootLp, lps);
   const shares = shareCpu(lps - rootLp, claims);
   let used = rootLp;
+  let moved = false;
   const vmsCpu = new Map<string, { lp: number; percent: number }>();
   for (const vm of s.vms.values()) {
-    vm.cpuLp = shares.get(vm.id) ?? 0;
-    used += vm.cpuLp;
-    vmsCpu.set(vm.id, { lp: vm.cpuLp, percent: (vm.cpuLp / vm.config.processor!.count) * 100 });
+    const lp = shares.get(vm.id) ?? 0;
+    if (lp !== vm.cpuLp) moved = true;
+    vm.cpuLp = lp;
+    used += lp;
+    vmsCpu.set(vm.id, { lp, percent: (lp / vm.config.processor!.count) * 100 });
     if (vm.state === 'VM_STATE_RUNNING' || vm.state === 'VM_STATE_RUNNING_CRITICAL') {
       const demandLp =
         ((vm.config.processor!.count * vm.config.workload!.cpuDemandPercent) / 100) *
         (1 - vm.throttlePercent / 100);
-      updateResponsiveness(s, vm, demandLp > 0 && vm.cpuLp < STARVED_FRACTION * demandLp);
-      runGuest(s, vm, dt);
+      updateResponsiveness(s, vm, demandLp > 0 && lp < STARVED_FRACTION * demandLp);
     }
   }
   s.lastCpu = { hostPercent: (used / lps) * 100, rootLp, vms: vmsCpu };
+  return moved;
+}
+
+/**
+ * Closes a lazy engine's account of one guest at the engine's now: what it did since the account
+ * was last closed, at the share it has held since (a share changes only with every account
+ * closed first: `EngineCore.guestsChange`).
+ */
+export function settleGuest(s: EngineCore, vm: VmEntry): void {
+  if (!s.lazyGuests) return;
+  const dtMs = s.nowMs - vm.guestAtMs;
+  vm.guestAtMs = s.nowMs;
+  if (dtMs > 0) runFor(s, vm, dtMs / 1000);
+}
+
+/** What a guest does in `dt` seconds at its current share: packets, dirtied pages, disk writes. */
+function runFor(s: EngineCore, vm: VmEntry, dt: number): void {
+  if (vm.state === 'VM_STATE_RUNNING') vm.stats.packets += vm.packetsPerSecond * dt;
+  if (vm.state === 'VM_STATE_RUNNING' || vm.state === 'VM_STATE_RUNNING_CRITICAL') runGuest(s, vm, dt);
 }
 
 function runGuest(s: EngineCore, vm: VmEntry, dt: number): void {

@@ -128,6 +128,8 @@ export const MAX_VERSION = 0xffffffff;
 interface Segment {
   /** Version per page of the segment; 0 is never written. */
   versions: Uint32Array;
+  /** Pages of the segment written since the last `takeDirty()`, a bit each (on first use). */
+  dirty: Uint32Array | undefined;
   resident: number;
   /** SHA-256 of the segment's (page, version) records, until a page of it changes. */
   digest: Buffer | undefined;
@@ -145,8 +147,9 @@ export class GuestMemory {
   readonly seed: number;
   private readonly segments: (Segment | undefined)[];
   private resident = 0;
-  private dirtyBits: Uint32Array | undefined;
   private dirtyCount = 0;
+  /** Brings the guest's writes up to date before a read (a lazy engine's, see EngineOptions.lazyGuests). */
+  beforeRead: (() => void) | undefined;
 
   constructor(
     readonly vmId: string,
@@ -157,21 +160,28 @@ export class GuestMemory {
   }
 
   get residentPages(): number {
+    this.beforeRead?.();
     return this.resident;
   }
 
   get dirtyPages(): number {
+    this.beforeRead?.();
     return this.dirtyCount;
   }
 
   versionOf(page: number): number {
+    this.beforeRead?.();
+    return this.storedVersion(page);
+  }
+
+  private storedVersion(page: number): number {
     return this.segments[page >>> SEGMENT_SHIFT]?.versions[page & (SEGMENT_PAGES - 1)] ?? 0;
   }
 
   /** The guest writes a page: a new version, and the page is dirty. */
   write(page: number): void {
     this.check(page);
-    const version = this.versionOf(page) + 1;
+    const version = this.storedVersion(page) + 1;
     if (version > MAX_VERSION) throw new RangeError(`page ${page} was written ${MAX_VERSION} times`);
     this.set(page, version);
     this.markDirty(page);
@@ -195,7 +205,12 @@ export class GuestMemory {
     let seg = this.segments[at];
     if (!seg) {
       if (version === 0) return;
-      seg = this.segments[at] = { versions: new Uint32Array(SEGMENT_PAGES), resident: 0, digest: undefined };
+      seg = this.segments[at] = {
+        versions: new Uint32Array(SEGMENT_PAGES),
+        dirty: undefined,
+        resident: 0,
+        digest: undefined,
+      };
     }
     const i = page & (SEGMENT_PAGES - 1);
     const before = seg.versions[i]!;
@@ -207,44 +222,56 @@ export class GuestMemory {
     seg.digest = undefined;
   }
 
+  /**
+   * Dirty bits are kept per segment, with the segment: a bitmap of the whole memory (128 KiB for
+   * a 4 GiB guest) was allocated by the first write, the kernel pages of every boot.
+   */
   private markDirty(page: number): void {
-    this.dirtyBits ??= new Uint32Array(Math.ceil(this.totalPages / 32));
-    const word = page >>> 5;
+    const seg = this.segments[page >>> SEGMENT_SHIFT]!; // written, so there
+    const bits = (seg.dirty ??= new Uint32Array(SEGMENT_PAGES / 32));
+    const word = (page & (SEGMENT_PAGES - 1)) >>> 5;
     const bit = 1 << (page & 31);
-    const w = this.dirtyBits[word]!;
+    const w = bits[word]!;
     if ((w & bit) === 0) {
-      this.dirtyBits[word] = w | bit;
+      bits[word] = w | bit;
       this.dirtyCount++;
     }
   }
 
-  /** Page numbers written since the last call, ascending; clears the bitmap. */
+  /** Page numbers written since the last call, ascending; clears the bits. */
   takeDirty(): number[] {
+    this.beforeRead?.();
     const out: number[] = [];
-    const bits = this.dirtyBits;
-    if (!bits || this.dirtyCount === 0) return out;
-    for (let word = 0; word < bits.length; word++) {
-      let w = bits[word]!;
-      if (w === 0) continue;
-      while (w !== 0) {
-        const low = w & -w;
-        out.push(word * 32 + (31 - Math.clz32(low)));
-        w ^= low;
+    if (this.dirtyCount === 0) return out;
+    this.segments.forEach((seg, at) => {
+      const bits = seg?.dirty;
+      if (!bits) return;
+      for (let word = 0; word < bits.length; word++) {
+        let w = bits[word]!;
+        if (w === 0) continue;
+        const base = at * SEGMENT_PAGES + word * 32;
+        while (w !== 0) {
+          const low = w & -w;
+          out.push(base + (31 - Math.clz32(low)));
+          w ^= low;
+        }
+        bits[word] = 0;
       }
-      bits[word] = 0;
-    }
+    });
     this.dirtyCount = 0;
     return out;
   }
 
   /** Forgets what is dirty (the start of a full copy). */
   clearDirty(): void {
-    this.dirtyBits?.fill(0);
+    this.beforeRead?.();
+    for (const seg of this.segments) seg?.dirty?.fill(0);
     this.dirtyCount = 0;
   }
 
   /** Written pages, ascending. */
   residentPageNumbers(): number[] {
+    this.beforeRead?.();
     const out: number[] = [];
     this.segments.forEach((seg, at) => {
       if (!seg || seg.resident === 0) return;
@@ -256,6 +283,7 @@ export class GuestMemory {
 
   /** SHA-256 of the memory and device state: see StateHasher. */
   stateHash(deviceState: Buffer): string {
+    this.beforeRead?.();
     const h = new StateHasher(this.seed, this.totalPages);
     this.segments.forEach((seg, at) => {
       if (seg && seg.resident > 0) h.addSegment(at, (seg.digest ??= segmentDigest(at, seg.versions)));
@@ -265,6 +293,7 @@ export class GuestMemory {
 
   /** Computes the digests of the segments changed since they were last hashed (ahead of need). */
   refreshDigests(): void {
+    this.beforeRead?.();
     this.segments.forEach((seg, at) => {
       if (seg && seg.resident > 0) seg.digest ??= segmentDigest(at, seg.versions);
     });
@@ -274,7 +303,9 @@ export class GuestMemory {
   approximateFootprintBytes(): number {
     let segments = 0;
     for (const seg of this.segments) if (seg) segments++;
-    return segments * (SEGMENT_PAGES * 4 + 64) + this.segments.length * 8 + (this.dirtyBits?.byteLength ?? 0);
+    let dirty = 0;
+    for (const seg of this.segments) if (seg?.dirty) dirty += seg.dirty.byteLength;
+    return segments * (SEGMENT_PAGES * 4 + 64) + this.segments.length * 8 + dirty;
   }
 }
 

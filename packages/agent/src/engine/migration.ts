@@ -117,6 +117,7 @@ export class Migrations {
 
 function resume(s: EngineCore, vm: VmEntry, message: string): void {
   const before = vm.migration!.before;
+  s.guestsChange();
   vm.migration = undefined;
   vm.throttlePercent = 0;
   if (vm.memory) s.setState(vm, before, message);
@@ -172,7 +173,9 @@ export class OutgoingMigration {
 
   /** Auto-converge: slows the guest's virtual processors (0 to 99 percent). */
   throttle(percent: number): void {
-    if (this.active) this.vm.throttlePercent = Math.max(0, Math.min(99, percent));
+    if (!this.active) return;
+    this.s.guestsChange();
+    this.vm.throttlePercent = Math.max(0, Math.min(99, percent));
   }
 
   /** Stops the virtual processors for the final copy; returns the device state to send. */

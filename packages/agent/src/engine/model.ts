@@ -53,6 +53,18 @@ export interface EngineOptions {
    * take minutes: a starved guest's heartbeat is then noticed within that step.
    */
   maxStepMs?: number;
+  /**
+   * The guests' model runs lazily: while no VM on the host changes state, CPU shares stay put and
+   * what each guest does (dirtied pages, disk I/Os, packets) grows linearly with time, so the
+   * engine moves its clock without stepping the guests and works a guest's account out when
+   * something reads it (its memory, its I/O figures) or before any change to the shares. The
+   * states, events, shares, heartbeats and counts are those of the stepping engine (counts up to
+   * rounding); what differs is when disk writes are issued (at most `maxDiskWritesPerStep` per
+   * account closed, not per step) and which pages the random writes pick. A caller whose storage
+   * can fail calls `settleGuests()` to have the guests meet it. For the farm simulator, whose
+   * 1,000 hosts would otherwise step 50,000 guests every interval.
+   */
+  lazyGuests?: boolean;
 }
 
 /**
@@ -132,6 +144,10 @@ export interface VmEntry extends Omit<VmRecord, 'savedPages'> {
   starving: boolean;
   cpuLp: number;
   rootCpuLp: number;
+  /** Packets per second the guest's requests make at its current share. */
+  packetsPerSecond: number;
+  /** A lazy engine's guest has been accounted for up to here (see settleGuest in guest.ts). */
+  guestAtMs: number;
   dirtyCarry: number;
   ioCarry: number;
   diskCursor: number;

@@ -1,5 +1,6 @@
 import { alreadyExists, failedPrecondition, invalidArgument, type pb } from '@hyperfarm/api';
 import type { EngineCore } from './core.js';
+import { settleGuest } from './guest.js';
 import type { GuestMemory } from './memory.js';
 import type { VmEntry } from './model.js';
 import type { VmbusChannel } from './partition.js';
@@ -118,6 +119,7 @@ export class Vms {
         throw err;
       }
     }
+    s.guestsChange();
     vm.config = next;
     s.emit(vm, 'state_changed', `VM '${next.name}' configuration changed: ${touched.join(', ')}`);
     return s.view(vm);
@@ -161,6 +163,7 @@ export class Vms {
 
   ioStats(idOrName: string): { diskIos: number; emulatedIos: number; packets: number; rootCpuLp: number } {
     const vm = this.s.find(idOrName);
+    settleGuest(this.s, vm);
     return { ...vm.stats, rootCpuLp: vm.rootCpuLp };
   }
 }
@@ -194,6 +197,8 @@ export function newEntry(
     starving: false,
     cpuLp: 0,
     rootCpuLp: 0,
+    packetsPerSecond: 0,
+    guestAtMs: s.nowMs,
     dirtyCarry: 0,
     ioCarry: 0,
     diskCursor: 0,
