@@ -83,15 +83,17 @@ export function observedReports(
   only?: Iterable<string>,
 ): VmReport[] {
   const reports: VmReport[] = [];
-  const ids = only ?? [...inventories.keys()].flatMap((h) => [...(s.vmsByHost.get(h) ?? [])]);
-  for (const vmId of ids) {
+  const look = (vmId: string) => {
     const vm = s.vms.get(vmId);
     const inv = vm && inventories.get(vm.hostId);
-    if (!vm || !inv?.synced || s.hosts.get(vm.hostId)?.state === 'HOST_STATE_DOWN') continue;
+    if (!vm || !inv?.synced || s.hosts.get(vm.hostId)?.state === 'HOST_STATE_DOWN') return;
     const view = inv.vms.get(vmId);
-    if (view && view.generation !== vm.generation) continue;
+    if (view && view.generation !== vm.generation) return;
     if (differs(vm, view)) reports.push(reportOf(vmId, vm.hostId, view));
-  }
+  };
+  // The sweep walks every VM of the farm: host by host, without copying the ids first.
+  if (only) for (const vmId of only) look(vmId);
+  else for (const h of inventories.keys()) for (const vmId of s.vmsByHost.get(h) ?? []) look(vmId);
   return reports;
 }
 

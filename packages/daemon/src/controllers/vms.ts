@@ -69,6 +69,8 @@ export function* vmsOnSyncedHosts(s: FarmState, hosts: Iterable<string>): Iterab
 }
 
 function next(s: FarmState, vm: VmRecord): AgentAction | undefined {
+  // Most VMs of a sweep are at rest as wanted, with nothing under way: nothing to build.
+  if (!vm.busyOpId && vm.observed.present && !DRIFT[vm.desired]?.[vm.observed.state]) return undefined;
   const t = { hostId: vm.hostId, vmId: vm.id, generation: vm.generation };
   const op = vm.busyOpId ? s.operations.get(vm.busyOpId) : undefined;
   const p = op?.params;
