@@ -36,6 +36,8 @@ export class EngineCore {
   readonly reservedImports = new Map<string, number>();
   lease: { daemonId: string; term: number; expiresAtMs: number; expired: boolean } | undefined;
   lastCpu: CpuReport = { hostPercent: 0, rootLp: 0, vms: new Map() };
+  /** VMs holding memory and what they hold, as of event `sequence` (host-resources.ts). */
+  assigned: { sequence: number; vms: number; running: number; bytes: number } | undefined;
   readonly lazyGuests: boolean;
   /** A lazy engine's shares are what the VMs as they are give: working them out again changes nothing. */
   steady = false;

@@ -6,12 +6,28 @@ import { MEMORY_ASSIGNED } from './states.js';
 // The host's memory accounting and usage figures.
 
 export function memoryUsedBytes(s: EngineCore): number {
-  let used = 0;
-  for (const vm of s.vms.values()) {
-    if (MEMORY_ASSIGNED.has(vm.state)) used += vm.config.memoryBytes + s.options.perVmOverheadBytes;
-  }
+  let used = assigned(s).bytes;
   for (const bytes of s.reservedImports.values()) used += bytes;
   return used;
+}
+
+/**
+ * The VMs holding memory, and how much with their overhead: worked out again only after an event
+ * (every state change is one, as is a create, a delete or a configuration change). Every lease
+ * grant reports it, for every host of a farm, mostly with nothing changed since the last.
+ */
+function assigned(s: EngineCore): { running: number; bytes: number } {
+  const a = s.assigned;
+  if (a && a.sequence === s.sequence && a.vms === s.vms.size) return a;
+  let running = 0;
+  let bytes = 0;
+  for (const vm of s.vms.values()) {
+    if (!MEMORY_ASSIGNED.has(vm.state)) continue;
+    running++;
+    bytes += vm.config.memoryBytes + s.options.perVmOverheadBytes;
+  }
+  s.assigned = { sequence: s.sequence, vms: s.vms.size, running, bytes };
+  return s.assigned;
 }
 
 /** Memory a start (or an import) needs, against what is free; RESOURCE_EXHAUSTED otherwise. */
@@ -27,18 +43,9 @@ export function checkMemoryFor(s: EngineCore, memoryBytes: number, what: string)
 }
 
 export function hostUsage(s: EngineCore): pb.HostUsage__Output {
-  // One pass without copies: every lease grant reports it, for every host of a farm.
-  let running = 0;
-  let used = 0;
-  for (const vm of s.vms.values()) {
-    if (!MEMORY_ASSIGNED.has(vm.state)) continue;
-    running++;
-    used += vm.config.memoryBytes + s.options.perVmOverheadBytes;
-  }
-  for (const bytes of s.reservedImports.values()) used += bytes;
   return {
-    memoryUsedBytes: used,
-    runningVms: running,
+    memoryUsedBytes: memoryUsedBytes(s),
+    runningVms: assigned(s).running,
     vms: s.vms.size,
     cpuPercent: Math.round(s.lastCpu.hostPercent * 100) / 100,
   };
