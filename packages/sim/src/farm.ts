@@ -41,6 +41,12 @@ export interface FarmTiming {
    * counted, not issued. One still meets a full disk at the next step.
    */
   engineWritesPerStep: number;
+  /**
+   * The engines' guest model runs lazily (EngineOptions.lazyGuests): a host's guests are worked
+   * out when something reads them or their shares change, not at every step; a full disk is
+   * met when it fills and at each pump while it is full.
+   */
+  lazyGuests: boolean;
   /** The agent's own timer that brings its engine to now (calls do too). */
   pumpMs: number;
   /**
@@ -157,6 +163,7 @@ export const SMALL: Omit<FarmOptions, 'seed'> = {
     leaseMs: 10_000,
     engineStepMs: 0,
     engineWritesPerStep: 0,
+    lazyGuests: false,
     pumpMs: 1_000,
     pumpAfterCalls: false,
     sweepMs: 0,
@@ -194,6 +201,7 @@ export const LARGE: Omit<FarmOptions, 'seed'> = {
     leaseMs: 60_000,
     engineStepMs: 60_000,
     engineWritesPerStep: 1,
+    lazyGuests: true,
     pumpMs: 15_000,
     pumpAfterCalls: true,
     sweepMs: 60_000,
@@ -407,6 +415,7 @@ export class FarmSimulation {
           restoreMs: 500,
           ...(o.timing.engineStepMs ? { engineStepMs: o.timing.engineStepMs } : {}),
           ...(o.timing.engineWritesPerStep ? { engineWritesPerStep: o.timing.engineWritesPerStep } : {}),
+          ...(o.timing.lazyGuests ? { lazyGuests: true } : {}),
         },
         o.seed + i,
       );
@@ -753,6 +762,8 @@ export class FarmSimulation {
       const h = pick([...this.hosts.values()])!;
       this.log(`FAULT host ${h.id}'s disk is full`);
       h.diskFull = true;
+      // A lazy engine's guests meet the full disk now (a stepping one's at their next step).
+      if (this.o.timing.lazyGuests) h.pump();
       back(2_000 + this.faultRng.int(10_000), () => (h.diskFull = false));
     } else if (r < 0.8) {
       // Timed by the next Raft write, so it lands while that write (and maybe others) is unsynced.

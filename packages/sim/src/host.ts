@@ -45,6 +45,8 @@ export interface HostTimings {
   engineStepMs?: number;
   /** Disk writes each VM issues per step at most, the rest counted only (the engine's default when absent). */
   engineWritesPerStep?: number;
+  /** The engine's guest model runs lazily (EngineOptions.lazyGuests). */
+  lazyGuests?: boolean;
 }
 
 type Listener = (e: pb.AgentEvent__Output) => void;
@@ -126,6 +128,7 @@ export class SimHost {
       seed: this.seed * 7919 + this.boots,
       maxStepMs: this.timings.engineStepMs,
       ...(this.timings.engineWritesPerStep ? { maxDiskWritesPerStep: this.timings.engineWritesPerStep } : {}),
+      ...(this.timings.lazyGuests ? { lazyGuests: true } : {}),
     });
     // Anything that had a partition comes back Off, as after a host crash.
     for (const r of [...this.records.values()].sort((a, b) => a.id.localeCompare(b.id)))
@@ -215,6 +218,9 @@ export class SimHost {
     const e = this.engine;
     if (!e || !this.scope) return;
     e.advance(this.scope.now());
+    // A lazy engine's guests issue their writes when worked out: while the disk is full they
+    // are, at every pump, so they meet it as a stepping engine's guests do at every step.
+    if (this.diskFull) e.settleGuests();
     for (const effect of e.takeEffects()) this.run(effect);
     const { records, deleted } = e.takeChanges();
     for (const r of records) {

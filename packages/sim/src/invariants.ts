@@ -266,7 +266,8 @@ export class AppliedLog {
 
 function fnv1a(data: Uint8Array): number {
   let h = 0x811c9dc5;
-  for (const b of data) h = Math.imul(h ^ b, 0x01000193);
+  // Indexed: every daemon hashes every entry it applies.
+  for (let i = 0; i < data.length; i++) h = Math.imul(h ^ data[i]!, 0x01000193);
   return h >>> 0;
 }
 

@@ -25,6 +25,14 @@ describe('farm simulator (the real daemons and engines on a virtual clock)', fun
     }
   });
 
+  it("with the engines' lazy guest model (the large profile's) and faults: no violation, every VM as wanted", async () => {
+    for (const seed of [1, 2, 3]) {
+      const r = await run(seed, { timing: { ...SMALL.timing, lazyGuests: true } });
+      expectClean(r);
+      expect(r.stats.acknowledged, `seed ${seed}`).to.be.greaterThan(0);
+    }
+  });
+
   it('a start its host lost (the host crashed while the VM was Starting) is asked again: the VM ends Running', async () => {
     // Seed 4 of the default farm: the daemon bug it found left the VM Off for good.
     expectClean(await runFarm({ ...SMALL, seed: 4, moves: false }));
