@@ -27,8 +27,12 @@ function farm(): FarmBuilder {
 
 const resultsOf = (r: CommandResult | undefined) => field(r, 'results') as CommandResult[];
 
-/** The state as its snapshot shows it: what every replica must agree on. */
-const snapshotOf = (s: FarmState) => JSON.parse(Buffer.from(encodeSnapshot(s)).toString()) as unknown;
+/** The state as its snapshot shows it (JSON lines): what every replica must agree on. */
+const snapshotOf = (s: FarmState): unknown[] =>
+  Buffer.from(encodeSnapshot(s))
+    .toString()
+    .split('\n')
+    .map((line) => JSON.parse(line) as unknown);
 
 describe('vm.create_many', () => {
   it('creates each VM placed where the plan put it, with one event for the VM and one for its operation', () => {
@@ -153,7 +157,7 @@ describe('vm.create_many', () => {
       [{ creates: 'all of them' }, 'vm.create_many: creates: expected an array, got string'],
     ];
     // The request ids aside (a refused command is remembered too, so a retry is refused alike).
-    const state = () => ({ ...(snapshotOf(b.s) as object), requests: [] });
+    const state = () => snapshotOf(b.s).filter((line) => !(Array.isArray(line) && line[0] === 'requests'));
     for (const [payload, message] of cases) {
       const snapshot = state();
       const [r] = b.apply({ type: 'vm.create_many', ...(payload as object) } as never);
