@@ -52,24 +52,26 @@ export function loadRemoved(vmIds: Set<string> | undefined, vm: VmRecord): void 
     return;
   }
   const load = copyLoad(c.load);
-  load.memoryBytes -= vm.config.memoryBytes + c.overhead;
-  load.vcpus -= vm.config.processor.count;
-  load.vms -= 1;
-  for (const name of antiAffinityClasses(vm.config).keys()) {
-    const members = load.classes.get(name) ?? [];
-    const at = members.findIndex((m) => m.vmName === vm.config.name);
-    if (at >= 0) members.splice(at, 1);
-    if (members.length === 0) load.classes.delete(name);
-  }
+  subtractCost(load, c.overhead, vm.config);
   c.load = load;
 }
 
-function countLoad(s: FarmState, host: HostRecord, ids: Iterable<string>, except?: string): HostLoad {
-  const load: HostLoad = { memoryBytes: 0, vcpus: 0, vms: 0, classes: new Map() };
-  for (const id of ids) {
-    if (id === except) continue;
-    addToLoad(load, host, s.vms.get(id)!.config);
+/** Takes a VM's cost out of a load (a copy: see copyLoad). */
+function subtractCost(load: HostLoad, overhead: number, config: VmConfig): void {
+  load.memoryBytes -= config.memoryBytes + overhead;
+  load.vcpus -= config.processor.count;
+  load.vms -= 1;
+  for (const name of antiAffinityClasses(config).keys()) {
+    const members = load.classes.get(name) ?? [];
+    const at = members.findIndex((m) => m.vmName === config.name);
+    if (at >= 0) members.splice(at, 1);
+    if (members.length === 0) load.classes.delete(name);
   }
+}
+
+function countLoad(s: FarmState, host: HostRecord, ids: Iterable<string>): HostLoad {
+  const load: HostLoad = { memoryBytes: 0, vcpus: 0, vms: 0, classes: new Map() };
+  for (const id of ids) addToLoad(load, host, s.vms.get(id)!.config);
   return load;
 }
 
@@ -91,7 +93,6 @@ export function hostLoad(s: FarmState, host: HostRecord, except?: string): HostL
   let load: HostLoad;
   let shared = false;
   if (!ids) load = countLoad(s, host, []);
-  else if (except !== undefined && ids.has(except)) load = countLoad(s, host, ids, except);
   else {
     const overhead = host.capacity.perVmOverheadBytes;
     let c = baseLoads.get(ids);
@@ -101,6 +102,13 @@ export function hostLoad(s: FarmState, host: HostRecord, except?: string): HostL
     }
     load = c.load;
     shared = true;
+    // A VM of the host left out (its own change weighed, as UpdateVm's): the kept load less its
+    // cost, rather than a recount of the host's VMs for every change of one of them.
+    if (except !== undefined && ids.has(except)) {
+      load = copyLoad(load);
+      subtractCost(load, overhead, s.vms.get(except)!.config);
+      shared = false;
+    }
   }
   // A VM migrating here holds its room from the request on, so nothing else takes it meanwhile;
   // one migrating away keeps its room here until the migration ends (a committed handover is

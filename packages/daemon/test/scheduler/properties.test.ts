@@ -165,6 +165,15 @@ describe('placement properties (fast-check)', function () {
             }
             // Asked between the changes, so that the kept loads are updated, not just counted.
             expect(kept(b.s)).to.deep.equal(recount(b.s));
+            // A host's load leaving one of its VMs out (a change of that VM weighed) is the
+            // load of the same farm without that VM.
+            const placed = b.s.vms.get(id);
+            const on = placed?.hostId ? b.s.hosts.get(placed.hostId) : undefined;
+            if (on) {
+              const without = decodeSnapshot(encodeSnapshot(b.s));
+              removeVm(without, id);
+              expect(summary(hostLoad(b.s, on, id))).to.deep.equal(summary(hostLoad(without, on)));
+            }
           }
         },
       ),
