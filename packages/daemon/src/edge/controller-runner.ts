@@ -163,6 +163,12 @@ class LeaderSession {
   /** VMs to look at on the next tick, and hosts all of whose VMs to look at. */
   private readonly dirtyVms = new Set<string>();
   private readonly dirtyHosts = new Set<string>();
+  /**
+   * Changed VMs the reconciler has not weighed yet for want of room for agent calls, oldest
+   * first. Kept apart from dirtyVms so a backlog of thousands of creates is not looked at again
+   * on every tick by the observed-state controller (nothing new was said of them).
+   */
+  private readonly awaitingCall = new Set<string>();
   private nextSweep = 0;
   /** A host record changed since the watchers were last matched to the hosts. */
   private hostsChanged = true;
@@ -429,7 +435,7 @@ class LeaderSession {
     this.reconcile(only);
     // Backoffs end, and sweeps fall due, without any event to wake the loop.
     if (this.tickTimer === undefined) {
-      const busy = this.backoff.size > 0 || this.dirtyVms.size > 0;
+      const busy = this.backoff.size > 0 || this.dirtyVms.size > 0 || this.awaitingCall.size > 0;
       const wait = busy ? 500 : Math.max(MIN_TICK_MS, this.nextSweep - this.timers.now());
       this.tickAt = this.timers.now() + wait;
       this.tickTimer = this.timers.set(() => {
@@ -614,23 +620,26 @@ class LeaderSession {
     const input = { synced, inFlight: this.inFlight, backoffUntilMs, nowMs: this.timers.now() };
     if (only === undefined) {
       for (const action of reconcileVms(this.state, input)) {
-        // Over the limit: the VM waits for a later tick.
-        if (this.inFlight.size >= this.cfg.maxCalls) this.dirtyVms.add(action.vmId);
+        // Over the limit: the VM waits for room.
+        if (this.inFlight.size >= this.cfg.maxCalls) this.awaitingCall.add(action.vmId);
         else void this.carryOut(action);
       }
       return;
     }
-    // Only as many VMs as there is room for calls are weighed; the rest wait for a later tick
-    // unweighed. Weighing all of them each tick (thousands queued behind 256 calls after a large
-    // CreateVms) was the leader's largest cost in bench:placement.
-    const ids = [...only];
-    let i = 0;
-    while (i < ids.length && this.inFlight.size < this.cfg.maxCalls) {
-      const chunk = ids.slice(i, i + this.cfg.maxCalls - this.inFlight.size);
-      i += chunk.length;
+    // Only as many VMs as there is room for calls are weighed, oldest first; the rest wait in
+    // awaitingCall unweighed. Weighing (or even copying) all of them each tick (thousands queued
+    // behind 256 calls after a large CreateVms) was the leader's largest cost in bench:placement.
+    for (const id of only) this.awaitingCall.add(id);
+    while (this.awaitingCall.size > 0 && this.inFlight.size < this.cfg.maxCalls) {
+      const chunk: string[] = [];
+      const room = this.cfg.maxCalls - this.inFlight.size;
+      for (const id of this.awaitingCall) {
+        chunk.push(id);
+        if (chunk.length === room) break;
+      }
+      for (const id of chunk) this.awaitingCall.delete(id);
       for (const action of reconcileVms(this.state, input, chunk)) void this.carryOut(action);
     }
-    for (; i < ids.length; i++) this.dirtyVms.add(ids[i]!);
   }
 
   // --- agent calls ---

@@ -59,10 +59,16 @@ function failedOver(n: number): FarmStateMachine {
   return machine;
 }
 
-function runner(machine: FarmStateMachine, port: AgentPort, holdReports = true, timers: Timers = realTimers) {
+function runner(
+  machine: FarmStateMachine,
+  port: AgentPort,
+  holdReports = true,
+  timers: Timers = realTimers,
+  maxCalls = RUNNER.maxCalls,
+) {
   const log = logHoldingReports(machine, holdReports);
   const proposer = new Proposer(log.raft, machine, logger, { timers });
-  const r = new ControllerRunner(machine, proposer, port, timers, logger, RUNNER);
+  const r = new ControllerRunner(machine, proposer, port, timers, logger, { ...RUNNER, maxCalls });
   r.start(1);
   return { runner: r, held: log.held };
 }
@@ -95,6 +101,35 @@ describe('the controller runner: a failed-over VM', () => {
       }
       // What the starts answered is what goes to the log (Starting), in few entries.
       await until('the reports proposed', () => held.join('').split('VM_STATE_STARTING').length - 1 >= 20);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it('more of them than calls allowed in flight: each is created and started once, never more calls at once than the limit', async () => {
+    const machine = failedOver(30);
+    const calls: Call[] = [];
+    let inFlight = 0;
+    let most = 0;
+    const base = agents(calls);
+    // Answers come a turn later, so calls overlap as they do over the wire.
+    const slow =
+      <A extends unknown[], R>(f: (...a: A) => Promise<R>) =>
+      async (...a: A): Promise<R> => {
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setImmediate(r));
+        inFlight--;
+        return f(...a);
+      };
+    const port = { ...base, createVm: slow(base.createVm), changeVmState: slow(base.changeVmState) };
+    const { runner: r } = runner(machine, port, false, realTimers, 4);
+    try {
+      await until('30 VMs reported Starting', () =>
+        [...machine.state.vms.values()].every((v) => v.observed.state === 'VM_STATE_STARTING'),
+      );
+      for (const id of machine.state.vms.keys())
+        expect(calls.filter((c) => c.vmId === id).map((c) => c.kind)).to.deep.equal(['create', 'state']);
+      expect(most).to.be.at.most(4);
     } finally {
       r.stop();
     }
