@@ -95,6 +95,48 @@ describe('AgentService and MigrationService in one process', function () {
     }
   });
 
+  it('CreateVms creates each VM as CreateVm would, answering each in order; one refused stops none of the others', async () => {
+    agent = await startAgent(testConfig(dir), createLogger({ program: 't', id: 't', level: 'silent' }));
+    const c = agentClient(agent.grpcAddress);
+    try {
+      await c.p.createVm({ vmId: 'vm-0', config: config('web-0'), generation: 1 });
+      const answer = await c.p.createVms({
+        creates: [
+          { vmId: 'vm-1', config: config('web-1'), generation: 2 },
+          // A name another VM of this host holds, as CreateVm refuses it.
+          { vmId: 'vm-2', config: config('web-0'), generation: 2 },
+          { vmId: 'vm-3', config: config('web-3', { memoryBytes: 0 }), generation: 2 },
+          { vmId: 'vm-4', config: config('web-4'), generation: 3 },
+        ],
+      });
+      const alone = await c.p
+        .createVm({ vmId: 'vm-2', config: config('web-0'), generation: 2 })
+        .catch((err: { code: number; details: string }) => err);
+      expect(answer.results.map((r) => r.vm?.id ?? `${status[r.error!.code]}`)).to.deep.equal([
+        'vm-1',
+        status[(alone as { code: number }).code],
+        'INVALID_ARGUMENT',
+        'vm-4',
+      ]);
+      expect(answer.results[1]!.error!.message).to.equal((alone as { details: string }).details);
+      expect(answer.results[2]!.error!.message).to.match(/memory_bytes/);
+      expect(answer.results[3]!.vm!.status!.generation).to.equal(3);
+      const held = await c.p.listVms({ pageSize: 10 });
+      expect(held.vms.map((v) => `${v.id}:${v.config!.name}`)).to.deep.equal([
+        'vm-0:web-0',
+        'vm-1:web-1',
+        'vm-4:web-4',
+      ]);
+      const none = await c.p
+        .createVms({ creates: [] })
+        .catch((err: { code: number; details: string }) => err);
+      expect(none).to.include({ code: status.INVALID_ARGUMENT });
+      expect((none as { details: string }).details).to.match(/creates/);
+    } finally {
+      c.raw.close();
+    }
+  });
+
   it('lists in pages, streams events with the initial state, refuses hardware changes while running, exports a Saved VM', async () => {
     agent = await startAgent(testConfig(dir), createLogger({ program: 't', id: 't', level: 'silent' }));
     const c = agentClient(agent.grpcAddress);

@@ -4,6 +4,7 @@ import {
   invalidArgument,
   serverStream,
   status,
+  toServiceError,
   unary,
   type ClientOptions,
   type pb,
@@ -18,6 +19,8 @@ import type { VmTransfer } from './vm-transfer.js';
 
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
+/** Most creates in one CreateVms call. */
+const MAX_CREATES = 1000;
 
 export interface HostAddressing {
   /** The gRPC address this host answers on, once bound. */
@@ -62,16 +65,36 @@ export function agentServiceImpl(
   transfer: VmTransfer,
   migrations: AgentMigrations,
 ): pb.AgentServiceHandlers {
+  const createVm = (req: pb.AgentCreateVmRequest__Output): Promise<pb.Vm__Output> => {
+    if (!req.config) throw invalidArgument('config', 'is required');
+    // Before anything looks for the VM's folder on cluster storage.
+    checkId('vm_id', req.vmId);
+    return adoptOrCreate(host, checkpoints, req.vmId, req.config, req.generation);
+  };
   return {
     GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => hostInfo(host, net.address())),
     ListGuestOs: unary<pb.ListGuestOsRequest__Output, pb.ListGuestOsResponse>(() => ({
       guestOs: guestOsList(),
     })),
-    CreateVm: unary<pb.AgentCreateVmRequest__Output, pb.Vm>((req) => {
-      if (!req.config) throw invalidArgument('config', 'is required');
-      // Before anything looks for the VM's folder on cluster storage.
-      checkId('vm_id', req.vmId);
-      return adoptOrCreate(host, checkpoints, req.vmId, req.config, req.generation);
+    CreateVm: unary<pb.AgentCreateVmRequest__Output, pb.Vm>((req) => createVm(req)),
+    CreateVms: unary<pb.AgentCreateVmsRequest__Output, pb.AgentCreateVmsResponse>(async (req) => {
+      if (req.creates.length === 0 || req.creates.length > MAX_CREATES)
+        throw invalidArgument('creates', `${req.creates.length} creates: 1 to ${MAX_CREATES} a call`);
+      // Each create as its own CreateVm call would go, side by side, and answered on its own.
+      const results = await Promise.all(
+        req.creates.map((c) =>
+          Promise.resolve()
+            .then(() => createVm(c))
+            .then(
+              (vm): pb.AgentCreateVmResult => ({ vm }),
+              (err: unknown): pb.AgentCreateVmResult => {
+                const e = toServiceError(err);
+                return { error: { code: e.code, message: e.details } };
+              },
+            ),
+        ),
+      );
+      return { results };
     }),
     GetVm: unary<pb.AgentGetVmRequest__Output, pb.Vm>((req) => host.read((e) => e.vms.get(req.vmId))),
     ListVms: unary<pb.AgentListVmsRequest__Output, pb.AgentListVmsResponse>((req) => {

@@ -5,6 +5,7 @@ import {
   hyperfarmProto,
   promiseClient,
   status,
+  statusOf,
   type ClientOptions,
   type pb,
 } from '@hyperfarm/api';
@@ -16,10 +17,22 @@ type Client = { raw: pb.AgentServiceClient; p: ReturnType<typeof promiseClient<p
 const QUICK_MS = 10_000;
 const SLOW_MS = 120_000;
 const PAGE = 1000;
+/** Most creates in one CreateVms call to an agent. */
+const CREATES_PER_CALL = 1000;
+
+interface QueuedCreate {
+  req: pb.AgentCreateVmRequest;
+  resolve(vm: pb.Vm__Output): void;
+  reject(err: unknown): void;
+}
 
 /** The agent port over gRPC: one channel per agent address, reused. */
 export class GrpcAgentPort implements AgentPort {
   private readonly clients = new Map<string, Client>();
+  /** Creates asked for in this turn of the event loop, by agent address. */
+  private readonly creates = new Map<string, QueuedCreate[]>();
+  /** Agents that answered CreateVms UNIMPLEMENTED (an older agent): one CreateVm per VM. */
+  private readonly oneByOne = new Set<string>();
 
   constructor(private readonly options: ClientOptions = {}) {}
 
@@ -89,8 +102,53 @@ export class GrpcAgentPort implements AgentPort {
     };
   }
 
-  createVm(host: HostRef, vmId: string, config: pb.VmConfig, generation: number) {
-    return this.client(host.address).p.createVm({ vmId, config, generation }, { timeoutMs: SLOW_MS });
+  /**
+   * The creates asked of one agent in a turn of the event loop go in one CreateVms call (the
+   * reconciler asks for hundreds at once after a large CreateVms of the farm's): each is answered
+   * on its own, as a CreateVm call of its own would be. An agent too old for CreateVms gets one
+   * CreateVm call per VM.
+   */
+  createVm(host: HostRef, vmId: string, config: pb.VmConfig, generation: number): Promise<pb.Vm__Output> {
+    const req = { vmId, config, generation };
+    if (this.oneByOne.has(host.address)) return this.createOne(host.address, req);
+    return new Promise((resolve, reject) => {
+      let queue = this.creates.get(host.address);
+      if (!queue) {
+        this.creates.set(host.address, (queue = []));
+        setImmediate(() => this.sendCreates(host.address));
+      }
+      queue.push({ req, resolve, reject });
+    });
+  }
+
+  private createOne(address: string, req: pb.AgentCreateVmRequest): Promise<pb.Vm__Output> {
+    return this.client(address).p.createVm(req, { timeoutMs: SLOW_MS });
+  }
+
+  private sendCreates(address: string): void {
+    const queue = this.creates.get(address) ?? [];
+    this.creates.delete(address);
+    const one = (q: QueuedCreate) => this.createOne(address, q.req).then(q.resolve, q.reject);
+    if (queue.length === 1) return void one(queue[0]!);
+    for (let i = 0; i < queue.length; i += CREATES_PER_CALL) {
+      const part = queue.slice(i, i + CREATES_PER_CALL);
+      this.client(address)
+        .p.createVms({ creates: part.map((q) => q.req) }, { timeoutMs: SLOW_MS })
+        .then(
+          ({ results }) =>
+            part.forEach((q, k) => {
+              const r = results[k];
+              if (r?.vm) q.resolve(r.vm);
+              else
+                q.reject(new ApiError(r?.error?.code ?? status.INTERNAL, r?.error?.message ?? 'no answer'));
+            }),
+          (err: unknown) => {
+            if (statusOf(err) !== status.UNIMPLEMENTED) return part.forEach((q) => q.reject(err));
+            this.oneByOne.add(address);
+            part.forEach(one);
+          },
+        );
+    }
   }
 
   changeVmState(host: HostRef, vmId: string, action: pb.VmAction, generation: number) {
