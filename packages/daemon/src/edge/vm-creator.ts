@@ -45,31 +45,38 @@ const createEntry = (ask: CreateAsk) => ({
 /**
  * The vm.create_many commands of a turn's creates and their placements: each command holds the
  * placements of its own creates, and at most CREATE_BYTES_PER_COMMAND of creates (at least one).
- * Returns, per command, the positions of its creates in `asks`.
+ * Returns, per command, the positions of its creates in `asks`, and the command's JSON (`json`,
+ * JSON.stringify's of `cmd`): each create is encoded once, to measure it and to send it, instead
+ * of a second time by the proposer.
  */
 export function createCommands(
   asks: readonly CreateAsk[],
   placements: readonly Placement[],
-): { cmd: Extract<CommandBody, { type: 'vm.create_many' }>; asks: number[] }[] {
+): { cmd: Extract<CommandBody, { type: 'vm.create_many' }>; json: string; asks: number[] }[] {
   const at = new Map(placements.map((p) => [p.vmId, p]));
-  const out: ReturnType<typeof createCommands> = [];
+  const out: { cmd: ReturnType<typeof createCommands>[number]['cmd']; creates: string[]; asks: number[] }[] =
+    [];
   let bytes = Infinity;
   asks.forEach((ask, i) => {
     const entry = createEntry(ask);
-    // The configuration's JSON measures the entry: it is nearly all of it.
-    const size = JSON.stringify(ask.config).length + 200;
-    if (bytes + size > CREATE_BYTES_PER_COMMAND) {
-      out.push({ cmd: { type: 'vm.create_many', creates: [], placements: [] }, asks: [] });
+    const json = JSON.stringify(entry);
+    if (bytes + json.length > CREATE_BYTES_PER_COMMAND) {
+      out.push({ cmd: { type: 'vm.create_many', creates: [], placements: [] }, creates: [], asks: [] });
       bytes = 0;
     }
     const last = out[out.length - 1]!;
-    bytes += size;
+    bytes += json.length;
     last.cmd.creates.push(entry);
+    last.creates.push(json);
     last.asks.push(i);
     const p = at.get(ask.vmId);
     if (p) last.cmd.placements!.push({ vmId: p.vmId, hostId: p.hostId, note: p.note });
   });
-  return out;
+  return out.map(({ cmd, creates, asks: mine }) => ({
+    cmd,
+    json: `{"type":"vm.create_many","creates":[${creates.join(',')}],"placements":${JSON.stringify(cmd.placements)}}`,
+    asks: mine,
+  }));
 }
 
 /**
@@ -116,8 +123,8 @@ export class VmCreator {
     const configs = new Map(asks.map((a) => [a.vmId, a.config]));
     // Submitted in this turn, so the proposer puts them in one entry (split in order past its
     // size limit).
-    for (const { cmd, asks: mine } of createCommands(asks, placements)) {
-      const commit = proposer.submit(cmd).then(
+    for (const { cmd, json, asks: mine } of createCommands(asks, placements)) {
+      const commit = proposer.submitEncoded(json).then(
         (ok: Ok) => {
           const results = ok['results'] as CommandResult[];
           mine.forEach((i, k) => {

@@ -1,10 +1,11 @@
 import { expect } from 'chai';
 import { createLogger, type pb } from '@hyperfarm/api';
+import { RaftArgumentError } from '@hyperfarm/raft';
 import { ControllerRunner } from '../../src/edge/controller-runner.js';
 import type { FarmContext } from '../../src/edge/farm-context.js';
 import { Proposer } from '../../src/edge/proposer.js';
 import { realTimers } from '../../src/edge/timers.js';
-import { VmCreator, type CreateAsk } from '../../src/edge/vm-creator.js';
+import { createCommands, VmCreator, type CreateAsk } from '../../src/edge/vm-creator.js';
 import { FarmStateMachine, usableMemory, hostLoad } from '../../src/fsm/index.js';
 import { FarmBuilder } from '../fsm/build.js';
 import { vmConfig, type HostSpec } from '../fsm/fixtures.js';
@@ -133,6 +134,29 @@ describe('the create path: creates of one turn committed together with their pla
     } finally {
       runner.stop();
     }
+  });
+
+  it('writes each command as the proposer would encode it (the creates encoded once, by the create path)', async () => {
+    const asks = [ask('e1', 512, { rid: 'create-vm:e1' }), ask('e2', 256, { hostId: 'a2', start: true })];
+    const placements = [{ vmId: asks[0]!.vmId, hostId: 'a1', note: '', score: 0 }];
+    const [made] = createCommands(asks, placements);
+    expect(made!.json).to.equal(JSON.stringify(made!.cmd));
+    // Through the proposer, both ways give the same entry bytes.
+    const texts: string[] = [];
+    const raft = {
+      propose: (data: Uint8Array) => {
+        texts.push(new TextDecoder().decode(data));
+        return Promise.reject(new RaftArgumentError('data', 'held by the test'));
+      },
+    };
+    const proposer = new Proposer(raft, new FarmStateMachine(), logger, {
+      timers: { ...realTimers, now: () => 7 },
+    });
+    await proposer.submit(made!.cmd, 'r1').catch(() => undefined);
+    await proposer.submitEncoded(made!.json, 'r1').catch(() => undefined);
+    expect(texts).to.have.length(2);
+    expect(texts[1]).to.equal(texts[0]);
+    expect(JSON.parse(texts[0]!)).to.deep.equal({ v: 1, cmds: [{ rid: 'r1', t: 7, ...made!.cmd }] });
   });
 
   it('answers two creates with the same request id in one turn with one VM and its operation', async () => {
