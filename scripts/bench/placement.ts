@@ -22,6 +22,14 @@ const opts = new Command('bench:placement')
   .option('--vms <n>', 'VMs to create and place', Number, 10_000)
   .option('--batch <n>', 'VMs per CreateVms call (1: a CreateVm call per VM)', Number, 500)
   .option('--concurrency <n>', 'calls in flight', Number, 4)
+  .option(
+    '--paced-vms <n>',
+    'VMs created after, at the paced rate, for the latency probe (0: none)',
+    Number,
+    5000,
+  )
+  .option('--paced-rate <n>', 'creates a second in the paced phase', Number, 1000)
+  .option('--probe-loops <n>', 'latency probe loops side by side', Number, 4)
   .option('--profile <dir>', 'write a CPU profile of every daemon and agent process into this folder')
   .parse()
   .opts<{
@@ -30,6 +38,9 @@ const opts = new Command('bench:placement')
     vms: number;
     batch: number;
     concurrency: number;
+    pacedVms: number;
+    pacedRate: number;
+    probeLoops: number;
     profile?: string;
   }>();
 
@@ -71,27 +82,37 @@ try {
     }
   };
 
-  // The latency probe: GetVm of a VM created so far, and one page of ListVms.
+  // The latency probe: GetVm of a VM created so far, and one page of ListVms, from several
+  // loops; `latency` is swapped for the paced phase's.
   const ids: string[] = [];
-  const latency = { get: [] as number[], list: [] as number[] };
+  let latency = { get: [] as number[], list: [] as number[] };
   let probing = true;
   const probeErrors: string[] = [];
-  const probe = (async () => {
-    for (let i = 0; probing; i++) {
+  const probeLoop = async (loop: number) => {
+    for (let i = loop; probing; i += opts.probeLoops) {
       if (ids.length === 0) {
         await new Promise((r) => setTimeout(r, 10));
         continue;
       }
+      const into = latency;
       let t = performance.now();
       await leader.getVm({ id: ids[i % ids.length]! }).catch((err: Error) => probeErrors.push(err.message));
-      latency.get.push(performance.now() - t);
+      into.get.push(performance.now() - t);
       if (i % 4 === 0) {
         t = performance.now();
         await leader.listVms({ pageSize: 100 }).catch((err: Error) => probeErrors.push(err.message));
-        latency.list.push(performance.now() - t);
+        into.list.push(performance.now() - t);
       }
     }
-  })();
+  };
+  const probe = Promise.all(Array.from({ length: opts.probeLoops }, (_, k) => probeLoop(k)));
+  const config = (i: number): pb.VmConfig => ({
+    name: `vm-${i}`,
+    processor: { count: 1 },
+    memoryBytes: 512 * 1024 * 1024,
+    guestOs: 'windows-server-2008-x64',
+    integrationServices: true,
+  });
 
   // CPU seconds of each process over the creates: the work per placement, whatever the load.
   const procs = [
@@ -107,13 +128,7 @@ try {
     count: opts.vms,
     concurrency: opts.concurrency,
     batch: opts.batch,
-    config: (i): pb.VmConfig => ({
-      name: `vm-${i}`,
-      processor: { count: 1 },
-      memoryBytes: 512 * 1024 * 1024,
-      guestOs: 'windows-server-2008-x64',
-      integrationServices: true,
-    }),
+    config,
     requestId: (i) => `bench-${i}`,
     created: (id, _ms, op) => {
       ids.push(id);
@@ -134,8 +149,38 @@ try {
     name: p.name,
     s: round(((cpuSeconds(p.pid) - cpu0[i]!) / opts.vms) * 1000),
   }));
+  const fullRate = latency;
+
+  // The paced phase: creates at a steady rate, answers not awaited before the next call.
+  latency = { get: [], list: [] };
+  let pacedRefused = 0;
+  const pacedStart = performance.now();
+  const pacedCalls: Promise<void>[] = [];
+  const perCall = Math.max(1, Math.round(opts.pacedRate / 10));
+  for (let first = opts.vms; first < opts.vms + opts.pacedVms; first += perCall) {
+    const wait = pacedStart + ((first - opts.vms) / opts.pacedRate) * 1000 - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const n = Math.min(perCall, opts.vms + opts.pacedVms - first);
+    const vms = Array.from({ length: n }, (_, k) => ({
+      config: config(first + k),
+      requestId: `bench-${first + k}`,
+    }));
+    pacedCalls.push(
+      leader.createVms({ vms }, { timeoutMs: 60_000 }).then(
+        ({ results }) => {
+          for (const r of results)
+            if (r.error) pacedRefused++;
+            else ids.push(r.operation!.targetId);
+        },
+        () => void (pacedRefused += n),
+      ),
+    );
+  }
+  await Promise.all(pacedCalls);
+  const pacedS = (performance.now() - pacedStart) / 1000;
   probing = false;
   await probe;
+  const paced = latency;
 
   // A read that failed (a leader change under way) is reported, and its time counted.
   if (probeErrors.length > 0)
@@ -157,12 +202,17 @@ try {
     `${opts.vms - waitedFromAck} VMs placed by the entry that created them, ${waitedFromAck} later by the controller`,
   );
   say(`placements: ${placementsPerS}/s (Nomad's C1M published run: about 3,750/s on 5 servers)`);
-  say(
-    `GetVm under load: p50 ${round(percentile(latency.get, 50))} ms, p99 ${round(percentile(latency.get, 99))} ms (${latency.get.length} calls)`,
-  );
-  say(
-    `ListVms (100) under load: p50 ${round(percentile(latency.list, 50))} ms, p99 ${round(percentile(latency.list, 99))} ms (${latency.list.length} calls)`,
-  );
+  const lat = (l: number[]) =>
+    `p50 ${round(percentile(l, 50))} ms, p99 ${round(percentile(l, 99))} ms (${l.length} calls)`;
+  say(`GetVm under load: ${lat(fullRate.get)}`);
+  say(`ListVms (100) under load: ${lat(fullRate.list)}`);
+  if (opts.pacedVms > 0) {
+    say(
+      `paced phase: ${opts.pacedVms} more VMs asked at ${opts.pacedRate}/s, all answered after ${pacedS.toFixed(2)} s (${Math.round(opts.pacedVms / pacedS)}/s)${pacedRefused > 0 ? `, ${pacedRefused} refused` : ''}`,
+    );
+    say(`  GetVm: ${lat(paced.get)}`);
+    say(`  ListVms (100): ${lat(paced.list)}`);
+  }
   say(`binpack: the first 1000 VMs sit on ${used.size} hosts`);
   say(`CPU seconds per 1,000 placements: ${cpuPer1000.map((c) => `${c.name} ${c.s}`).join(', ')}`);
   say(
@@ -172,9 +222,21 @@ try {
   );
   say(
     `details: ${JSON.stringify({
-      get_p50_ms: round(percentile(latency.get, 50)),
-      list_p50_ms: round(percentile(latency.list, 50)),
-      list_p99_ms: round(percentile(latency.list, 99)),
+      get_p50_ms: round(percentile(fullRate.get, 50)),
+      get_calls: fullRate.get.length,
+      list_p50_ms: round(percentile(fullRate.list, 50)),
+      list_p99_ms: round(percentile(fullRate.list, 99)),
+      paced: {
+        vms: opts.pacedVms,
+        rate: opts.pacedRate,
+        answered_per_s: Math.round(opts.pacedVms / pacedS),
+        get_p50_ms: round(percentile(paced.get, 50)),
+        get_p99_ms: round(percentile(paced.get, 99)),
+        get_calls: paced.get.length,
+        list_p50_ms: round(percentile(paced.list, 50)),
+        list_p99_ms: round(percentile(paced.list, 99)),
+        list_calls: paced.list.length,
+      },
       placed_s: round(seconds),
       batch: opts.batch,
       concurrency: opts.concurrency,
@@ -187,7 +249,7 @@ try {
       placements_per_s: placementsPerS,
       hosts: opts.hosts,
       vms: opts.vms,
-      get_p99_ms: round(percentile(latency.get, 99)),
+      get_p99_ms: round(percentile(fullRate.get, 99)),
     }),
   );
 } finally {
