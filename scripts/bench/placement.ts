@@ -26,7 +26,7 @@ const opts = new Command('bench:placement')
     '--paced-vms <n>',
     'VMs created after, at the paced rate, for the latency probe (0: none)',
     Number,
-    5000,
+    10_000,
   )
   .option('--paced-rate <n>', 'creates a second in the paced phase', Number, 1000)
   .option('--probe-loops <n>', 'latency probe loops side by side', Number, 4)
