@@ -26,7 +26,7 @@ import { membershipHandlers } from './edge/membership.js';
 import { migrationHandlers } from './edge/migrations-api.js';
 import { NetworkClients, networkHandlers } from './edge/network-api.js';
 import { NetworkPusher } from './edge/network-push.js';
-import { operationHandlers } from './edge/operations-api.js';
+import { operationHandlers, watchEvents } from './edge/operations-api.js';
 import { Proposer } from './edge/proposer.js';
 import { Leadership } from './edge/leadership.js';
 import { clusterClients } from './edge/service-clients.js';
@@ -164,7 +164,7 @@ export async function startDaemon(
         drillReports: config.drillReports,
       });
       ctx.consoleAddress = gateway.url;
-      gateway.attach(server.address);
+      gateway.attach(server.address, (req, sink) => watchEvents(ctx, req, sink));
     }
   } catch (err) {
     await gateway?.close();

@@ -163,8 +163,9 @@ describe('drill reports', () => {
         dir: join(dir, 'no-site'),
         drillReports: folder,
       });
-      // No daemon behind it: the drill messages are answered by the gateway from the folder.
-      gateway.attach('127.0.0.1:1');
+      // No daemon behind it (no gRPC server, no Watch): the drill messages are answered by the
+      // gateway from the folder.
+      gateway.attach('127.0.0.1:1', () => Promise.resolve());
       ws = new WebSocket(`${gateway.url.replace(/^http/, 'ws')}/ws`);
       ws.on('message', (data) => received.push(JSON.parse(String(data)) as Record<string, unknown>));
       await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));

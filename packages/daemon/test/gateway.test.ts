@@ -9,6 +9,7 @@ import { startGateway } from '../src/edge/gateway/index.js';
 import { Session } from '../src/edge/gateway/session.js';
 import { DrillReports } from '../src/edge/gateway/drill-reports.js';
 import type { ClusterCaller } from '../src/edge/gateway/cluster-caller.js';
+import { FakeSocket } from './fake-socket.js';
 import { ProcessFarm, until, vmSpec, type Cluster } from './process/harness.js';
 
 const logger = createLogger({ program: 'test', id: 'gateway', level: 'silent' });
@@ -265,17 +266,6 @@ describe('console gateway', function () {
 });
 
 describe('console session: bounded send queue', () => {
-  /** A socket whose unsent bytes the test sets, recording what is sent. */
-  class FakeSocket extends EventEmitter {
-    readonly OPEN = 1;
-    readyState = 1;
-    bufferedAmount = 0;
-    readonly sent: Record<string, unknown>[] = [];
-    send(text: string): void {
-      this.sent.push(JSON.parse(text) as Record<string, unknown>);
-      this.bufferedAmount += text.length;
-    }
-  }
   class FakeStream extends EventEmitter {
     cancelled = false;
     cancel(): void {

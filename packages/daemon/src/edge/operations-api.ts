@@ -81,15 +81,44 @@ export function operationHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHa
 }
 
 /**
- * Streams committed changes: from revision 0, the current state as PUT events (each with the
- * revision that last changed it) and then every change; from a revision, the kept changes after
- * it and then every change. Revisions only grow. Subscribing and reading the backlog happen in
- * one turn of the event loop, so nothing falls between them.
+ * Where Watch writes its events: a gRPC stream, or the console gateway's socket in this process
+ * (docs/console.md). Either way the same rules choose the events; only the writing differs.
  */
+export interface EventSink {
+  write(event: pb.Event): void;
+  /** Events written and not yet taken by the reader: past MAX_BUFFERED_EVENTS it is dropped. */
+  buffered(): number;
+  /** Calls `stop` when the reader goes away. */
+  onClose(stop: () => void): void;
+}
+
 async function watch(
   ctx: FarmContext,
   req: pb.WatchRequest__Output,
   call: grpc.ServerWritableStream<pb.WatchRequest__Output, pb.Event>,
+): Promise<void> {
+  return watchEvents(ctx, req, {
+    write: (event) => call.write(event),
+    buffered: () => call.writableLength,
+    onClose: (stop) => {
+      call.on('cancelled', stop);
+      call.on('close', stop);
+    },
+  });
+}
+
+/**
+ * Streams committed changes: from revision 0, the current state as PUT events (each with the
+ * revision that last changed it) and then every change; from a revision, the kept changes after
+ * it and then every change. Revisions only grow. Subscribing and reading the backlog happen in
+ * one turn of the event loop, so nothing falls between them. Resolves when the reader goes
+ * away; rejects with the status that ends the stream (INVALID_ARGUMENT, OUT_OF_RANGE,
+ * RESOURCE_EXHAUSTED, or the read barrier's).
+ */
+export async function watchEvents(
+  ctx: FarmContext,
+  req: pb.WatchRequest__Output,
+  sink: EventSink,
 ): Promise<void> {
   const kinds = new Set(req.kinds.map((k) => requireEnum('kinds', k, KINDS)));
   const wanted = (e: FarmEvent) => kinds.size === 0 || kinds.has(e.kind);
@@ -103,7 +132,7 @@ async function watch(
     for (const e of events) {
       if (e.revision <= last) continue;
       last = e.revision;
-      if (wanted(e)) call.write(eventView(ctx.machine.state, e));
+      if (wanted(e)) sink.write(eventView(ctx.machine.state, e));
     }
   };
 
@@ -124,7 +153,7 @@ async function watch(
       );
     const unsubscribe = ctx.machine.onApplied((applied) => {
       send(applied.events);
-      if (call.writableLength > MAX_BUFFERED_EVENTS)
+      if (sink.buffered() > MAX_BUFFERED_EVENTS)
         finish(
           new ApiError(status.RESOURCE_EXHAUSTED, `the watcher fell behind: resume from revision ${last}`),
         );
@@ -134,8 +163,7 @@ async function watch(
       if (backlog) send(backlog);
       else finish(outOfRange(last));
     });
-    call.on('cancelled', () => finish());
-    call.on('close', () => finish());
+    sink.onClose(() => finish());
 
     const s = ctx.machine.state;
     if (req.fromRevision === 0) {

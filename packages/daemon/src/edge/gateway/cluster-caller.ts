@@ -10,6 +10,7 @@ import {
 } from '@hyperfarm/api';
 import * as grpc from '@grpc/grpc-js';
 import type { ConsoleEndpoint } from './protocol.js';
+import { LocalWatch, type WatchEvents } from './local-watch.js';
 import { checkMessage, messageRoot } from './request-check.js';
 
 /** Longest a call from the console may take: WaitOperation's own limit, plus a margin. */
@@ -24,7 +25,8 @@ type UnaryMethod = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb:
 /**
  * The gateway's way into ClusterService: a gRPC client of this daemon's own server, so a call
  * from the console runs the very handler a gRPC client reaches, with the same validation,
- * errors, leader forwarding and interceptors. Also keeps the list of every daemon's console, so
+ * errors, leader forwarding and interceptors; and the Watch stream, run in this process by the
+ * gRPC Watch's own code (./local-watch.ts). Also keeps the list of every daemon's console, so
  * a browser can move to another daemon when its own dies.
  */
 export class ClusterCaller {
@@ -39,6 +41,7 @@ export class ClusterCaller {
     private readonly tls: TlsFiles | undefined,
     private readonly self: ConsoleEndpoint,
     private readonly logger: Logger,
+    private readonly watchEvents: WatchEvents,
   ) {
     this.client = createClient(hyperfarmProto().hyperfarm.v1.ClusterService, loopback(grpcAddress), { tls });
     const service = messageRoot().lookupService('hyperfarm.v1.ClusterService');
@@ -78,12 +81,9 @@ export class ClusterCaller {
     });
   }
 
-  /** ClusterService.Watch, as a gRPC client stream of Event messages. */
-  watch(request: { fromRevision: number; kinds: string[] }): grpc.ClientReadableStream<pb.Event__Output> {
-    checkMessage(messageRoot().lookupType('hyperfarm.v1.WatchRequest'), request);
-    const fn = (this.client as unknown as Record<string, (r: unknown) => grpc.ClientReadableStream<never>>)
-      .Watch!;
-    return fn.call(this.client, request);
+  /** ClusterService.Watch, served in this process: a stream of Event messages as a client decodes them. */
+  watch(request: { fromRevision: number; kinds: string[] }): LocalWatch {
+    return new LocalWatch(this.watchEvents, request, this.logger);
   }
 
   /**

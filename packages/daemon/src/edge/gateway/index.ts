@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ClusterCaller } from './cluster-caller.js';
 import { DrillReports } from './drill-reports.js';
+import type { WatchEvents } from './local-watch.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import { DEFAULT_LIMITS, Session, type SessionLimits } from './session.js';
 import { StaticFiles } from './static-files.js';
@@ -37,8 +38,11 @@ export interface GatewayOptions {
 export interface Gateway {
   /** http://host:port of the console. */
   url: string;
-  /** Connects the gateway to this daemon's gRPC server, once it listens; sockets wait until then. */
-  attach(grpcAddress: string): void;
+  /**
+   * Connects the gateway to this daemon's gRPC server, once it listens, for calls, and to its
+   * Watch code for the event stream; sockets wait until then.
+   */
+  attach(grpcAddress: string, watchEvents: WatchEvents): void;
   close(): Promise<void>;
 }
 
@@ -113,8 +117,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   return {
     url,
-    attach(grpcAddress) {
-      caller = new ClusterCaller(grpcAddress, opts.tls, { id: opts.daemonId, address: url }, logger);
+    attach(grpcAddress, watchEvents) {
+      const self = { id: opts.daemonId, address: url };
+      caller = new ClusterCaller(grpcAddress, opts.tls, self, logger, watchEvents);
     },
     async close() {
       clearInterval(pinger);

@@ -1,5 +1,6 @@
 import { quote, status, TRAILERS, type Logger } from '@hyperfarm/api';
 import type * as grpc from '@grpc/grpc-js';
+import type { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
 import type { ClusterCaller } from './cluster-caller.js';
 import type { DrillReports } from './drill-reports.js';
@@ -15,6 +16,14 @@ export interface SessionLimits {
   maxCallsInFlight: number;
 }
 
+/**
+ * The Watch stream as a session reads it: 'data' (an Event), 'error' (the status it ended with;
+ * CANCELLED when stopped), 'end', and cancel(). ClusterCaller's in-process stream is one.
+ */
+export interface WatchStream extends EventEmitter {
+  cancel(): void;
+}
+
 /** Most events in one message: a browser applies a message in one task, and that stays short. */
 const MAX_BATCH = 256;
 
@@ -26,7 +35,7 @@ export const DEFAULT_LIMITS: SessionLimits = { maxQueuedBytes: 1024 * 1024, maxC
  * it on and passes the answer (or the status) back.
  */
 export class Session {
-  private watch: grpc.ClientReadableStream<unknown> | undefined;
+  private watch: WatchStream | undefined;
   private lastRevision = 0;
   private inFlight = 0;
   private closed = false;
@@ -161,14 +170,9 @@ export class Session {
   private startWatch(fromRevision: number, kinds: string[]): void {
     this.stopWatch();
     this.lastRevision = fromRevision;
-    let stream: grpc.ClientReadableStream<{ revision: number }>;
-    try {
-      stream = this.cluster.watch({ fromRevision, kinds });
-    } catch (err) {
-      return this.send({ type: 'watchError', error: wireError(err) });
-    }
+    const stream: WatchStream = this.cluster.watch({ fromRevision, kinds });
     this.watch = stream;
-    stream.on('data', (event) => {
+    stream.on('data', (event: { revision: number }) => {
       if (this.watch !== stream) return;
       this.lastRevision = event.revision;
       // Events that come together (one commit often makes several) go in one message: each
