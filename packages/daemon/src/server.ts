@@ -34,6 +34,12 @@ import { realTimers } from './edge/timers.js';
 import { vmHandlers } from './edge/vms-api.js';
 import { FarmStateMachine } from './fsm/index.js';
 
+/**
+ * A snapshot once the log applied since the last one holds this much: about a 50,000-VM farm's
+ * snapshot (70 MiB), so the log kept in memory never costs much more than a snapshot would.
+ */
+const SNAPSHOT_BYTES = 64 * 1024 * 1024;
+
 export interface RunningDaemon {
   logger: Logger;
   raft: RaftNode;
@@ -70,6 +76,10 @@ export async function startDaemon(
     forwardProposals: true,
     onRoleChange: (c) => leadership.changed(c.role === Role.Leader, c.term),
     profile: config.raftProfile,
+    // The log since the last snapshot is held in memory, and a farm's entries are batches of
+    // commands (11 KB each under bench:console): by count alone (100,000) it grew without bound
+    // for hours (docs/benchmarks.md, Web console).
+    snapshotBytes: SNAPSHOT_BYTES,
     ...(config.tls ? { tls: config.tls } : {}),
     // A failed disk or a broken invariant: a replica that cannot trust its log leaves the
     // cluster loudly (its peers carry on) and is restarted from its disk, as etcd does.

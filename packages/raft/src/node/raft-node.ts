@@ -87,6 +87,12 @@ export interface RaftNodeOptions {
   heartbeatTick?: number;
   /** Take a snapshot and compact the log every this many applied entries. Default 100,000 (etcd 3.4's). */
   snapshotEvery?: number;
+  /**
+   * Also take one once the entries applied since the last hold this many bytes (default: no
+   * limit by size). The log since the last snapshot is held in memory: at 100,000 entries of
+   * 11 KB (a farm's batched commands) that is 1.1 GB before the count says snapshot.
+   */
+  snapshotBytes?: number;
   /** Entries kept before a snapshot, so briefly lagging followers avoid a snapshot. Default 5,000. */
   snapshotKeep?: number;
   /** On a follower, forward proposals to the leader over ForwardPropose instead of refusing them. */
@@ -174,6 +180,8 @@ export class RaftNode {
   private failure: unknown;
   private applied: number;
   private snapshotIndex: number;
+  /** Bytes of the entries applied since the last snapshot (taken or installed). */
+  private bytesSinceSnapshot = 0;
   /** A snapshot being encoded in the background, and one encoded and waiting to be saved. */
   private encoding: Promise<void> | undefined;
   private encoded: { index: number; conf: ConfState; data: Uint8Array } | undefined;
@@ -600,6 +608,7 @@ export class RaftNode {
   private snapshotInstalled(index: number): void {
     this.applied = index;
     this.snapshotIndex = index;
+    this.bytesSinceSnapshot = 0;
     // Proposals at or below the snapshot can no longer be matched to their entries.
     for (const w of this.proposals.replacedThrough(index)) {
       w.reject(
@@ -624,6 +633,7 @@ export class RaftNode {
       }
     }
     this.applied = e.index;
+    this.bytesSinceSnapshot += e.data.length;
     const pending = this.proposals.applied(e);
     if (pending?.taken) {
       this.metrics.commitLatency.observe((this.timers.now() - pending.waiter.started) / 1000);
@@ -652,8 +662,11 @@ export class RaftNode {
 
   private async maybeSnapshot(): Promise<void> {
     const every = this.opts.snapshotEvery ?? 100_000;
-    if (this.encoding || this.applied - this.snapshotIndex < every) return;
+    const bytes = this.opts.snapshotBytes ?? Infinity;
+    if (this.encoding || (this.applied - this.snapshotIndex < every && this.bytesSinceSnapshot < bytes))
+      return;
     const index = this.applied;
+    this.bytesSinceSnapshot = 0;
     const conf = this.raw.status().conf;
     const addresses = { ...this.addresses };
     const app = this.opts.stateMachine.snapshot();

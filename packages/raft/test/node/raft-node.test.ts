@@ -37,6 +37,7 @@ interface Member {
 interface ClusterOptions {
   requestTimeoutMs?: number;
   snapshotEvery?: number;
+  snapshotBytes?: number;
   forward?: boolean;
   electionTick?: number;
   /** Given, each snapshot is the state machine's, handed over when this settles. */
@@ -108,6 +109,7 @@ class Cluster {
       electionTick: this.opts.electionTick ?? 10,
       seed: Number(m.id.slice(1)),
       snapshotEvery: this.opts.snapshotEvery ?? 10_000,
+      ...(this.opts.snapshotBytes ? { snapshotBytes: this.opts.snapshotBytes } : {}),
       snapshotKeep: 5,
       forwardProposals: this.opts.forward ?? false,
       registry: m.registry,
@@ -320,6 +322,18 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     await waitFor('lagging node caught up', () => lagging.sm.get('z59') === '59');
     assert.equal(lagging.sm.get('z0'), '0');
     assert.ok(lagging.node!.status().snapshotIndex >= 20, 'the lagging node installed a snapshot');
+  });
+
+  it('snapshots once the entries applied since the last hold snapshotBytes, however few they are', async () => {
+    // 10 entries of 1 KiB each pass 8 KiB long before the count (10,000) would.
+    const leader = await startThree({ snapshotBytes: 8 * 1024 });
+    const first = leader.node!.status().snapshotIndex;
+    for (let i = 0; i < 10; i++) await leader.node!.propose(put(`big${i}`, 'x'.repeat(1024)));
+    await waitFor('a snapshot by size', () => leader.node!.status().snapshotIndex > first);
+    const taken = leader.node!.status().snapshotIndex;
+    // Small entries after it do not reach the size again: no further snapshot.
+    for (let i = 0; i < 10; i++) await leader.node!.propose(put(`small${i}`, '1'));
+    assert.equal(leader.node!.status().snapshotIndex, taken);
   });
 
   it('encodes a snapshot in the background when the state machine answers a promise: writes go on meanwhile', async () => {
