@@ -144,7 +144,7 @@ try {
     renders.push(...got.renders);
     for (const a of got.arrivals) received.set(a.revision, a.at);
   };
-  const memory: { t: number; heapMiB: number; nodes: number; busyS: number }[] = [];
+  const memory: { t: number; heapMiB: number; nodes: number; busyS: number; daemonRssMiB: number }[] = [];
   const gcMs: number[] = [];
   // When each forced collection ran: it stops the page's main thread (hundreds of ms under load),
   // which no page sees in use; the lag is also given without the revisions it held up.
@@ -165,6 +165,7 @@ try {
       heapMiB: heap.usedSize / 2 ** 20,
       nodes: metric('Nodes'),
       busyS: metric('TaskDuration'),
+      daemonRssMiB: procRssMiB(farm.pidOf('daemon-1')),
     });
   };
   await cdp.send('Performance.enable');
@@ -328,7 +329,9 @@ try {
   );
   console.log('page memory (after GC):');
   for (const m of memory)
-    console.log(`  ${r(m.t).toString().padStart(6)} s  heap ${r(m.heapMiB, 2)} MiB  DOM nodes ${m.nodes}`);
+    console.log(
+      `  ${r(m.t).toString().padStart(6)} s  heap ${r(m.heapMiB, 2)} MiB  DOM nodes ${m.nodes}  (daemon RSS ${r(m.daemonRssMiB)} MiB)`,
+    );
   console.log(
     `page main thread busy ${r(busy * 100)}% of the time (garbage collections forced by the samples included)`,
   );
@@ -368,6 +371,11 @@ try {
       pageBusyMsPerChange: busyMsPerChange,
       cpuMsPerChange: cpuPerChange,
       domNodes: { first: memory[0]!.nodes, last: memory.at(-1)!.nodes },
+      daemonRssMiB: {
+        first: r(memory[0]!.daemonRssMiB),
+        last: r(memory.at(-1)!.daemonRssMiB),
+        max: r(Math.max(...memory.map((m) => m.daemonRssMiB))),
+      },
       machine: { cpus: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
       loadavg: { before: load0.map((x) => r(x, 2)), after: loadavg().map((x) => r(x, 2)) },
       date: new Date().toISOString(),
@@ -379,6 +387,15 @@ try {
 }
 
 /** User and system CPU time of a process so far, in ms (Linux /proc; clock ticks of 10 ms). */
+/** A process's resident memory (the daemon's, beside the page's heap), MiB; 0 if unreadable. */
+function procRssMiB(pid: number | undefined): number {
+  try {
+    return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  } catch {
+    return 0;
+  }
+}
+
 function procCpuMs(pid: number | undefined): number {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
