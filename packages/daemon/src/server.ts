@@ -80,6 +80,9 @@ export async function startDaemon(
     // commands (11 KB each under bench:console): by count alone (100,000) it grew without bound
     // for hours (docs/benchmarks.md, Web console).
     snapshotBytes: SNAPSHOT_BYTES,
+    // A Ready of the fill's creates and reports took hundreds of ms to apply at 1,000 hosts; the
+    // calls that came meanwhile waited for all of it.
+    applyBudgetMs: 10,
     ...(config.tls ? { tls: config.tls } : {}),
     // A failed disk or a broken invariant: a replica that cannot trust its log leaves the
     // cluster loudly (its peers carry on) and is restarted from its disk, as etcd does.

@@ -117,6 +117,14 @@ export interface RaftNodeOptions {
    * writes first and sends after, doubling commit latency.
    */
   leaderParallelPersist?: boolean;
+  /**
+   * Committed entries applied in one turn of the event loop at most for this long (ms); then the
+   * node yields to the event loop before it applies the next (a large farm's batch of creates
+   * took hundreds of ms, during which no call was answered). Absent: a Ready's entries are
+   * applied in one turn (the simulators, whose clock does not move while they apply, do not
+   * change either way).
+   */
+  applyBudgetMs?: number;
   /** Test hook: runs before each storage batch; may stall it (a slow disk) or throw (a crash). */
   beforeWrite?: LevelStorageOptions['beforeWrite'];
   /** Called when this node's view of the leader or its own role changes (for logs). */
@@ -531,6 +539,10 @@ export class RaftNode {
     // message (votes, acknowledgements) promises what this Ready writes, so it waits.
     const sendFirst = this.role === Role.Leader && this.opts.leaderParallelPersist !== false;
     if (sendFirst && rd.messages.length > 0) this.transport.send(rd.messages);
+    // A read index answered in this Ready was confirmed by a quorum already: the read needs only
+    // the entries up to it applied, not this Ready's write nor its entries (waitApplied sees to
+    // that), so it is answered before the fsync rather than after it and the apply.
+    const answered = this.answerReads(rd);
     // 1. Durable before anything that depends on it leaves this node.
     const termOrVote = rd.hardState !== undefined && this.termOrVoteChanged(rd.hardState);
     if (rd.snapshot || rd.entries.length > 0 || termOrVote || rd.mustSync === true) {
@@ -554,17 +566,47 @@ export class RaftNode {
       const installing = this.installSnapshot(rd.snapshot);
       if (installing) await installing;
     }
-    for (const e of rd.committedEntries) this.applyEntry(e);
+    await this.applyCommitted(rd.committedEntries, answered);
     if (rd.committedEntries.length > 0) this.metrics.appliedIndex.set(this.applied);
+    this.releaseAppliedWaiters();
+  }
+
+  /** Answers the read indexes of `rd`; says whether it answered any. */
+  private answerReads(rd: Ready): boolean {
+    let answered = false;
     for (const rs of rd.readStates) {
       const key = new TextDecoder().decode(rs.context);
       const waiter = this.reads.get(key);
       if (waiter) {
         this.reads.delete(key);
         waiter.resolve(rs.index);
+        answered = true;
       }
     }
-    this.releaseAppliedWaiters();
+    return answered;
+  }
+
+  /**
+   * Applies committed entries in order, yielding to the event loop whenever a turn has taken
+   * `applyBudgetMs`: between two entries the state is whole, so what waits on an index already
+   * applied (a read, a proposal's answer) goes ahead, and calls are taken in meanwhile. When this
+   * Ready answered reads, they go first (a read on the leader needs nothing of these entries).
+   */
+  private async applyCommitted(entries: Entry[], readsFirst: boolean): Promise<void> {
+    const budget = this.opts.applyBudgetMs;
+    if (budget === undefined) {
+      for (const e of entries) this.applyEntry(e);
+      return;
+    }
+    let turnStarted = this.timers.now();
+    for (let i = 0; i < entries.length; i++) {
+      if (i === 0 ? readsFirst : this.timers.now() - turnStarted >= budget) {
+        this.releaseAppliedWaiters();
+        await this.timers.yield();
+        turnStarted = this.timers.now();
+      }
+      this.applyEntry(entries[i]!);
+    }
   }
 
   private lastHard = { term: -1, vote: '' };

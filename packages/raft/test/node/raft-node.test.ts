@@ -478,3 +478,79 @@ describe('RaftNode options', () => {
     );
   });
 });
+
+describe('RaftNode applying a large Ready (a node of its own)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let node: RaftNode | undefined;
+  afterEach(async () => {
+    await node?.stop();
+    node = undefined;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * A lone voter (it commits an entry as it appends it, so the entries proposed in one turn are
+   * committed in one Ready) whose state machine notes each apply and spins `spinMs` in each.
+   */
+  async function lone(spinMs: number, applyBudgetMs?: number) {
+    dir = mkdtempSync(join(tmpdir(), 'raft-node-apply-'));
+    const sm = new KvStateMachine();
+    const log: string[] = [];
+    const stateMachine: StateMachine = {
+      apply: (data, index) => {
+        const out = sm.apply(data, index);
+        log.push(`apply ${[...sm.map.keys()].at(-1)}`);
+        const until = performance.now() + spinMs;
+        while (performance.now() < until);
+        return out;
+      },
+      snapshot: () => sm.snapshot(),
+      restore: (data) => sm.restore(data),
+    };
+    node = await RaftNode.start({
+      id: 'n1',
+      dataDir: dir,
+      peers: { n1: `127.0.0.1:${await freePort()}` },
+      stateMachine,
+      tickMs: 20,
+      electionTick: 5,
+      seed: 1,
+      ...(applyBudgetMs === undefined ? {} : { applyBudgetMs }),
+    });
+    await waitFor('it leads', () => node!.isLeader());
+    // A read index needs an entry of the leader's term committed: this one.
+    await node.propose(put('warm', '0'));
+    log.length = 0;
+    return { node, log };
+  }
+
+  it('yields to the event loop between entries once a turn has applied for applyBudgetMs', async () => {
+    const { node, log } = await lone(20, 5);
+    let seenAt: number | undefined;
+    const writes = ['a', 'b', 'c', 'd', 'e', 'f'].map((k) => node.propose(put(k, k)));
+    // A timer set as the first of the six is applied falls due only once the event loop turns.
+    const first = new Promise<void>((resolve) =>
+      setImmediate(function wait() {
+        if (log.length === 0) return setImmediate(wait);
+        setTimeout(() => {
+          seenAt = log.length;
+          resolve();
+        }, 0);
+      }),
+    );
+    await Promise.all(writes);
+    await first;
+    assert.ok(seenAt !== undefined && seenAt < 6, `the timer ran after ${seenAt} of 6 entries`);
+    assert.deepEqual(log, ['apply a', 'apply b', 'apply c', 'apply d', 'apply e', 'apply f']);
+  });
+
+  it('answers a read whose index is applied before it applies the rest of its Ready', async () => {
+    const { node, log } = await lone(50, 5);
+    // The read's index is taken before the write is proposed: it does not need the write.
+    const read = node.read().then(() => log.push('read'));
+    const write = node.propose(put('slow', '1'));
+    await Promise.all([read, write]);
+    assert.deepEqual(log, ['read', 'apply slow']);
+  });
+});
