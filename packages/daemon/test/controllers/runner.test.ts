@@ -190,6 +190,61 @@ class ManualTimers implements Timers {
   }
 }
 
+describe('the controller runner: the sweep', () => {
+  /**
+   * Ten hosts (h2 to h11: the fake agents refuse h1's grants), with `vmsPerHost` VMs each placed
+   * on them and not yet created there.
+   */
+  function farm(vmsPerHost: number): FarmStateMachine {
+    const machine = new FarmStateMachine();
+    const b = new FarmBuilder(machine.state);
+    for (let h = 2; h <= 11; h++) b.host({ id: `h${h}`, memGiB: 64 });
+    for (let h = 2; h <= 11; h++)
+      for (let i = 0; i < vmsPerHost; i++)
+        b.vm(`vm-${h}-${i}`, { name: `vm-${h}-${i}`, memMiB: 256 }, `h${h}`);
+    return machine;
+  }
+
+  it('goes through a large farm a slice of hosts per run, and still finds every VM', async () => {
+    const machine = farm(0);
+    const timers = new ManualTimers(1_000);
+    const port = agents([]);
+    const creates: number[] = [];
+    const createVm = port.createVm.bind(port);
+    port.createVm = (...args) => (creates.push(timers.now()), createVm(...args));
+    const log = logHoldingReports(machine, true);
+    const proposer = new Proposer(log.raft, machine, logger, { timers });
+    const r = new ControllerRunner(machine, proposer, port, timers, logger, {
+      ...RUNNER,
+      sweepMs: 5_000,
+      sweepSlice: 10,
+    });
+    r.start(1);
+    try {
+      // The hosts' watchers in sync, nothing to do; the first sweep ran at 1 s.
+      await timers.advanceTo(2_000);
+      expect(creates).to.deep.equal([]);
+      // The state replaced whole (as a snapshot installed does, without any event): only the
+      // sweep at 6 s finds its 50 VMs, 5 a host, 2 hosts (10 VMs) per run, a run every 20 ms.
+      machine.state = farm(5).state;
+      await timers.advanceTo(5_999);
+      expect(creates).to.deep.equal([]);
+      await timers.advanceTo(7_000);
+      const runs = new Map<number, number>();
+      for (const t of creates) runs.set(t, (runs.get(t) ?? 0) + 1);
+      expect([...runs]).to.deep.equal([
+        [6_000, 10],
+        [6_020, 10],
+        [6_040, 10],
+        [6_060, 10],
+        [6_080, 10],
+      ]);
+    } finally {
+      r.stop();
+    }
+  });
+});
+
 describe('the controller runner: the lease of a host that joins while a leader leads', () => {
   /** The leader took over at 1 s; `late` registers at 61 s, a minute into its term. */
   const LATE_AT = 61_000;
