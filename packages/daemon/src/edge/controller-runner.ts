@@ -177,6 +177,8 @@ class LeaderSession {
    * on every tick by the observed-state controller (nothing new was said of them).
    */
   private readonly awaitingCall = new Set<string>();
+  /** Hosts whose record changed: one that came Up since it last answered is granted at once. */
+  private readonly cameUp = new Set<string>();
   private nextSweep = 0;
   /** The hosts the sweep under way has still to look at, from `sweepAt` on. */
   private sweepHosts: string[] = [];
@@ -225,6 +227,7 @@ class LeaderSession {
         else if (e.kind === 'RESOURCE_KIND_OPERATION') this.dirtyVms.add(e.resource.targetId);
         else if (e.kind === 'RESOURCE_KIND_HOST') {
           this.dirtyHosts.add(e.id);
+          this.cameUp.add(e.id);
           this.hostsChanged = true;
           // A host changed: the VMs waiting for one are planned again.
           this.waiting.clear();
@@ -284,6 +287,25 @@ class LeaderSession {
     this.lastRound = now;
     this.judge();
     this.leaseTimer = this.timers.set(() => this.leases(), this.cfg.liveness.intervalMs);
+  }
+
+  /**
+   * A host that came Up (registered, or back after a restart) since it last answered is granted
+   * its lease now rather than at the next round, up to a heartbeat later: until its first grant
+   * arrives its agent refuses to start VMs. The grant is the one the round would have sent
+   * (leaseBase counts it from when it is sent), only earlier.
+   */
+  private grantCameUp(): void {
+    const sent = this.timers.now();
+    for (const id of this.cameUp) {
+      const h = this.state.hosts.get(id);
+      if (!h || h.state !== 'HOST_STATE_UP' || this.granting.has(id)) continue;
+      if (h.stateChangedAtMs <= Math.max(this.lastGrant.get(id) ?? this.since, this.since)) continue;
+      this.granting.add(id);
+      this.grantSent.set(id, sent);
+      this.grant({ id, address: h.address }, [], sent);
+    }
+    this.cameUp.clear();
   }
 
   /** Commits the hosts' state changes due now, and looks again when the next one falls due. */
@@ -433,6 +455,7 @@ class LeaderSession {
   private tick(): void {
     if (this.closed) return;
     this.lastTick = this.timers.now();
+    this.grantCameUp();
     // Matching a watcher to every host is work per host: only when one changed (or at a sweep).
     if (this.hostsChanged || this.lastTick >= this.nextSweep) this.followHosts();
     this.hostsChanged = false;

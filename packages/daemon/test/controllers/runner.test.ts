@@ -7,6 +7,7 @@ import { Proposer } from '../../src/edge/proposer.js';
 import { realTimers, type Timers } from '../../src/edge/timers.js';
 import { FarmStateMachine, type CommandBody } from '../../src/fsm/index.js';
 import { FarmBuilder } from '../fsm/build.js';
+import { hostPayload } from '../fsm/fixtures.js';
 import { agents, type Call } from './fake-agents.js';
 
 const logger = createLogger({ program: 'test', id: 'runner', level: 'silent' });
@@ -282,6 +283,33 @@ describe('the controller runner: the lease of a host that joins while a leader l
         ...late.slice(1).map((g) => steady(g.atMs)),
       ]);
       expect(steady(late[1]!.atMs)).to.equal(LEASE - 1_000);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it('is granted as it registers (through the log), not at the next round up to a heartbeat later', async () => {
+    const { machine, timers, grants, r } = farm(agents([]));
+    try {
+      const at = LATE_AT + 400;
+      await timers.advanceTo(at);
+      const cmd = {
+        rid: 'register-h3',
+        t: at,
+        type: 'host.register',
+        ...hostPayload({ id: 'h3', memGiB: 64 }),
+      };
+      machine.apply(
+        new TextEncoder().encode(JSON.stringify({ v: 1, cmds: [cmd] })),
+        machine.appliedIndex + 1,
+      );
+      await timers.advanceTo(LATE_AT + 1_500);
+      const late = grants.filter((g) => g.host === 'h3');
+      // The round at 62 s grants it again, counting from the first grant's answer.
+      expect(late.map((g) => [g.atMs, g.durationMs])).to.deep.equal([
+        [at, LEASE],
+        [LATE_AT + 1_000, LEASE - 600],
+      ]);
     } finally {
       r.stop();
     }
