@@ -57,10 +57,11 @@ const MIN_TICK_MS = 20;
 const SWEEP_MS = 5_000;
 /**
  * A sweep goes through the farm a slice of hosts at a time, about this many VMs per run, a run
- * every MIN_TICK_MS: all 50,000 VMs in one run held the leader's event loop 0.5 to 0.9 s every
- * 5 s (bench:scale's calls with the farm full waited for it: p99 0.4 to 1.4 s).
+ * every MIN_TICK_MS: all 50,000 VMs in one run held the leader's event loop 0.5 to 1.7 s every
+ * 5 s at load 16 to 28 (bench:scale's calls with the farm full waited for it: p99 0.4 to 1.4 s);
+ * a slice of 2,000 held it 55 to 89 ms at load 28.
  */
-const SWEEP_SLICE = 2_000;
+const SWEEP_SLICE = 1_000;
 /** The agent's own lease, when grants leave it to the agent (leaseMs 0). */
 const AGENT_DEFAULT_LEASE_MS = 10_000;
 /**
