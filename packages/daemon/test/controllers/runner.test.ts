@@ -163,11 +163,14 @@ describe('the controller runner: a failed-over VM', () => {
 class ManualTimers implements Timers {
   private queue: { atMs: number; seq: number; fn: () => void; cancelled: boolean }[] = [];
   private seq = 0;
+  /** Timers set so far. */
+  sets = 0;
   constructor(private t: number) {}
   now(): number {
     return this.t;
   }
   set(fn: () => void, ms: number): unknown {
+    this.sets++;
     const h = { atMs: this.t + ms, seq: this.seq++, fn, cancelled: false };
     this.queue.push(h);
     return h;
@@ -383,18 +386,19 @@ describe('afterCreate: the step that follows a create at once (pure)', () => {
 
 describe('the controller runner: liveness on a virtual clock', () => {
   /**
-   * Hosts h1 and h2 answer each grant after `latencyMs(host, n)` (n counts that host's grants);
-   * `lost(host, n)` grants fail. Returns when each host state change was proposed.
+   * Hosts h1 and h2 (h1 to h`hosts`) answer each grant after `latencyMs(host, n)` (n counts that
+   * host's grants); `lost(host, n)` grants fail. Returns when each host state change was proposed.
    */
   function farm(
     latencyMs: (host: string, n: number) => number,
     lost: (host: string, n: number, t: number) => boolean,
+    hosts = 2,
   ) {
     const timers = new ManualTimers(0);
     const machine = new FarmStateMachine();
     const b = new FarmBuilder(machine.state);
     b.t = 0;
-    b.host({ id: 'h1' }).host({ id: 'h2' });
+    for (let h = 1; h <= hosts; h++) b.host({ id: `h${h}` });
     let index = machine.appliedIndex;
     const changes: string[] = [];
     const raft = {
@@ -456,6 +460,26 @@ describe('the controller runner: liveness on a virtual clock', () => {
     try {
       await f.timers.advanceTo(10_000);
       expect(f.changes).to.deep.equal([]);
+    } finally {
+      f.stop();
+    }
+  });
+
+  it('judges the hosts once when many grants fail in one turn, not once per failed grant', async () => {
+    // 40 hosts answer their first grant and fail every later one, 40 ms after it is sent.
+    const f = farm(
+      (_host, n) => (n > 1 ? 40 : 10),
+      (_host, n) => n > 1,
+      40,
+    );
+    try {
+      await f.timers.advanceTo(2_039);
+      const before = f.timers.sets;
+      await f.timers.advanceTo(2_040);
+      // One judgment queued, the next one armed (each judgment arms one), the controllers' run
+      // for the host changes: a few timers, not one judgment (and its timer) per failed grant.
+      expect(f.timers.sets - before).to.be.at.most(6);
+      expect(f.changes.filter((c) => c.endsWith('HOST_STATE_SUSPECT at 2040'))).to.have.length(40);
     } finally {
       f.stop();
     }
