@@ -249,6 +249,35 @@ describe('the controller runner: the sweep', () => {
   });
 });
 
+describe('the controller runner: following the agents', () => {
+  it('a new leader of 250 hosts follows 100 agents a run, a run every 20 ms, until it follows all', async () => {
+    const machine = new FarmStateMachine();
+    const b = new FarmBuilder(machine.state);
+    for (let h = 2; h <= 251; h++) b.host({ id: `h${h}`, memGiB: 64 });
+    const timers = new ManualTimers(1_000);
+    const port = agents([]);
+    const followed: number[] = [];
+    const watchEvents = port.watchEvents.bind(port);
+    port.watchEvents = (...args) => (followed.push(timers.now()), watchEvents(...args));
+    const log = logHoldingReports(machine, true);
+    const proposer = new Proposer(log.raft, machine, logger, { timers });
+    const r = new ControllerRunner(machine, proposer, port, timers, logger, RUNNER);
+    r.start(1);
+    try {
+      await timers.advanceTo(1_100);
+      const runs = new Map<number, number>();
+      for (const t of followed) runs.set(t, (runs.get(t) ?? 0) + 1);
+      expect([...runs]).to.deep.equal([
+        [1_000, 100],
+        [1_020, 100],
+        [1_040, 50],
+      ]);
+    } finally {
+      r.stop();
+    }
+  });
+});
+
 describe('the controller runner: the lease of a host that joins while a leader leads', () => {
   /** The leader took over at 1 s; `late` registers at 61 s, a minute into its term. */
   const LATE_AT = 61_000;
