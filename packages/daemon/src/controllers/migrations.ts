@@ -68,11 +68,9 @@ export function pickTarget(
   vm: VmRecord,
   opts: SchedulerOptions,
 ): { hostId: string } | { reason: string } {
-  const plan = planPlacements(
-    withoutHost(s, vm.hostId),
-    [{ vmId: vm.id, config: vm.config, pinnedHostId: '' }],
-    opts,
-  );
+  // The host it leaves closed for this plan only: a copy of the state (withoutHost) would be
+  // weighed host by host afresh, where the state's own is kept between plans.
+  const plan = planPlacements(s, [{ vmId: vm.id, config: vm.config, pinnedHostId: '' }], opts, [], vm.hostId);
   const placed = plan.placements[0];
   return placed ? { hostId: placed.hostId } : { reason: plan.failures[0]?.message ?? 'no host fits' };
 }

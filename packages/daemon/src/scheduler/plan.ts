@@ -7,7 +7,7 @@ import {
   usableMemory,
   type HostLoad,
 } from '../fsm/capacity.js';
-import type { HostRecord, VmConfig } from '../fsm/model.js';
+import type { GuestOs, HostRecord, VmConfig } from '../fsm/model.js';
 import type { FarmState } from '../fsm/state.js';
 import { FILTERS, refusals, type FilterContext, type PlacementAsk } from './feasible.js';
 import { better, fitScore, type Policy } from './rank.js';
@@ -48,14 +48,26 @@ export interface Plan {
 }
 
 /**
- * The hosts of one planning round, with what is committed on them plus what this plan adds, in
+ * The hosts of a farm state, with what is committed on them plus what the current plan adds, in
  * flat arrays: a round weighs every host for every VM, so the usual checks are a few
  * comparisons. The filters of feasible.ts stay the definition; `explain` and every refusal go
  * through them, and a property test holds the two to the same answers.
+ *
+ * The table outlives a plan (`tableFor`): a farm filling up plans one or two VMs at a time, and
+ * building the table and each shape's heap from every host for each of them was most of the
+ * fill's cost at 1,000 hosts. Between plans it is brought up to date with the hosts whose record
+ * or committed load changed (`refresh`, a check of identities per host), and a plan's own
+ * additions are taken back at its end (`endPlan`); the heaps get the changed hosts pushed again.
  */
 class HostTable {
   readonly hosts: HostRecord[];
   readonly loads: HostLoad[];
+  /** Each host's committed load, as hostLoad answered it (the same object while unchanged). */
+  private readonly base: HostLoad[];
+  /** Hosts this plan added VMs to, to take back at its end. */
+  private readonly taken = new Set<number>();
+  /** Hosts this plan treats as in maintenance, with their records, to give back at its end. */
+  private readonly closed = new Map<number, HostRecord>();
   readonly index = new Map<string, number>();
   private readonly open: Uint8Array;
   private readonly memFree: Float64Array;
@@ -77,13 +89,14 @@ class HostTable {
 
   constructor(
     s: FarmState,
-    private readonly ctx: FilterContext,
-    private readonly policy: Policy,
+    private ctx: FilterContext,
+    readonly policy: Policy,
     except?: string,
   ) {
     this.hosts = [...s.hosts.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const n = this.hosts.length;
-    this.loads = this.hosts.map((h) => hostLoad(s, h, except));
+    this.base = this.hosts.map((h) => hostLoad(s, h, except));
+    this.loads = [...this.base];
     this.open = new Uint8Array(n);
     this.memFree = new Float64Array(n);
     this.overhead = new Float64Array(n);
@@ -96,13 +109,77 @@ class HostTable {
     this.copied = new Uint8Array(n);
     this.hosts.forEach((h, i) => {
       this.index.set(h.id, i);
-      this.open[i] = h.state === 'HOST_STATE_UP' && !h.maintenance ? 1 : 0;
-      this.usable[i] = usableMemory(h);
-      this.overhead[i] = h.capacity.perVmOverheadBytes;
-      this.vcpuCap[i] = ctx.vcpuRatio * h.capacity.logicalProcessors;
-      this.slots[i] = h.limits.maxRunningVmsPerHost;
+      this.describe(i, h);
       this.sync(i);
     });
+  }
+
+  private describe(i: number, h: HostRecord): void {
+    this.open[i] = h.state === 'HOST_STATE_UP' && !h.maintenance ? 1 : 0;
+    this.usable[i] = usableMemory(h);
+    this.overhead[i] = h.capacity.perVmOverheadBytes;
+    this.vcpuCap[i] = this.ctx.vcpuRatio * h.capacity.logicalProcessors;
+    this.slots[i] = h.limits.maxRunningVmsPerHost;
+  }
+
+  /**
+   * Brings the table up to `s`, if `s` has the same hosts and options (false otherwise: a new
+   * table is needed). A host whose record or committed load is another object than last time is
+   * described and counted again, and if what placement weighs changed, its cached scores go
+   * stale and the heaps get it again.
+   */
+  refresh(s: FarmState, ctx: FilterContext, policy: Policy): boolean {
+    if (policy !== this.policy || ctx.vcpuRatio !== this.ctx.vcpuRatio) return false;
+    if (s.hosts.size !== this.hosts.length) return false;
+    this.ctx = ctx;
+    for (const shape of this.shapes.values())
+      if (shape.guest !== ctx.guests.get(shape.guestOs)) this.reshape(shape);
+    for (let i = 0; i < this.hosts.length; i++) {
+      const host = s.hosts.get(this.hosts[i]!.id);
+      if (!host) return false;
+      const load = hostLoad(s, host);
+      const hostChanged = host !== this.hosts[i];
+      if (!hostChanged && load === this.base[i]) continue;
+      const [memFree, vcpus, vms] = [this.memFree[i], this.vcpuUsed[i], this.vms[i]];
+      if (hostChanged) {
+        this.hosts[i] = host;
+        this.describe(i, host);
+        for (const shape of this.shapes.values()) shape.ok[i] = this.takesShape(i, shape) ? 1 : 0;
+      }
+      this.base[i] = load;
+      this.loads[i] = load;
+      this.sync(i);
+      const weighedChanged = memFree !== this.memFree[i] || vcpus !== this.vcpuUsed[i] || vms !== this.vms[i];
+      if (hostChanged || weighedChanged) this.bump(i);
+    }
+    return true;
+  }
+
+  /** For this plan, host i takes nothing, as if in maintenance (a VM leaving it). */
+  close(i: number): void {
+    const host = this.hosts[i]!;
+    if (this.closed.has(i) || host.maintenance) return;
+    this.closed.set(i, host);
+    this.hosts[i] = { ...host, maintenance: true };
+    this.describe(i, this.hosts[i]);
+    this.bump(i);
+  }
+
+  /** The plan is over: its additions are taken back, leaving the committed loads. */
+  endPlan(): void {
+    for (const [i, host] of this.closed) {
+      this.hosts[i] = host;
+      this.describe(i, host);
+      this.bump(i);
+    }
+    this.closed.clear();
+    for (const i of this.taken) {
+      this.loads[i] = this.base[i]!;
+      this.copied[i] = 0;
+      this.sync(i);
+      this.bump(i);
+    }
+    this.taken.clear();
   }
 
   private sync(i: number): void {
@@ -117,7 +194,6 @@ class HostTable {
     const key = `${c.guestOs}\u0000${c.processor.count}\u0000${c.memoryBytes}`;
     let shape = this.shapes.get(key);
     if (!shape) {
-      const guest = FILTERS.find((f) => f.name === 'guest')!;
       const n = this.hosts.length;
       shape = {
         ok: new Uint8Array(n),
@@ -125,12 +201,26 @@ class HostTable {
         seen: new Uint32Array(n),
         memoryBytes: c.memoryBytes,
         vcpus: c.processor.count,
+        guestOs: c.guestOs,
+        guest: undefined,
+        ask: { config: c, classes: new Map() },
       };
-      for (let i = 0; i < n; i++)
-        shape.ok[i] = guest.check(this.ctx, this.hosts[i]!, this.loads[i]!, ask) ? 0 : 1;
+      this.reshape(shape);
       this.shapes.set(key, shape);
     }
     return shape;
+  }
+
+  /** Which hosts' catalog and limits take the shape, for the guest catalog as it is now. */
+  private reshape(shape: Shape): void {
+    shape.guest = this.ctx.guests.get(shape.guestOs);
+    for (let i = 0; i < this.hosts.length; i++) shape.ok[i] = this.takesShape(i, shape) ? 1 : 0;
+    shape.heap = undefined;
+    shape.seen.fill(0);
+  }
+
+  private takesShape(i: number, shape: Shape): boolean {
+    return GUEST_FILTER.check(this.ctx, this.hosts[i]!, this.loads[i]!, shape.ask) === undefined;
   }
 
   /** The best host for `ask` among `candidates`, or undefined when none fits. */
@@ -210,7 +300,8 @@ class HostTable {
     if (ask.classes.size > 0 || ask.config.networkAdapters.some((n) => n.switchName !== ''))
       return this.choose(ask, this.all());
     const shape = this.shape(ask);
-    if (!shape.heap) {
+    // Entries of hosts that changed since pile up between plans: past a bound, start afresh.
+    if (!shape.heap || shape.heap.size > 4 * this.hosts.length + 64) {
       shape.heap = new HostHeap();
       for (let i = 0; i < this.hosts.length; i++)
         if (this.open[i] && shape.ok[i])
@@ -230,8 +321,14 @@ class HostTable {
       this.copied[i] = 1;
       this.loads[i] = copyLoad(this.loads[i]!);
     }
+    this.taken.add(i);
     addToLoad(this.loads[i]!, this.hosts[i]!, config);
     this.sync(i);
+    this.bump(i);
+  }
+
+  /** Host i changed: its cached scores are stale, and each heap gets it with its new score. */
+  private bump(i: number): void {
     this.versions[i]!++;
     for (const shape of this.shapes.values())
       if (shape.heap && this.open[i] && shape.ok[i])
@@ -265,8 +362,15 @@ interface Shape {
   seen: Uint32Array;
   memoryBytes: number;
   vcpus: number;
-  heap?: HostHeap;
+  guestOs: string;
+  /** The catalog's guest `ok` was worked out for (the catalog changes as hosts register). */
+  guest: GuestOs | undefined;
+  /** A VM of this shape, for the guest filter. */
+  ask: PlacementAsk;
+  heap?: HostHeap | undefined;
 }
+
+const GUEST_FILTER = FILTERS.find((f) => f.name === 'guest')!;
 
 /** A host's score as of its version `v` (stale once the host's version moved on). */
 interface Ranked {
@@ -278,6 +382,10 @@ interface Ranked {
 /** A binary heap of hosts, best first: the higher score, then the lower index (host id order, as `better`). */
 class HostHeap {
   private readonly items: Ranked[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
 
   private static before(a: Ranked, b: Ranked): boolean {
     return a.score !== b.score ? a.score > b.score : a.i < b.i;
@@ -332,15 +440,41 @@ export interface PendingPlacement {
  * their way through the log: they count as taken, as Nomad's plan queue applies a plan on top of
  * the ones before it, so plans made back to back do not all pick the same room (the state
  * machine would refuse all but the first, and the VMs would wait for another round).
+ * `closedHostId` takes nothing in this plan, as if it were in maintenance (VMs moving off it).
  */
 export function planPlacements(
   s: FarmState,
   items: readonly PlanItem[],
   opts: SchedulerOptions,
   pending: Iterable<PendingPlacement> = [],
+  closedHostId?: string,
 ): Plan {
   const ctx = filterContext(s, opts);
-  const table = new HostTable(s, ctx, opts.policy);
+  const table = tableFor(s, ctx, opts.policy);
+  try {
+    const closed = closedHostId === undefined ? undefined : table.index.get(closedHostId);
+    if (closed !== undefined) table.close(closed);
+    return plan(table, ctx, items, pending);
+  } finally {
+    table.endPlan();
+  }
+}
+
+/** Each farm state's host table, kept between plans (see HostTable). */
+const tables = new WeakMap<FarmState, HostTable>();
+
+function tableFor(s: FarmState, ctx: FilterContext, policy: Policy): HostTable {
+  let table = tables.get(s);
+  if (!table?.refresh(s, ctx, policy)) tables.set(s, (table = new HostTable(s, ctx, policy)));
+  return table;
+}
+
+function plan(
+  table: HostTable,
+  ctx: FilterContext,
+  items: readonly PlanItem[],
+  pending: Iterable<PendingPlacement>,
+): Plan {
   for (const p of pending) {
     const i = table.index.get(p.hostId);
     if (i !== undefined) table.take(i, p.config);

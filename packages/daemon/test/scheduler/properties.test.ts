@@ -181,6 +181,80 @@ describe('placement properties (fast-check)', function () {
     );
   });
 
+  it('plans on a farm whose host table is kept between plans are the plans of a fresh copy of that farm (a host closed for a plan: of a copy with it in maintenance), through placements, removals, resizes and host changes', () => {
+    const states: HostStateName[] = ['HOST_STATE_UP', 'HOST_STATE_SUSPECT', 'HOST_STATE_DOWN'];
+    fc.assert(
+      fc.property(
+        farmArb,
+        fc.array(
+          fc.tuple(
+            fc.nat(),
+            fc.nat(),
+            fc.constantFrom('plan', 'plan', 'commit', 'remove', 'resize', 'host-state', 'maintenance'),
+          ),
+          { minLength: 1, maxLength: 40 },
+        ),
+        ({ hosts, vms, policy }, steps) => {
+          const opts = { policy, vcpuRatio: 8 };
+          // Most VMs without a class, so the kept heaps are what picks.
+          const b = build([...hosts, ...hosts]);
+          vms.forEach((v, i) =>
+            b.vm(`v${i}`, { name: `vm-${i}`, ...v, ...(i % 4 === 0 ? {} : { classes: [], group: '' }) }),
+          );
+          const n = hosts.length * 2;
+          for (const [x, y, what] of steps) {
+            const unplaced = [...b.s.unplaced].map((id) => ({
+              vmId: id,
+              config: b.s.vms.get(id)!.config,
+              pinnedHostId: '',
+            }));
+            const items = unplaced.slice(
+              x % Math.max(1, unplaced.length),
+              (x % Math.max(1, unplaced.length)) + 1 + (y % 3),
+            );
+            const pending = [...b.s.vms.values()]
+              .slice(0, y % 3)
+              .map((vm) => ({ hostId: `h${(x + y) % n}`, config: vm.config }));
+            if (what === 'plan' || what === 'commit') {
+              const kept = planPlacements(b.s, items, opts, pending);
+              const fresh = planPlacements(decodeSnapshot(encodeSnapshot(b.s)), items, opts, pending);
+              expect(kept).to.deep.equal(fresh);
+              // A host closed for one plan (a VM moving off it) is a host in maintenance.
+              const closed = `h${y % n}`;
+              const copy = decodeSnapshot(encodeSnapshot(b.s));
+              copy.hosts.set(closed, { ...copy.hosts.get(closed)!, maintenance: true });
+              expect(planPlacements(b.s, items, opts, pending, closed)).to.deep.equal(
+                planPlacements(copy, items, opts, pending),
+              );
+              if (what === 'commit' && kept.placements.length > 0)
+                b.apply({ type: 'vm.place', placements: kept.placements.map((p) => ({ ...p })) });
+            } else if (what === 'remove') {
+              const id = `v${x % vms.length}`;
+              if (b.s.vms.has(id)) removeVm(b.s, id);
+            } else if (what === 'resize') {
+              const vm = b.s.vms.get(`v${x % vms.length}`);
+              if (vm) {
+                const memoryBytes = vm.config.memoryBytes + ((y % 5) - 2) * 32 * 1024 ** 2;
+                if (memoryBytes > 0) putVm(b.s, { ...vm, config: { ...vm.config, memoryBytes } });
+              }
+            } else if (what === 'host-state')
+              b.apply({ type: 'host.state', id: `h${x % n}`, state: states[y % 3]!, reason: 'test' });
+            else
+              b.apply({
+                type: 'host.update',
+                id: `h${x % n}`,
+                paths: ['maintenance'],
+                name: '',
+                labels: {},
+                maintenance: y % 2 === 0,
+              });
+          }
+        },
+      ),
+      { numRuns: 150, seed: 20261206 },
+    );
+  });
+
   it('the state machine refuses any placement that would break a promise, whatever the plan says', () => {
     fc.assert(
       fc.property(
