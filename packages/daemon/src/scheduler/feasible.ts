@@ -20,6 +20,45 @@ export interface FilterContext {
 export interface PlacementAsk {
   config: VmConfig;
   classes: Map<string, boolean>;
+  /**
+   * The NLB clusters the VM is a member of, each with the hosts its other members are on. Windows
+   * NLB runs one member per host (a host's members would share its one adapter to the switch,
+   * and a host failure would take out several at once), so each cluster is a soft anti-affinity
+   * class: a host holding another member is taken only when no other host fits.
+   */
+  nlb?: NlbPeers[];
+}
+
+/** An NLB cluster a VM is a member of, and where its other members are: host id to VM name. */
+export interface NlbPeers {
+  cluster: string;
+  hosts: Map<string, string>;
+}
+
+/** The NLB clusters of `ask` with another member on `hostId`, each with that member's name. */
+export function nlbShared(ask: PlacementAsk, hostId: string): { cluster: string; with: string }[] {
+  const out: { cluster: string; with: string }[] = [];
+  for (const p of ask.nlb ?? []) {
+    const other = p.hosts.get(hostId);
+    if (other !== undefined) out.push({ cluster: p.cluster, with: other });
+  }
+  return out;
+}
+
+/**
+ * The soft rules a host that fits would break (soft anti-affinity classes shared, NLB clusters
+ * with a member there already), for a person: placement takes such a host only when none fits
+ * without.
+ */
+export function softConflicts(ask: PlacementAsk, host: HostRecord, load: HostLoad): string[] {
+  return [
+    ...sharedClasses(ask.classes, load)
+      .filter((c) => !c.hard)
+      .map((c) => `soft anti-affinity class '${c.name}' is held by VM '${c.with}'`),
+    ...nlbShared(ask, host.id).map(
+      (n) => `NLB cluster '${n.cluster}' has member '${n.with}' here (Windows NLB runs one member per host)`,
+    ),
+  ];
 }
 
 export interface Filter {

@@ -9,7 +9,15 @@ import {
 } from '../fsm/capacity.js';
 import type { GuestOs, HostRecord, VmConfig } from '../fsm/model.js';
 import type { FarmState } from '../fsm/state.js';
-import { FILTERS, refusals, type FilterContext, type PlacementAsk } from './feasible.js';
+import {
+  FILTERS,
+  nlbShared,
+  refusals,
+  softConflicts,
+  type FilterContext,
+  type NlbPeers,
+  type PlacementAsk,
+} from './feasible.js';
 import { better, fitScore, type Policy } from './rank.js';
 
 export interface SchedulerOptions {
@@ -247,6 +255,7 @@ class HostTable {
         if (shared.some((x) => x.hard)) continue;
         conflicts = shared.length;
       }
+      if (ask.nlb) conflicts += nlbShared(ask, this.hosts[i]!.id).length;
       if (seen[i] !== this.versions[i]! + 1) {
         scores[i] = fitScore(
           this.policy,
@@ -297,7 +306,7 @@ class HostTable {
    * with its new score, and its older entries are skipped as stale.
    */
   best(ask: PlacementAsk): { i: number; score: number; conflicts: number } | undefined {
-    if (ask.classes.size > 0 || ask.config.networkAdapters.some((n) => n.switchName !== ''))
+    if (ask.classes.size > 0 || ask.nlb || ask.config.networkAdapters.some((n) => n.switchName !== ''))
       return this.choose(ask, this.all());
     const shape = this.shape(ask);
     // Entries of hosts that changed since pile up between plans: past a bound, start afresh.
@@ -454,7 +463,7 @@ export function planPlacements(
   try {
     const closed = closedHostId === undefined ? undefined : table.index.get(closedHostId);
     if (closed !== undefined) table.close(closed);
-    return plan(table, ctx, items, pending);
+    return plan(s, table, ctx, items, pending);
   } finally {
     table.endPlan();
   }
@@ -470,18 +479,25 @@ function tableFor(s: FarmState, ctx: FilterContext, policy: Policy): HostTable {
 }
 
 function plan(
+  s: FarmState,
   table: HostTable,
   ctx: FilterContext,
   items: readonly PlanItem[],
   pending: Iterable<PendingPlacement>,
 ): Plan {
+  // Where NLB members are going in this plan and those in flight (by VM id), over the state's.
+  const moving = s.nlbClusters.size > 0 ? new Map<string, string>() : undefined;
   for (const p of pending) {
     const i = table.index.get(p.hostId);
     if (i !== undefined) table.take(i, p.config);
+    const vmId = moving && s.vmByName.get(p.config.name);
+    if (vmId !== undefined) moving?.set(vmId, p.hostId);
   }
   const plan: Plan = { placements: [], failures: [], waiting: [] };
   for (const item of items) {
-    const ask = { config: item.config, classes: antiAffinityClasses(item.config) };
+    const ask: PlacementAsk = { config: item.config, classes: antiAffinityClasses(item.config) };
+    const nlb = moving && nlbPeers(s, item.vmId, moving);
+    if (nlb) ask.nlb = nlb;
     const candidates = (): Iterable<number> => {
       if (!item.pinnedHostId) return table.all();
       const i = table.index.get(item.pinnedHostId);
@@ -496,9 +512,9 @@ function plan(
       continue;
     }
     const host = table.hosts[best.i]!;
-    const note =
-      best.conflicts > 0 ? softConflictNote(sharedClasses(ask.classes, table.loads[best.i]!), host.id) : '';
+    const note = best.conflicts > 0 ? softConflictNote(ask, table.loads[best.i]!, host.id) : '';
     table.take(best.i, item.config);
+    moving?.set(item.vmId, host.id);
     plan.placements.push({ vmId: item.vmId, hostId: host.id, score: best.score, note });
   }
   return plan;
@@ -507,8 +523,9 @@ function plan(
 export interface Verdict {
   hostId: string;
   feasible: boolean;
+  /** Why the host is refused; for a feasible one, the soft rules it would break (softConflicts). */
   reasons: string[];
-  /** The fit score less one per soft anti-affinity class shared; 0 when refused. */
+  /** The fit score less one per soft rule broken (a soft class shared, an NLB cluster's member there); 0 when refused. */
   score: number;
 }
 
@@ -524,7 +541,9 @@ export function explainPlacement(
 ): { verdicts: Verdict[]; chosen: string } {
   const ctx = filterContext(s, opts);
   const table = new HostTable(s, ctx, opts.policy, vmId);
-  const ask = { config, classes: antiAffinityClasses(config) };
+  const ask: PlacementAsk = { config, classes: antiAffinityClasses(config) };
+  const nlb = vmId !== undefined ? nlbPeers(s, vmId, new Map()) : undefined;
+  if (nlb) ask.nlb = nlb;
   const verdicts = table.hosts.map((host, i): Verdict => {
     const load = table.loads[i]!;
     const reasons = refusals(FILTERS, ctx, host, load, ask);
@@ -537,12 +556,9 @@ export function explainPlacement(
       load.vcpus + config.processor.count,
       ctx.vcpuRatio * host.capacity.logicalProcessors,
     );
-    return {
-      hostId: host.id,
-      feasible: true,
-      reasons: [],
-      score: score - sharedClasses(ask.classes, load).length,
-    };
+    // A feasible host's reasons are the soft rules it breaks, one point of score each.
+    const soft = softConflicts(ask, host, load);
+    return { hostId: host.id, feasible: true, reasons: soft, score: score - soft.length };
   });
   const best = table.choose(ask, table.all());
   return { verdicts, chosen: best ? table.hosts[best.i]!.id : '' };
@@ -552,10 +568,40 @@ export function filterContext(s: FarmState, opts: SchedulerOptions): FilterConte
   return { guests: s.guests, switches: s.switches, vcpuRatio: opts.vcpuRatio };
 }
 
-function softConflictNote(shared: { name: string; with: string }[], hostId: string): string {
-  const first = shared[0]!;
-  const classes = shared.map((c) => `'${c.name}'`).join(', ');
-  return `soft anti-affinity class${shared.length > 1 ? 'es' : ''} ${classes} shared with VM '${first.with}' on host '${hostId}': no host without ${shared.length > 1 ? 'them' : 'it'} fit`;
+/**
+ * The NLB clusters VM `vmId` is a member of (undefined: none), each with the hosts its other
+ * members are on: where this plan or one in flight puts them (`moving`), else where they are.
+ */
+function nlbPeers(s: FarmState, vmId: string, moving: ReadonlyMap<string, string>): NlbPeers[] | undefined {
+  let out: NlbPeers[] | undefined;
+  for (const c of s.nlbClusters.values()) {
+    if (!c.members.some((m) => m.vmId === vmId)) continue;
+    const hosts = new Map<string, string>();
+    for (const m of c.members) {
+      const vm = m.vmId === vmId ? undefined : s.vms.get(m.vmId);
+      const hostId = vm && (moving.get(vm.id) ?? vm.hostId);
+      if (vm && hostId && !hosts.has(hostId)) hosts.set(hostId, vm.config.name);
+    }
+    (out ??= []).push({ cluster: c.name, hosts });
+  }
+  return out;
+}
+
+function softConflictNote(ask: PlacementAsk, load: HostLoad, hostId: string): string {
+  const notes: string[] = [];
+  const shared = sharedClasses(ask.classes, load);
+  if (shared.length > 0) {
+    const first = shared[0]!;
+    const classes = shared.map((c) => `'${c.name}'`).join(', ');
+    notes.push(
+      `soft anti-affinity class${shared.length > 1 ? 'es' : ''} ${classes} shared with VM '${first.with}' on host '${hostId}': no host without ${shared.length > 1 ? 'them' : 'it'} fit`,
+    );
+  }
+  for (const n of nlbShared(ask, hostId))
+    notes.push(
+      `NLB cluster '${n.cluster}' has member '${n.with}' on host '${hostId}' too: no host without one fit (Windows NLB runs one member per host)`,
+    );
+  return notes.join('; ');
 }
 
 const SHOWN_HOSTS = 5;

@@ -71,6 +71,14 @@ export class FarmBuilder {
     return this;
   }
 
+  /** Gives the VM's first adapter an IPv4 address (CIDR), as a guest would configure it. */
+  address(id: string, cidr: string): this {
+    const vm = this.s.vms.get(id)!;
+    const nic = { ...vm.config.networkAdapters[0]!, ipv4Address: cidr };
+    this.s.vms.set(id, { ...vm, config: { ...vm.config, networkAdapters: [nic] } });
+    return this;
+  }
+
   /** The VM as its host reports it. */
   report(id: string, state: string, extra: { present?: boolean; generation?: number } = {}): this {
     const vm = this.s.vms.get(id)!;

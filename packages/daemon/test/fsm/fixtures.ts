@@ -128,3 +128,41 @@ export function vmConfig(v: VmSpec): VmConfig {
     antiAffinityHard: v.hard ?? false,
   };
 }
+
+/** An NLB port rule for the tests' clusters: TCP port 80 on every member, no affinity. */
+export const NLB_RULE = {
+  startPort: 80,
+  endPort: 80,
+  protocol: 'tcp' as const,
+  filteringMode: 'NLB_FILTERING_MODE_MULTIPLE_HOST' as const,
+  affinity: 'NLB_AFFINITY_NONE' as const,
+};
+
+/** The External switch 'ext' (it spans every host), as a command. */
+export const EXT_SWITCH = {
+  type: 'switch.create' as const,
+  id: 's-ext',
+  name: 'ext',
+  switchType: 'SWITCH_TYPE_EXTERNAL' as const,
+  hostId: '',
+  macAgingSeconds: 300,
+  hostAddress: '',
+};
+
+/** NLB cluster 'web' (id c1, 10.0.0.100 on 'ext', NLB_RULE) with these members, as a command. */
+export function webCluster(vmIds: string[]) {
+  return {
+    type: 'nlb.create' as const,
+    id: 'c1',
+    cluster: {
+      name: 'web',
+      virtualIp: '10.0.0.100',
+      mode: 'NLB_MODE_UNICAST' as const,
+      switchName: 'ext',
+      portRules: [NLB_RULE],
+      members: vmIds.map((vmId, i) => ({ vmId, hostPriority: i + 1, loadWeight: 0, ruleSettings: [] })),
+      heartbeatThreshold: 5,
+      heartbeatPeriodMs: 1000,
+    },
+  };
+}

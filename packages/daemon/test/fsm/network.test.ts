@@ -2,50 +2,23 @@ import { expect } from 'chai';
 import { decodeSnapshot, encodeSnapshot, type CommandBody } from '../../src/fsm/index.js';
 import { hostNetworkConfig } from '../../src/controllers/index.js';
 import { FarmBuilder } from './build.js';
+import { EXT_SWITCH, NLB_RULE, webCluster } from './fixtures.js';
 
 // The farm's network configuration in the replicated state: switches and NLB clusters, the
 // refusals Windows NLB and Hyper-V give, and the configuration each host's agent gets.
 
-const rule = {
-  startPort: 80,
-  endPort: 80,
-  protocol: 'tcp' as const,
-  filteringMode: 'NLB_FILTERING_MODE_MULTIPLE_HOST' as const,
-  affinity: 'NLB_AFFINITY_NONE' as const,
-};
+const rule = NLB_RULE;
 
 function farm(): FarmBuilder {
   const b = new FarmBuilder().host({ id: 'h1' }).host({ id: 'h2' }).host({ id: 'h3' });
-  b.must({
-    type: 'switch.create',
-    id: 's-ext',
-    name: 'ext',
-    switchType: 'SWITCH_TYPE_EXTERNAL',
-    hostId: '',
-    macAgingSeconds: 300,
-    hostAddress: '',
-  });
-  for (const [i, h] of ['h1', 'h2', 'h3'].entries()) {
-    b.vm(`v${i + 1}`, { name: `web-${i + 1}`, switches: ['ext'] }, h);
-    const vm = b.s.vms.get(`v${i + 1}`)!;
-    const nic = { ...vm.config.networkAdapters[0]!, ipv4Address: `10.0.0.${11 + i}/24` };
-    b.s.vms.set(vm.id, { ...vm, config: { ...vm.config, networkAdapters: [nic] } });
-  }
+  b.must(EXT_SWITCH);
+  for (const [i, h] of ['h1', 'h2', 'h3'].entries())
+    b.vm(`v${i + 1}`, { name: `web-${i + 1}`, switches: ['ext'] }, h).address(
+      `v${i + 1}`,
+      `10.0.0.${11 + i}/24`,
+    );
   b.vm('v9', { name: 'no-address', switches: ['ext'] }, 'h1');
-  b.must({
-    type: 'nlb.create',
-    id: 'c1',
-    cluster: {
-      name: 'web',
-      virtualIp: '10.0.0.100',
-      mode: 'NLB_MODE_UNICAST',
-      switchName: 'ext',
-      portRules: [rule],
-      members: [],
-      heartbeatThreshold: 5,
-      heartbeatPeriodMs: 1000,
-    },
-  });
+  b.must(webCluster([]));
   return b;
 }
 

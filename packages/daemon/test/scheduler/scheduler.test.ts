@@ -6,7 +6,7 @@ import {
   type SchedulerOptions,
 } from '../../src/scheduler/index.js';
 import { FarmBuilder } from '../fsm/build.js';
-import { vmConfig, type VmSpec } from '../fsm/fixtures.js';
+import { EXT_SWITCH, vmConfig, webCluster, type VmSpec } from '../fsm/fixtures.js';
 
 const BINPACK: SchedulerOptions = { policy: 'binpack', vcpuRatio: 8 };
 const SPREAD: SchedulerOptions = { policy: 'spread', vcpuRatio: 8 };
@@ -322,5 +322,81 @@ describe('placement chooses, scores and explains', () => {
         SPREAD,
       ).placements[0]!.hostId,
     ).to.equal('h2');
+  });
+});
+
+describe('NLB clusters: one member per host, as a soft anti-affinity class', () => {
+  // Windows NLB's guidance: one member of a cluster per host (its members share the host's
+  // adapter to the switch, and a host failure would take out several at once). A host holding
+  // another member is taken only when no other host fits, and placement says so.
+  /** Hosts h1..h3 of 8 GiB (6 usable); web-1 on h1 and web-2 on h2, members of cluster 'web'; h2 fuller. */
+  function farm(): FarmBuilder {
+    const b = new FarmBuilder();
+    for (const id of ['h1', 'h2', 'h3']) b.host({ id, memGiB: 8 });
+    b.must(EXT_SWITCH);
+    const members: [string, string, string | undefined][] = [
+      ['v1', 'web-1', 'h1'],
+      ['v2', 'web-2', 'h2'],
+      ['v4', 'web-4', undefined],
+      ['v5', 'web-5', undefined],
+    ];
+    for (const [i, [id, name, on]] of members.entries())
+      b.vm(id, { name, switches: ['ext'] }, on).address(id, `10.0.0.${11 + i}/24`);
+    b.vm('fill-2', { name: 'fill-2', memMiB: 2048 }, 'h2');
+    b.must(webCluster(['v1', 'v2', 'v4', 'v5']));
+    return b;
+  }
+
+  const move = (b: FarmBuilder, vmId: string) =>
+    planPlacements(
+      b.s,
+      [{ vmId, config: b.s.vms.get(vmId)!.config, pinnedHostId: '' }],
+      BINPACK,
+      [],
+      b.s.vms.get(vmId)!.hostId,
+    ).placements.map((p) => [p.hostId, p.note]);
+
+  it('a member moving off its host goes where no other member is, while one fits', () => {
+    const b = farm();
+    // Binpack prefers h2, the fullest, but web-2 is there: h3.
+    expect(move(b, 'v1')).to.deep.equal([['h3', '']]);
+  });
+
+  it('shares a host with another member only when no other host fits, and says why', () => {
+    const b = farm();
+    b.vm('fill-3', { name: 'fill-3', memMiB: 5 * 1024 }, 'h3');
+    expect(move(b, 'v1')).to.deep.equal([
+      [
+        'h2',
+        "NLB cluster 'web' has member 'web-2' on host 'h2' too: no host without one fit (Windows NLB runs one member per host)",
+      ],
+    ]);
+  });
+
+  it('members placed in one plan go to different hosts', () => {
+    const b = farm();
+    const plan = planPlacements(
+      b.s,
+      ['v4', 'v5'].map((vmId) => ({ vmId, config: b.s.vms.get(vmId)!.config, pinnedHostId: '' })),
+      BINPACK,
+    );
+    // h1 and h2 hold web-1 and web-2: the first goes to h3, the second shares a host.
+    const hosts = plan.placements.map((p) => p.hostId);
+    expect(hosts[0]).to.equal('h3');
+    expect(hosts[1]).to.not.equal('h3');
+    expect(plan.placements[1]!.note).to.match(/^NLB cluster 'web' has member /);
+  });
+
+  it('ExplainPlacement gives the reason on each host that holds another member, one point of score each', () => {
+    const b = farm();
+    const { verdicts, chosen } = explainPlacement(b.s, b.s.vms.get('v4')!.config, BINPACK, 'v4');
+    expect(chosen).to.equal('h3');
+    expect(Object.fromEntries(verdicts.map((v) => [v.hostId, v.reasons]))).to.deep.equal({
+      h1: ["NLB cluster 'web' has member 'web-1' here (Windows NLB runs one member per host)"],
+      h2: ["NLB cluster 'web' has member 'web-2' here (Windows NLB runs one member per host)"],
+      h3: [],
+    });
+    expect(verdicts.every((v) => v.feasible)).to.equal(true);
+    expect(verdicts[1]!.score).to.be.below(0);
   });
 });
