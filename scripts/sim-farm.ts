@@ -99,7 +99,7 @@ const wallS = () => Math.round((performance.now() - started) / 100) / 10;
 function printViolations(r: FarmResult): void {
   for (const v of r.violations.slice(0, 5))
     console.log(`seed ${r.seed}: ${v.property} at t=${v.time} ms: ${v.detail}`);
-  console.log(`replay: npm run sim:farm -- --seed ${r.seed} --trace`);
+  console.log(`replay: npm run sim:farm -- --seed ${r.seed}${opts.network ? ' --network' : ''} --trace`);
 }
 
 const pct = (xs: number[], p: number) =>

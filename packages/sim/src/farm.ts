@@ -2,7 +2,7 @@ import { createLogger, statusOf, status, type pb } from '@hyperfarm/api';
 import { useIdBits, type FarmState } from '@hyperfarm/daemon';
 import { Role, SimRng } from '@hyperfarm/raft';
 import { Scope, VirtualClock } from './clock.js';
-import { checkNlb } from './nlb-checks.js';
+import { checkNlb, checkNlbConverged } from './nlb-checks.js';
 import { FarmNlb } from './nlb-workload.js';
 import { DEFAULT_SHAPE, SimHost, type HostShape } from './host.js';
 import {
@@ -949,6 +949,21 @@ export class FarmSimulation {
     }
   }
 
+  /** Once faults stop, every NLB cluster converges over the members whose VMs run. */
+  private checkNlbConverged(s: FarmState): void {
+    const running = new Map<string, Map<string, number>>();
+    for (const c of s.nlbClusters.values()) {
+      const members = new Map<string, number>();
+      for (const m of c.members) {
+        const hostId = s.vms.get(m.vmId)?.hostId;
+        const host = hostId ? this.hosts.get(hostId) : undefined;
+        if (host?.states.get(m.vmId) === 'VM_STATE_RUNNING') members.set(m.vmId, m.hostPriority);
+      }
+      running.set(c.id, members);
+    }
+    checkNlbConverged(this.hosts.values(), running, this.elapsed(), this.violations);
+  }
+
   async run(): Promise<FarmResult> {
     const o = this.o;
     const endChaos = o.chaosMs;
@@ -1020,6 +1035,7 @@ export class FarmSimulation {
       if (this.violations.length === 0 && d) {
         this.checkAcknowledged(d.machine.state);
         if (o.converge) this.checkConverged(d.machine.state);
+        if (o.converge && o.network) this.checkNlbConverged(d.machine.state);
       }
     } finally {
       useIdBits(undefined);

@@ -111,3 +111,39 @@ export function nlbSummary(
     };
   });
 }
+
+/**
+ * Liveness, checked once the faults have stopped and the farm has had its calm: every NLB
+ * cluster has converged over the members whose VMs run. `running` holds, per cluster id, those
+ * members (VM id to host priority) as the farm's state and the hosts have them: each must be
+ * reported by its host's network as converged, all of them on one view and one bucket map, and
+ * that view must be exactly their priorities (none missing, none the others still count alive).
+ */
+export function checkNlbConverged(
+  hosts: Iterable<SimHost>,
+  running: Map<string, Map<string, number>>,
+  time: number,
+  violations: Violation[],
+): void {
+  const seen = nlbMembers(hosts);
+  for (const [cluster, wanted] of running) {
+    if (wanted.size === 0) continue;
+    const members = (seen.get(cluster) ?? []).filter((m) => m.running);
+    const want = [...wanted.values()].sort((a, b) => a - b);
+    const converged = convergedMap(members);
+    const behind = [...wanted.keys()].filter(
+      (vmId) => !members.some((m) => m.status.vmId === vmId && m.status.state === 'converged'),
+    );
+    if (converged && behind.length === 0 && converged.view.join() === want.join()) continue;
+    const states = members
+      .map((m) => `${m.status.vmId} on ${m.host} ${m.status.state} [${m.status.view.join(', ')}]`)
+      .join('; ');
+    violations.push({
+      property: 'nlb-not-converged',
+      time,
+      detail:
+        `NLB cluster ${cluster} has not converged over its running members (priorities ${want.join(', ')})` +
+        `${behind.length > 0 ? `; not converged: ${behind.join(', ')}` : ''}; members seen: ${states || 'none'}`,
+    });
+  }
+}

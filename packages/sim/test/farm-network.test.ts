@@ -30,6 +30,31 @@ describe('farm simulator with host networks (sim:farm --network)', function () {
     }
   });
 
+  it('a member that has not come back when the calm ends is nlb-not-converged (planted: one stopped 5 s before the end)', async () => {
+    const o = { ...SHORT, seed: 1, faults: false };
+    const farm = new FarmSimulation(o);
+    const stop = () => {
+      for (const h of farm.hosts.values()) {
+        const n = h.network;
+        for (const c of n?.config().nlbClusters ?? [])
+          for (const m of n!.net.nlbStatus(c.id))
+            if (m.state === 'converged' && n!.net.vmState(m.vmId) === 'running') {
+              n!.net.nlbControl(c.id, m.vmId, 'stop');
+              return m.vmId;
+            }
+      }
+      return undefined;
+    };
+    let stopped: string | undefined;
+    farm.clock.root.set(() => (stopped = stop()), o.chaosMs + o.settleMs - 5_000);
+    const r = await farm.run();
+    expect(stopped).to.be.a('string');
+    expect(r.violations.map((v) => v.property)).to.deep.equal(['nlb-not-converged']);
+    expect(r.violations[0]!.detail).to.include(`not converged: ${stopped}`);
+    // Without the plant, the same farm converges.
+    expect((await new FarmSimulation(o).run()).violations).to.deep.equal([]);
+  });
+
   it('a seed replays the same run, network included', async () => {
     const a = await new FarmSimulation({ ...SHORT, seed: 3, trace: true }).run();
     const b = await new FarmSimulation({ ...SHORT, seed: 3, trace: true }).run();

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import type { NlbMemberStatus } from '@hyperfarm/agent';
 import type { SimHost } from '../src/host.js';
 import type { Violation } from '../src/invariants.js';
-import { checkNlb, convergedMap, nlbMembers } from '../src/nlb-checks.js';
+import { checkNlb, checkNlbConverged, convergedMap, nlbMembers } from '../src/nlb-checks.js';
 
 // The NLB invariants on members as hosts report them (docs/simulation.md#invariants).
 
@@ -101,5 +101,61 @@ describe('NLB invariants', () => {
         host('h2', [member('b', 2, { state: 'converging' })]),
       ]),
     ).to.deep.equal([]);
+  });
+
+  describe('once faults stop: nlb-not-converged', () => {
+    /** The farm runs a (priority 1) and b (priority 2) of cluster c1. */
+    const both = new Map([
+      [
+        'c1',
+        new Map([
+          ['a', 1],
+          ['b', 2],
+        ]),
+      ],
+    ]);
+    const converged = (hosts: SimHost[], running = both) => {
+      const v: Violation[] = [];
+      checkNlbConverged(hosts, running, 1_000, v);
+      return v;
+    };
+
+    it('members converged on one view of exactly the running members: no violation', () => {
+      expect(converged([host('h1', [member('a', 1)]), host('h2', [member('b', 2)])])).to.deep.equal([]);
+      // No member running: nothing to converge.
+      expect(converged([], new Map([['c1', new Map()]]))).to.deep.equal([]);
+    });
+
+    it('members that never heard each other again (each converged alone) are nlb-not-converged', () => {
+      const v = converged([
+        host('h1', [member('a', 1, { view: [1], maps: [Array.from({ length: BUCKETS }, () => 1)] })]),
+        host('h2', [member('b', 2, { view: [2], maps: [Array.from({ length: BUCKETS }, () => 2)] })]),
+      ]);
+      expect(v.map((x) => x.property)).to.deep.equal(['nlb-not-converged']);
+      expect(v[0]!.detail).to.equal(
+        'NLB cluster c1 has not converged over its running members (priorities 1, 2); members seen: a on h1 converged [1]; b on h2 converged [2]',
+      );
+    });
+
+    it('a running member whose host reports it stopped, or not at all, is nlb-not-converged', () => {
+      const lone = { view: [1], maps: [Array.from({ length: BUCKETS }, () => 1)] };
+      const stopped = converged([
+        host('h1', [member('a', 1, lone)]),
+        host('h2', [member('b', 2, { state: 'stopped', view: [], maps: [null] })]),
+      ]);
+      expect(stopped.map((x) => x.detail)).to.deep.equal([
+        'NLB cluster c1 has not converged over its running members (priorities 1, 2); not converged: b; members seen: a on h1 converged [1]; b on h2 stopped []',
+      ]);
+      const absent = converged([host('h1', [member('a', 1, lone)])]);
+      expect(absent.map((x) => x.property)).to.deep.equal(['nlb-not-converged']);
+    });
+
+    it('a view that still counts a member whose VM no longer runs is nlb-not-converged', () => {
+      const v = converged(
+        [host('h1', [member('a', 1, { view: [1, 2] })])],
+        new Map([['c1', new Map([['a', 1]])]]),
+      );
+      expect(v.map((x) => x.property)).to.deep.equal(['nlb-not-converged']);
+    });
   });
 });
