@@ -1,5 +1,5 @@
 import { invalidArgument, notFound, unary, type pb } from '@hyperfarm/api';
-import { checkpointView, type CheckpointRecord, type FarmState } from '../fsm/index.js';
+import { checkpointsOf, checkpointView, type CheckpointRecord, type FarmState } from '../fsm/index.js';
 import { operationOutcome, readState, type FarmContext } from './farm-context.js';
 import { requireRef } from './requests.js';
 import { newId, requireVm, startedOperation } from './vms-api.js';
@@ -38,9 +38,9 @@ export function checkpointHandlers(ctx: FarmContext): Partial<pb.ClusterServiceH
     ListCheckpoints: unary<pb.ListCheckpointsRequest__Output, pb.ListCheckpointsResponse>(async (req) => {
       const s = await readState(ctx, req.consistency);
       const vm = requireVm(s, 'vm_id', req.vmId);
-      const checkpoints = [...s.checkpoints.values()]
-        .filter((c) => c.vmId === vm.id)
-        .sort((a, b) => a.createdAtMs - b.createdAtMs || (a.id < b.id ? -1 : 1));
+      const checkpoints = checkpointsOf(s, vm.id).sort(
+        (a, b) => a.createdAtMs - b.createdAtMs || (a.id < b.id ? -1 : 1),
+      );
       return { checkpoints: checkpoints.map(checkpointView), currentId: vm.checkpointCurrentId };
     }),
 

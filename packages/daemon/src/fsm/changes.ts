@@ -10,10 +10,13 @@ import type {
   VmRecord,
 } from './model.js';
 import {
+  checkpointsOf,
   migrationFinal,
+  putCheckpoint,
   putHost,
   putMigration,
   putVm,
+  removeCheckpoint,
   removeHost,
   removeVm,
   type FarmState,
@@ -58,20 +61,20 @@ export class Changes {
   removeVm(rec: VmRecord): void {
     removeVm(this.s, rec.id);
     this.s.failovers.delete(rec.id);
-    for (const c of [...this.s.checkpoints.values()]) if (c.vmId === rec.id) this.removeCheckpoint(c);
+    for (const c of checkpointsOf(this.s, rec.id)) this.removeCheckpoint(c);
     this.next();
     this.record('RESOURCE_KIND_VM', 'EVENT_TYPE_DELETE', rec);
   }
 
   checkpoint(next: Unrevised<CheckpointRecord>): CheckpointRecord {
     const rec = { ...next, revision: this.next() };
-    this.s.checkpoints.set(rec.id, rec);
+    putCheckpoint(this.s, rec);
     this.record('RESOURCE_KIND_CHECKPOINT', 'EVENT_TYPE_PUT', rec);
     return rec;
   }
 
   removeCheckpoint(rec: CheckpointRecord): void {
-    this.s.checkpoints.delete(rec.id);
+    removeCheckpoint(this.s, rec.id);
     this.next();
     this.record('RESOURCE_KIND_CHECKPOINT', 'EVENT_TYPE_DELETE', rec);
   }

@@ -79,6 +79,50 @@ export interface FarmState {
   outgoing: Map<string, Set<string>>;
   /** Finished migrations, oldest first: the ones dropped beyond the window. */
   doneMigrations: string[];
+  /** Each VM's checkpoints, in the order of `checkpoints` (a VM's removal takes them all). */
+  checkpointsByVm: Map<string, Set<string>>;
+  /** Hosts whose record or committed load changed, for the scheduler's kept host table. */
+  hostJournal: HostJournal;
+}
+
+/**
+ * The hosts whose record or the VMs and migrations they hold changed, in order, so a reader
+ * that remembers where it read up to (`end`) learns which hosts to look at again instead of
+ * comparing every host (the scheduler's kept table: a 1,000-host farm filling up plans one or
+ * two VMs at a time). Only the latest `cap` to `2 * cap` marks are kept; a reader that fell
+ * further behind is told so (`since` answers undefined) and checks every host.
+ */
+export class HostJournal {
+  /** The position of `ids[0]` since the journal began. */
+  private start = 0;
+  private ids: string[] = [];
+
+  constructor(private readonly cap = 4_096) {}
+
+  /** The position after the last mark: what a reader remembers. */
+  get end(): number {
+    return this.start + this.ids.length;
+  }
+
+  mark(hostId: string): void {
+    this.ids.push(hostId);
+    if (this.ids.length >= 2 * this.cap) {
+      this.start += this.ids.length - this.cap;
+      this.ids = this.ids.slice(this.ids.length - this.cap);
+    }
+  }
+
+  /** Everything may have changed (a restore): every reader checks every host. */
+  forget(): void {
+    this.start += this.ids.length + 1;
+    this.ids = [];
+  }
+
+  /** The hosts marked since position `from` (repeats possible), or undefined if no longer kept. */
+  since(from: number): readonly string[] | undefined {
+    if (from < this.start || from > this.end) return undefined;
+    return this.ids.slice(from - this.start);
+  }
 }
 
 export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState {
@@ -107,6 +151,8 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     incoming: new Map(),
     outgoing: new Map(),
     doneMigrations: [],
+    checkpointsByVm: new Map(),
+    hostJournal: new HostJournal(),
   };
 }
 
@@ -128,6 +174,7 @@ export function rememberResult(s: FarmState, rid: string, result: CommandResult)
 
 export function putHost(s: FarmState, next: HostRecord): void {
   const prev = s.hosts.get(next.id);
+  s.hostJournal.mark(next.id);
   if (prev && prev.name !== next.name) s.hostByName.delete(prev.name);
   s.hosts.set(next.id, next);
   s.hostByName.set(next.name, next.id);
@@ -138,6 +185,7 @@ export function putHost(s: FarmState, next: HostRecord): void {
 export function removeHost(s: FarmState, id: string): void {
   const prev = s.hosts.get(id);
   if (!prev) return;
+  s.hostJournal.mark(id);
   s.hosts.delete(id);
   s.hostByName.delete(prev.name);
   s.macBlocks.delete(prev.macBlock);
@@ -163,6 +211,7 @@ function indexVm(s: FarmState, vm: VmRecord): void {
   s.vmByName.set(vm.config.name, vm.id);
   if (vm.hostId) {
     const ids = s.vmsByHost.get(vm.hostId);
+    s.hostJournal.mark(vm.hostId);
     loadAdded(ids, vm);
     ids?.add(vm.id);
   } else s.unplaced.add(vm.id);
@@ -173,6 +222,7 @@ function unindexVm(s: FarmState, vm: VmRecord, stillUnplaced = false): void {
   if (s.vmByName.get(vm.config.name) === vm.id) s.vmByName.delete(vm.config.name);
   if (vm.hostId) {
     const ids = s.vmsByHost.get(vm.hostId);
+    s.hostJournal.mark(vm.hostId);
     loadRemoved(ids, vm);
     ids?.delete(vm.id);
   } else if (!stillUnplaced) s.unplaced.delete(vm.id);
@@ -191,6 +241,7 @@ export function reindex(s: FarmState): void {
 
 /** reindex, yielding every `every` VMs so a large farm's restore can be cut in slices. */
 export function* reindexSteps(s: FarmState, every = 1_000): Generator<void> {
+  s.hostJournal.forget();
   s.hostByName.clear();
   s.vmByName.clear();
   s.vmsByHost.clear();
@@ -216,12 +267,17 @@ export function* reindexSteps(s: FarmState, every = 1_000): Generator<void> {
     if (migrationFinal(m)) s.doneMigrations.push(m.id);
     else indexMigration(s, m);
   }
+  s.checkpointsByVm.clear();
+  for (const c of s.checkpoints.values()) indexCheckpoint(s, c);
+  s.hostJournal.forget();
 }
 
 export const migrationFinal = (m: MigrationRecord): boolean =>
   m.phase === 'MIGRATION_PHASE_COMPLETED' || m.phase === 'MIGRATION_PHASE_FAILED';
 
 function indexMigration(s: FarmState, m: MigrationRecord): void {
+  s.hostJournal.mark(m.targetHostId);
+  s.hostJournal.mark(m.sourceHostId);
   let set = s.incoming.get(m.targetHostId);
   if (!set) s.incoming.set(m.targetHostId, (set = new Set()));
   set.add(m.id);
@@ -234,9 +290,55 @@ function indexMigration(s: FarmState, m: MigrationRecord): void {
 export function putMigration(s: FarmState, next: MigrationRecord): void {
   s.migrations.set(next.id, next);
   if (migrationFinal(next)) {
-    s.incoming.get(next.targetHostId)?.delete(next.id);
-    s.outgoing.get(next.sourceHostId)?.delete(next.id);
+    s.hostJournal.mark(next.targetHostId);
+    s.hostJournal.mark(next.sourceHostId);
+    unindexMoving(s.incoming, next.targetHostId, next.id);
+    unindexMoving(s.outgoing, next.sourceHostId, next.id);
   } else indexMigration(s, next);
+}
+
+/** A host with nothing coming or going leaves the index: the scheduler looks at each one left. */
+function unindexMoving(index: Map<string, Set<string>>, hostId: string, id: string): void {
+  const set = index.get(hostId);
+  if (set?.delete(id) && set.size === 0) index.delete(hostId);
+}
+
+// --- checkpoints ---
+
+export function putCheckpoint(s: FarmState, next: CheckpointRecord): void {
+  const prev = s.checkpoints.get(next.id);
+  s.checkpoints.set(next.id, next);
+  if (!prev) indexCheckpoint(s, next);
+  else if (prev.vmId !== next.vmId) {
+    unindexCheckpoint(s, prev);
+    // Kept where it was in `checkpoints`: the new VM's set is put in that order again.
+    const ids = new Set<string>();
+    for (const c of s.checkpoints.values()) if (c.vmId === next.vmId) ids.add(c.id);
+    s.checkpointsByVm.set(next.vmId, ids);
+  }
+}
+
+export function removeCheckpoint(s: FarmState, id: string): void {
+  const prev = s.checkpoints.get(id);
+  if (!prev) return;
+  s.checkpoints.delete(id);
+  unindexCheckpoint(s, prev);
+}
+
+/** A VM's checkpoints, in the order of `checkpoints`. */
+export function checkpointsOf(s: FarmState, vmId: string): CheckpointRecord[] {
+  return [...(s.checkpointsByVm.get(vmId) ?? [])].map((id) => s.checkpoints.get(id)!);
+}
+
+function indexCheckpoint(s: FarmState, c: CheckpointRecord): void {
+  let ids = s.checkpointsByVm.get(c.vmId);
+  if (!ids) s.checkpointsByVm.set(c.vmId, (ids = new Set()));
+  ids.add(c.id);
+}
+
+function unindexCheckpoint(s: FarmState, c: CheckpointRecord): void {
+  const ids = s.checkpointsByVm.get(c.vmId);
+  if (ids?.delete(c.id) && ids.size === 0) s.checkpointsByVm.delete(c.vmId);
 }
 
 /** A VM by id, or by name when no VM has that id. */

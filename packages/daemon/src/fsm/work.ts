@@ -12,7 +12,7 @@ import {
   startOperation,
 } from './operations.js';
 import { checkpointSchema, errorSchema, reportSchema, str } from './schemas.js';
-import type { FarmState } from './state.js';
+import { checkpointsOf, type FarmState } from './state.js';
 import { applyReport, finishVmOperation, reported, requireVm } from './vms.js';
 
 /**
@@ -167,9 +167,7 @@ function fail(
 /** Replaces the farm's record of a VM's snapshots with its host's (the VM's current one aside). */
 function syncCheckpoints(s: FarmState, vm: VmRecord, t: z.output<typeof tree>, changes: Changes): void {
   const keep = new Set(t.checkpoints.map((c) => c.id));
-  for (const c of [...s.checkpoints.values()]) {
-    if (c.vmId === vm.id && !keep.has(c.id)) changes.removeCheckpoint(c);
-  }
+  for (const c of checkpointsOf(s, vm.id)) if (!keep.has(c.id)) changes.removeCheckpoint(c);
   for (const c of t.checkpoints) {
     const prev = s.checkpoints.get(c.id);
     const next: Omit<CheckpointRecord, 'revision'> = { ...c, vmId: vm.id };

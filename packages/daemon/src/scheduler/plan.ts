@@ -64,8 +64,9 @@ export interface Plan {
  * The table outlives a plan (`tableFor`): a farm filling up plans one or two VMs at a time, and
  * building the table and each shape's heap from every host for each of them was most of the
  * fill's cost at 1,000 hosts. Between plans it is brought up to date with the hosts whose record
- * or committed load changed (`refresh`, a check of identities per host), and a plan's own
- * additions are taken back at its end (`endPlan`); the heaps get the changed hosts pushed again.
+ * or committed load changed (`refresh`: those the state's host journal marked, and those with
+ * migrations in flight), and a plan's own additions are taken back at its end (`endPlan`); the
+ * heaps get the changed hosts pushed again.
  */
 class HostTable {
   readonly hosts: HostRecord[];
@@ -94,6 +95,11 @@ class HostTable {
    * many alike VMs then scores each host once per placement on it, not once per VM.
    */
   private readonly shapes = new Map<string, Shape>();
+  /** Where in the state's host journal the table is up to. */
+  private read: number;
+  /** The refresh that last looked at each host (a host marked twice is looked at once). */
+  private readonly looked: Uint32Array;
+  private rounds = 0;
 
   constructor(
     s: FarmState,
@@ -101,8 +107,10 @@ class HostTable {
     readonly policy: Policy,
     except?: string,
   ) {
+    this.read = s.hostJournal.end;
     this.hosts = [...s.hosts.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const n = this.hosts.length;
+    this.looked = new Uint32Array(n);
     this.base = this.hosts.map((h) => hostLoad(s, h, except));
     this.loads = [...this.base];
     this.open = new Uint8Array(n);
@@ -132,34 +140,58 @@ class HostTable {
 
   /**
    * Brings the table up to `s`, if `s` has the same hosts and options (false otherwise: a new
-   * table is needed). A host whose record or committed load is another object than last time is
-   * described and counted again, and if what placement weighs changed, its cached scores go
-   * stale and the heaps get it again.
+   * table is needed). The hosts to look at again are those the state's journal marked since the
+   * last refresh, and those with migrations in flight (whose load counts the migrating VMs as
+   * they are now); every host when the journal no longer reaches back that far.
    */
   refresh(s: FarmState, ctx: FilterContext, policy: Policy): boolean {
     if (policy !== this.policy || ctx.vcpuRatio !== this.ctx.vcpuRatio) return false;
     if (s.hosts.size !== this.hosts.length) return false;
+    const marked = s.hostJournal.since(this.read);
+    this.read = s.hostJournal.end;
     this.ctx = ctx;
     for (const shape of this.shapes.values())
       if (shape.guest !== ctx.guests.get(shape.guestOs)) this.reshape(shape);
-    for (let i = 0; i < this.hosts.length; i++) {
-      const host = s.hosts.get(this.hosts[i]!.id);
-      if (!host) return false;
-      const load = hostLoad(s, host);
-      const hostChanged = host !== this.hosts[i];
-      if (!hostChanged && load === this.base[i]) continue;
-      const [memFree, vcpus, vms] = [this.memFree[i], this.vcpuUsed[i], this.vms[i]];
-      if (hostChanged) {
-        this.hosts[i] = host;
-        this.describe(i, host);
-        for (const shape of this.shapes.values()) shape.ok[i] = this.takesShape(i, shape) ? 1 : 0;
-      }
-      this.base[i] = load;
-      this.loads[i] = load;
-      this.sync(i);
-      const weighedChanged = memFree !== this.memFree[i] || vcpus !== this.vcpuUsed[i] || vms !== this.vms[i];
-      if (hostChanged || weighedChanged) this.bump(i);
+    if (!marked) {
+      for (let i = 0; i < this.hosts.length; i++) if (!this.refreshHost(s, i)) return false;
+      return true;
     }
+    const round = ++this.rounds;
+    const look = (id: string): boolean => {
+      const i = this.index.get(id);
+      if (i === undefined) return false;
+      if (this.looked[i] === round) return true;
+      this.looked[i] = round;
+      return this.refreshHost(s, i);
+    };
+    for (const id of marked) if (!look(id)) return false;
+    for (const id of s.incoming.keys()) if (!look(id)) return false;
+    for (const id of s.outgoing.keys()) if (!look(id)) return false;
+    return true;
+  }
+
+  /**
+   * Host i as `s` has it: if its record or committed load is another object than last time, it
+   * is described and counted again, and if what placement weighs changed, its cached scores go
+   * stale and the heaps get it again. False when `s` no longer has the host.
+   */
+  private refreshHost(s: FarmState, i: number): boolean {
+    const host = s.hosts.get(this.hosts[i]!.id);
+    if (!host) return false;
+    const load = hostLoad(s, host);
+    const hostChanged = host !== this.hosts[i];
+    if (!hostChanged && load === this.base[i]) return true;
+    const [memFree, vcpus, vms] = [this.memFree[i], this.vcpuUsed[i], this.vms[i]];
+    if (hostChanged) {
+      this.hosts[i] = host;
+      this.describe(i, host);
+      for (const shape of this.shapes.values()) shape.ok[i] = this.takesShape(i, shape) ? 1 : 0;
+    }
+    this.base[i] = load;
+    this.loads[i] = load;
+    this.sync(i);
+    const weighedChanged = memFree !== this.memFree[i] || vcpus !== this.vcpuUsed[i] || vms !== this.vms[i];
+    if (hostChanged || weighedChanged) this.bump(i);
     return true;
   }
 

@@ -220,6 +220,10 @@ function comparable(s: FarmState): unknown {
     JSON.stringify({
       ...Object.fromEntries(Object.entries(s).map(([k, v]) => [k, plain(v)])),
       events: { oldest: s.events.oldestResumable, list: s.events.all() },
+      // Looked up by VM, never walked: the order of its VMs is not the state's.
+      checkpointsByVm: [...s.checkpointsByVm].map(([k, x]) => [k, [...x]]).sort(),
+      // Where readers are up to, not state: a restore starts it afresh.
+      hostJournal: undefined,
     }),
   );
 }

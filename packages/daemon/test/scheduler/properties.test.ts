@@ -5,6 +5,8 @@ import {
   encodeSnapshot,
   decodeSnapshot,
   hostLoad,
+  HostJournal,
+  putMigration,
   putVm,
   removeVm,
   usableMemory,
@@ -13,6 +15,8 @@ import {
   type FarmState,
   type HostStateName,
 } from '../../src/fsm/index.js';
+import { Changes } from '../../src/fsm/changes.js';
+import { recordMigration } from '../../src/fsm/migrations.js';
 import { explainPlacement, planPlacements, type SchedulerOptions } from '../../src/scheduler/index.js';
 import { FarmBuilder, field } from '../fsm/build.js';
 import { vmConfig, type VmSpec } from '../fsm/fixtures.js';
@@ -75,6 +79,18 @@ function build(hosts: HostArb[]): FarmBuilder {
 }
 
 type HostArb = typeof hostArb extends fc.Arbitrary<infer T> ? T : never;
+
+/** A migration asked for (pending) of VM `vmId` to `targetHostId`, recorded as the state machine does. */
+function migrate(s: FarmState, id: string, vmId: string, targetHostId: string): void {
+  const ask = { migrationId: id, opId: `op-${id}`, vmId, targetHostId, drainOpId: '' };
+  recordMigration(
+    s,
+    new Changes(s, 0),
+    { ...ask, kind: 'MIGRATION_KIND_QUICK', deadlineMs: 60_000 },
+    s.vms.get(vmId)!,
+    'memory',
+  );
+}
 
 describe('placement properties (fast-check)', function () {
   // Hundreds of generated farms each: seconds alone, far more on a loaded machine.
@@ -181,7 +197,56 @@ describe('placement properties (fast-check)', function () {
     );
   });
 
-  it('plans on a farm whose host table is kept between plans are the plans of a fresh copy of that farm (a host closed for a plan: of a copy with it in maintenance), through placements, removals, resizes and host changes', () => {
+  // A journal of one mark falls behind at every change: the full check of every host.
+  for (const [journal, cap] of [
+    ['its host journal', undefined],
+    ['a host journal of one mark (most refreshes out of its reach: every host checked)', 1],
+  ] as const)
+    it(`plans on a farm whose host table is kept between plans (refreshed from ${journal}) are the plans of a fresh copy of that farm (a host closed for a plan: of a copy with it in maintenance), through placements, removals, resizes, migrations and host changes`, () =>
+      keptPlansProperty(cap));
+
+  it('a kept table sees a migration target whose load changed with no mark of its own (the migrating VM resized on its source)', () => {
+    // Two 16 GiB hosts (14 GiB usable, no overhead): h1 holds the room of a VM migrating to it.
+    const b = new FarmBuilder();
+    b.host({ id: 'h0', reserveMiB: 2048, overheadMiB: 0 }).host({
+      id: 'h1',
+      reserveMiB: 2048,
+      overheadMiB: 0,
+    });
+    b.vm('v0', { name: 'vm-0', memMiB: 4096 }, 'h0').vm('n', { name: 'new', memMiB: 8192 });
+    migrate(b.s, 'm1', 'v0', 'h1');
+    const opts = { policy: 'binpack' as const, vcpuRatio: 8 };
+    const item = { vmId: 'n', config: b.s.vms.get('n')!.config, pinnedHostId: '' };
+    const before = planPlacements(b.s, [item], opts);
+    expect(before.placements.map((p) => p.hostId)).to.have.length(1);
+    // Resized to 12 GiB: neither host has 8 GiB left for 'n' (h0 holds v0, h1 its room).
+    const vm = b.s.vms.get('v0')!;
+    putVm(b.s, { ...vm, config: { ...vm.config, memoryBytes: 12 * 1024 ** 3 } });
+    const after = planPlacements(b.s, [item], opts);
+    expect(after).to.deep.equal(planPlacements(decodeSnapshot(encodeSnapshot(b.s)), [item], opts));
+    expect(after.placements).to.deep.equal([]);
+  });
+
+  it("a host journal answers the hosts marked since a position, and undefined once it no longer reaches back or after a restore's forget", () => {
+    const j = new HostJournal(2);
+    const at = j.end;
+    j.mark('h1');
+    j.mark('h2');
+    expect(j.since(at)).to.deep.equal(['h1', 'h2']);
+    const mid = j.end;
+    j.mark('h2');
+    expect(j.since(mid)).to.deep.equal(['h2']);
+    // Four marks kept at most (twice the cap), the latest two once past it.
+    j.mark('h3');
+    expect(j.since(at)).to.equal(undefined);
+    expect(j.since(mid)).to.deep.equal(['h2', 'h3']);
+    expect(j.since(j.end)).to.deep.equal([]);
+    j.forget();
+    expect(j.since(mid)).to.equal(undefined);
+    expect(j.since(j.end)).to.deep.equal([]);
+  });
+
+  function keptPlansProperty(cap: number | undefined): void {
     const states: HostStateName[] = ['HOST_STATE_UP', 'HOST_STATE_SUSPECT', 'HOST_STATE_DOWN'];
     fc.assert(
       fc.property(
@@ -190,7 +255,17 @@ describe('placement properties (fast-check)', function () {
           fc.tuple(
             fc.nat(),
             fc.nat(),
-            fc.constantFrom('plan', 'plan', 'commit', 'remove', 'resize', 'host-state', 'maintenance'),
+            fc.constantFrom(
+              'plan',
+              'plan',
+              'commit',
+              'remove',
+              'resize',
+              'host-state',
+              'maintenance',
+              'migrate',
+              'cancel',
+            ),
           ),
           { minLength: 1, maxLength: 40 },
         ),
@@ -198,10 +273,12 @@ describe('placement properties (fast-check)', function () {
           const opts = { policy, vcpuRatio: 8 };
           // Most VMs without a class, so the kept heaps are what picks.
           const b = build([...hosts, ...hosts]);
+          if (cap !== undefined) b.s.hostJournal = new HostJournal(cap);
           vms.forEach((v, i) =>
             b.vm(`v${i}`, { name: `vm-${i}`, ...v, ...(i % 4 === 0 ? {} : { classes: [], group: '' }) }),
           );
           const n = hosts.length * 2;
+          let migrations = 0;
           for (const [x, y, what] of steps) {
             const unplaced = [...b.s.unplaced].map((id) => ({
               vmId: id,
@@ -239,7 +316,16 @@ describe('placement properties (fast-check)', function () {
               }
             } else if (what === 'host-state')
               b.apply({ type: 'host.state', id: `h${x % n}`, state: states[y % 3]!, reason: 'test' });
-            else
+            else if (what === 'migrate') {
+              // The VM's room is held on the target (and kept on its source) from now on, by the
+              // VM as it is: a resize of it changes the target's load too.
+              const vm = b.s.vms.get(`v${x % vms.length}`);
+              if (vm?.hostId && vm.hostId !== `h${y % n}`)
+                migrate(b.s, `m${++migrations}`, vm.id, `h${y % n}`);
+            } else if (what === 'cancel') {
+              const m = b.s.migrations.get(`m${1 + (x % Math.max(1, migrations))}`);
+              if (m) putMigration(b.s, { ...m, phase: 'MIGRATION_PHASE_FAILED', decision: 'abort' });
+            } else
               b.apply({
                 type: 'host.update',
                 id: `h${x % n}`,
@@ -253,7 +339,7 @@ describe('placement properties (fast-check)', function () {
       ),
       { numRuns: 150, seed: 20261206 },
     );
-  });
+  }
 
   it('the state machine refuses any placement that would break a promise, whatever the plan says', () => {
     fc.assert(
