@@ -37,8 +37,9 @@ import { FarmStateMachine } from './fsm/index.js';
 /**
  * A snapshot once the log applied since the last one holds this much: about a 50,000-VM farm's
  * snapshot (70 MiB), so the log kept in memory never costs much more than a snapshot would.
+ * The farm simulator's large profile snapshots by it too.
  */
-const SNAPSHOT_BYTES = 64 * 1024 * 1024;
+export const SNAPSHOT_BYTES = 64 * 1024 * 1024;
 
 export interface RunningDaemon {
   logger: Logger;

@@ -1,5 +1,5 @@
 import { createLogger, statusOf, status, type pb } from '@hyperfarm/api';
-import { useIdBits, type FarmState } from '@hyperfarm/daemon';
+import { SNAPSHOT_BYTES, useIdBits, type FarmState } from '@hyperfarm/daemon';
 import { Role, SimRng } from '@hyperfarm/raft';
 import { Scope, VirtualClock } from './clock.js';
 import { checkNlb, checkNlbConverged } from './nlb-checks.js';
@@ -31,6 +31,8 @@ export interface FarmTiming {
   /** Snapshot the log every this many applied entries, keeping this many. */
   snapshotEvery: number;
   snapshotKeep: number;
+  /** Snapshot too once the entries applied since the last snapshot hold this many bytes. */
+  snapshotBytes?: number;
   /** Host liveness: lease grants this often, Suspect and Down after this long without an answer. */
   liveness: { intervalMs: number; suspectAfterMs: number; downAfterMs: number };
   leaseMs: number;
@@ -195,7 +197,10 @@ export const LARGE: Omit<FarmOptions, 'seed'> = {
     tickMs: 500,
     electionTick: 10,
     heartbeatTick: 1,
-    snapshotEvery: 20_000,
+    // As the daemon does (RaftNode's default count, server.ts's bytes): a 50,000-VM state's
+    // snapshot is tens of MB to encode, too much to take every 20,000 entries of a fill.
+    snapshotEvery: 100_000,
+    snapshotBytes: SNAPSHOT_BYTES,
     snapshotKeep: 5_000,
     liveness: { intervalMs: 15_000, suspectAfterMs: 30_000, downAfterMs: 60_000 },
     leaseMs: 60_000,
@@ -364,6 +369,7 @@ export class FarmSimulation {
           heartbeatTick: o.timing.heartbeatTick,
           snapshotEvery: o.timing.snapshotEvery,
           snapshotKeep: o.timing.snapshotKeep,
+          ...(o.timing.snapshotBytes !== undefined ? { snapshotBytes: o.timing.snapshotBytes } : {}),
           requestTimeoutMs: 10_000,
           scheduler: { policy: o.policy, vcpuRatio: 8 },
           network: o.network ?? false,

@@ -37,6 +37,8 @@ export interface ReplicaConfig {
   /** Snapshot and compact the log every this many applied entries, keeping this many. */
   snapshotEvery: number;
   snapshotKeep: number;
+  /** Snapshot too once the entries applied since the last one hold this many bytes. */
+  snapshotBytes?: number;
   requestTimeoutMs: number;
   runner: Omit<RunnerConfig, 'daemonId'>;
   scheduler: SchedulerOptions;
@@ -140,6 +142,7 @@ export class SimDaemon {
       heartbeatTick: this.cfg.heartbeatTick,
       snapshotEvery: this.cfg.snapshotEvery,
       snapshotKeep: this.cfg.snapshotKeep,
+      ...(this.cfg.snapshotBytes !== undefined ? { snapshotBytes: this.cfg.snapshotBytes } : {}),
       requestTimeoutMs: this.cfg.requestTimeoutMs,
       forwardProposals: true,
       onRoleChange: (c) => {
