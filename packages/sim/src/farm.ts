@@ -20,7 +20,7 @@ import { SimNetwork } from './network.js';
 import { SimDaemon } from './replica.js';
 import { ClusterCheckpoints } from './checkpoints.js';
 import { MIGRATION_STEPS, type MigrationStep } from './migration.js';
-import { randomVmConfig } from './workload.js';
+import { OrderedIds, randomVmConfig } from './workload.js';
 
 /** The daemons' and agents' timing: the programs' defaults in small runs, slower in large ones. */
 export interface FarmTiming {
@@ -298,7 +298,7 @@ export class FarmSimulation {
   private readonly acked = new Map<string, { name: string; opId: string }>();
   private readonly deleting = new Set<string>();
   /** Acknowledged and not being deleted, in the order acknowledged: what the workload picks from. */
-  private readonly live: string[] = [];
+  private readonly live = new OrderedIds();
   private readonly stats: FarmResult['stats'] = {
     steps: 0,
     requests: 0,
@@ -532,7 +532,7 @@ export class FarmSimulation {
     this.nlb?.start();
     const vms = this.live;
     const r = this.rng.next();
-    if (vms.length < this.o.vms && r < 0.5) {
+    if (vms.size < this.o.vms && r < 0.5) {
       const name = `vm-${++this.names}`;
       const requestId = `create-${name}`;
       const config = randomVmConfig(this.rng, name, { disks: true });
@@ -564,8 +564,8 @@ export class FarmSimulation {
       void attempt(0);
       return;
     }
-    if (vms.length === 0) return;
-    const vmId = vms[this.rng.int(vms.length)]!;
+    if (vms.size === 0) return;
+    const vmId = vms.at(this.rng.int(vms.size))!;
     const moves = this.o.moves;
     if (moves && r >= 0.78 && r < 0.9) {
       if (r < 0.83) this.migrate(vmId);
@@ -580,10 +580,11 @@ export class FarmSimulation {
         () => this.stats.acknowledged++,
         () => undefined,
       );
-    } else if (vms.length > this.o.vms / 2) {
+    } else if (vms.size > this.o.vms / 2) {
       this.log(`client: delete ${vmId}`);
       this.deleting.add(vmId);
-      this.live.splice(this.live.indexOf(vmId), 1);
+      this.live.delete(vmId);
+      this.snapshotsKnown.delete(vmId);
       this.request('DeleteVm', { id: vmId }).then(
         () => this.stats.acknowledged++,
         // The outcome of a failed delete is unknown: it may have committed.
@@ -609,8 +610,8 @@ export class FarmSimulation {
   private checkpoint(picked: string): void {
     const r = this.rng.next();
     // Apply and delete go to a VM the client took a snapshot of (if any still stands).
-    const known = [...this.snapshotted].filter((id) => !this.deleting.has(id));
-    const vmId = r < 0.6 || known.length === 0 ? picked : known[this.rng.int(known.length)]!;
+    const known = this.snapshotsKnown;
+    const vmId = r < 0.6 || known.size === 0 ? picked : known.at(this.rng.int(known.size))!;
     const done = (what: string) =>
       [
         () => {
@@ -623,7 +624,10 @@ export class FarmSimulation {
       this.log(`client: snapshot of ${vmId}`);
       const [ok, failed] = done(`snapshot of ${vmId}`);
       this.request('CreateCheckpoint', { vmId, name: '' }).then(() => {
-        this.snapshotted.add(vmId);
+        if (!this.snapshotted.has(vmId)) {
+          this.snapshotted.add(vmId);
+          if (!this.deleting.has(vmId)) this.snapshotsKnown.push(vmId);
+        }
         ok();
       }, failed);
       return;
@@ -653,6 +657,8 @@ export class FarmSimulation {
 
   /** VMs the client asked to snapshot (acknowledged). */
   private readonly snapshotted = new Set<string>();
+  /** Those not being deleted, in the order first snapshotted: what apply and delete pick from. */
+  private readonly snapshotsKnown = new OrderedIds();
 
   /** The host a client drains now (one at a time, as an administrator would). */
   private draining: string | undefined;
