@@ -1,3 +1,4 @@
+import type { CommandResult } from './command.js';
 import { EventWindow } from './events.js';
 import type {
   CheckpointRecord,
@@ -46,7 +47,8 @@ interface Lists {
   switches: SwitchRecord[];
   nlbClusters: NlbClusterRecord[];
   events: FarmEvent[];
-  requests: [string, string][];
+  /** Each request's result, encoded (kept unencoded in the state until a snapshot). */
+  requests: [string, CommandResult | string][];
   failovers: [string, number[]][];
 }
 
@@ -95,8 +97,14 @@ function* encodedLines(s: FarmState, perLine: number): Generator<Buffer> {
   const { header, lists } = capture(s);
   yield Buffer.from(JSON.stringify(header));
   for (const [name, list] of Object.entries(lists) as [keyof Lists, unknown[]][])
-    for (let i = 0; i < list.length; i += perLine)
-      yield Buffer.from('\n' + JSON.stringify([name, list.slice(i, i + perLine)]));
+    for (let i = 0; i < list.length; i += perLine) {
+      const slice = list.slice(i, i + perLine);
+      // Results are kept as their commands returned them: encoded here, as they always were.
+      if (name === 'requests')
+        for (const [k, entry] of (slice as [string, CommandResult | string][]).entries())
+          if (typeof entry[1] !== 'string') slice[k] = [entry[0], JSON.stringify(entry[1])];
+      yield Buffer.from('\n' + JSON.stringify([name, slice]));
+    }
 }
 
 export function encodeSnapshot(s: FarmState, perLine = PER_LINE): Uint8Array {

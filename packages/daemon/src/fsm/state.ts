@@ -52,8 +52,11 @@ export interface FarmState {
   /** NLB clusters, by id (fsm/network.ts). */
   nlbClusters: Map<string, NlbClusterRecord>;
   events: EventWindow;
-  /** Request id to the encoded result of its command, oldest first. */
-  requests: Map<string, string>;
+  /**
+   * Request id to the result of its command, oldest first: as the command returned it (results
+   * and the records in them are never changed in place), or encoded, as a snapshot restored it.
+   */
+  requests: Map<string, CommandResult | string>;
   /** Each VM's failovers (their commands' times, oldest first), for the failover threshold. */
   failovers: Map<string, number[]>;
 
@@ -161,12 +164,16 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
 /** The result a request id's command (or create) got the first time it applied, if it did. */
 export function firstResult(s: FarmState, rid: string): CommandResult | undefined {
   const first = s.requests.get(rid);
-  return first === undefined ? undefined : (JSON.parse(first) as CommandResult);
+  return typeof first === 'string' ? (JSON.parse(first) as CommandResult) : first;
 }
 
-/** Records a request id's result, forgetting the oldest beyond the window. */
+/**
+ * Records a request id's result, forgetting the oldest beyond the window. Kept as it is, not
+ * encoded: every command of the three daemons' apply paid a JSON encoding for a result that is
+ * read again only if its request comes twice; a snapshot encodes what it carries.
+ */
 export function rememberResult(s: FarmState, rid: string, result: CommandResult): void {
-  s.requests.set(rid, JSON.stringify(result));
+  s.requests.set(rid, result);
   if (s.requests.size > s.settings.requestWindow) s.requests.delete(s.requests.keys().next().value!);
 }
 

@@ -220,10 +220,14 @@ function comparable(s: FarmState): unknown {
     JSON.stringify({
       ...Object.fromEntries(Object.entries(s).map(([k, v]) => [k, plain(v)])),
       events: { oldest: s.events.oldestResumable, list: s.events.all() },
-      // Looked up by VM, never walked: the order of its VMs is not the state's.
+      // Looked up, never walked: the order of their keys is not the state's (a VM updated goes
+      // last in vmByName; a restore indexes in the order of the VM map).
       checkpointsByVm: [...s.checkpointsByVm].map(([k, x]) => [k, [...x]]).sort(),
+      vmByName: [...s.vmByName].sort(),
       // Where readers are up to, not state: a restore starts it afresh.
       hostJournal: undefined,
+      // Kept as the commands returned them until a snapshot encodes them.
+      requests: [...s.requests].map(([k, r]) => [k, typeof r === 'string' ? r : JSON.stringify(r)]),
     }),
   );
 }
