@@ -299,15 +299,11 @@ export function putMigration(s: FarmState, next: MigrationRecord): void {
   if (migrationFinal(next)) {
     s.hostJournal.mark(next.targetHostId);
     s.hostJournal.mark(next.sourceHostId);
-    unindexMoving(s.incoming, next.targetHostId, next.id);
-    unindexMoving(s.outgoing, next.sourceHostId, next.id);
+    // A host's set stays when it empties: the controllers walk these maps, and their order
+    // (the order hosts first had a migration) is part of what replicas and replays agree on.
+    s.incoming.get(next.targetHostId)?.delete(next.id);
+    s.outgoing.get(next.sourceHostId)?.delete(next.id);
   } else indexMigration(s, next);
-}
-
-/** A host with nothing coming or going leaves the index: the scheduler looks at each one left. */
-function unindexMoving(index: Map<string, Set<string>>, hostId: string, id: string): void {
-  const set = index.get(hostId);
-  if (set?.delete(id) && set.size === 0) index.delete(hostId);
 }
 
 // --- checkpoints ---

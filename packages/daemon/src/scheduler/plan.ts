@@ -165,8 +165,8 @@ class HostTable {
       return this.refreshHost(s, i);
     };
     for (const id of marked) if (!look(id)) return false;
-    for (const id of s.incoming.keys()) if (!look(id)) return false;
-    for (const id of s.outgoing.keys()) if (!look(id)) return false;
+    for (const moving of [s.incoming, s.outgoing])
+      for (const [id, ids] of moving) if (ids.size > 0 && !look(id)) return false;
     return true;
   }
 
