@@ -17,12 +17,15 @@ import type { VmReport } from './observed.js';
  * by the VM's generation, so running it again (after a leader change) is harmless.
  */
 export interface ReconcileInput {
-  /** Hosts whose agent's VMs the leader has read since connecting: their reports are current. */
-  synced: ReadonlySet<string>;
+  /**
+   * Hosts whose agent's VMs the leader has read since connecting: their reports are current. A
+   * lookup, not a set: the leader answers it from its watchers rather than copying them per run.
+   */
+  synced: { has(hostId: string): boolean };
   /** VMs with an agent call in flight. */
-  inFlight: ReadonlySet<string>;
+  inFlight: { has(vmId: string): boolean };
   /** VMs not to touch before the given time (after a failed call). */
-  backoffUntilMs: ReadonlyMap<string, number>;
+  backoffUntilMs: { get(vmId: string): number | undefined };
   nowMs: number;
 }
 
@@ -63,9 +66,9 @@ export function afterCreate(s: FarmState, created: VmReport): AgentAction | unde
   return action?.kind === 'change-state' ? action : undefined;
 }
 
-/** Every VM placed on one of `hosts`. */
-export function* vmsOnSyncedHosts(s: FarmState, hosts: Iterable<string>): Iterable<string> {
-  for (const hostId of hosts) yield* s.vmsByHost.get(hostId) ?? [];
+/** Every VM placed on a synced host. */
+export function* vmsOnSyncedHosts(s: FarmState, synced: ReconcileInput['synced']): Iterable<string> {
+  for (const hostId of s.hosts.keys()) if (synced.has(hostId)) yield* s.vmsByHost.get(hostId) ?? [];
 }
 
 function next(s: FarmState, vm: VmRecord): AgentAction | undefined {

@@ -209,6 +209,17 @@ class LeaderSession {
   private judgeQueued = false;
   private readonly unsubscribe: () => void;
   private readonly migrations: MigrationOrchestrator;
+  /**
+   * What the reconciler reads of this session, looked up in place: copying the synced watchers
+   * and the backoffs into a set and a map on every run cost work per host and per failed VM
+   * 50 times a second. Nothing here changes while a run weighs its VMs (the calls it starts
+   * settle later), so the lookups see what copies made at its start would.
+   */
+  private readonly reconcileView = {
+    synced: { has: (hostId: string) => this.watchers.get(hostId)?.synced === true },
+    inFlight: this.inFlight,
+    backoffUntilMs: { get: (vmId: string) => this.backoff.get(vmId)?.untilMs },
+  };
 
   constructor(
     readonly term: number,
@@ -705,9 +716,7 @@ class LeaderSession {
   }
 
   private reconcile(only: Set<string>): void {
-    const synced = new Set([...this.watchers].filter(([, w]) => w.synced).map(([id]) => id));
-    const backoffUntilMs = new Map([...this.backoff].map(([k, v]) => [k, v.untilMs]));
-    const input = { synced, inFlight: this.inFlight, backoffUntilMs, nowMs: this.timers.now() };
+    const input = { ...this.reconcileView, nowMs: this.timers.now() };
     // Only as many VMs as there is room for calls are weighed, oldest first; the rest wait in
     // awaitingCall unweighed. Weighing (or even copying) all of them each tick (thousands queued
     // behind 256 calls after a large CreateVms) was the leader's largest cost in bench:placement.
