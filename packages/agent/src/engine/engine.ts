@@ -121,7 +121,7 @@ export class HypervisorEngine {
   }
 
   /** Records changed and ids deleted since the last call, for the caller to persist. */
-  takeChanges(): { records: VmRecord[]; deleted: string[] } {
+  takeChanges(): { readonly records: readonly VmRecord[]; readonly deleted: readonly string[] } {
     return takeChanges(this.core);
   }
 

@@ -7,8 +7,22 @@ import { assignMacs, checkNameFree, newEntry } from './vms.js';
 
 // What survives a restart: the records of changed VMs, and loading them back.
 
-/** Records changed and ids deleted since the last call, for the caller to persist. */
-export function takeChanges(s: EngineCore): { records: VmRecord[]; deleted: string[] } {
+/** Nothing changed: one answer for every such call, read-only. */
+const NO_CHANGES: { readonly records: readonly VmRecord[]; readonly deleted: readonly string[] } =
+  Object.freeze({
+    records: Object.freeze([]),
+    deleted: Object.freeze([]),
+  });
+
+/**
+ * Records changed and ids deleted since the last call, for the caller to persist. Most calls
+ * find nothing (the host's agent takes them after every pump and call): those allocate nothing.
+ */
+export function takeChanges(s: EngineCore): {
+  readonly records: readonly VmRecord[];
+  readonly deleted: readonly string[];
+} {
+  if (s.changed.size === 0 && s.deleted.size === 0) return NO_CHANGES;
   const records = [...s.changed].flatMap((id) => {
     const vm = s.vms.get(id);
     return vm ? [recordOf(s, vm)] : [];
