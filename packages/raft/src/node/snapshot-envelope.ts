@@ -35,5 +35,10 @@ export function decodeSnapshotEnvelope(data: Uint8Array): SnapshotEnvelope {
   } catch {
     throw new Error('invalid snapshot data: the header is not JSON');
   }
-  return { addresses: header.addresses ?? {}, app: new Uint8Array(buf.subarray(4 + len)) };
+  // A view over the application's bytes, not a copy: a farm's snapshot is tens of MiB, read at
+  // every boot and install, and snapshot data is never written after it is made.
+  return {
+    addresses: header.addresses ?? {},
+    app: new Uint8Array(buf.buffer, buf.byteOffset + 4 + len, buf.length - 4 - len),
+  };
 }

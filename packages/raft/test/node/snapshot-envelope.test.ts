@@ -10,6 +10,15 @@ describe('snapshot envelope', () => {
     assert.deepEqual(env.app, app);
   });
 
+  it('reads the application data in place, without a copy', () => {
+    const app = new Uint8Array(1024).map((_, i) => i % 251);
+    const data = encodeSnapshotEnvelope({ addresses: { n1: 'h:1' }, app });
+    const env = decodeSnapshotEnvelope(data);
+    assert.equal(env.app.buffer, data.buffer);
+    assert.equal(env.app.byteOffset + env.app.byteLength, data.byteOffset + data.byteLength);
+    assert.deepEqual(env.app, app);
+  });
+
   it('reads the empty bootstrap snapshot as no addresses and no data', () => {
     assert.deepEqual(decodeSnapshotEnvelope(new Uint8Array()), { addresses: {}, app: new Uint8Array() });
   });
