@@ -32,4 +32,32 @@ describe('engine: the changes to persist', () => {
     e.vms.create('a', vmConfig('a'));
     expect(e.takeChanges().records.map((r) => r.id)).to.deep.equal(['a']);
   });
+
+  it('says whether anything waits to be taken: effects, events or changes', () => {
+    const e = makeEngine();
+    const takeAll = () => {
+      e.takeEffects();
+      e.takeEvents();
+      e.takeChanges();
+    };
+    expect(e.hasOutput()).to.equal(false);
+    e.vms.create('a', vmConfig('a'));
+    expect(e.hasOutput()).to.equal(true);
+    // Each kind on its own keeps it true until it too is taken.
+    e.takeEvents();
+    expect(e.hasOutput(), 'the changed record').to.equal(true);
+    e.takeChanges();
+    expect(e.hasOutput()).to.equal(false);
+    e.lease.grant('d1', 1, 10_000);
+    expect(e.hasOutput(), 'a lease grant leaves nothing').to.equal(false);
+    e.vms.delete('a', 0);
+    e.takeEvents();
+    expect(e.hasOutput(), 'the deleted id').to.equal(true);
+    takeAll();
+    expect(e.hasOutput()).to.equal(false);
+    e.advance(60_000);
+    expect(e.hasOutput(), 'the lease ran out: an event').to.equal(true);
+    takeAll();
+    expect(e.hasOutput()).to.equal(false);
+  });
 });

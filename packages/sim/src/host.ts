@@ -221,6 +221,9 @@ export class SimHost {
     // A lazy engine's guests issue their writes when worked out: while the disk is full they
     // are, at every pump, so they meet it as a stepping engine's guests do at every step.
     if (this.diskFull) e.settleGuests();
+    // Every call pumps before and after (mutate), and most leave nothing to carry out: the lease
+    // grants alone are 66 calls a second at 1,000 hosts.
+    else if (!e.hasOutput()) return;
     for (const effect of e.takeEffects()) this.run(effect);
     const { records, deleted } = e.takeChanges();
     for (const r of records) {

@@ -108,6 +108,16 @@ export class HypervisorEngine {
     return memoryUsedBytes(this.core);
   }
 
+  /**
+   * Whether the caller has anything to take: effects, events, or changed or deleted records. A
+   * caller that pumps the engine before and after every call (the simulated hosts) skips the
+   * rest of a pump when there is nothing: most calls, such as a lease grant, leave nothing.
+   */
+  hasOutput(): boolean {
+    const c = this.core;
+    return c.effects.length > 0 || c.events.length > 0 || c.changed.size > 0 || c.deleted.size > 0;
+  }
+
   takeEffects(): Effect[] {
     const e = this.core.effects;
     this.core.effects = [];
