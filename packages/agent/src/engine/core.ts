@@ -163,7 +163,7 @@ export class EngineCore {
   view(vm: VmEntry): pb.Vm__Output {
     return {
       id: vm.id,
-      config: structuredClone(vm.config),
+      config: copyPlain(vm.config),
       desiredState: vm.desiredState,
       status: {
         state: vm.state,
@@ -217,4 +217,19 @@ export class EngineCore {
   nextEventSequence(): number {
     return ++this.sequence;
   }
+}
+
+/**
+ * A deep copy of plain data (objects, arrays and primitives, as a VM's configuration is), the
+ * copy structuredClone makes, about three times faster (3.5 against 11.5 us for a configuration
+ * with one adapter and a label, load 8): every view of a VM carries one, and a new
+ * leader's watchers read every VM of the farm at once (structuredClone in `view` was 4% of a
+ * full 1,000-host farm's simulation).
+ */
+export function copyPlain<T>(value: T): T {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) return value.map(copyPlain) as T;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) out[key] = copyPlain((value as Record<string, unknown>)[key]);
+  return out as T;
 }
