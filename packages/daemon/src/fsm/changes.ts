@@ -15,6 +15,7 @@ import {
   putCheckpoint,
   putHost,
   putMigration,
+  putOperation,
   putVm,
   removeCheckpoint,
   removeHost,
@@ -108,7 +109,7 @@ export class Changes {
   op(next: Unrevised<OperationRecord>): OperationRecord {
     const prev = this.s.operations.get(next.id);
     const rec = { ...next, updatedAtMs: this.timeMs, revision: this.next() };
-    this.s.operations.set(rec.id, rec);
+    putOperation(this.s, rec);
     this.record('RESOURCE_KIND_OPERATION', 'EVENT_TYPE_PUT', rec);
     if (rec.done && !prev?.done) this.retire(rec.id);
     return rec;

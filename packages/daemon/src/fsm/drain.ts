@@ -18,9 +18,9 @@ const idSchema = str(128).min(1);
 
 /** The drain under way on a host, if one is. */
 export function drainOf(s: FarmState, hostId: string): OperationRecord | undefined {
-  for (const op of s.operations.values())
-    if (!op.done && op.params.kind === 'host.drain' && op.params.hostId === hostId) return op;
-  return undefined;
+  const id = s.drains.get(hostId);
+  const op = id === undefined ? undefined : s.operations.get(id);
+  return op && !op.done ? op : undefined;
 }
 
 const drain = defineCommand(

@@ -86,6 +86,12 @@ export interface FarmState {
   checkpointsByVm: Map<string, Set<string>>;
   /** Hosts whose record or committed load changed, for the scheduler's kept host table. */
   hostJournal: HostJournal;
+  /**
+   * The drain under way on each host, by its operation's id (host.drain answers the one under
+   * way, so a host has one at most): drainOf looked through every operation, on every
+   * migration's apply on every daemon.
+   */
+  drains: Map<string, string>;
 }
 
 /**
@@ -156,6 +162,7 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     doneMigrations: [],
     checkpointsByVm: new Map(),
     hostJournal: new HostJournal(),
+    drains: new Map(),
   };
 }
 
@@ -178,6 +185,18 @@ export function rememberResult(s: FarmState, rid: string, result: CommandResult)
 }
 
 // --- record updates that keep the indices right ---
+
+export function putOperation(s: FarmState, next: OperationRecord): void {
+  s.operations.set(next.id, next);
+  indexDrain(s, next);
+}
+
+function indexDrain(s: FarmState, op: OperationRecord): void {
+  if (op.params.kind !== 'host.drain') return;
+  const hostId = op.params.hostId;
+  if (!op.done) s.drains.set(hostId, op.id);
+  else if (s.drains.get(hostId) === op.id) s.drains.delete(hostId);
+}
 
 export function putHost(s: FarmState, next: HostRecord): void {
   const prev = s.hosts.get(next.id);
@@ -261,6 +280,8 @@ export function* reindexSteps(s: FarmState, every = 1_000): Generator<void> {
     indexVm(s, vm);
     if (++n % every === 0) yield;
   }
+  s.drains.clear();
+  for (const o of s.operations.values()) indexDrain(s, o);
   s.doneOperations = [...s.operations.values()]
     .filter((o) => o.done)
     .sort((a, b) => a.revision - b.revision)
