@@ -703,14 +703,25 @@ class LeaderSession {
   }
 
   private observe(only: Set<string>): void {
-    const reports = observedReports(this.state, this.watchers, only).filter(
-      (r) => this.pendingReports.get(r.vmId) !== JSON.stringify(r),
-    );
-    for (const c of chunks(reports)) {
-      for (const r of c) this.pendingReports.set(r.vmId, JSON.stringify(r));
+    // Each report's text is made once: it is what pendingReports holds, and what the commit's
+    // end compares (the same string, so the comparison is by identity first). Three
+    // JSON.stringify calls per report were 3% of a full 1,000-host farm's simulation.
+    const reports: VmReport[] = [];
+    const texts: string[] = [];
+    for (const r of observedReports(this.state, this.watchers, only)) {
+      const text = JSON.stringify(r);
+      if (this.pendingReports.get(r.vmId) === text) continue;
+      reports.push(r);
+      texts.push(text);
+    }
+    for (let i = 0; i < reports.length; i += CHUNK) {
+      const c = reports.slice(i, i + CHUNK);
+      const t = texts.slice(i, i + CHUNK);
+      c.forEach((r, j) => this.pendingReports.set(r.vmId, t[j]!));
       void this.commit({ type: 'vm.observed', reports: c }).finally(() => {
-        for (const r of c)
-          if (this.pendingReports.get(r.vmId) === JSON.stringify(r)) this.pendingReports.delete(r.vmId);
+        c.forEach((r, j) => {
+          if (this.pendingReports.get(r.vmId) === t[j]) this.pendingReports.delete(r.vmId);
+        });
       });
     }
   }
