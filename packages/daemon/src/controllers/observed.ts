@@ -97,7 +97,8 @@ export function observedReports(
   return reports;
 }
 
-function differs(vm: VmRecord, view: AgentVmView | undefined): boolean {
+/** What the agent says of the VM (nothing: not there) is not what the log holds. */
+export function differs(vm: VmRecord, view: AgentVmView | undefined): boolean {
   const o = vm.observed;
   if (!view) return o.present;
   if (!o.present) return true;

@@ -6,7 +6,7 @@ import {
   type VmStateName,
 } from '../fsm/index.js';
 import type { AgentAction } from './actions.js';
-import type { VmReport } from './observed.js';
+import { differs, type HostInventory, type VmReport } from './observed.js';
 
 /**
  * The VM reconciler: a pure function of the state and what the leader has in flight, returning
@@ -64,6 +64,22 @@ export function afterCreate(s: FarmState, created: VmReport): AgentAction | unde
   };
   const action = next(s, { ...vm, observed });
   return action?.kind === 'change-state' ? action : undefined;
+}
+
+/**
+ * A VM with nothing to report and nothing to do: placed on an Up host whose inventory is
+ * current, described there under its own generation just as the log has it, with no operation
+ * under way and no drift from what is wanted. The observed-state controller and the reconciler
+ * both pass it by, and would again until something is said of it (its record, its operation, its
+ * host, its agent's description), so a sweep need not look at it.
+ */
+export function atRest(s: FarmState, inventories: ReadonlyMap<string, HostInventory>, vmId: string): boolean {
+  const vm = s.vms.get(vmId);
+  if (!vm || vm.busyOpId || !vm.observed.present || DRIFT[vm.desired]?.[vm.observed.state]) return false;
+  if (s.hosts.get(vm.hostId)?.state !== 'HOST_STATE_UP') return false;
+  const inv = inventories.get(vm.hostId);
+  const view = inv?.synced ? inv.vms.get(vmId) : undefined;
+  return view !== undefined && view.generation === vm.generation && !differs(vm, view);
 }
 
 /** Every VM placed on a synced host. */

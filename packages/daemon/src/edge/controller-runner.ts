@@ -1,6 +1,7 @@
 import { status, statusOf, type Logger, type pb } from '@hyperfarm/api';
 import {
   afterCreate,
+  atRest,
   failoverRound,
   fencedHosts,
   hostTransitions,
@@ -175,9 +176,22 @@ class LeaderSession {
   private readonly waiting = new Map<string, string>();
   /** Reports from agent answers of this turn, committed together. */
   private reports: { reports: VmReport[]; committed: Promise<void> } | undefined;
-  /** VMs to look at on the next tick, and hosts all of whose VMs to look at. */
+  /**
+   * VMs to look at on the next tick, and hosts whose VMs to look at: all of them (true: the host
+   * or its agent's inventory changed), or those not at rest (false: the sweep), in the order the
+   * hosts came.
+   */
   private readonly dirtyVms = new Set<string>();
-  private readonly dirtyHosts = new Set<string>();
+  private readonly dirtyHosts = new Map<string, boolean>();
+  /**
+   * VMs the reconciler last found at rest (controllers' `atRest`) with nothing said of them since:
+   * anything said of one (its record, its operation, its host, its agent) brings it to the next
+   * tick, which takes it out of here. The sweep passes them by: at 10,000 VMs it looked at every
+   * one of them each minute, and found nothing to do for almost all. Per session, so a new
+   * leader sweeps every VM; emptied when a snapshot replaces the state (no events say what
+   * changed).
+   */
+  private readonly restingVms = new Set<string>();
   /**
    * Changed VMs the reconciler has not weighed yet for want of room for agent calls, oldest
    * first. Kept apart from dirtyVms so a backlog of thousands of creates is not looked at again
@@ -208,6 +222,7 @@ class LeaderSession {
   private judgeTimer: unknown;
   private judgeQueued = false;
   private readonly unsubscribe: () => void;
+  private readonly unrestored: () => void;
   private readonly migrations: MigrationOrchestrator;
   /**
    * What the reconciler reads of this session, looked up in place: copying the synced watchers
@@ -245,7 +260,7 @@ class LeaderSession {
         if (e.kind === 'RESOURCE_KIND_VM') this.dirtyVms.add(e.id);
         else if (e.kind === 'RESOURCE_KIND_OPERATION') this.dirtyVms.add(e.resource.targetId);
         else if (e.kind === 'RESOURCE_KIND_HOST') {
-          this.dirtyHosts.add(e.id);
+          this.dirtyHosts.set(e.id, true);
           this.cameUp.add(e.id);
           this.hostsChanged = true;
           // A host changed: the VMs waiting for one are planned again.
@@ -254,6 +269,7 @@ class LeaderSession {
       }
       this.schedule();
     });
+    this.unrestored = machine.onRestored(() => this.restingVms.clear());
     this.leases();
     this.schedule();
   }
@@ -261,6 +277,7 @@ class LeaderSession {
   close(): void {
     this.closed = true;
     this.unsubscribe();
+    this.unrestored();
     this.migrations.close();
     this.timers.clear(this.tickTimer);
     this.timers.clear(this.leaseTimer);
@@ -498,7 +515,7 @@ class LeaderSession {
     this.failover();
     this.migrations.tick();
     this.sweep();
-    const returned = [...this.dirtyHosts];
+    const returned = [...this.dirtyHosts.keys()];
     const only = this.changedVms();
     this.dropStale(returned);
     this.observe(only);
@@ -539,7 +556,7 @@ class LeaderSession {
     let vms = 0;
     while (this.sweepAt < this.sweepHosts.length && vms < slice) {
       const hostId = this.sweepHosts[this.sweepAt++]!;
-      this.dirtyHosts.add(hostId);
+      if (!this.dirtyHosts.has(hostId)) this.dirtyHosts.set(hostId, false);
       vms += this.state.vmsByHost.get(hostId)?.size ?? 1;
     }
   }
@@ -548,11 +565,14 @@ class LeaderSession {
   private changedVms(): Set<string> {
     const now = this.timers.now();
     for (const [vmId, b] of this.backoff) if (b.untilMs <= now) this.dirtyVms.add(vmId);
-    for (const hostId of this.dirtyHosts)
-      for (const vmId of this.state.vmsByHost.get(hostId) ?? []) this.dirtyVms.add(vmId);
+    for (const [hostId, all] of this.dirtyHosts)
+      for (const vmId of this.state.vmsByHost.get(hostId) ?? [])
+        if (all || !this.restingVms.has(vmId)) this.dirtyVms.add(vmId);
     this.dirtyHosts.clear();
     const changed = new Set(this.dirtyVms);
     this.dirtyVms.clear();
+    // Looked at again: at rest only if the reconciler finds it so once more.
+    for (const vmId of changed) this.restingVms.delete(vmId);
     return changed;
   }
 
@@ -570,7 +590,7 @@ class LeaderSession {
       else {
         const watcher = new AgentWatcher(ref, this.port, this.timers, this.logger, (vmId) => {
           if (vmId) this.dirtyVms.add(vmId);
-          else this.dirtyHosts.add(host.id);
+          else this.dirtyHosts.set(host.id, true);
           this.schedule();
         });
         this.watchers.set(host.id, watcher);
@@ -740,7 +760,17 @@ class LeaderSession {
         if (chunk.length === room) break;
       }
       for (const id of chunk) this.awaitingCall.delete(id);
-      for (const action of reconcileVms(this.state, input, chunk)) void this.carryOut(action);
+      const actions = reconcileVms(this.state, input, chunk);
+      for (const action of actions) void this.carryOut(action);
+      const acted = new Set(actions.map((a) => a.vmId));
+      for (const id of chunk)
+        if (
+          !acted.has(id) &&
+          !this.inFlight.has(id) &&
+          !this.backoff.has(id) &&
+          atRest(this.state, this.watchers, id)
+        )
+          this.restingVms.add(id);
     }
   }
 

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import {
+  atRest,
   hostTransitions,
   observedReports,
   placementRound,
@@ -259,5 +260,59 @@ describe('the observed-state controller (pure)', () => {
   it("ignores a copy with another generation: it is not the farm's VM", () => {
     const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1');
     expect(observedReports(b.s, inv(true, [['v', view('VM_STATE_RUNNING', 7)]]))).to.deep.equal([]);
+  });
+});
+
+describe('a VM at rest (pure)', () => {
+  const view = (state: AgentVmView['state'], generation = 1): AgentVmView => ({
+    state,
+    heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT',
+    message: '',
+    memoryAssignedBytes: 0,
+    generation,
+    macs: [],
+    revision: 1,
+  });
+  const inv = (v: AgentVmView | undefined, synced = true): Map<string, HostInventory> =>
+    new Map([['h1', { synced, vms: new Map(v ? [['v', v]] : []) }]]);
+  /** v runs on h1 as wanted, reported so. */
+  const running = () => {
+    const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1', { start: true });
+    b.report('v', 'RUNNING');
+    return b;
+  };
+
+  it('is one both controllers pass by: nothing to report, nothing to do', () => {
+    const b = running();
+    const inventory = inv(view('VM_STATE_RUNNING'));
+    expect(atRest(b.s, inventory, 'v')).to.equal(true);
+    expect(observedReports(b.s, inventory)).to.deep.equal([]);
+    expect(
+      reconcileVms(b.s, {
+        synced: new Set(['h1']),
+        inFlight: new Set(),
+        backoffUntilMs: new Map(),
+        nowMs: 0,
+      }),
+    ).to.deep.equal([]);
+  });
+
+  it('is not one with something to report or to do, or that no current inventory vouches for', () => {
+    const b = running();
+    expect(atRest(b.s, inv(view('VM_STATE_OFF')), 'v'), 'the agent says otherwise').to.equal(false);
+    expect(atRest(b.s, inv(view('VM_STATE_RUNNING', 2)), 'v'), 'another generation').to.equal(false);
+    expect(atRest(b.s, inv(undefined), 'v'), 'missing on its host').to.equal(false);
+    expect(atRest(b.s, inv(view('VM_STATE_RUNNING'), false), 'v'), 'inventory not current').to.equal(false);
+    expect(atRest(b.s, new Map(), 'v'), 'no watcher').to.equal(false);
+    expect(atRest(b.s, inv(view('VM_STATE_RUNNING')), 'nope'), 'no such VM').to.equal(false);
+    // Wanted Off while it runs: a drift to correct.
+    b.must({ type: 'vm.change_state', vmId: 'v', opId: 'stop', action: 'VM_ACTION_TURN_OFF' } as never);
+    expect(atRest(b.s, inv(view('VM_STATE_RUNNING')), 'v'), 'an operation under way').to.equal(false);
+  });
+
+  it('is not one on a host that is not Up', () => {
+    const b = running();
+    b.must({ type: 'host.state', id: 'h1', state: 'HOST_STATE_SUSPECT', reason: 'test' });
+    expect(atRest(b.s, inv(view('VM_STATE_RUNNING')), 'v')).to.equal(false);
   });
 });

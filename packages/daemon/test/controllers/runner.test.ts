@@ -6,6 +6,7 @@ import { ControllerRunner } from '../../src/edge/controller-runner.js';
 import { Proposer } from '../../src/edge/proposer.js';
 import { realTimers, type Timers } from '../../src/edge/timers.js';
 import { FarmStateMachine, type CommandBody } from '../../src/fsm/index.js';
+import { decodeSnapshot, encodeSnapshot } from '../../src/fsm/snapshot.js';
 import { FarmBuilder } from '../fsm/build.js';
 import { hostPayload } from '../fsm/fixtures.js';
 import { agents, type Call } from './fake-agents.js';
@@ -243,6 +244,93 @@ describe('the controller runner: the sweep', () => {
         [6_060, 10],
         [6_080, 10],
       ]);
+    } finally {
+      r.stop();
+    }
+  });
+});
+
+describe('the controller runner: the sweep and VMs at rest', () => {
+  /** h2 runs three VMs as wanted, and its agent describes them just as the log holds them. */
+  function resting(): { machine: FarmStateMachine; port: AgentPort; calls: Call[] } {
+    const machine = new FarmStateMachine();
+    const b = new FarmBuilder(machine.state);
+    b.host({ id: 'h2', memGiB: 64 });
+    for (let i = 0; i < 3; i++)
+      b.vm(`vm-${i}`, { name: `vm-${i}`, memMiB: 256 }, 'h2', { start: true }).report(`vm-${i}`, 'RUNNING');
+    const calls: Call[] = [];
+    const port = agents(calls);
+    port.listVms = (host: HostRef) =>
+      Promise.resolve(
+        [...(machine.state.vmsByHost.get(host.id) ?? [])].map((id) => {
+          const vm = machine.state.vms.get(id)!;
+          const o = vm.observed;
+          return {
+            id,
+            revision: 1,
+            config: { networkAdapters: [] },
+            status: { ...o, generation: vm.generation },
+          } as unknown as pb.Vm__Output;
+        }),
+      );
+    return { machine, port, calls };
+  }
+
+  /** The state as a snapshot of it with `vmId` wanted Off: replaced whole, no event says so. */
+  function wantedOff(machine: FarmStateMachine, vmId: string): Uint8Array {
+    const copy = decodeSnapshot(encodeSnapshot(machine.state));
+    const vm = copy.vms.get(vmId)!;
+    copy.vms.set(vmId, { ...vm, desired: 'VM_STATE_OFF' });
+    return encodeSnapshot(copy);
+  }
+
+  const turnOffs = (calls: Call[]) =>
+    calls.filter((c) => c.action === 'VM_ACTION_TURN_OFF').map((c) => c.vmId);
+
+  it('passes VMs at rest by, and looks at every VM again after a snapshot replaced the state', async () => {
+    const { machine, port, calls } = resting();
+    const timers = new ManualTimers(1_000);
+    const log = logHoldingReports(machine, true);
+    const proposer = new Proposer(log.raft, machine, logger, { timers });
+    const r = new ControllerRunner(machine, proposer, port, timers, logger, { ...RUNNER, sweepMs: 5_000 });
+    r.start(1);
+    try {
+      // In sync and at rest after the first sweep: nothing to do.
+      await timers.advanceTo(2_000);
+      expect(calls).to.deep.equal([]);
+      // Changed in place, with no event (nothing in the farm does that): the sweep at 6 s passes
+      // the VM by, as it found it at rest and nothing was said of it since.
+      const vm0 = machine.state.vms.get('vm-0')!;
+      machine.state.vms.set('vm-0', { ...vm0, desired: 'VM_STATE_OFF' });
+      await timers.advanceTo(7_000);
+      expect(calls).to.deep.equal([]);
+      machine.restore(wantedOff(machine, 'vm-1'));
+      await timers.advanceTo(10_999);
+      expect(turnOffs(calls)).to.deep.equal([]);
+      // The sweep at 11 s looks at every VM of the restored state.
+      await timers.advanceTo(11_100);
+      expect(turnOffs(calls)).to.deep.equal(['vm-0', 'vm-1']);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it('a new leader looks at every VM, whatever the last one found at rest', async () => {
+    const { machine, port, calls } = resting();
+    const timers = new ManualTimers(1_000);
+    const log = logHoldingReports(machine, true);
+    const proposer = new Proposer(log.raft, machine, logger, { timers });
+    const r = new ControllerRunner(machine, proposer, port, timers, logger, { ...RUNNER, sweepMs: 60_000 });
+    r.start(1);
+    try {
+      await timers.advanceTo(3_000);
+      expect(calls).to.deep.equal([]);
+      r.stop();
+      // Changed while no one led, without an event this runner could have heard.
+      machine.state = decodeSnapshot(wantedOff(machine, 'vm-2'));
+      r.start(2);
+      await timers.advanceTo(3_100);
+      expect(turnOffs(calls)).to.deep.equal(['vm-2']);
     } finally {
       r.stop();
     }
