@@ -18,6 +18,7 @@ import {
   type VmConfig,
 } from '../../packages/daemon/src/fsm/index.js';
 import { createCommands } from '../../packages/daemon/src/edge/vm-creator.js';
+import { entryBytes, stamped } from '../../packages/daemon/src/edge/proposer.js';
 import {
   DEFAULT_SCHEDULER_OPTIONS,
   planPlacements,
@@ -168,11 +169,11 @@ function run() {
       ).placements;
     });
     let data!: Uint8Array;
+    // As the create path and the proposer encode it (the legacy form as its proposer did).
     cpu.encode += usage(() => {
-      const cmds: FarmCommand[] = opts.legacy
-        ? legacy(asks, placements)
-        : createCommands(asks, placements).map((c) => stamp(c.cmd));
-      data = entry(cmds);
+      data = opts.legacy
+        ? entry(legacy(asks, placements))
+        : entryBytes(createCommands(asks, placements).map((c) => stamped(c.json, `r${++rid}`, ++t)));
     });
     bytes += data.length;
     cpu.apply += usage(() => apply(data));

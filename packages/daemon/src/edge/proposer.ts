@@ -8,7 +8,30 @@ import {
   type CommandResult,
   type FarmStateMachine,
 } from '../fsm/index.js';
+import { utf8Pieces } from '../fsm/utf8.js';
 import { realTimers, type Timers } from './timers.js';
+
+/**
+ * An encoded command (JSON.stringify of a CommandBody, `type` first; whole or in pieces) stamped
+ * with its request id and time, as the pieces of `{"rid":...,"t":...,"type":...}`.
+ */
+export function stamped(json: string | readonly string[], rid: string, t: number): string[] {
+  const first = typeof json === 'string' ? json : json[0]!;
+  const pieces = [`{"rid":${JSON.stringify(rid)},"t":${t},${first.slice(1)}`];
+  if (typeof json !== 'string') for (let i = 1; i < json.length; i++) pieces.push(json[i]!);
+  return pieces;
+}
+
+/** The bytes of an entry of these stamped commands: `{"v":1,"cmds":[...]}`. */
+export function entryBytes(commands: readonly (readonly string[])[]): Buffer {
+  const pieces = [`{"v":${FORMAT_VERSION},"cmds":[`];
+  commands.forEach((cmd, i) => {
+    if (i > 0) pieces.push(',');
+    for (const piece of cmd) pieces.push(piece);
+  });
+  pieces.push(']}');
+  return utf8Pieces(pieces);
+}
 
 /** What a command answered, when it succeeded. */
 export type Ok = Extract<CommandResult, { ok: true }>;
@@ -17,7 +40,8 @@ export type Ok = Extract<CommandResult, { ok: true }>;
 const commandType = (json: string): string => /^\{"type":"([^"]*)"/.exec(json)?.[1] ?? 'command';
 
 interface Pending {
-  json: string;
+  /** The stamped command's JSON, in pieces (written into the entry one by one, never joined). */
+  pieces: readonly string[];
   resolve(r: CommandResult): void;
   reject(err: unknown): void;
 }
@@ -61,21 +85,25 @@ export class Proposer {
 
   /**
    * As submit, for a command its caller has encoded (`json`: JSON.stringify of the CommandBody,
-   * its `type` first), so a large command is not encoded twice. The entry holds the same bytes
-   * submit would write.
+   * its `type` first, whole or as pieces whose concatenation it is), so a large command is not
+   * encoded twice, nor its pieces joined. The entry holds the same bytes submit would write.
    */
-  async submitEncoded(json: string, rid: string = (this.opts.newRid ?? randomUUID)()): Promise<Ok> {
-    const t = this.timers.now();
-    const result = await this.enqueue(`{"rid":${JSON.stringify(rid)},"t":${t},${json.slice(1)}`);
+  async submitEncoded(
+    json: string | readonly string[],
+    rid: string = (this.opts.newRid ?? randomUUID)(),
+  ): Promise<Ok> {
+    const result = await this.enqueue(stamped(json, rid, this.timers.now()));
     if (result.ok) return result;
-    throw this.refusal(commandType(json), result.error);
+    throw this.refusal(commandType(typeof json === 'string' ? json : json[0]!), result.error);
   }
 
-  private enqueue(json: string): Promise<CommandResult> {
+  private enqueue(pieces: readonly string[]): Promise<CommandResult> {
+    let length = 0;
+    for (const p of pieces) length += p.length;
     return new Promise((resolve, reject) => {
-      if (this.queuedBytes + json.length > this.maxBytes) this.flush();
-      this.queue.push({ json, resolve, reject });
-      this.queuedBytes += json.length;
+      if (this.queuedBytes + length > this.maxBytes) this.flush();
+      this.queue.push({ pieces, resolve, reject });
+      this.queuedBytes += length;
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.flush());
@@ -93,8 +121,7 @@ export class Proposer {
     this.queue = [];
     this.queuedBytes = 0;
     if (batch.length === 0) return;
-    // Buffer.from encodes UTF-8 about ten times faster than TextEncoder on Node 20.
-    const data = Buffer.from(`{"v":${FORMAT_VERSION},"cmds":[${batch.map((p) => p.json).join(',')}]}`);
+    const data = entryBytes(batch.map((p) => p.pieces));
     void this.propose(data).then(
       (results) => batch.forEach((p, i) => p.resolve(results[i]!)),
       (err: unknown) => batch.forEach((p) => p.reject(err)),

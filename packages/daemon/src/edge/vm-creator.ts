@@ -46,13 +46,14 @@ const createEntry = (ask: CreateAsk) => ({
  * The vm.create_many commands of a turn's creates and their placements: each command holds the
  * placements of its own creates, and at most CREATE_BYTES_PER_COMMAND of creates (at least one).
  * Returns, per command, the positions of its creates in `asks`, and the command's JSON (`json`,
- * JSON.stringify's of `cmd`): each create is encoded once, to measure it and to send it, instead
- * of a second time by the proposer.
+ * JSON.stringify's of `cmd`, in pieces: one per create, and the glue between them): each create
+ * is encoded once, to measure it and to send it, instead of a second time by the proposer, and
+ * the pieces go into the entry's bytes without being joined into one string first.
  */
 export function createCommands(
   asks: readonly CreateAsk[],
   placements: readonly Placement[],
-): { cmd: Extract<CommandBody, { type: 'vm.create_many' }>; json: string; asks: number[] }[] {
+): { cmd: Extract<CommandBody, { type: 'vm.create_many' }>; json: string[]; asks: number[] }[] {
   const at = new Map(placements.map((p) => [p.vmId, p]));
   const out: { cmd: ReturnType<typeof createCommands>[number]['cmd']; creates: string[]; asks: number[] }[] =
     [];
@@ -67,6 +68,7 @@ export function createCommands(
     const last = out[out.length - 1]!;
     bytes += json.length;
     last.cmd.creates.push(entry);
+    if (last.creates.length > 0) last.creates.push(',');
     last.creates.push(json);
     last.asks.push(i);
     const p = at.get(ask.vmId);
@@ -74,7 +76,11 @@ export function createCommands(
   });
   return out.map(({ cmd, creates, asks: mine }) => ({
     cmd,
-    json: `{"type":"vm.create_many","creates":[${creates.join(',')}],"placements":${JSON.stringify(cmd.placements)}}`,
+    json: [
+      '{"type":"vm.create_many","creates":[',
+      ...creates,
+      `],"placements":${JSON.stringify(cmd.placements)}}`,
+    ],
     asks: mine,
   }));
 }

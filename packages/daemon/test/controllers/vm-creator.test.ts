@@ -140,7 +140,7 @@ describe('the create path: creates of one turn committed together with their pla
     const asks = [ask('e1', 512, { rid: 'create-vm:e1' }), ask('e2', 256, { hostId: 'a2', start: true })];
     const placements = [{ vmId: asks[0]!.vmId, hostId: 'a1', note: '', score: 0 }];
     const [made] = createCommands(asks, placements);
-    expect(made!.json).to.equal(JSON.stringify(made!.cmd));
+    expect(made!.json.join('')).to.equal(JSON.stringify(made!.cmd));
     // Through the proposer, both ways give the same entry bytes.
     const texts: string[] = [];
     const raft = {
