@@ -11,6 +11,7 @@
  * Last line: {"apply_us_per_vm", "plan_us_per_vm", "encode_us_per_vm", "entry_bytes_per_vm", ...}.
  */
 import { Command } from 'commander';
+import { normalizeVmConfig } from '@hyperfarm/api';
 import {
   FarmStateMachine,
   type Command as FarmCommand,
@@ -30,9 +31,10 @@ const opts = new Command('bench:placement-apply')
   .option('--vms <n>', 'VMs to create and place', Number, 10_000)
   .option('--batch <n>', 'creates per entry (one CreateVms turn)', Number, 500)
   .option('--legacy', 'one vm.create command per VM (the format before vm.create_many)')
+  .option('--whole', 'vm.create_many, whole configurations (the format before vm.create_compact)')
   .option('--runs <n>', 'runs, each on a fresh state; the least CPU of each step is reported', Number, 3)
   .parse()
-  .opts<{ hosts: number; vms: number; batch: number; legacy?: boolean; runs: number }>();
+  .opts<{ hosts: number; vms: number; batch: number; legacy?: boolean; whole?: boolean; runs: number }>();
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -42,32 +44,15 @@ const stamp = (c: CommandBody): FarmCommand => ({ rid: `r${++rid}`, t: ++t, ...c
 // As the proposer encodes an entry.
 const entry = (cmds: FarmCommand[]): Uint8Array => Buffer.from(JSON.stringify({ v: 1, cmds }));
 
-/** The configuration the edge hands on for the bench's VMs (requireVmConfig's defaults). */
-const config = (i: number): VmConfig => ({
-  name: `vm-${i}`,
-  processor: { count: 1, reservePercent: 0, limitPercent: 100, relativeWeight: 100 },
-  memoryBytes: 512 * MIB,
-  guestOs: 'windows-server-2008-x64',
-  disks: [],
-  networkAdapters: [],
-  integrationServices: true,
-  automaticStartAction: 'AUTOMATIC_START_ACTION_START_IF_RUNNING',
-  automaticStopAction: 'AUTOMATIC_STOP_ACTION_SAVE',
-  haPriority: 'HA_PRIORITY_MEDIUM',
-  workload: {
-    cpuDemandPercent: 0,
-    workingSetBytes: 0,
-    dirtyPagesPerSecond: 0,
-    diskIops: 0,
-    diskWriteBytes: 0,
-    requestServiceTimeMs: 0,
-    bootMs: 0,
-  },
-  antiAffinityGroup: '',
-  labels: {},
-  antiAffinityClassNames: [],
-  antiAffinityHard: false,
-});
+/** The configuration the edge hands on for bench:placement's VMs (its request, normalized). */
+const config = (i: number): VmConfig =>
+  normalizeVmConfig({
+    name: `vm-${i}`,
+    processor: { count: 1 },
+    memoryBytes: 512 * MIB,
+    guestOs: 'windows-server-2008-x64',
+    integrationServices: true,
+  }) as VmConfig;
 
 type Ask = Parameters<typeof createCommands>[0][number];
 
@@ -91,6 +76,18 @@ function legacy(asks: readonly Ask[], placements: readonly Placement[]): FarmCom
     }),
   );
   return cmds;
+}
+
+/** The entry before vm.create_compact: vm.create_many commands with whole configurations. */
+function whole(asks: readonly Ask[], placements: readonly Placement[]): FarmCommand[] {
+  const configs = new Map(asks.map((a) => [a.vmId, a.config]));
+  return createCommands(asks, placements).map(({ cmd }) =>
+    stamp({
+      type: 'vm.create_many',
+      creates: cmd.creates.map((c) => ({ ...c, config: configs.get(c.vmId)! })),
+      placements: cmd.placements ?? [],
+    }),
+  );
 }
 
 const usage = (f: () => void): number => {
@@ -171,9 +168,9 @@ function run() {
     let data!: Uint8Array;
     // As the create path and the proposer encode it (the legacy form as its proposer did).
     cpu.encode += usage(() => {
-      data = opts.legacy
-        ? entry(legacy(asks, placements))
-        : entryBytes(createCommands(asks, placements).map((c) => stamped(c.json, `r${++rid}`, ++t)));
+      if (opts.legacy) data = entry(legacy(asks, placements));
+      else if (opts.whole) data = entry(whole(asks, placements));
+      else data = entryBytes(createCommands(asks, placements).map((c) => stamped(c.json, `r${++rid}`, ++t)));
     });
     bytes += data.length;
     cpu.apply += usage(() => apply(data));
@@ -209,7 +206,7 @@ const cpu = {
 const bytes = runs[0]!.bytes;
 const per = (us: number) => Math.round((us / opts.vms) * 10) / 10;
 console.log(
-  `${opts.vms} VMs on ${opts.hosts} hosts, ${opts.batch} a batch${opts.legacy ? ' (legacy vm.create)' : ''}: least CPU of ${opts.runs} runs`,
+  `${opts.vms} VMs on ${opts.hosts} hosts, ${opts.batch} a batch${opts.legacy ? ' (legacy vm.create)' : opts.whole ? ' (vm.create_many)' : ''}: least CPU of ${opts.runs} runs`,
 );
 console.log(`plan (leader only): ${per(cpu.plan)} µs CPU per VM`);
 console.log(

@@ -1,4 +1,5 @@
 import type { pb } from '@hyperfarm/api';
+import { configDiff } from '../fsm/config-diff.js';
 import { operationView, type CommandBody, type CommandResult, type VmConfig } from '../fsm/index.js';
 import { planPlacements, type Placement, type PlanItem } from '../scheduler/index.js';
 import type { FarmContext } from './farm-context.js';
@@ -26,24 +27,24 @@ interface Queued {
 }
 
 /**
- * Most bytes of creates (their JSON) per vm.create_many command: with the placements, a command
+ * Most bytes of creates (their JSON) per vm.create_compact command: with the placements, a command
  * stays well under RaftNode's 1 MiB entry limit; a bigger turn is split.
  */
 const CREATE_BYTES_PER_COMMAND = 256 * 1024;
 
-/** A create's command entry (vm.create_many's `creates`). */
+/** A create's command entry (vm.create_compact's `creates`: the configuration as its differences). */
 const createEntry = (ask: CreateAsk) => ({
   rid: ask.rid ?? '',
   vmId: ask.vmId,
   opId: ask.opId,
-  config: ask.config,
+  config: configDiff(ask.config),
   start: ask.start,
   hostId: ask.hostId,
   warning: ask.warning,
 });
 
 /**
- * The vm.create_many commands of a turn's creates and their placements: each command holds the
+ * The vm.create_compact commands of a turn's creates and their placements: each command holds the
  * placements of its own creates, and at most CREATE_BYTES_PER_COMMAND of creates (at least one).
  * Returns, per command, the positions of its creates in `asks`, and the command's JSON (`json`,
  * JSON.stringify's of `cmd`, in pieces: one per create, and the glue between them): each create
@@ -53,7 +54,7 @@ const createEntry = (ask: CreateAsk) => ({
 export function createCommands(
   asks: readonly CreateAsk[],
   placements: readonly Placement[],
-): { cmd: Extract<CommandBody, { type: 'vm.create_many' }>; json: string[]; asks: number[] }[] {
+): { cmd: Extract<CommandBody, { type: 'vm.create_compact' }>; json: string[]; asks: number[] }[] {
   const at = new Map(placements.map((p) => [p.vmId, p]));
   const out: { cmd: ReturnType<typeof createCommands>[number]['cmd']; creates: string[]; asks: number[] }[] =
     [];
@@ -62,7 +63,7 @@ export function createCommands(
     const entry = createEntry(ask);
     const json = JSON.stringify(entry);
     if (bytes + json.length > CREATE_BYTES_PER_COMMAND) {
-      out.push({ cmd: { type: 'vm.create_many', creates: [], placements: [] }, creates: [], asks: [] });
+      out.push({ cmd: { type: 'vm.create_compact', creates: [], placements: [] }, creates: [], asks: [] });
       bytes = 0;
     }
     const last = out[out.length - 1]!;
@@ -77,7 +78,7 @@ export function createCommands(
   return out.map(({ cmd, creates, asks: mine }) => ({
     cmd,
     json: [
-      '{"type":"vm.create_many","creates":[',
+      '{"type":"vm.create_compact","creates":[',
       ...creates,
       `],"placements":${JSON.stringify(cmd.placements)}}`,
     ],
@@ -88,7 +89,7 @@ export function createCommands(
 /**
  * The create path's group commit (Nomad's plan applier): the creates that reach this daemon in
  * one turn of the event loop, from any number of CreateVm and CreateVms calls, are planned
- * together on one state snapshot, and go to the log as vm.create_many commands that carry the
+ * together on one state snapshot, and go to the log as vm.create_compact commands that carry the
  * plan's placements of their own VMs, so a VM is placed in the command that creates it instead of
  * a controller round later, and a turn of hundreds of creates is a few commands, not hundreds.
  * The state machine checks each placement again against the committed state; a VM whose

@@ -2,7 +2,7 @@ import type { z } from 'zod';
 
 /**
  * Zod schemas compiled to plain checking functions, for the commands that carry an entry per VM
- * (vm.create_many, vm.observed): zod's safeParse of one VM configuration cost about as much as
+ * (vm.create_many, vm.create_compact, vm.observed): zod's safeParse of one VM configuration cost about as much as
  * the rest of the create's apply together, on every replica. A compiled check answers as the
  * schema does (unknown keys dropped, defaults filled in, the first bad field named), at a small
  * fraction of the cost; the schema stays the one definition of the shape. It knows the few zod
@@ -75,14 +75,22 @@ type Out<S extends Shape> = { [K in keyof S]: S[K] extends Check<infer T> ? T : 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** An object of these fields; others are dropped, as zod's z.object does. */
-function object<S extends Shape>(shape: S): Check<Out<S>> {
+/**
+ * An object of these fields; others are dropped, as zod's z.object does. An optional field
+ * that is absent stays absent (zod keeps one given as undefined).
+ */
+function object<S extends Shape>(shape: S, optional: ReadonlySet<string> = new Set()): Check<Out<S>> {
   const keys = Object.keys(shape);
   const checks = keys.map((k) => shape[k]!);
+  const maybe = keys.map((k) => optional.has(k));
   return (v) => {
     if (!isObject(v)) return fail(`expected an object, got ${kind(v)}`);
     const out: Record<string, unknown> = {};
-    for (let i = 0; i < keys.length; i++) out[keys[i]!] = at(keys[i]!, checks[i]!, v[keys[i]!]);
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
+      if (maybe[i] && v[k] === undefined && !Object.hasOwn(v, k)) continue;
+      out[k] = at(k, checks[i]!, v[k]);
+    }
     return out as Out<S>;
   };
 }
@@ -191,13 +199,21 @@ function build(schema: z.ZodType): Check<unknown> {
     case 'object': {
       if (def.checks?.length) unsupported(def, 'checks');
       const shape: Shape = {};
-      for (const [k, v] of Object.entries(def.shape!)) shape[k] = build(v);
-      return object(shape);
+      const optional = new Set<string>();
+      for (const [k, v] of Object.entries(def.shape!)) {
+        shape[k] = build(v);
+        if (defOf(v).type === 'optional') optional.add(k);
+      }
+      return object(shape, optional);
     }
     case 'record': {
       const keyDef = defOf(def.keyType!);
       if (keyDef.type !== 'string') unsupported(def, `keys of type ${keyDef.type}`);
       return record(maxLength(keyDef), build(def.valueType!));
+    }
+    case 'optional': {
+      const inner = build(def.innerType!);
+      return (v) => (v === undefined ? undefined : inner(v));
     }
     case 'default': {
       const inner = build(def.innerType!);

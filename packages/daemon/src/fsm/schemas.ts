@@ -124,6 +124,17 @@ export const vmConfigSchema = z.object({
   antiAffinityHard: z.boolean(),
 });
 
+/**
+ * A VM configuration as its differences from CONFIG_BASE_V1 (config-diff.ts): any of its fields,
+ * and any of the fields of its processor and workload, each of the shape vmConfigSchema gives it.
+ */
+export const configDiffSchema = vmConfigSchema
+  .extend({
+    processor: vmConfigSchema.shape.processor.partial(),
+    workload: vmConfigSchema.shape.workload.partial(),
+  })
+  .partial();
+
 export const limitsSchema = z.object({
   name: str(16),
   maxVcpusPerVm: u32,

@@ -113,14 +113,14 @@ const ONE_EACH: HostSpec[] = [
 ];
 
 describe('the create path: creates of one turn committed together with their placements', () => {
-  it('puts the creates of one turn and the plan that places them in one vm.create_many command', async () => {
+  it('puts the creates of one turn and the plan that places them in one vm.create_compact command', async () => {
     const { machine, log, runner, creator } = leader([
       { id: 'a1', memGiB: 64 },
       { id: 'a2', memGiB: 64 },
     ]);
     try {
       const ops = await Promise.all(['w1', 'w2', 'w3'].map((n) => creator.create(ask(n, 512))));
-      expect(log.entries.map((e) => commands(e.text))).to.deep.equal([['vm.create_many']]);
+      expect(log.entries.map((e) => commands(e.text))).to.deep.equal([['vm.create_compact']]);
       const [cmd] = cmdsOf(log.entries[0]!.text);
       expect(cmd!.creates).to.have.length(3);
       expect(cmd!.placements!.map((p) => p.vmId)).to.have.members(cmd!.creates!.map((c) => c.vmId));
@@ -183,7 +183,7 @@ describe('the create path: creates of one turn committed together with their pla
       // Another entry commits first and takes the room the plan chose.
       let intruder = '';
       log.before = (text) => {
-        if (intruder || !text.includes('"type":"vm.create_many"')) return;
+        if (intruder || !text.includes('"type":"vm.create_compact"')) return;
         const chosen = cmdsOf(text)[0]!.placements![0]!.hostId;
         intruder = chosen;
         b.vm('intruder', { name: 'intruder', memMiB: 1536 }, chosen);
@@ -235,7 +235,7 @@ describe('the create path: creates of one turn committed together with their pla
       // In order, each command with the placements of its own creates.
       const cmds = log.entries.flatMap((e) => cmdsOf(e.text));
       expect(cmds.length, 'commands').to.be.above(1);
-      expect(cmds.every((c) => c.type === 'vm.create_many')).to.equal(true);
+      expect(cmds.every((c) => c.type === 'vm.create_compact')).to.equal(true);
       expect(cmds.flatMap((c) => c.creates!.map((x) => x.vmId))).to.deep.equal(asks.map((a) => a.vmId));
       for (const c of cmds)
         expect(c.placements!.map((p) => p.vmId)).to.have.members(c.creates!.map((x) => x.vmId));

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { z } from 'zod';
 import { compile, defOf, safeCheck, type ZodDef } from '../../src/fsm/check.js';
 import { COMMANDS } from '../../src/fsm/index.js';
-import { reportSchema, vmConfigSchema } from '../../src/fsm/schemas.js';
+import { configDiffSchema, reportSchema, vmConfigSchema } from '../../src/fsm/schemas.js';
 
 /**
  * Compiled checks against their zod schemas: on values that are mostly right and sometimes wrong
@@ -59,9 +59,11 @@ function values(schema: z.ZodType, p = 12): fc.Arbitrary<unknown> {
       }
       case 'object': {
         const fields = Object.fromEntries(Object.entries(d.shape!).map(([k, v]) => [k, values(v, p * 2)]));
+        // An optional field is sometimes absent, sometimes given (undefined among its values).
+        const requiredKeys = Object.keys(fields).filter((k) => defOf(d.shape![k]!).type !== 'optional');
         return fc
           .tuple(
-            fc.record(fields),
+            fc.record(fields, { requiredKeys }),
             fc.option(fc.dictionary(fc.constantFrom('extra', 'x'), wrong), { nil: undefined }),
           )
           .map(([r, extra]) => ({ ...extra, ...r }));
@@ -73,6 +75,7 @@ function values(schema: z.ZodType, p = 12): fc.Arbitrary<unknown> {
           { maxKeys: 3 },
         );
       case 'default':
+      case 'optional':
         return fc.oneof(fc.constant(undefined), values(d.innerType!, p));
       default:
         throw new Error(`no values for zod ${d.type}`);
@@ -98,7 +101,8 @@ function agrees(schema: z.ZodType, runs = 2_000): void {
 describe('compiled checks answer as their zod schemas', () => {
   it('a VM configuration', () => agrees(vmConfigSchema));
   it("a host's report of a VM", () => agrees(reportSchema));
-  for (const type of ['vm.create_many', 'vm.observed', 'vm.place'])
+  it('a VM configuration as its differences from the base', () => agrees(configDiffSchema));
+  for (const type of ['vm.create_many', 'vm.create_compact', 'vm.observed', 'vm.place'])
     it(`the ${type} command`, () => agrees(COMMANDS.get(type)!.schema, 300));
 
   it('refuses to compile a schema feature it does not know, instead of letting it through', () => {
