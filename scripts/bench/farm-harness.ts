@@ -88,6 +88,15 @@ export class BenchFarm {
   private readonly procs: ChildProcess[] = [];
   leaderAddress = '';
 
+  /**
+   * V8's young generation for the daemons, MiB a semi-space (0: V8's default, 16 on Node 20).
+   * A daemon under creates makes garbage that dies young (requests decoded, answers encoded,
+   * entries parsed) beside records that live for good: a larger nursery scavenges less often,
+   * and promotes less of the young garbage to the old generation (bench:placement-apply under
+   * --trace-gc: scavenges 739/663 -> 665/602 ms, mark-compacts 110/67 -> 23/30 ms).
+   */
+  semiSpaceMiB = 64;
+
   constructor(
     name: string,
     private readonly profile?: string,
@@ -110,11 +119,12 @@ export class BenchFarm {
   }
 
   private run(bin: string, args: string[]): ChildProcess {
-    const prof = this.profile ? ['--cpu-prof', '--cpu-prof-dir', this.profile] : [];
+    const flags = this.profile ? ['--cpu-prof', '--cpu-prof-dir', this.profile] : [];
+    if (bin === DAEMON && this.semiSpaceMiB > 0) flags.push(`--max-semi-space-size=${this.semiSpaceMiB}`);
     // HF_BENCH_LOGS=<folder>: each process's warnings and errors go to <folder>/<id>.log.
     const logs = process.env['HF_BENCH_LOGS'];
     const out = logs ? openSync(join(logs, `${args[args.indexOf('--id') + 1]}.log`), 'a') : 'ignore';
-    const p = spawn(process.execPath, [...prof, bin, ...args, '--log-level', 'warn'], {
+    const p = spawn(process.execPath, [...flags, bin, ...args, '--log-level', 'warn'], {
       stdio: ['ignore', out, out],
     });
     this.procs.push(p);

@@ -31,6 +31,7 @@ const opts = new Command('bench:placement')
   .option('--paced-rate <n>', 'creates a second in the paced phase', Number, 1000)
   .option('--probe-loops <n>', 'latency probe loops side by side', Number, 4)
   .option('--profile <dir>', 'write a CPU profile of every daemon and agent process into this folder')
+  .option('--semi-space <MiB>', "the daemons' V8 semi-space (0: V8's default)", Number, 64)
   .parse()
   .opts<{
     hosts: number;
@@ -42,9 +43,11 @@ const opts = new Command('bench:placement')
     pacedRate: number;
     probeLoops: number;
     profile?: string;
+    semiSpace: number;
   }>();
 
 const farm = new BenchFarm('placement', opts.profile);
+farm.semiSpaceMiB = opts.semiSpace;
 
 try {
   const leader = await farm.startDaemons(3);
@@ -256,6 +259,7 @@ try {
       placed_s: round(seconds),
       batch: opts.batch,
       concurrency: opts.concurrency,
+      semi_space_mib: opts.semiSpace,
       cpu_s_per_1000: Object.fromEntries(cpuPer1000.map((c) => [c.name, c.s])),
       cpu_s_per_1000_less_idle: Object.fromEntries(cpuPer1000.map((c) => [c.name, c.lessIdle])),
     })}`,
