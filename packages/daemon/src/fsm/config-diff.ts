@@ -40,8 +40,7 @@ export const CONFIG_BASE_V1: Readonly<VmConfig> = deepFreeze({
  * The fields of the base that are merged field by field; every other field (a value, a list,
  * the labels) is given whole or not at all.
  */
-const MERGED = ['processor', 'workload'] as const;
-type Merged = (typeof MERGED)[number];
+type Merged = 'processor' | 'workload';
 
 /** The differences: any field of the configuration, and any field of its merged parts. */
 export type ConfigDiff = Partial<Omit<VmConfig, Merged>> & {
@@ -65,19 +64,40 @@ function sameValue(a: unknown, b: unknown): boolean {
   );
 }
 
-/** The fields of `config` that differ from the base (the leader's side). */
-export function configDiff(config: VmConfig): ConfigDiff {
-  const out: Record<string, unknown> = {};
-  const base = CONFIG_BASE_V1 as unknown as Record<string, unknown>;
-  for (const [k, v] of Object.entries(config)) {
-    if ((MERGED as readonly string[]).includes(k)) {
-      const part: Record<string, unknown> = {};
-      const from = base[k] as Record<string, unknown>;
-      for (const [f, x] of Object.entries(v as Record<string, unknown>)) if (x !== from[f]) part[f] = x;
-      if (Object.keys(part).length > 0) out[k] = part;
-    } else if (!sameValue(v, base[k])) out[k] = v;
-  }
-  return out as ConfigDiff;
+/** The fields of a merged part that differ from the base's, or undefined if none does. */
+function partDiff<T extends object>(part: T, base: T): Partial<T> | undefined {
+  let out: Partial<T> | undefined;
+  for (const k of Object.keys(base) as (keyof T)[])
+    if (part[k] !== base[k]) (out ??= {} as Partial<T>)[k] = part[k];
+  return out;
+}
+
+/**
+ * The fields of `config` that differ from the base (the leader's side, for every create: field
+ * by field, without building lists of entries to walk).
+ */
+export function configDiff(c: VmConfig): ConfigDiff {
+  const b = CONFIG_BASE_V1;
+  const d: ConfigDiff = {};
+  if (c.name !== b.name) d.name = c.name;
+  const processor = partDiff(c.processor, b.processor);
+  if (processor) d.processor = processor;
+  if (c.memoryBytes !== b.memoryBytes) d.memoryBytes = c.memoryBytes;
+  if (c.guestOs !== b.guestOs) d.guestOs = c.guestOs;
+  if (!sameValue(c.disks, b.disks)) d.disks = c.disks;
+  if (!sameValue(c.networkAdapters, b.networkAdapters)) d.networkAdapters = c.networkAdapters;
+  if (c.integrationServices !== b.integrationServices) d.integrationServices = c.integrationServices;
+  if (c.automaticStartAction !== b.automaticStartAction) d.automaticStartAction = c.automaticStartAction;
+  if (c.automaticStopAction !== b.automaticStopAction) d.automaticStopAction = c.automaticStopAction;
+  if (c.haPriority !== b.haPriority) d.haPriority = c.haPriority;
+  const workload = partDiff(c.workload, b.workload);
+  if (workload) d.workload = workload;
+  if (c.antiAffinityGroup !== b.antiAffinityGroup) d.antiAffinityGroup = c.antiAffinityGroup;
+  if (!sameValue(c.labels, b.labels)) d.labels = c.labels;
+  if (!sameValue(c.antiAffinityClassNames, b.antiAffinityClassNames))
+    d.antiAffinityClassNames = c.antiAffinityClassNames;
+  if (c.antiAffinityHard !== b.antiAffinityHard) d.antiAffinityHard = c.antiAffinityHard;
+  return d;
 }
 
 /**
