@@ -261,7 +261,8 @@ export class BenchFarm {
     const call = async (first: number, n: number): Promise<pb.Operation__Output[]> => {
       if (batch === 1) return [await creates.createVm(request(first), { timeoutMs: 60_000 })];
       const vms = Array.from({ length: n }, (_, k) => request(first + k));
-      const { results } = await creates.createVms({ vms }, { timeoutMs: 60_000 });
+      // Brief results: the operation's id, VM, progress and error are all the bench reads.
+      const { results } = await creates.createVms({ vms, briefResults: true }, { timeoutMs: 60_000 });
       return results.map((r) => {
         if (r.error) throw new Error(`VM ${r.error.message} (code ${r.error.code})`);
         return r.operation!;

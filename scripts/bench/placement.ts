@@ -203,10 +203,11 @@ try {
     say(`${probeErrors.length} GetVm/ListVms calls failed, first: ${probeErrors[0]}`);
   const seconds = (last - t0) / 1000;
   const placementsPerS = Math.round(opts.vms / seconds);
+  // A leader change under load drops the connection: the run's figures are still printed.
   const used = new Set(
-    (await leader.listVms({ pageSize: 1000, consistency: 'CONSISTENCY_STALE' })).vms.map(
-      (v) => v.status!.hostId,
-    ),
+    (
+      await leader.listVms({ pageSize: 1000, consistency: 'CONSISTENCY_STALE' }).catch(() => ({ vms: [] }))
+    ).vms.map((v) => v.status!.hostId),
   );
   const how = opts.batch > 1 ? `CreateVms of ${opts.batch}` : 'CreateVm',
     inFlight = `${opts.concurrency} in flight`;

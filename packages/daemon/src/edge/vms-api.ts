@@ -130,12 +130,13 @@ export function vmHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandlers>
         throw invalidArgument('vms', `${req.vms.length} VMs, at most ${MAX_CREATES_PER_CALL} a call`);
       // Every field is checked before anything is proposed: a bad one refuses the whole call.
       const asks = req.vms.map((vm, i) => createAsk(ctx.machine.state, vm, `vms[${i}].`));
+      const view = req.briefResults ? briefOperation : (op: pb.Operation) => op;
       const results = await Promise.all(
         asks.map((ask) =>
           Promise.resolve()
             .then(() => creator.create(admitted(ctx, ask)))
             .then(
-              (operation): pb.CreateVmsResult => ({ operation }),
+              (operation): pb.CreateVmsResult => ({ operation: view(operation) }),
               (err: unknown): pb.CreateVmsResult => ({ error: resultError(err) }),
             ),
         ),
@@ -215,6 +216,18 @@ export function vmHandlers(ctx: FarmContext): Partial<pb.ClusterServiceHandlers>
       return { verdicts: e.verdicts, chosenHostId: e.chosen };
     }),
   };
+}
+
+/** An operation as CreateVms answers it when asked for brief results (`brief_results`). */
+function briefOperation(op: pb.Operation): pb.Operation {
+  const brief: pb.Operation = {
+    id: op.id,
+    targetId: op.targetId,
+    done: op.done,
+    progressPercent: op.progressPercent,
+  };
+  if (op.error) brief.error = op.error;
+  return brief;
 }
 
 /** A VM's refusal inside a CreateVms answer, as CreateVm would have failed with it. */

@@ -124,6 +124,29 @@ describe('a farm of real processes: 3 daemons, agents with several hosts', funct
     expect(names.filter((n) => n.startsWith('many-')).sort()).to.deep.equal(['many-1', 'many-2']);
   });
 
+  it('answers brief results when asked: the operation to follow, whole from GetOperation', async () => {
+    const c = farm.client(await farm.follower());
+    const { results } = await c.createVms({
+      vms: [{ config: vmSpec('brief-1'), requestId: 'brief-1' }, { config: vmSpec('brief-2') }],
+      briefResults: true,
+    });
+    for (const [i, r] of results.entries()) {
+      const op = r.operation!;
+      expect(op.id).to.match(/\S/);
+      expect(op.targetId).to.match(/\S/);
+      // The rest of the operation is left out of the answer, and GetOperation has it.
+      expect([op.kind, op.message, op.createdAtMs]).to.deep.equal(['', '', 0]);
+      const whole = await c.getOperation({ id: op.id });
+      expect([whole.id, whole.targetId, whole.kind]).to.deep.equal([op.id, op.targetId, 'vm.create']);
+      expect(whole.progressPercent).to.be.at.least(op.progressPercent);
+      expect((await done(c, op)).vm!.config!.name).to.equal(`brief-${i + 1}`);
+    }
+    // A retry of the same request id, briefly or not, is the same operation.
+    const again = await c.createVms({ vms: [{ config: vmSpec('brief-1'), requestId: 'brief-1' }] });
+    expect(again.results[0]!.operation!.id).to.equal(results[0]!.operation!.id);
+    expect(again.results[0]!.operation!.kind).to.equal('vm.create');
+  });
+
   it('starts again the Running VMs of an agent that was killed and came back', async () => {
     const c = farm.client('daemon-1');
     // Priority None: however slow the restart, the VM is never failed over to another host.
