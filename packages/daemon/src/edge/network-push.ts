@@ -13,6 +13,12 @@ const VERIFY_MS = 2_000;
  * second at 1,000 hosts.
  */
 const VERIFY_HOSTS = 100;
+/**
+ * Agents pushed to at once at most: a new term's first round pushes to every Up host, and 1,000
+ * calls opened in one turn (each failing one with a stack trace on a loaded leader) held its
+ * event loop long enough to lose the leadership.
+ */
+export const PUSH_IN_FLIGHT = 32;
 
 /** The real clock, its timers not keeping the process alive (a daemon that stops leading exits). */
 const backgroundTimers: Timers = { ...realTimers, set: (fn, ms) => setTimeout(fn, ms).unref() };
@@ -43,26 +49,31 @@ export class NetworkPusher {
     let closed = false;
     let queued = false;
     const round = async () => {
-      queued = false;
       const s = this.machine.state;
       const peers = tunnelPeers(s);
-      await Promise.all(
-        [...s.hosts.values()]
-          .filter((h) => h.state === 'HOST_STATE_UP')
-          .map(async (h) => {
-            const cfg = hostNetworkConfig(s, h.id, peers);
-            const json = JSON.stringify(cfg);
-            if (pushed.get(h.id)?.json === json) return;
-            try {
-              await this.net
-                .of(h.address)
-                .applyNetworkConfig({ ...cfg, revision: s.revision }, { timeoutMs: 10_000 });
-              if (!closed) pushed.set(h.id, { json, revision: s.revision });
-            } catch (err) {
-              this.logger.warn({ err, host: h.id }, 'network configuration not pushed; trying again');
-            }
-          }),
-      );
+      // Every configuration from the state of the round's start, as one, then pushed a few
+      // agents at a time.
+      const revision = s.revision;
+      const due = [...s.hosts.values()]
+        .filter((h) => h.state === 'HOST_STATE_UP')
+        .map((h) => {
+          const cfg = hostNetworkConfig(s, h.id, peers);
+          return { h, cfg, json: JSON.stringify(cfg) };
+        })
+        .filter(({ h, json }) => pushed.get(h.id)?.json !== json);
+      let next = 0;
+      const push = async () => {
+        while (next < due.length && !closed) {
+          const { h, cfg, json } = due[next++]!;
+          try {
+            await this.net.of(h.address).applyNetworkConfig({ ...cfg, revision }, { timeoutMs: 10_000 });
+            if (!closed) pushed.set(h.id, { json, revision });
+          } catch (err) {
+            this.logger.warn({ err, host: h.id }, 'network configuration not pushed; trying again');
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(PUSH_IN_FLIGHT, due.length) }, push));
       for (const op of s.operations.values()) {
         if (op.done || op.params.kind !== 'nlb.drainstop') continue;
         const { clusterId, vmId } = op.params;
@@ -86,10 +97,30 @@ export class NetworkPusher {
         }
       }
     };
+    // One round at a time: a change while a round runs is pushed by the round after it, from
+    // the state of then, rather than by a second round pushing the same hosts alongside.
+    let running = false;
+    let again = false;
+    const run = async () => {
+      queued = false;
+      running = true;
+      try {
+        await round();
+      } finally {
+        running = false;
+      }
+      if (again) {
+        again = false;
+        schedule();
+      }
+    };
     const schedule = () => {
-      if (queued || closed) return;
-      queued = true;
-      this.timers.set(() => void round(), 20);
+      if (closed) return;
+      if (running) again = true;
+      else if (!queued) {
+        queued = true;
+        this.timers.set(() => void run(), 20);
+      }
     };
     const unsubscribe = this.machine.onApplied((a) => {
       let relevant = false;
