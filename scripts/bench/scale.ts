@@ -12,7 +12,8 @@
  * - The resident memory (VmRSS) of every daemon and agent process, sampled every 2 s.
  * - Failover: a single-host agent with HA VMs running, and another to take them (both on one
  *   cluster storage), joined once the farm is full; kill -9 of the first, timed until its host is
- *   Down and until every one of its VMs is Running on the other (from the Watch stream).
+ *   Down and until every one of its VMs is Running on the other (from the Watch stream). The
+ *   probe stops creating VMs as they join, so the farm no longer grows meanwhile.
  *
  * Phases: the fill (until every VM is acknowledged and placed), the hosts creating the VMs placed
  * on them (until every create operation has ended), the farm full (`--settle` seconds). The probe's
@@ -131,6 +132,9 @@ try {
   };
   const ids: string[] = [];
   let probing = true;
+  // Off once the failover's hosts join: the failover is timed on the farm as it was when full,
+  // not one the probe still adds a VM to every few calls.
+  let probeCreates = true;
   const probeErrors: string[] = [];
   // Calls over 100 ms, with when they started (wall clock), to set beside a daemon's log.
   const slow: { at: number; call: string; ms: number; phase: Phase }[] = [];
@@ -152,7 +156,7 @@ try {
       const c: Cluster = leader;
       await timed(l.get, () => c.getVm({ id: ids[Math.floor(Math.random() * ids.length)]! }), 'get');
       if (i % 4 === 0) await timed(l.list, () => c.listVms({ pageSize: 100 }), 'list');
-      if (i % 8 === 0)
+      if (i % 8 === 0 && probeCreates)
         await timed(
           l.create,
           async () => {
@@ -262,6 +266,7 @@ try {
   let failoverMs: number | undefined;
   try {
     leader = await farm.leader();
+    probeCreates = false;
     const storage = ['--cluster-storage-path', join(farm.dir, 'cluster')];
     const src = farm.startAgent('ha-src', 1, storage);
     farm.startAgent('ha-dst', 1, storage);
