@@ -173,6 +173,15 @@ export class RaftLog {
     this.applied = index;
   }
 
+  /**
+   * The last index on stable storage as far as the core knows (advance() moves entries there):
+   * on a leader, whose log only grows, its entries up to here are on disk. (On a follower with a
+   * snapshot or a truncation pending, storage may still hold what they replace.)
+   */
+  stableLastIndex(): number {
+    return this.unstable.offset - 1;
+  }
+
   stableTo(index: number, term: number): void {
     this.unstable.stableTo(index, term);
   }

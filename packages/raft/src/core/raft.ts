@@ -35,6 +35,28 @@ export type ProposeResult =
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Messages that need nothing of this node's pending write, so they need not wait for it (etcd
+ * keeps them out of msgsAfterAppend the same way): a heartbeat (its commit index bounded by
+ * what the leader itself has on disk, see sendHeartbeat), its acknowledgement (which promises no
+ * entry and no vote: a voter's term is on disk before its vote leaves, and that is what keeps a
+ * majority from acknowledging a deposed leader), and a read index asked and answered (the read
+ * still waits for its index to be applied). Sent while a node fsyncs and applies a large batch,
+ * a read's heartbeat round no longer waits behind the batch of every node it asks. Append
+ * acknowledgements and votes promise the write, and wait for it.
+ */
+const AHEAD = new Set<MessageType>([
+  MessageType.Heartbeat,
+  MessageType.HeartbeatResponse,
+  MessageType.ReadIndex,
+  MessageType.ReadIndexResponse,
+]);
+
+/** Whether `m` may leave before the write of the Ready it was made with (see AHEAD). */
+export function goesAhead(m: Message): boolean {
+  return AHEAD.has(m.type);
+}
+
 function voteResponseType(t: MessageType): MessageType {
   return t === MessageType.PreVote ? MessageType.PreVoteResponse : MessageType.VoteResponse;
 }
@@ -54,6 +76,11 @@ export class Raft {
   readonly log: RaftLog;
   readonly trk: ProgressTracker;
   msgs: Message[] = [];
+  /**
+   * Messages that promise nothing about what this node has yet to write (see AHEAD): the edge
+   * may send them as soon as they are made, while a Ready is still being written or applied.
+   */
+  msgsAhead: Message[] = [];
   readStates: ReadState[] = [];
   isLearner = false;
   /** The node we hand leadership to, while a transfer is under way. */
@@ -127,7 +154,8 @@ export class Raft {
         if (m.type !== MessageType.Propose && m.type !== MessageType.ReadIndex) m.term = this.term;
       }
     }
-    this.msgs.push(m);
+    if (goesAhead(m)) this.msgsAhead.push(m);
+    else this.msgs.push(m);
   }
 
   /** Sends an append (or a snapshot) to `to` if its progress allows; returns whether it sent. */
@@ -184,8 +212,14 @@ export class Raft {
 
   private sendHeartbeat(to: NodeId, context: Uint8Array): void {
     const pr = this.trk.progress.get(to)!;
-    // Never tell a follower to commit past what it is known to hold.
-    const commit = Math.min(pr.match, this.log.committed);
+    // Never tell a follower to commit past what it is known to hold, nor past what this leader
+    // has on disk: the leader counts its own copy of an entry as it appends it, so an entry may be
+    // committed (here, with one follower's copy) while the leader is still writing it. A
+    // heartbeat leaves at once (AHEAD), and a follower that applied such an entry could see it
+    // overwritten if the leader crashed before its write (the leader and the follower that lacks
+    // it elect that one). Appends carry the commit index only with the next Ready, once the
+    // leader's write is done.
+    const commit = Math.min(pr.match, this.log.committed, this.log.stableLastIndex());
     // `index` carries our tick: the follower echoes it, which times the lease (see leaseValid).
     this.send(
       makeMessage({ type: MessageType.Heartbeat, from: this.id, to, commit, context, index: this.ticks }),
@@ -614,16 +648,22 @@ export class Raft {
   }
 
   private handleAppend(m: Message): void {
-    if (m.index < this.log.committed) {
-      this.send(
-        makeMessage({
-          type: MessageType.AppendResponse,
-          from: this.id,
-          to: m.from,
-          index: this.log.committed,
-        }),
-      );
-      return;
+    const committed = this.log.committed;
+    if (m.index < committed) {
+      if (m.index + m.entries.length <= committed) {
+        this.send(
+          makeMessage({ type: MessageType.AppendResponse, from: this.id, to: m.from, index: committed }),
+        );
+        return;
+      }
+      // An append that starts below our commit index but brings entries past it (the leader
+      // sending again from an older match, its acknowledgement still on the way): what it holds
+      // up to our commit index is committed, so the leader's copy is ours (and maybeAppend checks
+      // the term there). Taken from our commit index on, rather than dropped whole: a node whose
+      // append acknowledgements wait behind a long Ready (a snapshot restore) while its heartbeat
+      // acknowledgements go ahead keeps taking the log in.
+      const from = committed - m.index;
+      m = { ...m, index: committed, logTerm: m.entries[from - 1]!.term, entries: m.entries.slice(from) };
     }
     const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     if (lastNew !== undefined) {

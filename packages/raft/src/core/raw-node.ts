@@ -22,7 +22,12 @@
  *       4. call `advance(rd)`. Do not call `ready()` again before that.
  *
  *     tick(), step() and the local requests may be called between ready() and advance() (say,
- *     while the fsync runs): what they cause goes into the next Ready.
+ *     while the fsync runs): what they cause goes into the next Ready, except what `takeAhead()`
+ *     hands out at once (heartbeats, their acknowledgements, read indexes and read states: none
+ *     of them promises anything of a pending write).
+ *
+ *     In a Ready, `rd.messages` starts with those messages when they were not taken ahead: they
+ *     may be sent before step 1 too.
  *
  * Membership changes are APPLIED AUTOMATICALLY: when `advance(rd)` sees a committed ConfChange
  * entry in `rd.committedEntries` it applies it to the membership, so the caller does not call
@@ -65,6 +70,7 @@ import {
   MessageType,
   type NodeId,
   type Ready,
+  type ReadState,
   Role,
   type SoftState,
 } from '../types.js';
@@ -219,7 +225,7 @@ export class RawNode {
     if (!sameHardState(hs, this.prevHard)) return true;
     if (r.log.unstable.snapshot) return true;
     if (r.log.unstableEntries().length > 0) return true;
-    if (r.msgs.length > 0 || r.readStates.length > 0) return true;
+    if (r.msgs.length > 0 || r.msgsAhead.length > 0 || r.readStates.length > 0) return true;
     return r.log.hasNextCommittedEntries();
   }
 
@@ -231,7 +237,8 @@ export class RawNode {
     const hard = this.hardState();
     const rd: Ready = {
       entries: r.log.unstableEntries().slice(),
-      messages: r.msgs,
+      // Those not taken ahead go with the rest, first (they were made no later).
+      messages: r.msgsAhead.length > 0 ? [...r.msgsAhead, ...r.msgs] : r.msgs,
       committedEntries: r.log.nextCommittedEntries(this.maxCommittedBytes()),
       readStates: r.readStates,
     };
@@ -243,9 +250,25 @@ export class RawNode {
       rd.snapshot !== undefined ||
       (rd.hardState !== undefined && (hard.term !== this.prevHard.term || hard.vote !== this.prevHard.vote));
     r.msgs = [];
+    r.msgsAhead = [];
     r.readStates = [];
     this.outstanding = rd;
     return rd;
+  }
+
+  /**
+   * What may go out at once, also between ready() and advance() (while the caller writes and
+   * applies a Ready): heartbeats, their acknowledgements and read indexes, asked and answered
+   * (they promise nothing of the pending write: see AHEAD in raft.ts), and the read states
+   * confirmed so far (a read still waits for its index to be applied). Taken here, they are not
+   * in the next Ready; left, they are.
+   */
+  takeAhead(): { messages: Message[]; readStates: ReadState[] } {
+    const r = this.raft;
+    const taken = { messages: r.msgsAhead, readStates: r.readStates };
+    r.msgsAhead = [];
+    r.readStates = [];
+    return taken;
   }
 
   private maxCommittedBytes(): number | undefined {

@@ -19,6 +19,7 @@ import {
   type Message,
   type NodeId,
   type Ready,
+  type ReadState,
   Role,
   type Snapshot,
 } from '../types.js';
@@ -469,16 +470,16 @@ export class RaftNode {
    * carry on from a state it no longer trusts.
    */
   private onMessages(messages: Message[]): void {
-    for (const m of messages) {
-      this.input(() => {
+    this.input(() => {
+      for (const m of messages) {
         try {
           this.raw.step(m);
         } catch (err) {
           if (!isRefusal(err)) throw err;
           this.metrics.droppedMessages.inc({ reason: (err as Error).name });
         }
-      });
-    }
+      }
+    });
   }
 
   /** Runs an input to the core and wakes the loop; an exception from the core is fatal. */
@@ -494,6 +495,7 @@ export class RaftNode {
   }
 
   private notify(): void {
+    this.scheduleAhead();
     const w = this.wakeup;
     if (w) {
       this.wakeup = undefined;
@@ -501,17 +503,50 @@ export class RaftNode {
     }
   }
 
+  private aheadQueued = false;
+
+  /**
+   * Sends what the core lets go ahead of its Ready (heartbeats, their acknowledgements, read
+   * indexes; see RawNode.takeAhead) once the event loop has taken in what already arrived, so
+   * that the inputs of one turn share a batch: also, and above all, while the loop is writing or
+   * applying a Ready, which at a large farm's fill is tens to hundreds of ms a Ready, on every
+   * node a read's heartbeat round goes through.
+   */
+  private scheduleAhead(): void {
+    if (this.aheadQueued || this.stopped) return;
+    this.aheadQueued = true;
+    void this.timers.yield().then(() => {
+      this.aheadQueued = false;
+      this.sendAhead();
+    });
+  }
+
+  private sendAhead(): void {
+    if (this.stopped) return;
+    const { messages, readStates } = this.raw.takeAhead();
+    if (messages.length > 0) this.transport.send(messages);
+    this.answerReads(readStates);
+  }
+
   private async loop(): Promise<void> {
     while (!this.stopped) {
       if (this.encoded) {
         try {
           await this.saveEncodedSnapshot();
+          // Entries applied while it was encoded may call for the next one already: asked now,
+          // not at the next Ready, which an idle cluster may not have for a long time (its
+          // heartbeats and their acknowledgements go ahead of Readies).
+          await this.maybeSnapshot();
         } catch (err) {
           this.fatal(err);
           return;
         }
         continue;
       }
+      // What may go ahead goes now rather than with a Ready (a follower sends its Ready's
+      // messages only once the Ready is written): the ahead turn may not have come yet, and
+      // advance() may have made some.
+      this.sendAhead();
       if (!this.raw.hasReady()) {
         await new Promise<void>((resolve) => (this.wakeup = resolve));
         // Let the event loop take in what already arrived (client requests, peers' messages)
@@ -541,8 +576,10 @@ export class RaftNode {
     if (sendFirst && rd.messages.length > 0) this.transport.send(rd.messages);
     // A read index answered in this Ready was confirmed by a quorum already: the read needs only
     // the entries up to it applied, not this Ready's write nor its entries (waitApplied sees to
-    // that), so it is answered before the fsync rather than after it and the apply.
-    const answered = this.answerReads(rd);
+    // that), so it is answered before the fsync rather than after it and the apply. (Most are
+    // answered sooner still, by sendAhead; these came with a step of advance() or a Ready cut
+    // before the ahead turn.)
+    const answered = this.answerReads(rd.readStates);
     // 1. Durable before anything that depends on it leaves this node.
     const termOrVote = rd.hardState !== undefined && this.termOrVoteChanged(rd.hardState);
     if (rd.snapshot || rd.entries.length > 0 || termOrVote || rd.mustSync === true) {
@@ -571,10 +608,10 @@ export class RaftNode {
     this.releaseAppliedWaiters();
   }
 
-  /** Answers the read indexes of `rd`; says whether it answered any. */
-  private answerReads(rd: Ready): boolean {
+  /** Answers these read indexes; says whether it answered any. */
+  private answerReads(readStates: ReadState[]): boolean {
     let answered = false;
-    for (const rs of rd.readStates) {
+    for (const rs of readStates) {
       const key = new TextDecoder().decode(rs.context);
       const waiter = this.reads.get(key);
       if (waiter) {

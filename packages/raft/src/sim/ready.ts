@@ -1,3 +1,4 @@
+import { goesAhead } from '../core/raft.js';
 import type { ConfChange, Entry, Message, Ready } from '../types.js';
 import { EntryType, MessageType, Role } from '../types.js';
 import type { Cluster } from './cluster.js';
@@ -16,10 +17,11 @@ function isPromise(m: Message): boolean {
 
 /**
  * Processes one Ready as RaftNode does: persist, send, apply, advance; a leader (with
- * `leaderSendsFirst`, RaftNode's `leaderParallelPersist`) sends before it persists. An armed
- * crash strikes at its point inside: before persisting (for a leader that sends first: with its
- * messages gone and nothing written), part-way through sending, or after sending (and
- * persisting), before a late sync.
+ * `leaderSendsFirst`, RaftNode's `leaderParallelPersist`) sends before it persists, and every
+ * node sends heartbeats, their acknowledgements and read indexes before it persists (RaftNode
+ * sends them as they are made, while it writes the Ready before). An armed crash strikes at its
+ * point inside: before persisting (with what went ahead gone and nothing written), part-way
+ * through sending, or after sending (and persisting), before a late sync.
  */
 export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Ready): void {
   const { inv, opts } = cluster;
@@ -27,6 +29,11 @@ export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Rea
     m.crashIn !== undefined &&
     (m.crashWhen ? m.crashWhen(rd) : m.crashIn !== 'after-promise' || rd.messages.some(isPromise));
   const sendFirst = opts.discipline.leaderSendsFirst && (rd.softState?.role ?? m.role) === Role.Leader;
+  let messages = rd.messages;
+  if (!sendFirst && messages.some(goesAhead)) {
+    for (const msg of messages) if (goesAhead(msg)) send(cluster, msg);
+    messages = messages.filter((msg) => !goesAhead(msg));
+  }
   if (armed && m.crashIn === 'before-persist' && !sendFirst) {
     cluster.crash(m, 'before persisting a Ready');
     return;
@@ -37,9 +44,9 @@ export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Rea
     m.leader = rd.softState.leader;
   }
   if (sendFirst) {
-    if (!sendAll(cluster, m, rd, armed)) return;
+    if (!sendAll(cluster, m, messages, armed)) return;
     if (armed && m.crashIn === 'before-persist') {
-      cluster.crash(m, `after sending ${rd.messages.length} messages, before persisting them`);
+      cluster.crash(m, `after sending ${messages.length} messages, before persisting them`);
       return;
     }
   }
@@ -64,9 +71,9 @@ export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Rea
     if (rd.hardState) inv.leaderCommitted(m.id, m.term, rd.hardState.commit, m.disk.current);
   }
   // 2. Send.
-  if (!sendFirst && !sendAll(cluster, m, rd, armed)) return;
+  if (!sendFirst && !sendAll(cluster, m, messages, armed)) return;
   if (armed) {
-    cluster.crash(m, `after sending ${rd.messages.length} messages`);
+    cluster.crash(m, `after sending ${messages.length} messages`);
     return;
   }
   if (!opts.discipline.syncBeforeSend) m.disk.sync();
@@ -98,11 +105,11 @@ export function processReady(cluster: Cluster, m: Member, node: SimNode, rd: Rea
 }
 
 /** Sends the Ready's messages; an armed mid-send crash cuts them short (returns false). */
-function sendAll(cluster: Cluster, m: Member, rd: Ready, armed: boolean): boolean {
+function sendAll(cluster: Cluster, m: Member, messages: Message[], armed: boolean): boolean {
   const midSend = armed && m.crashIn === 'mid-send';
-  const cut = midSend ? cluster.faultRng.int(rd.messages.length + 1) : rd.messages.length;
-  for (let i = 0; i < cut; i++) send(cluster, rd.messages[i]!);
-  if (midSend) cluster.crash(m, `after sending ${cut} of ${rd.messages.length} messages`);
+  const cut = midSend ? cluster.faultRng.int(messages.length + 1) : messages.length;
+  for (let i = 0; i < cut; i++) send(cluster, messages[i]!);
+  if (midSend) cluster.crash(m, `after sending ${cut} of ${messages.length} messages`);
   return !midSend;
 }
 

@@ -146,6 +146,51 @@ class Cluster {
   }
 }
 
+/**
+ * Proposes a write on `leader` with the disks of `members` held at it, runs `body` (given the
+ * write's index) once they are all writing it, then lets them finish.
+ */
+async function whileWriting(leader: Member, members: Member[], body: (index: number) => Promise<void>) {
+  const held = holdDisks(members);
+  const write = leader.node!.propose(put('during', '2'));
+  const index = leader.node!.status().lastIndex;
+  try {
+    await waitFor(`${members.length} writing the entry`, () => held.writing.size === members.length);
+    await body(index);
+  } finally {
+    held.release();
+  }
+  await write;
+}
+
+/** Holds the disks of `members` at their next write of a command, until released. */
+function holdDisks(members: Member[]): { writing: Set<string>; release(): void } {
+  let release!: () => void;
+  const disk = new Promise<void>((resolve) => (release = resolve));
+  const writing = new Set<string>();
+  for (const m of members) {
+    m.beforeWrite = async (request) => {
+      if (!request.entries.some((e) => e.type === EntryType.Normal)) return;
+      writing.add(m.id);
+      await disk;
+    };
+  }
+  return { writing, release };
+}
+
+/** Fails unless `p` settles within `ms`. */
+async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
   this.timeout(60_000);
   let c: Cluster;
@@ -438,16 +483,7 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     const leader = await startThree({ electionTick: 50 });
     await leader.node!.propose(put('warm', '1'));
     const followers = c.members.filter((m) => m !== leader);
-    let release!: () => void;
-    const disk = new Promise<void>((resolve) => (release = resolve));
-    const stalled = new Set<string>();
-    for (const f of followers) {
-      f.beforeWrite = async (request) => {
-        if (!request.entries.some((e) => e.type === EntryType.Normal)) return;
-        stalled.add(f.id);
-        await disk;
-      };
-    }
+    const { writing: stalled, release } = holdDisks(followers);
     let acknowledged = false;
     const write = leader.node!.propose(put('durable', 'yes')).then((r) => {
       acknowledged = true;
@@ -467,6 +503,53 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     const { index } = await write;
     assert.ok(index > 0);
     await waitFor('followers applied', () => followers.every((f) => f.sm.get('durable') === 'yes'));
+  });
+
+  it('confirms a read while every follower is still writing a batch: their heartbeat acknowledgements do not wait for it', async () => {
+    // Long election timeouts (1 s), so that the stalls below cannot depose anyone.
+    const leader = await startThree({ electionTick: 50 });
+    await leader.node!.propose(put('before', '1'));
+    await whileWriting(
+      leader,
+      c.members.filter((m) => m !== leader),
+      async () => {
+        // The read needs a follower's acknowledgement of a heartbeat, and nothing of the write.
+        await within(1_000, 'a read on the leader', leader.node!.read());
+        assert.equal(leader.sm.get('before'), '1');
+      },
+    );
+  });
+
+  it('confirms reads on the leader and on a follower while all three are writing a batch', async () => {
+    const leader = await startThree({ electionTick: 50 });
+    await leader.node!.propose(put('before', '1'));
+    const follower = await followerThatKnows(leader);
+    await waitFor('the follower applied it', () => follower.sm.get('before') === '1');
+    await whileWriting(leader, c.members, async () => {
+      await within(1_000, 'a read on the follower', follower.node!.read());
+      await within(1_000, 'a read on the leader', leader.node!.read());
+    });
+  });
+
+  it('a heartbeat does not let a follower apply an entry the leader is still writing', async () => {
+    const leader = await startThree({ electionTick: 50 });
+    await leader.node!.propose(put('before', '1'));
+    const followers = c.members.filter((m) => m !== leader);
+    await whileWriting(leader, [leader], async (index) => {
+      // The followers write it and acknowledge it: with its own copy the leader counts it
+      // committed, though its disk does not hold it yet (were it to crash now, the follower
+      // without the entry could win with the leader's vote, and the entry would be overwritten).
+      await waitFor('the leader counting the entry committed', () => leader.node!.status().commit >= index);
+      // Heartbeats go out every tick (20 ms) meanwhile: none may carry that commit index.
+      await new Promise((r) => setTimeout(r, 300));
+      for (const f of followers) {
+        assert.ok(f.node!.status().commit < index, `${f.id} committed ${f.node!.status().commit}`);
+        assert.equal(f.sm.get('during'), undefined);
+      }
+    });
+    await waitFor('the followers applied the write', () =>
+      followers.every((f) => f.sm.get('during') === '2'),
+    );
   });
 });
 
