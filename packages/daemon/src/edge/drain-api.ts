@@ -1,11 +1,14 @@
 import { notFound, unary, type pb } from '@hyperfarm/api';
 import { planDrain } from '../controllers/index.js';
 import { drainOf, hostView } from '../fsm/index.js';
-import { readState, type FarmContext } from './farm-context.js';
+import { readState, waitOperation, type FarmContext } from './farm-context.js';
 import { liveLookup } from './live-hosts.js';
 import { migrationDeadline, type MigrationApiConfig } from './migrations-api.js';
 import { requireHostId } from './requests.js';
 import { newId, startedOperation } from './vms-api.js';
+
+/** How long a drain waits for its host's VMs' operations under way before it plans. */
+const BUSY_WAIT_MS = 30_000;
 
 /** ClusterService: DrainHost and UndrainHost. */
 export function drainHandlers(ctx: FarmContext, cfg: MigrationApiConfig): Partial<pb.ClusterServiceHandlers> {
@@ -29,6 +32,19 @@ export function drainHandlers(ctx: FarmContext, cfg: MigrationApiConfig): Partia
           labels: {},
           maintenance: true,
         });
+        s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
+      }
+      // A VM whose operation is under way (a create still finishing, a start) cannot move yet;
+      // planned now it would be stranded and fail the drain. Its operation ends in moments and
+      // no new one can be placed here, so the drain waits for them (bounded) and then plans:
+      // Windows pauses the node first and then moves every role it holds.
+      const busy = [...(s.vmsByHost.get(id) ?? [])]
+        .map((vmId) => s.vms.get(vmId)?.busyOpId)
+        .filter((opId): opId is string => !!opId);
+      if (busy.length > 0) {
+        await Promise.all(
+          busy.map((opId) => waitOperation(ctx.machine, opId, BUSY_WAIT_MS, undefined, ctx.timers)),
+        );
         s = await readState(ctx, 'CONSISTENCY_LINEARIZABLE');
       }
       const plan = planDrain(s, id, ctx.scheduler);
