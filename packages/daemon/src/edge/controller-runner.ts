@@ -253,7 +253,10 @@ class LeaderSession {
       port,
       timers,
       logger.child({ component: 'migrations' }),
-      { maxPerHost: cfg.maxMigrationsPerHost },
+      {
+        maxPerHost: cfg.maxMigrationsPerHost,
+        observe: (hostId, vm) => this.watchers.get(hostId)?.observe(vm),
+      },
     );
     this.unsubscribe = machine.onApplied((applied) => {
       for (const e of applied.events) {

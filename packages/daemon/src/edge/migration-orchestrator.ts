@@ -13,6 +13,8 @@ import type { Timers } from './timers.js';
 export interface OrchestratorConfig {
   /** Migrations a host takes part in at once at most (Hyper-V's MaximumVirtualMachineMigrations). */
   maxPerHost: number;
+  /** An agent's answer describing a VM, for the leader's inventory of that host. */
+  observe?: (hostId: string, vm: pb.Vm__Output) => void;
 }
 
 /** How long a target holds a prepared VM for the decision (the agent's default). */
@@ -319,7 +321,19 @@ export class MigrationOrchestrator {
         { migration: m.id, why: dropped.refused },
         'migration: the source refused to drop its copy',
       );
-    await this.propose({ type: 'migration.finish', migrationId: m.id, downtimeMs }, false);
+    // The VM as the target runs it now, into the log with the end and into the leader's
+    // inventory of the target: that still held the import, and its stream's next event may come
+    // after the end, so the VM would be shown as the import was (Off) until then.
+    const now = await this.tell(target, (h) => this.port.getVm(h, m.vmId), TARGET_ABORT_MS);
+    let report;
+    if ('ok' in now && now.ok.status?.generation === generation) {
+      this.cfg.observe?.(target, now.ok);
+      report = reportOf(m.vmId, target, agentView(now.ok));
+    }
+    await this.propose(
+      { type: 'migration.finish', migrationId: m.id, downtimeMs, ...(report ? { report } : {}) },
+      false,
+    );
   }
 
   /** An Off or Saved VM: the source forgets it, the target adopts its files from cluster storage. */

@@ -257,6 +257,40 @@ describe('the observed-state controller (pure)', () => {
     expect(observedReports(b.s, inv(true, [['v', view('VM_STATE_OFF')]]))).to.deep.equal([]);
   });
 
+  it('says nothing of a VM whose handover is committed until its migration ends (the target still holds the import)', () => {
+    const b = new FarmBuilder()
+      .host({ id: 'h1' })
+      .host({ id: 'h2' })
+      .vm('v', { name: 'web' }, 'h1', { start: true });
+    b.report('v', 'RUNNING');
+    b.must(
+      {
+        type: 'migration.request',
+        migrationId: 'm1',
+        opId: 'o-m1',
+        vmId: 'v',
+        targetHostId: 'h2',
+        kind: 'MIGRATION_KIND_LIVE',
+        deadlineMs: 2_000,
+      },
+      { type: 'migration.start', migrationId: 'm1', limit: 2 },
+      {
+        type: 'migration.decide',
+        migrationId: 'm1',
+        decision: 'commit',
+        reason: '',
+        prepared: { bytesTransferred: 1, rounds: 1, sha256: 'ab' },
+      },
+    );
+    const target = new Map([['h2', { synced: true, vms: new Map([['v', view('VM_STATE_OFF', 2)]]) }]]);
+    expect(b.s.vms.get('v')!.hostId).to.equal('h2');
+    expect(observedReports(b.s, target), 'committed, the target not told yet').to.deep.equal([]);
+    b.must({ type: 'migration.finish', migrationId: 'm1', downtimeMs: 5 });
+    expect(observedReports(b.s, target).map((r) => [r.vmId, r.hostId, r.state])).to.deep.equal([
+      ['v', 'h2', 'VM_STATE_OFF'],
+    ]);
+  });
+
   it("ignores a copy with another generation: it is not the farm's VM", () => {
     const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1');
     expect(observedReports(b.s, inv(true, [['v', view('VM_STATE_RUNNING', 7)]]))).to.deep.equal([]);

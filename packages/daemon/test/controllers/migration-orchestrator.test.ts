@@ -142,12 +142,34 @@ function agents(
       note('status', host);
       return migrationStatus(opts.status ?? 'MIGRATION_STAGE_TRANSFERRING');
     },
+    async getVm(host: HostRef, vmId: string) {
+      note('getVm', host);
+      return {
+        id: vmId,
+        revision: 9,
+        config: { networkAdapters: [] },
+        status: {
+          state: 'VM_STATE_RUNNING',
+          heartbeat: 'HEARTBEAT_STATUS_OK',
+          message: 'resumed',
+          memoryAssignedBytes: 0,
+          generation: 2,
+        },
+      } as unknown as pb.Vm__Output;
+    },
   } as unknown as AgentPort;
   return { port, told };
 }
 
-async function run(farm: Farm, port: AgentPort): Promise<void> {
-  const o = new MigrationOrchestrator(farm.machine, farm.submit, port, realTimers, quiet, { maxPerHost: 2 });
+async function run(
+  farm: Farm,
+  port: AgentPort,
+  observe?: (hostId: string, vm: pb.Vm__Output) => void,
+): Promise<void> {
+  const o = new MigrationOrchestrator(farm.machine, farm.submit, port, realTimers, quiet, {
+    maxPerHost: 2,
+    ...(observe ? { observe } : {}),
+  });
   const off = farm.machine.onApplied(() => setImmediate(() => o.tick()));
   // The phase changes only when the log applies an entry: wait for the entry that ends it.
   const ended = () => ['MIGRATION_PHASE_COMPLETED', 'MIGRATION_PHASE_FAILED'].includes(farm.m.phase);
@@ -178,11 +200,26 @@ describe('migration orchestrator: the handover is decided in the log first', () 
     expect(told.filter((t) => t.call !== 'migrateIn')).to.deep.equal([
       { call: 'commit', host: 'h2', role: 'MIGRATION_ROLE_TARGET', logSaid: 'commit' },
       { call: 'commit', host: 'h1', role: 'MIGRATION_ROLE_SOURCE', logSaid: 'commit' },
+      { call: 'getVm', host: 'h2', logSaid: 'commit' },
     ]);
     expect(farm.m).to.deep.include({ phase: 'MIGRATION_PHASE_COMPLETED', downtimeMs: 7, rounds: 3 });
     const vm = farm.machine.state.vms.get('v1')!;
     expect([vm.hostId, vm.generation, vm.busyOpId]).to.deep.equal(['h2', 2, '']);
     expect(farm.machine.state.operations.get('o2')!.done).to.equal(true);
+  });
+
+  it('ends with the VM as the target then runs it, in the log and in the leader’s inventory of the target (which held the import)', async () => {
+    const farm = await Farm.withMigration();
+    const { port } = agents(farm);
+    const observed: [string, number][] = [];
+    await run(farm, port, (hostId, vm) => observed.push([hostId, vm.revision]));
+    expect(observed).to.deep.equal([['h2', 9]]);
+    const vm = farm.machine.state.vms.get('v1')!;
+    expect([vm.hostId, vm.observed.state, vm.observed.message]).to.deep.equal([
+      'h2',
+      'VM_STATE_RUNNING',
+      'resumed',
+    ]);
   });
 
   it('a failed pull is an abort, in the log first: nobody is told to commit, the VM stays', async () => {
