@@ -228,16 +228,18 @@ describe('the VM reconciler (pure)', () => {
   });
 });
 
+/** A VM as its agent describes it, in the given state and generation. */
+const view = (state: AgentVmView['state'], generation = 1): AgentVmView => ({
+  state,
+  heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT',
+  message: '',
+  memoryAssignedBytes: 0,
+  generation,
+  macs: [],
+  revision: 1,
+});
+
 describe('the observed-state controller (pure)', () => {
-  const view = (state: AgentVmView['state'], generation = 1): AgentVmView => ({
-    state,
-    heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT',
-    message: '',
-    memoryAssignedBytes: 0,
-    generation,
-    macs: [],
-    revision: 1,
-  });
   const inv = (synced: boolean, vms: [string, AgentVmView][]): Map<string, HostInventory> =>
     new Map([['h1', { synced, vms: new Map(vms) }]]);
 
@@ -298,15 +300,6 @@ describe('the observed-state controller (pure)', () => {
 });
 
 describe('a VM at rest (pure)', () => {
-  const view = (state: AgentVmView['state'], generation = 1): AgentVmView => ({
-    state,
-    heartbeat: 'HEARTBEAT_STATUS_NO_CONTACT',
-    message: '',
-    memoryAssignedBytes: 0,
-    generation,
-    macs: [],
-    revision: 1,
-  });
   const inv = (v: AgentVmView | undefined, synced = true): Map<string, HostInventory> =>
     new Map([['h1', { synced, vms: new Map(v ? [['v', v]] : []) }]]);
   /** v runs on h1 as wanted, reported so. */
