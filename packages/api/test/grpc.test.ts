@@ -10,8 +10,10 @@ import {
   listServices,
   promiseClient,
   quote,
+  reflectionDefinition,
   SERVICE_NAMES,
   serverStream,
+  standardDefinition,
   unary,
   unavailable,
   withUnimplemented,
@@ -66,6 +68,44 @@ describe('gRPC server and channel factory', () => {
       'grpc.reflection.v1.ServerReflection',
       SERVICE_NAMES.agent,
     ]);
+  });
+
+  it('describes services and messages through reflection, from one entry per loaded set of files', async () => {
+    // The reflection service decodes every file of each entry it is given: one entry per load
+    // (hyperfarm's files, then health and reflection), not one per type.
+    expect(Object.keys(reflectionDefinition())).to.have.length(2);
+    const described = async (symbol: string): Promise<string> => {
+      const ctor = (
+        grpc.loadPackageDefinition(standardDefinition()) as unknown as {
+          grpc: { reflection: { v1: { ServerReflection: grpc.ServiceClientConstructor } } };
+        }
+      ).grpc.reflection.v1.ServerReflection;
+      const client = new ctor(server.address, grpc.credentials.createInsecure());
+      try {
+        const call = (
+          client as unknown as { serverReflectionInfo(): grpc.ClientDuplexStream<unknown, unknown> }
+        ).serverReflectionInfo();
+        const answer = new Promise<{
+          fileDescriptorResponse?: { fileDescriptorProto: Buffer[] };
+          errorResponse?: { errorMessage: string };
+        }>((resolve, reject) => {
+          call.on('data', resolve);
+          call.on('error', reject);
+        });
+        call.write({ fileContainingSymbol: symbol });
+        const res = await answer;
+        call.end();
+        if (res.errorResponse) return `error: ${res.errorResponse.errorMessage}`;
+        return Buffer.concat(res.fileDescriptorResponse?.fileDescriptorProto ?? []).toString('latin1');
+      } finally {
+        client.close();
+      }
+    };
+    const agent = await described(SERVICE_NAMES.agent);
+    expect(agent).to.include('AgentService').and.to.include('GetHostInfo');
+    expect(await described('hyperfarm.v1.VmConfig')).to.include('VmConfig');
+    expect(await described('grpc.health.v1.Health')).to.include('HealthCheckRequest');
+    expect(await described('hyperfarm.v1.NoSuchThing')).to.match(/^error: /);
   });
 
   it('carries implemented calls, API errors with their field, and UNIMPLEMENTED for the rest', async () => {
