@@ -121,6 +121,8 @@ export class BenchFarm {
   private run(bin: string, args: string[]): ChildProcess {
     const flags = this.profile ? ['--cpu-prof', '--cpu-prof-dir', this.profile] : [];
     if (bin === DAEMON && this.semiSpaceMiB > 0) flags.push(`--max-semi-space-size=${this.semiSpaceMiB}`);
+    // HF_DAEMON_NODE_ARGS: node flags for the daemons (for example "--trace-gc").
+    if (bin === DAEMON) flags.push(...(process.env['HF_DAEMON_NODE_ARGS'] ?? '').split(' ').filter(Boolean));
     // HF_BENCH_LOGS=<folder>: each process's warnings and errors go to <folder>/<id>.log.
     const logs = process.env['HF_BENCH_LOGS'];
     const out = logs ? openSync(join(logs, `${args[args.indexOf('--id') + 1]}.log`), 'a') : 'ignore';
@@ -187,12 +189,13 @@ export class BenchFarm {
     }
   }
 
-  /** Waits until `n` hosts are Up, saying how many every 10 s. */
-  async hostsUp(n: number, timeoutMs = 600_000): Promise<void> {
+  /** Waits until `n` hosts are Up (asked of `address`, by default the leader), saying how many every 10 s. */
+  async hostsUp(n: number, address?: string, timeoutMs = 600_000): Promise<void> {
     let shown = 0;
+    const asked = address === undefined ? undefined : cluster(address);
     await until(`${n} hosts Up`, timeoutMs, async () => {
       // Stale: what this daemon has applied, so the wait goes on when the leadership moves.
-      const c = cluster(this.leaderAddress);
+      const c = address === undefined ? cluster(this.leaderAddress) : asked!;
       let up = 0;
       let pageToken = '';
       do {
@@ -246,6 +249,8 @@ export class BenchFarm {
     count: number;
     concurrency: number;
     batch?: number;
+    /** VMs a second at most: the i-th is not sent before i / ratePerS s from the start (0: unpaced). */
+    ratePerS?: number;
     config: (i: number) => pb.VmConfig;
     requestId: (i: number) => string;
     /** Each create as acknowledged: its VM, the call's time, and the operation as answered. */
@@ -268,11 +273,15 @@ export class BenchFarm {
         return r.operation!;
       });
     };
+    const started = performance.now();
+    const rate = opts.ratePerS ?? 0;
     const creator = async () => {
       while (next < opts.count) {
         const first = next;
         const n = Math.min(batch, opts.count - first);
         next += n;
+        const due = rate > 0 ? started + (first / rate) * 1000 - performance.now() : 0;
+        if (due > 0) await new Promise((r) => setTimeout(r, due));
         for (let attempt = 0; ; attempt++) {
           const t = performance.now();
           try {

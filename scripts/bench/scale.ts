@@ -2,11 +2,15 @@
  * bench:scale (issue 14) — the live farm at scale: 3 real daemons and 1,000 real hosts (4 agent
  * processes in multi-host mode, 250 hosts each) on this machine, filled to 50,000 VMs.
  *
- * - The fill: CreateVm 256 in flight (small VMs, 64 MiB and 1 vCPU, created Off: placed and
- *   created on their hosts, not run), until every VM has its host.
- * - Meanwhile, and for a while after, a probe calls one at a time GetVm, ListVms (one page of
- *   100) and CreateVm, linearizable, and records their latency: the API as a user sees it while
- *   the farm is loaded.
+ * - The fill, the load: CreateVm `--concurrency` calls in flight (256), paced at `--fill-rate`
+ *   creates a second if given (by default as fast as the calls in flight allow: about 600/s on
+ *   2 cores), small VMs (64 MiB, 1 vCPU, created Off: placed and created on their hosts, not run),
+ *   until every VM has its host. Its calls' own latency is reported, but it measures mostly the
+ *   queue the bench keeps (Little's law: 256 in flight at 600/s is 430 ms), not the API.
+ * - The probe, the API as a user sees it while the farm is loaded: on a thread of its own
+ *   (`probe-thread.ts`), paced, each kind one call at a time: GetVm every `--probe-ms` (20 ms),
+ *   ListVms (one page of 100) every 5 times that, CreateVm every 10 times that, linearizable, on
+ *   the leader, through the fill, the hosts' creating and the full farm.
  * - A Watch stream (VMs and hosts) records its lag: when we receive an event against the time
  *   its change committed (one machine, one clock).
  * - The resident memory (VmRSS) of every daemon and agent process, sampled every 2 s.
@@ -17,8 +21,8 @@
  *
  * Phases: the fill (until every VM is acknowledged and placed), the hosts creating the VMs placed
  * on them (until every create operation has ended), the farm full (`--settle` seconds). The probe's
- * figures are given per phase; `api_p99_ms` is the worst p99 under load (the fill and the hosts
- * creating). HF_BENCH_LOGS=DIR also writes the probe's calls over 100 ms to DIR/slow-calls.txt.
+ * figures are given per phase; `api_p99_ms` is the probe's worst p99 under load (the fill and the
+ * hosts creating), never the fill's own calls. HF_BENCH_LOGS=DIR also writes the probe's calls over 100 ms to DIR/slow-calls.txt.
  *
  * Goals (issue 14): API p99 under 100 ms, daemon memory under 2 GB.
  * Last line: {"hosts", "vms", "api_p99_ms", "daemon_rss_mb", "watch_lag_ms", ...}.
@@ -28,7 +32,8 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import type { pb } from '@hyperfarm/api';
-import { BenchFarm, cluster, rssMb, say, summary, until, type Cluster } from './farm-harness.js';
+import { BenchFarm, cluster, rssMb, say, summary, until } from './farm-harness.js';
+import { probeInThread } from './probe-thread.js';
 import { watchInThread } from './watch-thread.js';
 
 const opts = new Command('bench:scale')
@@ -36,6 +41,18 @@ const opts = new Command('bench:scale')
   .option('--agents <n>', 'agent processes the hosts are shared among', Number, 4)
   .option('--vms <n>', 'VMs to fill the farm with', Number, 50_000)
   .option('--concurrency <n>', 'CreateVm calls in flight during the fill', Number, 256)
+  .option(
+    '--fill-rate <n>',
+    'creates a second the fill sends at most (0: as many as the calls in flight allow)',
+    Number,
+    0,
+  )
+  .option(
+    '--probe-ms <n>',
+    'the probe sends a GetVm every n ms, a ListVms every 5n, a CreateVm every 10n',
+    Number,
+    20,
+  )
   .option('--ha-vms <n>', 'HA VMs on the host that is killed', Number, 20)
   .option('--settle <s>', 'seconds the probe goes on once the farm is full', Number, 20)
   .option('--profile <dir>', 'write a CPU profile of every daemon and agent process into this folder')
@@ -45,6 +62,8 @@ const opts = new Command('bench:scale')
     agents: number;
     vms: number;
     concurrency: number;
+    fillRate: number;
+    probeMs: number;
     haVms: number;
     settle: number;
     profile?: string;
@@ -88,15 +107,18 @@ try {
   // fill: until every VM is acknowledged and placed; hosts: until every VM is created on its host
   // (the reconciler's agent calls and the hosts' reports trail the placements); full: the farm at
   // rest but for the probe.
-  type Phase = 'fill' | 'hosts' | 'full';
-  let phase: Phase = 'fill';
+  // failover: from the end of the full phase on (hosts joining, HA VMs started, one host killed).
+  type Phase = 'fill' | 'hosts' | 'full' | 'failover';
   let fullSince = Infinity;
+  let failoverSince = Infinity;
   let hostsSince = Infinity;
 
   // The Watch stream: lag of every event, the VMs placed, and the failover's VMs. Followed on a
   // thread of its own, so that this thread's event loop (256 creates in flight during the fill)
   // does not add to the lag it measures; the times below are taken on that thread.
-  const lag = { fill: [] as number[], hosts: [] as number[], full: [] as number[] };
+  const phaseAt = (at: number): Phase =>
+    at >= failoverSince ? 'failover' : at >= fullSince ? 'full' : at >= hostsSince ? 'hosts' : 'fill';
+  const lag = { fill: [] as number[], hosts: [] as number[], full: [] as number[], failover: [] as number[] };
   const created = new Set<string>();
   const placed = new Set<string>();
   let placedOfCreated = 0;
@@ -108,7 +130,7 @@ try {
   const watch = watchInThread({
     ...farm.watchFrom({ fromRevision: from, kinds: ['RESOURCE_KIND_VM', 'RESOURCE_KIND_HOST'] }),
     onEvent: ({ event: e, receivedAt, lagMs }) => {
-      lag[receivedAt >= fullSince ? 'full' : receivedAt >= hostsSince ? 'hosts' : 'fill'].push(lagMs);
+      lag[phaseAt(receivedAt)].push(lagMs);
       if (e.vm?.status?.hostId && !placed.has(e.id)) {
         placed.add(e.id);
         if (created.has(e.id)) placedOfCreated++;
@@ -124,70 +146,60 @@ try {
     if (placed.has(id)) placedOfCreated++;
   };
 
-  // The probe: one call at a time, each phase's latencies apart.
+  // The probe, on a thread of its own, paced: its calls do not queue behind the fill's in this
+  // process. Each sample goes to the phase it was sent in.
+  type Call = 'get' | 'list' | 'create';
   const latency = {
     fill: { get: [] as number[], list: [] as number[], create: [] as number[] },
     hosts: { get: [] as number[], list: [] as number[], create: [] as number[] },
     full: { get: [] as number[], list: [] as number[], create: [] as number[] },
+    failover: { get: [] as number[], list: [] as number[], create: [] as number[] },
   };
-  const ids: string[] = [];
-  let probing = true;
-  // Off once the failover's hosts join: the failover is timed on the farm as it was when full,
-  // not one the probe still adds a VM to every few calls.
-  let probeCreates = true;
   const probeErrors: string[] = [];
   // Calls over 100 ms, with when they started (wall clock), to set beside a daemon's log.
-  const slow: { at: number; call: string; ms: number; phase: Phase }[] = [];
-  const timed = async (into: number[], call: () => Promise<unknown>, name: string) => {
-    const at = Date.now();
-    const t = performance.now();
-    await call().catch((err: Error) => probeErrors.push(err.message));
-    const ms = performance.now() - t;
-    into.push(ms);
-    if (ms > 100) slow.push({ at, call: name, ms: Math.round(ms), phase });
-  };
-  const probe = (async () => {
-    for (let i = 0; probing; i++) {
-      if (ids.length === 0) {
-        await new Promise((r) => setTimeout(r, 10));
-        continue;
+  const slow: { at: number; call: Call; ms: number; phase: Phase }[] = [];
+  const probe = probeInThread({
+    address: farm.leaderAddress,
+    everyMs: { get: opts.probeMs, list: opts.probeMs * 5, create: opts.probeMs * 10 },
+    config: small('probe'),
+    prefix: 'probe',
+    onSamples: (samples, probeCreated) => {
+      for (const x of samples) {
+        const ph = phaseAt(x.at);
+        latency[ph][x.call].push(x.ms);
+        if (x.error) probeErrors.push(x.error);
+        if (x.ms > 100) slow.push({ at: x.at, call: x.call, ms: Math.round(x.ms), phase: ph });
       }
-      const l = latency[phase];
-      const c: Cluster = leader;
-      await timed(l.get, () => c.getVm({ id: ids[Math.floor(Math.random() * ids.length)]! }), 'get');
-      if (i % 4 === 0) await timed(l.list, () => c.listVms({ pageSize: 100 }), 'list');
-      if (i % 8 === 0 && probeCreates)
-        await timed(
-          l.create,
-          async () => {
-            const op = await c.createVm({ config: small(`probe-${i}`), requestId: `probe-${i}` });
-            noteCreated(op.targetId);
-            ids.push(op.targetId);
-          },
-          'create',
-        );
-    }
-  })();
+      for (const id of probeCreated) noteCreated(id);
+    },
+  });
 
   // The fill.
   const bulk: number[] = [];
   const t0 = Date.now();
   let shown = t0;
+  let idsToProbe: string[] = [];
   const { retried } = await farm.createVms({
     count: opts.vms,
     concurrency: opts.concurrency,
+    ratePerS: opts.fillRate,
     config: (i) => small(`vm-${i}`),
     requestId: (i) => `scale-${i}`,
     created: (id, ms) => {
       noteCreated(id);
-      ids.push(id);
+      idsToProbe.push(id);
+      if (idsToProbe.length >= 100 || created.size < 1000) {
+        probe.addIds(idsToProbe);
+        idsToProbe = [];
+      }
       bulk.push(ms);
       if (Date.now() - shown > 15_000) {
         shown = Date.now();
-        say(`  ${ids.length} created, ${placed.size} placed, load ${load()}`);
+        say(`  ${created.size} created, ${placed.size} placed, load ${load()}`);
       }
     },
   });
+  probe.addIds(idsToProbe);
   const ackS = (Date.now() - t0) / 1000;
   say(`${opts.vms} CreateVm acknowledged in ${ackS.toFixed(1)} s (${Math.round(opts.vms / ackS)}/s)`);
   if (retried > 0) say(`${retried} creates sent again after an error (a leader change)`);
@@ -217,7 +229,6 @@ try {
   say(`${created.size} VMs placed after ${placedS.toFixed(1)} s; load ${load()}`);
 
   // The hosts create their VMs (the reconciler's calls, then the hosts' reports).
-  phase = 'hosts';
   hostsSince = Date.now();
   // A VM's create operation ends when its host reports the VM: the creates still pending, asked
   // of a follower every 2 s (the Watch follows VMs and hosts only, so its lag stays comparable).
@@ -249,15 +260,16 @@ try {
   );
 
   // The full farm, at rest but for the probe.
-  phase = 'full';
   fullSince = Date.now();
   const indexAtFull = Number((await leader.getClusterStatus({})).commitIndex);
   say(`farm full from ${new Date(fullSince).toISOString()} (${fullSince})`);
   await new Promise((r) => setTimeout(r, opts.settle * 1000));
-  // Raft snapshots the farm every 100,000 entries: whether one fell in the runs above.
+  failoverSince = Date.now();
+  // Raft snapshots the farm every 100,000 entries or 64 MiB of them: whether one fell in the runs
+  // above.
   const indexAfter = Number((await leader.getClusterStatus({})).commitIndex);
   say(
-    `Raft log: ${indexAtFull} entries when full, ${indexAfter} after ${opts.settle} s (a snapshot every 100,000)`,
+    `Raft log: ${indexAtFull} entries when full, ${indexAfter} after ${opts.settle} s (a snapshot every 100,000 or 64 MiB)`,
   );
 
   // Failover: two single-host agents on one cluster storage. A failure here is reported, and the
@@ -266,11 +278,16 @@ try {
   let failoverMs: number | undefined;
   try {
     leader = await farm.leader();
-    probeCreates = false;
+    probe.setAddress(farm.leaderAddress);
+    probe.setCreates(false);
     const storage = ['--cluster-storage-path', join(farm.dir, 'cluster')];
     const src = farm.startAgent('ha-src', 1, storage);
     farm.startAgent('ha-dst', 1, storage);
-    await farm.hostsUp(opts.hosts + 2);
+    // Asked of a follower: a listing of every host polled on the leader (each host's view counts
+    // its VMs) was the bench's own load on the daemon its probe measures, a stall of seconds at
+    // 50,000 VMs (docs/benchmarks.md, 2026-12-03 13:00).
+    const aside = farm.daemons.find((d) => d.address !== farm.leaderAddress)!.address;
+    await farm.hostsUp(opts.hosts + 2, aside);
     for (let i = 0; i < opts.haVms; i++) {
       const op = await leader.createVm({ config: small(`ha-${i}`), hostId: 'ha-src', start: true });
       ha.add(op.targetId);
@@ -322,8 +339,7 @@ try {
     }
   }
 
-  probing = false;
-  await probe;
+  await probe.stop();
   watch.stop();
   await watch.stopped;
   clearInterval(samplerTimer);
@@ -338,7 +354,7 @@ try {
     say(`${slow.length} probe calls over 100 ms: ${join(logs, 'slow-calls.txt')}`);
   }
   if (probeErrors.length > 0) say(`${probeErrors.length} probe calls failed, first: ${probeErrors[0]}`);
-  const phases = ['fill', 'hosts', 'full'] as const;
+  const phases = ['fill', 'hosts', 'full', 'failover'] as const;
   const s = Object.fromEntries(
     phases.map((ph) => [
       ph,
@@ -349,21 +365,28 @@ try {
       },
     ]),
   ) as Record<Phase, Record<'get' | 'list' | 'create', ReturnType<typeof summary>>>;
-  const phaseName = { fill: 'during the fill', hosts: 'hosts creating', full: 'farm full     ' };
+  const phaseName = {
+    fill: 'during the fill',
+    hosts: 'hosts creating',
+    full: 'farm full     ',
+    failover: 'failover      ',
+  };
   for (const ph of phases)
     for (const call of ['get', 'list', 'create'] as const)
       say(
         `${phaseName[ph]} ${{ get: 'GetVm', list: 'ListVms(100)', create: 'CreateVm' }[call].padEnd(13)} p50 ${s[ph][call].p50} ms, p99 ${s[ph][call].p99} ms (${s[ph][call].n} calls)`,
       );
   const bulkS = summary(bulk);
-  say(`CreateVm with ${opts.concurrency} in flight (the fill): p50 ${bulkS.p50} ms, p99 ${bulkS.p99} ms`);
+  say(
+    `the fill's own CreateVm calls (${opts.concurrency} in flight, ${opts.fillRate > 0 ? `paced at ${opts.fillRate}/s` : 'unpaced'}, ${Math.round(opts.vms / ackS)}/s achieved): p50 ${bulkS.p50} ms, p99 ${bulkS.p99} ms`,
+  );
   const lagS = summary([...lag.fill, ...lag.hosts, ...lag.full]);
   const lagOf = (ph: Phase) => {
     const l = summary(lag[ph]);
     return `p50 ${l.p50} ms, p99 ${l.p99} ms, max ${l.max} ms (${l.n} events)`;
   };
   say(
-    `Watch lag during the fill: ${lagOf('fill')}; hosts creating: ${lagOf('hosts')}; farm full: ${lagOf('full')}; followed again ${watch.restarts()} times, ${gaps} gaps`,
+    `Watch lag during the fill: ${lagOf('fill')}; hosts creating: ${lagOf('hosts')}; farm full: ${lagOf('full')}; failover: ${lagOf('failover')}; followed again ${watch.restarts()} times, ${gaps} gaps`,
   );
   const daemonMb = Math.max(...farm.daemons.map((d) => peak.get(d.id) ?? 0));
   const agentMb = Math.max(
@@ -392,9 +415,13 @@ try {
       fill_api_p99_ms: p99Of('fill'),
       hosts_api_p99_ms: p99Of('hosts'),
       full_api_p99_ms: p99Of('full'),
+      failover_api_p99_ms: p99Of('failover'),
       agent_rss_mb: agentMb,
       hosts_up_s: Math.round(upS),
       fill_ack_per_s: Math.round(opts.vms / ackS),
+      fill_concurrency: opts.concurrency,
+      fill_calls_p50_ms: bulkS.p50,
+      fill_calls_p99_ms: bulkS.p99,
       placed_s: Math.round(placedS),
       on_hosts_s: Math.round(onHostS),
       detect_ms: detectMs ?? null,
