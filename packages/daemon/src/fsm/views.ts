@@ -1,5 +1,5 @@
-import { MEMORY_ASSIGNED, status, type pb } from '@hyperfarm/api';
-import { vmMemoryCost } from './capacity.js';
+import { status, type pb } from '@hyperfarm/api';
+import { hostUsage } from './capacity.js';
 import { MAC_BLOCK_SIZE, macBlockStart } from './hosts.js';
 import { nlbClusterMessage } from './network.js';
 import type {
@@ -11,7 +11,7 @@ import type {
   SwitchRecord,
   VmRecord,
 } from './model.js';
-import { emptyState, vmsOnHost, type FarmState } from './state.js';
+import { emptyState, type FarmState } from './state.js';
 
 /** The records as the API shows them. */
 
@@ -44,8 +44,7 @@ export function vmView(vm: VmRecord): pb.Vm__Output {
 }
 
 export function hostView(s: FarmState, h: HostRecord, live?: HostLiveView): pb.Host__Output {
-  const vms = vmsOnHost(s, h.id);
-  const running = vms.filter((v) => MEMORY_ASSIGNED.has(v.observed.state));
+  const usage = hostUsage(s, h);
   return {
     id: h.id,
     name: h.name,
@@ -53,9 +52,9 @@ export function hostView(s: FarmState, h: HostRecord, live?: HostLiveView): pb.H
     state: h.state,
     capacity: { ...h.capacity },
     usage: {
-      memoryUsedBytes: running.reduce((sum, v) => sum + vmMemoryCost(h, v.config), 0),
-      runningVms: running.length,
-      vms: vms.length,
+      memoryUsedBytes: usage.memoryBytes,
+      runningVms: usage.running,
+      vms: s.vmsByHost.get(h.id)?.size ?? 0,
       cpuPercent: live?.cpuPercent ?? 0,
     },
     limits: { ...h.limits },
