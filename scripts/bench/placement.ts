@@ -11,7 +11,9 @@
  *
  * Last line: {"placements_per_s", "hosts", "vms", "get_p99_ms", ...}.
  */
+import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import type { pb } from '@hyperfarm/api';
 import { BenchFarm, cpuSeconds, percentile, round, say } from './farm-harness.js';
@@ -30,7 +32,10 @@ const opts = new Command('bench:placement')
   )
   .option('--paced-rate <n>', 'creates a second in the paced phase', Number, 1000)
   .option('--probe-loops <n>', 'latency probe loops side by side', Number, 4)
-  .option('--profile <dir>', 'write a CPU profile of every daemon and agent process into this folder')
+  .option(
+    '--profile <dir>',
+    'write a CPU profile of every daemon and agent process into this folder, and the create phase as window.json',
+  )
   .option('--semi-space <MiB>', "the daemons' V8 semi-space (0: V8's default)", Number, 64)
   .parse()
   .opts<{
@@ -50,13 +55,17 @@ const farm = new BenchFarm('placement', opts.profile);
 farm.semiSpaceMiB = opts.semiSpace;
 
 try {
-  const leader = await farm.startDaemons(3);
+  await farm.startDaemons(3);
   const started = Date.now();
   farm.startRacks(opts.hosts, opts.agents);
   await farm.hostsUp(opts.hosts);
   say(
     `${opts.hosts} hosts registered and Up in ${((Date.now() - started) / 1000).toFixed(1)} s (${opts.agents} agent processes)`,
   );
+  // Asked again: on a loaded machine the leadership can move while 1,000 hosts register, and the
+  // first leader, a follower now, would forward every call (and be named the leader in the CPU
+  // figures).
+  const leader = await farm.leader();
 
   // Placements, as the leader commits them. A create's answer comes once its entry is applied
   // on the leader, and says whether the VM was placed in it (the operation at its placed step);
@@ -134,6 +143,9 @@ try {
   const idlePerS = procs.map((p, i) => (cpuSeconds(p.pid) - idle0[i]!) / IDLE_S);
   const cpu0 = procs.map((p) => cpuSeconds(p.pid));
   const t0 = Date.now();
+  // The create phase on the monotonic clock the profiles' timestamps use (µs), for
+  // scripts/bench/cpuprofile.ts --window.
+  const fromUs = Number(process.hrtime.bigint() / 1000n);
   const { retried } = await farm.createVms({
     count: opts.vms,
     concurrency: opts.concurrency,
@@ -156,6 +168,11 @@ try {
   let last = 0;
   for (const at of placedAt.values()) last = Math.max(last, at);
   const phaseS = (Date.now() - t0) / 1000;
+  if (opts.profile)
+    writeFileSync(
+      join(opts.profile, 'window.json'),
+      JSON.stringify({ fromUs, toUs: Number(process.hrtime.bigint() / 1000n), vms: opts.vms, procs }),
+    );
   const cpuPer1000 = procs.map((p, i) => {
     const used = cpuSeconds(p.pid) - cpu0[i]!;
     return {
