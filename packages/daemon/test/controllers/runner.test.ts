@@ -108,6 +108,26 @@ describe('the controller runner: a failed-over VM', () => {
     }
   });
 
+  it("is reported once while its report's commit is under way: the observed-state controller does not propose the same report again", async () => {
+    const machine = failedOver(20);
+    const calls: Call[] = [];
+    const { runner: r, held } = runner(machine, agents(calls));
+    try {
+      await until('the reports proposed', () => held.join('').split('VM_STATE_STARTING').length - 1 >= 20);
+      // Several ticks (one every 20 ms) with the reports still uncommitted: the inventory is
+      // ahead of the log for each VM, but what it says is already on its way.
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const reported = held.flatMap((text) =>
+        (JSON.parse(text) as { cmds: { type: string; reports?: { vmId: string }[] }[] }).cmds.flatMap((c) =>
+          c.type === 'vm.observed' ? c.reports! : [],
+        ),
+      );
+      expect(reported.map((rep) => rep.vmId).sort()).to.deep.equal([...machine.state.vms.keys()].sort());
+    } finally {
+      r.stop();
+    }
+  });
+
   it('more of them than calls allowed in flight: each is created and started once, never more calls at once than the limit', async () => {
     const machine = failedOver(30);
     const calls: Call[] = [];
