@@ -221,9 +221,29 @@ export function removeHost(s: FarmState, id: string): void {
 export function putVm(s: FarmState, next: VmRecord): void {
   const prev = s.vms.get(next.id);
   // A VM still waiting for a host keeps its place in the placement queue.
-  if (prev) unindexVm(s, prev, prev.hostId === '' && next.hostId === '');
+  const same = prev !== undefined && sameCost(prev, next);
+  if (prev) unindexVm(s, prev, prev.hostId === '' && next.hostId === '', same);
   s.vms.set(next.id, next);
-  indexVm(s, next);
+  indexVm(s, next, same);
+}
+
+/**
+ * The VM costs its host exactly what it did: the same host, the same configuration object, and
+ * no anti-affinity class (a class lists its VMs in order, and taking one out and in again moves
+ * it to the end, as a recount in the host's VM order would have it). Its host's kept load is then
+ * left as it is, and the host not marked for the scheduler: most changes of a placed VM are its
+ * reports and operations (a create's report copied the host's load twice, and had the leader's
+ * scheduler weigh the host again, for nothing).
+ */
+function sameCost(prev: VmRecord, next: VmRecord): boolean {
+  const c = next.config;
+  return (
+    prev.hostId !== '' &&
+    prev.hostId === next.hostId &&
+    prev.config === c &&
+    !c.antiAffinityGroup &&
+    (c.antiAffinityClassNames ?? []).length === 0
+  );
 }
 
 export function removeVm(s: FarmState, id: string): void {
@@ -233,23 +253,28 @@ export function removeVm(s: FarmState, id: string): void {
   s.vms.delete(id);
 }
 
-function indexVm(s: FarmState, vm: VmRecord): void {
+/** `sameCost`: the VM's host load is unchanged (see sameCost); it still moves to the end of the host's VMs. */
+function indexVm(s: FarmState, vm: VmRecord, sameCost = false): void {
   s.vmByName.set(vm.config.name, vm.id);
   if (vm.hostId) {
     const ids = s.vmsByHost.get(vm.hostId);
-    s.hostJournal.mark(vm.hostId);
-    loadAdded(ids, vm);
+    if (!sameCost) {
+      s.hostJournal.mark(vm.hostId);
+      loadAdded(ids, vm);
+    }
     ids?.add(vm.id);
   } else s.unplaced.add(vm.id);
   for (const mac of macsOf(vm)) s.macOwners.set(mac, vm.id);
 }
 
-function unindexVm(s: FarmState, vm: VmRecord, stillUnplaced = false): void {
+function unindexVm(s: FarmState, vm: VmRecord, stillUnplaced = false, sameCost = false): void {
   if (s.vmByName.get(vm.config.name) === vm.id) s.vmByName.delete(vm.config.name);
   if (vm.hostId) {
     const ids = s.vmsByHost.get(vm.hostId);
-    s.hostJournal.mark(vm.hostId);
-    loadRemoved(ids, vm);
+    if (!sameCost) {
+      s.hostJournal.mark(vm.hostId);
+      loadRemoved(ids, vm);
+    }
     ids?.delete(vm.id);
   } else if (!stillUnplaced) s.unplaced.delete(vm.id);
   for (const mac of macsOf(vm)) if (s.macOwners.get(mac) === vm.id) s.macOwners.delete(mac);
