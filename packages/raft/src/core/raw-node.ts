@@ -175,6 +175,14 @@ export class RawNode {
   }
 
   /**
+   * The leader a proposal made here goes to: '' when this node leads or knows no leader (propose
+   * appends it, or refuses it with NotLeaderError('')), else the leader it knows of.
+   */
+  leaderElsewhere(): NodeId {
+    return this.raft.role === Role.Leader ? '' : this.raft.lead;
+  }
+
+  /**
    * Proposes a membership change of one server, on the leader only (NotLeaderError elsewhere).
    * Refused (ProposalDroppedError) while another change is pending or until the leader has
    * committed an entry of its term; refused (RaftArgumentError) when it makes no sense for the

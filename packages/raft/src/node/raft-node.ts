@@ -295,16 +295,27 @@ export class RaftNode {
    * unknown (OutcomeUnknownError).
    */
   async propose(data: Uint8Array): Promise<{ index: number; result: Uint8Array }> {
+    if (this.opts.forwardProposals && data instanceof Uint8Array) {
+      // A follower that knows the leader forwards without asking the core, which would refuse
+      // with a NotLeaderError (and core() with another): two errors and their stack traces per
+      // forwarded command were 6 s of the 462 s of a 50,000-VM fill in the simulator.
+      this.checkProposal(data);
+      const leader = this.raw.leaderElsewhere();
+      if (leader !== '') return this.forward(leader, data);
+    }
     try {
       return await this.proposeLocal(data);
     } catch (err) {
-      if (err instanceof NotLeaderError && this.opts.forwardProposals && err.leader !== '') {
-        return this.transport.forwardPropose(err.leader, data, this.timeoutMs).catch((e: unknown) => {
-          throw raftErrorFromStatus(e, err.leader);
-        });
-      }
+      if (err instanceof NotLeaderError && this.opts.forwardProposals && err.leader !== '')
+        return this.forward(err.leader, data);
       throw err;
     }
+  }
+
+  private forward(leader: NodeId, data: Uint8Array): Promise<{ index: number; result: Uint8Array }> {
+    return this.transport.forwardPropose(leader, data, this.timeoutMs).catch((e: unknown) => {
+      throw raftErrorFromStatus(e, leader);
+    });
   }
 
   /** A linearizable read barrier: resolves once this node has applied everything committed before the call. */
@@ -365,14 +376,7 @@ export class RaftNode {
   // --- requests ---
 
   private async proposeLocal(data: Uint8Array): Promise<{ index: number; result: Uint8Array }> {
-    this.assertRunning();
-    const max = this.opts.maxProposalBytes ?? 1024 * 1024;
-    if (data.byteLength > max) {
-      throw new RaftArgumentError(
-        'data',
-        `is ${data.byteLength} bytes, above the ${max}-byte limit for one command`,
-      );
-    }
+    this.checkProposal(data);
     const started = this.timers.now();
     const res = this.core(() => this.raw.propose(data));
     if (res.forwarded) throw new Error('the core forwarded a proposal although forwarding is off');
@@ -808,6 +812,18 @@ export class RaftNode {
       w.reject(new OutcomeUnknownError(`${stopped.message} while the proposal waited; outcome unknown`));
     for (const r of this.reads.values()) r.reject(stopped);
     this.reads.clear();
+  }
+
+  /** What refuses a proposal before the core sees it: a stopped node, a command above the limit. */
+  private checkProposal(data: Uint8Array): void {
+    this.assertRunning();
+    const max = this.opts.maxProposalBytes ?? 1024 * 1024;
+    if (data.byteLength > max) {
+      throw new RaftArgumentError(
+        'data',
+        `is ${data.byteLength} bytes, above the ${max}-byte limit for one command`,
+      );
+    }
   }
 
   private assertRunning(): void {

@@ -147,6 +147,19 @@ describe('core/replication', () => {
     expect(() => net.raw('a').propose('str' as unknown as Uint8Array)).to.throw(RaftArgumentError, /data/);
   });
 
+  it('leaderElsewhere names the leader a proposal would go to, as propose decides', () => {
+    const off = new Network(['a', 'b', 'c'], { forwardProposals: false });
+    // No leader known: propose refuses with NotLeaderError(''), and there is nowhere to send it.
+    expect(off.raw('b').leaderElsewhere()).to.equal('');
+    off.campaign('a');
+    // The leader appends it itself.
+    expect(off.raw('a').leaderElsewhere()).to.equal('');
+    expect(off.raw('b').leaderElsewhere()).to.equal('a');
+    expect(() => off.raw('b').propose(enc('x')))
+      .to.throw(NotLeaderError)
+      .with.property('leader', 'a');
+  });
+
   it('maxUncommittedBytes: the leader refuses proposals past the budget until entries commit', () => {
     const net = new Network(['a', 'b', 'c'], { maxUncommittedBytes: 10 });
     net.campaign('a');
