@@ -64,8 +64,8 @@ export interface Plan {
  * The table outlives a plan (`tableFor`): a farm filling up plans one or two VMs at a time, and
  * building the table and each shape's heap from every host for each of them was most of the
  * fill's cost at 1,000 hosts. Between plans it is brought up to date with the hosts whose record
- * or committed load changed (`refresh`: those the state's host journal marked, and those with
- * migrations in flight), and a plan's own additions are taken back at its end (`endPlan`); the
+ * or committed load changed (`refresh`: those the state's host journal marked, which marks the
+ * hosts of a migration as its VM changes too), and a plan's own additions are taken back at its end (`endPlan`); the
  * heaps get the changed hosts pushed again.
  */
 class HostTable {
@@ -141,8 +141,8 @@ class HostTable {
   /**
    * Brings the table up to `s`, if `s` has the same hosts and options (false otherwise: a new
    * table is needed). The hosts to look at again are those the state's journal marked since the
-   * last refresh, and those with migrations in flight (whose load counts the migrating VMs as
-   * they are now); every host when the journal no longer reaches back that far.
+   * last refresh (a migrating VM's change marks both hosts of its migration, whose loads count
+   * it); every host when the journal no longer reaches back that far.
    */
   refresh(s: FarmState, ctx: FilterContext, policy: Policy): boolean {
     if (policy !== this.policy || ctx.vcpuRatio !== this.ctx.vcpuRatio) return false;
@@ -165,8 +165,6 @@ class HostTable {
       return this.refreshHost(s, i);
     };
     for (const id of marked) if (!look(id)) return false;
-    for (const moving of [s.incoming, s.outgoing])
-      for (const [id, ids] of moving) if (ids.size > 0 && !look(id)) return false;
     return true;
   }
 

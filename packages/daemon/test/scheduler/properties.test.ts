@@ -227,6 +227,24 @@ describe('placement properties (fast-check)', function () {
     expect(after.placements).to.deep.equal([]);
   });
 
+  it('a kept table sees the migration target of a restored state as its migrating VM is resized', () => {
+    const b = new FarmBuilder();
+    b.host({ id: 'h0', reserveMiB: 2048, overheadMiB: 0 }).host({
+      id: 'h1',
+      reserveMiB: 2048,
+      overheadMiB: 0,
+    });
+    b.vm('v0', { name: 'vm-0', memMiB: 4096 }, 'h0').vm('n', { name: 'new', memMiB: 8192 });
+    migrate(b.s, 'm1', 'v0', 'h1');
+    const s = decodeSnapshot(encodeSnapshot(b.s));
+    const opts = { policy: 'binpack' as const, vcpuRatio: 8 };
+    const item = { vmId: 'n', config: s.vms.get('n')!.config, pinnedHostId: '' };
+    expect(planPlacements(s, [item], opts).placements).to.have.length(1);
+    const vm = s.vms.get('v0')!;
+    putVm(s, { ...vm, config: { ...vm.config, memoryBytes: 12 * 1024 ** 3 } });
+    expect(planPlacements(s, [item], opts).placements).to.deep.equal([]);
+  });
+
   it("a host journal answers the hosts marked since a position, and undefined once it no longer reaches back or after a restore's forget", () => {
     const j = new HostJournal(2);
     const at = j.end;
