@@ -205,8 +205,8 @@ describe('placement properties (fast-check)', function () {
     it(`plans on a farm whose host table is kept between plans (refreshed from ${journal}) are the plans of a fresh copy of that farm (a host closed for a plan: of a copy with it in maintenance), through placements, removals, resizes, migrations and host changes`, () =>
       keptPlansProperty(cap));
 
-  it('a kept table sees a migration target whose load changed with no mark of its own (the migrating VM resized on its source)', () => {
-    // Two 16 GiB hosts (14 GiB usable, no overhead): h1 holds the room of a VM migrating to it.
+  /** Two 16 GiB hosts (14 GiB usable, no overhead): h1 holds the room of a VM migrating to it. */
+  function migratingFarm(): FarmBuilder {
     const b = new FarmBuilder();
     b.host({ id: 'h0', reserveMiB: 2048, overheadMiB: 0 }).host({
       id: 'h1',
@@ -215,6 +215,11 @@ describe('placement properties (fast-check)', function () {
     });
     b.vm('v0', { name: 'vm-0', memMiB: 4096 }, 'h0').vm('n', { name: 'new', memMiB: 8192 });
     migrate(b.s, 'm1', 'v0', 'h1');
+    return b;
+  }
+
+  it('a kept table sees a migration target whose load changed with no mark of its own (the migrating VM resized on its source)', () => {
+    const b = migratingFarm();
     const opts = { policy: 'binpack' as const, vcpuRatio: 8 };
     const item = { vmId: 'n', config: b.s.vms.get('n')!.config, pinnedHostId: '' };
     const before = planPlacements(b.s, [item], opts);
@@ -228,15 +233,7 @@ describe('placement properties (fast-check)', function () {
   });
 
   it('a kept table sees the migration target of a restored state as its migrating VM is resized', () => {
-    const b = new FarmBuilder();
-    b.host({ id: 'h0', reserveMiB: 2048, overheadMiB: 0 }).host({
-      id: 'h1',
-      reserveMiB: 2048,
-      overheadMiB: 0,
-    });
-    b.vm('v0', { name: 'vm-0', memMiB: 4096 }, 'h0').vm('n', { name: 'new', memMiB: 8192 });
-    migrate(b.s, 'm1', 'v0', 'h1');
-    const s = decodeSnapshot(encodeSnapshot(b.s));
+    const s = decodeSnapshot(encodeSnapshot(migratingFarm().s));
     const opts = { policy: 'binpack' as const, vcpuRatio: 8 };
     const item = { vmId: 'n', config: s.vms.get('n')!.config, pinnedHostId: '' };
     expect(planPlacements(s, [item], opts).placements).to.have.length(1);
