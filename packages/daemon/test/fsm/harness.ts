@@ -5,6 +5,7 @@ import {
   emptyState,
   encodeSnapshot,
   DEFAULT_SETTINGS,
+  IdQueue,
   type CheckpointRecord,
   type MigrationRecord,
   type Command,
@@ -215,7 +216,13 @@ function eventLine(e: FarmEvent): string {
 /** The state as plain data: every map as its entries, in order; absent and undefined alike. */
 function comparable(s: FarmState): unknown {
   const plain = (v: unknown): unknown =>
-    v instanceof Map ? [...v].map(([k, x]) => [k, plain(x)]) : v instanceof Set ? [...v].sort() : v;
+    v instanceof Map
+      ? [...v].map(([k, x]) => [k, plain(x)])
+      : v instanceof Set
+        ? [...v].sort()
+        : v instanceof IdQueue
+          ? [...v]
+          : v;
   return JSON.parse(
     JSON.stringify({
       ...Object.fromEntries(Object.entries(s).map(([k, v]) => [k, plain(v)])),
