@@ -5,7 +5,7 @@ import {
   type MigrationRecord,
   type VmRecord,
 } from '../fsm/index.js';
-import { activeCounts, leaveRefusal } from '../fsm/index.js';
+import { activeCount, leaveRefusal } from '../fsm/index.js';
 import { planPlacements, type SchedulerOptions } from '../scheduler/plan.js';
 
 /**
@@ -18,26 +18,36 @@ import { planPlacements, type SchedulerOptions } from '../scheduler/plan.js';
 export function unfinishedMigrations(s: FarmState): MigrationRecord[] {
   const out: MigrationRecord[] = [];
   for (const ids of s.incoming.values()) for (const id of ids) out.push(s.migrations.get(id)!);
-  return out.filter((m) => !migrationFinal(m)).sort((a, b) => a.startedAtMs - b.startedAtMs || seq(a, b));
+  return out.filter((m) => !migrationFinal(m)).sort(migrationOrder);
 }
 
-/** Pending migrations keep the revision they were recorded at: the order they were asked in. */
-const seq = (a: MigrationRecord, b: MigrationRecord): number =>
-  a.phase === 'MIGRATION_PHASE_PENDING' && b.phase === 'MIGRATION_PHASE_PENDING'
-    ? a.revision - b.revision
-    : a.id < b.id
-      ? -1
-      : 1;
+const pending = (m: MigrationRecord): number => (m.phase === 'MIGRATION_PHASE_PENDING' ? 0 : 1);
+
+/**
+ * A total order, so the result does not depend on the order the state's maps were filled in (the
+ * order hosts first had a migration, which differs between a replica that applied the log and
+ * one restored from a snapshot): the request's time, pending ones first and among them the
+ * revision they were recorded at (the order they were asked in), then the id. Before, pending
+ * and under-way ones were compared by id and pending ones by revision alone: not transitive,
+ * and a drain's migrations (one revision) kept the maps' order.
+ */
+export const migrationOrder = (a: MigrationRecord, b: MigrationRecord): number =>
+  a.startedAtMs - b.startedAtMs ||
+  pending(a) - pending(b) ||
+  (pending(a) === 0 ? a.revision - b.revision : 0) ||
+  (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 /** The pending migrations that may begin now, in the order they were asked for. */
 export function migrationsToStart(s: FarmState, limit: number): MigrationRecord[] {
-  const counts = activeCounts(s);
+  // Counted per host as a host comes up, not over every migration of the farm at each run.
+  const counts = new Map<string, number>();
+  const count = (h: string) => counts.get(h) ?? activeCount(s, h);
   const out: MigrationRecord[] = [];
   for (const m of unfinishedMigrations(s)) {
     if (m.phase !== 'MIGRATION_PHASE_PENDING') continue;
     const hosts = [m.sourceHostId, m.targetHostId];
-    if (hosts.some((h) => (counts.get(h) ?? 0) >= limit)) continue;
-    for (const h of hosts) counts.set(h, (counts.get(h) ?? 0) + 1);
+    if (hosts.some((h) => count(h) >= limit)) continue;
+    for (const h of hosts) counts.set(h, count(h) + 1);
     out.push(m);
   }
   return out;

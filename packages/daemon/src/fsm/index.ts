@@ -14,5 +14,5 @@ export * from './settings.js';
 export * from './failover.js';
 export * from './views.js';
 export { awaitsPlacement } from './vms.js';
-export { activeCounts, leaveRefusal, moveRefusal } from './migrations.js';
+export { activeCount, leaveRefusal, moveRefusal } from './migrations.js';
 export { drainOf } from './drain.js';

@@ -189,17 +189,16 @@ const request = defineCommand(
   },
 );
 
-/** Migrations under way (started, not finished) that each host takes part in. */
-export function activeCounts(s: FarmState): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const ids of s.incoming.values()) {
-    for (const id of ids) {
-      const m = s.migrations.get(id)!;
-      if (m.phase === 'MIGRATION_PHASE_PENDING') continue;
-      for (const h of [m.sourceHostId, m.targetHostId]) counts.set(h, (counts.get(h) ?? 0) + 1);
-    }
-  }
-  return counts;
+/**
+ * Migrations under way (started, not finished) that one host takes part in, as source or
+ * target, from that host's own: counting every host's over the whole farm for each start (and
+ * at each run of the leader's controllers) cost work per migration queued by the drains.
+ */
+export function activeCount(s: FarmState, hostId: string): number {
+  let n = 0;
+  for (const ids of [s.incoming.get(hostId), s.outgoing.get(hostId)])
+    for (const id of ids ?? []) if (s.migrations.get(id)!.phase !== 'MIGRATION_PHASE_PENDING') n++;
+  return n;
 }
 
 /**
@@ -218,8 +217,7 @@ const start = defineCommand(
       end(s, changes, { ...m, decision: 'abort' }, `host '${down}' is not Up`);
       return { started: false };
     }
-    const counts = activeCounts(s);
-    const busy = [m.sourceHostId, m.targetHostId].find((h) => (counts.get(h) ?? 0) >= p.limit);
+    const busy = [m.sourceHostId, m.targetHostId].find((h) => activeCount(s, h) >= p.limit);
     if (busy)
       throw failedPrecondition(
         `host '${busy}' takes part in ${p.limit} migrations already; the migration waits`,

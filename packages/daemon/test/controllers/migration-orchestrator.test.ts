@@ -1,14 +1,18 @@
 import { expect } from 'chai';
 import { ApiError, status, type Logger, type pb } from '@hyperfarm/api';
-import { migrationsToStart } from '../../src/controllers/index.js';
+import { migrationsToStart, unfinishedMigrations } from '../../src/controllers/index.js';
 import type { AgentPort, HostRef } from '../../src/edge/agent-port.js';
 import { MigrationOrchestrator } from '../../src/edge/migration-orchestrator.js';
 import type { Ok } from '../../src/edge/proposer.js';
 import { realTimers } from '../../src/edge/timers.js';
 import {
+  activeCount,
   decodeResults,
+  emptyState,
   encodeEntry,
   FarmStateMachine,
+  putMigration,
+  type MigrationRecord,
   hostLoad,
   vmMemoryCost,
   type Command,
@@ -370,5 +374,76 @@ describe('migration orchestrator: the handover is decided in the log first', () 
       "host 'h1' takes part in 2 migrations already; the migration waits",
     );
     expect(migrationsToStart(s, 2)).to.deep.equal([]);
+  });
+});
+
+describe('migrations: the order they are weighed in, and what a host has under way', () => {
+  const record = (id: string, over: Partial<MigrationRecord>): MigrationRecord => ({
+    id,
+    vmId: `vm-${id}`,
+    sourceHostId: 'h1',
+    targetHostId: 'h2',
+    kind: 'MIGRATION_KIND_LIVE',
+    mode: 'memory',
+    phase: 'MIGRATION_PHASE_PENDING',
+    progress: 0,
+    bytesTransferred: 0,
+    rounds: 0,
+    throttlePercent: 0,
+    downtimeMs: 0,
+    error: '',
+    startedAtMs: 1_000,
+    finishedAtMs: 0,
+    fromGeneration: 1,
+    reason: 'drain',
+    opId: `op-${id}`,
+    drainOpId: '',
+    decision: '',
+    deadlineMs: 60_000,
+    transferStartedAtMs: 0,
+    sha256: '',
+    revision: 10,
+    ...over,
+  });
+  const under = { phase: 'MIGRATION_PHASE_TRANSFERRING' } as const;
+  // Asked at one instant: a drain's two at one revision, one asked after them, two under way
+  // (whose ids fall between and around the pending ones': comparing pending with under-way ones
+  // by id and pending ones by revision was not an order), and one asked earlier than all.
+  const records = [
+    record('m-z', { revision: 10, targetHostId: 'h3' }),
+    record('m-y', { revision: 10, targetHostId: 'h4' }),
+    record('m-a', { revision: 12, targetHostId: 'h5' }),
+    record('m-m', { ...under, revision: 11, targetHostId: 'h6' }),
+    record('m-b', { ...under, revision: 9, targetHostId: 'h7' }),
+    record('m-0', { startedAtMs: 500, revision: 20, targetHostId: 'h8' }),
+  ];
+
+  it('in one order whatever order the hosts first had a migration in: time asked, pending ones first by revision, then id', () => {
+    const expected = ['m-0', 'm-y', 'm-z', 'm-a', 'm-b', 'm-m'];
+    // Every rotation and the reverse of the records: each fills the state's per-host maps in
+    // another order.
+    for (let k = 0; k < records.length; k++)
+      for (const order of [records.slice(k).concat(records.slice(0, k)), [...records].reverse()]) {
+        const s = emptyState();
+        for (const m of order) putMigration(s, m);
+        expect(unfinishedMigrations(s).map((m) => m.id)).to.deep.equal(expected);
+      }
+  });
+
+  it('a host counts the migrations under way it is the source or the target of, not pending or finished ones', () => {
+    const s = emptyState();
+    for (const m of records) putMigration(s, m);
+    putMigration(s, record('m-in', { ...under, sourceHostId: 'h6', targetHostId: 'h1' }));
+    putMigration(s, record('m-done', { ...under, targetHostId: 'h6' }));
+    putMigration(s, record('m-done', { phase: 'MIGRATION_PHASE_COMPLETED', targetHostId: 'h6' }));
+    // h1: the source of m-m and m-b, the target of m-in.
+    expect(activeCount(s, 'h1')).to.equal(3);
+    // h6: the target of m-m, the source of m-in; m-done finished.
+    expect(activeCount(s, 'h6')).to.equal(2);
+    expect(activeCount(s, 'h3')).to.equal(0);
+    expect(activeCount(s, 'h9')).to.equal(0);
+    // h1 is full at 3: only pending migrations with neither host at the limit may start.
+    expect(migrationsToStart(s, 3).map((m) => m.id)).to.deep.equal([]);
+    expect(migrationsToStart(s, 4).map((m) => m.id)).to.deep.equal(['m-0']);
   });
 });
