@@ -249,18 +249,41 @@ export const WANTS_PARTITION: ReadonlySet<VmStateName> = new Set(['VM_STATE_RUNN
  * before it was on disk, then a crash) shows up as another command at its index.
  */
 export class AppliedLog {
-  private readonly byIndex = new Map<number, { daemon: string; hash: number }>();
+  /**
+   * Per index, the hash of the command first applied there and which daemon applied it (its
+   * number plus one; 0: none yet), in flat arrays grown by doubling: a map of an object per
+   * index held one for every entry of the run's log, which the garbage collector walked again
+   * and again in a long run.
+   */
+  private hashes = new Uint32Array(1_024);
+  private firsts = new Uint8Array(1_024);
+  private readonly daemons: string[] = [];
 
   record(daemon: string, index: number, data: Uint8Array, time: number, out: Violation[]): void {
     const hash = fnv1a(data);
-    const first = this.byIndex.get(index);
-    if (!first) this.byIndex.set(index, { daemon, hash });
-    else if (first.hash !== hash)
+    if (index >= this.firsts.length) this.grow(index);
+    const first = this.firsts[index]!;
+    if (first === 0) {
+      let n = this.daemons.indexOf(daemon);
+      if (n < 0) n = this.daemons.push(daemon) - 1;
+      this.firsts[index] = n + 1;
+      this.hashes[index] = hash;
+    } else if (this.hashes[index] !== hash)
       out.push({
         property: 'applied-entries-differ',
         time,
-        detail: `daemon ${daemon} applied another command at index ${index} than daemon ${first.daemon} did`,
+        detail: `daemon ${daemon} applied another command at index ${index} than daemon ${this.daemons[first - 1]} did`,
       });
+  }
+
+  private grow(index: number): void {
+    const size = Math.max(index + 1, 2 * this.firsts.length);
+    const hashes = new Uint32Array(size);
+    const firsts = new Uint8Array(size);
+    hashes.set(this.hashes);
+    firsts.set(this.firsts);
+    this.hashes = hashes;
+    this.firsts = firsts;
   }
 }
 
