@@ -41,7 +41,11 @@ export const migrationOrder = (a: MigrationRecord, b: MigrationRecord): number =
 export function migrationsToStart(s: FarmState, limit: number): MigrationRecord[] {
   // Counted per host as a host comes up, not over every migration of the farm at each run.
   const counts = new Map<string, number>();
-  const count = (h: string) => counts.get(h) ?? activeCount(s, h);
+  const count = (h: string): number => {
+    let n = counts.get(h);
+    if (n === undefined) counts.set(h, (n = activeCount(s, h)));
+    return n;
+  };
   const out: MigrationRecord[] = [];
   for (const m of unfinishedMigrations(s)) {
     if (m.phase !== 'MIGRATION_PHASE_PENDING') continue;
