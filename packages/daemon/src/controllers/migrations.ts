@@ -38,7 +38,11 @@ export const migrationOrder = (a: MigrationRecord, b: MigrationRecord): number =
   (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 /** The pending migrations that may begin now, in the order they were asked for. */
-export function migrationsToStart(s: FarmState, limit: number): MigrationRecord[] {
+export function migrationsToStart(
+  s: FarmState,
+  limit: number,
+  unfinished: readonly MigrationRecord[] = unfinishedMigrations(s),
+): MigrationRecord[] {
   // Counted per host as a host comes up, not over every migration of the farm at each run.
   const counts = new Map<string, number>();
   const count = (h: string): number => {
@@ -47,7 +51,7 @@ export function migrationsToStart(s: FarmState, limit: number): MigrationRecord[
     return n;
   };
   const out: MigrationRecord[] = [];
-  for (const m of unfinishedMigrations(s)) {
+  for (const m of unfinished) {
     if (m.phase !== 'MIGRATION_PHASE_PENDING') continue;
     const hosts = [m.sourceHostId, m.targetHostId];
     if (hosts.some((h) => count(h) >= limit)) continue;

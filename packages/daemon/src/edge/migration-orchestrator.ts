@@ -3,6 +3,7 @@ import { agentView, migrationsToStart, reportOf, unfinishedMigrations } from '..
 import {
   migrationFinal,
   type CommandBody,
+  type FarmState,
   type FarmStateMachine,
   type MigrationRecord,
 } from '../fsm/index.js';
@@ -51,6 +52,12 @@ export class MigrationOrchestrator {
   private readonly progressTimers = new Map<string, unknown>();
   private readonly sleeps = new Set<{ handle: unknown; wake(): void }>();
   private closed = false;
+  /**
+   * The unfinished migrations in order, as of one state and applied index: listed and sorted
+   * again only once an entry was applied or a snapshot replaced the state. Each run of the
+   * controllers listed and sorted them twice, a drain's whole queue of pending ones included.
+   */
+  private unfinished: { state: FarmState; index: number; list: MigrationRecord[] } | undefined;
 
   constructor(
     private readonly machine: FarmStateMachine,
@@ -69,7 +76,7 @@ export class MigrationOrchestrator {
   tick(): void {
     if (this.closed) return;
     const s = this.state;
-    for (const m of migrationsToStart(s, this.cfg.maxPerHost)) {
+    for (const m of migrationsToStart(s, this.cfg.maxPerHost, this.unfinishedNow())) {
       if (this.starting.has(m.id)) continue;
       this.starting.add(m.id);
       // Marked before the start commits: the next tick may see it under way before this answer.
@@ -88,12 +95,20 @@ export class MigrationOrchestrator {
         });
     }
     const now = this.timers.now();
-    for (const m of unfinishedMigrations(s)) {
+    for (const m of this.unfinishedNow()) {
       if (m.decision === 'abort') this.pulls.get(m.id)?.cancel();
       if (m.phase === 'MIGRATION_PHASE_PENDING' || this.driving.has(m.id)) continue;
       if ((this.retryAt.get(m.id) ?? 0) > now) continue;
       void this.drive(m.id);
     }
+  }
+
+  private unfinishedNow(): MigrationRecord[] {
+    const state = this.state;
+    const index = this.machine.appliedIndex;
+    if (this.unfinished?.state !== state || this.unfinished.index !== index)
+      this.unfinished = { state, index, list: unfinishedMigrations(state) };
+    return this.unfinished.list;
   }
 
   close(): void {
