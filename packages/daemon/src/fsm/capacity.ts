@@ -67,7 +67,7 @@ function usageOf(c: { overhead: number; running: number; memoryBytes: number }, 
 }
 
 /** A VM joins or leaves (`sign`) the set `vmIds`, before it does: its host's kept usage follows. */
-function usageChanged(vmIds: Set<string> | undefined, vm: VmRecord, sign: 1 | -1): void {
+export function usageChanged(vmIds: Set<string> | undefined, vm: VmRecord, sign: 1 | -1): void {
   const c = vmIds && usages.get(vmIds);
   if (!c) return;
   if (vmIds.has(vm.id) === (sign === 1)) usages.delete(vmIds);

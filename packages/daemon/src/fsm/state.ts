@@ -1,4 +1,4 @@
-import { loadAdded, loadRemoved } from './capacity.js';
+import { loadAdded, loadRemoved, usageChanged } from './capacity.js';
 import type { CommandResult } from './command.js';
 import { EventWindow } from './events.js';
 import type {
@@ -322,7 +322,9 @@ function indexVm(s: FarmState, vm: VmRecord, sameCost = false): void {
   s.vmByName.set(vm.config.name, vm.id);
   if (vm.hostId) {
     const ids = s.vmsByHost.get(vm.hostId);
-    if (!sameCost) {
+    // The load is the same, but the usage a host's view shows follows the VM's observed state.
+    if (sameCost) usageChanged(ids, vm, 1);
+    else {
       s.hostJournal.mark(vm.hostId);
       loadAdded(ids, vm);
     }
@@ -335,7 +337,8 @@ function unindexVm(s: FarmState, vm: VmRecord, stillUnplaced = false, sameCost =
   if (s.vmByName.get(vm.config.name) === vm.id) s.vmByName.delete(vm.config.name);
   if (vm.hostId) {
     const ids = s.vmsByHost.get(vm.hostId);
-    if (!sameCost) {
+    if (sameCost) usageChanged(ids, vm, -1);
+    else {
       s.hostJournal.mark(vm.hostId);
       loadRemoved(ids, vm);
     }
