@@ -137,6 +137,46 @@ describe('AgentService and MigrationService in one process', function () {
     }
   });
 
+  it("CreateVm and CreateVms with start: created and started under the create's generation; a start refused leaves the VM created, Off", async () => {
+    agent = await startAgent(
+      testConfig(dir, { memoryBytes: mib(4096) }),
+      createLogger({ program: 't', id: 't', level: 'silent' }),
+    );
+    const c = agentClient(agent.grpcAddress);
+    try {
+      const one = await c.p.createVm({ vmId: 'vm-1', config: config('web-1'), generation: 4, start: true });
+      expect(one.status).to.include({ state: 'VM_STATE_STARTING', generation: 4 });
+      const answer = await c.p.createVms({
+        creates: [
+          { vmId: 'vm-2', config: config('web-2'), generation: 5, start: true },
+          // More memory than the host has: created, but the start is refused.
+          { vmId: 'vm-3', config: config('web-3', { memoryBytes: mib(3072) }), generation: 5, start: true },
+          { vmId: 'vm-4', config: config('web-4'), generation: 5 },
+        ],
+      });
+      expect(answer.results.map((r) => r.vm?.status?.state)).to.deep.equal([
+        'VM_STATE_STARTING',
+        'VM_STATE_OFF',
+        'VM_STATE_OFF',
+      ]);
+      const refused = await c.p
+        .changeVmState({ vmId: 'vm-3', action: 'VM_ACTION_START', generation: 5 })
+        .catch((err: { code: number }) => err);
+      expect(refused).to.have.property('code').that.is.a('number');
+      await waitForState(c, 'vm-1', 'VM_STATE_RUNNING');
+      await waitForState(c, 'vm-2', 'VM_STATE_RUNNING');
+      const held = await c.p.listVms({ pageSize: 10 });
+      expect(held.vms.map((v) => `${v.id}:${v.status!.state}`)).to.deep.equal([
+        'vm-1:VM_STATE_RUNNING',
+        'vm-2:VM_STATE_RUNNING',
+        'vm-3:VM_STATE_OFF',
+        'vm-4:VM_STATE_OFF',
+      ]);
+    } finally {
+      c.raw.close();
+    }
+  });
+
   it('lists in pages, streams events with the initial state, refuses hardware changes while running, exports a Saved VM', async () => {
     agent = await startAgent(testConfig(dir), createLogger({ program: 't', id: 't', level: 'silent' }));
     const c = agentClient(agent.grpcAddress);

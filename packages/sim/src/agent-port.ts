@@ -98,8 +98,10 @@ export class SimAgentPort implements AgentPort {
     };
   }
 
-  createVm(host: HostRef, vmId: string, config: VmConfig, generation: number) {
-    return this.call(host.address, SLOW_MS, (h) => h.createVm(vmId, config as pb.VmConfig, generation));
+  createVm(host: HostRef, vmId: string, config: VmConfig, generation: number, start = false) {
+    return this.call(host.address, SLOW_MS, (h) =>
+      h.createVm(vmId, config as pb.VmConfig, generation, start),
+    );
   }
 
   changeVmState(host: HostRef, vmId: string, action: pb.VmAction__Output, generation: number) {

@@ -381,7 +381,18 @@ export class SimHost {
    * older generation (a failover, or a stopped VM moved here) is adopted as it was left, Saved
    * if its saved state is there; otherwise a plain create.
    */
-  createVm(vmId: string, config: pb.VmConfig, generation: number): pb.Vm__Output {
+  createVm(vmId: string, config: pb.VmConfig, generation: number, start = false): pb.Vm__Output {
+    const vm = this.createOrAdopt(vmId, config, generation);
+    if (!start) return vm;
+    // As the agent: the create stands whatever the start does, and the VM is answered as it is.
+    try {
+      return this.changeVmState(vmId, 'VM_ACTION_START', generation);
+    } catch {
+      return vm;
+    }
+  }
+
+  private createOrAdopt(vmId: string, config: pb.VmConfig, generation: number): pb.Vm__Output {
     const m = this.cluster?.manifest(vmId);
     if (!m || this.e.vms.has(vmId) || m.record.generation >= generation)
       return this.mutate((e) => e.vms.create(vmId, config, generation));

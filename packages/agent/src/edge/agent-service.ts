@@ -6,6 +6,7 @@ import {
   status,
   toServiceError,
   unary,
+  unexpectedCause,
   type ClientOptions,
   type pb,
 } from '@hyperfarm/api';
@@ -65,11 +66,27 @@ export function agentServiceImpl(
   transfer: VmTransfer,
   migrations: AgentMigrations,
 ): pb.AgentServiceHandlers {
-  const createVm = (req: pb.AgentCreateVmRequest__Output): Promise<pb.Vm__Output> => {
+  const changeState = async (vmId: string, action: pb.VmAction__Output, generation: number) => {
+    // Anything but turning it off uses the VM's files: a stale copy may not.
+    if (action !== 'VM_ACTION_TURN_OFF')
+      await host.claimFiles(host.read((e) => e.vms.get(vmId)).id, 'change the state of');
+    return host.mutate((e) => e.power.change(vmId, action, generation));
+  };
+  const createVm = async (req: pb.AgentCreateVmRequest__Output): Promise<pb.Vm__Output> => {
     if (!req.config) throw invalidArgument('config', 'is required');
     // Before anything looks for the VM's folder on cluster storage.
     checkId('vm_id', req.vmId);
-    return adoptOrCreate(host, checkpoints, req.vmId, req.config, req.generation);
+    const vm = await adoptOrCreate(host, checkpoints, req.vmId, req.config, req.generation);
+    if (!req.start) return vm;
+    // The create stands whatever the start does: the caller sees the VM as it is and may start
+    // it again itself (the daemon's reconciler does), with its own handling of the refusal.
+    return changeState(req.vmId, 'VM_ACTION_START', req.generation).catch((err: unknown) => {
+      const cause = unexpectedCause(toServiceError(err));
+      if (cause !== undefined)
+        host.logger.error({ err: cause, vmId: req.vmId }, 'the start after a create failed');
+      else host.logger.debug({ err, vmId: req.vmId }, 'the start after a create was refused');
+      return vm;
+    });
   };
   return {
     GetHostInfo: unary<pb.GetHostInfoRequest__Output, pb.Host>(() => hostInfo(host, net.address())),
@@ -159,12 +176,9 @@ export function agentServiceImpl(
     ImportVmFromFolder: unary<pb.ImportVmFromFolderRequest__Output, pb.Vm>((req) =>
       transfer.importFromFolder(req.folder, req.vmId, req.name, req.generation),
     ),
-    ChangeVmState: unary<pb.AgentChangeVmStateRequest__Output, pb.Vm>(async (req) => {
-      // Anything but turning it off uses the VM's files: a stale copy may not.
-      if (req.action !== 'VM_ACTION_TURN_OFF')
-        await host.claimFiles(host.read((e) => e.vms.get(req.vmId)).id, 'change the state of');
-      return host.mutate((e) => e.power.change(req.vmId, req.action, req.generation));
-    }),
+    ChangeVmState: unary<pb.AgentChangeVmStateRequest__Output, pb.Vm>((req) =>
+      changeState(req.vmId, req.action, req.generation),
+    ),
     GetVmStateHash: unary<pb.GetVmStateHashRequest__Output, pb.GetVmStateHashResponse>((req) =>
       host.read((e) => e.vms.stateHash(req.vmId)),
     ),

@@ -6,7 +6,9 @@ import type { VmActionName, VmConfig } from '../fsm/index.js';
  * back to what is wanted). Carried out through an AgentPort, over gRPC or in the simulator.
  */
 export type AgentAction =
-  | (Target & { kind: 'create'; config: VmConfig })
+  // `start`: the host starts the VM once created (a VM that should run), as the reconciler's next
+  // step would; a host that does not leaves it to that step.
+  | (Target & { kind: 'create'; config: VmConfig; start: boolean })
   | (Target & { kind: 'change-state'; action: VmActionName })
   | (Target & { kind: 'update'; config: VmConfig; paths: string[] })
   | (Target & { kind: 'delete' })

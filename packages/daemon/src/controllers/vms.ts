@@ -98,7 +98,10 @@ function next(s: FarmState, vm: VmRecord): AgentAction | undefined {
   if (!vm.observed.present) {
     // Not on its host: create it there, unless it is on its way out.
     if (p?.kind === 'vm.delete') return { ...t, kind: 'delete', opId: op!.id };
-    return { ...t, kind: 'create', config: vm.config, opId: p?.kind === 'vm.create' ? op!.id : '' };
+    // A VM that should run is started by the host as soon as it is created (or adopted, Off or
+    // Saved: a start either way), not after the create's answer and a call of its own.
+    const start = vm.desired === 'VM_STATE_RUNNING';
+    return { ...t, kind: 'create', config: vm.config, start, opId: p?.kind === 'vm.create' ? op!.id : '' };
   }
   switch (p?.kind) {
     case undefined:

@@ -47,7 +47,14 @@ export interface AgentPort {
   >;
   listVms(host: HostRef): Promise<pb.Vm__Output[]>;
   watchEvents(host: HostRef, sink: AgentEventSink): { cancel(): void };
-  createVm(host: HostRef, vmId: string, config: VmConfig, generation: number): Promise<pb.Vm__Output>;
+  /** `start`: start the VM once created, under the same generation (AgentCreateVmRequest.start). */
+  createVm(
+    host: HostRef,
+    vmId: string,
+    config: VmConfig,
+    generation: number,
+    start?: boolean,
+  ): Promise<pb.Vm__Output>;
   changeVmState(
     host: HostRef,
     vmId: string,

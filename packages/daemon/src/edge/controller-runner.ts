@@ -838,14 +838,14 @@ class LeaderSession {
     switch (a.kind) {
       case 'create':
         try {
-          return { vm: await p.createVm(host, a.vmId, a.config, a.generation) };
+          return { vm: await p.createVm(host, a.vmId, a.config, a.generation, a.start) };
         } catch (err) {
           // The host still holds an older copy (it ran the VM before a failover or a move, and
           // had not dropped it yet): under the new generation that copy is stale. The agent
           // drops it only if its generation is older, then the create goes ahead.
           if (statusOf(err) !== status.ALREADY_EXISTS) throw err;
           await p.dropStaleVm(host, a.vmId, a.generation);
-          return { vm: await p.createVm(host, a.vmId, a.config, a.generation) };
+          return { vm: await p.createVm(host, a.vmId, a.config, a.generation, a.start) };
         }
       case 'change-state':
         return { vm: await p.changeVmState(host, a.vmId, a.action, a.generation) };

@@ -108,8 +108,14 @@ export class GrpcAgentPort implements AgentPort {
    * on its own, as a CreateVm call of its own would be. An agent too old for CreateVms gets one
    * CreateVm call per VM.
    */
-  createVm(host: HostRef, vmId: string, config: pb.VmConfig, generation: number): Promise<pb.Vm__Output> {
-    const req = { vmId, config, generation };
+  createVm(
+    host: HostRef,
+    vmId: string,
+    config: pb.VmConfig,
+    generation: number,
+    start = false,
+  ): Promise<pb.Vm__Output> {
+    const req = { vmId, config, generation, start };
     if (this.oneByOne.has(host.address)) return this.createOne(host.address, req);
     return new Promise((resolve, reject) => {
       let queue = this.creates.get(host.address);

@@ -143,7 +143,17 @@ describe('the VM reconciler (pure)', () => {
   it('creates a placed VM on its host, then starts it as part of its create', () => {
     const b = new FarmBuilder().host({ id: 'h1' }).vm('v', { name: 'web' }, 'h1', { start: true });
     const [create] = reconcileVms(b.s, input());
-    expect(create).to.deep.include({ kind: 'create', hostId: 'h1', vmId: 'v', generation: 1, opId: 'op-v' });
+    // A VM meant to run: its host is asked to start it with the create.
+    expect(create).to.deep.include({
+      kind: 'create',
+      hostId: 'h1',
+      vmId: 'v',
+      generation: 1,
+      opId: 'op-v',
+      start: true,
+    });
+    const off = new FarmBuilder().host({ id: 'h1' }).vm('w', { name: 'db' }, 'h1', { start: false });
+    expect(reconcileVms(off.s, input())[0]).to.deep.include({ kind: 'create', vmId: 'w', start: false });
     b.report('v', 'OFF');
     expect(reconcileVms(b.s, input())).to.deep.equal([
       {

@@ -10,8 +10,12 @@ export type Call = {
   action?: string;
 };
 
-/** Agents that answer at once, as a host does: a create leaves the VM Off, a start makes it Starting. */
-export function agents(calls: Call[], refuseStarts = 0): AgentPort {
+/**
+ * Agents that answer at once, as a host does: a create leaves the VM Off, a start makes it
+ * Starting. With `startOnCreate`, a create asked to start the VM starts it (a current agent);
+ * without, the request's `start` goes unread (an agent older than AgentCreateVmRequest.start).
+ */
+export function agents(calls: Call[], refuseStarts = 0, startOnCreate = false): AgentPort {
   let revision = 0;
   const vm = (id: string, generation: number, state: pb.VmState): pb.Vm__Output =>
     ({
@@ -26,9 +30,11 @@ export function agents(calls: Call[], refuseStarts = 0): AgentPort {
       host.id === 'h1' ? unused() : Promise.resolve({} as pb.GrantLeaseResponse__Output),
     listVms: () => Promise.resolve([]),
     watchEvents: () => ({ cancel: () => undefined }),
-    createVm: (host: HostRef, vmId: string, _config: unknown, generation: number) => {
-      calls.push({ kind: 'create', host: host.id, vmId, generation });
-      return Promise.resolve(vm(vmId, generation, 'VM_STATE_OFF'));
+    createVm: (host: HostRef, vmId: string, _config: unknown, generation: number, start = false) => {
+      calls.push({ kind: 'create', host: host.id, vmId, generation, ...(start ? { action: 'start' } : {}) });
+      return Promise.resolve(
+        vm(vmId, generation, start && startOnCreate ? 'VM_STATE_STARTING' : 'VM_STATE_OFF'),
+      );
     },
     changeVmState: (host: HostRef, vmId: string, action: VmActionName, generation: number) => {
       calls.push({ kind: 'state', host: host.id, vmId, generation, action });

@@ -97,12 +97,26 @@ describe('the controller runner: a failed-over VM', () => {
       for (const id of gens.keys()) {
         const mine = calls.filter((c) => c.vmId === id);
         expect(mine.map((c) => `${c.kind}@${c.host}:${c.generation}:${c.action ?? ''}`)).to.deep.equal([
-          'create@h2:2:',
+          'create@h2:2:start',
           'state@h2:2:VM_ACTION_START',
         ]);
       }
       // What the starts answered is what goes to the log (Starting), in few entries.
       await until('the reports proposed', () => held.join('').split('VM_STATE_STARTING').length - 1 >= 20);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it('is started by its new host with the create, when the host can: one call per VM, none after it', async () => {
+    const machine = failedOver(20);
+    const calls: Call[] = [];
+    const { runner: r, held } = runner(machine, agents(calls, 0, true));
+    try {
+      await until('the reports proposed', () => held.join('').split('VM_STATE_STARTING').length - 1 >= 20);
+      expect(calls.map((c) => `${c.kind}@${c.host}:${c.generation}:${c.action ?? ''}`)).to.deep.equal(
+        [...machine.state.vms.keys()].map(() => 'create@h2:2:start'),
+      );
     } finally {
       r.stop();
     }
@@ -166,8 +180,9 @@ describe('the controller runner: a failed-over VM', () => {
         'the VM reported Starting',
         () => machine.state.vms.get('vm-0')!.observed.state === 'VM_STATE_STARTING',
       );
+      // The create asked for the start; this host (an older agent) did not start it.
       expect(calls.map((c) => `${c.kind}:${c.generation}:${c.action ?? ''}`)).to.deep.equal([
-        'create:2:',
+        'create:2:start',
         'state:2:VM_ACTION_START',
         'state:2:VM_ACTION_START',
       ]);
