@@ -3,10 +3,11 @@
  * Raft or a shared machine's scheduling in the figure: a farm state of 1,000 hosts, then the
  * entries the leader's create path writes (a CreateVms turn of `--batch` creates with the plan
  * that places them), and the agents' reports that the VMs exist, each encoded, applied and its
- * results encoded as FarmStateMachine does on every replica. CPU time (process.cpuUsage), not
- * wall time, so the figure holds on a loaded machine.
+ * results encoded as FarmStateMachine does on the replica whose proposer waits (with
+ * `--follower`, not encoded: as on a follower). CPU time (process.cpuUsage), not wall time, so
+ * the figure holds on a loaded machine.
  *
- *   node --import tsx scripts/bench/placement-apply.ts [--hosts 1000] [--vms 10000] [--batch 500]
+ *   node --import tsx scripts/bench/placement-apply.ts [--hosts 1000] [--vms 10000] [--batch 500] [--follower]
  *
  * Last line: {"apply_us_per_vm", "plan_us_per_vm", "encode_us_per_vm", "entry_bytes_per_vm", ...}.
  */
@@ -33,8 +34,17 @@ const opts = new Command('bench:placement-apply')
   .option('--legacy', 'one vm.create command per VM (the format before vm.create_many)')
   .option('--whole', 'vm.create_many, whole configurations (the format before vm.create_compact)')
   .option('--runs <n>', 'runs, each on a fresh state; the least CPU of each step is reported', Number, 3)
+  .option('--follower', 'apply as a follower does: no proposer waits, the results are not encoded')
   .parse()
-  .opts<{ hosts: number; vms: number; batch: number; legacy?: boolean; whole?: boolean; runs: number }>();
+  .opts<{
+    hosts: number;
+    vms: number;
+    batch: number;
+    legacy?: boolean;
+    whole?: boolean;
+    runs: number;
+    follower?: boolean;
+  }>();
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -101,7 +111,7 @@ const usage = (f: () => void): number => {
 function run() {
   const machine = new FarmStateMachine();
   let index = 0;
-  const apply = (data: Uint8Array) => machine.apply(data, ++index);
+  const apply = (data: Uint8Array) => machine.apply(data, ++index, !opts.follower);
 
   for (let i = 0; i < opts.hosts; i += 100) {
     const cmds: FarmCommand[] = [];
@@ -206,7 +216,7 @@ const cpu = {
 const bytes = runs[0]!.bytes;
 const per = (us: number) => Math.round((us / opts.vms) * 10) / 10;
 console.log(
-  `${opts.vms} VMs on ${opts.hosts} hosts, ${opts.batch} a batch${opts.legacy ? ' (legacy vm.create)' : opts.whole ? ' (vm.create_many)' : ''}: least CPU of ${opts.runs} runs`,
+  `${opts.vms} VMs on ${opts.hosts} hosts, ${opts.batch} a batch${opts.legacy ? ' (legacy vm.create)' : opts.whole ? ' (vm.create_many)' : ''}${opts.follower ? ', as a follower' : ''}: least CPU of ${opts.runs} runs`,
 );
 console.log(`plan (leader only): ${per(cpu.plan)} µs CPU per VM`);
 console.log(

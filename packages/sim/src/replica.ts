@@ -116,9 +116,9 @@ export class SimDaemon {
       id: this.id,
       peers: Object.fromEntries(this.peers.map((p) => [p, p])),
       stateMachine: {
-        apply: (data, index) => {
+        apply: (data, index, awaited) => {
           this.watch.applied(this.id, index, data);
-          return machine.apply(data, index);
+          return machine.apply(data, index, awaited);
         },
         snapshot: () => machine.snapshot(),
         restore: (data) => machine.restore(data),

@@ -27,12 +27,17 @@ export class FarmStateMachine implements StateMachine {
   private readonly restoreListeners = new Set<() => void>();
   private appliedWaiters: { index: number; resolve(): void }[] = [];
 
-  apply(data: Uint8Array, index: number): Uint8Array {
+  /**
+   * Applies an entry and answers its results encoded, or, when no proposer here waits for them
+   * (`awaited` false: a follower, or a leader replaying its log), an empty array: the results are
+   * still built and remembered by request id alike, only not encoded. Absent, as awaited.
+   */
+  apply(data: Uint8Array, index: number, awaited = true): Uint8Array {
     const applied = { ...applyEntry(this.state, data), index };
     this.appliedIndex = index;
     for (const l of this.listeners) l(applied);
     this.releaseWaiters();
-    return encodeResults(applied.results);
+    return awaited ? encodeResults(applied.results) : NOT_AWAITED;
   }
 
   /** Resolves once the entry at `index` (or a snapshot past it) is applied here. */
@@ -91,6 +96,9 @@ export class FarmStateMachine implements StateMachine {
     return () => this.restoreListeners.delete(listener);
   }
 }
+
+/** The answer to an entry nobody here waits for: RaftNode drops it unread. */
+const NOT_AWAITED = new Uint8Array();
 
 export const encodeResults = (results: CommandResult[]): Uint8Array =>
   new TextEncoder().encode(JSON.stringify(results));

@@ -20,6 +20,14 @@ export class PendingProposals<W extends { term: number }> {
     if (this.byIndex.get(index) === waiter) this.byIndex.delete(index);
   }
 
+  /**
+   * Whether a proposer here waits for `e`'s result: a waiter at its index of its term. Asked
+   * before `e` is applied, so the state machine need not build a result nobody reads.
+   */
+  awaits(e: { index: number; term: number }): boolean {
+    return this.byIndex.get(e.index)?.term === e.term;
+  }
+
   /** The waiter for applied entry `e`, and whether `e` is its proposal. */
   applied(e: { index: number; term: number }): { waiter: W; taken: boolean } | undefined {
     const waiter = this.byIndex.get(e.index);

@@ -15,6 +15,18 @@ describe('PendingProposals: matching applied entries to proposals', () => {
     assert.equal(p.applied({ index: 7, term: 3 }), undefined, 'answered once');
   });
 
+  it('a proposer waits for the entry only at its index with its term', () => {
+    const p = new PendingProposals<{ term: number; name: string }>();
+    const w = waiter(3, 'a');
+    p.add(7, w);
+    assert.equal(p.awaits({ index: 7, term: 3 }), true);
+    assert.equal(p.awaits({ index: 7, term: 4 }), false, 'another leader overwrote it');
+    assert.equal(p.awaits({ index: 8, term: 3 }), false, 'proposed elsewhere');
+    assert.equal(p.size, 1, 'asking takes nothing');
+    p.cancel(7, w);
+    assert.equal(p.awaits({ index: 7, term: 3 }), false, 'timed out');
+  });
+
   it('another term at the index: a new leader overwrote it', () => {
     const p = new PendingProposals<{ term: number; name: string }>();
     p.add(7, waiter(3, 'a'));

@@ -334,6 +334,40 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     await waitFor('follower applied', () => follower.sm.get('f') === 'x');
   });
 
+  it('tells the state machine an entry is awaited only on the node whose proposer waits for it', async () => {
+    const leader = await startThree({ forward: true });
+    const follower = await followerThatKnows(leader);
+    const awaited = new Map<string, number[]>();
+    const applied = new Map<string, number[]>();
+    for (const m of c.members) {
+      const sm = m.sm;
+      const apply = sm.apply.bind(sm);
+      awaited.set(m.id, []);
+      applied.set(m.id, []);
+      sm.apply = (data: Uint8Array, index: number, waits?: boolean) => {
+        applied.get(m.id)!.push(index);
+        if (waits) awaited.get(m.id)!.push(index);
+        return apply(data, index);
+      };
+    }
+    const direct = await leader.node!.propose(put('w', '1'));
+    // Forwarded: the proposer that waits is the leader's, not the follower's.
+    const forwarded = await follower.node!.propose(put('w', '2'));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(direct.result)), { prev: null });
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(forwarded.result)), { prev: '1' });
+    await waitFor('every node applied both', () =>
+      c.members.every((m) => m.sm.appliedIndex >= forwarded.index),
+    );
+    for (const m of c.members) {
+      assert.ok(
+        applied.get(m.id)!.includes(direct.index) && applied.get(m.id)!.includes(forwarded.index),
+        m.id,
+      );
+      assert.deepEqual(awaited.get(m.id), m === leader ? [direct.index, forwarded.index] : [], m.id);
+      assert.equal(m.sm.get('w'), '2', m.id);
+    }
+  });
+
   it('serves linearizable reads on leader and follower', async () => {
     const leader = await startThree();
     await leader.node!.propose(put('r', '1'));
