@@ -189,7 +189,10 @@ export function fencedHosts(
 ): { fenced: string[]; nextMs: number } {
   const fenced: string[] = [];
   let nextMs = Infinity;
-  for (const host of s.hosts.values()) {
+  // Only the hosts that are not Up, in the order of all hosts: the controllers run this up to 50
+  // times a second, and a farm's hosts are nearly all Up.
+  for (const id of s.hostsNotUp) {
+    const host = s.hosts.get(id)!;
     if (host.state !== 'HOST_STATE_DOWN' || !s.vmsByHost.get(host.id)?.size) continue;
     const ends =
       Math.max(leaseFromMs.get(host.id) ?? leaderSinceMs, leaderSinceMs) + cfg.leaseMs + cfg.marginMs;

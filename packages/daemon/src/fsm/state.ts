@@ -106,6 +106,19 @@ export interface FarmState {
    * migration's apply on every daemon.
    */
   drains: Map<string, string>;
+  /**
+   * Migrations under way (begun, not finished) per host, as source or target: each
+   * `migration.start` apply and each run of the leader's migrations controller asks it of the
+   * hosts of every pending migration, and counting a host's migrations (a drain queues all of
+   * its VMs') was 6.3 s of a 50,000-VM fill in the simulator. A host with none has no entry.
+   */
+  activeMigrations: Map<string, number>;
+  /**
+   * The hosts that are not Up, in the order of `hosts` (the failover controller's order): it
+   * looks for fenced Down hosts on every run, and a scan of every host was 3.3 s of a
+   * 50,000-VM fill.
+   */
+  hostsNotUp: Set<string>;
 }
 
 /**
@@ -214,6 +227,8 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     checkpointsByVm: new Map(),
     hostJournal: new HostJournal(),
     drains: new Map(),
+    activeMigrations: new Map(),
+    hostsNotUp: new Set(),
   };
 }
 
@@ -260,6 +275,22 @@ export function putHost(s: FarmState, next: HostRecord): void {
   s.hostByName.set(next.name, next.id);
   s.macBlocks.set(next.macBlock, next.id);
   if (!s.vmsByHost.has(next.id)) s.vmsByHost.set(next.id, new Set());
+  indexNotUp(s, next);
+}
+
+function indexNotUp(s: FarmState, host: HostRecord): void {
+  const notUp = s.hostsNotUp;
+  if (host.state === 'HOST_STATE_UP') notUp.delete(host.id);
+  else if (!notUp.has(host.id)) {
+    notUp.add(host.id);
+    // Put in its place in the order of `hosts` (a host that was Up comes back to the set last):
+    // a walk of every host, only when one stops being Up.
+    if (notUp.size > 1) {
+      const ordered = [...s.hosts.keys()].filter((id) => notUp.has(id));
+      notUp.clear();
+      for (const id of ordered) notUp.add(id);
+    }
+  }
 }
 
 export function removeHost(s: FarmState, id: string): void {
@@ -270,6 +301,7 @@ export function removeHost(s: FarmState, id: string): void {
   s.hostByName.delete(prev.name);
   s.macBlocks.delete(prev.macBlock);
   s.vmsByHost.delete(id);
+  s.hostsNotUp.delete(id);
 }
 
 export function putVm(s: FarmState, next: VmRecord): void {
@@ -366,6 +398,7 @@ export function* reindexSteps(s: FarmState, every = 1_000): Generator<void> {
   s.unplaced.clear();
   s.macOwners.clear();
   s.macBlocks.clear();
+  s.hostsNotUp.clear();
   for (const h of s.hosts.values()) putHost(s, h);
   let n = 0;
   for (const vm of s.vms.values()) {
@@ -384,11 +417,13 @@ export function* reindexSteps(s: FarmState, every = 1_000): Generator<void> {
   s.incoming.clear();
   s.outgoing.clear();
   s.migrationsOfVm.clear();
+  s.activeMigrations.clear();
   s.doneMigrations = new IdQueue();
   const migrations = [...s.migrations.values()].sort((a, b) => a.revision - b.revision);
   for (const m of migrations) {
     if (migrationFinal(m)) s.doneMigrations.push(m.id);
     else indexMigration(s, m);
+    countActive(s, m, 1);
   }
   s.checkpointsByVm.clear();
   for (const c of s.checkpoints.values()) indexCheckpoint(s, c);
@@ -414,6 +449,9 @@ function indexMigration(s: FarmState, m: MigrationRecord): void {
 
 /** Stores a migration record, keeping the index of what each host has coming. */
 export function putMigration(s: FarmState, next: MigrationRecord): void {
+  const prev = s.migrations.get(next.id);
+  if (prev) countActive(s, prev, -1);
+  countActive(s, next, 1);
   s.migrations.set(next.id, next);
   if (migrationFinal(next)) {
     s.hostJournal.mark(next.targetHostId);
@@ -425,6 +463,18 @@ export function putMigration(s: FarmState, next: MigrationRecord): void {
     const ofVm = s.migrationsOfVm.get(next.vmId);
     if (ofVm?.delete(next.id) && ofVm.size === 0) s.migrationsOfVm.delete(next.vmId);
   } else indexMigration(s, next);
+}
+
+/** Under way: begun and not finished (what `activeMigrations` counts). */
+const underWay = (m: MigrationRecord): boolean => m.phase !== 'MIGRATION_PHASE_PENDING' && !migrationFinal(m);
+
+function countActive(s: FarmState, m: MigrationRecord, by: 1 | -1): void {
+  if (!underWay(m)) return;
+  for (const h of [m.sourceHostId, m.targetHostId]) {
+    const n = (s.activeMigrations.get(h) ?? 0) + by;
+    if (n === 0) s.activeMigrations.delete(h);
+    else s.activeMigrations.set(h, n);
+  }
 }
 
 // --- checkpoints ---

@@ -12,13 +12,12 @@ import {
   encodeEntry,
   FarmStateMachine,
   putMigration,
-  type MigrationRecord,
   hostLoad,
   vmMemoryCost,
   type Command,
   type CommandBody,
 } from '../../src/fsm/index.js';
-import { hostPayload, vmConfig } from '../fsm/fixtures.js';
+import { hostPayload, migrationRecord, vmConfig } from '../fsm/fixtures.js';
 
 /**
  * The orchestrator against a state machine applied in process and agents that record what they
@@ -378,33 +377,7 @@ describe('migration orchestrator: the handover is decided in the log first', () 
 });
 
 describe('migrations: the order they are weighed in, and what a host has under way', () => {
-  const record = (id: string, over: Partial<MigrationRecord>): MigrationRecord => ({
-    id,
-    vmId: `vm-${id}`,
-    sourceHostId: 'h1',
-    targetHostId: 'h2',
-    kind: 'MIGRATION_KIND_LIVE',
-    mode: 'memory',
-    phase: 'MIGRATION_PHASE_PENDING',
-    progress: 0,
-    bytesTransferred: 0,
-    rounds: 0,
-    throttlePercent: 0,
-    downtimeMs: 0,
-    error: '',
-    startedAtMs: 1_000,
-    finishedAtMs: 0,
-    fromGeneration: 1,
-    reason: 'drain',
-    opId: `op-${id}`,
-    drainOpId: '',
-    decision: '',
-    deadlineMs: 60_000,
-    transferStartedAtMs: 0,
-    sha256: '',
-    revision: 10,
-    ...over,
-  });
+  const record = migrationRecord;
   const under = { phase: 'MIGRATION_PHASE_TRANSFERRING' } as const;
   // Asked at one instant: a drain's two at one revision, one asked after them, two under way
   // (whose ids fall between and around the pending ones': comparing pending with under-way ones

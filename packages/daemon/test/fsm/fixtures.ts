@@ -1,5 +1,5 @@
 import type { pb } from '@hyperfarm/api';
-import type { CommandOf, VmConfig } from '../../src/fsm/index.js';
+import type { CommandOf, MigrationRecord, VmConfig } from '../../src/fsm/index.js';
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -164,5 +164,36 @@ export function webCluster(vmIds: string[]) {
       heartbeatThreshold: 5,
       heartbeatPeriodMs: 1000,
     },
+  };
+}
+
+/** A pending live migration record from h1 to h2, with `over` in place of any field. */
+export function migrationRecord(id: string, over: Partial<MigrationRecord> = {}): MigrationRecord {
+  return {
+    id,
+    vmId: `vm-${id}`,
+    sourceHostId: 'h1',
+    targetHostId: 'h2',
+    kind: 'MIGRATION_KIND_LIVE',
+    mode: 'memory',
+    phase: 'MIGRATION_PHASE_PENDING',
+    progress: 0,
+    bytesTransferred: 0,
+    rounds: 0,
+    throttlePercent: 0,
+    downtimeMs: 0,
+    error: '',
+    startedAtMs: 1_000,
+    finishedAtMs: 0,
+    fromGeneration: 1,
+    reason: 'drain',
+    opId: `op-${id}`,
+    drainOpId: '',
+    decision: '',
+    deadlineMs: 60_000,
+    transferStartedAtMs: 0,
+    sha256: '',
+    revision: 10,
+    ...over,
   };
 }
