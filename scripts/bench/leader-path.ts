@@ -20,6 +20,7 @@ import { Proposer } from '../../packages/daemon/src/edge/proposer.js';
 import { realTimers } from '../../packages/daemon/src/edge/timers.js';
 import { VmCreator } from '../../packages/daemon/src/edge/vm-creator.js';
 import { applyEntry, FarmStateMachine, type VmConfig } from '../../packages/daemon/src/fsm/index.js';
+import { benchHostCommand } from './bench-hosts.js';
 
 const opts = new Command('bench:leader-path')
   .option('--hosts <n>', 'hosts in the farm', Number, 1000)
@@ -30,7 +31,6 @@ const opts = new Command('bench:leader-path')
   .parse()
   .opts<{ hosts: number; vms: number; batch: number; commitMs: number; runs: number }>();
 
-const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
 const logger = createLogger({ program: 'bench', id: 'leader-path', level: 'silent' });
 
@@ -54,40 +54,6 @@ function agents(): AgentPort {
   } as unknown as AgentPort;
 }
 
-/** A host as bench:placement-apply registers it: 32 GiB, Windows Server 2008's limits. */
-const hostCmd = (h: number) => ({
-  type: 'host.register',
-  host: {
-    id: `host-${h}`,
-    name: `host-${h}`,
-    address: `127.0.0.1:${10_000 + h}`,
-    labels: {},
-    capacity: {
-      logicalProcessors: 16,
-      memoryBytes: 32 * GIB,
-      rootReserveBytes: 2 * GIB,
-      perVmOverheadBytes: 32 * MIB,
-    },
-    limits: {
-      name: '2008',
-      maxVcpusPerVm: 4,
-      maxMemoryBytesPerVm: 64 * GIB,
-      maxRunningVmsPerHost: 192,
-      maxLogicalProcessors: 24,
-    },
-    guestOs: [
-      {
-        id: 'windows-server-2008-x64',
-        displayName: 'Windows Server 2008 x64',
-        architectureBits: 64,
-        maxVcpus: 4,
-        integrationServicesAvailable: true,
-        maxMemoryBytes: 2048 * GIB,
-      },
-    ],
-  },
-});
-
 const config = (i: number): VmConfig =>
   normalizeVmConfig({
     name: `vm-${i}`,
@@ -99,7 +65,7 @@ const config = (i: number): VmConfig =>
 
 async function run(): Promise<{ cpuUs: number; entries: number; reports: number }> {
   const machine = new FarmStateMachine();
-  const cmds = Array.from({ length: opts.hosts }, (_, i) => ({ rid: `h${i}`, t: 1, ...hostCmd(i) }));
+  const cmds = Array.from({ length: opts.hosts }, (_, i) => ({ rid: `h${i}`, t: 1, ...benchHostCommand(i) }));
   const r = applyEntry(machine.state, Buffer.from(JSON.stringify({ v: 1, cmds })));
   if (!r.results.every((x) => x.ok)) throw new Error(`hosts not registered: ${JSON.stringify(r.results[0])}`);
   let index = 0;

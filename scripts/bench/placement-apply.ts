@@ -21,6 +21,7 @@ import {
 } from '../../packages/daemon/src/fsm/index.js';
 import { createCommands } from '../../packages/daemon/src/edge/vm-creator.js';
 import { entryBytes, stamped } from '../../packages/daemon/src/edge/proposer.js';
+import { benchHostCommand } from './bench-hosts.js';
 import {
   DEFAULT_SCHEDULER_OPTIONS,
   planPlacements,
@@ -46,7 +47,6 @@ const opts = new Command('bench:placement-apply')
     follower?: boolean;
   }>();
 
-const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
 let rid = 0;
 let t = 1_700_000_000_000;
@@ -115,41 +115,7 @@ function run() {
 
   for (let i = 0; i < opts.hosts; i += 100) {
     const cmds: FarmCommand[] = [];
-    for (let h = i; h < Math.min(opts.hosts, i + 100); h++)
-      cmds.push(
-        stamp({
-          type: 'host.register',
-          host: {
-            id: `host-${h}`,
-            name: `host-${h}`,
-            address: `127.0.0.1:${10_000 + h}`,
-            labels: {},
-            capacity: {
-              logicalProcessors: 16,
-              memoryBytes: 32 * GIB,
-              rootReserveBytes: 2 * GIB,
-              perVmOverheadBytes: 32 * MIB,
-            },
-            limits: {
-              name: '2008',
-              maxVcpusPerVm: 4,
-              maxMemoryBytesPerVm: 64 * GIB,
-              maxRunningVmsPerHost: 192,
-              maxLogicalProcessors: 24,
-            },
-            guestOs: [
-              {
-                id: 'windows-server-2008-x64',
-                displayName: 'Windows Server 2008 x64',
-                architectureBits: 64,
-                maxVcpus: 4,
-                integrationServicesAvailable: true,
-                maxMemoryBytes: 2048 * GIB,
-              },
-            ],
-          },
-        }),
-      );
+    for (let h = i; h < Math.min(opts.hosts, i + 100); h++) cmds.push(stamp(benchHostCommand(h)));
     apply(entry(cmds));
   }
 
