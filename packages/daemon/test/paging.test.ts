@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { page } from '../src/edge/requests.js';
+import { page, pageInOrder } from '../src/edge/requests.js';
+import { SortedKeys } from '../src/fsm/sorted-keys.js';
 
 // The definition: a page is the `size` smallest keys after the token's, in order; following the
 // tokens lists every item once, in key order. (Ids are never empty: an empty key is never listed.)
@@ -41,5 +42,57 @@ describe('list paging', () => {
       Array.from({ length: 100 }, (_, i) => `vm-${i.toString(16).padStart(5, '0')}`),
     );
     expect(p.nextPageToken).to.not.equal('');
+  });
+
+  it('a list kept in order pages exactly as the definition, with a filter and any page size', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.string({ minLength: 1, maxLength: 6 }), { maxLength: 300 }),
+        fc.integer({ min: 1, max: 40 }),
+        fc.integer({ min: 1, max: 4 }),
+        (ids, size, every) => {
+          const keys = new SortedKeys();
+          for (const id of ids) keys.add(id);
+          // A filter, as ListVms' state: the items whose first character's code is a multiple.
+          const wanted = (id: string) => id.charCodeAt(0) % every === 0;
+          let token = '';
+          for (let pages = 0; pages <= ids.length; pages++) {
+            const req = { pageSize: size, pageToken: token };
+            const want = page('vms', ids.filter(wanted), (id) => id, req);
+            const got = pageInOrder(
+              'vms',
+              (after) => [...keys.after(after)].filter(wanted),
+              (id) => id,
+              req,
+            );
+            expect(got).to.deep.equal(want);
+            if (!want.nextPageToken) break;
+            token = want.nextPageToken;
+          }
+        },
+      ),
+      { seed: 14, numRuns: 300 },
+    );
+  });
+
+  it('a list kept in order reads one item past its page, not the list', () => {
+    let read = 0;
+    const items = function* (after: string) {
+      for (let i = 0; i < 50_000; i++) {
+        const id = `vm-${i.toString(16).padStart(5, '0')}`;
+        if (id <= after) continue;
+        read++;
+        yield id;
+      }
+    };
+    const p = pageInOrder('vms', items, (id) => id, { pageSize: 100, pageToken: '' });
+    expect(p.items).to.have.length(100);
+    expect(read).to.equal(101);
+    expect(() => pageInOrder('vms', items, (id) => id, { pageSize: 1001, pageToken: '' })).to.throw(
+      /page_size/,
+    );
+    expect(() => pageInOrder('vms', items, (id) => id, { pageSize: 10, pageToken: 'bm9wZTp4' })).to.throw(
+      /page_token/,
+    );
   });
 });

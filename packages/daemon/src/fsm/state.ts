@@ -12,6 +12,7 @@ import type {
   VmRecord,
 } from './model.js';
 import { DEFAULT_HA_SETTINGS, type HaSettings } from './settings.js';
+import { SortedKeys } from './sorted-keys.js';
 
 /** Limits that shape the state itself, so every replica must agree on them: part of the state. */
 export interface FarmSettings {
@@ -119,6 +120,11 @@ export interface FarmState {
    * 50,000-VM fill.
    */
   hostsNotUp: Set<string>;
+  /**
+   * Every VM's id, in order: a ListVms page reads its ids from here rather than looking at every
+   * VM for the smallest ids after its token (a page cost the leader O(VMs), 1.6 ms at 10,000).
+   */
+  vmIds: SortedKeys;
 }
 
 /**
@@ -229,6 +235,7 @@ export function emptyState(settings: FarmSettings = DEFAULT_SETTINGS): FarmState
     drains: new Map(),
     activeMigrations: new Map(),
     hostsNotUp: new Set(),
+    vmIds: new SortedKeys(),
   };
 }
 
@@ -310,6 +317,7 @@ export function putVm(s: FarmState, next: VmRecord): void {
   // A VM still waiting for a host keeps its place in the placement queue.
   const same = prev !== undefined && sameCost(prev, next);
   if (prev) unindexVm(s, prev, prev.hostId === '' && next.hostId === '', same);
+  else s.vmIds.add(next.id);
   s.vms.set(next.id, next);
   indexVm(s, next, same);
 }
@@ -339,6 +347,7 @@ export function removeVm(s: FarmState, id: string): void {
   markMigrationHosts(s, id);
   unindexVm(s, prev);
   s.vms.delete(id);
+  s.vmIds.delete(id);
 }
 
 function markMigrationHosts(s: FarmState, vmId: string): void {
@@ -399,10 +408,12 @@ export function* reindexSteps(s: FarmState, every = 1_000): Generator<void> {
   s.macOwners.clear();
   s.macBlocks.clear();
   s.hostsNotUp.clear();
+  s.vmIds.clear();
   for (const h of s.hosts.values()) putHost(s, h);
   let n = 0;
   for (const vm of s.vms.values()) {
     indexVm(s, vm);
+    s.vmIds.add(vm.id);
     if (++n % every === 0) yield;
   }
   s.drains.clear();
