@@ -32,7 +32,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import type { pb } from '@hyperfarm/api';
-import { BenchFarm, cluster, rssMb, say, summary, until } from './farm-harness.js';
+import { BenchFarm, cluster, cpuSeconds, rssMb, say, summary, until } from './farm-harness.js';
 import { probeInThread } from './probe-thread.js';
 import { watchInThread } from './watch-thread.js';
 
@@ -177,8 +177,15 @@ try {
     },
   });
 
+  // Each daemon's CPU time (user + system) at each phase's start: wall-clock latencies on this
+  // shared machine follow its load, the daemons' CPU per phase much less.
+  const cpuMarks: { at: number; cpu: number[] }[] = [];
+  const markCpu = () =>
+    cpuMarks.push({ at: Date.now(), cpu: farm.daemons.map((d) => cpuSeconds(d.proc.pid)) });
+
   // The fill.
   const bulk: number[] = [];
+  markCpu();
   const t0 = Date.now();
   let shown = t0;
   let idsToProbe: string[] = [];
@@ -233,6 +240,7 @@ try {
 
   // The hosts create their VMs (the reconciler's calls, then the hosts' reports).
   hostsSince = Date.now();
+  markCpu();
   // A VM's create operation ends when its host reports the VM: the creates still pending, asked
   // of a follower every 2 s (the Watch follows VMs and hosts only, so its lag stays comparable).
   const fillVms = new Set(created);
@@ -264,10 +272,12 @@ try {
 
   // The full farm, at rest but for the probe.
   fullSince = Date.now();
+  markCpu();
   const indexAtFull = Number((await leader.getClusterStatus({})).commitIndex);
   say(`farm full from ${new Date(fullSince).toISOString()} (${fullSince})`);
   await new Promise((r) => setTimeout(r, opts.settle * 1000));
   failoverSince = Date.now();
+  markCpu();
   // Raft snapshots the farm every 100,000 entries or 64 MiB of them: whether one fell in the runs
   // above.
   const indexAfter = Number((await leader.getClusterStatus({})).commitIndex);
@@ -348,6 +358,7 @@ try {
     }
   }
 
+  markCpu();
   await probe.stop();
   watch.stop();
   await watch.stopped;
@@ -397,6 +408,18 @@ try {
   say(
     `Watch lag during the fill: ${lagOf('fill')}; hosts creating: ${lagOf('hosts')}; farm full: ${lagOf('full')}; failover: ${lagOf('failover')}; followed again ${watch.restarts()} times, ${gaps} gaps`,
   );
+  // The leader is the daemon the probe called at the end (a leader change shows in the others).
+  const leaderAt = farm.daemons.findIndex((d) => d.address === farm.leaderAddress);
+  const cpuOf = (i: number) => {
+    const [a, b] = [cpuMarks[i]!, cpuMarks[i + 1]!];
+    const wallS = (b.at - a.at) / 1000;
+    const used = b.cpu.map((c, d) => c - a.cpu[d]!);
+    const others = used.filter((_, d) => d !== leaderAt).map((c) => c.toFixed(1));
+    return `${used[leaderAt]!.toFixed(1)} s in ${wallS.toFixed(1)} s (${Math.round((100 * used[leaderAt]!) / wallS)}%; followers ${others.join(', ')} s)`;
+  };
+  say(
+    `daemon CPU, the leader's: fill ${cpuOf(0)}; hosts creating ${cpuOf(1)}; farm full ${cpuOf(2)}; failover ${cpuOf(3)}`,
+  );
   const daemonMb = Math.max(...farm.daemons.map((d) => peak.get(d.id) ?? 0));
   const agentMb = Math.max(
     ...farm.agents.filter((a) => a.id.startsWith('rack')).map((a) => peak.get(a.id) ?? 0),
@@ -433,6 +456,9 @@ try {
       fill_calls_p99_ms: bulkS.p99,
       placed_s: Math.round(placedS),
       on_hosts_s: Math.round(onHostS),
+      leader_cpu_s: [0, 1, 2, 3].map((i) =>
+        Number((cpuMarks[i + 1]!.cpu[leaderAt]! - cpuMarks[i]!.cpu[leaderAt]!).toFixed(2)),
+      ),
       detect_ms: detectMs ?? null,
       failover_ms: failoverMs ?? null,
     })}`,
