@@ -13,7 +13,8 @@
  *   the leader, through the fill, the hosts' creating and the full farm.
  * - A Watch stream (VMs and hosts) records its lag: when we receive an event against the time
  *   its change committed (one machine, one clock).
- * - The resident memory (VmRSS) of every daemon and agent process, sampled every 2 s.
+ * - The resident memory (VmRSS) of every daemon and agent process, sampled every 2 s, and each
+ *   daemon's CPU time per phase (this shared machine's load moves the latencies, less the CPU).
  * - Failover: a single-host agent with HA VMs running, and another to take them (both on one
  *   cluster storage), joined once the farm is full; kill -9 of the first, timed until its host is
  *   Down and until every one of its VMs is Running on the other (from the Watch stream). The
