@@ -7,6 +7,7 @@ import {
   type TlsFiles,
 } from '@hyperfarm/api';
 import type { HypervisorEngine } from '../../engine/engine.js';
+import type { VmEntry } from '../../engine/model.js';
 import type { VmState } from '../../engine/states.js';
 import { parseCidr } from '../addr.js';
 import type { Frame } from '../frame.js';
@@ -74,9 +75,21 @@ const ADOPTION_TTL_MS = 60_000;
 const MAX_TIMER_MS = 1_000;
 const SYNC_MS = 250;
 
+/** A VM's adapters as the host's network attaches them. */
+const adapterSpecs = (c: Readonly<VmEntry['config']>): AdapterSpec[] =>
+  c.networkAdapters.map((a, index) => ({
+    index,
+    mac: a.macAddress,
+    switchName: a.switchName,
+    vlan: a.vlanId,
+    ip: parseCidr(a.ipv4Address),
+  }));
+
 interface KnownVm {
   adapters: string;
   guest: GuestInfo;
+  /** The configuration `adapters` was read from: the engine replaces it whole on any change. */
+  config: Readonly<VmEntry['config']>;
 }
 
 export class AgentNetwork<L extends FrameLinks = Tunnels> {
@@ -266,14 +279,17 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
       const c = vm.config;
       if (!c || this.leaving.has(vm.id)) continue;
       seen.add(vm.id);
-      const adapters: AdapterSpec[] = c.networkAdapters.map((a, index) => ({
-        index,
-        mac: a.macAddress,
-        switchName: a.switchName,
-        vlan: a.vlanId,
-        ip: parseCidr(a.ipv4Address),
-      }));
-      const key = JSON.stringify(adapters);
+      const known = this.vms.get(vm.id);
+      // The adapters are read again only from a configuration not seen before: every VM of the
+      // host is looked at on each event and every 250 ms, and reading and printing them each
+      // time made a copy and a JSON text per VM per sync.
+      let adapters: AdapterSpec[] | undefined;
+      let key: string;
+      if (known && known.config === c) key = known.adapters;
+      else {
+        adapters = adapterSpecs(c);
+        key = JSON.stringify(adapters);
+      }
       const vmState = vm.state;
       const state: VmRunState = RUNNING.has(vmState) ? 'running' : FROZEN.has(vmState) ? 'paused' : 'off';
       const w = c.workload;
@@ -284,7 +300,6 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
         serviceTimeMs: (w?.requestServiceTimeMs || 1) / speed,
         workers: c.processor?.count ?? 1,
       };
-      const known = this.vms.get(vm.id);
       if (known && known.adapters !== key) {
         this.net.detachVm(vm.id);
         this.vms.delete(vm.id);
@@ -292,14 +307,14 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
       if (!this.vms.has(vm.id)) {
         const adopted = this.adoptions.get(vm.id)?.snap;
         this.adoptions.delete(vm.id);
-        this.net.attachVm(vm.id, adapters, state, adopted);
+        this.net.attachVm(vm.id, adapters ?? adapterSpecs(c), state, adopted);
         if (state === 'running') this.net.announce(vm.id);
       } else {
         const wasRunning = this.net.vmState(vm.id) === 'running';
         this.net.setVmState(vm.id, state);
         if (!wasRunning && state === 'running') this.net.announce(vm.id);
       }
-      this.vms.set(vm.id, { adapters: key, guest });
+      this.vms.set(vm.id, { adapters: key, guest, config: c });
     }
     for (const id of [...this.vms.keys()]) {
       if (seen.has(id)) continue;
