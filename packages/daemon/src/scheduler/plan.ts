@@ -235,6 +235,8 @@ class HostTable {
       const n = this.hosts.length;
       shape = {
         ok: new Uint8Array(n),
+        changed: new Uint8Array(n),
+        pending: [],
         score: new Float64Array(n),
         seen: new Uint32Array(n),
         memoryBytes: c.memoryBytes,
@@ -254,6 +256,8 @@ class HostTable {
     shape.guest = this.ctx.guests.get(shape.guestOs);
     for (let i = 0; i < this.hosts.length; i++) shape.ok[i] = this.takesShape(i, shape) ? 1 : 0;
     shape.heap = undefined;
+    for (const i of shape.pending) shape.changed[i] = 0;
+    shape.pending.length = 0;
     shape.seen.fill(0);
   }
 
@@ -339,6 +343,7 @@ class HostTable {
     if (ask.classes.size > 0 || ask.nlb || ask.config.networkAdapters.some((n) => n.switchName !== ''))
       return this.choose(ask, this.all());
     const shape = this.shape(ask);
+    if (shape.heap) this.pushChanged(shape, shape.heap);
     // Entries of hosts that changed since pile up between plans: past a bound, start afresh.
     if (!shape.heap || shape.heap.size > 4 * this.hosts.length + 64) {
       shape.heap = new HostHeap();
@@ -366,12 +371,34 @@ class HostTable {
     this.bump(i);
   }
 
-  /** Host i changed: its cached scores are stale, and each heap gets it with its new score. */
+  /**
+   * Host i changed: its cached scores are stale, and each heap is to get it with its new score.
+   * The push waits for the shape's next `best` (`pushChanged`): a fill's plan changes a host
+   * several times (its take, the plan's end, the refresh after the commit) and keeps a heap per
+   * shape, most of them not asked for between two changes, so pushing at once was a heap push
+   * per shape per change, most of them entries the next push made stale.
+   */
   private bump(i: number): void {
     this.versions[i]!++;
     for (const shape of this.shapes.values())
-      if (shape.heap && this.open[i] && shape.ok[i])
-        shape.heap.push({ i, score: this.scoreOf(i, shape), v: this.versions[i]! });
+      if (shape.heap && !shape.changed[i]) {
+        shape.changed[i] = 1;
+        shape.pending.push(i);
+      }
+  }
+
+  /**
+   * Pushes the hosts that changed since the shape's last `best`, each once, with its score as
+   * it is now: what an immediate push at its last change held, since every change of what
+   * `scoreOf` and `fits` read bumps the host (and a heap's answer depends only on the entries
+   * of each host's current version, the others being skipped as stale).
+   */
+  private pushChanged(shape: Shape, heap: HostHeap): void {
+    for (const i of shape.pending) {
+      shape.changed[i] = 0;
+      if (this.open[i] && shape.ok[i]) heap.push({ i, score: this.scoreOf(i, shape), v: this.versions[i]! });
+    }
+    shape.pending.length = 0;
   }
 
   all(): Iterable<number> {
@@ -407,6 +434,9 @@ interface Shape {
   /** A VM of this shape, for the guest filter. */
   ask: PlacementAsk;
   heap?: HostHeap | undefined;
+  /** The hosts changed since the heap last had them pushed (`bump`), each marked in `changed`. */
+  changed: Uint8Array;
+  pending: number[];
 }
 
 const GUEST_FILTER = FILTERS.find((f) => f.name === 'guest')!;
