@@ -22,7 +22,8 @@ export interface CommandDef<S extends z.ZodType = z.ZodType> {
   schema: S;
   /**
    * The schema compiled to a plain function (check.ts), for commands with an entry per VM, where
-   * zod's own parse would be most of the apply; absent, the schema parses.
+   * zod's own parse would be most of the apply, and those applied for every VM's changes and
+   * migrations; absent, the schema parses.
    */
   check?: Check<z.output<S>>;
   apply(

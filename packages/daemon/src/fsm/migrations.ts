@@ -187,6 +187,7 @@ const request = defineCommand(
     const m = recordMigration(s, changes, { ...p, drainOpId: '' }, vm, verdict.mode);
     return { migrationId: m.id, opId: p.opId };
   },
+  { compiled: true },
 );
 
 /**
@@ -228,6 +229,7 @@ const start = defineCommand(
     progressOp(s, changes, next, 5, `moving to host '${m.targetHostId}' (${describe(m)})`);
     return { started: true };
   },
+  { compiled: true },
 );
 
 function progressOp(s: FarmState, changes: Changes, m: MigrationRecord, progress: number, message: string) {
@@ -270,6 +272,7 @@ const progress = defineCommand(
     );
     return { changed: true };
   },
+  { compiled: true },
 );
 
 /**
@@ -327,6 +330,7 @@ const decide = defineCommand(
     progressOp(s, changes, next, 90, `handover to host '${m.targetHostId}' committed; the VM comes up there`);
     return { decision: 'commit' };
   },
+  { compiled: true },
 );
 
 /**
@@ -354,6 +358,7 @@ const fallBack = defineCommand(
     progressOp(s, changes, next, 90, `rolling back: ${p.reason}`);
     return { decision: 'abort' };
   },
+  { compiled: true },
 );
 
 /** Both hosts acknowledged the decision: the migration ends, and the VM is free again. */
@@ -372,6 +377,7 @@ const finish = defineCommand(
     end(s, changes, { ...m, downtimeMs: m.decision === 'commit' ? p.downtimeMs : 0 }, m.error, p.report);
     return { changed: true };
   },
+  { compiled: true },
 );
 
 const cancel = defineCommand('migration.cancel', z.object({ migrationId: idSchema }), (s, p, changes) => {

@@ -443,6 +443,7 @@ const changeState = defineCommand(
     });
     return { opId: p.opId };
   },
+  { compiled: true },
 );
 
 /** The fields a running VM keeps: everything else needs it Off (the agent's rule). */

@@ -52,6 +52,7 @@ const recordResult = defineCommand(
       fail(s, vm, op, p.error ?? { code: 'UNKNOWN', message: 'the host gave no reason' }, p.report, changes);
     return { changed: true };
   },
+  { compiled: true },
 );
 
 type ResultPayload = {

@@ -31,9 +31,15 @@ function values(schema: z.ZodType, p = 12): fc.Arbitrary<unknown> {
     switch (d.type) {
       case 'string': {
         const max = limit(d, 'max_length')?.maximum ?? 20;
+        const min = limit(d, 'min_length')?.minimum ?? 0;
         return fc.oneof(
           fc.string({ maxLength: Math.min(max, 8) }),
-          fc.constantFrom('x'.repeat(max), 'x'.repeat(max + 1)),
+          fc.constantFrom(
+            'x'.repeat(max),
+            'x'.repeat(max + 1),
+            'x'.repeat(min),
+            'x'.repeat(Math.max(0, min - 1)),
+          ),
         );
       }
       case 'number': {
@@ -102,11 +108,16 @@ describe('compiled checks answer as their zod schemas', () => {
   it('a VM configuration', () => agrees(vmConfigSchema));
   it("a host's report of a VM", () => agrees(reportSchema));
   it('a VM configuration as its differences from the base', () => agrees(configDiffSchema));
-  for (const type of ['vm.create_many', 'vm.create_compact', 'vm.observed', 'vm.place'])
-    it(`the ${type} command`, () => agrees(COMMANDS.get(type)!.schema, 300));
+  for (const [type, def] of COMMANDS) if (def.check) it(`the ${type} command`, () => agrees(def.schema, 300));
+  it("the commands of a VM's life are compiled (each is applied on every replica)", () => {
+    for (const type of ['vm.create_compact', 'vm.observed', 'vm.place', 'vm.change_state', 'op.result'])
+      expect(COMMANDS.get(type)!.check, type).to.be.a('function');
+    for (const type of ['request', 'start', 'progress', 'decide', 'fall_back', 'finish'])
+      expect(COMMANDS.get(`migration.${type}`)!.check, type).to.be.a('function');
+  });
 
   it('refuses to compile a schema feature it does not know, instead of letting it through', () => {
-    expect(() => compile(z.object({ a: z.string().min(1) }))).to.throw(/min_length/);
+    expect(() => compile(z.object({ a: z.string().regex(/^a/) }))).to.throw(/string_format/);
     expect(() => compile(z.union([z.string(), z.number()]))).to.throw(/union/);
   });
 });
