@@ -124,4 +124,46 @@ describe('CPU shares under contention', () => {
     expect(cpu.vms.get('emu')!.lp).to.be.closeTo(Math.min(1, left / 2), 1e-9);
     expect(e.vms.get('syn').status!.cpuPercent).to.be.greaterThan(0);
   });
+  it("the engine's shares are shareCpu's for its running VMs' claims, and a report keeps the shares it was made with", () => {
+    for (const lps of [8, 2]) {
+      // 8 LPs: everything fits (the uncontended path); 2: the VMs ask for more than the host has.
+      const e = makeEngine({ logicalProcessors: lps });
+      const procs = [
+        { count: 2, reservePercent: 10, limitPercent: 100, relativeWeight: 100 },
+        { count: 1, reservePercent: 100, limitPercent: 100, relativeWeight: 300 },
+        { count: 4, reservePercent: 0, limitPercent: 30, relativeWeight: 100 },
+        { count: 2, reservePercent: 50, limitPercent: 100, relativeWeight: 200 },
+      ];
+      procs.forEach((processor, k) =>
+        e.vms.create(
+          `vm${k}`,
+          vmConfig(`vm${k}`, { processor, workload: { bootMs: 10, cpuDemandPercent: 70 } }),
+        ),
+      );
+      e.vms.create('off', vmConfig('off'));
+      for (let k = 0; k < procs.length; k++) e.power.change(`vm${k}`, 'VM_ACTION_START');
+      e.tick(1000);
+      e.tick(1000);
+      const cpu = e.cpuReport();
+      // Read after the VMs changed again: the report answers for the moment it was made.
+      e.power.change('vm0', 'VM_ACTION_TURN_OFF');
+      e.tick(1000);
+      expect(e.cpuReport().vms.get('vm0')!.lp).to.equal(0);
+      const want = shareCpu(
+        lps - cpu.rootLp,
+        procs.map((p, k) => ({
+          id: `vm${k}`,
+          demand: p.count * 0.7,
+          reserve: (p.count * p.reservePercent) / 100,
+          limit: (p.count * p.limitPercent) / 100,
+          weight: p.relativeWeight,
+        })),
+      );
+      for (let k = 0; k < procs.length; k++) {
+        expect(cpu.vms.get(`vm${k}`)!.lp, `${lps} LPs, vm${k}`).to.equal(want.get(`vm${k}`));
+        expect(cpu.vms.get(`vm${k}`)!.percent).to.equal((want.get(`vm${k}`)! / procs[k]!.count) * 100);
+      }
+      expect(cpu.vms.get('off')).to.deep.equal({ lp: 0, percent: 0 });
+    }
+  });
 });

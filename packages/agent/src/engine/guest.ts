@@ -1,9 +1,9 @@
 import type { EngineCore } from './core.js';
 import { updateResponsiveness } from './health.js';
 import { PAGE_SIZE } from './memory.js';
-import { STARVED_FRACTION, type VmEntry } from './model.js';
+import { STARVED_FRACTION, type CpuReport, type VmEntry } from './model.js';
 import { devicePaths, IO_COST_LP_SECONDS } from './partition.js';
-import { type CpuClaim, shareCpu } from './scheduler.js';
+import { type CpuClaim, shareCpu, UNCONTENDED_MARGIN } from './scheduler.js';
 import { VCPUS_RUN } from './states.js';
 
 // The guests and the host's CPU: CPU shares, then what each guest does with its share over time
@@ -24,11 +24,21 @@ export function step(s: EngineCore, dtMs: number): void {
  * partition I/O cost and its packet rate. The root's cost of a guest's requests follows the
  * share it got at the last call, so shares settle over a call or two after a change; returns
  * whether any share moved (false: calling again would give the same shares).
+ *
+ * It runs at every pump of a host whose VMs changed (each create of a fill), so the claims are
+ * kept in flat arrays and the usual uncontended case is worked out here, as shareCpu's
+ * `shareUncontended` would (the same sums in the same order); the per-VM report is built when
+ * read (`CpuShares`).
  */
 export function shareHostCpu(s: EngineCore): boolean {
-  const claims: CpuClaim[] = [];
+  const all = [...s.vms.values()];
+  const running: VmEntry[] = [];
+  const demand: number[] = [];
+  const reserve: number[] = [];
+  const limit: number[] = [];
+  const weight: number[] = [];
   let rootLp = 0;
-  for (const vm of s.vms.values()) {
+  for (const vm of all) {
     vm.rootCpuLp = 0;
     vm.packetsPerSecond = 0;
     if (!VCPUS_RUN.has(vm.state)) {
@@ -44,13 +54,11 @@ export function shareHostCpu(s: EngineCore): boolean {
           ? 0.25
           : w.cpuDemandPercent / 100) *
       (1 - vm.throttlePercent / 100);
-    claims.push({
-      id: vm.id,
-      demand: p.count * demandFraction,
-      reserve: (p.count * p.reservePercent) / 100,
-      limit: (p.count * p.limitPercent) / 100,
-      weight: p.relativeWeight,
-    });
+    running.push(vm);
+    demand.push(p.count * demandFraction);
+    reserve.push((p.count * p.reservePercent) / 100);
+    limit.push((p.count * p.limitPercent) / 100);
+    weight.push(p.relativeWeight);
     // The root partition's cost of serving this guest's I/O on its device paths.
     if (vm.state === 'VM_STATE_RUNNING') {
       const paths = devicePaths(vm.config);
@@ -68,16 +76,16 @@ export function shareHostCpu(s: EngineCore): boolean {
   }
   const lps = s.options.logicalProcessors;
   rootLp = Math.min(rootLp, lps);
-  const shares = shareCpu(lps - rootLp, claims);
+  const shares = shareRunning(lps - rootLp, running, demand, reserve, limit, weight);
+  // The VMs whose vCPUs do not run hold 0, as set above: they neither move nor add to `used`.
   let used = rootLp;
   let moved = false;
-  const vmsCpu = new Map<string, { lp: number; percent: number }>();
-  for (const vm of s.vms.values()) {
-    const lp = shares.get(vm.id) ?? 0;
+  for (let k = 0; k < running.length; k++) {
+    const vm = running[k]!;
+    const lp = shares[k]!;
     if (lp !== vm.cpuLp) moved = true;
     vm.cpuLp = lp;
     used += lp;
-    vmsCpu.set(vm.id, { lp, percent: (lp / vm.config.processor!.count) * 100 });
     if (vm.state === 'VM_STATE_RUNNING' || vm.state === 'VM_STATE_RUNNING_CRITICAL') {
       const demandLp =
         ((vm.config.processor!.count * vm.config.workload!.cpuDemandPercent) / 100) *
@@ -85,8 +93,77 @@ export function shareHostCpu(s: EngineCore): boolean {
       updateResponsiveness(s, vm, demandLp > 0 && lp < STARVED_FRACTION * demandLp);
     }
   }
-  s.lastCpu = { hostPercent: (used / lps) * 100, rootLp, vms: vmsCpu };
+  s.lastCpu = new CpuShares((used / lps) * 100, rootLp, all);
   return moved;
+}
+
+/** The running VMs' shares, in their order: shareCpu's answer for their claims. */
+function shareRunning(
+  capacity: number,
+  running: readonly VmEntry[],
+  demand: readonly number[],
+  reserve: readonly number[],
+  limit: readonly number[],
+  weight: readonly number[],
+): Float64Array {
+  const out = new Float64Array(running.length);
+  let total = 0;
+  for (let k = 0; k < running.length; k++) total += Math.max(0, Math.min(demand[k]!, limit[k]!));
+  if (total <= capacity - UNCONTENDED_MARGIN) {
+    for (let k = 0; k < running.length; k++) {
+      const cap = Math.max(0, Math.min(demand[k]!, limit[k]!));
+      const reserved = Math.min(reserve[k]!, cap);
+      out[k] = reserved >= cap - 1e-12 ? reserved : cap;
+    }
+    return out;
+  }
+  const claims: CpuClaim[] = running.map((vm, k) => ({
+    id: vm.id,
+    demand: demand[k]!,
+    reserve: reserve[k]!,
+    limit: limit[k]!,
+    weight: weight[k]!,
+  }));
+  const shares = shareCpu(capacity, claims);
+  for (let k = 0; k < running.length; k++) out[k] = shares.get(running[k]!.id) ?? 0;
+  return out;
+}
+
+/**
+ * The host's CPU as the last share left it. The per-VM map is read rarely (the network's
+ * traffic model) and was most of the cost of building the report at each pump: the shares and
+ * processor counts are kept as they were then, and the map made from them when first read.
+ */
+class CpuShares implements CpuReport {
+  private readonly ids: string[];
+  private readonly lps: Float64Array;
+  private readonly counts: Float64Array;
+  private map: Map<string, { lp: number; percent: number }> | undefined;
+
+  constructor(
+    readonly hostPercent: number,
+    readonly rootLp: number,
+    vms: readonly VmEntry[],
+  ) {
+    this.ids = vms.map((vm) => vm.id);
+    this.lps = new Float64Array(vms.length);
+    this.counts = new Float64Array(vms.length);
+    vms.forEach((vm, k) => {
+      this.lps[k] = vm.cpuLp;
+      this.counts[k] = vm.config.processor!.count;
+    });
+  }
+
+  get vms(): Map<string, { lp: number; percent: number }> {
+    if (!this.map) {
+      this.map = new Map();
+      for (let k = 0; k < this.ids.length; k++) {
+        const lp = this.lps[k]!;
+        this.map.set(this.ids[k]!, { lp, percent: (lp / this.counts[k]!) * 100 });
+      }
+    }
+    return this.map;
+  }
 }
 
 /**

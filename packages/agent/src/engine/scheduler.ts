@@ -54,6 +54,9 @@ export function shareCpu(capacity: number, claims: readonly CpuClaim[]): Map<str
   return alloc;
 }
 
+/** How far below the capacity the claims must stay to be shared without water-filling. */
+export const UNCONTENDED_MARGIN = 1e-9;
+
 /**
  * The shares when everything asked for fits with room to spare (a host's usual case): each claim
  * gets its cap, what the water-filling below ends with then, without its rounds and maps. A claim
@@ -63,7 +66,7 @@ export function shareCpu(capacity: number, claims: readonly CpuClaim[]): Map<str
 function shareUncontended(capacity: number, claims: readonly CpuClaim[]): Map<string, number> | undefined {
   let total = 0;
   for (const c of claims) total += Math.max(0, Math.min(c.demand, c.limit));
-  if (!(total <= capacity - 1e-9)) return undefined;
+  if (!(total <= capacity - UNCONTENDED_MARGIN)) return undefined;
   const alloc = new Map<string, number>();
   for (const c of claims) {
     const cap = Math.max(0, Math.min(c.demand, c.limit));
