@@ -10,7 +10,7 @@ import {
   type Logger,
   type RunningServer,
 } from '@hyperfarm/api';
-import { RaftNode, Role } from '@hyperfarm/raft';
+import { RaftNode, Role, type SnapshotBySize } from '@hyperfarm/raft';
 import { join } from 'node:path';
 import type { DaemonConfig } from './config.js';
 import { checkpointHandlers } from './edge/checkpoints-api.js';
@@ -35,11 +35,20 @@ import { vmHandlers } from './edge/vms-api.js';
 import { FarmStateMachine } from './fsm/index.js';
 
 /**
- * A snapshot once the log applied since the last one holds this much: about a 50,000-VM farm's
- * snapshot (70 MiB), so the log kept in memory never costs much more than a snapshot would.
- * The farm simulator's large profile snapshots by it too.
+ * When the daemon snapshots besides every 100,000 entries (docs/daemon.md, "When a snapshot is
+ * taken"). A restart restores the last snapshot and replays the log after it, and a byte of the
+ * farm's log costs 10 to 40 times as much to replay as a byte of snapshot to restore (180 to 660
+ * against 15 to 20 ns at 50,000 VMs): a log a quarter of the snapshot's size replays in 2 to 10
+ * times the restore, and each snapshot is encoded once per at least a quarter of its size of log.
+ * At least 8 MiB of log, so a small farm under a stream of updates (bench:console) is not
+ * snapshotted every few seconds; at most 64 MiB, about a 50,000-VM farm's snapshot, since the
+ * log is held in memory. The farm simulator's large profile snapshots by it too.
  */
-export const SNAPSHOT_BYTES = 64 * 1024 * 1024;
+export const SNAPSHOT_BY_SIZE: SnapshotBySize = {
+  snapshotBytes: 64 * 1024 * 1024,
+  snapshotLogRatio: 0.25,
+  snapshotMinBytes: 8 * 1024 * 1024,
+};
 
 export interface RunningDaemon {
   logger: Logger;
@@ -79,8 +88,8 @@ export async function startDaemon(
     profile: config.raftProfile,
     // The log since the last snapshot is held in memory, and a farm's entries are batches of
     // commands (11 KB each under bench:console): by count alone (100,000) it grew without bound
-    // for hours (docs/benchmarks.md, Web console).
-    snapshotBytes: SNAPSHOT_BYTES,
+    // for hours (docs/benchmarks.md, Web console). A restart replays it all.
+    ...SNAPSHOT_BY_SIZE,
     // A Ready of the fill's creates and reports took hundreds of ms to apply at 1,000 hosts; the
     // calls that came meanwhile waited for all of it.
     applyBudgetMs: 10,

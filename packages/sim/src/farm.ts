@@ -1,6 +1,6 @@
 import { createLogger, statusOf, status, type pb } from '@hyperfarm/api';
-import { SNAPSHOT_BYTES, useIdBits, type FarmState } from '@hyperfarm/daemon';
-import { Role, SimRng } from '@hyperfarm/raft';
+import { SNAPSHOT_BY_SIZE, useIdBits, type FarmState } from '@hyperfarm/daemon';
+import { Role, SimRng, type SnapshotBySize } from '@hyperfarm/raft';
 import { Scope, VirtualClock } from './clock.js';
 import { checkNlb, checkNlbConverged } from './nlb-checks.js';
 import { FarmNlb } from './nlb-workload.js';
@@ -31,8 +31,8 @@ export interface FarmTiming {
   /** Snapshot the log every this many applied entries, keeping this many. */
   snapshotEvery: number;
   snapshotKeep: number;
-  /** Snapshot too once the entries applied since the last snapshot hold this many bytes. */
-  snapshotBytes?: number;
+  /** Snapshot too by the size of the entries applied since the last snapshot (RaftNode's options). */
+  snapshotBySize?: SnapshotBySize;
   /** Host liveness: lease grants this often, Suspect and Down after this long without an answer. */
   liveness: { intervalMs: number; suspectAfterMs: number; downAfterMs: number };
   leaseMs: number;
@@ -197,10 +197,10 @@ export const LARGE: Omit<FarmOptions, 'seed'> = {
     tickMs: 500,
     electionTick: 10,
     heartbeatTick: 1,
-    // As the daemon does (RaftNode's default count, server.ts's bytes): a 50,000-VM state's
+    // As the daemon does (RaftNode's default count, server.ts's sizes): a 50,000-VM state's
     // snapshot is tens of MB to encode, too much to take every 20,000 entries of a fill.
     snapshotEvery: 100_000,
-    snapshotBytes: SNAPSHOT_BYTES,
+    snapshotBySize: SNAPSHOT_BY_SIZE,
     snapshotKeep: 5_000,
     liveness: { intervalMs: 15_000, suspectAfterMs: 30_000, downAfterMs: 60_000 },
     leaseMs: 60_000,
@@ -369,7 +369,7 @@ export class FarmSimulation {
           heartbeatTick: o.timing.heartbeatTick,
           snapshotEvery: o.timing.snapshotEvery,
           snapshotKeep: o.timing.snapshotKeep,
-          ...(o.timing.snapshotBytes !== undefined ? { snapshotBytes: o.timing.snapshotBytes } : {}),
+          ...(o.timing.snapshotBySize ? { snapshotBySize: o.timing.snapshotBySize } : {}),
           requestTimeoutMs: 10_000,
           scheduler: { policy: o.policy, vcpuRatio: 8 },
           network: o.network ?? false,

@@ -15,7 +15,7 @@ import {
   type RunnerConfig,
   type SchedulerOptions,
 } from '@hyperfarm/daemon';
-import { RaftNode, Role, SimRng, type TransportHandlers } from '@hyperfarm/raft';
+import { RaftNode, Role, SimRng, type SnapshotBySize, type TransportHandlers } from '@hyperfarm/raft';
 import type { Scope } from './clock.js';
 import type { SimNetwork } from './network.js';
 import { SimAgentPort, SimNetworkAgents, type HostDirectory } from './agent-port.js';
@@ -37,8 +37,8 @@ export interface ReplicaConfig {
   /** Snapshot and compact the log every this many applied entries, keeping this many. */
   snapshotEvery: number;
   snapshotKeep: number;
-  /** Snapshot too once the entries applied since the last one hold this many bytes. */
-  snapshotBytes?: number;
+  /** Snapshot too by the size of the entries applied since the last one (RaftNode's options). */
+  snapshotBySize?: SnapshotBySize;
   requestTimeoutMs: number;
   runner: Omit<RunnerConfig, 'daemonId'>;
   scheduler: SchedulerOptions;
@@ -142,7 +142,7 @@ export class SimDaemon {
       heartbeatTick: this.cfg.heartbeatTick,
       snapshotEvery: this.cfg.snapshotEvery,
       snapshotKeep: this.cfg.snapshotKeep,
-      ...(this.cfg.snapshotBytes !== undefined ? { snapshotBytes: this.cfg.snapshotBytes } : {}),
+      ...this.cfg.snapshotBySize,
       requestTimeoutMs: this.cfg.requestTimeoutMs,
       forwardProposals: true,
       onRoleChange: (c) => {

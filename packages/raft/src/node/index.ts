@@ -3,6 +3,7 @@ export {
   RaftNode,
   type RaftNodeOptions,
   type RaftProfile,
+  type SnapshotBySize,
   type StateMachine,
 } from './raft-node.js';
 export {

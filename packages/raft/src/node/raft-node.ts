@@ -61,6 +61,9 @@ export interface StateMachine {
   restore(data: Uint8Array): void | Promise<void>;
 }
 
+/** What asks for a snapshot besides the count of entries (see RaftNodeOptions). */
+export type SnapshotBySize = Pick<RaftNodeOptions, 'snapshotBytes' | 'snapshotLogRatio' | 'snapshotMinBytes'>;
+
 export interface RaftNodeOptions {
   id: NodeId;
   /** Folder for the log (LevelDB) and snapshot files; required unless `storage` is given. */
@@ -100,6 +103,17 @@ export interface RaftNodeOptions {
    * 11 KB (a farm's batched commands) that is 1.1 GB before the count says snapshot.
    */
   snapshotBytes?: number;
+  /**
+   * Also take one once the entries applied since the last snapshot hold this many times that
+   * snapshot's size in bytes, and at least `snapshotMinBytes` (default: not by this measure). A
+   * node that restarts restores its last snapshot and then applies every entry after it, so
+   * this bounds what the restart replays against what it restores, whatever the state's size;
+   * and since each snapshot is encoded once per this many bytes of log, its encoding costs at
+   * most a set share of applying that log.
+   */
+  snapshotLogRatio?: number;
+  /** The least bytes applied since the last snapshot before `snapshotLogRatio` asks for one. Default 1 MiB. */
+  snapshotMinBytes?: number;
   /** Entries kept before a snapshot, so briefly lagging followers avoid a snapshot. Default 5,000. */
   snapshotKeep?: number;
   /** On a follower, forward proposals to the leader over ForwardPropose instead of refusing them. */
@@ -197,6 +211,8 @@ export class RaftNode {
   private snapshotIndex: number;
   /** Bytes of the entries applied since the last snapshot (taken or installed). */
   private bytesSinceSnapshot = 0;
+  /** Bytes of the last snapshot (taken, installed or restored at start). */
+  private snapshotSize: number;
   /** A snapshot being encoded in the background, and one encoded and waiting to be saved. */
   private encoding: Promise<void> | undefined;
   private encoded: { index: number; conf: ConfState; data: Uint8Array } | undefined;
@@ -228,6 +244,7 @@ export class RaftNode {
     const snap = mem.snapshot();
     this.applied = snap.meta.index;
     this.snapshotIndex = snap.meta.index;
+    this.snapshotSize = snap.data.length;
     this.raw = new RawNode({
       id: opts.id,
       storage: mem,
@@ -689,14 +706,16 @@ export class RaftNode {
     // (a heartbeat from the leader keeps this follower from starting an election), and what
     // they make this node send goes out with the next Ready.
     const restored = this.opts.stateMachine.restore(env.app);
-    if (restored) return restored.then(() => this.snapshotInstalled(snapshot.meta.index));
-    this.snapshotInstalled(snapshot.meta.index);
+    const size = snapshot.data.length;
+    if (restored) return restored.then(() => this.snapshotInstalled(snapshot.meta.index, size));
+    this.snapshotInstalled(snapshot.meta.index, size);
     return undefined;
   }
 
-  private snapshotInstalled(index: number): void {
+  private snapshotInstalled(index: number, size: number): void {
     this.applied = index;
     this.snapshotIndex = index;
+    this.snapshotSize = size;
     this.bytesSinceSnapshot = 0;
     // Proposals at or below the snapshot can no longer be matched to their entries.
     for (const w of this.proposals.replacedThrough(index)) {
@@ -752,10 +771,7 @@ export class RaftNode {
   }
 
   private async maybeSnapshot(): Promise<void> {
-    const every = this.opts.snapshotEvery ?? 100_000;
-    const bytes = this.opts.snapshotBytes ?? Infinity;
-    if (this.encoding || (this.applied - this.snapshotIndex < every && this.bytesSinceSnapshot < bytes))
-      return;
+    if (this.encoding || !this.snapshotDue()) return;
     const index = this.applied;
     this.bytesSinceSnapshot = 0;
     const conf = this.raw.status().conf;
@@ -775,6 +791,16 @@ export class RaftNode {
     );
   }
 
+  /** By count, by size, or by the log's size against the last snapshot's (see the options). */
+  private snapshotDue(): boolean {
+    const o = this.opts;
+    if (this.applied - this.snapshotIndex >= (o.snapshotEvery ?? 100_000)) return true;
+    const since = this.bytesSinceSnapshot;
+    if (since >= (o.snapshotBytes ?? Infinity)) return true;
+    if (o.snapshotLogRatio === undefined) return false;
+    return since >= Math.max(o.snapshotMinBytes ?? 1024 * 1024, o.snapshotLogRatio * this.snapshotSize);
+  }
+
   /** Saves a snapshot encoded in the background, in the loop, so storage writes stay in order. */
   private async saveEncodedSnapshot(): Promise<void> {
     const e = this.encoded;
@@ -791,6 +817,7 @@ export class RaftNode {
     await this.storage.saveSnapshot(snapshot, compactThrough);
     if (compactThrough >= this.mem.firstIndex()) this.mem.compact(compactThrough);
     this.snapshotIndex = index;
+    this.snapshotSize = data.length;
   }
 
   /**

@@ -38,6 +38,8 @@ interface ClusterOptions {
   requestTimeoutMs?: number;
   snapshotEvery?: number;
   snapshotBytes?: number;
+  snapshotLogRatio?: number;
+  snapshotMinBytes?: number;
   forward?: boolean;
   electionTick?: number;
   /** Given, each snapshot is the state machine's, handed over when this settles. */
@@ -110,6 +112,8 @@ class Cluster {
       seed: Number(m.id.slice(1)),
       snapshotEvery: this.opts.snapshotEvery ?? 10_000,
       ...(this.opts.snapshotBytes ? { snapshotBytes: this.opts.snapshotBytes } : {}),
+      ...(this.opts.snapshotLogRatio ? { snapshotLogRatio: this.opts.snapshotLogRatio } : {}),
+      ...(this.opts.snapshotMinBytes ? { snapshotMinBytes: this.opts.snapshotMinBytes } : {}),
       snapshotKeep: 5,
       forwardProposals: this.opts.forward ?? false,
       registry: m.registry,
@@ -413,6 +417,28 @@ describe('RaftNode (3 in-process nodes over loopback gRPC)', function () {
     // Small entries after it do not reach the size again: no further snapshot.
     for (let i = 0; i < 10; i++) await leader.node!.propose(put(`small${i}`, '1'));
     assert.equal(leader.node!.status().snapshotIndex, taken);
+  });
+
+  it('snapshots once the entries applied since the last hold snapshotLogRatio times its size, and snapshotMinBytes', async () => {
+    const leader = await startThree({ snapshotLogRatio: 0.5, snapshotMinBytes: 2 * 1024 });
+    const first = leader.node!.status().snapshotIndex;
+    const kib = (n: number, i: number) => String(i % 10).repeat(n * 1024);
+    // The first snapshot is of an empty store: the least size decides.
+    await leader.node!.propose(put('small', kib(1, 0)));
+    assert.equal(leader.node!.status().snapshotIndex, first, '1 KiB: under the least size');
+    await leader.node!.propose(put('big', kib(16, 0)));
+    await waitFor('a snapshot past the least size', () => leader.node!.status().snapshotIndex > first);
+    // The last snapshot now holds 17 KiB: 6 KiB of writes over it is past the least size but
+    // under half the snapshot's own, so no snapshot...
+    const second = leader.node!.status().snapshotIndex;
+    for (let i = 1; i <= 6; i++) await leader.node!.propose(put('small', kib(1, i)));
+    assert.equal(leader.node!.status().snapshotIndex, second, '6 KiB of log against a 17 KiB snapshot');
+    // ... until the log since it weighs half of it.
+    for (let i = 7; i <= 10; i++) await leader.node!.propose(put('small', kib(1, i)));
+    await waitFor(
+      'a snapshot once the log weighs half the last',
+      () => leader.node!.status().snapshotIndex > second,
+    );
   });
 
   it('encodes a snapshot in the background when the state machine answers a promise: writes go on meanwhile', async () => {
