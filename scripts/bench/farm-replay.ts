@@ -11,7 +11,7 @@
  *     [--save FILE | --load FILE] [--by-type]
  *
  * `--save` keeps the log (FILE.json and FILE.bin) for `--load`, which measures it again without
- * the simulation; `--by-type` times each entry after the fill, by its commands' types.
+ * the simulation; `--by-type` times each entry, by its commands' types (the fill's and after).
  *
  * The last line is one JSON object.
  */
@@ -88,8 +88,10 @@ function cpu<T>(work: () => T): { value: T; s: number } {
   return { value, s: (c.user + c.system) / 1e6 };
 }
 
-/** CPU microseconds by the entry's command types, for the entries after the fill. */
-const byType = new Map<string, { n: number; us: number; bytes: number }>();
+/** CPU microseconds by the entry's command types, for the fill's entries and those after it. */
+type ByType = Map<string, { n: number; us: number; bytes: number }>;
+const fillByType: ByType = new Map();
+const byType: ByType = new Map();
 const typesOf = (data: Uint8Array): string => {
   try {
     const e = JSON.parse(new TextDecoder().decode(data)) as { cmds?: { type: string }[] };
@@ -100,7 +102,7 @@ const typesOf = (data: Uint8Array): string => {
 };
 
 const machine = new FarmStateMachine();
-const replay = (from: number, to: number, timed = false) => {
+const replay = (from: number, to: number, timed?: ByType) => {
   let bytes = 0;
   for (const i of indexes) {
     if (i < from || i > to) continue;
@@ -114,16 +116,17 @@ const replay = (from: number, to: number, timed = false) => {
     machine.apply(data, i, false);
     const c = process.cpuUsage(c0);
     const t = typesOf(data);
-    const row = byType.get(t) ?? { n: 0, us: 0, bytes: 0 };
+    const row = timed.get(t) ?? { n: 0, us: 0, bytes: 0 };
     row.n++;
     row.us += c.user + c.system;
     row.bytes += data.length;
-    byType.set(t, row);
+    timed.set(t, row);
   }
   return bytes;
 };
-const fill = cpu(() => replay(1, filledAt));
-const after = cpu(() => replay(filledAt + 1, last, process.argv.includes('--by-type')));
+const timed = process.argv.includes('--by-type');
+const fill = cpu(() => replay(1, filledAt, timed ? fillByType : undefined));
+const after = cpu(() => replay(filledAt + 1, last, timed ? byType : undefined));
 // At once, as the simulator's daemons do (no pause given).
 const snap = cpu(() => machine.snapshot() as Uint8Array);
 const restore = cpu(() => new FarmStateMachine().restore(snap.value));
@@ -137,10 +140,16 @@ console.log(
   `farm: ${HOSTS} hosts, ${VMS} VMs, full at index ${filledAt}, ${last} entries by the end ` +
     `(${violations} violations)`,
 );
-for (const [t, r] of [...byType].sort((a, b) => b[1].us - a[1].us).slice(0, 20))
-  console.log(
-    `  ${t}: ${r.n} entries, ${Math.round(r.us / 1000)} ms, ${Math.round(r.us / r.n)} us an entry, ${Math.round(r.bytes / r.n)} B`,
-  );
+for (const [title, rows] of [
+  ['the fill', fillByType],
+  ['after it', byType],
+] as const) {
+  if (rows.size > 0) console.log(`by type, ${title}:`);
+  for (const [t, r] of [...rows].sort((a, b) => b[1].us - a[1].us).slice(0, 20))
+    console.log(
+      `  ${t}: ${r.n} entries, ${Math.round(r.us / 1000)} ms, ${Math.round(r.us / r.n)} us an entry, ${Math.round(r.bytes / r.n)} B`,
+    );
+}
 console.log(
   `replay of the fill: ${fillEntries} entries, ${mib(fill.value)} MiB, ${round(fill.s)} s of CPU ` +
     `(${us(fill.s, fillEntries)} us an entry, ${round((fill.s * 1e9) / fill.value)} ns a byte)`,
