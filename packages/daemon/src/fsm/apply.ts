@@ -28,10 +28,17 @@ export function encodeEntry(commands: readonly Command[]): Uint8Array {
 
 const refuse = (code: string, message: string): CommandResult => ({ ok: false, error: { code, message } });
 
+/**
+ * One decoder for every entry: without `stream` it keeps nothing from one call to the next (a
+ * bad byte becomes U+FFFD, as a new one's would), and a new one per entry was a constructor
+ * call and an object to collect on every apply of every replica.
+ */
+const utf8 = new TextDecoder();
+
 export function applyEntry(s: FarmState, data: Uint8Array): AppliedEntry {
   let entry: unknown;
   try {
-    entry = JSON.parse(new TextDecoder().decode(data));
+    entry = JSON.parse(utf8.decode(data));
   } catch {
     return {
       results: [refuse('INVALID_ARGUMENT', 'the entry is not a farm command batch: not JSON')],
