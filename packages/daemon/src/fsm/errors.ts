@@ -14,7 +14,15 @@ export class FsmError extends Error {
     /** For INVALID_ARGUMENT: the offending request field, as a dotted path. */
     readonly field?: string,
   ) {
-    super(message);
+    // A refusal is an answer, not a bug: nothing reads its stack, and capturing one was most of
+    // a refused command's apply on every replica (an Error walks and keeps the stack's frames).
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(message);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = 'FsmError';
   }
 
