@@ -153,6 +153,21 @@ export class BenchFarm {
     return cluster(this.leaderAddress);
   }
 
+  /**
+   * Every process of the farm by name (the leader named as such, as last asked), and this one
+   * (the bench's own client shares the same cores): what the CPU figures are read of.
+   */
+  processes(): { name: string; pid: number | undefined }[] {
+    return [
+      ...this.daemons.map((d) => ({
+        name: d.address === this.leaderAddress ? `${d.id} (leader)` : d.id,
+        pid: d.proc.pid,
+      })),
+      ...this.agents.map((a) => ({ name: `agent ${a.id}`, pid: a.proc.pid })),
+      { name: 'bench', pid: process.pid },
+    ];
+  }
+
   /** The daemon that leads now, asked of any daemon. */
   async leader(): Promise<Cluster> {
     for (const d of this.daemons) {

@@ -127,16 +127,9 @@ try {
   });
 
   // CPU seconds of each process over the creates: the work per placement, whatever the load.
-  const procs = [
-    ...farm.daemons.map((d) => ({
-      name: d.address === farm.leaderAddress ? `${d.id} (leader)` : d.id,
-      pid: d.proc.pid,
-    })),
-    ...farm.agents.map((a) => ({ name: `agent ${a.id}`, pid: a.proc.pid })),
-    // The bench itself (its gRPC client, the probe) shares the same cores: on 2 cores the rate is
-    // bounded by every process's CPU per placement together, this one's included.
-    { name: 'bench', pid: process.pid },
-  ];
+  // On 2 cores the rate is bounded by every process's CPU per placement together, the bench's
+  // own included.
+  const procs = farm.processes();
   // Each process's CPU a second with the farm Up and no creates (leases, event streams, sweeps):
   // work that goes with time, not with placements, so it weighs more per placement in a create
   // phase that load has slowed. Reported, and taken off, beside the raw figure.
