@@ -95,6 +95,44 @@ describe('AgentService and MigrationService in one process', function () {
     }
   });
 
+  it('a brief GrantLease answers each host with its id and usage only, and still renews every lease', async () => {
+    agent = await startAgent(
+      testConfig(dir, { hosts: 2, idPrefix: 'sim' }),
+      createLogger({ program: 't', id: 't', level: 'silent' }),
+    );
+    const c = agentClient(agent.hosts[0]!.grpcAddress);
+    try {
+      const grant = {
+        daemonId: 'd1',
+        term: 1,
+        durationMs: 4_000,
+        more: [{ hostId: 'sim-2', durationMs: 4_000 }],
+      };
+      const brief = await c.p.grantLease({ ...grant, brief: true });
+      for (const h of [brief.host!, brief.more[0]!.host!]) {
+        expect(h.usage, 'usage').to.not.equal(null);
+        // Nothing else of the host: no address, capacity, limits or MAC range.
+        expect(h.address).to.equal('');
+        expect(h.capacity).to.equal(null);
+        expect(h.limits).to.equal(null);
+        expect(Number(h.macPoolSize)).to.equal(0);
+      }
+      expect([brief.host!.id, brief.more[0]!.host!.id]).to.deep.equal(['sim-1', 'sim-2']);
+      expect(brief.siblingHostIds).to.deep.equal(['sim-2']);
+      for (const i of [0, 1])
+        expect(agent.hosts[i]!.host.read((e) => e.lease.state())).to.deep.include({
+          daemonId: 'd1',
+          term: 1,
+        });
+      // Without `brief`, the whole host, as GetHostInfo gives it.
+      const whole = await c.p.grantLease(grant);
+      expect(whole.host!.address).to.equal(agent.hosts[0]!.grpcAddress);
+      expect(whole.more[0]!.host!.capacity).to.not.equal(null);
+    } finally {
+      c.raw.close();
+    }
+  });
+
   it('CreateVms creates each VM as CreateVm would, answering each in order; one refused stops none of the others', async () => {
     agent = await startAgent(testConfig(dir), createLogger({ program: 't', id: 't', level: 'silent' }));
     const c = agentClient(agent.grpcAddress);

@@ -58,6 +58,11 @@ export function hostInfo(host: AgentHost, address: string): pb.Host {
   };
 }
 
+/** What a brief GrantLease answers of a host: its id and usage, all a leader reads of a renewal. */
+export function briefHostInfo(host: AgentHost): pb.Host {
+  return { id: host.settings.id, usage: host.read((e) => e.usage()) };
+}
+
 /** AgentService over one host. */
 export function agentServiceImpl(
   host: AgentHost,
@@ -185,6 +190,7 @@ export function agentServiceImpl(
     GrantLease: unary<pb.GrantLeaseRequest__Output, pb.GrantLeaseResponse>(async (req) => {
       if (!req.daemonId) throw invalidArgument('daemon_id', 'is required');
       const r = host.renewLease(req.daemonId, req.term, req.durationMs);
+      const answerHost = req.brief ? briefHostInfo : hostInfo;
       const siblings = net.siblings?.() ?? new Map<string, { host: AgentHost; address(): string }>();
       // Each further host is granted as if called on its own: same daemon, term and rules.
       const more = req.more.map((m): pb.HostLeaseResult => {
@@ -193,14 +199,14 @@ export function agentServiceImpl(
           return { hostId: m.hostId, error: `host '${m.hostId}' is not served by this agent process` };
         try {
           const g = sib.host.renewLease(req.daemonId, req.term, m.durationMs);
-          return { hostId: m.hostId, expiresAtMs: g.expiresAtMs, host: hostInfo(sib.host, sib.address()) };
+          return { hostId: m.hostId, expiresAtMs: g.expiresAtMs, host: answerHost(sib.host, sib.address()) };
         } catch (err) {
           return { hostId: m.hostId, error: (err as Error).message || String(err) };
         }
       });
       return {
         expiresAtMs: r.expiresAtMs,
-        host: hostInfo(host, net.address()),
+        host: answerHost(host, net.address()),
         more,
         siblingHostIds: [...siblings.keys()].filter((id) => id !== host.settings.id),
       };

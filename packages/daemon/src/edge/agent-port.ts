@@ -40,6 +40,8 @@ export interface AgentPort {
       term: number;
       durationMs: number;
       more?: { hostId: string; durationMs: number }[];
+      /** Answer each host with its id and usage only (GrantLeaseRequest.brief). */
+      brief?: boolean;
     },
   ): Promise<
     Omit<pb.GrantLeaseResponse__Output, 'more' | 'siblingHostIds'> &

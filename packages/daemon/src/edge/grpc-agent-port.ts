@@ -62,6 +62,7 @@ export class GrpcAgentPort implements AgentPort {
       term: number;
       durationMs: number;
       more?: { hostId: string; durationMs: number }[];
+      brief?: boolean;
     },
   ) {
     return this.client(host.address).p.grantLease(req, { timeoutMs: 2_000 });

@@ -443,6 +443,30 @@ describe('the controller runner: the lease of a host that joins while a leader l
     }
   });
 
+  it("asks for brief answers, and takes each host's CPU from them", async () => {
+    const port = agents([]);
+    const briefs: (boolean | undefined)[] = [];
+    port.grantLease = (_host, req) => {
+      briefs.push(req.brief);
+      // A brief answer: the host's id and usage, nothing else.
+      return Promise.resolve({
+        expiresAtMs: 0,
+        host: { id: 'h2', usage: { cpuPercent: 37 } },
+        more: [],
+        siblingHostIds: [],
+      } as unknown as pb.GrantLeaseResponse__Output);
+    };
+    const { timers, r } = farm(port);
+    try {
+      await timers.advanceTo(3_500);
+      expect(briefs.length).to.be.greaterThan(1);
+      expect(briefs.every((b) => b === true)).to.equal(true);
+      expect(r.live('h2')?.cpuPercent).to.equal(37);
+    } finally {
+      r.stop();
+    }
+  });
+
   it('is granted as it registers (through the log), not at the next round up to a heartbeat later', async () => {
     const { machine, timers, grants, r } = farm(agents([]));
     try {
