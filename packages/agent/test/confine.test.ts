@@ -71,4 +71,26 @@ describe('confine', function () {
     assert.equal(confine([root, outside], join(outside, 'x.vhd'), 'path'), join(outside, 'x.vhd'));
     assert.throws(() => confine([root], join(outside, 'x.vhd'), 'path'), /outside the folders/);
   });
+
+  it('each root is judged by its own real place, however its path is written and wherever the walk stopped', () => {
+    // A check remembers the real paths it found: a root must get its own, keyed on where it leads.
+    mkdirSync(join(root, 'vm-4'));
+    symlinkSync(root, join(dir, 'vms-link'));
+    const messy = join(dir, 'vms', '..', 'vms') + '/';
+    assert.equal(confine([messy], 'vm-5', 'vm_id'), join(root, 'vm-5'));
+    assert.equal(confine([join(dir, 'vms-link'), root], join(root, 'vm-5'), 'vm_id'), join(root, 'vm-5'));
+    assert.equal(
+      confine([join(root, 'vm-4'), outside], join(outside, 'x.vhd'), 'path'),
+      join(outside, 'x.vhd'),
+    );
+    // The walk stops at vm-4, a root's own folder: the root itself is never inside.
+    assert.throws(() => confine([join(root, 'vm-4')], join(root, 'vm-4'), 'path'), /outside the folders/);
+    // The walk stops at a link to outside: a root beside it is not where the link leads.
+    symlinkSync(outside, join(root, 'vm-4', 'out'));
+    assert.throws(() => confine([join(root, 'vm-4')], 'out/new/x.vhd', 'path'), /outside the folders/);
+    assert.equal(
+      confine([join(root, 'vm-4'), outside], 'out/new/x.vhd', 'path'),
+      join(root, 'vm-4', 'out', 'new', 'x.vhd'),
+    );
+  });
 });
