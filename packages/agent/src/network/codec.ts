@@ -195,6 +195,7 @@ const heartbeatSchema = z.object({
         .max(BUCKETS),
     )
     .max(32),
+  awaiting: u32.optional(),
 });
 
 function decodeBody(r: Reader, type: number): FrameBody {

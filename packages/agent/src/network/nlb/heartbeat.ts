@@ -34,6 +34,12 @@ export interface Heartbeat {
   maps: (number[] | null)[];
   /** Per rule, the buckets in which it tracks connections. */
   connBuckets: number[][];
+  /**
+   * The members whose confirmation of its map it waits for before it starts new connections in
+   * the buckets it gained (bit p-1 for priority p): they answer at once rather than at their next
+   * heartbeat. Absent from members that predate it, as 0.
+   */
+  awaiting?: number | undefined;
 }
 
 const FNV_OFFSET = 0x811c9dc5;

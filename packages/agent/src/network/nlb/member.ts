@@ -127,6 +127,8 @@ export class NlbMember {
   private readonly acquired = new Set<number>();
   private readonly pendingConfirm = new Set<number>();
   private readonly warnings = new Set<string>();
+  /** Counts the heartbeats sent, to tell whether handling one already answered it. */
+  private heartbeatsSent = 0;
   private heartbeatTimer: Timer | undefined;
   private lossTimer: Timer | undefined;
   private joinTimer: Timer | undefined;
@@ -305,6 +307,7 @@ export class NlbMember {
       this.pendingConfirm.delete(hb.priority);
       if (this.pendingConfirm.size === 0) this.acquired.clear();
     }
+    const sent = this.heartbeatsSent;
     this.evaluate();
     // Same view and settings but another map (one of us was paused while the others moved on):
     // both recompute from the same base, the lowest-numbered member's map, and so end equal.
@@ -315,6 +318,17 @@ export class NlbMember {
       !sameMaps(hb.maps, this.maps)
     )
       this.finishConvergence();
+    // It waits for this member's word to use buckets it gained (a member just moved to another
+    // host, or back from a pause): a heartbeat now that confirms the same agreement spares it up
+    // to a heartbeat period of refusing new connections there. Only a confirming one is sent,
+    // so two members waiting for each other settle in one exchange.
+    if (
+      ((hb.awaiting ?? 0) & bit(this.priority)) !== 0 &&
+      this.heartbeatsSent === sent &&
+      !this.converging &&
+      hb.agreement === this.agreement
+    )
+      this.sendHeartbeat();
     this.armLossTimer();
   }
 
@@ -446,7 +460,10 @@ export class NlbMember {
       rules: this.cluster.rules.map((_, i) => this.advert(i)),
       maps: this.maps.map((m) => (m ? [...m] : null)),
       connBuckets,
+      awaiting:
+        this.acquired.size > 0 ? [...this.pendingConfirm].reduce((mask, p) => (mask | bit(p)) >>> 0, 0) : 0,
     });
+    this.heartbeatsSent++;
   }
 
   // --- Timers ---
