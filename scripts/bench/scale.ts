@@ -283,7 +283,7 @@ try {
   // above.
   const indexAfter = Number((await leader.getClusterStatus({})).commitIndex);
   say(
-    `Raft log: ${indexAtFull} entries when full, ${indexAfter} after ${opts.settle} s (a snapshot every 100,000 or 64 MiB)`,
+    `Raft log: ${indexAtFull} entries when full, ${indexAfter} after ${opts.settle} s (a snapshot every 100,000 entries, or once the log holds a quarter of the last snapshot, 8 to 64 MiB)`,
   );
 
   // Failover: two single-host agents on one cluster storage. A failure here is reported, and the
