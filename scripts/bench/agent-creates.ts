@@ -12,10 +12,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { createLogger, type pb } from '@hyperfarm/api';
+import { createLogger } from '@hyperfarm/api';
 import { agentConfigSchema } from '../../packages/agent/src/config.js';
 import { startAgent } from '../../packages/agent/src/server.js';
 import { agentClient } from '../../packages/agent/test/process-helpers.js';
+import { benchVmConfig } from './bench-hosts.js';
 
 const opts = new Command('bench:agent-creates')
   .option('--hosts <n>', 'hosts in the process', Number, 20)
@@ -42,13 +43,6 @@ const agent = await startAgent(
 );
 try {
   const clients = agent.hosts.map((h) => agentClient(h.grpcAddress));
-  const config = (i: number): pb.VmConfig => ({
-    name: `vm-${i}`,
-    processor: { count: 1 },
-    memoryBytes: 512 * 1024 * 1024,
-    guestOs: 'windows-server-2008-x64',
-    integrationServices: true,
-  });
   const cpu = () => {
     const u = process.cpuUsage();
     return (u.user + u.system) / 1e6;
@@ -76,7 +70,7 @@ try {
           { length: Math.min(opts.batch, opts.perHost - round * opts.batch) },
           () => {
             const i = n++;
-            return { vmId: `vm-${h}-${i}`, config: config(i), generation: 1 };
+            return { vmId: `vm-${h}-${i}`, config: benchVmConfig(i), generation: 1 };
           },
         );
         const { results } = await c.p.createVms({ creates });

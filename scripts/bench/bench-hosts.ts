@@ -1,3 +1,5 @@
+import type { pb } from '@hyperfarm/api';
+
 /** The host the apply benches register (bench:placement-apply, bench:leader-path): 32 GiB, Windows Server 2008's limits. */
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -33,4 +35,13 @@ export const benchHostCommand = (h: number) => ({
       },
     ],
   },
+});
+
+/** The VM every placement bench creates (bench:placement, bench:agent-creates): 1 vCPU, 512 MiB. */
+export const benchVmConfig = (i: number): pb.VmConfig => ({
+  name: `vm-${i}`,
+  processor: { count: 1 },
+  memoryBytes: 512 * MIB,
+  guestOs: 'windows-server-2008-x64',
+  integrationServices: true,
 });

@@ -15,8 +15,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import type { pb } from '@hyperfarm/api';
 import { BenchFarm, cpuSeconds, percentile, round, say } from './farm-harness.js';
+import { benchVmConfig } from './bench-hosts.js';
 
 const opts = new Command('bench:placement')
   .option('--hosts <n>', 'hosts in the farm', Number, 1000)
@@ -118,13 +118,6 @@ try {
     }
   };
   const probe = Promise.all(Array.from({ length: opts.probeLoops }, (_, k) => probeLoop(k)));
-  const config = (i: number): pb.VmConfig => ({
-    name: `vm-${i}`,
-    processor: { count: 1 },
-    memoryBytes: 512 * 1024 * 1024,
-    guestOs: 'windows-server-2008-x64',
-    integrationServices: true,
-  });
 
   // CPU seconds of each process over the creates: the work per placement, whatever the load.
   // On 2 cores the rate is bounded by every process's CPU per placement together, the bench's
@@ -146,7 +139,7 @@ try {
     count: opts.vms,
     concurrency: opts.concurrency,
     batch: opts.batch,
-    config,
+    config: benchVmConfig,
     requestId: (i) => `bench-${i}`,
     created: (id, _ms, op) => {
       ids.push(id);
@@ -194,7 +187,7 @@ try {
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const n = Math.min(perCall, opts.vms + opts.pacedVms - first);
     const vms = Array.from({ length: n }, (_, k) => ({
-      config: config(first + k),
+      config: benchVmConfig(first + k),
       requestId: `bench-${first + k}`,
     }));
     pacedCalls.push(
