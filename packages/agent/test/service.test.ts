@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createClient, createLogger, hyperfarmProto, status, type pb } from '@hyperfarm/api';
+import { createClient, createLogger, hyperfarmProto, promiseClient, status, type pb } from '@hyperfarm/api';
 import { agentConfigSchema, type AgentConfig } from '../src/config.js';
 import { startAgent, type RunningAgent } from '../src/server.js';
 import { mib } from './helpers.js';
@@ -129,6 +129,39 @@ describe('AgentService and MigrationService in one process', function () {
       expect(whole.host!.address).to.equal(agent.hosts[0]!.grpcAddress);
       expect(whole.more[0]!.host!.capacity).to.not.equal(null);
     } finally {
+      c.raw.close();
+    }
+  });
+
+  it('a GrantLease answer says, for each host, the network configuration revision it applied last', async () => {
+    agent = await startAgent(
+      testConfig(dir, { hosts: 2, idPrefix: 'sim' }),
+      createLogger({ program: 't', id: 't', level: 'silent' }),
+    );
+    const c = agentClient(agent.hosts[0]!.grpcAddress);
+    const raw = createClient(hyperfarmProto().hyperfarm.v1.NetworkService, agent.hosts[1]!.grpcAddress);
+    const net = promiseClient(raw);
+    const grant = {
+      daemonId: 'd1',
+      term: 1,
+      durationMs: 4_000,
+      more: [{ hostId: 'sim-2', durationMs: 4_000 }],
+      brief: true,
+    };
+    try {
+      // Nothing applied yet: revision 0 (what a restarted agent holds), not unset.
+      const before = await c.p.grantLease(grant);
+      expect(before.network).to.deep.equal({ revision: 0 });
+      expect(before.more[0]!.network).to.deep.equal({ revision: 0 });
+      await net.applyNetworkConfig({ revision: 7, switches: [], nlbClusters: [], peers: [] });
+      const after = await c.p.grantLease(grant);
+      expect(after.network).to.deep.equal({ revision: 0 });
+      expect(after.more[0]!.network).to.deep.equal({ revision: 7 });
+      // A refused host says nothing of its network.
+      const refused = await c.p.grantLease({ ...grant, more: [{ hostId: 'elsewhere', durationMs: 1 }] });
+      expect(refused.more[0]!.network).to.equal(null);
+    } finally {
+      raw.close();
       c.raw.close();
     }
   });

@@ -343,7 +343,13 @@ export class SimHost {
     const r = this.renewLease(req.daemonId, req.term, req.durationMs);
     const more = (req.more ?? []).map((m): pb.HostLeaseResult__Output => {
       const sib = this.siblings.find((h) => h.id === m.hostId);
-      const fail = (error: string) => ({ hostId: m.hostId, expiresAtMs: 0, host: null, error });
+      const fail = (error: string) => ({
+        hostId: m.hostId,
+        expiresAtMs: 0,
+        host: null,
+        error,
+        network: null,
+      });
       if (!sib) return fail(`host '${m.hostId}' is not served by this agent process`);
       if (!sib.engine || !sib.scope || sib.scope.pausedUntil > sib.scope.now())
         return fail(`host '${m.hostId}' does not answer`);
@@ -351,7 +357,13 @@ export class SimHost {
         return fail(`host '${m.hostId}' is cut off from ${req.daemonId}`);
       try {
         const g = sib.renewLease(req.daemonId, req.term, m.durationMs);
-        return { hostId: m.hostId, expiresAtMs: g.expiresAtMs, host: sib.hostInfo(sib.e), error: '' };
+        return {
+          hostId: m.hostId,
+          expiresAtMs: g.expiresAtMs,
+          host: sib.hostInfo(sib.e),
+          error: '',
+          network: sib.appliedNetwork(),
+        };
       } catch (err) {
         return fail((err as Error).message);
       }
@@ -361,7 +373,13 @@ export class SimHost {
       host: this.hostInfo(this.e),
       more,
       siblingHostIds: this.siblings.map((h) => h.id),
+      network: this.appliedNetwork(),
     };
+  }
+
+  /** As the agent's lease answer: the network configuration applied last, while there is a network. */
+  private appliedNetwork(): pb.AppliedNetwork__Output | null {
+    return this.network ? { revision: this.network.config().revision } : null;
   }
 
   private renewLease(daemonId: string, term: number, durationMs: number): { expiresAtMs: number } {

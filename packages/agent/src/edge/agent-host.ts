@@ -115,8 +115,11 @@ export class AgentHost {
   private readonly listeners = new Set<Listener>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  /** The host's network, once the server has made it. */
-  network: MigrationNetworkHooks | undefined;
+  /**
+   * The host's network, once the server has made it: migrations hand its state over, and lease
+   * answers say which configuration it applied last (GrantLeaseResponse.network).
+   */
+  network: (MigrationNetworkHooks & { config(): { revision: number } }) | undefined;
 
   private constructor(
     private readonly opts: AgentHostOptions,

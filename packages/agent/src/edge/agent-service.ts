@@ -63,6 +63,16 @@ export function briefHostInfo(host: AgentHost): pb.Host {
   return { id: host.settings.id, usage: host.read((e) => e.usage()) };
 }
 
+/**
+ * What a lease answer says of the host's network: the revision it applied last, for the leader's
+ * pusher to compare with what it pushed (GrantLeaseResponse.network). Unset while the host has
+ * no network yet, as an older agent's answer.
+ */
+function appliedNetwork(host: AgentHost): pb.AppliedNetwork | null {
+  const n = host.network;
+  return n ? { revision: n.config().revision } : null;
+}
+
 /** AgentService over one host. */
 export function agentServiceImpl(
   host: AgentHost,
@@ -199,7 +209,12 @@ export function agentServiceImpl(
           return { hostId: m.hostId, error: `host '${m.hostId}' is not served by this agent process` };
         try {
           const g = sib.host.renewLease(req.daemonId, req.term, m.durationMs);
-          return { hostId: m.hostId, expiresAtMs: g.expiresAtMs, host: answerHost(sib.host, sib.address()) };
+          return {
+            hostId: m.hostId,
+            expiresAtMs: g.expiresAtMs,
+            host: answerHost(sib.host, sib.address()),
+            network: appliedNetwork(sib.host),
+          };
         } catch (err) {
           return { hostId: m.hostId, error: (err as Error).message || String(err) };
         }
@@ -209,6 +224,7 @@ export function agentServiceImpl(
         host: answerHost(host, net.address()),
         more,
         siblingHostIds: [...siblings.keys()].filter((id) => id !== host.settings.id),
+        network: appliedNetwork(host),
       };
     }),
     MigrateOut: serverStream<pb.MigrateOutRequest__Output, pb.MigrationProgress>((req, call) =>
