@@ -8,7 +8,7 @@ export * from './fsm/index.js';
 export * from './controllers/index.js';
 export * from './scheduler/index.js';
 export type { AgentEventSink, AgentPort, HostDescription, HostRef } from './edge/agent-port.js';
-export { ControllerRunner, type RunnerConfig } from './edge/controller-runner.js';
+export { ControllerRunner, type AppliedNetworkReport, type RunnerConfig } from './edge/controller-runner.js';
 export type { FarmContext } from './edge/farm-context.js';
 export { hostHandlers } from './edge/hosts-api.js';
 export { Leadership, type ReadBarrier } from './edge/leadership.js';

@@ -127,7 +127,14 @@ export async function startDaemon(
     },
   );
   const net = new NetworkClients({ tls: config.tls });
-  const pusher = new NetworkPusher(machine, proposer, net, logger.child({ component: 'network' }));
+  const pusher = new NetworkPusher(
+    machine,
+    proposer,
+    net,
+    logger.child({ component: 'network' }),
+    undefined,
+    (id) => runner.appliedNetwork(id),
+  );
   leadership.attach(raft, {
     start: (term) => {
       runner.start(term);

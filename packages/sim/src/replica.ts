@@ -166,7 +166,9 @@ export class SimDaemon {
         if (this.cfg.network) {
           // As startDaemon: the pusher leads with the runner.
           const agents = new SimNetworkAgents(this.id, scope, this.net, this.hosts);
-          const pusher = new NetworkPusher(machine, proposer, agents, logger, scope);
+          const pusher = new NetworkPusher(machine, proposer, agents, logger, scope, (id) =>
+            runner.appliedNetwork(id),
+          );
           leadership.attach(raft, {
             start: (term) => {
               runner.start(term);

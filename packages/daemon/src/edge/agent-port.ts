@@ -31,7 +31,8 @@ export interface AgentPort {
   /**
    * Grants the host its lease; with `more`, also those of other hosts of the same agent process
    * (answered in `more`, whose `siblingHostIds` name them). A port that cannot carry them answers
-   * without `more` and `siblingHostIds`, and the runner grants each host on its own.
+   * without `more` and `siblingHostIds`, and the runner grants each host on its own. Without
+   * `network`, the network pusher asks the host for its configuration (an older agent).
    */
   grantLease(
     host: HostRef,
@@ -44,8 +45,11 @@ export interface AgentPort {
       brief?: boolean;
     },
   ): Promise<
-    Omit<pb.GrantLeaseResponse__Output, 'more' | 'siblingHostIds'> &
-      Partial<Pick<pb.GrantLeaseResponse__Output, 'more' | 'siblingHostIds'>>
+    Omit<pb.GrantLeaseResponse__Output, 'more' | 'siblingHostIds' | 'network'> &
+      Partial<Pick<pb.GrantLeaseResponse__Output, 'siblingHostIds' | 'network'>> & {
+        more?: (Omit<pb.HostLeaseResult__Output, 'network'> &
+          Partial<Pick<pb.HostLeaseResult__Output, 'network'>>)[];
+      }
   >;
   listVms(host: HostRef): Promise<pb.Vm__Output[]>;
   watchEvents(host: HostRef, sink: AgentEventSink): { cancel(): void };

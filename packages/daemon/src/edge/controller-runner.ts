@@ -147,10 +147,27 @@ export class ControllerRunner {
   live(hostId: string): HostLiveView | undefined {
     return this.session?.live.get(hostId);
   }
+
+  /**
+   * The network configuration the host's last lease answer said it applied (undefined: no
+   * answer yet this term, or a follower).
+   */
+  appliedNetwork(hostId: string): AppliedNetworkReport | undefined {
+    return this.session?.appliedNetwork.get(hostId);
+  }
+}
+
+/** What a lease answer said of a host's network (GrantLeaseResponse.network). */
+export interface AppliedNetworkReport {
+  /** The revision the host applied last; undefined from an agent that does not say (older). */
+  revision: number | undefined;
+  /** When the grant it answered was sent: the answer shows nothing done after that. */
+  sentMs: number;
 }
 
 class LeaderSession {
   readonly live = new Map<string, HostLiveView>();
+  readonly appliedNetwork = new Map<string, AppliedNetworkReport>();
   private readonly since: number;
   private lastRound: number | undefined;
   private resumedAt = 0;
@@ -419,11 +436,14 @@ class LeaderSession {
           if (this.closed) return;
           const now = this.timers.now();
           this.heard(host.id, now, answer.host?.usage?.cpuPercent ?? 0);
+          this.appliedNetwork.set(host.id, { revision: answer.network?.revision, sentMs: sent });
           this.siblings.set(host.id, answer.siblingHostIds ?? []);
           const results = new Map((answer.more ?? []).map((r) => [r.hostId, r]));
           for (const id of more) {
             const r = results.get(id);
-            if (r && !r.error) this.heard(id, now, r.host?.usage?.cpuPercent ?? 0);
+            if (!r || r.error) continue;
+            this.heard(id, now, r.host?.usage?.cpuPercent ?? 0);
+            this.appliedNetwork.set(id, { revision: r.network?.revision, sentMs: sent });
           }
         },
         () => {
