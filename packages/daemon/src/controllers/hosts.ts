@@ -48,7 +48,7 @@ export function hostTransitions(
    * Hosts with a grant just sent and not answered yet: they get no worse until it settles (an
    * answer that is a few ms slower than the last one must not make a healthy host Suspect).
    */
-  awaiting: ReadonlySet<string> = new Set(),
+  awaiting: Pick<ReadonlySet<string>, 'has'> = new Set(),
 ): { transitions: HostTransition[]; nextMs: number } {
   const transitions: HostTransition[] = [];
   let nextMs = Infinity;
@@ -74,8 +74,10 @@ function worseAt(
   nowMs: number,
   cfg: LivenessConfig,
 ): number {
+  // Without an array per host: this runs for every host at every grant round.
   const since = silenceSince(host, lastOk, leaderSinceMs);
-  for (const at of [since + cfg.suspectAfterMs, since + cfg.downAfterMs]) if (at > nowMs) return at;
+  if (since + cfg.suspectAfterMs > nowMs) return since + cfg.suspectAfterMs;
+  if (since + cfg.downAfterMs > nowMs) return since + cfg.downAfterMs;
   return Infinity;
 }
 

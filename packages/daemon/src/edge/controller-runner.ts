@@ -325,10 +325,12 @@ class LeaderSession {
     for (const host of hosts.values()) {
       if (this.granting.has(host.id) || grouped.has(host.id)) continue;
       // The hosts its agent process also serves (learnt from its last answer) ride on this call,
-      // up to GRANT_BATCH of them.
-      const more = (this.siblings.get(host.id) ?? [])
-        .filter((id) => hosts.has(id) && !this.granting.has(id) && !grouped.has(id))
-        .slice(0, GRANT_BATCH - 1);
+      // up to GRANT_BATCH of them (the first that fit: not the whole list of 250 each time).
+      const more: string[] = [];
+      for (const id of this.siblings.get(host.id) ?? []) {
+        if (more.length === GRANT_BATCH - 1) break;
+        if (hosts.has(id) && !this.granting.has(id) && !grouped.has(id)) more.push(id);
+      }
       for (const id of [host.id, ...more]) {
         grouped.add(id);
         this.granting.add(id);
@@ -384,13 +386,17 @@ class LeaderSession {
     if (this.closed) return;
     const now = this.timers.now();
     const from = Math.max(this.since, this.resumedAt);
-    const awaiting = new Set<string>();
     let graceEnds = Infinity;
-    for (const [id, sent] of this.grantSent)
-      if (now - sent < GRANT_GRACE_MS) {
-        awaiting.add(id);
-        graceEnds = Math.min(graceEnds, sent + GRANT_GRACE_MS);
-      }
+    for (const sent of this.grantSent.values())
+      if (now - sent < GRANT_GRACE_MS) graceEnds = Math.min(graceEnds, sent + GRANT_GRACE_MS);
+    // Looked up in place: right after a round every host's grant is in flight, and a set of
+    // them all was made every second.
+    const awaiting = {
+      has: (id: string) => {
+        const sent = this.grantSent.get(id);
+        return sent !== undefined && now - sent < GRANT_GRACE_MS;
+      },
+    };
     const { transitions, nextMs } = hostTransitions(
       this.state,
       this.lastGrant,
@@ -438,9 +444,10 @@ class LeaderSession {
           this.heard(host.id, now, answer.host?.usage?.cpuPercent ?? 0);
           this.appliedNetwork.set(host.id, { revision: answer.network?.revision, sentMs: sent });
           this.siblings.set(host.id, answer.siblingHostIds ?? []);
-          const results = new Map((answer.more ?? []).map((r) => [r.hostId, r]));
-          for (const id of more) {
-            const r = results.get(id);
+          // Answered in the order asked (GrantLeaseResponse.more), so no map of them is made.
+          const results = answer.more ?? [];
+          for (const [i, id] of more.entries()) {
+            const r = results[i]?.hostId === id ? results[i] : results.find((x) => x.hostId === id);
             if (!r || r.error) continue;
             this.heard(id, now, r.host?.usage?.cpuPercent ?? 0);
             this.appliedNetwork.set(id, { revision: r.network?.revision, sentMs: sent });
