@@ -7,7 +7,14 @@ export * from './server.js';
 export * from './fsm/index.js';
 export * from './controllers/index.js';
 export * from './scheduler/index.js';
-export type { AgentEventSink, AgentPort, HostDescription, HostRef } from './edge/agent-port.js';
+export type {
+  AgentEventSink,
+  AgentPort,
+  HostDescription,
+  HostRef,
+  LeaseAnswer,
+  LeasedHost,
+} from './edge/agent-port.js';
 export { ControllerRunner, type AppliedNetworkReport, type RunnerConfig } from './edge/controller-runner.js';
 export type { FarmContext } from './edge/farm-context.js';
 export { hostHandlers } from './edge/hosts-api.js';

@@ -102,3 +102,99 @@ describe('GrpcAgentPort: creates', () => {
     expect(agent.calls).to.have.length(6);
   });
 });
+
+describe('GrpcAgentPort: brief lease answers', () => {
+  const port = new GrpcAgentPort();
+  let server: RunningServer | undefined;
+  after(() => port.close());
+  afterEach(async () => server?.shutdown(100));
+
+  /** An agent of two hosts that answers each grant with these figures, as an agent's handler would. */
+  async function leasingAgent(network: boolean) {
+    const usage = (n: number): pb.HostUsage => ({
+      memoryUsedBytes: 6_000_000_000 + n,
+      runningVms: n,
+      vms: n + 1,
+      cpuPercent: 12.5 * n,
+    });
+    const handlers: Partial<pb.AgentServiceHandlers> = {
+      GrantLease: unary<pb.GrantLeaseRequest__Output, pb.GrantLeaseResponse>((req) => ({
+        // Beyond 2^32: a 64-bit field the decoder has to bring back as a number.
+        expiresAtMs: 1_780_000_000_123,
+        host: { id: 'h1', usage: usage(1) },
+        more: req.more.map((m, i) =>
+          m.hostId === 'h2'
+            ? {
+                hostId: 'h2',
+                expiresAtMs: 1_780_000_000_456 + i,
+                host: { id: 'h2', usage: usage(2) },
+                ...(network ? { network: { revision: 9 } } : {}),
+              }
+            : { hostId: m.hostId, error: `host '${m.hostId}' is not served by this agent process` },
+        ),
+        siblingHostIds: ['h2'],
+        ...(network ? { network: { revision: 0 } } : {}),
+      })),
+    };
+    server = await createServer({ logger: createLogger({ program: 'test', id: 'agent', level: 'silent' }) })
+      .add('agent', withUnimplemented('agent', handlers, 'test'))
+      .listen('127.0.0.1:0');
+    return { id: 'h1', address: server.address };
+  }
+  const grant = (brief: boolean) => ({
+    daemonId: 'd1',
+    term: 1,
+    durationMs: 4_000,
+    more: [
+      { hostId: 'h2', durationMs: 4_000 },
+      { hostId: 'h9', durationMs: 4_000 },
+    ],
+    brief,
+  });
+
+  it('reads every figure a brief answer carries as the whole decode does, the applied network included', async () => {
+    const host = await leasingAgent(true);
+    const brief = await port.grantLease(host, grant(true));
+    expect(brief).to.deep.equal({
+      expiresAtMs: 1_780_000_000_123,
+      host: { id: 'h1', usage: { memoryUsedBytes: 6_000_000_001, runningVms: 1, vms: 2, cpuPercent: 12.5 } },
+      more: [
+        {
+          hostId: 'h2',
+          expiresAtMs: 1_780_000_000_456,
+          host: {
+            id: 'h2',
+            usage: { memoryUsedBytes: 6_000_000_002, runningVms: 2, vms: 3, cpuPercent: 25 },
+          },
+          error: '',
+          network: { revision: 9 },
+        },
+        {
+          hostId: 'h9',
+          expiresAtMs: 0,
+          host: null,
+          error: "host 'h9' is not served by this agent process",
+          network: null,
+        },
+      ],
+      siblingHostIds: ['h2'],
+      network: { revision: 0 },
+    });
+    // The same fields through grpc-js's own decode (a whole answer's path).
+    const whole = await port.grantLease(host, grant(false));
+    expect(whole.expiresAtMs).to.equal(brief.expiresAtMs);
+    expect(whole.host!.usage).to.deep.equal(brief.host!.usage);
+    expect(
+      whole.more!.map((r) => [r.hostId, r.expiresAtMs, r.host?.usage ?? null, r.error, r.network]),
+    ).to.deep.equal(
+      brief.more!.map((r) => [r.hostId, r.expiresAtMs, r.host?.usage ?? null, r.error, r.network]),
+    );
+    expect(whole.network).to.deep.equal(brief.network);
+  });
+
+  it('an answer without the applied network (an older agent) reads as unset, not as revision 0', async () => {
+    const brief = await port.grantLease(await leasingAgent(false), grant(true));
+    expect(brief.network).to.equal(null);
+    expect(brief.more![0]!.network).to.equal(null);
+  });
+});

@@ -13,6 +13,32 @@ export interface HostDescription {
   guests: pb.GuestOs__Output[];
 }
 
+/** A host as a brief lease answer gives it: its id and usage (GrantLeaseRequest.brief). */
+export interface LeasedHost {
+  id: string;
+  usage: pb.HostUsage__Output | null;
+}
+
+/**
+ * What the runner reads of a GrantLease answer (GrantLeaseResponse): a whole answer is one too.
+ * `more`, `siblingHostIds` and `network` are absent from ports that cannot carry them.
+ */
+export interface LeaseAnswer {
+  expiresAtMs: number;
+  host: LeasedHost | null;
+  more?: {
+    hostId: string;
+    expiresAtMs: number;
+    host: LeasedHost | null;
+    error: string;
+    network?: AppliedNetwork;
+  }[];
+  siblingHostIds?: string[];
+  network?: AppliedNetwork;
+}
+
+type AppliedNetwork = pb.AppliedNetwork__Output | null;
+
 export interface AgentEventSink {
   /** An event from the agent's WatchEvents stream. */
   event(e: pb.AgentEvent__Output): void;
@@ -44,13 +70,7 @@ export interface AgentPort {
       /** Answer each host with its id and usage only (GrantLeaseRequest.brief). */
       brief?: boolean;
     },
-  ): Promise<
-    Omit<pb.GrantLeaseResponse__Output, 'more' | 'siblingHostIds' | 'network'> &
-      Partial<Pick<pb.GrantLeaseResponse__Output, 'siblingHostIds' | 'network'>> & {
-        more?: (Omit<pb.HostLeaseResult__Output, 'network'> &
-          Partial<Pick<pb.HostLeaseResult__Output, 'network'>>)[];
-      }
-  >;
+  ): Promise<LeaseAnswer>;
   listVms(host: HostRef): Promise<pb.Vm__Output[]>;
   watchEvents(host: HostRef, sink: AgentEventSink): { cancel(): void };
   /** `start`: start the VM once created, under the same generation (AgentCreateVmRequest.start). */
