@@ -146,21 +146,35 @@ export function failoverRound(
  * Copies of VMs that hosts hold under an older generation than the farm's, while the farm has
  * placed the VM on another host (a failover, a move): each is dropped with DropStaleVm, never
  * started. Only hosts that are Up and whose inventory the leader has read are asked.
+ *
+ * `foreign`, when given, names per host the VMs of its inventory that the farm does not place on
+ * it (at least those): the only ones that can be stale. A host with none is passed by, one with
+ * one has that one looked at; the inventory is gone through (in its order, the order the copies
+ * are dropped in) only when there are several.
  */
 export function staleCopies(
   s: FarmState,
   inventories: ReadonlyMap<string, HostInventory>,
   hosts: Iterable<string>,
+  foreign?: (hostId: string) => ReadonlySet<string>,
 ): { hostId: string; vmId: string; generation: number }[] {
   const out: { hostId: string; vmId: string; generation: number }[] = [];
+  const stale = (hostId: string, vmId: string, view: { generation: number } | undefined) => {
+    const vm = s.vms.get(vmId);
+    if (view && vm && vm.hostId !== hostId && vm.generation > view.generation)
+      out.push({ hostId, vmId, generation: vm.generation });
+  };
   for (const hostId of hosts) {
     const inv = inventories.get(hostId);
     if (!inv?.synced || s.hosts.get(hostId)?.state !== 'HOST_STATE_UP') continue;
-    for (const [vmId, view] of inv.vms) {
-      const vm = s.vms.get(vmId);
-      if (vm && vm.hostId !== hostId && vm.generation > view.generation)
-        out.push({ hostId, vmId, generation: vm.generation });
+    const few = foreign?.(hostId);
+    if (few?.size === 0) continue;
+    if (few?.size === 1) {
+      const vmId: string = few.values().next().value!;
+      stale(hostId, vmId, inv.vms.get(vmId));
+      continue;
     }
+    for (const [vmId, view] of inv.vms) stale(hostId, vmId, view);
   }
   return out;
 }

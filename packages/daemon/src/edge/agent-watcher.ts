@@ -1,6 +1,7 @@
 import type { Logger, pb } from '@hyperfarm/api';
 import { agentView, type AgentVmView, type HostInventory } from '../controllers/index.js';
 import type { AgentPort, HostRef } from './agent-port.js';
+import type { InventoryHook } from './inventory-index.js';
 import type { Timers } from './timers.js';
 
 /**
@@ -25,6 +26,8 @@ export class AgentWatcher implements HostInventory {
     private readonly logger: Logger,
     /** Called when the inventory changed: one VM's entry, or (no id) all of it. */
     private readonly changed: (vmId?: string) => void,
+    /** Told of each entry the inventory gains or loses (the leader's indexes of inventories). */
+    private readonly hook?: InventoryHook,
   ) {}
 
   start(): void {
@@ -35,7 +38,7 @@ export class AgentWatcher implements HostInventory {
       event: (e) => {
         if (gen !== this.generation || !e.vmId) return;
         seen.add(e.vmId);
-        if (e.type === 'deleted') this.vms.delete(e.vmId);
+        if (e.type === 'deleted') this.drop(e.vmId);
         else if (e.vm) this.take(e.vm);
         if (this.synced) this.changed(e.vmId);
       },
@@ -74,11 +77,18 @@ export class AgentWatcher implements HostInventory {
     const known = this.vms.get(vm.id);
     if (known && known.revision > vm.revision) return false;
     this.vms.set(vm.id, agentView(vm));
+    this.hook?.held(vm.id);
+    return true;
+  }
+
+  private drop(vmId: string): boolean {
+    if (!this.vms.delete(vmId)) return false;
+    this.hook?.dropped(vmId);
     return true;
   }
 
   forget(vmId: string): void {
-    if (this.vms.delete(vmId) && this.synced) this.changed(vmId);
+    if (this.drop(vmId) && this.synced) this.changed(vmId);
   }
 
   /** The agent moved (it registered again from another address). */
@@ -94,15 +104,26 @@ export class AgentWatcher implements HostInventory {
     this.stream = undefined;
     const wasSynced = this.synced;
     this.synced = false;
-    this.vms.clear();
+    this.dropAll();
     if (wasSynced) this.changed();
     this.timers.clear(this.retry);
     this.retry = this.timers.set(() => this.start(), delayMs);
     this.backoffMs = Math.min(5_000, this.backoffMs * 2);
   }
 
+  private dropAll(): void {
+    this.unhook();
+    this.vms.clear();
+  }
+
+  private unhook(): void {
+    if (this.hook) for (const vmId of this.vms.keys()) this.hook.dropped(vmId);
+  }
+
+  /** Stops following the agent (for good: the watcher is not used again, nor indexed). */
   stop(): void {
     this.stopped = true;
+    this.unhook();
     this.generation++;
     this.timers.clear(this.retry);
     this.stream?.cancel();

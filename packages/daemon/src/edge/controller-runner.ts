@@ -19,6 +19,7 @@ import type { CommandBody, ErrorCode, FarmStateMachine, HostLiveView, HostStateN
 import type { SchedulerOptions } from '../scheduler/index.js';
 import type { AgentPort, HostRef } from './agent-port.js';
 import { AgentWatcher } from './agent-watcher.js';
+import { ForeignCopies, RestingVms } from './inventory-index.js';
 import { MigrationOrchestrator } from './migration-orchestrator.js';
 import { PlacementsInFlight } from './placements-in-flight.js';
 import type { Proposer } from './proposer.js';
@@ -206,9 +207,12 @@ class LeaderSession {
    * tick, which takes it out of here. The sweep passes them by: at 10,000 VMs it looked at every
    * one of them each minute, and found nothing to do for almost all. Per session, so a new
    * leader sweeps every VM; emptied when a snapshot replaces the state (no events say what
-   * changed).
+   * changed). A VM whose record changes leaves it at once (it is in dirtyVms then, so the next
+   * tick looks at it either way): each VM here is on the host it was counted on.
    */
-  private readonly restingVms = new Set<string>();
+  private readonly restingVms = new RestingVms();
+  /** Per host, the VMs of its agent's inventory that the farm places elsewhere (stale copies' candidates). */
+  private readonly foreign = new ForeignCopies((vmId) => this.state.vms.get(vmId)?.hostId);
   /**
    * Changed VMs the reconciler has not weighed yet for want of room for agent calls, oldest
    * first. Kept apart from dirtyVms so a backlog of thousands of creates is not looked at again
@@ -277,8 +281,11 @@ class LeaderSession {
     );
     this.unsubscribe = machine.onApplied((applied) => {
       for (const e of applied.events) {
-        if (e.kind === 'RESOURCE_KIND_VM') this.dirtyVms.add(e.id);
-        else if (e.kind === 'RESOURCE_KIND_OPERATION') this.dirtyVms.add(e.resource.targetId);
+        if (e.kind === 'RESOURCE_KIND_VM') {
+          this.dirtyVms.add(e.id);
+          this.restingVms.delete(e.id);
+          this.foreign.vmChanged(e.id);
+        } else if (e.kind === 'RESOURCE_KIND_OPERATION') this.dirtyVms.add(e.resource.targetId);
         else if (e.kind === 'RESOURCE_KIND_HOST') {
           this.dirtyHosts.set(e.id, true);
           this.cameUp.add(e.id);
@@ -289,7 +296,10 @@ class LeaderSession {
       }
       this.schedule();
     });
-    this.unrestored = machine.onRestored(() => this.restingVms.clear());
+    this.unrestored = machine.onRestored(() => {
+      this.restingVms.clear();
+      this.foreign.recheckAll();
+    });
     this.leases();
     this.schedule();
   }
@@ -598,9 +608,11 @@ class LeaderSession {
   private changedVms(): Set<string> {
     const now = this.timers.now();
     for (const [vmId, b] of this.backoff) if (b.untilMs <= now) this.dirtyVms.add(vmId);
-    for (const [hostId, all] of this.dirtyHosts)
-      for (const vmId of this.state.vmsByHost.get(hostId) ?? [])
-        if (all || !this.restingVms.has(vmId)) this.dirtyVms.add(vmId);
+    for (const [hostId, all] of this.dirtyHosts) {
+      const placed = this.state.vmsByHost.get(hostId);
+      if (!placed || (!all && this.restingVms.allAtRest(hostId, placed))) continue;
+      for (const vmId of placed) if (all || !this.restingVms.has(vmId)) this.dirtyVms.add(vmId);
+    }
     this.dirtyHosts.clear();
     const changed = new Set(this.dirtyVms);
     this.dirtyVms.clear();
@@ -621,11 +633,18 @@ class LeaderSession {
       if (w) w.moveTo(ref);
       else if (started++ >= FOLLOW_PER_RUN) this.hostsChanged = true;
       else {
-        const watcher = new AgentWatcher(ref, this.port, this.timers, this.logger, (vmId) => {
-          if (vmId) this.dirtyVms.add(vmId);
-          else this.dirtyHosts.set(host.id, true);
-          this.schedule();
-        });
+        const watcher = new AgentWatcher(
+          ref,
+          this.port,
+          this.timers,
+          this.logger,
+          (vmId) => {
+            if (vmId) this.dirtyVms.add(vmId);
+            else this.dirtyHosts.set(host.id, true);
+            this.schedule();
+          },
+          this.foreign.hook(host.id),
+        );
         this.watchers.set(host.id, watcher);
         watcher.start();
       }
@@ -736,7 +755,7 @@ class LeaderSession {
 
   /** Has hosts drop the copies of VMs the farm placed elsewhere (an old host back after a failover). */
   private dropStale(hosts: Iterable<string>): void {
-    for (const c of staleCopies(this.state, this.watchers, hosts)) {
+    for (const c of staleCopies(this.state, this.watchers, hosts, (id) => this.foreign.of(id))) {
       const key = `${c.hostId}/${c.vmId}`;
       const host = this.hostRef(c.hostId);
       if (!host || this.dropping.has(key)) continue;
@@ -803,7 +822,7 @@ class LeaderSession {
           !this.backoff.has(id) &&
           atRest(this.state, this.watchers, id)
         )
-          this.restingVms.add(id);
+          this.restingVms.add(id, this.state.vms.get(id)?.hostId);
     }
   }
 
