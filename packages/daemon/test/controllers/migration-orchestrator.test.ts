@@ -56,6 +56,13 @@ class Farm {
 
   /** Two hosts, and a VM running on h1 at generation 1, then a migration of it to h2. */
   static async withMigration(): Promise<Farm> {
+    const f = await Farm.withVm();
+    await f.request();
+    return f;
+  }
+
+  /** Two hosts, and a VM running on h1 at generation 1. */
+  static async withVm(): Promise<Farm> {
     const f = new Farm();
     for (const id of ['h1', 'h2']) await f.submit({ type: 'host.register', ...hostPayload({ id }) });
     await f.submit({
@@ -83,7 +90,12 @@ class Farm {
         },
       ],
     });
-    await f.submit({
+    return f;
+  }
+
+  /** The migration of v1 to h2. */
+  async request(): Promise<void> {
+    await this.submit({
       type: 'migration.request',
       migrationId: 'm1',
       opId: 'o2',
@@ -92,7 +104,6 @@ class Farm {
       kind: 'MIGRATION_KIND_LIVE',
       deadlineMs: 2_000,
     });
-    return f;
   }
 
   get m() {
@@ -196,6 +207,33 @@ async function run(
 }
 
 describe('migration orchestrator: the handover is decided in the log first', () => {
+  it('a migration asked after a run is started at the next one: its list of unfinished migrations is made again when one changes', async () => {
+    const farm = await Farm.withVm();
+    const { port } = agents(farm);
+    const o = new MigrationOrchestrator(farm.machine, farm.submit, port, realTimers, quiet, {
+      maxPerHost: 2,
+    });
+    try {
+      o.tick();
+      // An entry that changes no migration, then one that asks for one: only the second is news.
+      await farm.submit({
+        type: 'host.update',
+        id: 'h2',
+        paths: ['labels'],
+        name: '',
+        labels: { a: 'b' },
+        maintenance: false,
+      });
+      o.tick();
+      await farm.request();
+      expect(farm.m.phase).to.equal('MIGRATION_PHASE_PENDING');
+      o.tick();
+      expect(farm.m.phase).to.not.equal('MIGRATION_PHASE_PENDING');
+    } finally {
+      o.close();
+    }
+  });
+
   it('commits in the log before telling the target, then the source; the VM is the target’s at generation 2', async () => {
     const farm = await Farm.withMigration();
     const { port, told } = agents(farm);
