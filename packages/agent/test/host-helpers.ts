@@ -14,6 +14,8 @@ export interface TestHostOptions {
   settings?: Partial<HostSettings>;
   storageProvider?: StorageProvider;
   wrapDisk?: (vmId: string, index: number, disk: DiskBackend) => DiskBackend;
+  /** The host's own timer pumps it every `tickMs` while a guest runs, on the virtual clock's timers. */
+  tickMs?: number;
 }
 
 /**
@@ -36,6 +38,37 @@ export class TestClock {
     const due = this.timers.filter((x) => x.at <= this.t);
     this.timers = this.timers.filter((x) => x.at > this.t);
     for (const x of due) x.fire();
+  }
+
+  private pending: { at: number; seq: number; fn: () => void }[] = [];
+  private seq = 0;
+  /** How many timers set with `set` have fired. */
+  fired = 0;
+
+  /** Timers (the host's pump) that fire only in `run`, each at its own time. */
+  readonly set = (fn: () => void, ms: number): unknown => {
+    const timer = { at: this.t + ms, seq: this.seq++, fn };
+    this.pending.push(timer);
+    return timer;
+  };
+
+  readonly clear = (handle: unknown): void => {
+    this.pending = this.pending.filter((x) => x !== handle);
+  };
+
+  /** Moves time on by `ms`, firing the `set` timers due on the way in time order, each at its time. */
+  run(ms: number): void {
+    const until = this.t + ms;
+    for (;;) {
+      this.pending.sort((a, b) => a.at - b.at || a.seq - b.seq);
+      const next = this.pending[0];
+      if (!next || next.at > until) break;
+      this.pending.shift();
+      this.t = Math.max(this.t, next.at);
+      this.fired++;
+      next.fn();
+    }
+    this.t = until;
   }
 }
 
@@ -65,7 +98,8 @@ export async function openTestHost(
     logger: createLogger({ program: 'test', id: opts.id, level: 'silent' }),
     clock: clock.now,
     sleep: clock.sleep,
-    tickMs: 0,
+    tickMs: opts.tickMs ?? 0,
+    timers: clock,
     seed: opts.seed,
     ...(opts.storageProvider ? { storageProvider: opts.storageProvider } : {}),
     ...(opts.wrapDisk ? { wrapDisk: opts.wrapDisk } : {}),

@@ -32,7 +32,8 @@ export function advance(s: EngineCore, toMs: number): void {
   }
 }
 
-function nextDeadline(s: EngineCore): number | undefined {
+/** When the engine next does something by itself with no guest running: a deadline's time. */
+export function nextDeadline(s: EngineCore): number | undefined {
   // A plain loop: it runs at every step of every host.
   let next = s.lease && !s.lease.expired ? s.lease.expiresAtMs : Infinity;
   const lostAfter = s.timings.heartbeatLostAfterMs;

@@ -1,4 +1,4 @@
-import { advance } from './clock.js';
+import { advance, nextDeadline } from './clock.js';
 import { EngineCore } from './core.js';
 import { Health } from './health.js';
 import { hostUsage, memoryUsedBytes } from './host-resources.js';
@@ -8,6 +8,7 @@ import type { CpuReport, Effect, EngineEvent, EngineOptions, VmRecord } from './
 import { adopt, recover, takeChanges, type TurnedOff } from './persistence.js';
 import { Power } from './power.js';
 import { Snapshots } from './snapshots.js';
+import { VCPUS_RUN } from './states.js';
 import { Vms } from './vms.js';
 import type { pb } from '@hyperfarm/api';
 
@@ -68,6 +69,24 @@ export class HypervisorEngine {
    */
   advance(toMs: number): void {
     advance(this.core, toMs);
+  }
+
+  /**
+   * The next time a deadline fires (a transition's end, a heartbeat given up, the lease's
+   * expiry), if any. With no guest running (`guestsRun`), advancing the engine to any time
+   * before it changes nothing: what its caller's timer needs to wait for.
+   */
+  nextDeadline(): number | undefined {
+    return nextDeadline(this.core);
+  }
+
+  /**
+   * Whether some VM's virtual processors run (VCPUS_RUN): its guest works at every step (CPU
+   * shares, dirtied pages, disk writes, its responsiveness), so the engine is advanced often.
+   */
+  guestsRun(): boolean {
+    for (const vm of this.core.vms.values()) if (VCPUS_RUN.has(vm.state)) return true;
+    return false;
   }
 
   /**
