@@ -8,16 +8,17 @@ import { makeEngine, vmConfig } from './helpers.js';
  * VM whose adapters change is attached again with the new ones, and one left as it was keeps its
  * ports.
  */
-describe("the network's sync of the engine's VMs", function () {
-  const sw = (name: string): pb.VirtualSwitch__Output => ({
-    id: name,
-    name,
-    type: 'SWITCH_TYPE_PRIVATE',
-    hostId: 'host-1',
-    macAgingSeconds: 300,
-    hostAddress: '',
-  });
+/** A Private switch of host-1. */
+const sw = (name: string): pb.VirtualSwitch__Output => ({
+  id: name,
+  name,
+  type: 'SWITCH_TYPE_PRIVATE',
+  hostId: 'host-1',
+  macAgingSeconds: 300,
+  hostAddress: '',
+});
 
+describe("the network's sync of the engine's VMs", function () {
   function setUp() {
     const engine = makeEngine();
     const listeners: ((e: pb.AgentEvent) => void)[] = [];
@@ -105,14 +106,6 @@ describe("the network's sync of the engine's VMs", function () {
  */
 describe("the network's timers", function () {
   const nic = (switchName: string): pb.NetworkAdapter => ({ kind: 'NIC_KIND_SYNTHETIC', switchName });
-  const sw: pb.VirtualSwitch__Output = {
-    id: 'a',
-    name: 'a',
-    type: 'SWITCH_TYPE_PRIVATE',
-    hostId: 'host-1',
-    macAgingSeconds: 300,
-    hostAddress: '',
-  };
 
   function setUp() {
     const engine = makeEngine();
@@ -148,7 +141,7 @@ describe("the network's timers", function () {
       },
       links: () => links,
     });
-    network.apply({ revision: 1, switches: [sw], nlbClusters: [], peers: [] });
+    network.apply({ revision: 1, switches: [sw('a')], nlbClusters: [], peers: [] });
     /** Moves the engine's clock on by `ms`, the timers firing on the way, each at its time. */
     const run = (ms: number) => {
       const from = { syncs, fired };

@@ -17,7 +17,7 @@ import { RecordWriter } from './record-writer.js';
 import { applyStopActions, DEFAULT_SHUTDOWN_TIMEOUT_MS } from './stop-actions.js';
 import { VmStore } from './store.js';
 import { VmFolders } from './vm-folders.js';
-import { realNetworkTimers, type NetworkTimers } from '../network/edge/agent-network.js';
+import { EarliestTimer, realNetworkTimers, type NetworkTimers } from '../network/edge/agent-network.js';
 
 export interface HostSettings {
   id: string;
@@ -127,10 +127,8 @@ export class AgentHost {
   private readonly effects: EffectRunner;
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private readonly listeners = new Set<Listener>();
-  private timer: unknown;
-  private readonly timers: Pick<NetworkTimers, 'set' | 'clear'>;
-  /** When the armed timer fires (Infinity: none armed). */
-  private timerAt = Infinity;
+  /** The engine's next pump by the timer (`arm`). */
+  private readonly timer: EarliestTimer;
   /** Whether the host's own timer advances the engine (not in tests that move time themselves). */
   private ticking = false;
   private closed = false;
@@ -146,7 +144,7 @@ export class AgentHost {
   ) {
     const s = opts.settings;
     this.clock = opts.clock ?? (() => Date.now());
-    this.timers = opts.timers ?? realNetworkTimers;
+    this.timer = new EarliestTimer(opts.timers ?? realNetworkTimers, this.clock, () => this.pump());
     this.cluster = s.clusterStoragePath
       ? new ClusterStorage(join(s.clusterStoragePath, 'vms'), s.id)
       : undefined;
@@ -317,23 +315,13 @@ export class AgentHost {
     const now = this.clock();
     const tickMs = this.opts.tickMs ?? TICK_MS;
     // Armed within a tick: whatever is due after it is looked at by that pump.
-    if (this.timerAt <= now + tickMs) return;
+    if (this.timer.at <= now + tickMs) return;
     if (this.engine.guestsRun()) return this.armAt(now + tickMs);
     this.armAt(Math.min(this.engine.nextDeadline() ?? Infinity, now + IDLE_PUMP_MS));
   }
 
   private armAt(at: number): void {
-    if (!this.ticking || at >= this.timerAt) return;
-    if (this.timer) this.timers.clear(this.timer);
-    this.timerAt = at;
-    this.timer = this.timers.set(
-      () => {
-        this.timer = undefined;
-        this.timerAt = Infinity;
-        this.pump();
-      },
-      Math.max(0, at - this.clock()),
-    );
+    if (this.ticking) this.timer.armAt(at);
   }
 
   /** Holds a VM's guest I/O and closes its files (see DiskPool.hold); returns the release. */
@@ -482,7 +470,7 @@ export class AgentHost {
    */
   async stop(): Promise<void> {
     this.ticking = false;
-    if (this.timer) this.timers.clear(this.timer);
+    this.timer.clear();
     for (const hook of this.stopHooks) await hook();
     await applyStopActions(this, {
       timeoutMs: this.opts.settings.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,

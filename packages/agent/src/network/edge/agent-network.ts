@@ -48,6 +48,42 @@ export const realNetworkTimers: NetworkTimers = {
   soon: (fn) => void setImmediate(fn),
 };
 
+/**
+ * A one-shot timer at the earliest time asked of it: asking for a time no earlier than the one
+ * armed changes nothing. What the host's pump and the network's timers wait with.
+ */
+export class EarliestTimer {
+  private handle: unknown;
+  /** When it fires (Infinity: not armed). */
+  at = Infinity;
+
+  constructor(
+    private readonly timers: Pick<NetworkTimers, 'set' | 'clear'>,
+    private readonly now: () => number,
+    private readonly fire: () => void,
+  ) {}
+
+  armAt(at: number): void {
+    if (at >= this.at) return;
+    this.clear();
+    this.at = at;
+    this.handle = this.timers.set(
+      () => {
+        this.handle = undefined;
+        this.at = Infinity;
+        this.fire();
+      },
+      Math.max(0, at - this.now()),
+    );
+  }
+
+  clear(): void {
+    if (this.handle !== undefined) this.timers.clear(this.handle);
+    this.handle = undefined;
+    this.at = Infinity;
+  }
+}
+
 /** What carries frames to the other hosts: gRPC tunnels in the agent, the simulated network in the simulator. */
 export interface FrameLinks {
   setPeers(peers: { hostId: string; address: string }[]): void;
@@ -110,11 +146,10 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
   private readonly adoptions = new Map<string, { snap: VmNetworkSnapshot; until: number }>();
   /** Network state of VMs migrating away, kept until the migration ends, to restore on failure. */
   private readonly leaving = new Map<string, VmNetworkSnapshot>();
-  private timer: unknown;
-  private timerAt = Infinity;
-  private syncTimer: unknown;
-  /** When the pending periodic sync runs. */
-  private syncAt = Infinity;
+  /** The core's next deadline. */
+  private readonly timer: EarliestTimer;
+  /** The next periodic sync. */
+  private readonly syncTimer: EarliestTimer;
   /** Whether a running guest's speed follows its CPU share: the periodic sync at SYNC_MS. */
   private fastSync = false;
   private readonly timers: NetworkTimers;
@@ -127,6 +162,16 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
     io?: AgentNetworkIo<L>,
   ) {
     this.timers = io?.timers ?? realNetworkTimers;
+    const now = () => host.now();
+    this.timer = new EarliestTimer(this.timers, now, () => {
+      if (!this.stopped) this.run(() => undefined);
+    });
+    // Re-armed before the sync runs, so a sync that throws does not end the loop (as setInterval).
+    this.syncTimer = new EarliestTimer(this.timers, now, () => {
+      if (this.stopped) return;
+      this.armSync();
+      this.run(() => this.sync());
+    });
     this.net = new HostNetwork({
       hostId: host.settings.id,
       seed: 1,
@@ -151,27 +196,9 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
     this.run(() => this.sync());
   }
 
-  /**
-   * The next periodic sync, SYNC_MS or SLOW_SYNC_MS after the last one as it found needed, or
-   * sooner if one is armed further away. Re-armed before the sync runs, so a sync that throws
-   * does not end the loop (as setInterval).
-   */
+  /** The next periodic sync, SYNC_MS or SLOW_SYNC_MS from now as the last sync found needed. */
   private armSync(): void {
-    if (this.stopped) return;
-    const at = this.host.now() + (this.fastSync ? SYNC_MS : SLOW_SYNC_MS);
-    if (this.syncTimer !== undefined && this.syncAt <= at) return;
-    if (this.syncTimer !== undefined) this.timers.clear(this.syncTimer);
-    this.syncAt = at;
-    this.syncTimer = this.timers.set(
-      () => {
-        this.syncTimer = undefined;
-        this.syncAt = Infinity;
-        if (this.stopped) return;
-        this.armSync();
-        this.run(() => this.sync());
-      },
-      Math.max(0, at - this.host.now()),
-    );
+    if (!this.stopped) this.syncTimer.armAt(this.host.now() + (this.fastSync ? SYNC_MS : SLOW_SYNC_MS));
   }
 
   private syncQueued = false;
@@ -209,18 +236,7 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
     // Only at the core's own next deadline: an idle host has just its MAC table sweep (every
     // 10 s); NLB heartbeats, guests' requests and traffic arm theirs.
     const at = this.net.nextDeadline();
-    if (at === undefined || this.stopped) return;
-    if (this.timer && at >= this.timerAt) return;
-    if (this.timer) this.timers.clear(this.timer);
-    this.timerAt = at;
-    this.timer = this.timers.set(
-      () => {
-        this.timer = undefined;
-        this.timerAt = Infinity;
-        if (!this.stopped) this.run(() => undefined);
-      },
-      Math.max(0, at - this.host.now()),
-    );
+    if (at !== undefined && !this.stopped) this.timer.armAt(at);
   }
 
   // --- Configuration ---
@@ -395,8 +411,8 @@ export class AgentNetwork<L extends FrameLinks = Tunnels> {
     if (this.stopped) return;
     this.stopped = true;
     this.unsubscribe();
-    if (this.syncTimer !== undefined) this.timers.clear(this.syncTimer);
-    if (this.timer) this.timers.clear(this.timer);
+    this.syncTimer.clear();
+    this.timer.clear();
     this.tunnels.close();
   }
 }
