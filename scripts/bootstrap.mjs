@@ -1,7 +1,7 @@
 // The entry point of `npm start` and `npm test` on a fresh clone. It uses nothing but Node's
 // standard library, because nothing else is installed yet: it installs the dependencies when
 // they are missing or older than package-lock.json, builds, then hands over.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,12 +39,26 @@ ensureInstalled();
 
 if (mode === 'start') {
   must(npm, ['run', '--silent', 'build'], 'build');
-  // The launcher owns Ctrl-C: it stops every child, then exits 0. This process only waits, so
-  // it must not die of the same SIGINT before the launcher has finished.
+  const launcher = spawn(process.execPath, ['--import', 'tsx', join('scripts', 'farm', 'main.ts'), ...rest], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  // The launcher owns Ctrl-C: it stops every child, then exits 0. The terminal sends Ctrl-C's
+  // SIGINT to the launcher too, so this process only waits (a second SIGINT would make the
+  // launcher give up its clean stop). A SIGTERM comes to this process alone (npm passes on a
+  // `kill`): passed on, or the farm would run on without anyone to stop it. A `kill` of `npm
+  // start` reaches npm and its shell, not this process: their end (this process handed to
+  // another parent) stops the farm too.
   process.on('SIGINT', () => {});
-  process.on('SIGTERM', () => {});
-  const status = run(process.execPath, ['--import', 'tsx', join('scripts', 'farm', 'main.ts'), ...rest]);
-  process.exit(status);
+  process.on('SIGTERM', () => launcher.kill('SIGTERM'));
+  const parent = process.ppid;
+  const orphaned = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(orphaned); // once: a second signal makes the launcher give up its clean stop
+    launcher.kill('SIGTERM');
+  }, 1000);
+  orphaned.unref();
+  launcher.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
 } else if (mode === 'test') {
   must(npm, ['run', '--silent', 'build'], 'build');
   must(npm, ['run', '--silent', 'typecheck'], 'type-check');

@@ -178,3 +178,34 @@ describe('the launcher after a launcher died', function () {
     }
   });
 });
+
+describe('npm start stopped by a kill of npm (not Ctrl-C)', function () {
+  this.timeout(120_000);
+
+  it('stops the farm cleanly when the shell that ran the bootstrap goes away', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'hf-farm-'));
+    // A shell that stays the bootstrap's parent, as npm's `sh -c` does; killing it reaches
+    // neither the bootstrap nor the launcher, as `kill <npm's pid>` does not.
+    const shell = spawn(
+      'sh',
+      [
+        '-c',
+        `"${process.execPath}" scripts/bootstrap.mjs start --daemons 1 --agents 1 --data "${data}"; true`,
+      ],
+      { cwd: root, stdio: 'ignore' },
+    );
+    const file = join(data, 'farm.json');
+    const farm = await until('farm.json', 90_000, () =>
+      existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as FarmFile) : undefined,
+    );
+    shell.kill('SIGKILL');
+    try {
+      await until('the farm stopped', 30_000, () =>
+        !existsSync(file) && farm.processes.every((p) => !processAlive(p.pid)) ? true : undefined,
+      );
+      expect(existsSync(join(data, 'farm.lock'))).to.equal(false);
+    } finally {
+      for (const p of farm.processes) if (processAlive(p.pid)) process.kill(p.pid, 'SIGKILL');
+    }
+  });
+});
